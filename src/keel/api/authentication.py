@@ -1,0 +1,48 @@
+"""Bearer tokens → principal, as pure ASGI middleware.
+
+It runs before rate limits and idempotency, which both key on the principal.
+A request without ``Authorization`` passes through anonymous (the route then
+answers 401, and anonymous limits can still count it); a request with a bad
+token is refused here with a 401 problem, before any other work.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from keel.api.problems import from_error
+from keel.domain.tokens import Authenticator
+from keel.errors import KeelError, Unauthenticated
+
+PROTECTED_PREFIX = "/v1/"
+
+
+def bearer_token(scope: Scope) -> str | None:
+    """The token of an ``Authorization: Bearer …`` header; raises if the header is malformed."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthenticated("use 'Authorization: Bearer <token>'")
+            return str(token.strip())
+    return None
+
+
+class AuthenticationMiddleware:
+    def __init__(self, app: ASGIApp, *, authenticator: Authenticator) -> None:
+        self.app = app
+        self.authenticator = authenticator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(PROTECTED_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        try:
+            token = bearer_token(scope)
+            principal = await self.authenticator.authenticate(token) if token else None
+        except KeelError as error:
+            response = from_error(error, scope["path"])
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)

@@ -1,0 +1,33 @@
+"""FastAPI dependencies shared by the routers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from keel.api.services import Services, services_of
+from keel.domain.principal import Principal
+from keel.errors import Unauthenticated
+
+# Documents the scheme in OpenAPI; the middleware has already checked the token.
+_bearer = HTTPBearer(auto_error=False, description="An API token from `keel admin create-token`")
+
+
+def require_principal(
+    request: Request,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
+) -> Principal:
+    principal: Principal | None = request.scope.get("state", {}).get("principal")
+    if principal is None:
+        raise Unauthenticated("this endpoint needs 'Authorization: Bearer <token>'")
+    return principal
+
+
+def get_services(request: Request) -> Services:
+    return services_of(request)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(require_principal)]
+AppServices = Annotated[Services, Depends(get_services)]

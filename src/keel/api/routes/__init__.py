@@ -1,0 +1,1 @@
+"""The /v1 routers: thin handlers over the domain services."""

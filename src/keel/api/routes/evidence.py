@@ -1,0 +1,138 @@
+"""/v1/evidence: streamed uploads and downloads."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request, Response
+from starlette.responses import StreamingResponse
+
+from keel.api.dependencies import AppServices, CurrentPrincipal
+from keel.api.multipart import FileFieldReader
+from keel.api.problems import problem_responses
+from keel.api.schemas import EvidenceOut
+from keel.domain import evidence
+from keel.errors import PayloadTooLarge
+
+router = APIRouter(prefix="/v1/evidence", tags=["evidence"])
+
+MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file itself
+
+_UPLOAD_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {"file": {"type": "string", "format": "binary"}},
+            }
+        }
+    },
+}
+
+
+def _declared_length(request: Request) -> int | None:
+    value = request.headers.get("content-length")
+    return int(value) if value and value.isdigit() else None
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=EvidenceOut,
+    openapi_extra={"requestBody": _UPLOAD_BODY},
+    responses=problem_responses(400, 401, 409, 413, 415, 422, 429, 503),
+)
+async def upload_evidence(
+    request: Request, principal: CurrentPrincipal, services: AppServices
+) -> EvidenceOut:
+    rules = services.upload_rules
+    declared = _declared_length(request)
+    if declared is not None and declared > rules.max_bytes + MULTIPART_OVERHEAD:
+        raise PayloadTooLarge(
+            f"the file is larger than the {rules.max_bytes}-byte limit", limit=rules.max_bytes
+        )
+    reader = FileFieldReader(request.stream(), request.headers.get("content-type"), "file")
+    part = await reader.find()
+    rules.check_type(part.content_type)
+    blob = await evidence.receive(
+        services.store, principal, reader.chunks(), max_bytes=rules.max_bytes
+    )
+    async with services.database.write() as session:
+        row = await evidence.record(
+            session,
+            principal,
+            blob,
+            filename=part.filename,
+            content_type=part.content_type,
+            clock=services.clock,
+        )
+    return EvidenceOut.model_validate(row)
+
+
+@router.get(
+    "/{evidence_id}", response_model=EvidenceOut, responses=problem_responses(401, 404, 503)
+)
+async def get_evidence(
+    evidence_id: str, principal: CurrentPrincipal, services: AppServices
+) -> EvidenceOut:
+    async with services.database.read() as session:
+        row = await evidence.get(session, principal, evidence_id)
+    return EvidenceOut.model_validate(row)
+
+
+async def primed(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Read the first chunk before answering, so a missing blob is a 404, not a cut stream."""
+    first = await anext(chunks, b"")
+
+    async def rest() -> AsyncIterator[bytes]:
+        if first:
+            yield first
+        async for chunk in chunks:
+            yield chunk
+
+    return rest()
+
+
+def attachment(filename: str) -> str:
+    ascii_name = filename.encode("ascii", "replace").decode().replace('"', "'")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
+
+
+@router.get(
+    "/{evidence_id}/content",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        **problem_responses(401, 404, 429, 503),
+    },
+)
+async def download_evidence(
+    evidence_id: str, principal: CurrentPrincipal, services: AppServices
+) -> StreamingResponse:
+    async with services.database.read() as session:
+        row = await evidence.get(session, principal, evidence_id)
+    body = await primed(services.store.read(row.storage_key))
+    return StreamingResponse(
+        body,
+        media_type=row.content_type,
+        headers={
+            "Content-Length": str(row.size),
+            "Content-Disposition": attachment(row.filename),
+            "ETag": f'"{row.sha256}"',
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+@router.delete("/{evidence_id}", status_code=204, responses=problem_responses(401, 403, 404, 503))
+async def delete_evidence(
+    evidence_id: str, principal: CurrentPrincipal, services: AppServices
+) -> Response:
+    async with services.database.write() as session:
+        orphan_key = await evidence.delete(session, principal, evidence_id, clock=services.clock)
+    if orphan_key is not None:
+        await services.store.delete(orphan_key)
+    return Response(status_code=204)

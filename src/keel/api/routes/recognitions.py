@@ -1,0 +1,83 @@
+"""/v1/recognitions"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from keel.api.dependencies import AppServices, CurrentPrincipal
+from keel.api.problems import problem_responses
+from keel.api.schemas import RecognitionCreate, RecognitionOut, RecognitionPage
+from keel.domain import recognitions
+from keel.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT
+
+router = APIRouter(prefix="/v1/recognitions", tags=["recognitions"])
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=RecognitionOut,
+    responses=problem_responses(400, 401, 409, 422, 429, 503),
+)
+async def create_recognition(
+    body: RecognitionCreate, principal: CurrentPrincipal, services: AppServices
+) -> RecognitionOut:
+    new = recognitions.NewRecognition(
+        recipient_id=body.recipient_id,
+        message=body.message,
+        category=body.category,
+        evidence_ids=body.evidence_ids,
+    )
+    async with services.database.write() as session:
+        record = await recognitions.create(session, principal, new, clock=services.clock)
+    return RecognitionOut.model_validate(record)
+
+
+@router.get("", response_model=RecognitionPage, responses=problem_responses(400, 401, 422, 503))
+async def list_recognitions(
+    principal: CurrentPrincipal,
+    services: AppServices,
+    recipient_id: str | None = None,
+    giver_id: str | None = None,
+    created_before: datetime | None = None,
+    created_after: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> RecognitionPage:
+    filters = recognitions.RecognitionFilter(
+        recipient_id=recipient_id,
+        giver_id=giver_id,
+        created_before=created_before,
+        created_after=created_after,
+    )
+    async with services.database.read() as session:
+        page = await recognitions.list_page(session, principal, filters, limit=limit, cursor=cursor)
+    return RecognitionPage(
+        items=[RecognitionOut.model_validate(item) for item in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get(
+    "/{recognition_id}", response_model=RecognitionOut, responses=problem_responses(401, 404, 503)
+)
+async def get_recognition(
+    recognition_id: str, principal: CurrentPrincipal, services: AppServices
+) -> RecognitionOut:
+    async with services.database.read() as session:
+        record = await recognitions.get(session, principal, recognition_id)
+    return RecognitionOut.model_validate(record)
+
+
+@router.delete(
+    "/{recognition_id}", status_code=204, responses=problem_responses(401, 403, 404, 503)
+)
+async def delete_recognition(
+    recognition_id: str, principal: CurrentPrincipal, services: AppServices
+) -> Response:
+    async with services.database.write() as session:
+        await recognitions.delete(session, principal, recognition_id, clock=services.clock)
+    return Response(status_code=204)

@@ -1,0 +1,76 @@
+"""Request and response bodies of the public API (the fixed fields of issue 2)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class RecognitionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    recipient_id: str = Field(min_length=1, max_length=64)
+    message: str = Field(min_length=1, max_length=2000)
+    category: str | None = Field(default=None, min_length=1, max_length=100)
+    evidence_ids: list[str] = Field(default_factory=list, max_length=20)
+
+
+class RecognitionOut(_Out):
+    id: str
+    org_id: str
+    giver_id: str
+    recipient_id: str
+    message: str
+    category: str | None
+    evidence_ids: list[str]
+    created_at: datetime
+
+
+class RecognitionPage(BaseModel):
+    items: list[RecognitionOut]
+    next_cursor: str | None
+
+
+class EvidenceOut(_Out):
+    id: str
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    created_at: datetime
+
+
+class ExportCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["csv", "json"]
+
+
+class ExportOut(_Out):
+    id: str
+    status: Literal["pending", "running", "succeeded", "failed"]
+    format: Literal["csv", "json"]
+    created_at: datetime
+    finished_at: datetime | None = None
+    size: int | None = None
+    row_count: int | None = None
+
+
+class UserOut(_Out):
+    id: str
+    org_id: str
+    email: str
+    display_name: str
+    role: Literal["member", "admin"]
+    created_at: datetime
+
+
+class UserPage(BaseModel):
+    items: list[UserOut]
+    next_cursor: str | None

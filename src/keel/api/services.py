@@ -1,0 +1,31 @@
+"""The objects a request handler needs, built once by ``create_app``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import HTTPConnection
+
+from keel.clock import Clock
+from keel.db.engine import Database
+from keel.domain.evidence import UploadRules
+from keel.domain.tokens import Authenticator
+from keel.settings import Settings
+from keel.storage import BlobStore
+from keel.tasks import BackgroundTasks
+
+
+@dataclass
+class Services:
+    settings: Settings
+    database: Database
+    store: BlobStore
+    authenticator: Authenticator
+    upload_rules: UploadRules
+    background: BackgroundTasks
+    clock: Clock
+
+
+def services_of(connection: HTTPConnection) -> Services:
+    services: Services = connection.app.state.services
+    return services

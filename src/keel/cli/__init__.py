@@ -1,0 +1,29 @@
+"""The ``keel`` command: thin Typer wrappers over typed functions.
+
+Each sub-command group lives in its own module exposing ``app``; this module
+only assembles them. Every command that prints data accepts ``--json``.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from keel.cli import admin, migrate, server
+
+app = typer.Typer(
+    name="keel",
+    help="Keel: a recognitions API with a reliability layer.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+server.register(app)
+app.add_typer(admin.app, name="admin")
+app.add_typer(migrate.app, name="migrate")
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,65 @@
+"""``keel serve`` and ``keel version``."""
+
+from __future__ import annotations
+
+import asyncio
+
+import typer
+import uvicorn
+
+from keel import __version__
+from keel.cli._common import JsonOption, database, err, fail, out, print_json
+from keel.db import migrate
+from keel.errors import KeelError
+from keel.settings import Settings
+
+
+async def prepare_schema(settings: Settings) -> str:
+    """On the embedded SQLite default, migrate; elsewhere refuse a schema behind the code."""
+    async with database(settings) as db:
+        if settings.is_sqlite:
+            await migrate.upgrade(db)
+        else:
+            await migrate.require_head(db)
+        return await migrate.current_revision(db) or "nothing"
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8000, help="TCP port."),
+    workers: int = typer.Option(1, min=1, help="Server processes (uvicorn workers)."),
+) -> None:
+    """Serve the API with uvicorn."""
+    settings = Settings()
+    try:
+        settings.check_startable()
+        revision = asyncio.run(prepare_schema(settings))
+    except KeelError as error:
+        fail(error.detail)
+    err.print(f"schema at {revision}; serving on http://{host}:{port}", highlight=False)
+    uvicorn.run(
+        "keel.app:create_app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=30,
+    )
+
+
+def version(as_json: bool = JsonOption) -> None:
+    """Print Keel's version."""
+    settings = Settings()
+    if as_json:
+        print_json(
+            {"version": __version__, "release_id": settings.release_id, "git_sha": settings.git_sha}
+        )
+    else:
+        out.print(f"keel {__version__}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
+    app.command()(version)

@@ -1,0 +1,125 @@
+"""The engine, its sessions and the transaction boundaries.
+
+``Database.write()`` is the unit of work: the domain write, its audit events
+and the jobs it enqueues go through one session and commit together.
+On SQLite, write transactions start with ``BEGIN IMMEDIATE`` so two writers
+queue on ``busy_timeout`` instead of failing when a read lock would have to be
+upgraded; reads keep the default deferred ``BEGIN`` and never block writers
+under WAL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event, exc
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from keel.errors import DatabaseUnavailable
+
+_IMMEDIATE = "keel_sqlite_begin_immediate"
+
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    exc.OperationalError,
+    exc.InterfaceError,
+    exc.TimeoutError,
+    OSError,
+    TimeoutError,
+    ConnectionError,
+)
+
+
+def _is_unavailable(error: BaseException) -> bool:
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, UNAVAILABLE_ERRORS)
+
+
+def create_engine(url: str, *, pool_size: int = 10, timeout: float = 5.0) -> AsyncEngine:
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": timeout})
+        _configure_sqlite(engine, busy_timeout_ms=int(timeout * 1000))
+        return engine
+    connect_args: dict[str, Any] = {}
+    if "+asyncpg" in url:
+        connect_args = {"timeout": timeout, "command_timeout": 30}
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=timeout,
+        connect_args=connect_args,
+    )
+
+
+def _configure_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # Take transaction control away from the sqlite3 module so BEGIN is ours.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        immediate = connection.get_execution_options().get(_IMMEDIATE, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Database:
+    """Owns the engine; hands out read and write sessions."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, timeout: float = 5.0) -> None:
+        self.url = url
+        self.engine = create_engine(url, pool_size=pool_size, timeout=timeout)
+        self.dialect = self.engine.dialect.name
+        write_bind = self.engine.execution_options(**{_IMMEDIATE: True})
+        self._reader = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._writer = async_sessionmaker(write_bind, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        async with self._guard(), self._reader() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """One transaction: committed when the block ends, rolled back on any error."""
+        async with self._guard(), self._writer() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def _guard(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except BaseException as error:
+            if _is_unavailable(error) and not isinstance(error, asyncio.CancelledError):
+                raise DatabaseUnavailable(
+                    "the database is not answering; retry shortly", retry_after=2
+                ) from error
+            raise
+
+    async def ping(self) -> None:
+        """``SELECT 1`` — raises when the database cannot answer."""
+        async with self.engine.connect() as connection:
+            await connection.exec_driver_sql("SELECT 1")
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

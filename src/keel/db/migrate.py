@@ -1,0 +1,75 @@
+"""Alembic, driven from code.
+
+The migration scripts ship inside the package, so ``keel migrate`` works from
+an installed wheel with no ``alembic.ini`` lying around. Alembic is sync; these
+functions run it on a worker thread over a sync connection borrowed from the
+async engine (the pattern of Alembic's own asyncio cookbook).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection
+
+from keel.db.engine import Database
+from keel.errors import SchemaBehind
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def head_revision(url: str = "sqlite://") -> str | None:
+    return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+
+
+def _current(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def current_revision(database: Database) -> str | None:
+    async with database.engine.connect() as connection:
+        return await connection.run_sync(_current)
+
+
+async def _run(database: Database, action: str, target: str) -> None:
+    config = alembic_config(database.url)
+
+    def run(connection: Connection) -> None:
+        config.attributes["connection"] = connection
+        if action == "upgrade":
+            command.upgrade(config, target)
+        else:
+            command.downgrade(config, target)
+
+    async with database.engine.begin() as connection:
+        await connection.run_sync(run)
+
+
+async def upgrade(database: Database, target: str = "head") -> None:
+    await _run(database, "upgrade", target)
+
+
+async def downgrade(database: Database, target: str) -> None:
+    await _run(database, "downgrade", target)
+
+
+async def require_head(database: Database) -> None:
+    """Refuse to serve on a schema that is not the one this code was written for."""
+    current = await current_revision(database)
+    head = head_revision(database.url)
+    if current != head:
+        raise SchemaBehind(
+            f"database schema is at {current or 'nothing'}, the code needs {head}: "
+            "run `keel migrate upgrade`"
+        )

@@ -1,0 +1,105 @@
+"""Organisations and their users: the administrative side, used by ``keel admin``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from keel.clock import SYSTEM_CLOCK, Clock
+from keel.db.tables import Org, User
+from keel.domain.principal import Plan, Role
+from keel.errors import Conflict, InvalidInput, NotFound
+from keel.ids import new_id
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+async def create_org(
+    session: AsyncSession,
+    name: str,
+    *,
+    plan: str = Plan.FREE,
+    timezone: str = "UTC",
+    clock: Clock = SYSTEM_CLOCK,
+) -> Org:
+    name = name.strip()
+    if not 1 <= len(name) <= 200:
+        raise InvalidInput("organisation name must be 1-200 characters", field="name")
+    if plan not in set(Plan):
+        raise InvalidInput(f"plan must be one of {', '.join(Plan)}", field="plan")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise InvalidInput(f"unknown time zone {timezone!r}", field="timezone") from error
+    org = Org(id=new_id(), name=name, plan=plan, timezone=timezone, created_at=clock.now())
+    session.add(org)
+    await session.flush()
+    return org
+
+
+async def create_user(
+    session: AsyncSession,
+    org_id: str,
+    email: str,
+    *,
+    role: str = Role.MEMBER,
+    display_name: str = "",
+    clock: Clock = SYSTEM_CLOCK,
+) -> User:
+    email = email.strip().lower()
+    if not _EMAIL.match(email) or len(email) > 320:
+        raise InvalidInput("not an email address", field="email")
+    if role not in set(Role):
+        raise InvalidInput(f"role must be one of {', '.join(Role)}", field="role")
+    if await session.get(Org, org_id) is None:
+        raise NotFound(f"no organisation {org_id}")
+    user = User(
+        id=new_id(),
+        org_id=org_id,
+        email=email,
+        role=role,
+        display_name=display_name or email.split("@")[0],
+        created_at=clock.now(),
+    )
+    session.add(user)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as error:
+        raise Conflict(f"a user with email {email} already exists") from error
+    return user
+
+
+async def list_orgs(session: AsyncSession) -> Sequence[Org]:
+    return (await session.scalars(select(Org).order_by(Org.id))).all()
+
+
+async def find_org_by_name(session: AsyncSession, name: str) -> Org | None:
+    return (await session.scalars(select(Org).where(Org.name == name).limit(1))).first()
+
+
+async def list_users(
+    session: AsyncSession, org_id: str | None = None, *, after: str | None = None, limit: int = 1000
+) -> Sequence[User]:
+    query = select(User).order_by(User.id).limit(limit)
+    if org_id is not None:
+        query = query.where(User.org_id == org_id)
+    if after is not None:
+        query = query.where(User.id > after)
+    return (await session.scalars(query)).all()
+
+
+async def count_users(session: AsyncSession, org_id: str) -> int:
+    return int(await session.scalar(select(func.count()).where(User.org_id == org_id)) or 0)
+
+
+async def get_user_in_org(session: AsyncSession, org_id: str, user_id: str) -> User:
+    user = await session.get(User, user_id)
+    if user is None or user.org_id != org_id:
+        raise NotFound("no such user")
+    return user

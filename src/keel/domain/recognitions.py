@@ -1,0 +1,192 @@
+"""Recognitions: one colleague thanking another, with optional evidence."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from keel.clock import SYSTEM_CLOCK, Clock
+from keel.db.tables import Evidence, Recognition, RecognitionEvidence, User
+from keel.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
+from keel.domain.principal import Principal
+from keel.errors import Forbidden, InvalidInput, NotFound
+from keel.ids import is_valid_id, new_id
+
+MAX_MESSAGE = 2000
+MAX_EVIDENCE = 20
+
+
+@dataclass(frozen=True, slots=True)
+class RecognitionRecord:
+    id: str
+    org_id: str
+    giver_id: str
+    recipient_id: str
+    message: str
+    category: str | None
+    evidence_ids: list[str]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewRecognition:
+    recipient_id: str
+    message: str
+    category: str | None = None
+    evidence_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class RecognitionFilter:
+    recipient_id: str | None = None
+    giver_id: str | None = None
+    created_before: datetime | None = None
+    created_after: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[RecognitionRecord]
+    next_cursor: str | None
+
+
+def _record(row: Recognition, evidence_ids: list[str]) -> RecognitionRecord:
+    return RecognitionRecord(
+        id=row.id,
+        org_id=row.org_id,
+        giver_id=row.giver_id,
+        recipient_id=row.recipient_id,
+        message=row.message,
+        category=row.category,
+        evidence_ids=evidence_ids,
+        created_at=row.created_at,
+    )
+
+
+async def create(
+    session: AsyncSession,
+    principal: Principal,
+    new: NewRecognition,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+) -> RecognitionRecord:
+    message = new.message.strip()
+    if not 1 <= len(message) <= MAX_MESSAGE:
+        raise InvalidInput(f"message must be 1-{MAX_MESSAGE} characters", field="message")
+    if new.recipient_id == principal.user_id:
+        raise InvalidInput("you cannot recognise yourself", field="recipient_id")
+    recipient = await session.get(User, new.recipient_id) if is_valid_id(new.recipient_id) else None
+    if recipient is None or recipient.org_id != principal.org_id:
+        # Same answer for "no such user" and "another organisation's user".
+        raise InvalidInput("recipient not found in your organisation", field="recipient_id")
+    evidence_ids = list(dict.fromkeys(new.evidence_ids))
+    if len(evidence_ids) > MAX_EVIDENCE:
+        raise InvalidInput(f"at most {MAX_EVIDENCE} evidence files", field="evidence_ids")
+    if evidence_ids:
+        found = set(
+            await session.scalars(
+                select(Evidence.id).where(
+                    Evidence.id.in_(evidence_ids),
+                    Evidence.org_id == principal.org_id,
+                    Evidence.deleted_at.is_(None),
+                )
+            )
+        )
+        missing = [eid for eid in evidence_ids if eid not in found]
+        if missing:
+            raise InvalidInput(
+                "evidence not found in your organisation", field="evidence_ids", missing=missing
+            )
+    row = Recognition(
+        id=new_id(),
+        org_id=principal.org_id,
+        giver_id=principal.user_id,
+        recipient_id=recipient.id,
+        message=message,
+        category=new.category,
+        created_at=clock.now(),
+    )
+    session.add(row)
+    await session.flush()
+    for position, evidence_id in enumerate(evidence_ids):
+        session.add(
+            RecognitionEvidence(recognition_id=row.id, evidence_id=evidence_id, position=position)
+        )
+    await session.flush()
+    return _record(row, evidence_ids)
+
+
+async def _live(session: AsyncSession, principal: Principal, recognition_id: str) -> Recognition:
+    row = await session.get(Recognition, recognition_id) if is_valid_id(recognition_id) else None
+    if row is None or row.org_id != principal.org_id or row.deleted_at is not None:
+        raise NotFound("no such recognition")
+    return row
+
+
+async def _evidence_ids(session: AsyncSession, ids: list[str]) -> dict[str, list[str]]:
+    by_recognition: dict[str, list[str]] = defaultdict(list)
+    if not ids:
+        return by_recognition
+    rows = await session.execute(
+        select(RecognitionEvidence.recognition_id, RecognitionEvidence.evidence_id)
+        .where(RecognitionEvidence.recognition_id.in_(ids))
+        .order_by(RecognitionEvidence.recognition_id, RecognitionEvidence.position)
+    )
+    for recognition_id, evidence_id in rows:
+        by_recognition[recognition_id].append(evidence_id)
+    return by_recognition
+
+
+async def get(
+    session: AsyncSession, principal: Principal, recognition_id: str
+) -> RecognitionRecord:
+    row = await _live(session, principal, recognition_id)
+    evidence = await _evidence_ids(session, [row.id])
+    return _record(row, evidence.get(row.id, []))
+
+
+async def list_page(
+    session: AsyncSession,
+    principal: Principal,
+    filters: RecognitionFilter,
+    *,
+    limit: int = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> Page:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidInput(f"limit must be 1-{MAX_LIMIT}", field="limit")
+    query = select(Recognition).where(
+        Recognition.org_id == principal.org_id, Recognition.deleted_at.is_(None)
+    )
+    if filters.recipient_id is not None:
+        query = query.where(Recognition.recipient_id == filters.recipient_id)
+    if filters.giver_id is not None:
+        query = query.where(Recognition.giver_id == filters.giver_id)
+    if filters.created_before is not None:
+        query = query.where(Recognition.created_at < filters.created_before)
+    if filters.created_after is not None:
+        query = query.where(Recognition.created_at > filters.created_after)
+    if cursor is not None:
+        query = query.where(Recognition.id < decode_cursor(cursor))
+    rows = list(await session.scalars(query.order_by(Recognition.id.desc()).limit(limit + 1)))
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    evidence = await _evidence_ids(session, [row.id for row in rows])
+    items = [_record(row, evidence.get(row.id, [])) for row in rows]
+    return Page(items=items, next_cursor=encode_cursor(rows[-1].id) if has_more else None)
+
+
+async def delete(
+    session: AsyncSession, principal: Principal, recognition_id: str, *, clock: Clock = SYSTEM_CLOCK
+) -> RecognitionRecord:
+    row = await _live(session, principal, recognition_id)
+    if row.giver_id != principal.user_id and not principal.is_admin:
+        raise Forbidden("only the giver or an organisation admin may delete a recognition")
+    row.deleted_at = clock.now()
+    row.deleted_by = principal.user_id
+    await session.flush()
+    return _record(row, [])

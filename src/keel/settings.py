@@ -1,0 +1,94 @@
+"""One Settings object for the whole service.
+
+Read from ``KEEL_*`` environment variables and an optional ``.env`` file.
+``KEEL_ENV`` picks a profile: ``dev`` (the default: readable logs, embedded
+SQLite allowed, a built-in secret), ``staging`` and ``prod`` (JSON logs; refuse
+to start on a default secret or, unless told explicitly, on SQLite).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from keel.errors import ConfigurationError
+
+DEFAULT_SECRET = "dev-only-secret-change-me"  # noqa: S105 - deliberately refused outside dev
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./keel.db"
+
+
+class Profile(StrEnum):
+    DEV = "dev"
+    STAGING = "staging"
+    PROD = "prod"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="KEEL_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    env: Profile = Profile.DEV
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str | None = None
+    secret_key: SecretStr = SecretStr(DEFAULT_SECRET)
+    allow_sqlite_in_prod: bool = False
+
+    storage_dir: Path = Path("./keel-data/blobs")
+    max_upload_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    allowed_content_types: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [
+            "image/png",
+            "image/jpeg",
+            "image/gif",
+            "image/webp",
+            "application/pdf",
+            "text/plain",
+            "text/csv",
+            "application/octet-stream",
+        ]
+    )
+
+    auth_cache_seconds: float = Field(default=5.0, ge=0)
+    database_pool_size: int = Field(default=10, gt=0)
+    database_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    service_id: str = "keel"
+    release_id: str = "dev"
+    git_sha: str = "unknown"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_lists(cls, data: object) -> object:
+        """Accept comma-separated lists from the environment."""
+        if isinstance(data, dict):
+            value = data.get("allowed_content_types")
+            if isinstance(value, str):
+                data["allowed_content_types"] = [
+                    item.strip() for item in value.split(",") if item.strip()
+                ]
+        return data
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def check_startable(self) -> None:
+        """Refuse settings that must never reach staging or production."""
+        if self.env is Profile.DEV:
+            return
+        if self.secret_key.get_secret_value() == DEFAULT_SECRET:
+            raise ConfigurationError(
+                f"KEEL_ENV={self.env.value} refuses the built-in secret: set KEEL_SECRET_KEY"
+            )
+        if len(self.secret_key.get_secret_value()) < 32:
+            raise ConfigurationError("KEEL_SECRET_KEY must be at least 32 characters")
+        if self.env is Profile.PROD and self.is_sqlite and not self.allow_sqlite_in_prod:
+            raise ConfigurationError(
+                "KEEL_ENV=prod refuses SQLite: set KEEL_DATABASE_URL to PostgreSQL, "
+                "or KEEL_ALLOW_SQLITE_IN_PROD=true to run embedded on purpose"
+            )

@@ -1,0 +1,161 @@
+"""Blobs in a local directory, written atomically and addressed by content.
+
+A write goes to a temporary file inside the store's own ``tmp/`` (same
+filesystem, so the final ``rename`` is atomic), is fsync-ed, then renamed to
+``<namespace>/<sha256[:2]>/<sha256>``. A reader therefore sees either the whole
+blob or none of it, and identical bytes in one namespace are kept once.
+Disk errors surface as :class:`~keel.errors.StorageUnavailable` (503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import re
+import secrets
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import IO, TypeVar
+
+from keel.errors import NotFound, StorageUnavailable
+from keel.storage.base import StoredBlob
+
+_T = TypeVar("_T")
+_NAMESPACE = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*$")
+_KEY = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*/[0-9a-f]{2}/[0-9a-f]{64}$")
+READ_CHUNK = 64 * 1024
+
+
+async def _io(function: Callable[[], _T]) -> _T:
+    try:
+        return await asyncio.to_thread(function)
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise StorageUnavailable(f"file storage failed: {error.strerror or error}") from error
+
+
+class _LocalWriter:
+    def __init__(self, store: LocalDirectoryStore, namespace: str, handle: IO[bytes], path: Path):
+        self._store = store
+        self._namespace = namespace
+        self._handle = handle
+        self._path = path
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._closed = False
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    async def write(self, chunk: bytes) -> None:
+        self._hash.update(chunk)
+        self._size += len(chunk)
+        await _io(lambda: self._handle.write(chunk))
+
+    async def commit(self) -> StoredBlob:
+        digest = self._hash.hexdigest()
+        key = f"{self._namespace}/{digest[:2]}/{digest}"
+        final = self._store.path_for(key)
+
+        def finish() -> None:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self._path, final)
+            _fsync_dir(final.parent)
+
+        try:
+            await _io(finish)
+        except BaseException:
+            await self.abort()
+            raise
+        self._closed = True
+        return StoredBlob(key=key, size=self._size, sha256=digest)
+
+    async def abort(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+
+        def discard() -> None:
+            with contextlib.suppress(OSError):
+                self._handle.close()
+            with contextlib.suppress(OSError):
+                self._path.unlink()
+
+        await asyncio.to_thread(discard)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalDirectoryStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self._tmp = self.root / "tmp"
+
+    def path_for(self, key: str) -> Path:
+        if not _KEY.match(key):
+            raise NotFound("no such file")
+        return self.root / key
+
+    async def begin_write(self, namespace: str) -> _LocalWriter:
+        if not _NAMESPACE.match(namespace):
+            raise ValueError(f"invalid storage namespace {namespace!r}")
+        path = self._tmp / f"{secrets.token_hex(16)}.part"
+
+        def open_temp() -> IO[bytes]:
+            self._tmp.mkdir(parents=True, exist_ok=True)
+            return path.open("xb")
+
+        try:
+            handle = await _io(open_temp)
+        except FileNotFoundError as error:
+            raise StorageUnavailable("file storage directory is missing") from error
+        return _LocalWriter(self, namespace, handle, path)
+
+    async def read(self, key: str) -> AsyncIterator[bytes]:
+        path = self.path_for(key)
+        try:
+            handle = await _io(lambda: path.open("rb"))
+        except FileNotFoundError as error:
+            raise NotFound("file content is gone") from error
+        try:
+            while True:
+                chunk = await _io(lambda: handle.read(READ_CHUNK))
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            handle.close()
+
+    async def delete(self, key: str) -> None:
+        path = self.path_for(key)
+        with contextlib.suppress(FileNotFoundError):
+            await _io(path.unlink)
+
+    async def exists(self, key: str) -> bool:
+        path = self.path_for(key)
+        return await _io(path.is_file)
+
+    async def probe(self) -> None:
+        payload = secrets.token_bytes(32)
+        writer = await self.begin_write("_probe")
+        await writer.write(payload)
+        blob = await writer.commit()
+        try:
+            data = b"".join([chunk async for chunk in self.read(blob.key)])
+            if data != payload:
+                raise StorageUnavailable("file storage read back different bytes")
+        finally:
+            await self.delete(blob.key)

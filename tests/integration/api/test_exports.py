@@ -1,0 +1,85 @@
+"""Exports: requested with 202, produced off the request path, downloaded."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from tests.support.app import World
+
+
+async def wait_finished(
+    client: httpx.AsyncClient, world: World, export_id: str
+) -> dict[str, object]:
+    for _ in range(200):
+        body: dict[str, object] = (
+            await client.get(f"/v1/exports/{export_id}", headers=world.alice.headers)
+        ).json()
+        if body["status"] in ("succeeded", "failed"):
+            return body
+        await asyncio.sleep(0.02)
+    raise AssertionError("export did not finish within 4 s")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+async def test_export_contains_every_live_recognition(
+    app: FastAPI, client: httpx.AsyncClient, world: World, fmt: str
+) -> None:
+    ids = []
+    for i in range(5):
+        body = {"recipient_id": world.bob.id, "message": f'm{i}, with "quotes"\nand lines'}
+        ids.append(
+            (await client.post("/v1/recognitions", json=body, headers=world.alice.headers)).json()[
+                "id"
+            ]
+        )
+    await client.delete(f"/v1/recognitions/{ids[0]}", headers=world.alice.headers)
+    created = await client.post("/v1/exports", json={"format": fmt}, headers=world.alice.headers)
+    assert created.status_code == 202
+    export = created.json()
+    assert set(export) >= {"id", "status", "format", "created_at"}
+    assert export["format"] == fmt
+    assert created.headers["location"] == f"/v1/exports/{export['id']}"
+    done = await wait_finished(client, world, export["id"])
+    assert done["status"] == "succeeded"
+    assert done["row_count"] == 4
+    content = await client.get(f"/v1/exports/{export['id']}/content", headers=world.alice.headers)
+    assert content.status_code == 200
+    if fmt == "csv":
+        rows = list(csv.DictReader(io.StringIO(content.text)))
+        assert sorted(r["id"] for r in rows) == sorted(ids[1:])
+        assert rows[0]["message"].startswith('m1, with "quotes"\nand')
+    else:
+        items = content.json()
+        assert sorted(item["id"] for item in items) == sorted(ids[1:])
+
+
+async def test_export_of_another_org_does_not_leak_rows(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    await client.post(
+        "/v1/recognitions",
+        json={"recipient_id": world.bob.id, "message": "a"},
+        headers=world.alice.headers,
+    )
+    export = (
+        await client.post("/v1/exports", json={"format": "json"}, headers=world.mallory.headers)
+    ).json()
+    for _ in range(200):
+        state = (
+            await client.get(f"/v1/exports/{export['id']}", headers=world.mallory.headers)
+        ).json()
+        if state["status"] == "succeeded":
+            break
+        await asyncio.sleep(0.02)
+    content = await client.get(f"/v1/exports/{export['id']}/content", headers=world.mallory.headers)
+    assert content.json() == []
+
+
+async def test_bad_format_is_422(client: httpx.AsyncClient, world: World) -> None:
+    response = await client.post("/v1/exports", json={"format": "xml"}, headers=world.alice.headers)
+    assert response.status_code == 422

@@ -1,0 +1,88 @@
+"""A Keel app under test, with two seeded organisations, reached over ASGI."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import httpx
+from fastapi import FastAPI
+
+from keel.app import create_app
+from keel.clock import Clock
+from keel.db.engine import Database
+from keel.domain import orgs
+from keel.domain.principal import Role
+from keel.domain.tokens import issue_token
+from keel.settings import Settings
+from keel.testing import ManualClock
+
+SECRET = "test-secret-that-is-long-enough-0123456789"
+
+
+@dataclass
+class Member:
+    id: str
+    org_id: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@dataclass
+class World:
+    """Organisation A (admin, alice, bob) and organisation B (mallory)."""
+
+    admin: Member
+    alice: Member
+    bob: Member
+    mallory: Member
+    extra: dict[str, Member] = field(default_factory=dict)
+
+
+async def add_member(
+    database: Database, org_id: str, email: str, role: Role = Role.MEMBER
+) -> Member:
+    async with database.write() as session:
+        user = await orgs.create_user(session, org_id, email, role=role)
+        issued = await issue_token(session, SECRET.encode(), user.id)
+    return Member(id=user.id, org_id=org_id, token=issued.token)
+
+
+async def seed_world(database: Database) -> World:
+    async with database.write() as session:
+        org_a = await orgs.create_org(session, "Org A", plan="team")
+        org_b = await orgs.create_org(session, "Org B")
+    return World(
+        admin=await add_member(database, org_a.id, "admin@a.test", Role.ADMIN),
+        alice=await add_member(database, org_a.id, "alice@a.test"),
+        bob=await add_member(database, org_a.id, "bob@a.test"),
+        mallory=await add_member(database, org_b.id, "mallory@b.test"),
+    )
+
+
+def make_settings(database_url: str, storage_dir: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "secret_key": SECRET,
+        "storage_dir": storage_dir,
+        "auth_cache_seconds": 0,
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+@asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Run the app's lifespan and hand out a client that speaks ASGI to it."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://keel.test") as client:
+            yield client
+
+
+def app_for(settings: Settings, clock: Clock | None = None) -> FastAPI:
+    return create_app(settings, clock=clock or ManualClock())
