@@ -1,0 +1,120 @@
+"""Calendar quotas: a count per hour, day or month in an organisation's time zone.
+
+A rate limit smooths traffic; a quota caps a business quantity ("10
+recognitions a day"), and people read "a day" on their own wall clock. So a
+daily quota resets at midnight in the organisation's IANA time zone, and a day
+is 23 or 25 hours long when daylight saving time starts or ends.
+
+Quotas count *successes*: callers ``check`` (peek) before the operation and
+``consume`` only after it succeeded, or consume first and ``refund`` on
+failure. This module is the pure arithmetic; backends keep the counts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, tzinfo
+from functools import cache
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+WindowPeriod = Literal["hour", "day", "month"]
+
+
+@cache
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaWindow:
+    """A calendar window kind in a time zone: ``QuotaWindow("day", "Europe/London")``."""
+
+    period: WindowPeriod
+    timezone: str = "UTC"
+
+    def __post_init__(self) -> None:
+        # Fail at construction, not on the first request of the day.
+        _zone(self.timezone)
+
+    def bounds(self, now: float) -> tuple[float, float]:
+        """Epoch seconds ``[start, end)`` of the window holding ``now``."""
+        return window_bounds(now, self.period, _zone(self.timezone))
+
+
+def window_bounds(now: float, period: WindowPeriod, tz: tzinfo) -> tuple[float, float]:
+    """The calendar window ``[start, end)`` around ``now`` in ``tz``, as epoch seconds.
+
+    Days and months are computed from local midnights, so their length follows
+    DST (23 h, 25 h). Hours are local hours: in the repeated hour of a fall-back
+    transition each of the two 01:00-02:00 hours is its own window (``fold``
+    keeps them apart). A midnight that does not exist (zones that switch at
+    00:00) maps, per PEP 495, to the transition instant: the day starts there.
+    """
+    local = datetime.fromtimestamp(now, tz)
+    if period == "hour":
+        start = local.replace(minute=0, second=0, microsecond=0).timestamp()
+        return start, start + 3600.0
+    if period == "day":
+        day = local.date()
+        return _midnight(day, tz), _midnight(day + timedelta(days=1), tz)
+    first = local.date().replace(day=1)
+    following = (first + timedelta(days=32)).replace(day=1)
+    return _midnight(first, tz), _midnight(following, tz)
+
+
+def _midnight(day: date, tz: tzinfo) -> float:
+    return datetime(day.year, day.month, day.day, tzinfo=tz).timestamp()
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaDecision:
+    """A quota reading: ``used`` of ``limit`` in the window ending ``reset_after`` from now.
+
+    ``allowed`` says whether ``n`` more fit (for a check) or were counted (for a
+    consume). ``retry_after`` is 0 when allowed, else the wait until the window
+    resets, since a calendar quota never refills before that.
+    """
+
+    allowed: bool
+    used: int
+    limit: int
+    reset_after: float
+    retry_after: float
+    window_start: float
+    window_end: float
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.used)
+
+
+def quota_decision(
+    used: int, limit: int, n: int, now: float, window: tuple[float, float]
+) -> QuotaDecision:
+    """Would ``n`` more fit, given ``used`` so far in ``window``?"""
+    start, end = window
+    reset_after = max(0.0, end - now)
+    allowed = used + n <= limit
+    return QuotaDecision(
+        allowed=allowed,
+        used=used,
+        limit=limit,
+        reset_after=reset_after,
+        retry_after=0.0 if allowed else reset_after,
+        window_start=start,
+        window_end=end,
+    )
+
+
+def counted(used: int, limit: int, now: float, window: tuple[float, float]) -> QuotaDecision:
+    """The reading after a consume was recorded: ``used`` now includes it."""
+    start, end = window
+    reset_after = max(0.0, end - now)
+    return QuotaDecision(True, used, limit, reset_after, 0.0, start, end)
+
+
+def counter_key(key: str, window: tuple[float, float]) -> str:
+    """The storage key of one window's counter: each window counts on its own key."""
+    return f"{key}@{math.floor(window[0])}"
