@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 
 from keel.errors import KeelError
 
@@ -127,16 +128,29 @@ async def _http_error(request: Request, error: Exception) -> Response:
     detail = error.detail if isinstance(error.detail, str) else title
     if error.status_code == 404 and detail == "Not Found":
         detail = "no resource at this path"
-    if error.status_code == 405 and detail == "Method Not Allowed":
-        detail = f"{request.method} is not allowed on this path"
+    headers = dict(error.headers or {})
+    if error.status_code == 405:
+        allowed = _allowed_methods(request)
+        detail = f"{request.method} is not allowed on this path; use {', '.join(allowed)}"
+        headers["Allow"] = ", ".join(allowed)
     return problem_response(
         status=error.status_code,
         slug=slug,
         title=title,
         detail=detail,
         instance=_instance(request),
-        headers=error.headers,
+        headers=headers,
     )
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    allowed = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        probe = {**request.scope, "method": method}
+        if any(route.matches(probe)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return sorted(allowed)
 
 
 async def _unexpected(request: Request, error: Exception) -> Response:

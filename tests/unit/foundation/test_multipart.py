@@ -1,0 +1,93 @@
+"""The streaming multipart reader gives back the exact bytes, however the body is cut."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from keel.api.multipart import FileFieldReader
+from keel.errors import BadRequest, UnsupportedMediaType
+
+BOUNDARY = "XyZ-boundary-123"
+CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
+
+
+def body(
+    payload: bytes, *, filename: str = "a.bin", field: str = "file", before: bytes = b""
+) -> bytes:
+    b = BOUNDARY.encode()
+    head = b""
+    if before:
+        head = (
+            b"--"
+            + b
+            + b'\r\nContent-Disposition: form-data; name="note"\r\n\r\n'
+            + before
+            + b"\r\n"
+        )
+    return (
+        head
+        + b"--"
+        + b
+        + b"\r\n"
+        + f'Content-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'.encode()
+        + b"Content-Type: image/png\r\n\r\n"
+        + payload
+        + b"\r\n--"
+        + b
+        + b"--\r\n"
+    )
+
+
+async def chunked(data: bytes, cuts: list[int]) -> AsyncIterator[bytes]:
+    start = 0
+    for cut in sorted(set(cuts)):
+        yield data[start:cut]
+        start = cut
+    yield data[start:]
+
+
+async def read_all(data: bytes, cuts: list[int]) -> tuple[str, str, bytes]:
+    reader = FileFieldReader(chunked(data, cuts), CONTENT_TYPE, "file")
+    part = await reader.find()
+    content = b"".join([c async for c in reader.chunks()])
+    return part.filename, part.content_type, content
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    payload=st.binary(max_size=3000),
+    before=st.binary(max_size=200).filter(lambda b: BOUNDARY.encode() not in b),
+    cut_fractions=st.lists(st.floats(min_value=0, max_value=1), max_size=12),
+)
+def test_any_chunking_yields_the_exact_file(
+    payload: bytes, before: bytes, cut_fractions: list[float]
+) -> None:
+    data = body(payload, before=before)
+    cuts = [int(f * len(data)) for f in cut_fractions]
+    filename, content_type, content = asyncio.run(read_all(data, cuts))
+    assert (filename, content_type, content) == ("a.bin", "image/png", payload)
+
+
+def test_path_components_are_stripped_from_filenames() -> None:
+    data = body(b"x", filename="../../etc/passwd")
+    assert asyncio.run(read_all(data, []))[0] == "passwd"
+
+
+def test_a_body_without_the_field_is_a_bad_request() -> None:
+    with pytest.raises(BadRequest):
+        asyncio.run(read_all(body(b"x", field="other"), []))
+
+
+def test_a_truncated_body_is_a_bad_request() -> None:
+    with pytest.raises(BadRequest):
+        asyncio.run(read_all(body(b"x" * 100)[:-60], []))
+
+
+def test_non_multipart_is_unsupported() -> None:
+    with pytest.raises(UnsupportedMediaType):
+        FileFieldReader(chunked(b"", []), "application/json", "file")
