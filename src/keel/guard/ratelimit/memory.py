@@ -139,7 +139,7 @@ class MemoryBackend:
         self._ops += 1
         if self._ops >= max(_MIN_SWEEP_INTERVAL, len(self)):
             self.sweep(now)
-        if len(self) > self._max_keys:
+        if len(self) >= self._max_keys:
             self._evict()
 
     def sweep(self, now: float) -> int:
@@ -160,5 +160,6 @@ class MemoryBackend:
         # Oldest-inserted first (dicts keep insertion order); rate state goes
         # before quota counts because losing it costs only one burst.
         for store in (self._tats, self._slots, self._counts):
-            while len(self) > self._max_keys and store:
+            # Leave room for the entry the current operation may add.
+            while len(self) >= self._max_keys and store:
                 del store[next(iter(store))]

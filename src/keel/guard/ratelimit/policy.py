@@ -249,8 +249,13 @@ def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
+        # A misspelt field also reports the real one as missing; the misspelling
+        # is the line worth showing.
+        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        error = errors[0]
         loc = tuple(error["loc"])
+        if error["type"] == "union_tag_invalid":
+            loc = (*loc, "algorithm")
         field = ".".join(str(part) for part in loc) or "(file)"
         raise PolicyError(
             f"{field}: {error['msg']}", source=source, line=_locate(text, loc)
@@ -330,7 +335,9 @@ def _locate(text: str, loc: tuple[Any, ...]) -> int | None:
     after the list index; it is not in the text, so it is skipped.
     """
     index = _line_index(text)
-    path = tuple(part for i, part in enumerate(loc) if not (i == 2 and loc[0] == "limits"))
+    path = loc
+    if len(loc) > 2 and loc[0] == "limits" and loc[2] in ("rate", "quota"):
+        path = loc[:2] + loc[3:]
     for end in range(len(path), 0, -1):
         if path[:end] in index:
             return index[path[:end]]

@@ -52,7 +52,10 @@ def window_bounds(now: float, period: WindowPeriod, tz: tzinfo) -> tuple[float, 
     keeps them apart). A midnight that does not exist (zones that switch at
     00:00) maps, per PEP 495, to the transition instant: the day starts there.
     """
-    local = datetime.fromtimestamp(now, tz)
+    # Window edges fall on whole seconds (zone offsets are whole seconds), so
+    # flooring loses nothing — and it avoids fromtimestamp rounding 23:59:59.9999998
+    # up into the next window.
+    local = datetime.fromtimestamp(math.floor(now), tz)
     if period == "hour":
         start = local.replace(minute=0, second=0, microsecond=0).timestamp()
         return start, start + 3600.0

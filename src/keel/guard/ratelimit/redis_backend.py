@@ -20,6 +20,8 @@ import uuid
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
 from keel.guard.ratelimit import _lua
@@ -83,8 +85,17 @@ class RedisBackend:
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "keel:rl:", timeout: float = 0.25) -> RedisBackend:
-        """A backend owning its own client; no connection is opened until first use."""
-        client = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        """A backend owning its own client; no connection is opened until first use.
+
+        The client does not retry: a failed call is answered by the fallback
+        at once instead of stacking reconnect backoffs onto the request.
+        """
+        client = Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
         return cls(client, prefix=prefix, timeout=timeout, owns_client=True)
 
     @property
