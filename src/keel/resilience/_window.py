@@ -30,8 +30,12 @@ class SlidingWindow(Protocol):
     failed: int
     slow: int
 
-    def record(self, code: int, now: float) -> None:
-        """Add one outcome (``FAILED``/``SLOW`` bits) observed at monotonic ``now``."""
+    def record(self, code: int, now: float) -> bool:
+        """Add one outcome (``FAILED``/``SLOW`` bits) observed at monotonic ``now``.
+
+        Returns False only when the failure and slow-call rates cannot have risen (so
+        the breaker may skip its threshold check); True otherwise.
+        """
         ...
 
     def snapshot(self, now: float) -> WindowSnapshot:
@@ -57,11 +61,14 @@ class CountWindow:
         self.failed = 0
         self.slow = 0
 
-    def record(self, code: int, now: float) -> None:
+    def record(self, code: int, now: float) -> bool:
         i = self._next
-        evicted = self._buffer[i]
-        self._buffer[i] = code
-        self._next = 0 if i + 1 == self._size else i + 1
+        buffer = self._buffer
+        evicted = buffer[i]
+        self._next = i + 1 if i + 1 < self._size else 0
+        if evicted == code:
+            return code != 0  # steady state: nothing moves, rates cannot have risen
+        buffer[i] = code
         if evicted < 0:
             self.calls += 1
         else:
@@ -69,6 +76,7 @@ class CountWindow:
             self.slow -= evicted >> 1
         self.failed += code & FAILED
         self.slow += code >> 1
+        return True
 
     def snapshot(self, now: float) -> WindowSnapshot:
         return WindowSnapshot(self.calls, self.failed, self.slow)
@@ -123,7 +131,7 @@ class TimeWindow:
         self._head = second
         return second
 
-    def record(self, code: int, now: float) -> None:
+    def record(self, code: int, now: float) -> bool:
         second = int(now)
         head = self._head
         i = (second if head is not None and second == head else self._advance(second)) % self._size
@@ -135,6 +143,7 @@ class TimeWindow:
         self.calls += 1
         self.failed += failed
         self.slow += slow
+        return True  # expiry may have removed successes: always worth a check
 
     def snapshot(self, now: float) -> WindowSnapshot:
         self._advance(int(now))
