@@ -19,6 +19,12 @@ local interval = tonumber(ARGV[2])
 local tolerance = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
 local epsilon = tonumber(ARGV[5])
+-- The key means nothing once its TAT has passed, so that is its TTL, padded
+-- to a second so instances whose clocks differ a little still share it.
+local function store(tat, now)
+  local ttl = math.max(1000, math.ceil((tat - now) * 1000))
+  redis.call('SET', KEYS[1], string.format('%.17g', tat), 'PX', ttl)
+end
 local stored = redis.call('GET', KEYS[1])
 local base = now
 if stored then
@@ -26,12 +32,14 @@ if stored then
 end
 local new_tat = base + n * interval
 if new_tat - tolerance - now > epsilon then
+  if stored and base < tonumber(stored) then
+    -- A clock that went backwards: keep the clamped TAT so the key recovers.
+    store(base, now)
+  end
   return {0, stored}
 end
 if n > 0 then
-  -- The key means nothing once its TAT has passed, so that is its TTL.
-  local ttl = math.max(1, math.ceil((new_tat - now) * 1000))
-  redis.call('SET', KEYS[1], string.format('%.17g', new_tat), 'PX', ttl)
+  store(new_tat, now)
 end
 return {1, stored}
 """

@@ -67,7 +67,9 @@ class GcraDecision:
     ``reset_after`` is the wait until the key is fully rested (its whole burst
     back); ``retry_after`` is 0 when allowed, else the exact wait until this
     same request would be admitted (``inf`` if it never can: cost > burst).
-    ``tat`` is the state to store (unchanged when denied).
+    ``tat`` is the state to store: the new TAT when allowed; when denied,
+    the stored TAT, lowered to ``now + tolerance`` if a backwards clock left
+    it beyond that.
     """
 
     allowed: bool
@@ -92,14 +94,17 @@ def gcra(tat: float | None, now: float, rate: Rate, n: int = 1) -> GcraDecision:
     stored = now if tat is None else tat
     base = min(max(stored, now), now + tolerance)
 
+    # When denied, the state to keep is ``base``: equal to the stored TAT
+    # unless the clamp above lowered it, and then storing it is what lets the
+    # key recover one cell per interval from the new "now".
     if n > rate.burst:
         # Go's rate.Limiter answers the same: a cost above the burst never fits.
-        return GcraDecision(False, _remaining(base, now, rate), base - now, math.inf, stored)
+        return GcraDecision(False, _remaining(base, now, rate), base - now, math.inf, base)
 
     new_tat = base + n * interval
     wait = new_tat - tolerance - now
     if wait > EPSILON:
-        return GcraDecision(False, _remaining(base, now, rate), base - now, wait, stored)
+        return GcraDecision(False, _remaining(base, now, rate), base - now, wait, base)
     return GcraDecision(True, _remaining(new_tat, now, rate), new_tat - now, 0.0, new_tat)
 
 

@@ -57,7 +57,7 @@ class MemoryBackend:
         self._tick(now)
         tat = self._tats.get(key)
         decision = gcra(tat, now, rate, n)
-        if decision.allowed and n > 0:
+        if (decision.allowed and n > 0) or (tat is not None and decision.tat < tat):
             self._tats[key] = decision.tat
         return decision
 

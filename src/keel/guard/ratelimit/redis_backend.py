@@ -120,9 +120,8 @@ class RedisBackend:
     # --- GCRA ---------------------------------------------------------------
 
     async def gcra(self, key: str, rate: Rate, now: float, n: int = 1) -> GcraDecision:
-        if n > rate.burst or n < 0:
-            # Nothing to store: answered without a round trip.
-            return gcra(None, now, rate, n)
+        if n < 0:
+            raise ValueError("n must not be negative")
         allowed, stored = await self._call(
             _GCRA(
                 self._client,
