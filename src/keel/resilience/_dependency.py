@@ -89,6 +89,7 @@ class Dependency:
             sleep=sleep,
             on_retry=metrics.dependency_retries.labels(name).inc,
             on_budget_denied=rejections["retry_budget"].inc,
+            also_require=self.breaker.counts_as_failure,
         )
 
     async def call(

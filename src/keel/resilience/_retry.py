@@ -188,7 +188,11 @@ class RetryPolicy:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_retry: Callable[[], None] | None = None,
         on_budget_denied: Callable[[], None] | None = None,
+        also_require: Callable[[BaseException], bool] | None = None,
     ) -> None:
+        """``also_require`` narrows ``retry_on`` further; a ``Dependency`` passes its
+        breaker's classification, so only what counts as the dependency failing is retried
+        (a 404 or a validation error is an answer, not a failure)."""
         self.config = config
         self.budget = budget if budget is not None else RetryBudget.from_config(config, clock=clock)
         self._clock = clock
@@ -197,12 +201,14 @@ class RetryPolicy:
         self._on_retry = on_retry
         self._on_budget_denied = on_budget_denied
         self._retry_on = config.retry_on
+        self._also_require = also_require
 
     def is_retryable(self, error: BaseException) -> bool:
         return (
             isinstance(error, Exception)
             and isinstance(error, self._retry_on)
             and not isinstance(error, _NEVER_RETRIED)
+            and (self._also_require is None or self._also_require(error))
         )
 
     async def run(self, attempt: Callable[[], Awaitable[T]], *, idempotent: bool) -> T:
@@ -228,4 +234,11 @@ class RetryPolicy:
             reraise=True,
             before_sleep=(lambda _state: on_retry()) if on_retry is not None else None,
         )
-        return await retrying(attempt)
+
+
+        async def one_attempt() -> T:
+            # tenacity awaits only what *is* a coroutine function; ``attempt`` may be a
+            # lambda returning an awaitable, so give it one it recognises.
+            return await attempt()
+
+        return await retrying(one_attempt)
