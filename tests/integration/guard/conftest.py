@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
+from tests.support.services import redis_url
 
 from keel.guard.ratelimit.backend import LimiterBackend
 from keel.guard.ratelimit.memory import MemoryBackend
 from keel.guard.ratelimit.redis_backend import RedisBackend
-from tests.support.services import redis_url
 
 CONTRACT_DB = 1
 
