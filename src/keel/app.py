@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
@@ -89,7 +90,25 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
     for router in (recognitions.router, evidence.router, exports.router, users.router):
         app.include_router(router)
     app.add_middleware(AuthenticationMiddleware, authenticator=services.authenticator)
+    _document_upload_types(app, settings.allowed_content_types)
     return app
+
+
+def _document_upload_types(app: FastAPI, allowed: list[str]) -> None:
+    """Say in the OpenAPI document which file types this deployment accepts (a setting)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            upload = schema["paths"]["/v1/evidence"]["post"]["requestBody"]["content"]
+            upload["multipart/form-data"]["encoding"] = {
+                "file": {"contentType": ", ".join(allowed)}
+            }
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app_from_environment() -> FastAPI:

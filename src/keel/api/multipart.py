@@ -20,7 +20,7 @@ from keel.errors import BadRequest, UnsupportedMediaType
 
 @dataclass
 class _Part:
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, bytes] = field(default_factory=dict)
     data: list[bytes] = field(default_factory=list)
     headers_done: bool = False
     done: bool = False
@@ -55,7 +55,7 @@ class _Collector:
 
     def on_header_end(self) -> None:
         name = self._field.decode("latin-1").lower()
-        self.current.headers[name] = self._value.decode("utf-8", "replace")
+        self.current.headers[name] = self._value
         self._field = self._value = b""
 
     def on_headers_finished(self) -> None:
@@ -108,7 +108,10 @@ class FileFieldReader:
             chunk = await anext(self._body)
         except StopAsyncIteration:
             self._exhausted = True
-            self._parser.finalize()
+            try:
+                self._parser.finalize()
+            except MultipartParseError as error:
+                raise BadRequest(f"malformed multipart body: {error}") from error
             return False
         try:
             self._parser.write(chunk)
@@ -121,13 +124,13 @@ class FileFieldReader:
         if disposition is None:
             return None
         _, options = parse_options_header(disposition)
-        if options.get(b"name", b"").decode() != self._field_name:
+        if options.get(b"name", b"") != self._field_name.encode():
             return None
         filename = options.get(b"filename")
         if filename is None:
             return None
         name = filename.decode("utf-8", "replace").replace("\\", "/").rsplit("/", 1)[-1]
-        media_type = part.headers.get("content-type", "application/octet-stream")
+        media_type = part.headers.get("content-type", b"application/octet-stream")
         media = parse_options_header(media_type)[0].decode("latin-1").lower()
         return FilePart(filename=name[:255] or "upload", content_type=media)
 

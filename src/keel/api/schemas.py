@@ -16,8 +16,8 @@ class RecognitionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     recipient_id: str = Field(min_length=1, max_length=64)
-    message: str = Field(min_length=1, max_length=2000)
-    category: str | None = Field(default=None, min_length=1, max_length=100)
+    message: str = Field(min_length=1, max_length=2000, pattern=r"\S")
+    category: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"\S")
     evidence_ids: list[str] = Field(default_factory=list, max_length=20)
 
 

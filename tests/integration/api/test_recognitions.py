@@ -246,3 +246,14 @@ async def test_unknown_route_and_wrong_method_are_problems(
     assert wrong.status_code == 405
     assert wrong.headers["content-type"] == PROBLEM
     assert wrong.headers["allow"] == "GET, POST"
+
+
+@pytest.mark.parametrize("value", ["0.5", "2026-01-01T00:00:00", "yesterday"])
+async def test_time_filters_want_rfc3339_with_an_offset(
+    client: httpx.AsyncClient, world: World, value: str
+) -> None:
+    response = await client.get(
+        "/v1/recognitions", params={"created_before": value}, headers=world.alice.headers
+    )
+    assert response.status_code == 422
+    assert response.headers["content-type"] == PROBLEM

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -91,3 +92,28 @@ def test_a_truncated_body_is_a_bad_request() -> None:
 def test_non_multipart_is_unsupported() -> None:
     with pytest.raises(UnsupportedMediaType):
         FileFieldReader(chunked(b"", []), "application/json", "file")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    headers=st.binary(max_size=300),
+    payload=st.binary(max_size=300),
+    cut=st.integers(min_value=0, max_value=800),
+)
+def test_arbitrary_part_headers_are_a_file_or_a_bad_request(
+    headers: bytes, payload: bytes, cut: int
+) -> None:
+    b = BOUNDARY.encode()
+    data = b"--" + b + b"\r\n" + headers + b"\r\n\r\n" + payload + b"\r\n--" + b + b"--\r\n"
+    with contextlib.suppress(BadRequest):  # anything else (a crash) fails the test
+        asyncio.run(read_all(data, [min(cut, len(data))]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(name=st.text(max_size=30), filename=st.text(max_size=30))
+def test_non_ascii_field_and_file_names_never_crash(name: str, filename: str) -> None:
+    b = BOUNDARY.encode()
+    disposition = f'Content-Disposition: form-data; name="{name}"; filename="{filename}"'.encode()
+    data = b"--" + b + b"\r\n" + disposition + b"\r\n\r\nabc\r\n--" + b + b"--\r\n"
+    with contextlib.suppress(BadRequest):
+        asyncio.run(read_all(data, []))

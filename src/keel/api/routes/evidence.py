@@ -105,7 +105,10 @@ def attachment(filename: str) -> str:
     "/{evidence_id}/content",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"application/octet-stream": {}}},
+        200: {
+            "description": "The exact bytes, with the content type they were uploaded with",
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        },
         **problem_responses(401, 404, 429, 503),
     },
 )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from pydantic import AwareDatetime, BeforeValidator
 
 from keel.api.dependencies import AppServices, CurrentPrincipal
 from keel.api.problems import problem_responses
@@ -14,6 +15,22 @@ from keel.domain import recognitions
 from keel.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 router = APIRouter(prefix="/v1/recognitions", tags=["recognitions"])
+
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def _rfc3339_only(value: object) -> object:
+    """Pydantic would read ``0.5`` as a Unix time; the API promises RFC 3339 with an offset."""
+    if isinstance(value, str) and not _RFC3339.match(value):
+        raise ValueError("use an RFC 3339 date-time with an offset, e.g. 2026-01-31T09:00:00Z")
+    return value
+
+
+Timestamp = Annotated[
+    AwareDatetime | None,
+    BeforeValidator(_rfc3339_only),
+    Query(description="RFC 3339 date-time with an offset"),
+]
 
 
 @router.post(
@@ -42,8 +59,8 @@ async def list_recognitions(
     services: AppServices,
     recipient_id: str | None = None,
     giver_id: str | None = None,
-    created_before: datetime | None = None,
-    created_after: datetime | None = None,
+    created_before: Timestamp = None,
+    created_after: Timestamp = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> RecognitionPage:

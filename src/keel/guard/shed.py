@@ -1,0 +1,156 @@
+"""Load shedding: refuse work early, by priority, while the process is overloaded.
+
+Pressure is read from two O(1) signals: requests in flight in this process (a
+counter this middleware keeps) and event-loop lag (measured by
+:class:`LoopLagMonitor`). Each priority class has a share of the thresholds at
+which it is refused — exports and bulk work first, then writes, reads last,
+probes never — so an overloaded Keel stays fast for what it still admits.
+The decision runs before authentication and before any database work, and
+answers ``503`` with ``Retry-After`` and a problem body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from enum import IntEnum
+
+import structlog
+from prometheus_client import Counter, Gauge
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from keel.api.problems import from_error
+from keel.clock import SYSTEM_CLOCK, Clock
+from keel.errors import DependencyUnavailable
+
+log = structlog.get_logger(__name__)
+
+SHED = Counter(
+    "keel_shed_requests_total", "Requests refused by load shedding.", ["priority", "reason"]
+)
+LOOP_LAG = Gauge("keel_event_loop_lag_seconds", "Event-loop lag, smoothed.")
+
+PROBE_PATHS = frozenset({"/live", "/ready", "/health", "/metrics", "/version"})
+BULK_PREFIXES = ("/v1/exports",)
+
+
+class Priority(IntEnum):
+    """Higher is shed later; PROBE is never shed."""
+
+    BULK = 0
+    WRITE = 1
+    READ = 2
+    PROBE = 3
+
+
+# The share of each threshold at which a class starts to be refused.
+SHED_AT: dict[Priority, float] = {Priority.BULK: 0.5, Priority.WRITE: 0.8, Priority.READ: 1.0}
+
+
+class Overloaded(DependencyUnavailable):
+    slug = "overloaded"
+    title = "Server overloaded"
+
+
+@dataclass(frozen=True, slots=True)
+class ShedThresholds:
+    max_in_flight: int = 256
+    max_loop_lag_seconds: float = 0.25
+
+
+def classify(method: str, path: str) -> Priority:
+    if path in PROBE_PATHS:
+        return Priority.PROBE
+    if method == "POST" and (path.startswith(BULK_PREFIXES) or path == "/v1/evidence"):
+        return Priority.BULK
+    if method in ("GET", "HEAD", "OPTIONS"):
+        return Priority.READ
+    return Priority.WRITE
+
+
+def shed_reason(
+    priority: Priority, in_flight: int, loop_lag: float, thresholds: ShedThresholds
+) -> str | None:
+    """Why ``priority`` must be refused now, or ``None`` to admit. Pure and O(1)."""
+    if priority is Priority.PROBE:
+        return None
+    share = SHED_AT[priority]
+    if in_flight >= thresholds.max_in_flight * share:
+        return "in_flight"
+    if loop_lag >= thresholds.max_loop_lag_seconds * share:
+        return "loop_lag"
+    return None
+
+
+class LoopLagMonitor:
+    """Measures how late the event loop wakes a sleeper; smoothed so one hiccup is not overload."""
+
+    def __init__(
+        self, interval: float = 0.05, *, clock: Clock = SYSTEM_CLOCK, smoothing: float = 0.3
+    ):
+        self.interval = interval
+        self.lag = 0.0
+        self._clock = clock
+        self._alpha = smoothing
+        self._task: asyncio.Task[None] | None = None
+
+    def observe(self, overshoot: float) -> None:
+        self.lag = (1 - self._alpha) * self.lag + self._alpha * max(0.0, overshoot)
+        LOOP_LAG.set(self.lag)
+
+    async def _run(self) -> None:
+        while True:
+            started = self._clock.monotonic()
+            await asyncio.sleep(self.interval)
+            self.observe(self._clock.monotonic() - started - self.interval)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="loop-lag")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+class LoadShedder:
+    """Holds the in-flight count and the thresholds; shared by the middleware and /ready."""
+
+    def __init__(self, thresholds: ShedThresholds, lag: LoopLagMonitor) -> None:
+        self.thresholds = thresholds
+        self.lag = lag
+        self.in_flight = 0
+
+    @property
+    def pressure(self) -> float:
+        """0 when idle, 1 at the read threshold: how close to shedding everything."""
+        t = self.thresholds
+        return max(self.in_flight / t.max_in_flight, self.lag.lag / t.max_loop_lag_seconds)
+
+
+class LoadSheddingMiddleware:
+    def __init__(self, app: ASGIApp, *, shedder: LoadShedder) -> None:
+        self.app = app
+        self.shedder = shedder
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        shedder = self.shedder
+        priority = classify(scope["method"], scope["path"])
+        reason = shed_reason(priority, shedder.in_flight, shedder.lag.lag, shedder.thresholds)
+        if reason is not None:
+            SHED.labels(priority.name.lower(), reason).inc()
+            error = Overloaded("the server is overloaded; retry shortly", retry_after=2)
+            await from_error(error, scope["path"])(scope, receive, send)
+            return
+        shedder.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            shedder.in_flight -= 1
