@@ -13,7 +13,8 @@ Lua script, and is what the property tests drive with made-up clocks.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 EPSILON = 1e-6
 """Seconds of tolerance when comparing instants.
@@ -33,20 +34,18 @@ class Rate:
     limit: int
     period: float
     burst: int
+    # Derived once here rather than on every decision: this is the hot path.
+    emission_interval: float = field(init=False, repr=False, compare=False)
+    """Seconds one cell takes to come back (T in the GCRA literature)."""
+    tolerance: float = field(init=False, repr=False, compare=False)
+    """How far ahead of ``now`` the TAT may run: the burst, in seconds (τ)."""
 
     def __post_init__(self) -> None:
         if self.limit <= 0 or self.period <= 0 or self.burst <= 0:
             raise ValueError(f"rate numbers must be positive: {self!r}")
-
-    @property
-    def emission_interval(self) -> float:
-        """Seconds one cell takes to come back (T in the GCRA literature)."""
-        return self.period / self.limit
-
-    @property
-    def tolerance(self) -> float:
-        """How far ahead of ``now`` the TAT may run: the burst, in seconds (τ)."""
-        return self.emission_interval * self.burst
+        interval = self.period / self.limit
+        object.__setattr__(self, "emission_interval", interval)
+        object.__setattr__(self, "tolerance", interval * self.burst)
 
     def scaled(self, divisor: int) -> Rate:
         """This rate shared by ``divisor`` independent instances (at least 1 each)."""
@@ -59,8 +58,7 @@ class Rate:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class GcraDecision:
+class GcraDecision(NamedTuple):
     """The outcome of one GCRA step.
 
     ``remaining`` is how many further cells would be admitted right now;
@@ -70,6 +68,9 @@ class GcraDecision:
     ``tat`` is the state to store: the new TAT when allowed; when denied,
     the stored TAT, lowered to ``now + tolerance`` if a backwards clock left
     it beyond that.
+
+    A named tuple rather than a frozen dataclass: equally immutable, and
+    several times cheaper to build on a path taken once per request per limit.
     """
 
     allowed: bool
@@ -84,32 +85,37 @@ def gcra(tat: float | None, now: float, rate: Rate, n: int = 1) -> GcraDecision:
 
     ``tat`` is ``None`` for a key never seen (or expired). ``n == 0`` peeks.
     A clock that jumped backwards leaves a TAT far in the future; it is
-    clamped to ``now + tolerance`` ("fully spent"), which grants nothing extra
-    and keeps the key from being locked out for the length of the jump.
+    clamped to ``now + tolerance`` ("fully spent"), which grants nothing extra,
+    and the clamped value is returned as the state to keep so that the key
+    recovers one cell per interval from the new ``now`` instead of being
+    locked out for the length of the jump.
     """
     if n < 0:
         raise ValueError("n must not be negative")
     interval = rate.emission_interval
     tolerance = rate.tolerance
-    stored = now if tat is None else tat
-    base = min(max(stored, now), now + tolerance)
-
-    # When denied, the state to keep is ``base``: equal to the stored TAT
-    # unless the clamp above lowered it, and then storing it is what lets the
-    # key recover one cell per interval from the new "now".
-    if n > rate.burst:
-        # Go's rate.Limiter answers the same: a cost above the burst never fits.
-        return GcraDecision(False, _remaining(base, now, rate), base - now, math.inf, base)
+    if tat is None or tat < now:
+        base = now
+    elif tat > now + tolerance:
+        base = now + tolerance
+    else:
+        base = tat
 
     new_tat = base + n * interval
     wait = new_tat - tolerance - now
     if wait > EPSILON:
+        # Denied: keep ``base`` (the stored TAT unless the clamp lowered it).
+        if n > rate.burst:
+            # Go's rate.Limiter answers the same: a cost above the burst never fits.
+            wait = math.inf
         return GcraDecision(False, _remaining(base, now, rate), base - now, wait, base)
     return GcraDecision(True, _remaining(new_tat, now, rate), new_tat - now, 0.0, new_tat)
 
 
 def _remaining(tat: float, now: float, rate: Rate) -> int:
     """Whole cells that still fit before the TAT would run past the tolerance."""
-    spare = (now + rate.tolerance - tat) / rate.emission_interval
-    # The epsilon keeps 3.9999999 from reading as 3.
-    return max(0, min(rate.burst, math.floor(spare + 1e-9)))
+    # The epsilon keeps 3.9999999 from reading as 3; int() floors a non-negative.
+    spare = (now + rate.tolerance - tat) / rate.emission_interval + 1e-9
+    if spare <= 0:
+        return 0
+    return min(rate.burst, int(spare))

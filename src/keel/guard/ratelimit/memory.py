@@ -42,6 +42,7 @@ class MemoryBackend:
         # slot key -> {slot_id: lease expiry}
         self._slots: dict[str, dict[str, float]] = {}
         self._ops = 0
+        self._sweep_at = _MIN_SWEEP_INTERVAL
 
     def __len__(self) -> int:
         """Entries held, expired or not (until the next sweep)."""
@@ -50,15 +51,20 @@ class MemoryBackend:
     # --- GCRA ---------------------------------------------------------------
 
     async def gcra(self, key: str, rate: Rate, now: float, n: int = 1) -> GcraDecision:
-        return self.gcra_sync(key, rate, now, n)
-
-    def gcra_sync(self, key: str, rate: Rate, now: float, n: int = 1) -> GcraDecision:
-        """The same decision without a coroutine, for callers already on the loop."""
-        self._tick(now)
-        tat = self._tats.get(key)
+        # Kept flat on purpose: this is the per-request hot path.
+        self._ops += 1
+        if self._ops >= self._sweep_at:
+            self.sweep(now)
+        tats = self._tats
+        tat = tats.get(key)
         decision = gcra(tat, now, rate, n)
-        if (decision.allowed and n > 0) or (tat is not None and decision.tat < tat):
-            self._tats[key] = decision.tat
+        if decision.allowed:
+            if n > 0:
+                if tat is None and len(tats) >= self._max_keys:
+                    self._evict()
+                tats[key] = decision.tat
+        elif tat is not None and decision.tat < tat:
+            tats[key] = decision.tat
         return decision
 
     # --- quotas --------------------------------------------------------------
@@ -137,7 +143,7 @@ class MemoryBackend:
 
     def _tick(self, now: float) -> None:
         self._ops += 1
-        if self._ops >= max(_MIN_SWEEP_INTERVAL, len(self)):
+        if self._ops >= self._sweep_at:
             self.sweep(now)
         if len(self) >= self._max_keys:
             self._evict()
@@ -146,6 +152,8 @@ class MemoryBackend:
         """Drop every entry that has expired at ``now``; returns how many."""
         self._ops = 0
         before = len(self)
+        # Sweep again after as many operations as there are entries (at
+        # least 1024): a full pass costs O(size), so amortised O(1) each.
         self._tats = {k: tat for k, tat in self._tats.items() if tat > now}
         self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
         live_slots: dict[str, dict[str, float]] = {}
@@ -154,6 +162,7 @@ class MemoryBackend:
             if kept:
                 live_slots[key] = kept
         self._slots = live_slots
+        self._sweep_at = max(_MIN_SWEEP_INTERVAL, len(self))
         return before - len(self)
 
     def _evict(self) -> None:

@@ -64,10 +64,12 @@ _SCRIPTS = (_GCRA, _QUOTA_CONSUME, _QUOTA_REFUND, _SLOT_ACQUIRE)
 class RedisBackend:
     """A :class:`~keel.guard.ratelimit.backend.LimiterBackend` on ``redis.asyncio``.
 
-    ``timeout`` bounds each call (seconds) on top of the client's own socket
-    timeouts, so a slow Redis costs a request at most that much before the
-    caller (usually :class:`~keel.guard.ratelimit.fallback.FallbackBackend`)
-    decides locally.
+    ``timeout`` bounds each call (seconds), so a slow Redis costs a request at
+    most that much before the caller (usually
+    :class:`~keel.guard.ratelimit.fallback.FallbackBackend`) decides locally.
+    With ``timeout=None`` the client's own socket timeouts are the bound:
+    :meth:`from_url` sets those and skips the extra ``asyncio.timeout``, which
+    costs measurably on a path taken once per request per limit.
     """
 
     def __init__(
@@ -75,7 +77,7 @@ class RedisBackend:
         client: Redis,
         *,
         prefix: str = "keel:rl:",
-        timeout: float = 0.25,
+        timeout: float | None = 0.25,
         owns_client: bool = False,
     ) -> None:
         self._client = client
@@ -96,7 +98,7 @@ class RedisBackend:
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
         )
-        return cls(client, prefix=prefix, timeout=timeout, owns_client=True)
+        return cls(client, prefix=prefix, timeout=None, owns_client=True)
 
     @property
     def client(self) -> Redis:
@@ -112,6 +114,8 @@ class RedisBackend:
 
     async def _call(self, awaitable: Any) -> Any:
         try:
+            if self._timeout is None:
+                return await awaitable
             async with asyncio.timeout(self._timeout):
                 return await awaitable
         except (RedisError, OSError, TimeoutError) as exc:
