@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import platform
 import statistics
 import sys
@@ -46,41 +47,34 @@ KEYS = [f"user:{i}" for i in range(1000)]
 RATE = Rate(limit=100, period=60, burst=100)
 ITEM = RateLimitItemPerMinute(100)
 
-Step = Callable[[str, float], Awaitable[object]]
+Step = Callable[[str], Awaitable[object]]
+"""One decision for a key: each contender's own coroutine, awaited directly."""
 
 
 async def measure(step: Step, decisions: int) -> float:
     """Decisions per second for ``decisions`` sequential awaits of ``step``."""
-    now = time.time()
     keys = KEYS
     count = len(keys)
     start = time.perf_counter()
     for i in range(decisions):
-        await step(keys[i % count], now)
+        await step(keys[i % count])
     return decisions / (time.perf_counter() - start)
 
 
 def keel_step(backend: MemoryBackend | RedisBackend) -> Step:
-    async def step(key: str, now: float) -> object:
-        return await backend.gcra(key, RATE, now)
-
-    return step
+    # A fixed "now" per step is fine: 100/min per key over 1,000 keys never refuses
+    # within a round, and partial() adds no coroutine layer of its own.
+    return functools.partial(backend.gcra, rate=RATE, now=time.time())
 
 
 def limits_step(
     strategy: FixedWindowRateLimiter | MovingWindowRateLimiter | SlidingWindowCounterRateLimiter,
 ) -> Step:
-    async def step(key: str, now: float) -> object:
-        return await strategy.hit(ITEM, key)
-
-    return step
+    return functools.partial(strategy.hit, ITEM)
 
 
 def ping_step(client: Redis) -> Step:
-    async def step(key: str, now: float) -> object:
-        return await client.ping()
-
-    return step
+    return lambda _key: client.ping()
 
 
 async def run(decisions: int, redis_decisions: int, rounds: int) -> dict[str, float]:
