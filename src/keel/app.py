@@ -17,8 +17,9 @@ from fastapi import FastAPI
 from keel import __version__
 from keel.api import problems
 from keel.api.authentication import AuthenticationMiddleware
-from keel.api.routes import evidence, exports, recognitions, users
+from keel.api.routes import evidence, exports, quotas, recognitions, users
 from keel.api.routes.exports import schedule
+from keel.api.routing import RouteTable
 from keel.api.services import Services
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.db import migrate
@@ -26,6 +27,9 @@ from keel.db.engine import Database
 from keel.domain import exports as export_domain
 from keel.domain.evidence import UploadRules
 from keel.domain.tokens import Authenticator
+from keel.guard.limits import LimitsMiddleware
+from keel.guard.shed import LoadSheddingMiddleware
+from keel.guard.wiring import OPERATIONS, build_limits
 from keel.settings import Settings
 from keel.storage import LocalDirectoryStore
 from keel.tasks import BackgroundTasks
@@ -33,6 +37,7 @@ from keel.tasks import BackgroundTasks
 log = structlog.get_logger(__name__)
 
 SHUTDOWN_GRACE_SECONDS = 20.0
+ROUTERS = (recognitions.router, evidence.router, exports.router, users.router, quotas.router)
 
 
 def build_services(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Services:
@@ -41,8 +46,10 @@ def build_services(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Servic
         pool_size=settings.database_pool_size,
         timeout=settings.database_timeout_seconds,
     )
+    limits = build_limits(settings, database, RouteTable(ROUTERS, OPERATIONS), clock)
     return Services(
         settings=settings,
+        limits=limits,
         database=database,
         store=LocalDirectoryStore(settings.storage_dir),
         authenticator=Authenticator(
@@ -68,6 +75,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await migrate.require_head(services.database)
+        await services.limits.start()
         for export_id in await export_domain.unfinished(services.database):
             schedule(services, export_id)
         log.info("keel_started", version=__version__, env=settings.env.value)
@@ -75,6 +83,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
             yield
         finally:
             await services.background.drain(SHUTDOWN_GRACE_SECONDS)
+            await services.limits.stop()
             await services.database.dispose()
             log.info("keel_stopped")
 
@@ -87,9 +96,17 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
     )
     app.state.services = services
     problems.install(app)
-    for router in (recognitions.router, evidence.router, exports.router, users.router):
+    for router in ROUTERS:
         app.include_router(router)
-    app.add_middleware(AuthenticationMiddleware, authenticator=services.authenticator)
+    # Middleware, innermost first (Starlette wraps each added one around the previous):
+    # ... → shed → auth → limits → routes.
+    app.add_middleware(LimitsMiddleware, guard=services.limits.guard)
+    app.add_middleware(
+        AuthenticationMiddleware,
+        authenticator=services.authenticator,
+        on_failure=services.limits.guard.failed_authentication,
+    )
+    app.add_middleware(LoadSheddingMiddleware, shedder=services.limits.shedder)
     _document_upload_types(app, settings.allowed_content_types)
     return app
 

@@ -61,6 +61,23 @@ class Settings(BaseSettings):
     release_id: str = "dev"
     git_sha: str = "unknown"
 
+    # --- limits, quotas and load shedding (issue 5) ---
+    ratelimit_policy: Path | None = None  # None: the documented policy shipped in the package
+    limiter_instances: int = Field(
+        default=1, ge=1
+    )  # processes sharing Redis; local share on outage
+    concurrency_per_user: int = Field(default=20, ge=1)
+    concurrency_per_org: int = Field(default=200, ge=1)
+    shed_max_in_flight: int = Field(default=256, ge=1)
+    shed_max_loop_lag_seconds: float = Field(default=0.25, gt=0)
+    storage_quota_bytes: dict[str, int] = Field(
+        default_factory=lambda: {
+            "free": 1 * 1024**3,
+            "team": 20 * 1024**3,
+            "enterprise": 200 * 1024**3,
+        }
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _split_lists(cls, data: object) -> object:

@@ -8,6 +8,8 @@ token is refused here with a 401 problem, before any other work.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from keel.api.problems import from_error
@@ -28,10 +30,18 @@ def bearer_token(scope: Scope) -> str | None:
     return None
 
 
+FailureHook = Callable[[str | None], Awaitable[KeelError | None]]
+
+
 class AuthenticationMiddleware:
-    def __init__(self, app: ASGIApp, *, authenticator: Authenticator) -> None:
+    """``on_failure`` counts a failed attempt for the client IP and may turn the 401 into a 429."""
+
+    def __init__(
+        self, app: ASGIApp, *, authenticator: Authenticator, on_failure: FailureHook | None = None
+    ) -> None:
         self.app = app
         self.authenticator = authenticator
+        self.on_failure = on_failure
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(PROTECTED_PREFIX):
@@ -40,6 +50,13 @@ class AuthenticationMiddleware:
         try:
             token = bearer_token(scope)
             principal = await self.authenticator.authenticate(token) if token else None
+        except Unauthenticated as error:
+            refusal: KeelError = error
+            if self.on_failure is not None:
+                client = scope.get("client")
+                refusal = await self.on_failure(str(client[0]) if client else None) or error
+            await from_error(refusal, scope["path"])(scope, receive, send)
+            return
         except KeelError as error:
             response = from_error(error, scope["path"])
             await response(scope, receive, send)

@@ -10,6 +10,7 @@ from keel.clock import Clock
 from keel.db.engine import Database
 from keel.domain.evidence import UploadRules
 from keel.domain.tokens import Authenticator
+from keel.guard.wiring import LimitsParts
 from keel.settings import Settings
 from keel.storage import BlobStore
 from keel.tasks import BackgroundTasks
@@ -24,6 +25,7 @@ class Services:
     upload_rules: UploadRules
     background: BackgroundTasks
     clock: Clock
+    limits: LimitsParts
 
 
 def services_of(connection: HTTPConnection) -> Services:

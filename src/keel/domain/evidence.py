@@ -98,6 +98,18 @@ async def bytes_used(session: AsyncSession, org_id: str) -> int:
     return int(total or 0)
 
 
+async def key_in_use(session: AsyncSession, org_id: str, storage_key: str) -> bool:
+    """Whether a live evidence row still points at these bytes."""
+    count = await session.scalar(
+        select(func.count()).where(
+            Evidence.org_id == org_id,
+            Evidence.storage_key == storage_key,
+            Evidence.deleted_at.is_(None),
+        )
+    )
+    return bool(count)
+
+
 async def delete(
     session: AsyncSession, principal: Principal, evidence_id: str, *, clock: Clock = SYSTEM_CLOCK
 ) -> str | None:
@@ -107,11 +119,4 @@ async def delete(
         raise Forbidden("only the uploader or an organisation admin may delete evidence")
     row.deleted_at = clock.now()
     await session.flush()
-    still_used = await session.scalar(
-        select(func.count()).where(
-            Evidence.org_id == row.org_id,
-            Evidence.storage_key == row.storage_key,
-            Evidence.deleted_at.is_(None),
-        )
-    )
-    return None if still_used else row.storage_key
+    return None if await key_in_use(session, row.org_id, row.storage_key) else row.storage_key

@@ -14,6 +14,7 @@ from keel.api.problems import problem_responses
 from keel.api.schemas import EvidenceOut
 from keel.domain import evidence
 from keel.errors import PayloadTooLarge
+from keel.guard.storage_quota import StorageQuota, StorageQuotaExceeded
 
 router = APIRouter(prefix="/v1/evidence", tags=["evidence"])
 
@@ -54,21 +55,44 @@ async def upload_evidence(
         raise PayloadTooLarge(
             f"the file is larger than the {rules.max_bytes}-byte limit", limit=rules.max_bytes
         )
+    quota = services.limits.storage_quota.limit_for(principal)
+    ceiling = rules.max_bytes
+    used = 0
+    if quota is not None:
+        async with services.database.read() as session:
+            used = await evidence.bytes_used(session, principal.org_id)
+        if used >= quota or (declared is not None and used + declared - MULTIPART_OVERHEAD > quota):
+            raise StorageQuota.refuse(quota, used)
+        ceiling = min(ceiling, quota - used)
     reader = FileFieldReader(request.stream(), request.headers.get("content-type"), "file")
     part = await reader.find()
     rules.check_type(part.content_type)
-    blob = await evidence.receive(
-        services.store, principal, reader.chunks(), max_bytes=rules.max_bytes
-    )
-    async with services.database.write() as session:
-        row = await evidence.record(
-            session,
-            principal,
-            blob,
-            filename=part.filename,
-            content_type=part.content_type,
-            clock=services.clock,
-        )
+    try:
+        blob = await evidence.receive(services.store, principal, reader.chunks(), max_bytes=ceiling)
+    except PayloadTooLarge:
+        if ceiling < rules.max_bytes and quota is not None:
+            raise StorageQuota.refuse(quota, used) from None
+        raise
+    try:
+        async with services.database.write() as session:
+            if quota is not None:
+                used = await evidence.bytes_used(session, principal.org_id)
+                if used + blob.size > quota:
+                    raise StorageQuota.refuse(quota, used)
+            row = await evidence.record(
+                session,
+                principal,
+                blob,
+                filename=part.filename,
+                content_type=part.content_type,
+                clock=services.clock,
+            )
+    except StorageQuotaExceeded:
+        async with services.database.read() as session:
+            shared = await evidence.key_in_use(session, principal.org_id, blob.key)
+        if not shared:
+            await services.store.delete(blob.key)
+        raise
     return EvidenceOut.model_validate(row)
 
 

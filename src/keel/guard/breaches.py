@@ -1,0 +1,173 @@
+"""Breach tracking: every 429 recorded, in batches, off the request path.
+
+``record()`` only appends to a bounded in-memory buffer (O(1), no I/O), so a
+flood of refused requests cannot turn into a flood of database writes; a
+background task writes the buffer in one multi-row INSERT every
+``flush_seconds`` or as soon as it holds ``batch_size`` rows. If the buffer is
+full the oldest rows are dropped and counted — losing a few breach rows under
+attack is better than letting the attack load the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+from prometheus_client import Counter
+from sqlalchemy import func, insert, select, type_coerce
+
+from keel.clock import SYSTEM_CLOCK, Clock
+from keel.db.engine import Database
+from keel.db.tables_limits import RateLimitBreach
+from keel.db.types import UTCDateTime
+from keel.errors import KeelError
+
+log = structlog.get_logger(__name__)
+
+BREACHES = Counter("keel_ratelimit_breaches_total", "Requests refused by a limit.", ["limit"])
+DROPPED = Counter("keel_ratelimit_breaches_dropped_total", "Breach rows dropped by a full buffer.")
+
+
+def keyed_hash(secret: bytes, value: str) -> str:
+    return hmac.new(secret, value.encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Breach:
+    occurred_at: datetime
+    limit_name: str
+    key_kind: str
+    org_id: str | None
+    user_id: str | None
+    ip: str | None
+
+
+class BreachRecorder:
+    def __init__(
+        self,
+        database: Database,
+        secret: bytes,
+        *,
+        batch_size: int = 500,
+        flush_seconds: float = 2.0,
+        max_buffer: int = 20_000,
+    ) -> None:
+        self._database = database
+        self._secret = secret
+        self._batch_size = batch_size
+        self._flush_seconds = flush_seconds
+        self._buffer: deque[Breach] = deque(maxlen=max_buffer)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def record(self, breach: Breach) -> None:
+        BREACHES.labels(breach.limit_name).inc()
+        if len(self._buffer) == self._buffer.maxlen:
+            DROPPED.inc()
+        self._buffer.append(breach)
+        if len(self._buffer) >= self._batch_size:
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    async def flush(self) -> int:
+        """Write what is buffered now; returns the number of rows written."""
+        written = 0
+        while self._buffer:
+            batch = [
+                self._buffer.popleft() for _ in range(min(self._batch_size, len(self._buffer)))
+            ]
+            rows = [
+                {
+                    "occurred_at": b.occurred_at,
+                    "limit_name": b.limit_name,
+                    "key_kind": b.key_kind,
+                    "org_id": b.org_id,
+                    "user_hash": keyed_hash(self._secret, b.user_id) if b.user_id else None,
+                    "ip_hash": keyed_hash(self._secret, b.ip) if b.ip else None,
+                }
+                for b in batch
+            ]
+            try:
+                async with self._database.write() as session:
+                    await session.execute(insert(RateLimitBreach), rows)
+            except KeelError:
+                self._buffer.extendleft(reversed(batch))  # keep them for the next flush
+                raise
+            written += len(rows)
+        return written
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._flush_seconds)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except KeelError as error:
+                log.warning("breach_flush_failed", error=error.detail, pending=self.pending)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="breach-flush")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(KeelError):
+            await self.flush()
+
+
+@dataclass(frozen=True, slots=True)
+class Offender:
+    limit_name: str
+    org_id: str | None
+    user_hash: str | None
+    ip_hash: str | None
+    breaches: int
+    last_at: datetime
+
+
+async def top_offenders(
+    database: Database, *, since: timedelta, limit: int = 20, clock: Clock = SYSTEM_CLOCK
+) -> list[Offender]:
+    """Who was refused most in the last ``since``, by limit, org, user and IP."""
+    start = clock.now() - since
+    columns = (
+        RateLimitBreach.limit_name,
+        RateLimitBreach.org_id,
+        RateLimitBreach.user_hash,
+        RateLimitBreach.ip_hash,
+    )
+    count = func.count().label("breaches")
+    query = (
+        select(*columns, count, type_coerce(func.max(RateLimitBreach.occurred_at), UTCDateTime()))
+        .where(RateLimitBreach.occurred_at >= start)
+        .group_by(*columns)
+        .order_by(count.desc())
+        .limit(limit)
+    )
+    async with database.read() as session:
+        rows = (await session.execute(query)).all()
+    return [
+        Offender(
+            limit_name=row[0],
+            org_id=row[1],
+            user_hash=row[2],
+            ip_hash=row[3],
+            breaches=int(row[4]),
+            last_at=row[5],
+        )
+        for row in rows
+    ]

@@ -1,0 +1,103 @@
+"""Builds the limits subsystem from settings (called by ``create_app``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from keel.api.routing import RouteTable
+from keel.clock import Clock
+from keel.db.engine import Database
+from keel.guard.breaches import BreachRecorder
+from keel.guard.limits import ConcurrencyLimits, LimitGuard
+from keel.guard.noisy import NoisyNeighbourDetector
+from keel.guard.noisy_watch import NoisyWatch
+from keel.guard.overrides import OverrideCache
+from keel.guard.ratelimit import (
+    FallbackBackend,
+    LimiterBackend,
+    MemoryBackend,
+    RateLimiter,
+    RedisBackend,
+    default_policy,
+    load_policy,
+)
+from keel.guard.shed import LoadShedder, LoopLagMonitor, ShedThresholds
+from keel.guard.storage_quota import StorageQuota
+from keel.settings import Settings
+
+# Operation names the policy file may target besides route templates.
+OPERATIONS = {
+    "POST /v1/recognitions": "recognitions.create",
+    "DELETE /v1/recognitions/{recognition_id}": "recognitions.delete",
+    "POST /v1/evidence": "evidence.upload",
+    "GET /v1/evidence/{evidence_id}/content": "evidence.download",
+    "DELETE /v1/evidence/{evidence_id}": "evidence.delete",
+    "POST /v1/exports": "exports.create",
+    "GET /v1/exports/{export_id}/content": "exports.download",
+    "GET /v1/audit": "admin.audit",
+}
+
+
+@dataclass
+class LimitsParts:
+    guard: LimitGuard
+    shedder: LoadShedder
+    storage_quota: StorageQuota
+    watch: NoisyWatch
+
+    async def start(self) -> None:
+        await self.guard.overrides.start()
+        self.guard.breaches.start()
+        self.shedder.lag.start()
+        self.watch.start()
+
+    async def stop(self) -> None:
+        await self.watch.stop()
+        await self.shedder.lag.stop()
+        await self.guard.breaches.stop()
+        await self.guard.overrides.stop()
+        await self.guard.limiter.backend.aclose()
+
+    @property
+    def degraded(self) -> bool:
+        backend = self.guard.limiter.backend
+        return isinstance(backend, FallbackBackend) and backend.degraded
+
+
+def limiter_backend(settings: Settings, clock: Clock) -> LimiterBackend:
+    if settings.redis_url is None:
+        return MemoryBackend()
+    return FallbackBackend(
+        RedisBackend.from_url(settings.redis_url), instances=settings.limiter_instances, clock=clock
+    )
+
+
+def build_limits(
+    settings: Settings, database: Database, routes: RouteTable, clock: Clock
+) -> LimitsParts:
+    policy = (
+        load_policy(settings.ratelimit_policy) if settings.ratelimit_policy else default_policy()
+    )
+    overrides = OverrideCache(database, policy)
+    shedder = LoadShedder(
+        ShedThresholds(settings.shed_max_in_flight, settings.shed_max_loop_lag_seconds),
+        LoopLagMonitor(),  # physical loop lag: always the real clock, never a test clock
+    )
+    noisy = NoisyNeighbourDetector()
+    guard = LimitGuard(
+        limiter=RateLimiter(limiter_backend(settings, clock)),
+        policy=policy,
+        routes=routes,
+        overrides=overrides,
+        breaches=BreachRecorder(database, settings.secret_key.get_secret_value().encode()),
+        noisy=noisy,
+        shedder=shedder,
+        concurrency=ConcurrencyLimits(settings.concurrency_per_user, settings.concurrency_per_org),
+        clock=clock,
+    )
+    return LimitsParts(
+        guard=guard,
+        shedder=shedder,
+        storage_quota=StorageQuota(settings.storage_quota_bytes, overrides),
+        watch=NoisyWatch(noisy, database, clock=clock),
+    )
