@@ -30,8 +30,10 @@ from keel.domain.tokens import Authenticator
 from keel.guard.limits import LimitsMiddleware
 from keel.guard.shed import LoadSheddingMiddleware
 from keel.guard.wiring import OPERATIONS, build_limits
+from keel.resilience import BreakerGate
+from keel.resilience.wiring import build_dependencies
 from keel.settings import Settings
-from keel.storage import LocalDirectoryStore
+from keel.storage import LocalDirectoryStore, ResilientBlobStore
 from keel.tasks import BackgroundTasks
 
 log = structlog.get_logger(__name__)
@@ -46,12 +48,20 @@ def build_services(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Servic
         pool_size=settings.database_pool_size,
         timeout=settings.database_timeout_seconds,
     )
-    limits = build_limits(settings, database, RouteTable(ROUTERS, OPERATIONS), clock)
+    dependencies = build_dependencies(settings, clock=clock)
+    limits = build_limits(
+        settings,
+        database,
+        RouteTable(ROUTERS, OPERATIONS),
+        clock,
+        redis_breaker=BreakerGate(dependencies.redis.breaker),
+    )
     return Services(
         settings=settings,
         limits=limits,
+        dependencies=dependencies,
         database=database,
-        store=LocalDirectoryStore(settings.storage_dir),
+        store=ResilientBlobStore(LocalDirectoryStore(settings.storage_dir), dependencies.storage),
         authenticator=Authenticator(
             database,
             settings.secret_key.get_secret_value().encode(),
@@ -76,6 +86,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await migrate.require_head(services.database)
         await services.limits.start()
+        for breaker in services.dependencies.registry:
+            await breaker.sync()  # announce our breakers in the shared store (bounded)
         for export_id in await export_domain.unfinished(services.database):
             schedule(services, export_id)
         log.info("keel_started", version=__version__, env=settings.env.value)
@@ -84,6 +96,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
         finally:
             await services.background.drain(SHUTDOWN_GRACE_SECONDS)
             await services.limits.stop()
+            if services.dependencies.registry.store is not None:
+                await services.dependencies.registry.store.aclose()
             await services.database.dispose()
             log.info("keel_stopped")
 

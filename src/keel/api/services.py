@@ -11,6 +11,7 @@ from keel.db.engine import Database
 from keel.domain.evidence import UploadRules
 from keel.domain.tokens import Authenticator
 from keel.guard.wiring import LimitsParts
+from keel.resilience import Dependencies
 from keel.settings import Settings
 from keel.storage import BlobStore
 from keel.tasks import BackgroundTasks
@@ -26,6 +27,8 @@ class Services:
     background: BackgroundTasks
     clock: Clock
     limits: LimitsParts
+    dependencies: Dependencies
+    """Storage, Redis and webhooks behind timeouts, bulkheads, breakers and retries."""
 
 
 def services_of(connection: HTTPConnection) -> Services:
