@@ -30,7 +30,7 @@ from keel.domain.tokens import Authenticator
 from keel.guard.limits import LimitsMiddleware
 from keel.guard.shed import LoadSheddingMiddleware
 from keel.guard.wiring import OPERATIONS, build_limits
-from keel.resilience import BreakerGate
+from keel.resilience import BreakerGate, BreakerListener
 from keel.resilience.wiring import build_dependencies
 from keel.settings import Settings
 from keel.storage import LocalDirectoryStore, ResilientBlobStore
@@ -42,13 +42,21 @@ SHUTDOWN_GRACE_SECONDS = 20.0
 ROUTERS = (recognitions.router, evidence.router, exports.router, users.router, quotas.router)
 
 
-def build_services(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Services:
+def build_services(
+    settings: Settings,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    breaker_listeners: tuple[BreakerListener, ...] = (),
+) -> Services:
+    """Every service of the app. ``breaker_listeners`` hear every breaker transition
+    (the audit log subscribes here; more can join later through
+    ``services.dependencies.registry.add_listener``)."""
     database = Database(
         settings.database_url,
         pool_size=settings.database_pool_size,
         timeout=settings.database_timeout_seconds,
     )
-    dependencies = build_dependencies(settings, clock=clock)
+    dependencies = build_dependencies(settings, clock=clock, listeners=breaker_listeners)
     limits = build_limits(
         settings,
         database,

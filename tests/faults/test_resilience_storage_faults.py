@@ -18,7 +18,7 @@ import pytest
 from fastapi import FastAPI
 from tests.support.app import World, app_for, make_settings, running, seed_world
 
-from keel.resilience import BreakerState
+from keel.resilience import BreakerState, BreakerTransition
 from keel.settings import Settings
 from keel.testing import ManualClock
 
@@ -106,6 +106,8 @@ async def test_storage_outage_is_503_elsewhere_unaffected_and_the_breaker_recove
     assert created.status_code == 201, created.text
     evidence_id = created.json()["id"]
     breaker = app.state.services.dependencies.storage.breaker
+    heard: list[BreakerTransition] = []
+    app.state.services.dependencies.registry.add_listener(heard.append)  # the audit log's hook
     blobs, parked = tmp_path / "blobs", tmp_path / "blobs-parked"
 
     break_storage(blobs, parked)
@@ -135,5 +137,10 @@ async def test_storage_outage_is_503_elsewhere_unaffected_and_the_breaker_recove
     assert download.status_code == 200, download.text
     assert download.content == b"kept safe"
     assert breaker.state is BreakerState.CLOSED
+    assert [(e.breaker, e.to_state) for e in heard] == [
+        ("storage", BreakerState.OPEN),
+        ("storage", BreakerState.HALF_OPEN),
+        ("storage", BreakerState.CLOSED),
+    ]
     again = await client.post("/v1/evidence", files=other, headers=headers)
     assert again.status_code == 201, again.text

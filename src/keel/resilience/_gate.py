@@ -12,6 +12,12 @@ outcome is whose, and a stale outcome never lands in a newer state's window. The
 breaker's awaitable work (delivering transitions to listeners and the store, reading
 the shared state) cannot run inside these synchronous methods: it is started as a
 background task, bounded by the store's own timeout.
+
+A half-open probe whose caller never reports back (its task was cancelled, or it raised
+something the caller does not classify) would hold its permit for ever, and with every
+permit held the breaker would stay HALF_OPEN, rejecting everything. The gate remembers
+its outstanding probes and takes back any older than ``stale_after`` seconds — far
+beyond the caller's own timeout — before saying no.
 """
 
 from __future__ import annotations
@@ -23,10 +29,11 @@ from typing import Any
 
 from keel.resilience._breaker import CircuitBreaker
 from keel.resilience._errors import BreakerOpen
+from keel.resilience._state import BreakerState
 
 # (gate, permit, start): one slot per task is enough, since a task awaits one call at
 # a time through a gate; the gate's identity guards against a permit of another gate.
-_permit: ContextVar[tuple[BreakerGate, int, float] | None] = ContextVar(
+_permit: ContextVar[tuple[BreakerGate, int, float, int] | None] = ContextVar(
     "keel_breaker_gate_permit", default=None
 )
 
@@ -34,9 +41,12 @@ _permit: ContextVar[tuple[BreakerGate, int, float] | None] = ContextVar(
 class BreakerGate:
     """``allow`` / ``record_success`` / ``record_failure`` over a :class:`CircuitBreaker`."""
 
-    def __init__(self, breaker: CircuitBreaker) -> None:
+    def __init__(self, breaker: CircuitBreaker, *, stale_after: float = 30.0) -> None:
         self.breaker = breaker
+        self.stale_after = stale_after
         self._tasks: set[asyncio.Task[None]] = set()
+        self._probes: dict[int, tuple[int, float]] = {}  # probe id -> (permit, start)
+        self._next_probe = 0
 
     def allow(self) -> bool:
         breaker = self.breaker
@@ -45,9 +55,19 @@ class BreakerGate:
         try:
             token = breaker.acquire_permission()
         except BreakerOpen:
-            self._flush_soon()  # an OPEN → HALF_OPEN change may be waiting
-            return False
-        _permit.set((self, token, breaker.clock_monotonic()))
+            if not self._reclaim_stale_probes():
+                self._flush_soon()  # an OPEN → HALF_OPEN change may be waiting
+                return False
+            try:
+                token = breaker.acquire_permission()
+            except BreakerOpen:
+                return False
+        start = breaker.clock_monotonic()
+        probe = 0
+        if breaker.state is BreakerState.HALF_OPEN:
+            self._next_probe = probe = self._next_probe + 1
+            self._probes[probe] = (token, start)
+        _permit.set((self, token, start, probe))
         self._flush_soon()
         return True
 
@@ -69,7 +89,20 @@ class BreakerGate:
             # the dependency, in whatever state the breaker is in now.
             return self.breaker.epoch, 0.0
         _permit.set(None)
+        if held[3]:
+            self._probes.pop(held[3], None)
         return held[1], max(0.0, now - held[2])
+
+    def _reclaim_stale_probes(self) -> bool:
+        """Give back probe permits nobody reported on within ``stale_after``."""
+        if not self._probes:
+            return False
+        cutoff = self.breaker.clock_monotonic() - self.stale_after
+        stale = [probe for probe, (_, start) in self._probes.items() if start <= cutoff]
+        for probe in stale:
+            token, _ = self._probes.pop(probe)
+            self.breaker.release_permission(token)
+        return bool(stale)
 
     def _flush_soon(self) -> None:
         if self.breaker.has_pending:

@@ -297,3 +297,23 @@ def test_dependency_config_for_storage_counts_only_storage_failures() -> None:
     assert Exception not in config.breaker.record_exceptions
     assert isinstance(config.retry, RetryConfig)
     assert isinstance(config, DependencyConfig)
+
+
+async def test_gate_takes_back_a_probe_whose_caller_never_reported(clock: ManualClock) -> None:
+    gate = BreakerGate(gate_breaker(clock), stale_after=30.0)
+    for _ in range(4):
+        assert gate.allow()
+        gate.record_failure()
+    clock.advance(5.0)
+
+    async def cancelled_probe() -> None:
+        assert gate.allow()  # and then never a record_*: the task was cancelled
+
+    await asyncio.create_task(cancelled_probe())
+    assert gate.breaker.state is BreakerState.HALF_OPEN
+    assert not gate.allow()  # the only probe is out
+    clock.advance(30.0)
+    assert gate.allow()  # taken back: the breaker is not stuck half-open
+    gate.record_success()
+    assert gate.breaker.state is BreakerState.CLOSED
+    await gate.aclose()
