@@ -154,9 +154,10 @@ class CircuitBreaker:
         """The current state's permit token (changes with every transition)."""
         return self._epoch
 
-    def clock_monotonic(self) -> float:
+    @property
+    def clock_monotonic(self) -> Callable[[], float]:
         """The breaker's monotonic clock, for callers timing calls outside ``call``."""
-        return self._mono()
+        return self._mono
 
     @property
     def sync_due(self) -> bool:

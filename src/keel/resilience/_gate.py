@@ -31,6 +31,8 @@ from keel.resilience._breaker import CircuitBreaker
 from keel.resilience._errors import BreakerOpen
 from keel.resilience._state import BreakerState
 
+_HALF_OPEN = BreakerState.HALF_OPEN
+
 # (gate, permit, start): one slot per task is enough, since a task awaits one call at
 # a time through a gate; the gate's identity guards against a permit of another gate.
 _permit: ContextVar[tuple[BreakerGate, int, float, int] | None] = ContextVar(
@@ -47,6 +49,10 @@ class BreakerGate:
         self._tasks: set[asyncio.Task[None]] = set()
         self._probes: dict[int, tuple[int, float]] = {}  # probe id -> (permit, start)
         self._next_probe = 0
+        self._mono = breaker.clock_monotonic
+
+    # The gate sits on the rate limiter's path, twice per Redis decision: the methods
+    # below read the breaker's state through its cheapest accessors and inline the rest.
 
     def allow(self) -> bool:
         breaker = self.breaker
@@ -62,42 +68,51 @@ class BreakerGate:
                 token = breaker.acquire_permission()
             except BreakerOpen:
                 return False
-        start = breaker.clock_monotonic()
+        start = self._mono()
         probe = 0
-        if breaker.state is BreakerState.HALF_OPEN:
+        if breaker.state is _HALF_OPEN:
             self._next_probe = probe = self._next_probe + 1
             self._probes[probe] = (token, start)
         _permit.set((self, token, start, probe))
-        self._flush_soon()
+        if breaker.has_pending:
+            self._background(breaker.flush())
         return True
 
     def record_success(self) -> None:
-        token, duration = self._take()
-        self.breaker.on_success(token, duration)
-        self._flush_soon()
+        breaker = self.breaker
+        held = _permit.get()
+        if held is not None and held[0] is self:
+            _permit.set(None)
+            if held[3]:
+                self._probes.pop(held[3], None)
+            now = self._mono()
+            breaker.on_success(held[1], now - held[2], now)
+        else:
+            breaker.on_success(breaker.epoch, 0.0)  # see record_failure
+        if breaker.has_pending:
+            self._background(breaker.flush())
 
     def record_failure(self) -> None:
-        token, duration = self._take()
-        self.breaker.on_failure(token, duration)
-        self._flush_soon()
-
-    def _take(self) -> tuple[int, float]:
+        breaker = self.breaker
         held = _permit.get()
-        now = self.breaker.clock_monotonic()
-        if held is None or held[0] is not self:
+        if held is not None and held[0] is self:
+            _permit.set(None)
+            if held[3]:
+                self._probes.pop(held[3], None)
+            now = self._mono()
+            breaker.on_failure(held[1], now - held[2], now)
+        else:
             # An outcome without a permit (a lease release failing): it still tells of
             # the dependency, in whatever state the breaker is in now.
-            return self.breaker.epoch, 0.0
-        _permit.set(None)
-        if held[3]:
-            self._probes.pop(held[3], None)
-        return held[1], max(0.0, now - held[2])
+            breaker.on_failure(breaker.epoch, 0.0)
+        if breaker.has_pending:
+            self._background(breaker.flush())
 
     def _reclaim_stale_probes(self) -> bool:
         """Give back probe permits nobody reported on within ``stale_after``."""
         if not self._probes:
             return False
-        cutoff = self.breaker.clock_monotonic() - self.stale_after
+        cutoff = self._mono() - self.stale_after
         stale = [probe for probe, (_, start) in self._probes.items() if start <= cutoff]
         for probe in stale:
             token, _ = self._probes.pop(probe)
