@@ -63,9 +63,10 @@ class Settings(BaseSettings):
 
     # --- limits, quotas and load shedding (issue 5) ---
     ratelimit_policy: Path | None = None  # None: the documented policy shipped in the package
-    limiter_instances: int = Field(
-        default=1, ge=1
-    )  # processes sharing Redis; local share on outage
+    # Processes sharing Redis: during an outage each decides locally with 1/instances of a limit.
+    limiter_instances: int = Field(default=1, ge=1)
+    # A Redis call slower than this is treated as an outage and decided locally.
+    limiter_redis_timeout_seconds: float = Field(default=0.25, gt=0)
     concurrency_per_user: int = Field(default=20, ge=1)
     concurrency_per_org: int = Field(default=200, ge=1)
     shed_max_in_flight: int = Field(default=256, ge=1)

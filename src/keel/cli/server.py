@@ -11,6 +11,7 @@ from keel import __version__
 from keel.cli._common import JsonOption, database, err, fail, out, print_json
 from keel.db import migrate
 from keel.errors import KeelError
+from keel.guard.ratelimit import load_policy
 from keel.settings import Settings
 
 
@@ -33,6 +34,8 @@ def serve(
     settings = Settings()
     try:
         settings.check_startable()
+        if settings.ratelimit_policy is not None:
+            load_policy(settings.ratelimit_policy)  # a bad file is refused here, naming the line
         revision = asyncio.run(prepare_schema(settings))
     except KeelError as error:
         fail(error.detail)

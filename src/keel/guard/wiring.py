@@ -68,7 +68,9 @@ def limiter_backend(settings: Settings, clock: Clock) -> LimiterBackend:
     if settings.redis_url is None:
         return MemoryBackend()
     return FallbackBackend(
-        RedisBackend.from_url(settings.redis_url), instances=settings.limiter_instances, clock=clock
+        RedisBackend.from_url(settings.redis_url, timeout=settings.limiter_redis_timeout_seconds),
+        instances=settings.limiter_instances,
+        clock=clock,
     )
 
 
