@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     release_id: str = "dev"
     git_sha: str = "unknown"
 
+    # --- safe migrations (issue 9) ---
+    migration_backup_dir: Path = Path("./keel-data/backups")
+    migration_lock_timeout_seconds: float = Field(default=5.0, gt=0)
+    migration_statement_timeout_seconds: float = Field(default=600.0, gt=0)
+    migration_lock_wait_seconds: float = Field(default=600.0, gt=0)
+
     @model_validator(mode="before")
     @classmethod
     def _split_lists(cls, data: object) -> object:

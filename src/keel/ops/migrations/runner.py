@@ -1,0 +1,547 @@
+"""The safe runner: apply, rollback, dry-run, restore and status, with Alembic as the engine.
+
+Every operation that changes the schema follows the same order:
+
+1. take the migration lock (advisory lock / file lock) and only then read the
+   current revision, so a migrator that waited finds the work already done;
+2. refuse if an applied revision's file changed since it was applied;
+3. back up (unless told not to, which only ``dev`` allows);
+4. run each revision in its own transaction that starts with
+   ``SET LOCAL lock_timeout`` and ``statement_timeout`` (PostgreSQL) and ends
+   with its history row; a failure rolls back that revision only, records the
+   failure and raises :class:`MigrationFailed`, leaving the schema at the last
+   good revision.
+
+Alembic gets the connection with a transaction already open, so its own
+transaction handling stands aside (``_in_external_transaction``) and the
+transaction boundaries are this module's.
+"""
+
+from __future__ import annotations
+
+import getpass
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from alembic import command
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, delete, inspect
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from keel.clock import Clock, SystemClock
+from keel.db.engine import create_engine as create_keel_engine
+from keel.ops.migrations import backup, history, locking
+from keel.ops.migrations.errors import (
+    ChecksumMismatch,
+    MigrationError,
+    MigrationFailed,
+    RestoreFailed,
+)
+from keel.ops.migrations.history import Action, Outcome, Step
+from keel.ops.migrations.scripts import Revision, Scripts
+from keel.ops.migrations.sql import Timeouts
+from keel.settings import Settings
+
+T = TypeVar("T")
+
+
+class Progress(Protocol):
+    """Told about each revision as it runs (the CLI draws a progress bar)."""
+
+    def start(self, total: int, description: str) -> None: ...
+
+    def advance(self, revision: str) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class NoProgress:
+    def start(self, total: int, description: str) -> None:
+        return None
+
+    def advance(self, revision: str) -> None:
+        return None
+
+    def finish(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    backup_dir: Path = Path("./keel-data/backups")
+    lock_timeout_seconds: float = 5.0
+    statement_timeout_seconds: float = 600.0
+    lock_wait_seconds: float = 600.0
+    script_location: Path | None = None
+    actor: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> RunnerOptions:
+        values: dict[str, Any] = {
+            "backup_dir": settings.migration_backup_dir,
+            "lock_timeout_seconds": settings.migration_lock_timeout_seconds,
+            "statement_timeout_seconds": settings.migration_statement_timeout_seconds,
+            "lock_wait_seconds": settings.migration_lock_wait_seconds,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def timeouts(self) -> Timeouts:
+        return Timeouts(self.lock_timeout_seconds, self.statement_timeout_seconds)
+
+    def who(self) -> str:
+        if self.actor:
+            return self.actor
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = "unknown"
+        return f"{user}@{socket.gethostname()}"
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    action: Action
+    start_revision: str | None
+    end_revision: str | None
+    steps: list[Step] = field(default_factory=list)
+    backup_file: Path | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "run_id": self.run_id,
+            "action": self.action.value,
+            "start_revision": self.start_revision,
+            "end_revision": self.end_revision,
+            "backup_file": str(self.backup_file) if self.backup_file else None,
+            "steps": [step.as_dict() for step in self.steps],
+        }
+
+
+# --- connections and locks ---------------------------------------------------
+
+
+def _engine(url: str) -> AsyncEngine:
+    if url.startswith("sqlite"):
+        return create_keel_engine(url, timeout=30.0)
+    # No asyncpg command_timeout here: statement_timeout bounds each statement instead.
+    return create_async_engine(url, poolclass=NullPool)
+
+
+@asynccontextmanager
+async def _connection(url: str) -> AsyncIterator[AsyncConnection]:
+    engine = _engine(url)
+    try:
+        async with engine.connect() as connection:
+            yield connection
+    finally:
+        await engine.dispose()
+
+
+async def _run_sync(url: str, function: Callable[[Connection], T]) -> T:
+    async with _connection(url) as connection:
+        return await connection.run_sync(function)
+
+
+@contextmanager
+def _locked(connection: Connection, url: str, options: RunnerOptions) -> Iterator[None]:
+    if connection.dialect.name == "postgresql":
+        with locking.advisory_lock(connection, options.lock_wait_seconds):
+            yield
+    else:
+        with locking.file_lock(backup.sqlite_path(url), options.lock_wait_seconds):
+            yield
+
+
+def _revision_of(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def _current(connection: Connection) -> str | None:
+    with connection.begin():
+        return _revision_of(connection)
+
+
+def _alembic(connection: Connection, scripts: Scripts, url: str, action: str, target: str) -> None:
+    config = scripts.config(url)
+    config.attributes["connection"] = connection
+    if action == "upgrade":
+        command.upgrade(config, target)
+    else:
+        command.downgrade(config, target)
+
+
+def _set_timeouts(connection: Connection, options: RunnerOptions) -> None:
+    if connection.dialect.name == "postgresql":
+        for statement in options.timeouts.statements():
+            connection.exec_driver_sql(statement)
+
+
+def _verify_checksums(connection: Connection, scripts: Scripts, current: str | None) -> None:
+    with connection.begin():
+        recorded = history.recorded_checksums(connection)
+    edited = [
+        item.revision
+        for item in scripts.applied(current)
+        if item.revision in recorded and recorded[item.revision] != item.checksum
+    ]
+    if edited:
+        raise ChecksumMismatch(
+            f"applied revision(s) {', '.join(edited)} changed since they were applied; "
+            "restore the original file and write a new revision instead",
+            revisions=edited,
+        )
+
+
+def _baseline(
+    connection: Connection,
+    scripts: Scripts,
+    current: str | None,
+    run_id: str,
+    options: RunnerOptions,
+    clock: Clock,
+) -> list[Step]:
+    """Record checksums of revisions applied before the runner kept history."""
+    with connection.begin():
+        recorded = history.recorded_checksums(connection)
+        steps = [
+            Step(
+                run_id=run_id,
+                revision=item.revision,
+                action=Action.BASELINE,
+                outcome=Outcome.RECORDED,
+                actor=options.who(),
+                started_at=clock.now(),
+                duration_seconds=0.0,
+                checksum=item.checksum,
+            )
+            for item in scripts.applied(current)
+            if item.revision not in recorded
+        ]
+        for step in steps:
+            history.record(connection, step)
+    for step in steps:
+        history.notify(step)
+    return steps
+
+
+def _take_backup(
+    url: str, current: str | None, options: RunnerOptions, clock: Clock
+) -> Path | None:
+    if current is None:
+        return None  # nothing applied yet: there is no schema or data to lose
+    return backup.take(url, options.backup_dir, revision=current, now=clock.now())
+
+
+def _step_through(
+    connection: Connection,
+    *,
+    url: str,
+    scripts: Scripts,
+    revisions: list[Revision],
+    action: Action,
+    run_id: str,
+    backup_file: Path | None,
+    options: RunnerOptions,
+    clock: Clock,
+    progress: Progress,
+) -> list[Step]:
+    steps: list[Step] = []
+    progress.start(len(revisions), action.value)
+    try:
+        for item in revisions:
+            started, began = clock.now(), clock.monotonic()
+            transaction = connection.begin()
+            try:
+                _set_timeouts(connection, options)
+                if action is Action.UPGRADE:
+                    _alembic(connection, scripts, url, "upgrade", item.revision)
+                else:
+                    _alembic(connection, scripts, url, "downgrade", item.down_revision or "base")
+                step = Step(
+                    run_id=run_id,
+                    revision=item.revision,
+                    action=action,
+                    outcome=Outcome.APPLIED if action is Action.UPGRADE else Outcome.ROLLED_BACK,
+                    actor=options.who(),
+                    started_at=started,
+                    duration_seconds=clock.monotonic() - began,
+                    checksum=item.checksum,
+                    backup_file=str(backup_file) if backup_file else None,
+                )
+                history.record(connection, step)
+                transaction.commit()
+            except Exception as error:
+                transaction.rollback()
+                failed = Step(
+                    run_id=run_id,
+                    revision=item.revision,
+                    action=action,
+                    outcome=Outcome.FAILED,
+                    actor=options.who(),
+                    started_at=started,
+                    duration_seconds=clock.monotonic() - began,
+                    checksum=item.checksum,
+                    backup_file=str(backup_file) if backup_file else None,
+                    error=f"{type(error).__name__}: {error}"[:4000],
+                )
+                with connection.begin():
+                    history.record(connection, failed)
+                history.notify(failed)
+                at = _current(connection)
+                raise MigrationFailed(
+                    f"revision {item.revision} failed and was rolled back; "
+                    f"the schema stays at {at or 'base'}: {failed.error}",
+                    revision=item.revision,
+                    schema_at=at,
+                    completed=[s.revision for s in steps],
+                ) from error
+            steps.append(step)
+            history.notify(step)
+            progress.advance(item.revision)
+    finally:
+        progress.finish()
+    return steps
+
+
+# --- apply and rollback --------------------------------------------------------
+
+
+async def apply(
+    url: str,
+    *,
+    target: str = "heads",
+    take_backup: bool = True,
+    options: RunnerOptions | None = None,
+    clock: Clock | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Upgrade to ``target`` under the lock, after a backup, one transaction per revision."""
+    options = options or RunnerOptions()
+    clock = clock or SystemClock()
+    scripts = Scripts(options.script_location)
+    run_id = str(uuid.uuid4())
+
+    def run(connection: Connection) -> RunResult:
+        with _locked(connection, url, options):
+            with connection.begin():
+                history.ensure(connection)
+            current = _current(connection)
+            _verify_checksums(connection, scripts, current)
+            result = RunResult(run_id, Action.UPGRADE, current, current)
+            result.steps.extend(_baseline(connection, scripts, current, run_id, options, clock))
+            pending = scripts.pending(current, target)
+            if not pending:
+                return result
+            result.backup_file = _take_backup(url, current, options, clock) if take_backup else None
+            result.steps.extend(
+                _step_through(
+                    connection,
+                    url=url,
+                    scripts=scripts,
+                    revisions=pending,
+                    action=Action.UPGRADE,
+                    run_id=run_id,
+                    backup_file=result.backup_file,
+                    options=options,
+                    clock=clock,
+                    progress=progress or NoProgress(),
+                )
+            )
+            result.end_revision = _current(connection)
+            return result
+
+    return await _run_sync(url, run)
+
+
+async def rollback(
+    url: str,
+    *,
+    to: str,
+    take_backup: bool = True,
+    options: RunnerOptions | None = None,
+    clock: Clock | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Downgrade to revision ``to`` (or ``base``), newest first, with the lock and a backup."""
+    options = options or RunnerOptions()
+    clock = clock or SystemClock()
+    scripts = Scripts(options.script_location)
+    if to != "base":
+        scripts.get(to)  # KeyError for an unknown revision, before taking any lock
+    run_id = str(uuid.uuid4())
+
+    def run(connection: Connection) -> RunResult:
+        with _locked(connection, url, options):
+            with connection.begin():
+                history.ensure(connection)
+            current = _current(connection)
+            _verify_checksums(connection, scripts, current)
+            result = RunResult(run_id, Action.DOWNGRADE, current, current)
+            undo = scripts.between(current, to)
+            if (
+                to != "base"
+                and current is not None
+                and to not in {item.revision for item in scripts.applied(current)}
+            ):
+                raise MigrationError(f"revision {to} is not below the current {current}")
+            if not undo:
+                return result
+            result.backup_file = _take_backup(url, current, options, clock) if take_backup else None
+            result.steps.extend(
+                _step_through(
+                    connection,
+                    url=url,
+                    scripts=scripts,
+                    revisions=undo,
+                    action=Action.DOWNGRADE,
+                    run_id=run_id,
+                    backup_file=result.backup_file,
+                    options=options,
+                    clock=clock,
+                    progress=progress or NoProgress(),
+                )
+            )
+            result.end_revision = _current(connection)
+            return result
+
+    return await _run_sync(url, run)
+
+
+# --- restore -------------------------------------------------------------------
+
+
+async def restore(
+    url: str,
+    backup_file: Path,
+    *,
+    take_backup: bool = True,
+    options: RunnerOptions | None = None,
+    clock: Clock | None = None,
+) -> RunResult:
+    """Replace the database with ``backup_file``, under the lock, keeping the history.
+
+    The current state is backed up first (unless ``take_backup`` is false), so
+    a restore of the wrong file can itself be undone. History rows written
+    since the backup was taken are carried over, followed by a ``restore`` row.
+    """
+    options = options or RunnerOptions()
+    clock = clock or SystemClock()
+    run_id = str(uuid.uuid4())
+
+    def run(connection: Connection) -> RunResult:
+        if not backup_file.is_file():
+            raise RestoreFailed(f"no backup file at {backup_file}")
+        with _locked(connection, url, options):
+            with connection.begin():
+                history.ensure(connection)
+                saved = history.all_steps(connection)
+            current = _current(connection)
+            result = RunResult(run_id, Action.RESTORE, current, current)
+            result.backup_file = _take_backup(url, current, options, clock) if take_backup else None
+            started, began = clock.now(), clock.monotonic()
+            if connection.dialect.name == "postgresql":
+                keep = backup.tables_in_dump(backup_file)
+                with connection.begin():
+                    # Tables made after the backup was taken: pg_restore --clean only drops
+                    # what the dump contains, so these go first (the history table stays).
+                    for name in inspect(connection).get_table_names(schema="public"):
+                        if ("public", name) not in keep and name != history.TABLE_NAME:
+                            connection.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}" CASCADE')
+                backup.restore_postgres(url, backup_file)
+            else:
+                backup.restore_sqlite(url, backup_file)
+            result.end_revision = _current(connection)
+            step = Step(
+                run_id=run_id,
+                revision=result.end_revision,
+                action=Action.RESTORE,
+                outcome=Outcome.RESTORED,
+                actor=options.who(),
+                started_at=started,
+                duration_seconds=clock.monotonic() - began,
+                backup_file=str(backup_file.resolve()),
+            )
+            with connection.begin():
+                history.ensure(connection)
+                connection.execute(delete(history.history))
+                for earlier in saved:
+                    history.record(connection, earlier)
+                history.record(connection, step)
+            history.notify(step)
+            result.steps.append(step)
+            return result
+
+    return await _run_sync(url, run)
+
+
+# --- status --------------------------------------------------------------------
+
+
+@dataclass
+class ChecksumState:
+    revision: str
+    state: str  # "ok", "edited" or "unrecorded"
+    recorded: str | None
+    actual: str
+
+
+@dataclass
+class Status:
+    current: str | None
+    head: str | None
+    pending: list[str]
+    checksums: list[ChecksumState]
+    recent: list[Step]
+
+    @property
+    def at_head(self) -> bool:
+        return self.current == self.head
+
+    @property
+    def edited(self) -> list[str]:
+        return [item.revision for item in self.checksums if item.state == "edited"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "current": self.current,
+            "head": self.head,
+            "at_head": self.at_head,
+            "pending": self.pending,
+            "checksums": [vars(item) for item in self.checksums],
+            "recent": [step.as_dict() for step in self.recent],
+        }
+
+
+async def status(url: str, *, options: RunnerOptions | None = None, limit: int = 10) -> Status:
+    """Current revision against head, checksum verification and the last runs. Read-only."""
+    options = options or RunnerOptions()
+    scripts = Scripts(options.script_location)
+
+    def run(connection: Connection) -> Status:
+        with connection.begin():
+            current = _revision_of(connection)
+            recorded = history.recorded_checksums(connection)
+            recent = history.recent(connection, limit)
+        checks = []
+        for item in scripts.applied(current):
+            known = recorded.get(item.revision)
+            state = "unrecorded" if known is None else "ok" if known == item.checksum else "edited"
+            checks.append(ChecksumState(item.revision, state, known, item.checksum))
+        return Status(
+            current=current,
+            head=scripts.head,
+            pending=[item.revision for item in scripts.pending(current)],
+            checksums=checks,
+            recent=recent,
+        )
+
+    return await _run_sync(url, run)
