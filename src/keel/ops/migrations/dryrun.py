@@ -33,6 +33,8 @@ from keel.ops.migrations.runner import (
     _revision_of,
     _run_sync,
     _set_timeouts,
+    check_foreign_keys,
+    foreign_keys_deferred,
 )
 from keel.ops.migrations.scripts import Scripts
 
@@ -157,8 +159,10 @@ async def dry_run(
             copy_url = f"sqlite+aiosqlite:///{copy}"
 
             def on_copy(connection: Connection) -> DryRunReport:
-                with connection.begin():
-                    return _trial(connection, copy_url, scripts, target, options, clock)
+                with foreign_keys_deferred(connection), connection.begin():
+                    report = _trial(connection, copy_url, scripts, target, options, clock)
+                    check_foreign_keys(connection)
+                    return report
 
             return await _run_sync(copy_url, on_copy)
 

@@ -16,6 +16,9 @@ one SQL file at a time, so Keel adds what needs the revision as a whole:
 ``keel-kind``
     the revision does not declare ``# keel-kind: expand|contract``, or declares
     ``expand`` but contains statements the previous release cannot live with.
+``keel-offline-sql``
+    the upgrade does not render as SQL in Alembic's offline mode (it raises,
+    or needs a live connection), so it can be neither reviewed nor linted.
 ``keel-lint-exception``
     a ``# keel-lint: allow RULE`` comment without ``-- REASON``.
 
@@ -196,7 +199,17 @@ def lint_revision(
     use_squawk: bool = True,
 ) -> RevisionReport:
     name = revision.revision
-    upgrade_sql = sqltools.render(revision, timeouts=timeouts, script_location=script_location)
+    try:
+        upgrade_sql = sqltools.render(revision, timeouts=timeouts, script_location=script_location)
+    except Exception as error:
+        # Without its SQL nothing else can be checked; a revision that needs a live
+        # connection (op.get_bind()) cannot be reviewed or planned either.
+        report = RevisionReport(revision, revision.declared_kind or Kind.CONTRACT, Kind.CONTRACT)
+        report.findings.append(
+            Finding(name, "keel-offline-sql", f"upgrade does not render as SQL: {error!r}")
+        )
+        report.findings.extend(_downgrade_findings(revision, script_location))
+        return report
     raw: list[Finding] = _squawk_findings(revision, upgrade_sql) if use_squawk else []
     raw.extend(_downgrade_findings(revision, script_location))
 

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -179,6 +180,44 @@ def _alembic(connection: Connection, scripts: Scripts, url: str, action: str, ta
         command.downgrade(config, target)
 
 
+def _sqlite_pragma(connection: Connection, pragma: str) -> list[Any]:
+    """Run a PRAGMA on the raw DBAPI connection, outside any transaction."""
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(pragma)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+@contextmanager
+def foreign_keys_deferred(connection: Connection) -> Iterator[None]:
+    """SQLite: foreign keys off around a revision, checked before its commit.
+
+    SQLite changes a table by rebuilding it (Alembic's batch mode), and with
+    enforcement on, dropping the old copy of a referenced table fails. SQLite's
+    documented procedure: switch enforcement off outside the transaction, run
+    ``PRAGMA foreign_key_check`` before committing, switch it back on. The
+    caller runs the check (:func:`check_foreign_keys`) inside the transaction.
+    """
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    _sqlite_pragma(connection, "PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        _sqlite_pragma(connection, "PRAGMA foreign_keys=ON")
+
+
+def check_foreign_keys(connection: Connection) -> None:
+    if connection.dialect.name != "sqlite":
+        return
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if broken:
+        raise MigrationError(f"the revision leaves {len(broken)} broken foreign key reference(s)")
+
+
 def _set_timeouts(connection: Connection, options: RunnerOptions) -> None:
     if connection.dialect.name == "postgresql":
         for statement in options.timeouts.statements():
@@ -259,57 +298,88 @@ def _step_through(
     try:
         for item in revisions:
             started, began = clock.now(), clock.monotonic()
-            transaction = connection.begin()
-            try:
-                _set_timeouts(connection, options)
-                if action is Action.UPGRADE:
-                    _alembic(connection, scripts, url, "upgrade", item.revision)
-                else:
-                    _alembic(connection, scripts, url, "downgrade", item.down_revision or "base")
-                step = Step(
-                    run_id=run_id,
-                    revision=item.revision,
+            with foreign_keys_deferred(connection):
+                step = _one_revision(
+                    connection,
+                    url=url,
+                    scripts=scripts,
+                    item=item,
                     action=action,
-                    outcome=Outcome.APPLIED if action is Action.UPGRADE else Outcome.ROLLED_BACK,
-                    actor=options.who(),
-                    started_at=started,
-                    duration_seconds=clock.monotonic() - began,
-                    checksum=item.checksum,
-                    backup_file=str(backup_file) if backup_file else None,
-                )
-                history.record(connection, step)
-                transaction.commit()
-            except Exception as error:
-                transaction.rollback()
-                failed = Step(
                     run_id=run_id,
-                    revision=item.revision,
-                    action=action,
-                    outcome=Outcome.FAILED,
-                    actor=options.who(),
-                    started_at=started,
-                    duration_seconds=clock.monotonic() - began,
-                    checksum=item.checksum,
-                    backup_file=str(backup_file) if backup_file else None,
-                    error=f"{type(error).__name__}: {error}"[:4000],
+                    backup_file=backup_file,
+                    options=options,
+                    clock=clock,
+                    started=started,
+                    began=began,
                 )
-                with connection.begin():
-                    history.record(connection, failed)
-                history.notify(failed)
-                at = _current(connection)
-                raise MigrationFailed(
-                    f"revision {item.revision} failed and was rolled back; "
-                    f"the schema stays at {at or 'base'}: {failed.error}",
-                    revision=item.revision,
-                    schema_at=at,
-                    completed=[s.revision for s in steps],
-                ) from error
             steps.append(step)
             history.notify(step)
             progress.advance(item.revision)
     finally:
         progress.finish()
     return steps
+
+
+def _one_revision(
+    connection: Connection,
+    *,
+    url: str,
+    scripts: Scripts,
+    item: Revision,
+    action: Action,
+    run_id: str,
+    backup_file: Path | None,
+    options: RunnerOptions,
+    clock: Clock,
+    started: datetime,
+    began: float,
+) -> Step:
+    transaction = connection.begin()
+    try:
+        _set_timeouts(connection, options)
+        if action is Action.UPGRADE:
+            _alembic(connection, scripts, url, "upgrade", item.revision)
+        else:
+            _alembic(connection, scripts, url, "downgrade", item.down_revision or "base")
+        check_foreign_keys(connection)
+        step = Step(
+            run_id=run_id,
+            revision=item.revision,
+            action=action,
+            outcome=Outcome.APPLIED if action is Action.UPGRADE else Outcome.ROLLED_BACK,
+            actor=options.who(),
+            started_at=started,
+            duration_seconds=clock.monotonic() - began,
+            checksum=item.checksum,
+            backup_file=str(backup_file) if backup_file else None,
+        )
+        history.record(connection, step)
+        transaction.commit()
+    except Exception as error:
+        transaction.rollback()
+        failed = Step(
+            run_id=run_id,
+            revision=item.revision,
+            action=action,
+            outcome=Outcome.FAILED,
+            actor=options.who(),
+            started_at=started,
+            duration_seconds=clock.monotonic() - began,
+            checksum=item.checksum,
+            backup_file=str(backup_file) if backup_file else None,
+            error=f"{type(error).__name__}: {error}"[:4000],
+        )
+        with connection.begin():
+            history.record(connection, failed)
+        history.notify(failed)
+        at = _current(connection)
+        raise MigrationFailed(
+            f"revision {item.revision} failed and was rolled back; "
+            f"the schema stays at {at or 'base'}: {failed.error}",
+            revision=item.revision,
+            schema_at=at,
+        ) from error
+    return step
 
 
 # --- apply and rollback --------------------------------------------------------

@@ -1,0 +1,185 @@
+"""The safe migration runner against real SQLite and PostgreSQL databases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tests.support.app import seed_world
+from tests.support.migration_samples import (
+    FAILING,
+    SAFE_EXPAND,
+    add_revision,
+    migrations_copy,
+    options,
+    snapshot,
+)
+
+from keel.db.engine import Database
+from keel.domain import orgs
+from keel.ops import migrations
+from keel.ops.migrations import history
+from keel.ops.migrations.dryrun import SQLITE_LOCK
+from keel.ops.migrations.history import Action, Outcome
+
+WITHOUT_HISTORY = frozenset({history.TABLE_NAME})
+
+
+async def _seed(url: str) -> None:
+    database = Database(url)
+    try:
+        await seed_world(database)
+    finally:
+        await database.dispose()
+
+
+async def test_a_failing_revision_leaves_schema_and_data_exactly_as_they_were(
+    database_url: str, tmp_path: Path
+) -> None:
+    await _seed(database_url)
+    location = migrations_copy(tmp_path)
+    add_revision(location, "0002", FAILING)
+    before = await snapshot(database_url, exclude=WITHOUT_HISTORY)
+
+    with pytest.raises(migrations.MigrationFailed) as failure:
+        await migrations.apply(database_url, options=options(location, tmp_path))
+
+    assert failure.value.extensions["schema_at"] == "0001"
+    assert await snapshot(database_url, exclude=WITHOUT_HISTORY) == before
+    found = await migrations.status(database_url, options=options(location, tmp_path))
+    assert found.current == "0001"
+    failed = [step for step in found.recent if step.outcome is Outcome.FAILED]
+    assert [step.revision for step in failed] == ["0002"]
+    assert failed[0].error is not None
+    assert "no_such_table" in failed[0].error
+
+
+async def test_revisions_before_the_failing_one_stay_applied(
+    database_url: str, tmp_path: Path
+) -> None:
+    location = migrations_copy(tmp_path)
+    add_revision(location, "0002", SAFE_EXPAND)
+    add_revision(location, "0003", FAILING, down="0002")
+
+    with pytest.raises(migrations.MigrationFailed):
+        await migrations.apply(database_url, options=options(location, tmp_path))
+
+    columns = (await snapshot(database_url))["users"]["columns"]
+    names = {name for name, _type, _nullable in columns}
+    assert "nickname" in names
+    assert "half_done" not in names
+    assert (await migrations.status(database_url, options=options(location, tmp_path))).current == (
+        "0002"
+    )
+
+
+async def test_an_applied_revision_that_was_edited_is_refused(
+    database_url: str, tmp_path: Path
+) -> None:
+    location = migrations_copy(tmp_path)
+    path = add_revision(location, "0002", SAFE_EXPAND)
+    await migrations.apply(database_url, options=options(location, tmp_path))
+    add_revision(location, "0003", SAFE_EXPAND.replace("nickname", "alias"), down="0002")
+    path.write_text(path.read_text() + "\n# an innocent-looking edit\n")
+
+    with pytest.raises(migrations.ChecksumMismatch) as refused:
+        await migrations.apply(database_url, options=options(location, tmp_path))
+
+    assert refused.value.extensions["revisions"] == ["0002"]
+    found = await migrations.status(database_url, options=options(location, tmp_path))
+    assert found.current == "0002"
+    assert found.edited == ["0002"]
+
+
+async def test_dry_run_leaves_no_trace(database_url: str, tmp_path: Path) -> None:
+    await _seed(database_url)
+    location = migrations_copy(tmp_path)
+    add_revision(location, "0002", SAFE_EXPAND)
+    before = await snapshot(database_url)
+
+    report = await migrations.dry_run(database_url, options=options(location, tmp_path))
+
+    assert [trial.revision for trial in report.revisions] == ["0002"]
+    assert report.start_revision == "0001"
+    assert report.target_revision == "0002"
+    if database_url.startswith("postgresql"):
+        assert "users: AccessExclusiveLock" in report.revisions[0].locks
+    else:
+        assert report.revisions[0].locks == [SQLITE_LOCK]
+    assert await snapshot(database_url) == before
+    assert not (tmp_path / "backups").exists()
+
+
+async def test_backup_then_restore_gives_back_identical_rows(
+    database_url: str, tmp_path: Path
+) -> None:
+    await _seed(database_url)
+    location = migrations_copy(tmp_path)
+    add_revision(location, "0002", SAFE_EXPAND)
+    before = await snapshot(database_url, exclude=WITHOUT_HISTORY)
+
+    applied = await migrations.apply(database_url, options=options(location, tmp_path))
+    assert applied.backup_file is not None
+    assert applied.backup_file.exists()
+    database = Database(database_url)
+    try:
+        await seed_world_again(database)
+    finally:
+        await database.dispose()
+    assert await snapshot(database_url, exclude=WITHOUT_HISTORY) != before
+
+    restored = await migrations.restore(
+        database_url, applied.backup_file, options=options(location, tmp_path)
+    )
+
+    assert restored.end_revision == "0001"
+    assert await snapshot(database_url, exclude=WITHOUT_HISTORY) == before
+    found = await migrations.status(database_url, options=options(location, tmp_path))
+    actions = [step.action for step in found.recent]
+    assert actions[0] is Action.RESTORE
+    assert Action.UPGRADE in actions  # history written after the backup survives the restore
+
+
+async def seed_world_again(database: Database) -> None:
+    async with database.write() as session:
+        await orgs.create_org(session, "Org C")
+
+
+async def test_rollback_downgrades_with_a_backup_and_records_every_step(
+    database_url: str, tmp_path: Path
+) -> None:
+    location = migrations_copy(tmp_path)
+    add_revision(location, "0002", SAFE_EXPAND)
+    heard: list[migrations.Step] = []
+    migrations.listeners.append(heard.append)
+    try:
+        await migrations.apply(database_url, options=options(location, tmp_path))
+        result = await migrations.rollback(
+            database_url, to="0001", options=options(location, tmp_path)
+        )
+    finally:
+        migrations.listeners.remove(heard.append)
+
+    assert result.end_revision == "0001"
+    assert result.backup_file is not None
+    assert result.backup_file.exists()
+    assert [(s.action, s.revision, s.outcome) for s in heard] == [
+        (Action.BASELINE, "0001", Outcome.RECORDED),
+        (Action.UPGRADE, "0002", Outcome.APPLIED),
+        (Action.DOWNGRADE, "0002", Outcome.ROLLED_BACK),
+    ]
+    assert all(step.actor == "test" for step in heard)
+    names = {name for name, _t, _n in (await snapshot(database_url))["users"]["columns"]}
+    assert "nickname" not in names
+
+
+async def test_apply_with_nothing_pending_takes_no_backup(
+    database_url: str, tmp_path: Path
+) -> None:
+    location = migrations_copy(tmp_path)
+
+    result = await migrations.apply(database_url, options=options(location, tmp_path))
+
+    assert result.start_revision == result.end_revision == "0001"
+    assert result.backup_file is None
+    assert not (tmp_path / "backups").exists()
