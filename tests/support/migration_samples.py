@@ -84,7 +84,8 @@ from pathlib import Path
 
 def upgrade() -> None:
     gate = Path(os.environ["KEEL_TEST_GATE"])
-    (gate / "started").write_text("1")
+    with (gate / "entries").open("a") as entries:
+        entries.write(f"{os.getpid()}\\n")
     for _ in range(600):  # bounded: at most 60 s
         if (gate / "release").exists():
             break
