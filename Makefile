@@ -28,6 +28,7 @@ test: setup lint typecheck pytest
 
 lint:
 	$(BIN)/ruff check src tests bench
+	$(BIN)/keel migrate lint
 
 typecheck:
 	$(BIN)/mypy

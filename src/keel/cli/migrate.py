@@ -147,8 +147,12 @@ def lint(
             for finding in item.findings:
                 where = f":{finding.line}" if finding.line else ""
                 out.print(f"   {finding.rule}{where}: {finding.message}", highlight=False)
-            for finding in item.excused:
-                out.print(f"   [dim]allowed {finding.rule}[/dim]", highlight=False)
+            for exception in item.revision.exceptions:
+                if exception.reason:
+                    out.print(
+                        f"   [dim]allowed {exception.rule}: {exception.reason}[/dim]",
+                        highlight=False,
+                    )
     if not report.ok:
         raise typer.Exit(1)
 
