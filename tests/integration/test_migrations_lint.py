@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.support.migration_samples import DANGEROUS, SAFE_EXPAND, add_revision, migrations_copy
+from tests.support.migration_samples import (
+    CONCURRENT_INDEX,
+    DANGEROUS,
+    SAFE_EXPAND,
+    add_revision,
+    migrations_copy,
+)
 
 from keel.ops import migrations
 from keel.ops.migrations import Kind, Timeouts
@@ -162,3 +168,13 @@ def test_new_writes_a_revision_of_the_requested_kind_on_top_of_head(tmp_path: Pa
     )
     # An unfilled template never passes: neither step does anything yet.
     assert {"keel-offline-sql", "keel-missing-downgrade"} <= _rules(report, "0002")
+
+
+def test_a_concurrent_index_outside_a_transaction_passes_lint(tmp_path: Path) -> None:
+    location = migrations_copy(tmp_path)
+    add_revision(location, "0002", CONCURRENT_INDEX)
+
+    report = migrations.lint(timeouts=TIMEOUTS, script_location=location, revisions=["0002"])
+
+    assert report.ok, report.findings
+    assert not report.revisions[0].revision.transactional

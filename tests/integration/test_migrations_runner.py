@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from tests.support.app import seed_world
 from tests.support.migration_samples import (
+    CONCURRENT_INDEX,
     FAILING,
     SAFE_EXPAND,
     add_revision,
@@ -183,3 +184,25 @@ async def test_apply_with_nothing_pending_takes_no_backup(
     assert result.start_revision == result.end_revision == "0001"
     assert result.backup_file is None
     assert not (tmp_path / "backups").exists()
+
+
+async def test_a_revision_outside_a_transaction_can_build_an_index_concurrently(
+    database_url: str, tmp_path: Path
+) -> None:
+    await _seed(database_url)
+    location = migrations_copy(tmp_path)
+    add_revision(location, "0002", SAFE_EXPAND)
+    add_revision(location, "0003", CONCURRENT_INDEX, down="0002")
+
+    report = await migrations.dry_run(database_url, options=options(location, tmp_path))
+    assert [trial.revision for trial in report.revisions] == ["0002"]
+    assert len(report.notes) == 1
+    assert "0003" in report.notes[0]
+
+    result = await migrations.apply(database_url, options=options(location, tmp_path))
+
+    assert result.end_revision == "0003"
+    indexes = (await snapshot(database_url))["users"]["indexes"]
+    assert ("ix_users_display_name", ("display_name",), False) in indexes
+    undone = await migrations.rollback(database_url, to="0002", options=options(location, tmp_path))
+    assert undone.end_revision == "0002"

@@ -75,6 +75,32 @@ def downgrade() -> None:
         batch.drop_column("half_done")
 """
 
+# An index on a table with data, built without blocking writes.
+CONCURRENT_INDEX = """# keel-kind: expand
+# keel-transaction: none
+
+
+def upgrade() -> None:
+    with op.get_context().autocommit_block():
+        op.create_index(
+            "ix_users_display_name",
+            "users",
+            ["display_name"],
+            postgresql_concurrently=True,
+            if_not_exists=True,
+        )
+
+
+def downgrade() -> None:
+    with op.get_context().autocommit_block():
+        op.drop_index(
+            "ix_users_display_name",
+            table_name="users",
+            postgresql_concurrently=True,
+            if_exists=True,
+        )
+"""
+
 # Holds the lock mid-revision until the test releases it (for the concurrency test).
 GATED = """# keel-kind: expand
 import os

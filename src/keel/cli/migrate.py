@@ -178,6 +178,8 @@ def dry_run(target: str = TargetOption, as_json: bool = JsonOption) -> None:
         out.print(f"{trial.revision}: {trial.seconds:.3f}s", highlight=False)
         for lock in trial.locks:
             out.print(f"   locks {lock}", highlight=False)
+    for remark in report.notes:
+        out.print(f"[yellow]note:[/yellow] {remark}", highlight=False)
     out.print(
         f"upgrade {report.upgrade_seconds:.3f}s, downgrade {report.downgrade_seconds:.3f}s, "
         f"upgrade again {report.reupgrade_seconds:.3f}s; rolled back, nothing changed",

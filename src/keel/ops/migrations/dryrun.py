@@ -63,6 +63,7 @@ class DryRunReport:
     upgrade_seconds: float = 0.0
     downgrade_seconds: float = 0.0
     reupgrade_seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -71,6 +72,7 @@ class DryRunReport:
             "upgrade_seconds": round(self.upgrade_seconds, 4),
             "downgrade_seconds": round(self.downgrade_seconds, 4),
             "reupgrade_seconds": round(self.reupgrade_seconds, 4),
+            "notes": self.notes,
             "revisions": [
                 {"revision": r.revision, "seconds": round(r.seconds, 4), "locks": r.locks}
                 for r in self.revisions
@@ -95,6 +97,12 @@ def _trial(
     seen: set[str] = set()
     began = clock.monotonic()
     for item in scripts.pending(current, target):
+        if not item.transactional:
+            report.notes.append(
+                f"stopped before {item.revision}: it runs outside a transaction "
+                "(keel-transaction: none), which a dry run cannot undo"
+            )
+            break
         step_began = clock.monotonic()
         try:
             _alembic(connection, scripts, url, "upgrade", item.revision)
@@ -126,7 +134,7 @@ def _trial(
         report.downgrade_seconds = clock.monotonic() - began
         began = clock.monotonic()
         try:
-            _alembic(connection, scripts, url, "upgrade", report.target_revision or "heads")
+            _alembic(connection, scripts, url, "upgrade", report.target_revision or "base")
         except Exception as error:
             raise MigrationFailed(f"dry run: upgrade after downgrade failed: {error}") from error
         report.reupgrade_seconds = clock.monotonic() - began

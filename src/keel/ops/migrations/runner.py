@@ -24,7 +24,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -298,8 +298,9 @@ def _step_through(
     try:
         for item in revisions:
             started, began = clock.now(), clock.monotonic()
+            run_one = _one_revision if item.transactional else _one_revision_outside_transaction
             with foreign_keys_deferred(connection):
-                step = _one_revision(
+                step = run_one(
                     connection,
                     url=url,
                     scripts=scripts,
@@ -379,6 +380,73 @@ def _one_revision(
             revision=item.revision,
             schema_at=at,
         ) from error
+    return step
+
+
+def _one_revision_outside_transaction(
+    connection: Connection,
+    *,
+    url: str,
+    scripts: Scripts,
+    item: Revision,
+    action: Action,
+    run_id: str,
+    backup_file: Path | None,
+    options: RunnerOptions,
+    clock: Clock,
+    started: datetime,
+    began: float,
+) -> Step:
+    """A ``keel-transaction: none`` revision: Alembic's own transaction, so that
+    ``autocommit_block()`` (``CREATE INDEX CONCURRENTLY``) works; session-wide timeouts."""
+    step = Step(
+        run_id=run_id,
+        revision=item.revision,
+        action=action,
+        outcome=Outcome.APPLIED if action is Action.UPGRADE else Outcome.ROLLED_BACK,
+        actor=options.who(),
+        started_at=started,
+        duration_seconds=0.0,
+        checksum=item.checksum,
+        backup_file=str(backup_file) if backup_file else None,
+    )
+    postgres = connection.dialect.name == "postgresql"
+    try:
+        if postgres:
+            with connection.begin():
+                for statement in options.timeouts.statements(local=False):
+                    connection.exec_driver_sql(statement)
+        target = item.revision if action is Action.UPGRADE else item.down_revision or "base"
+        _alembic(connection, scripts, url, action.value, target)
+        if connection.in_transaction():
+            connection.commit()
+    except Exception as error:
+        if connection.in_transaction():
+            connection.rollback()
+        at = _current(connection)
+        failed = replace(
+            step,
+            outcome=Outcome.FAILED,
+            duration_seconds=clock.monotonic() - began,
+            error=f"{type(error).__name__}: {error}"[:4000],
+        )
+        with connection.begin():
+            history.record(connection, failed)
+        history.notify(failed)
+        raise MigrationFailed(
+            f"revision {item.revision} (run outside a transaction) failed; "
+            f"the schema is at {at or 'base'}: {failed.error}",
+            revision=item.revision,
+            schema_at=at,
+        ) from error
+    finally:
+        if postgres:
+            with connection.begin():
+                connection.exec_driver_sql("RESET lock_timeout")
+                connection.exec_driver_sql("RESET statement_timeout")
+    step = replace(step, duration_seconds=clock.monotonic() - began)
+    with connection.begin():
+        history.record(connection, step)
     return step
 
 

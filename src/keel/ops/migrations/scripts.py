@@ -15,6 +15,12 @@ the revision, so they sit next to the code they describe:
     revision. The reason is mandatory; an exception without one is itself a
     lint error.
 
+``# keel-transaction: none``
+    The runner does not wrap this revision in its own transaction, so it can
+    use ``op.get_context().autocommit_block()`` for ``CREATE INDEX
+    CONCURRENTLY``. Keep such a revision to that one statement: what ran before
+    a failure inside it stays committed.
+
 The script location is a parameter everywhere so that tests can point the
 runner at a temporary copy of the migrations holding sample revisions.
 """
@@ -33,6 +39,7 @@ from alembic.script import Script, ScriptDirectory
 from keel.db.migrate import MIGRATIONS_DIR
 
 _KIND = re.compile(r"^\s*#\s*keel-kind:\s*(?P<kind>\S+)\s*$", re.MULTILINE)
+_NO_TRANSACTION = re.compile(r"^\s*#\s*keel-transaction:\s*none\s*$", re.MULTILINE)
 _ALLOW = re.compile(r"^\s*#\s*keel-lint:\s*allow\s+(?P<rule>[a-z0-9-]+)(?P<rest>.*)$", re.MULTILINE)
 
 
@@ -59,6 +66,7 @@ class Revision:
     declared_kind: Kind | None
     kind_problem: str | None
     exceptions: tuple[LintException, ...]
+    transactional: bool = True
 
     def allows(self, rule: str) -> bool:
         return any(item.rule == rule and item.reason for item in self.exceptions)
@@ -107,6 +115,7 @@ def _parse(script: Script) -> Revision:
         declared_kind=declared,
         kind_problem=problem,
         exceptions=tuple(exceptions),
+        transactional=_NO_TRANSACTION.search(text) is None,
     )
 
 

@@ -31,10 +31,12 @@ class Timeouts:
     lock_timeout_seconds: float
     statement_timeout_seconds: float
 
-    def statements(self) -> list[str]:
+    def statements(self, *, local: bool = True) -> list[str]:
+        """``SET LOCAL`` inside the revision's transaction; session-wide ``SET`` without one."""
+        scope = "SET LOCAL" if local else "SET"
         return [
-            f"SET LOCAL lock_timeout = '{int(self.lock_timeout_seconds * 1000)}ms'",
-            f"SET LOCAL statement_timeout = '{int(self.statement_timeout_seconds * 1000)}ms'",
+            f"{scope} lock_timeout = '{int(self.lock_timeout_seconds * 1000)}ms'",
+            f"{scope} statement_timeout = '{int(self.statement_timeout_seconds * 1000)}ms'",
         ]
 
 
@@ -55,9 +57,11 @@ def render(
     else:
         command.downgrade(config, f"{revision.revision}:{lower}", sql=True)
     sql = buffer.getvalue()
-    if timeouts is not None:
+    if timeouts is not None and revision.transactional:
         prefix = "".join(f"{line};\n" for line in timeouts.statements())
         sql = sql.replace("BEGIN;\n", "BEGIN;\n" + prefix, 1)
+    elif timeouts is not None:
+        sql = "".join(f"{line};\n" for line in timeouts.statements(local=False)) + sql
     return sql
 
 

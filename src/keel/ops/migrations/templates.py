@@ -22,8 +22,10 @@ _GUIDANCE = {
     Kind.EXPAND: """\
 # Expand: additive only, safe while the previous release is still serving.
 #   op.add_column("t", sa.Column("c", sa.Text(), nullable=True))
-#   with op.get_context().autocommit_block():  # CONCURRENTLY cannot run in a transaction
-#       op.create_index("ix_t_c", "t", ["c"], postgresql_concurrently=True)
+#   An index on an existing table goes in a revision of its own marked
+#   `# keel-transaction: none` (CONCURRENTLY cannot run inside a transaction):
+#   with op.get_context().autocommit_block():
+#       op.create_index("ix_t_c", "t", ["c"], postgresql_concurrently=True, if_not_exists=True)
 #   op.create_foreign_key(..., postgresql_not_valid=True), then VALIDATE in a later revision
 # Backfill in bounded batches (UPDATE ... WHERE id IN (SELECT ... LIMIT n)), never one UPDATE.""",
     Kind.CONTRACT: """\
