@@ -20,20 +20,12 @@ from keel.ops.migrations.errors import (
 )
 from keel.ops.migrations.history import Action, Outcome, Step, listeners
 from keel.ops.migrations.lint import Finding, LintReport, lint
+from keel.ops.migrations.options import NoProgress, Progress, RunnerOptions
 from keel.ops.migrations.plan import Plan, plan
-from keel.ops.migrations.runner import (
-    NoProgress,
-    Progress,
-    RunnerOptions,
-    RunResult,
-    Status,
-    apply,
-    restore,
-    rollback,
-    status,
-)
+from keel.ops.migrations.runner import RunResult, apply, restore, rollback
 from keel.ops.migrations.scripts import Kind, Revision, Scripts
 from keel.ops.migrations.sql import Timeouts
+from keel.ops.migrations.status import Status, status
 from keel.ops.migrations.templates import new_revision
 
 __all__ = [

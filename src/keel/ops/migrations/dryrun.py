@@ -26,17 +26,17 @@ from sqlalchemy import Connection, inspect, text
 from keel.clock import Clock, SystemClock
 from keel.ops.migrations import backup
 from keel.ops.migrations.errors import MigrationFailed
-from keel.ops.migrations.runner import (
-    RunnerOptions,
-    _alembic,
-    _locked,
-    _revision_of,
-    _run_sync,
-    _set_timeouts,
+from keel.ops.migrations.options import RunnerOptions
+from keel.ops.migrations.scripts import Scripts
+from keel.ops.migrations.session import (
     check_foreign_keys,
     foreign_keys_deferred,
+    locked,
+    revision_of,
+    run_alembic,
+    run_sync,
+    set_timeouts,
 )
-from keel.ops.migrations.scripts import Scripts
 
 _HELD_LOCKS = text(
     "SELECT c.relname AS relation, l.mode AS mode FROM pg_locks l "
@@ -90,10 +90,10 @@ def _trial(
 ) -> DryRunReport:
     """Upgrade, downgrade, upgrade again on ``connection`` inside its open transaction."""
     postgres = connection.dialect.name == "postgresql"
-    current = _revision_of(connection)
+    current = revision_of(connection)
     report = DryRunReport(start_revision=current, target_revision=None)
     existing = set(inspect(connection).get_table_names())
-    _set_timeouts(connection, options)
+    set_timeouts(connection, options.timeouts)
     seen: set[str] = set()
     began = clock.monotonic()
     for item in scripts.pending(current, target):
@@ -105,7 +105,7 @@ def _trial(
             break
         step_began = clock.monotonic()
         try:
-            _alembic(connection, scripts, url, "upgrade", item.revision)
+            run_alembic(connection, scripts, url, "upgrade", item.revision)
         except Exception as error:
             raise MigrationFailed(
                 f"dry run: revision {item.revision} failed: {type(error).__name__}: {error}",
@@ -122,11 +122,11 @@ def _trial(
             trial.locks.append(SQLITE_LOCK)
         report.revisions.append(trial)
     report.upgrade_seconds = clock.monotonic() - began
-    report.target_revision = _revision_of(connection)
+    report.target_revision = revision_of(connection)
     if report.revisions:
         began = clock.monotonic()
         try:
-            _alembic(connection, scripts, url, "downgrade", current or "base")
+            run_alembic(connection, scripts, url, "downgrade", current or "base")
         except Exception as error:
             raise MigrationFailed(
                 f"dry run: downgrade back to {current or 'base'} failed: {error}"
@@ -134,7 +134,7 @@ def _trial(
         report.downgrade_seconds = clock.monotonic() - began
         began = clock.monotonic()
         try:
-            _alembic(connection, scripts, url, "upgrade", report.target_revision or "base")
+            run_alembic(connection, scripts, url, "upgrade", report.target_revision or "base")
         except Exception as error:
             raise MigrationFailed(f"dry run: upgrade after downgrade failed: {error}") from error
         report.reupgrade_seconds = clock.monotonic() - began
@@ -172,17 +172,17 @@ async def dry_run(
                     check_foreign_keys(connection)
                     return report
 
-            return await _run_sync(copy_url, on_copy)
+            return await run_sync(copy_url, on_copy)
 
     def on_postgres(connection: Connection) -> DryRunReport:
-        with _locked(connection, url, options):
+        with locked(connection, url, options.lock_wait_seconds):
             transaction = connection.begin()
             try:
                 return _trial(connection, url, scripts, target, options, clock)
             finally:
                 transaction.rollback()
 
-    return await _run_sync(url, on_postgres)
+    return await run_sync(url, on_postgres)
 
 
 __all__ = ["DryRunReport", "RevisionTrial", "dry_run"]

@@ -1,4 +1,4 @@
-"""The safe runner: apply, rollback, dry-run, restore and status, with Alembic as the engine.
+"""The safe runner: apply, rollback and restore, with Alembic as the engine.
 
 Every operation that changes the schema follows the same order:
 
@@ -19,25 +19,15 @@ transaction boundaries are this module's.
 
 from __future__ import annotations
 
-import getpass
-import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
 
-from alembic import command
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, delete, inspect
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
 
 from keel.clock import Clock, SystemClock
-from keel.db.engine import create_engine as create_keel_engine
-from keel.ops.migrations import backup, history, locking
+from keel.ops.migrations import backup, history
 from keel.ops.migrations.errors import (
     ChecksumMismatch,
     MigrationError,
@@ -45,66 +35,17 @@ from keel.ops.migrations.errors import (
     RestoreFailed,
 )
 from keel.ops.migrations.history import Action, Outcome, Step
+from keel.ops.migrations.options import NoProgress, Progress, RunnerOptions
 from keel.ops.migrations.scripts import Revision, Scripts
-from keel.ops.migrations.sql import Timeouts
-from keel.settings import Settings
-
-T = TypeVar("T")
-
-
-class Progress(Protocol):
-    """Told about each revision as it runs (the CLI draws a progress bar)."""
-
-    def start(self, total: int, description: str) -> None: ...
-
-    def advance(self, revision: str) -> None: ...
-
-    def finish(self) -> None: ...
-
-
-class NoProgress:
-    def start(self, total: int, description: str) -> None:
-        return None
-
-    def advance(self, revision: str) -> None:
-        return None
-
-    def finish(self) -> None:
-        return None
-
-
-@dataclass(frozen=True)
-class RunnerOptions:
-    backup_dir: Path = Path("./keel-data/backups")
-    lock_timeout_seconds: float = 5.0
-    statement_timeout_seconds: float = 600.0
-    lock_wait_seconds: float = 600.0
-    script_location: Path | None = None
-    actor: str | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **overrides: Any) -> RunnerOptions:
-        values: dict[str, Any] = {
-            "backup_dir": settings.migration_backup_dir,
-            "lock_timeout_seconds": settings.migration_lock_timeout_seconds,
-            "statement_timeout_seconds": settings.migration_statement_timeout_seconds,
-            "lock_wait_seconds": settings.migration_lock_wait_seconds,
-        }
-        values.update(overrides)
-        return cls(**values)
-
-    @property
-    def timeouts(self) -> Timeouts:
-        return Timeouts(self.lock_timeout_seconds, self.statement_timeout_seconds)
-
-    def who(self) -> str:
-        if self.actor:
-            return self.actor
-        try:
-            user = getpass.getuser()
-        except (KeyError, OSError):
-            user = "unknown"
-        return f"{user}@{socket.gethostname()}"
+from keel.ops.migrations.session import (
+    check_foreign_keys,
+    current_revision,
+    foreign_keys_deferred,
+    locked,
+    run_alembic,
+    run_sync,
+    set_timeouts,
+)
 
 
 @dataclass
@@ -125,103 +66,6 @@ class RunResult:
             "backup_file": str(self.backup_file) if self.backup_file else None,
             "steps": [step.as_dict() for step in self.steps],
         }
-
-
-# --- connections and locks ---------------------------------------------------
-
-
-def _engine(url: str) -> AsyncEngine:
-    if url.startswith("sqlite"):
-        return create_keel_engine(url, timeout=30.0)
-    # No asyncpg command_timeout here: statement_timeout bounds each statement instead.
-    return create_async_engine(url, poolclass=NullPool)
-
-
-@asynccontextmanager
-async def _connection(url: str) -> AsyncIterator[AsyncConnection]:
-    engine = _engine(url)
-    try:
-        async with engine.connect() as connection:
-            yield connection
-    finally:
-        await engine.dispose()
-
-
-async def _run_sync(url: str, function: Callable[[Connection], T]) -> T:
-    async with _connection(url) as connection:
-        return await connection.run_sync(function)
-
-
-@contextmanager
-def _locked(connection: Connection, url: str, options: RunnerOptions) -> Iterator[None]:
-    if connection.dialect.name == "postgresql":
-        with locking.advisory_lock(connection, options.lock_wait_seconds):
-            yield
-    else:
-        with locking.file_lock(backup.sqlite_path(url), options.lock_wait_seconds):
-            yield
-
-
-def _revision_of(connection: Connection) -> str | None:
-    return MigrationContext.configure(connection).get_current_revision()
-
-
-def _current(connection: Connection) -> str | None:
-    with connection.begin():
-        return _revision_of(connection)
-
-
-def _alembic(connection: Connection, scripts: Scripts, url: str, action: str, target: str) -> None:
-    config = scripts.config(url)
-    config.attributes["connection"] = connection
-    if action == "upgrade":
-        command.upgrade(config, target)
-    else:
-        command.downgrade(config, target)
-
-
-def _sqlite_pragma(connection: Connection, pragma: str) -> list[Any]:
-    """Run a PRAGMA on the raw DBAPI connection, outside any transaction."""
-    cursor = connection.connection.cursor()
-    try:
-        cursor.execute(pragma)
-        return list(cursor.fetchall())
-    finally:
-        cursor.close()
-
-
-@contextmanager
-def foreign_keys_deferred(connection: Connection) -> Iterator[None]:
-    """SQLite: foreign keys off around a revision, checked before its commit.
-
-    SQLite changes a table by rebuilding it (Alembic's batch mode), and with
-    enforcement on, dropping the old copy of a referenced table fails. SQLite's
-    documented procedure: switch enforcement off outside the transaction, run
-    ``PRAGMA foreign_key_check`` before committing, switch it back on. The
-    caller runs the check (:func:`check_foreign_keys`) inside the transaction.
-    """
-    if connection.dialect.name != "sqlite":
-        yield
-        return
-    _sqlite_pragma(connection, "PRAGMA foreign_keys=OFF")
-    try:
-        yield
-    finally:
-        _sqlite_pragma(connection, "PRAGMA foreign_keys=ON")
-
-
-def check_foreign_keys(connection: Connection) -> None:
-    if connection.dialect.name != "sqlite":
-        return
-    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
-    if broken:
-        raise MigrationError(f"the revision leaves {len(broken)} broken foreign key reference(s)")
-
-
-def _set_timeouts(connection: Connection, options: RunnerOptions) -> None:
-    if connection.dialect.name == "postgresql":
-        for statement in options.timeouts.statements():
-            connection.exec_driver_sql(statement)
 
 
 def _verify_checksums(connection: Connection, scripts: Scripts, current: str | None) -> None:
@@ -337,11 +181,11 @@ def _one_revision(
 ) -> Step:
     transaction = connection.begin()
     try:
-        _set_timeouts(connection, options)
+        set_timeouts(connection, options.timeouts)
         if action is Action.UPGRADE:
-            _alembic(connection, scripts, url, "upgrade", item.revision)
+            run_alembic(connection, scripts, url, "upgrade", item.revision)
         else:
-            _alembic(connection, scripts, url, "downgrade", item.down_revision or "base")
+            run_alembic(connection, scripts, url, "downgrade", item.down_revision or "base")
         check_foreign_keys(connection)
         step = Step(
             run_id=run_id,
@@ -373,7 +217,7 @@ def _one_revision(
         with connection.begin():
             history.record(connection, failed)
         history.notify(failed)
-        at = _current(connection)
+        at = current_revision(connection)
         raise MigrationFailed(
             f"revision {item.revision} failed and was rolled back; "
             f"the schema stays at {at or 'base'}: {failed.error}",
@@ -417,13 +261,13 @@ def _one_revision_outside_transaction(
                 for statement in options.timeouts.statements(local=False):
                     connection.exec_driver_sql(statement)
         target = item.revision if action is Action.UPGRADE else item.down_revision or "base"
-        _alembic(connection, scripts, url, action.value, target)
+        run_alembic(connection, scripts, url, action.value, target)
         if connection.in_transaction():
             connection.commit()
     except Exception as error:
         if connection.in_transaction():
             connection.rollback()
-        at = _current(connection)
+        at = current_revision(connection)
         failed = replace(
             step,
             outcome=Outcome.FAILED,
@@ -469,10 +313,10 @@ async def apply(
     run_id = str(uuid.uuid4())
 
     def run(connection: Connection) -> RunResult:
-        with _locked(connection, url, options):
+        with locked(connection, url, options.lock_wait_seconds):
             with connection.begin():
                 history.ensure(connection)
-            current = _current(connection)
+            current = current_revision(connection)
             _verify_checksums(connection, scripts, current)
             result = RunResult(run_id, Action.UPGRADE, current, current)
             result.steps.extend(_baseline(connection, scripts, current, run_id, options, clock))
@@ -494,10 +338,10 @@ async def apply(
                     progress=progress or NoProgress(),
                 )
             )
-            result.end_revision = _current(connection)
+            result.end_revision = current_revision(connection)
             return result
 
-    return await _run_sync(url, run)
+    return await run_sync(url, run)
 
 
 async def rollback(
@@ -518,10 +362,10 @@ async def rollback(
     run_id = str(uuid.uuid4())
 
     def run(connection: Connection) -> RunResult:
-        with _locked(connection, url, options):
+        with locked(connection, url, options.lock_wait_seconds):
             with connection.begin():
                 history.ensure(connection)
-            current = _current(connection)
+            current = current_revision(connection)
             _verify_checksums(connection, scripts, current)
             result = RunResult(run_id, Action.DOWNGRADE, current, current)
             undo = scripts.between(current, to)
@@ -548,10 +392,10 @@ async def rollback(
                     progress=progress or NoProgress(),
                 )
             )
-            result.end_revision = _current(connection)
+            result.end_revision = current_revision(connection)
             return result
 
-    return await _run_sync(url, run)
+    return await run_sync(url, run)
 
 
 # --- restore -------------------------------------------------------------------
@@ -578,11 +422,11 @@ async def restore(
     def run(connection: Connection) -> RunResult:
         if not backup_file.is_file():
             raise RestoreFailed(f"no backup file at {backup_file}")
-        with _locked(connection, url, options):
+        with locked(connection, url, options.lock_wait_seconds):
             with connection.begin():
                 history.ensure(connection)
                 saved = history.all_steps(connection)
-            current = _current(connection)
+            current = current_revision(connection)
             result = RunResult(run_id, Action.RESTORE, current, current)
             result.backup_file = _take_backup(url, current, options, clock) if take_backup else None
             started, began = clock.now(), clock.monotonic()
@@ -597,7 +441,7 @@ async def restore(
                 backup.restore_postgres(url, backup_file)
             else:
                 backup.restore_sqlite(url, backup_file)
-            result.end_revision = _current(connection)
+            result.end_revision = current_revision(connection)
             step = Step(
                 run_id=run_id,
                 revision=result.end_revision,
@@ -618,68 +462,4 @@ async def restore(
             result.steps.append(step)
             return result
 
-    return await _run_sync(url, run)
-
-
-# --- status --------------------------------------------------------------------
-
-
-@dataclass
-class ChecksumState:
-    revision: str
-    state: str  # "ok", "edited" or "unrecorded"
-    recorded: str | None
-    actual: str
-
-
-@dataclass
-class Status:
-    current: str | None
-    head: str | None
-    pending: list[str]
-    checksums: list[ChecksumState]
-    recent: list[Step]
-
-    @property
-    def at_head(self) -> bool:
-        return self.current == self.head
-
-    @property
-    def edited(self) -> list[str]:
-        return [item.revision for item in self.checksums if item.state == "edited"]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "current": self.current,
-            "head": self.head,
-            "at_head": self.at_head,
-            "pending": self.pending,
-            "checksums": [vars(item) for item in self.checksums],
-            "recent": [step.as_dict() for step in self.recent],
-        }
-
-
-async def status(url: str, *, options: RunnerOptions | None = None, limit: int = 10) -> Status:
-    """Current revision against head, checksum verification and the last runs. Read-only."""
-    options = options or RunnerOptions()
-    scripts = Scripts(options.script_location)
-
-    def run(connection: Connection) -> Status:
-        with connection.begin():
-            current = _revision_of(connection)
-            recorded = history.recorded_checksums(connection)
-            recent = history.recent(connection, limit)
-        checks = []
-        for item in scripts.applied(current):
-            known = recorded.get(item.revision)
-            state = "unrecorded" if known is None else "ok" if known == item.checksum else "edited"
-            checks.append(ChecksumState(item.revision, state, known, item.checksum))
-        return Status(
-            current=current,
-            head=scripts.head,
-            pending=[item.revision for item in scripts.pending(current)],
-            checksums=checks,
-            recent=recent,
-        )
-
-    return await _run_sync(url, run)
+    return await run_sync(url, run)
