@@ -206,3 +206,30 @@ async def test_a_revision_outside_a_transaction_can_build_an_index_concurrently(
     assert ("ix_users_display_name", ("display_name",), False) in indexes
     undone = await migrations.rollback(database_url, to="0002", options=options(location, tmp_path))
     assert undone.end_revision == "0002"
+
+
+async def test_a_revision_that_cannot_get_its_table_lock_gives_up_and_rolls_back(
+    database_url: str, tmp_path: Path
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("lock_timeout is PostgreSQL's; SQLite has one writer and busy_timeout")
+    location = migrations_copy(tmp_path)
+    add_revision(location, "0002", SAFE_EXPAND)
+    blocker = Database(database_url)
+    try:
+        async with blocker.engine.connect() as reader:
+            # An open transaction that has read users holds ACCESS SHARE until it ends,
+            # which ALTER TABLE's ACCESS EXCLUSIVE must wait for.
+            await reader.exec_driver_sql("SELECT count(*) FROM users")
+            with pytest.raises(migrations.MigrationFailed) as failure:
+                await migrations.apply(
+                    database_url, options=options(location, tmp_path, lock_timeout_seconds=0.2)
+                )
+            await reader.rollback()
+    finally:
+        await blocker.dispose()
+
+    assert "lock timeout" in failure.value.detail
+    assert failure.value.extensions["schema_at"] == "0001"
+    done = await migrations.apply(database_url, options=options(location, tmp_path))
+    assert done.end_revision == "0002"
