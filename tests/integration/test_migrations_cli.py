@@ -76,3 +76,11 @@ def test_new_needs_exactly_one_kind(sqlite_env: Path) -> None:
     result = CliRunner().invoke(app, ["migrate", "new", "x", "--expand", "--contract"])
     assert result.exit_code == 1
     assert "exactly one" in result.output
+
+
+def test_an_unknown_revision_is_a_clear_error(sqlite_env: Path) -> None:
+    runner = CliRunner()
+    for arguments in (["rollback", "--to", "9999"], ["apply", "--target", "9999"]):
+        result = runner.invoke(app, ["migrate", *arguments])
+        assert result.exit_code == 1
+        assert "no revision '9999'" in result.output

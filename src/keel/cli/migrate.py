@@ -218,16 +218,13 @@ def rollback(
     take_backup = _backup_allowed(settings, no_backup)
 
     async def go() -> migrations.RunResult:
-        try:
-            return await migrations.rollback(
-                settings.database_url,
-                to=to,
-                take_backup=take_backup,
-                options=_options(settings),
-                progress=None if as_json else BarProgress(),
-            )
-        except KeyError:
-            fail(f"unknown revision {to}")
+        return await migrations.rollback(
+            settings.database_url,
+            to=to,
+            take_backup=take_backup,
+            options=_options(settings),
+            progress=None if as_json else BarProgress(),
+        )
 
     _print_run(run(go), as_json)
 

@@ -17,6 +17,7 @@ from keel.ops.migrations.errors import (
     MigrationFailed,
     MigrationLockTimeout,
     RestoreFailed,
+    UnknownRevision,
 )
 from keel.ops.migrations.history import Action, Outcome, Step, listeners
 from keel.ops.migrations.lint import Finding, LintReport, lint
@@ -53,6 +54,7 @@ __all__ = [
     "Status",
     "Step",
     "Timeouts",
+    "UnknownRevision",
     "apply",
     "dry_run",
     "lint",

@@ -18,6 +18,10 @@ class MigrationFailed(MigrationError):
     title = "Migration failed"
 
 
+class UnknownRevision(MigrationError):
+    title = "No such revision"
+
+
 class ChecksumMismatch(MigrationError):
     """A revision file changed after it was applied (Flyway's validate step)."""
 

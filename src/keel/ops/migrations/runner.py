@@ -358,7 +358,7 @@ async def rollback(
     clock = clock or SystemClock()
     scripts = Scripts(options.script_location)
     if to != "base":
-        scripts.get(to)  # KeyError for an unknown revision, before taking any lock
+        scripts.get(to)  # UnknownRevision before taking any lock
     run_id = str(uuid.uuid4())
 
     def run(connection: Connection) -> RunResult:

@@ -35,8 +35,11 @@ from pathlib import Path
 
 from alembic.config import Config
 from alembic.script import Script, ScriptDirectory
+from alembic.script.revision import ResolutionError
+from alembic.util import CommandError
 
 from keel.db.migrate import MIGRATIONS_DIR
+from keel.ops.migrations.errors import UnknownRevision
 
 _KIND = re.compile(r"^\s*#\s*keel-kind:\s*(?P<kind>\S+)\s*$", re.MULTILINE)
 _NO_TRANSACTION = re.compile(r"^\s*#\s*keel-transaction:\s*none\s*$", re.MULTILINE)
@@ -140,10 +143,16 @@ class Scripts:
         return [_parse(script) for script in ordered]
 
     def get(self, revision: str) -> Revision:
-        script = self.directory.get_revision(revision)
+        return _parse(self._script(revision))
+
+    def _script(self, revision: str) -> Script:
+        try:
+            script = self.directory.get_revision(revision)
+        except (CommandError, ResolutionError) as error:
+            raise UnknownRevision(f"no revision {revision!r} in {self.location}") from error
         if script is None:
-            raise KeyError(revision)
-        return _parse(script)
+            raise UnknownRevision(f"no revision {revision!r} in {self.location}")
+        return script
 
     def applied(self, current: str | None) -> list[Revision]:
         """Revisions at or below ``current``, oldest first."""
@@ -155,7 +164,7 @@ class Scripts:
 
     def pending(self, current: str | None, target: str = "heads") -> list[Revision]:
         """Revisions above ``current`` up to ``target``, oldest first."""
-        upper = self.head if target in ("head", "heads") else target
+        upper = self.head if target in ("head", "heads") else self._script(target).revision
         if upper is None:
             return []
         chain = [_parse(s) for s in self.directory.iterate_revisions(upper, current or "base")]
@@ -166,7 +175,7 @@ class Scripts:
         """Revisions a downgrade from ``current`` to ``target`` undoes, newest first."""
         if current is None:
             return []
-        lower = None if target == "base" else self.directory.get_revision(target).revision
+        lower = None if target == "base" else self._script(target).revision
         chain = [_parse(s) for s in self.directory.iterate_revisions(current, lower or "base")]
         return [item for item in chain if item.revision != lower]
 
