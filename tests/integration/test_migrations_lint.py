@@ -178,3 +178,14 @@ def test_a_concurrent_index_outside_a_transaction_passes_lint(tmp_path: Path) ->
 
     assert report.ok, report.findings
     assert not report.revisions[0].revision.transactional
+
+
+def test_pending_kinds_calls_only_honest_expand_revisions_expand(tmp_path: Path) -> None:
+    location = migrations_copy(tmp_path)
+    add_revision(location, "0002", SAFE_EXPAND)
+    add_revision(location, "0003", DANGEROUS, down="0002")  # says expand, drops a column
+    add_revision(location, "0004", CONCURRENT_INDEX, down="0003")
+
+    kinds = migrations.pending_kinds("0001", script_location=location)
+
+    assert kinds == [("0002", Kind.EXPAND), ("0003", Kind.CONTRACT), ("0004", Kind.EXPAND)]

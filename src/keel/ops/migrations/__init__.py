@@ -22,7 +22,7 @@ from keel.ops.migrations.errors import (
 from keel.ops.migrations.history import Action, Outcome, Step, listeners
 from keel.ops.migrations.lint import Finding, LintReport, lint
 from keel.ops.migrations.options import NoProgress, Progress, RunnerOptions
-from keel.ops.migrations.plan import Plan, plan
+from keel.ops.migrations.plan import Plan, pending_kinds, plan
 from keel.ops.migrations.runner import RunResult, apply, restore, rollback
 from keel.ops.migrations.scripts import Kind, Revision, Scripts
 from keel.ops.migrations.sql import Timeouts
@@ -60,6 +60,7 @@ __all__ = [
     "lint",
     "listeners",
     "new_revision",
+    "pending_kinds",
     "plan",
     "restore",
     "rollback",

@@ -98,3 +98,25 @@ def plan(
             )
         )
     return result
+
+
+def pending_kinds(
+    current: str | None, *, target: str = "heads", script_location: Path | None = None
+) -> list[tuple[str, Kind]]:
+    """Each pending revision and its kind, oldest first, without squawk.
+
+    For the deploy pipeline: only expand revisions may run before a canary. A
+    revision's kind is the one it declares, or ``contract`` when it declares
+    none or its SQL contradicts an ``expand`` declaration (lint fails those).
+    """
+    kinds = []
+    for item in Scripts(script_location).pending(current, target):
+        try:
+            upgrade_sql = sqltools.render(item, script_location=script_location)
+        except Exception:  # an upgrade that cannot be rendered cannot be called safe
+            kinds.append((item.revision, Kind.CONTRACT))
+            continue
+        declared = item.declared_kind
+        safe = declared is Kind.EXPAND and not sqltools.contract_reasons(upgrade_sql)
+        kinds.append((item.revision, Kind.EXPAND if safe else Kind.CONTRACT))
+    return kinds
