@@ -152,14 +152,9 @@ async def test_rollback_downgrades_with_a_backup_and_records_every_step(
     location = migrations_copy(tmp_path)
     add_revision(location, "0002", SAFE_EXPAND)
     heard: list[migrations.Step] = []
-    migrations.listeners.append(heard.append)
-    try:
-        await migrations.apply(database_url, options=options(location, tmp_path))
-        result = await migrations.rollback(
-            database_url, to="0001", options=options(location, tmp_path)
-        )
-    finally:
-        migrations.listeners.remove(heard.append)
+    listening = options(location, tmp_path, listeners=(heard.append,))
+    await migrations.apply(database_url, options=listening)
+    result = await migrations.rollback(database_url, to="0001", options=listening)
 
     assert result.end_revision == "0001"
     assert result.backup_file is not None

@@ -61,6 +61,7 @@ class BarProgress:
 
 
 def _options(settings: Settings) -> RunnerOptions:
+    """The one place the CLI's runs are configured; history listeners are wired here."""
     return RunnerOptions.from_settings(settings)
 
 

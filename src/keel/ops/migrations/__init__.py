@@ -19,7 +19,7 @@ from keel.ops.migrations.errors import (
     RestoreFailed,
     UnknownRevision,
 )
-from keel.ops.migrations.history import Action, Outcome, Step, listeners
+from keel.ops.migrations.history import Action, Listener, Outcome, Step
 from keel.ops.migrations.lint import Finding, LintReport, lint
 from keel.ops.migrations.options import NoProgress, Progress, RunnerOptions
 from keel.ops.migrations.plan import Plan, pending_kinds, plan
@@ -39,6 +39,7 @@ __all__ = [
     "LintFailed",
     "LintReport",
     "LinterUnavailable",
+    "Listener",
     "MigrationError",
     "MigrationFailed",
     "MigrationLockTimeout",
@@ -58,7 +59,6 @@ __all__ = [
     "apply",
     "dry_run",
     "lint",
-    "listeners",
     "new_revision",
     "pending_kinds",
     "plan",

@@ -12,13 +12,13 @@ Each row is one step: a revision applied, failed or rolled back, a baseline
 successful upgrade's row is written in the revision's own transaction, so the
 row exists if and only if the schema change does.
 
-``listeners`` is the hook for the audit log: every recorded step is passed to
-each callable in the list after it is written.
+``RunnerOptions.listeners`` is the hook for the audit log: every recorded step
+is passed to each of those callables after it is written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -103,9 +103,6 @@ class Step:
 
 Listener = Callable[[Step], None]
 
-#: Callables told about every recorded step (the audit log subscribes here).
-listeners: list[Listener] = []
-
 
 def ensure(connection: Connection) -> None:
     metadata.create_all(connection, checkfirst=True)
@@ -125,8 +122,8 @@ def record(connection: Connection, step: Step) -> None:
     connection.execute(insert(history).values(**values))
 
 
-def notify(step: Step) -> None:
-    for listener in list(listeners):
+def notify(step: Step, listeners: Sequence[Listener]) -> None:
+    for listener in listeners:
         listener(step)
 
 

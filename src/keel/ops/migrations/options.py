@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from keel.ops.migrations.history import Listener
 from keel.ops.migrations.sql import Timeouts
 from keel.settings import Settings
 
@@ -41,6 +42,8 @@ class RunnerOptions:
     lock_wait_seconds: float = 600.0
     script_location: Path | None = None
     actor: str | None = None
+    #: Told about every recorded history step, after it is written (the audit log's hook).
+    listeners: tuple[Listener, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> RunnerOptions:

@@ -112,7 +112,7 @@ def _baseline(
         for step in steps:
             history.record(connection, step)
     for step in steps:
-        history.notify(step)
+        history.notify(step, options.listeners)
     return steps
 
 
@@ -158,7 +158,7 @@ def _step_through(
                     began=began,
                 )
             steps.append(step)
-            history.notify(step)
+            history.notify(step, options.listeners)
             progress.advance(item.revision)
     finally:
         progress.finish()
@@ -216,7 +216,7 @@ def _one_revision(
         )
         with connection.begin():
             history.record(connection, failed)
-        history.notify(failed)
+        history.notify(failed, options.listeners)
         at = current_revision(connection)
         raise MigrationFailed(
             f"revision {item.revision} failed and was rolled back; "
@@ -276,7 +276,7 @@ def _one_revision_outside_transaction(
         )
         with connection.begin():
             history.record(connection, failed)
-        history.notify(failed)
+        history.notify(failed, options.listeners)
         raise MigrationFailed(
             f"revision {item.revision} (run outside a transaction) failed; "
             f"the schema is at {at or 'base'}: {failed.error}",
@@ -458,7 +458,7 @@ async def restore(
                 for earlier in saved:
                     history.record(connection, earlier)
                 history.record(connection, step)
-            history.notify(step)
+            history.notify(step, options.listeners)
             result.steps.append(step)
             return result
 
