@@ -90,6 +90,7 @@ async def test_an_applied_revision_that_was_edited_is_refused(
     found = await migrations.status(database_url, options=options(location, tmp_path))
     assert found.current == "0002"
     assert found.edited == ["0002"]
+    assert (found.recent[0].revision, found.recent[0].outcome) == ("0002", Outcome.REFUSED)
 
 
 async def test_dry_run_leaves_no_trace(database_url: str, tmp_path: Path) -> None:

@@ -68,6 +68,7 @@ class Action(StrEnum):
 class Outcome(StrEnum):
     APPLIED = "applied"
     FAILED = "failed"
+    REFUSED = "refused"
     ROLLED_BACK = "rolled_back"
     RECORDED = "recorded"
     RESTORED = "restored"

@@ -68,7 +68,17 @@ class RunResult:
         }
 
 
-def _verify_checksums(connection: Connection, scripts: Scripts, current: str | None) -> None:
+def _verify_checksums(
+    connection: Connection,
+    scripts: Scripts,
+    current: str | None,
+    *,
+    run_id: str,
+    action: Action,
+    options: RunnerOptions,
+    clock: Clock,
+) -> None:
+    """Refuse (and record the refusal) if an applied revision's file changed."""
     with connection.begin():
         recorded = history.recorded_checksums(connection)
     edited = [
@@ -77,6 +87,20 @@ def _verify_checksums(connection: Connection, scripts: Scripts, current: str | N
         if item.revision in recorded and recorded[item.revision] != item.checksum
     ]
     if edited:
+        refused = Step(
+            run_id=run_id,
+            revision=edited[0],
+            action=action,
+            outcome=Outcome.REFUSED,
+            actor=options.who(),
+            started_at=clock.now(),
+            duration_seconds=0.0,
+            checksum=scripts.get(edited[0]).checksum,
+            error=f"edited after apply: {', '.join(edited)}",
+        )
+        with connection.begin():
+            history.record(connection, refused)
+        history.notify(refused, options.listeners)
         raise ChecksumMismatch(
             f"applied revision(s) {', '.join(edited)} changed since they were applied; "
             "restore the original file and write a new revision instead",
@@ -317,7 +341,15 @@ async def apply(
             with connection.begin():
                 history.ensure(connection)
             current = current_revision(connection)
-            _verify_checksums(connection, scripts, current)
+            _verify_checksums(
+                connection,
+                scripts,
+                current,
+                run_id=run_id,
+                action=Action.UPGRADE,
+                options=options,
+                clock=clock,
+            )
             result = RunResult(run_id, Action.UPGRADE, current, current)
             result.steps.extend(_baseline(connection, scripts, current, run_id, options, clock))
             pending = scripts.pending(current, target)
@@ -366,7 +398,15 @@ async def rollback(
             with connection.begin():
                 history.ensure(connection)
             current = current_revision(connection)
-            _verify_checksums(connection, scripts, current)
+            _verify_checksums(
+                connection,
+                scripts,
+                current,
+                run_id=run_id,
+                action=Action.DOWNGRADE,
+                options=options,
+                clock=clock,
+            )
             result = RunResult(run_id, Action.DOWNGRADE, current, current)
             undo = scripts.between(current, to)
             if (
