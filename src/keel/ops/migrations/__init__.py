@@ -23,7 +23,8 @@ from keel.ops.migrations.history import Action, Listener, Outcome, Step
 from keel.ops.migrations.lint import Finding, LintReport, lint
 from keel.ops.migrations.options import NoProgress, Progress, RunnerOptions
 from keel.ops.migrations.plan import Plan, pending_kinds, plan
-from keel.ops.migrations.runner import RunResult, apply, restore, rollback
+from keel.ops.migrations.restore import restore
+from keel.ops.migrations.runner import RunResult, apply, rollback
 from keel.ops.migrations.scripts import Kind, Revision, Scripts
 from keel.ops.migrations.sql import Timeouts
 from keel.ops.migrations.status import Status, status

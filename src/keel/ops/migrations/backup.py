@@ -138,3 +138,10 @@ def restore_sqlite(url: str, path: Path) -> None:
     finally:
         destination.close()
         source.close()
+
+
+def before_change(url: str, current: str | None, directory: Path, *, now: datetime) -> Path | None:
+    """The backup taken before a schema change; none while nothing is applied (nothing to lose)."""
+    if current is None:
+        return None
+    return take(url, directory, revision=current, now=now)
