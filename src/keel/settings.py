@@ -78,6 +78,11 @@ class Settings(BaseSettings):
             "enterprise": 200 * 1024**3,
         }
     )
+    # --- safe migrations (issue 9) ---
+    migration_backup_dir: Path = Path("./keel-data/backups")
+    migration_lock_timeout_seconds: float = Field(default=5.0, gt=0)
+    migration_statement_timeout_seconds: float = Field(default=600.0, gt=0)
+    migration_lock_wait_seconds: float = Field(default=600.0, gt=0)
 
     @model_validator(mode="before")
     @classmethod

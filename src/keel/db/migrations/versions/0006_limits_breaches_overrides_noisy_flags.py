@@ -18,7 +18,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 # keel-kind: expand
-# keel-lint: allow prefer-text-field -- VARCHAR(n) lengths are the domain's limits (tables_limits.py)
+# keel-lint: allow prefer-text-field -- VARCHAR(n) lengths are the domain's limits
 # keel-lint: allow prefer-identity -- new empty log tables; one id type for SQLite and PostgreSQL
 
 
