@@ -19,7 +19,7 @@ setup: $(STAMP)
 
 ## run: set up, migrate, seed the demo organisation, serve on 127.0.0.1:8000
 run: setup
-	$(BIN)/keel migrate upgrade
+	$(BIN)/keel migrate apply
 	$(BIN)/keel admin seed-demo
 	$(BIN)/keel serve --host 127.0.0.1 --port $(KEEL_PORT)
 
@@ -28,6 +28,7 @@ test: setup lint typecheck pytest
 
 lint:
 	$(BIN)/ruff check src tests bench
+	$(BIN)/keel migrate lint
 
 typecheck:
 	$(BIN)/mypy

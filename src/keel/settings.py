@@ -63,9 +63,10 @@ class Settings(BaseSettings):
 
     # --- limits, quotas and load shedding (issue 5) ---
     ratelimit_policy: Path | None = None  # None: the documented policy shipped in the package
-    limiter_instances: int = Field(
-        default=1, ge=1
-    )  # processes sharing Redis; local share on outage
+    # Processes sharing Redis: during an outage each decides locally with 1/instances of a limit.
+    limiter_instances: int = Field(default=1, ge=1)
+    # A Redis call slower than this is treated as an outage and decided locally.
+    limiter_redis_timeout_seconds: float = Field(default=0.25, gt=0)
     concurrency_per_user: int = Field(default=20, ge=1)
     concurrency_per_org: int = Field(default=200, ge=1)
     shed_max_in_flight: int = Field(default=256, ge=1)
@@ -77,6 +78,11 @@ class Settings(BaseSettings):
             "enterprise": 200 * 1024**3,
         }
     )
+    # --- safe migrations (issue 9) ---
+    migration_backup_dir: Path = Path("./keel-data/backups")
+    migration_lock_timeout_seconds: float = Field(default=5.0, gt=0)
+    migration_statement_timeout_seconds: float = Field(default=600.0, gt=0)
+    migration_lock_wait_seconds: float = Field(default=600.0, gt=0)
 
     # --- resilience (issue 8) ---
     breaker_store_url: str | None = None  # None: KEEL_REDIS_URL when set, else memory://
@@ -92,7 +98,6 @@ class Settings(BaseSettings):
     storage_slow_call_seconds: float = Field(default=5.0, gt=0)
     storage_max_concurrent_calls: int = Field(default=64, ge=1)
     storage_retry_attempts: int = Field(default=3, ge=1, le=10)  # reads and deletes only
-    redis_timeout_seconds: float = Field(default=0.25, gt=0)
     redis_breaker_wait_seconds: float = Field(default=5.0, gt=0)  # local limits meanwhile
     webhooks_timeout_seconds: float = Field(default=10.0, gt=0)
     webhooks_max_concurrent_calls: int = Field(default=16, ge=1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from keel.cli import admin, breakers, migrate, server
+from keel.cli import admin, breakers, limits, migrate, server
 
 app = typer.Typer(
     name="keel",
@@ -20,6 +20,7 @@ app = typer.Typer(
 server.register(app)
 app.add_typer(admin.app, name="admin")
 app.add_typer(migrate.app, name="migrate")
+app.add_typer(limits.app, name="limits")
 app.add_typer(breakers.app, name="breakers")
 
 

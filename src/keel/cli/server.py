@@ -11,15 +11,23 @@ from keel import __version__
 from keel.cli._common import JsonOption, database, err, fail, out, print_json
 from keel.db import migrate
 from keel.errors import KeelError
+from keel.guard.ratelimit import load_policy
+from keel.ops import migrations
 from keel.settings import Settings
 
 
 async def prepare_schema(settings: Settings) -> str:
-    """On the embedded SQLite default, migrate; elsewhere refuse a schema behind the code."""
+    """On the embedded SQLite default, migrate; elsewhere refuse a schema behind the code.
+
+    The SQLite migration goes through the safe runner: two ``keel serve`` starting
+    on one file serialise on its lock, and an existing database is backed up first.
+    """
+    if settings.is_sqlite:
+        await migrations.apply(
+            settings.database_url, options=migrations.RunnerOptions.from_settings(settings)
+        )
     async with database(settings) as db:
-        if settings.is_sqlite:
-            await migrate.upgrade(db)
-        else:
+        if not settings.is_sqlite:
             await migrate.require_head(db)
         return await migrate.current_revision(db) or "nothing"
 
@@ -33,6 +41,8 @@ def serve(
     settings = Settings()
     try:
         settings.check_startable()
+        if settings.ratelimit_policy is not None:
+            load_policy(settings.ratelimit_policy)  # a bad file is refused here, naming the line
         revision = asyncio.run(prepare_schema(settings))
     except KeelError as error:
         fail(error.detail)

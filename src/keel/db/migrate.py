@@ -71,5 +71,5 @@ async def require_head(database: Database) -> None:
     if current != head:
         raise SchemaBehind(
             f"database schema is at {current or 'nothing'}, the code needs {head}: "
-            "run `keel migrate upgrade`"
+            "run `keel migrate apply` (or the raw `keel migrate upgrade`)"
         )

@@ -42,7 +42,9 @@ from keel.guard.ratelimit import (
     LimitOverride,
     Policy,
     QuotaCommit,
+    QuotaRule,
     RateLimiter,
+    RateRule,
     RequestContext,
     quota_warning_headers,
     ratelimit_headers,
@@ -57,6 +59,8 @@ CONCURRENCY_REFUSED = Counter(
 QUOTA_WARNINGS = Counter(
     "keel_quota_warnings_total", "Quota warning thresholds crossed.", ["limit", "threshold"]
 )
+
+AUTH_FAILED = "auth.failed"
 
 ThresholdHook = Callable[[RequestContext, QuotaCommit], Awaitable[None]]
 
@@ -83,6 +87,11 @@ class LimitGuard:
     pressure_threshold: float = 0.5
     clock: Clock = SYSTEM_CLOCK
     threshold_hooks: list[ThresholdHook] = field(default_factory=list)
+
+    @property
+    def _auth_rules(self) -> list[RateRule | QuotaRule]:
+        """Only rules that name failed authentications (not the catch-all ``*`` ones)."""
+        return [rule for rule in self.policy.limits if AUTH_FAILED in rule.applies_to]
 
     def context(
         self, principal: Principal | None, route: str | None, operation: str | None, ip: str | None
@@ -128,9 +137,9 @@ class LimitGuard:
         """Count a failed authentication for the IP; a refusal once it is over its limit."""
         if ip is None:
             return None
-        context = RequestContext(operation="auth.failed", ip=ip)
+        context = RequestContext(operation=AUTH_FAILED, ip=ip)
         now = self.clock.now()
-        decision = await self.limiter.decide(self.policy.limits, context, now.timestamp())
+        decision = await self.limiter.decide(self._auth_rules, context, now.timestamp())
         if decision.allowed:
             return None
         self.record_breach(context, decision, now)

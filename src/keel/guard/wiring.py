@@ -73,7 +73,7 @@ def limiter_backend(
     if settings.redis_url is None:
         return MemoryBackend()
     return FallbackBackend(
-        RedisBackend.from_url(settings.redis_url, timeout=settings.redis_timeout_seconds),
+        RedisBackend.from_url(settings.redis_url, timeout=settings.limiter_redis_timeout_seconds),
         instances=settings.limiter_instances,
         breaker=breaker,
         clock=clock,

@@ -361,9 +361,7 @@ class CircuitBreaker:
 
     def _rejection(self, retry_in: float) -> BreakerOpen:
         self._n_not_permitted += 1
-        return BreakerOpen(
-            self.name, self._state.value, retry_after=retry_after_seconds(retry_in)
-        )
+        return BreakerOpen(self.name, self._state.value, retry_after=retry_after_seconds(retry_in))
 
     # --- transitions -------------------------------------------------------------------
 
@@ -387,9 +385,7 @@ class CircuitBreaker:
         if to is _CLOSED or to is BreakerState.METRICS_ONLY:
             self._window.clear()  # a fresh start, as resilience4j's new ClosedState
         elif to is _OPEN:
-            self._open_until = (
-                self._mono() + self.config.wait_duration_in_open_state - open_elapsed
-            )
+            self._open_until = self._mono() + self.config.wait_duration_in_open_state - open_elapsed
         elif to is _HALF_OPEN:
             self._probes_left = self._permitted_probes
             self._probe_window.clear()
@@ -471,8 +467,13 @@ class CircuitBreaker:
             record = await store.read(self.name)
             if record is None and self._state is not _HALF_OPEN:
                 await store.publish(
-                    BreakerRecord(self.name, self._state, self._changed_at,
-                                  TransitionReason.OPERATOR, self._origin)
+                    BreakerRecord(
+                        self.name,
+                        self._state,
+                        self._changed_at,
+                        TransitionReason.OPERATOR,
+                        self._origin,
+                    )
                 )
         except Exception as exc:  # the store failing must never break the breaker
             self._store_unhealthy(exc)
@@ -510,16 +511,16 @@ class CircuitBreaker:
             )
         except IllegalTransition:
             _log.warning(
-                "breaker_record_ignored", breaker=self.name,
-                from_state=current.value, to_state=target.value,
+                "breaker_record_ignored",
+                breaker=self.name,
+                from_state=current.value,
+                to_state=target.value,
             )
 
     def _store_unhealthy(self, exc: Exception) -> None:
         if self._store_healthy:
             self._store_healthy = False
-            _log.warning(
-                "breaker_store_unavailable", breaker=self.name, error=type(exc).__name__
-            )
+            _log.warning("breaker_store_unavailable", breaker=self.name, error=type(exc).__name__)
 
     def _store_recovered(self) -> None:
         if not self._store_healthy:

@@ -219,8 +219,10 @@ class Dependencies:
         registry: BreakerRegistry | None = None,
     ) -> None:
         self._by_name: dict[str, Dependency] = {}
-        self.registry = registry if registry is not None else BreakerRegistry(
-            store=store, clock=clock, metrics=metrics
+        self.registry = (
+            registry
+            if registry is not None
+            else BreakerRegistry(store=store, clock=clock, metrics=metrics)
         )
         """Where the operator's levers (``force_open``, ``reset``, …) reach these breakers."""
         for config in configs:

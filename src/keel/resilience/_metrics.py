@@ -63,18 +63,21 @@ class _ScrapeCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         state = GaugeMetricFamily(
-            "keel_breaker_state", "1 for the state each breaker is in, 0 for the others",
+            "keel_breaker_state",
+            "1 for the state each breaker is in, 0 for the others",
             labels=["breaker", "state"],
         )
         calls = CounterMetricFamily(
-            "keel_breaker_calls", "Calls seen by a breaker, by outcome",
+            "keel_breaker_calls",
+            "Calls seen by a breaker, by outcome",
             labels=["breaker", "outcome"],
         )
         not_permitted = CounterMetricFamily(
             "keel_breaker_not_permitted", "Calls a breaker rejected", labels=["breaker"]
         )
         transitions = CounterMetricFamily(
-            "keel_breaker_transitions", "State changes of a breaker",
+            "keel_breaker_transitions",
+            "State changes of a breaker",
             labels=["breaker", "from_state", "to_state"],
         )
         # Two breakers may share a name (two instances in one test process); sum them
@@ -137,8 +140,10 @@ class ResilienceMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
         self.dependency_retries = Counter(
-            "keel_dependency_retries", "Retries made (attempts beyond the first)",
-            ["dependency"], registry=self.registry,
+            "keel_dependency_retries",
+            "Retries made (attempts beyond the first)",
+            ["dependency"],
+            registry=self.registry,
         )
         self.dependency_rejections = Counter(
             "keel_dependency_rejections",
@@ -148,8 +153,10 @@ class ResilienceMetrics:
             registry=self.registry,
         )
         self.dependency_fallbacks = Counter(
-            "keel_dependency_fallbacks", "Calls answered by the fallback instead",
-            ["dependency"], registry=self.registry,
+            "keel_dependency_fallbacks",
+            "Calls answered by the fallback instead",
+            ["dependency"],
+            registry=self.registry,
         )
 
     def watch_breaker(self, breaker: _HasBreakerStats) -> None:

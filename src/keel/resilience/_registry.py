@@ -81,9 +81,7 @@ class BreakerRegistry:
         if existing is not None:
             return existing
         return self.add(
-            CircuitBreaker(
-                name, config, clock=self._clock, store=self.store, metrics=self._metrics
-            )
+            CircuitBreaker(name, config, clock=self._clock, store=self.store, metrics=self._metrics)
         )
 
     def add_listener(self, listener: BreakerListener) -> None:
@@ -102,8 +100,11 @@ class BreakerRegistry:
         """This process's breakers, plus any other the store knows of."""
         statuses = {
             b.name: BreakerStatus(
-                b.name, b.state, b.changed_at if b.changed_at != NEVER else None,
-                None, b.snapshot(),
+                b.name,
+                b.state,
+                b.changed_at if b.changed_at != NEVER else None,
+                None,
+                b.snapshot(),
             )
             for b in self._breakers.values()
         }

@@ -247,7 +247,6 @@ class RetryPolicy:
             before_sleep=(lambda _state: on_retry()) if on_retry is not None else None,
         )
 
-
         async def one_attempt() -> T:
             # tenacity awaits only what *is* a coroutine function; ``attempt`` may be a
             # lambda returning an awaitable, so give it one it recognises.

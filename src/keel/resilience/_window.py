@@ -95,8 +95,16 @@ class TimeWindow:
     treated as the newest second seen, so no outcome is ever lost or double counted.
     """
 
-    __slots__ = ("_bucket_calls", "_bucket_failed", "_bucket_slow", "_head", "_size",
-                 "calls", "failed", "slow")
+    __slots__ = (
+        "_bucket_calls",
+        "_bucket_failed",
+        "_bucket_slow",
+        "_head",
+        "_size",
+        "calls",
+        "failed",
+        "slow",
+    )
 
     def __init__(self, size: int) -> None:
         if size < 1:

@@ -86,10 +86,10 @@ def dependency_configs(settings: Settings) -> list[DependencyConfig]:
     )
     redis = DependencyConfig(
         name=REDIS,
-        timeout_seconds=settings.redis_timeout_seconds,
+        timeout_seconds=settings.limiter_redis_timeout_seconds,
         breaker=_breaker(
             settings,
-            slow_call_duration_threshold=settings.redis_timeout_seconds,
+            slow_call_duration_threshold=settings.limiter_redis_timeout_seconds,
             wait_duration_in_open_state=settings.redis_breaker_wait_seconds,
             record_exceptions=(LimiterUnavailable, OSError, TimeoutError),
         ),

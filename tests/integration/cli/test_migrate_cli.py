@@ -46,3 +46,16 @@ def test_serve_migrates_the_embedded_sqlite_default_itself(tmp_path: Path) -> No
         settings = Settings(database_url=url, secret_key=SECRET)  # type: ignore[arg-type]
         revision = asyncio.run(prepare_schema(settings))
         assert revision != "nothing"
+
+
+def test_serve_refuses_a_bad_policy_file_naming_the_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text('version = 1\n\n[[limits]]\nname = "x"\nkey = "planet"\n')
+    monkeypatch.setenv("KEEL_RATELIMIT_POLICY", str(policy))
+    monkeypatch.setenv("KEEL_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'k.db'}")
+    result = CliRunner().invoke(app, ["serve", "--port", "1"])
+    assert result.exit_code == 1
+    assert f"{policy}:" in result.stderr
+    assert "Traceback" not in result.output

@@ -36,8 +36,13 @@ from keel.testing import ManualClock
 
 pytestmark = pytest.mark.redis
 
-CONFIG = BreakerConfig(window_size=4, minimum_number_of_calls=4, wait_duration_in_open_state=30,
-                       permitted_number_of_calls_in_half_open_state=1, sync_interval=1.0)
+CONFIG = BreakerConfig(
+    window_size=4,
+    minimum_number_of_calls=4,
+    wait_duration_in_open_state=30,
+    permitted_number_of_calls_in_half_open_state=1,
+    sync_interval=1.0,
+)
 
 
 class Boom(Exception):
@@ -119,16 +124,18 @@ async def stores(prefix: str) -> AsyncIterator[list[RedisBreakerStateStore]]:
         await store.aclose()
 
 
-def redis_store(stores: list[RedisBreakerStateStore], prefix: str,
-                url: str | None = None) -> RedisBreakerStateStore:
+def redis_store(
+    stores: list[RedisBreakerStateStore], prefix: str, url: str | None = None
+) -> RedisBreakerStateStore:
     store = RedisBreakerStateStore.from_url(url or redis_url(4), prefix=prefix)
     stores.append(store)
     return store
 
 
 def make(clock: ManualClock, store: RedisBreakerStateStore) -> CircuitBreaker:
-    return CircuitBreaker("storage", CONFIG, clock=clock, store=store,
-                          metrics=ResilienceMetrics(CollectorRegistry()))
+    return CircuitBreaker(
+        "storage", CONFIG, clock=clock, store=store, metrics=ResilienceMetrics(CollectorRegistry())
+    )
 
 
 async def trip(breaker: CircuitBreaker) -> None:
@@ -161,8 +168,9 @@ async def test_publish_keeps_the_newer_record(
     store = redis_store(stores, prefix)
     clock = ManualClock()
     newer = BreakerRecord("x", BreakerState.OPEN, clock.now(), TransitionReason.REMOTE, "a")
-    older = BreakerRecord("x", BreakerState.CLOSED, clock.now() - timedelta(seconds=1),
-                          TransitionReason.REMOTE, "b")
+    older = BreakerRecord(
+        "x", BreakerState.CLOSED, clock.now() - timedelta(seconds=1), TransitionReason.REMOTE, "b"
+    )
     assert await store.publish(newer) is True
     assert await store.publish(older) is False
     assert await store.read("x") == newer

@@ -92,12 +92,18 @@ async def trip(breaker: CircuitBreaker, clock: ManualClock) -> None:
 
 
 def test_transition_table_holds_exactly_the_legal_pairs() -> None:
-    automatic = {(S.CLOSED, S.OPEN), (S.OPEN, S.HALF_OPEN), (S.HALF_OPEN, S.CLOSED),
-                 (S.HALF_OPEN, S.OPEN)}
+    automatic = {
+        (S.CLOSED, S.OPEN),
+        (S.OPEN, S.HALF_OPEN),
+        (S.HALF_OPEN, S.CLOSED),
+        (S.HALF_OPEN, S.OPEN),
+    }
     operator_targets = {S.CLOSED, S.FORCED_OPEN, S.DISABLED, S.METRICS_ONLY}
-    expected = automatic | {
-        (a, b) for a in S for b in operator_targets if a is not b
-    } | {(S.CLOSED, S.CLOSED)}
+    expected = (
+        automatic
+        | {(a, b) for a in S for b in operator_targets if a is not b}
+        | {(S.CLOSED, S.CLOSED)}
+    )
     assert {t.value for t in Transition} == expected
     for a in S:
         for b in S:
@@ -259,8 +265,14 @@ async def test_open_rejects_until_the_wait_has_elapsed(waited: float, permitted:
 
 @pytest.mark.parametrize(
     ("probes", "expected"),
-    [("ss", S.CLOSED), ("sf", S.OPEN), ("fs", S.OPEN), ("ww", S.OPEN), ("sw", S.OPEN),
-     ("ff", S.OPEN)],
+    [
+        ("ss", S.CLOSED),
+        ("sf", S.OPEN),
+        ("fs", S.OPEN),
+        ("ww", S.OPEN),
+        ("sw", S.OPEN),
+        ("ff", S.OPEN),
+    ],
 )
 async def test_half_open_probes_decide(probes: str, expected: BreakerState) -> None:
     clock = ManualClock()
@@ -481,9 +493,15 @@ async def test_a_trip_logs_counts_and_notifies_sync_and_async_listeners() -> Non
     changed = [line for line in logs if line["event"] == "breaker_state_changed"]
     assert changed == [
         {
-            "event": "breaker_state_changed", "log_level": "warning", "breaker": "dep",
-            "from_state": "closed", "to_state": "open", "reason": "failure_rate_exceeded",
-            "calls": 4, "failure_rate": 100.0, "slow_call_rate": 0.0,
+            "event": "breaker_state_changed",
+            "log_level": "warning",
+            "breaker": "dep",
+            "from_state": "closed",
+            "to_state": "open",
+            "reason": "failure_rate_exceeded",
+            "calls": 4,
+            "failure_rate": 100.0,
+            "slow_call_rate": 0.0,
         }
     ]
     assert any(line["event"] == "breaker_listener_failed" for line in logs)

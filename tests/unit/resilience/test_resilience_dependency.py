@@ -134,7 +134,10 @@ async def test_attempts_are_capped_and_the_last_error_is_raised(
     ],
 )
 async def test_total_time_bounds_the_retries(
-    clock: ManualClock, sleep: SleepRecorder, hints: list[float], max_total: float,
+    clock: ManualClock,
+    sleep: SleepRecorder,
+    hints: list[float],
+    max_total: float,
     attempts: int,
 ) -> None:
     attempt = Script(*(Flaky(retry_after=h) for h in hints))
@@ -210,8 +213,9 @@ def test_budget_refills_slowly_with_time_up_to_its_cap(clock: ManualClock) -> No
 async def test_an_exhausted_budget_raises_the_original_error(
     clock: ManualClock, sleep: SleepRecorder
 ) -> None:
-    config = RetryConfig(max_attempts=5, budget_ratio=0.2, budget_min_per_second=0,
-                         budget_max_tokens=1)
+    config = RetryConfig(
+        max_attempts=5, budget_ratio=0.2, budget_min_per_second=0, budget_max_tokens=1
+    )
     retry = RetryPolicy(config, clock=clock, sleep=sleep)
     first = Script(Flaky(retry_after=0))
     assert await retry.run(first, idempotent=True) == "ok"  # spends the only token
@@ -234,8 +238,11 @@ def metrics() -> ResilienceMetrics:
 async def test_a_full_bulkhead_rejects_at_once_with_retry_after(
     metrics: ResilienceMetrics,
 ) -> None:
-    bulkhead = Bulkhead("storage", BulkheadConfig(max_concurrent_calls=2, max_wait_seconds=0,
-                                                  retry_after=3), metrics=metrics)
+    bulkhead = Bulkhead(
+        "storage",
+        BulkheadConfig(max_concurrent_calls=2, max_wait_seconds=0, retry_after=3),
+        metrics=metrics,
+    )
     await bulkhead.acquire()
     await bulkhead.acquire()
     with pytest.raises(BulkheadFull) as raised:
@@ -254,8 +261,9 @@ async def test_a_full_bulkhead_rejects_at_once_with_retry_after(
 async def test_a_waiting_caller_gets_a_slot_released_within_the_wait(
     metrics: ResilienceMetrics,
 ) -> None:
-    bulkhead = Bulkhead("storage", BulkheadConfig(max_concurrent_calls=1, max_wait_seconds=60),
-                        metrics=metrics)
+    bulkhead = Bulkhead(
+        "storage", BulkheadConfig(max_concurrent_calls=1, max_wait_seconds=60), metrics=metrics
+    )
     await bulkhead.acquire()
     async with asyncio.timeout(5):
         waiter = asyncio.create_task(bulkhead.acquire())
@@ -277,8 +285,9 @@ def dependency(
             "name": "storage",
             "timeout_seconds": 5.0,
             "failure_retry_after": 2,
-            "breaker": BreakerConfig(window_size=4, minimum_number_of_calls=4,
-                                     wait_duration_in_open_state=30),
+            "breaker": BreakerConfig(
+                window_size=4, minimum_number_of_calls=4, wait_duration_in_open_state=30
+            ),
             "retry": RetryConfig(max_attempts=3),
             **overrides,
         }
@@ -320,7 +329,9 @@ async def test_the_callers_own_errors_pass_through_untouched(
     clock: ManualClock, sleep: SleepRecorder, metrics: ResilienceMetrics
 ) -> None:
     dep = dependency(
-        clock, sleep, metrics,
+        clock,
+        sleep,
+        metrics,
         breaker=BreakerConfig(ignore_exceptions=(NotFound,)),
     )
     error = NotFound("no such blob")
@@ -377,8 +388,9 @@ async def test_a_hung_attempt_times_out_and_counts_against_the_breaker(
 async def test_a_full_bulkhead_is_not_the_dependencys_fault(
     clock: ManualClock, sleep: SleepRecorder, metrics: ResilienceMetrics
 ) -> None:
-    dep = dependency(clock, sleep, metrics,
-                     bulkhead=BulkheadConfig(max_concurrent_calls=1, max_wait_seconds=0))
+    dep = dependency(
+        clock, sleep, metrics, bulkhead=BulkheadConfig(max_concurrent_calls=1, max_wait_seconds=0)
+    )
     release = asyncio.Event()
 
     async def held() -> str:
@@ -421,7 +433,8 @@ def test_dependencies_are_reached_by_attribute_and_registered(
 ) -> None:
     deps = Dependencies(
         [DependencyConfig(name="storage"), DependencyConfig(name="webhooks")],
-        clock=clock, metrics=metrics,
+        clock=clock,
+        metrics=metrics,
     )
     assert deps.storage is deps["storage"]
     assert "webhooks" in deps

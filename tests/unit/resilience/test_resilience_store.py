@@ -30,8 +30,13 @@ from keel.resilience import (
 from keel.resilience._store import BreakerRecord
 from keel.testing import ManualClock
 
-CONFIG = BreakerConfig(window_size=4, minimum_number_of_calls=4, wait_duration_in_open_state=30,
-                       permitted_number_of_calls_in_half_open_state=1, sync_interval=1.0)
+CONFIG = BreakerConfig(
+    window_size=4,
+    minimum_number_of_calls=4,
+    wait_duration_in_open_state=30,
+    permitted_number_of_calls_in_half_open_state=1,
+    sync_interval=1.0,
+)
 
 
 class Boom(Exception):
@@ -47,8 +52,13 @@ async def boom() -> str:
 
 
 def breaker(clock: ManualClock, store: object) -> CircuitBreaker:
-    return CircuitBreaker("storage", CONFIG, clock=clock, store=store,  # type: ignore[arg-type]
-                          metrics=ResilienceMetrics(CollectorRegistry()))
+    return CircuitBreaker(
+        "storage",
+        CONFIG,
+        clock=clock,
+        store=store,  # type: ignore[arg-type]
+        metrics=ResilienceMetrics(CollectorRegistry()),
+    )
 
 
 async def trip(b: CircuitBreaker) -> None:
@@ -178,14 +188,22 @@ async def test_the_cli_functions_reach_servers_through_the_store() -> None:
 async def test_the_registry_acts_on_local_breakers_and_lists_the_store() -> None:
     store = MemoryBreakerStateStore()
     clock = ManualClock(start=ManualClock().now() + timedelta(days=1))
-    registry = BreakerRegistry(store=store, clock=clock,
-                               metrics=ResilienceMetrics(CollectorRegistry()))
+    registry = BreakerRegistry(
+        store=store, clock=clock, metrics=ResilienceMetrics(CollectorRegistry())
+    )
     events: list[object] = []
     registry.add_listener(events.append)
     local = registry.breaker("storage", CONFIG)
     assert registry.breaker("storage") is local
-    await store.publish(BreakerRecord("webhooks", BreakerState.OPEN, clock.now(),
-                                      TransitionReason.FAILURE_RATE_EXCEEDED, "elsewhere"))
+    await store.publish(
+        BreakerRecord(
+            "webhooks",
+            BreakerState.OPEN,
+            clock.now(),
+            TransitionReason.FAILURE_RATE_EXCEEDED,
+            "elsewhere",
+        )
+    )
 
     status = await registry.force_open("storage")
     assert status.state is BreakerState.FORCED_OPEN

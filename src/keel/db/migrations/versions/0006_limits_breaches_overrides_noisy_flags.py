@@ -17,6 +17,10 @@ down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# keel-kind: expand
+# keel-lint: allow prefer-text-field -- VARCHAR(n) lengths are the domain's limits
+# keel-lint: allow prefer-identity -- new empty log tables; one id type for SQLite and PostgreSQL
+
 
 def upgrade() -> None:
     op.create_table(

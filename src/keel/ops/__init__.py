@@ -1,0 +1,1 @@
+"""Operator tools run from the CLI: migrations, deploys, SLOs, parity, synthetic checks."""

@@ -1,0 +1,87 @@
+"""``keel migrate``'s new commands, through Typer, on SQLite."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tests.support.migration_samples import HEAD, REAL_REVISIONS
+from typer.testing import CliRunner
+
+from keel.cli import app
+
+
+@pytest.fixture
+def sqlite_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("KEEL_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'keel.db'}")
+    monkeypatch.setenv("KEEL_MIGRATION_BACKUP_DIR", str(tmp_path / "backups"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_apply_then_status_then_rollback_then_restore(sqlite_env: Path) -> None:
+    runner = CliRunner()
+
+    applied = runner.invoke(app, ["migrate", "apply", "--json"])
+    assert applied.exit_code == 0, applied.output
+    assert json.loads(applied.output)["end_revision"] == HEAD
+
+    status = runner.invoke(app, ["migrate", "status", "--json"])
+    assert status.exit_code == 0, status.output
+    found = json.loads(status.output)
+    assert found["at_head"]
+    assert found["checksums"][0]["state"] == "ok"
+
+    rolled = runner.invoke(app, ["migrate", "rollback", "--to", "base", "--json"])
+    assert rolled.exit_code == 0, rolled.output
+    backup = json.loads(rolled.output)["backup_file"]
+    assert backup
+
+    refused = runner.invoke(app, ["migrate", "restore", backup], input="n\n")
+    assert refused.exit_code != 0
+    restored = runner.invoke(app, ["migrate", "restore", backup, "--yes", "--json"])
+    assert restored.exit_code == 0, restored.output
+    assert json.loads(restored.output)["end_revision"] == HEAD
+
+
+def test_no_backup_is_refused_outside_dev(
+    sqlite_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KEEL_ENV", "prod")
+
+    result = CliRunner().invoke(app, ["migrate", "apply", "--no-backup"])
+
+    assert result.exit_code == 1
+    assert "only dev may skip it" in result.output
+    assert not (sqlite_env / "keel.db").exists()
+
+
+def test_dry_run_and_plan_on_an_empty_database(sqlite_env: Path) -> None:
+    runner = CliRunner()
+
+    planned = runner.invoke(app, ["migrate", "plan", "--json"])
+    assert planned.exit_code == 0, planned.output
+    plan = json.loads(planned.output)
+    assert [item["revision"] for item in plan["revisions"]] == REAL_REVISIONS
+    assert "CREATE TABLE orgs" in plan["revisions"][0]["sql"]
+
+    tried = runner.invoke(app, ["migrate", "dry-run", "--json"])
+    assert tried.exit_code == 0, tried.output
+    assert json.loads(tried.output)["target_revision"] == HEAD
+    current = runner.invoke(app, ["migrate", "current", "--json"])
+    assert json.loads(current.output)["current"] is None
+
+
+def test_new_needs_exactly_one_kind(sqlite_env: Path) -> None:
+    result = CliRunner().invoke(app, ["migrate", "new", "x", "--expand", "--contract"])
+    assert result.exit_code == 1
+    assert "exactly one" in result.output
+
+
+def test_an_unknown_revision_is_a_clear_error(sqlite_env: Path) -> None:
+    runner = CliRunner()
+    for arguments in (["rollback", "--to", "9999"], ["apply", "--target", "9999"]):
+        result = runner.invoke(app, ["migrate", *arguments])
+        assert result.exit_code == 1
+        assert "no revision '9999'" in result.output
