@@ -25,6 +25,13 @@ from keel.db.engine import Database
 from keel.domain import exports as export_domain
 from keel.domain.evidence import UploadRules
 from keel.domain.tokens import Authenticator
+from keel.errors import ConfigurationError
+from keel.guard.idempotency import (
+    IdempotencyMiddleware,
+    SqlIdempotencyStore,
+    leaf_routes,
+    operation_in,
+)
 from keel.settings import Settings
 from keel.storage import LocalDirectoryStore
 from keel.tasks import BackgroundTasks
@@ -88,8 +95,44 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
     problems.install(app)
     for router in (recognitions.router, evidence.router, exports.router, users.router):
         app.include_router(router)
+    if settings.idempotency_enabled:
+        add_idempotency(app, services)
     app.add_middleware(AuthenticationMiddleware, authenticator=services.authenticator)
     return app
+
+
+# The creating operations that take an Idempotency-Key; their routes store their
+# outcome with keel.guard.idempotency.recorded() inside their write transaction.
+IDEMPOTENT_OPERATIONS = ("POST /v1/recognitions", "POST /v1/evidence", "POST /v1/exports")
+
+
+def add_idempotency(app: FastAPI, services: Services) -> None:
+    settings = services.settings
+    unknown = set(settings.idempotency_required_routes) - set(IDEMPOTENT_OPERATIONS)
+    if unknown:
+        raise ConfigurationError(
+            f"KEEL_IDEMPOTENCY_REQUIRED_ROUTES names operations that take no key: "
+            f"{sorted(unknown)}; choose from {list(IDEMPOTENT_OPERATIONS)}"
+        )
+    leaves = leaf_routes(app.routes)
+    for operation in IDEMPOTENT_OPERATIONS:
+        method, path = operation.split(" ", 1)
+        probe = {"type": "http", "method": method, "path": path, "root_path": "", "headers": []}
+        if operation_in(leaves, probe) != operation:
+            raise ConfigurationError(f"no route serves {operation}: it cannot take keys")
+    store = SqlIdempotencyStore(
+        services.database,
+        lease_seconds=settings.idempotency_lease_seconds,
+        retention_seconds=settings.idempotency_retention_seconds,
+    )
+    app.add_middleware(
+        IdempotencyMiddleware,
+        store=store,
+        operations=IDEMPOTENT_OPERATIONS,
+        required=settings.idempotency_required_routes,
+        clock=services.clock,
+        max_body_bytes=settings.max_upload_bytes + 1024 * 1024,
+    )
 
 
 def create_app_from_environment() -> FastAPI:

@@ -134,3 +134,7 @@ class Export(Base):
     size: Mapped[int | None] = mapped_column(BigInteger, default=None)
     row_count: Mapped[int | None] = mapped_column(Integer, default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+# Tables of other concepts register on the same Base; imported last because they import it.
+from keel.db import tables_idempotency  # noqa: E402, F401 (issue 4)

@@ -14,6 +14,7 @@ from keel.api.problems import problem_responses
 from keel.api.schemas import EvidenceOut
 from keel.domain import evidence
 from keel.errors import PayloadTooLarge
+from keel.guard.idempotency import recorded
 
 router = APIRouter(prefix="/v1/evidence", tags=["evidence"])
 
@@ -47,7 +48,7 @@ def _declared_length(request: Request) -> int | None:
 )
 async def upload_evidence(
     request: Request, principal: CurrentPrincipal, services: AppServices
-) -> EvidenceOut:
+) -> Response:
     rules = services.upload_rules
     declared = _declared_length(request)
     if declared is not None and declared > rules.max_bytes + MULTIPART_OVERHEAD:
@@ -60,7 +61,10 @@ async def upload_evidence(
     blob = await evidence.receive(
         services.store, principal, reader.chunks(), max_bytes=rules.max_bytes
     )
-    async with services.database.write() as session:
+    # Read to the end of the body before the transaction: a keyed upload's
+    # fingerprint is the hash of all of it (issue 4), and no transaction waits on the network.
+    await reader.finish()
+    async with services.database.write() as session, recorded(request, session) as outcome:
         row = await evidence.record(
             session,
             principal,
@@ -69,7 +73,7 @@ async def upload_evidence(
             content_type=part.content_type,
             clock=services.clock,
         )
-    return EvidenceOut.model_validate(row)
+        return outcome.respond(EvidenceOut.model_validate(row), status_code=201)
 
 
 @router.get(

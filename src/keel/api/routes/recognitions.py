@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from keel.api.dependencies import AppServices, CurrentPrincipal
 from keel.api.problems import problem_responses
 from keel.api.schemas import RecognitionCreate, RecognitionOut, RecognitionPage
 from keel.domain import recognitions
 from keel.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from keel.guard.idempotency import recorded
 
 router = APIRouter(prefix="/v1/recognitions", tags=["recognitions"])
 
@@ -23,17 +24,18 @@ router = APIRouter(prefix="/v1/recognitions", tags=["recognitions"])
     responses=problem_responses(400, 401, 409, 422, 429, 503),
 )
 async def create_recognition(
-    body: RecognitionCreate, principal: CurrentPrincipal, services: AppServices
-) -> RecognitionOut:
+    request: Request, body: RecognitionCreate, principal: CurrentPrincipal, services: AppServices
+) -> Response:
     new = recognitions.NewRecognition(
         recipient_id=body.recipient_id,
         message=body.message,
         category=body.category,
         evidence_ids=body.evidence_ids,
     )
-    async with services.database.write() as session:
+    # The Idempotency-Key's outcome commits in this same transaction (issue 4).
+    async with services.database.write() as session, recorded(request, session) as outcome:
         record = await recognitions.create(session, principal, new, clock=services.clock)
-    return RecognitionOut.model_validate(record)
+        return outcome.respond(RecognitionOut.model_validate(record), status_code=201)
 
 
 @router.get("", response_model=RecognitionPage, responses=problem_responses(400, 401, 422, 503))

@@ -1,0 +1,1 @@
+"""Guards on the request path: rate limits, quotas and idempotency keys."""
