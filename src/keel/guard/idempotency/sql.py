@@ -2,12 +2,13 @@
 
 Named queries over ``idempotency_keys``:
 
-- **claim** — ``INSERT … ON CONFLICT DO NOTHING RETURNING``: the primary key
-  (user, operation, key) decides between racing processes, and exactly one
-  insert returns a row. A loser then tries one conditional ``UPDATE`` (take
-  over an expired claim or reclaim an expired outcome); PostgreSQL re-checks
-  the ``WHERE`` after waiting on the row lock, and SQLite's ``BEGIN
-  IMMEDIATE`` serialises writers, so of two takers exactly one wins.
+- **claim** — first a plain ``SELECT`` (a replay or a conflict ends there,
+  with no write lock); then, for a new key, ``INSERT … ON CONFLICT DO NOTHING
+  RETURNING``: the primary key (user, operation, key) decides between racing
+  processes and exactly one insert returns a row; for an expired claim or
+  outcome, a conditional ``UPDATE`` (PostgreSQL re-checks its ``WHERE`` after
+  waiting on the row lock, SQLite's ``BEGIN IMMEDIATE`` serialises writers),
+  so of two takers exactly one wins. A loser reads again.
 - **complete** — an ``UPDATE … WHERE owner = :owner AND state = 'in_flight'``
   run in the *business* transaction. The row lock it takes is held until that
   transaction commits, so no takeover can slip in between the completion and
@@ -26,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, delete, or_, select, tuple_, update
+from sqlalchemy import and_, delete, or_, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -48,6 +49,17 @@ CLAIM_ATTEMPTS = 3  # a row can vanish between our insert and our read (released
 PURGE_BATCH = 1000
 
 _T = IdempotencyKey
+
+
+_SELECT = select(
+    _T.state,
+    _T.fingerprint,
+    _T.locked_until,
+    _T.expires_at,
+    _T.response_status,
+    _T.response_headers,
+    _T.response_body,
+)
 
 
 def _where_key(ref: KeyRef) -> Any:
@@ -97,52 +109,67 @@ class SqlIdempotencyStore:
     ) -> Claim:
         values = self._fresh(ref, owner, fingerprint, now)
         for _ in range(CLAIM_ATTEMPTS):
-            async with self.database.write() as session:
-                inserted = await session.execute(
-                    self._insert(_T)
-                    .values(user_id=ref.user_id, operation=ref.operation, key=ref.key, **values)
-                    .on_conflict_do_nothing(index_elements=["user_id", "operation", "key"])
-                    .returning(_T.owner)
-                )
-                if inserted.first() is not None:
-                    log.debug("idempotency_transition", transition=Transition.CLAIM, **_log(ref))
-                    return Claim(ClaimResult.CLAIMED)
-                expired_claim = and_(_T.state == KeyState.IN_FLIGHT, _T.locked_until <= now)
-                expired_outcome = and_(_T.state == KeyState.COMPLETED, _T.expires_at <= now)
-                taken = await session.execute(
-                    update(_T)
-                    .where(_where_key(ref), or_(expired_claim, expired_outcome))
-                    .values(**values)
-                    .returning(_T.owner)
-                )
-                if taken.first() is not None:
-                    log.info("idempotency_transition", transition=Transition.TAKE_OVER, **_log(ref))
-                    return Claim(ClaimResult.TAKEN_OVER)
-                row = (
-                    await session.execute(
-                        select(
-                            _T.state,
-                            _T.fingerprint,
-                            _T.locked_until,
-                            _T.response_status,
-                            _T.response_headers,
-                            _T.response_body,
-                        ).where(_where_key(ref))
+            # Read first, without a write lock: replays and conflicts — the common
+            # outcomes of a retry — end here with one SELECT.
+            async with self.database.read() as session:
+                row = (await session.execute(_SELECT.where(_where_key(ref)))).one_or_none()
+            if row is not None:
+                if row.state == KeyState.COMPLETED and row.expires_at > now:
+                    return Claim(
+                        ClaimResult.COMPLETED,
+                        fingerprint=row.fingerprint,
+                        response=_stored(
+                            row.response_status, row.response_headers, row.response_body
+                        ),
                     )
-                ).one_or_none()
-            if row is None:
-                continue
-            if row.state == KeyState.COMPLETED:
-                return Claim(
-                    ClaimResult.COMPLETED,
-                    fingerprint=row.fingerprint,
-                    response=_stored(row.response_status, row.response_headers, row.response_body),
-                )
-            return Claim(
-                ClaimResult.IN_FLIGHT, fingerprint=row.fingerprint, locked_until=row.locked_until
-            )
-        # Claimed and released by others CLAIM_ATTEMPTS times in a row: report it as busy.
+                if row.state == KeyState.IN_FLIGHT and row.locked_until > now:
+                    return Claim(
+                        ClaimResult.IN_FLIGHT,
+                        fingerprint=row.fingerprint,
+                        locked_until=row.locked_until,
+                    )
+            async with self.database.write() as session:
+                await self._relax_durability(session)
+                if row is None:
+                    written = await session.execute(
+                        self._insert(_T)
+                        .values(user_id=ref.user_id, operation=ref.operation, key=ref.key, **values)
+                        .on_conflict_do_nothing(index_elements=["user_id", "operation", "key"])
+                        .returning(_T.owner)
+                    )
+                    result = ClaimResult.CLAIMED
+                else:
+                    expired_claim = and_(_T.state == KeyState.IN_FLIGHT, _T.locked_until <= now)
+                    expired_outcome = and_(_T.state == KeyState.COMPLETED, _T.expires_at <= now)
+                    written = await session.execute(
+                        update(_T)
+                        .where(_where_key(ref), or_(expired_claim, expired_outcome))
+                        .values(**values)
+                        .returning(_T.owner)
+                    )
+                    result = ClaimResult.TAKEN_OVER
+                won = written.first() is not None
+            if won:
+                if result is ClaimResult.TAKEN_OVER:
+                    log.info("idempotency_transition", transition=Transition.TAKE_OVER, **_log(ref))
+                return Claim(result)
+            # Another request inserted or took the row between our read and our write:
+            # read again to see what it holds.
+        # The row changed hands CLAIM_ATTEMPTS times in a row: report it as busy.
         return Claim(ClaimResult.IN_FLIGHT, locked_until=now)
+
+    async def _relax_durability(self, session: AsyncSession) -> None:
+        """Claims, releases and refusals commit without waiting for the WAL flush.
+
+        Safe for exactly-once: a completion is an UPDATE that needs the claim row
+        and commits synchronously, and PostgreSQL flushes WAL in order, so a
+        durable completion implies a durable claim. A claim lost in a database
+        crash only makes its request's completion fail and roll back; a lost
+        release only leaves a claim to expire. It saves a disk flush per keyed
+        request. (SQLite runs WAL with synchronous=NORMAL: no flush per commit.)
+        """
+        if self.database.dialect == "postgresql":
+            await session.execute(text("SET LOCAL synchronous_commit TO OFF"))
 
     async def complete(
         self,
@@ -160,7 +187,6 @@ class SqlIdempotencyStore:
                 "this request's claim on the key expired and another request took it over; "
                 "retry to get that request's outcome"
             )
-        log.debug("idempotency_transition", transition=Transition.COMPLETE, **_log(ref))
 
     async def settle(
         self,
@@ -172,10 +198,8 @@ class SqlIdempotencyStore:
         now: datetime,
     ) -> bool:
         async with self.database.write() as session:
-            stored = await self._store(session, ref, owner, fingerprint, response, now)
-        if stored:
-            log.debug("idempotency_transition", transition=Transition.SETTLE, **_log(ref))
-        return stored
+            await self._relax_durability(session)
+            return await self._store(session, ref, owner, fingerprint, response, now)
 
     async def _store(
         self,
@@ -204,15 +228,13 @@ class SqlIdempotencyStore:
 
     async def release(self, ref: KeyRef, *, owner: str) -> bool:
         async with self.database.write() as session:
+            await self._relax_durability(session)
             result = await session.execute(
                 delete(_T)
                 .where(_where_key(ref), _T.owner == owner, _T.state == KeyState.IN_FLIGHT)
                 .returning(_T.owner)
             )
-            released = result.first() is not None
-        if released:
-            log.debug("idempotency_transition", transition=Transition.RELEASE, **_log(ref))
-        return released
+            return result.first() is not None
 
     async def purge_expired(self, now: datetime) -> int:
         expired = and_(
