@@ -2,13 +2,14 @@
 
 Named queries over ``idempotency_keys``:
 
-- **claim** — first a plain ``SELECT`` (a replay or a conflict ends there,
-  with no write lock); then, for a new key, ``INSERT … ON CONFLICT DO NOTHING
-  RETURNING``: the primary key (user, operation, key) decides between racing
-  processes and exactly one insert returns a row; for an expired claim or
-  outcome, a conditional ``UPDATE`` (PostgreSQL re-checks its ``WHERE`` after
-  waiting on the row lock, SQLite's ``BEGIN IMMEDIATE`` serialises writers),
-  so of two takers exactly one wins. A loser reads again.
+- **claim** — ``INSERT … ON CONFLICT DO NOTHING RETURNING``: the primary key
+  (user, operation, key) decides between racing processes and exactly one
+  insert returns a row. Otherwise the row is read: a live outcome or claim is
+  the answer; an expired one is taken by a conditional ``UPDATE``
+  (PostgreSQL re-checks its ``WHERE`` after waiting on the row lock, SQLite's
+  ``BEGIN IMMEDIATE`` serialises writers), so of two takers exactly one wins.
+  On SQLite the read comes first, in a read transaction, so replays and
+  conflicts never queue for the database-wide write lock.
 - **complete** — an ``UPDATE … WHERE owner = :owner AND state = 'in_flight'``
   run in the *business* transaction. The row lock it takes is held until that
   transaction commits, so no takeover can slip in between the completion and
@@ -62,6 +63,20 @@ _SELECT = select(
 )
 
 
+def _held(row: Any, now: datetime) -> Claim | None:
+    """What a live row says: a stored outcome, or another request's claim; else ``None``."""
+    if row is None:
+        return None
+    if row.state == KeyState.COMPLETED and row.expires_at > now:
+        response = _stored(row.response_status, row.response_headers, row.response_body)
+        return Claim(ClaimResult.COMPLETED, fingerprint=row.fingerprint, response=response)
+    if row.state == KeyState.IN_FLIGHT and row.locked_until > now:
+        return Claim(
+            ClaimResult.IN_FLIGHT, fingerprint=row.fingerprint, locked_until=row.locked_until
+        )
+    return None
+
+
 def _where_key(ref: KeyRef) -> Any:
     return and_(_T.user_id == ref.user_id, _T.operation == ref.operation, _T.key == ref.key)
 
@@ -88,6 +103,10 @@ class SqlIdempotencyStore:
         self.retention = timedelta(seconds=retention_seconds)
         insert_for = postgresql.insert if database.dialect == "postgresql" else sqlite.insert
         self._insert = insert_for
+        # SQLite: read before writing, so a replay or a conflict never takes the
+        # database-wide write lock. PostgreSQL: insert first — a new key costs one
+        # statement, and a retry finds the row in the same transaction.
+        self._read_first = database.dialect == "sqlite"
 
     def _fresh(self, ref: KeyRef, owner: str, fingerprint: str | None, now: datetime) -> Any:
         return {
@@ -109,54 +128,49 @@ class SqlIdempotencyStore:
     ) -> Claim:
         values = self._fresh(ref, owner, fingerprint, now)
         for _ in range(CLAIM_ATTEMPTS):
-            # Read first, without a write lock: replays and conflicts — the common
-            # outcomes of a retry — end here with one SELECT.
-            async with self.database.read() as session:
-                row = (await session.execute(_SELECT.where(_where_key(ref)))).one_or_none()
-            if row is not None:
-                if row.state == KeyState.COMPLETED and row.expires_at > now:
-                    return Claim(
-                        ClaimResult.COMPLETED,
-                        fingerprint=row.fingerprint,
-                        response=_stored(
-                            row.response_status, row.response_headers, row.response_body
-                        ),
-                    )
-                if row.state == KeyState.IN_FLIGHT and row.locked_until > now:
-                    return Claim(
-                        ClaimResult.IN_FLIGHT,
-                        fingerprint=row.fingerprint,
-                        locked_until=row.locked_until,
-                    )
+            row = None
+            if self._read_first:
+                async with self.database.read() as session:
+                    row = await self._read(session, ref)
+                held = _held(row, now)
+                if held is not None:
+                    return held
             async with self.database.write() as session:
                 await self._relax_durability(session)
                 if row is None:
-                    written = await session.execute(
+                    inserted = await session.execute(
                         self._insert(_T)
                         .values(user_id=ref.user_id, operation=ref.operation, key=ref.key, **values)
                         .on_conflict_do_nothing(index_elements=["user_id", "operation", "key"])
                         .returning(_T.owner)
                     )
-                    result = ClaimResult.CLAIMED
-                else:
-                    expired_claim = and_(_T.state == KeyState.IN_FLIGHT, _T.locked_until <= now)
-                    expired_outcome = and_(_T.state == KeyState.COMPLETED, _T.expires_at <= now)
-                    written = await session.execute(
-                        update(_T)
-                        .where(_where_key(ref), or_(expired_claim, expired_outcome))
-                        .values(**values)
-                        .returning(_T.owner)
-                    )
-                    result = ClaimResult.TAKEN_OVER
-                won = written.first() is not None
-            if won:
-                if result is ClaimResult.TAKEN_OVER:
+                    if inserted.first() is not None:
+                        return Claim(ClaimResult.CLAIMED)
+                    if self._read_first:
+                        continue  # inserted by another request since our read: read again
+                    row = await self._read(session, ref)
+                    held = _held(row, now)
+                    if held is not None:
+                        return held
+                    if row is None:
+                        continue  # released between our insert and our read
+                expired_claim = and_(_T.state == KeyState.IN_FLIGHT, _T.locked_until <= now)
+                expired_outcome = and_(_T.state == KeyState.COMPLETED, _T.expires_at <= now)
+                taken = await session.execute(
+                    update(_T)
+                    .where(_where_key(ref), or_(expired_claim, expired_outcome))
+                    .values(**values)
+                    .returning(_T.owner)
+                )
+                if taken.first() is not None:
                     log.info("idempotency_transition", transition=Transition.TAKE_OVER, **_log(ref))
-                return Claim(result)
-            # Another request inserted or took the row between our read and our write:
-            # read again to see what it holds.
+                    return Claim(ClaimResult.TAKEN_OVER)
         # The row changed hands CLAIM_ATTEMPTS times in a row: report it as busy.
         return Claim(ClaimResult.IN_FLIGHT, locked_until=now)
+
+    async def _read(self, session: AsyncSession, ref: KeyRef) -> Any:
+        """The key's row (state, fingerprint, times, stored response), or ``None``."""
+        return (await session.execute(_SELECT.where(_where_key(ref)))).one_or_none()
 
     async def _relax_durability(self, session: AsyncSession) -> None:
         """Claims, releases and refusals commit without waiting for the WAL flush.
