@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import and_, delete, or_, select, text, tuple_, update
+from sqlalchemy import Table, and_, bindparam, delete, or_, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -49,10 +49,28 @@ log = structlog.get_logger(__name__)
 CLAIM_ATTEMPTS = 3  # a row can vanish between our insert and our read (released or purged)
 PURGE_BATCH = 1000
 
-_T = IdempotencyKey
-
-
-_SELECT = select(
+# The named queries, built once over the table with bound parameters: building a
+# statement and its cache key costs far more than running it (about 1.5 ms each
+# on a busy machine, against microseconds for a prebuilt one).
+_TABLE = cast(Table, IdempotencyKey.__table__)
+_T = _TABLE.c
+_THE_KEY = and_(
+    _T.user_id == bindparam("k_user"),
+    _T.operation == bindparam("k_operation"),
+    _T.key == bindparam("k_key"),
+)
+_IN_FLIGHT = KeyState.IN_FLIGHT.value
+_COMPLETED = KeyState.COMPLETED.value
+_CLAIM_VALUES = {
+    "org_id": bindparam("v_org"),
+    "state": _IN_FLIGHT,
+    "owner": bindparam("v_owner"),
+    "fingerprint": bindparam("v_fingerprint"),
+    "created_at": bindparam("v_now"),
+    "locked_until": bindparam("v_locked_until"),
+    "expires_at": bindparam("v_expires_at"),
+}
+READ = select(
     _T.state,
     _T.fingerprint,
     _T.locked_until,
@@ -60,7 +78,67 @@ _SELECT = select(
     _T.response_status,
     _T.response_headers,
     _T.response_body,
+).where(_THE_KEY)
+
+
+def _claim_insert(dialect_insert: Any) -> Any:
+    return (
+        dialect_insert(_TABLE)
+        .values(
+            user_id=bindparam("k_user"),
+            operation=bindparam("k_operation"),
+            key=bindparam("k_key"),
+            **_CLAIM_VALUES,
+        )
+        .on_conflict_do_nothing(index_elements=["user_id", "operation", "key"])
+        .returning(_T.owner)
+    )
+
+
+CLAIM_POSTGRESQL = _claim_insert(postgresql.insert)
+CLAIM_SQLITE = _claim_insert(sqlite.insert)
+TAKE_OVER = (
+    update(_TABLE)
+    .where(
+        _THE_KEY,
+        or_(
+            and_(_T.state == _IN_FLIGHT, _T.locked_until <= bindparam("v_now")),
+            and_(_T.state == _COMPLETED, _T.expires_at <= bindparam("v_now")),
+        ),
+    )
+    .values(
+        **_CLAIM_VALUES,
+        completed_at=None,
+        response_status=None,
+        response_headers=None,
+        response_body=None,
+    )
+    .returning(_T.owner)
 )
+COMPLETE = (
+    update(_TABLE)
+    .where(_THE_KEY, _T.owner == bindparam("k_owner"), _T.state == _IN_FLIGHT)
+    .values(
+        state=_COMPLETED,
+        fingerprint=bindparam("v_fingerprint"),
+        completed_at=bindparam("v_now"),
+        expires_at=bindparam("v_expires_at"),
+        response_status=bindparam("v_status"),
+        response_headers=bindparam("v_headers"),
+        response_body=bindparam("v_body"),
+    )
+    .returning(_T.owner)
+)
+RELEASE = (
+    delete(_TABLE)
+    .where(_THE_KEY, _T.owner == bindparam("k_owner"), _T.state == _IN_FLIGHT)
+    .returning(_T.owner)
+)
+RELAX_DURABILITY = text("SET LOCAL synchronous_commit TO OFF")
+
+
+def _key_params(ref: KeyRef) -> dict[str, Any]:
+    return {"k_user": ref.user_id, "k_operation": ref.operation, "k_key": ref.key}
 
 
 def _held(row: Any, now: datetime) -> Claim | None:
@@ -75,10 +153,6 @@ def _held(row: Any, now: datetime) -> Claim | None:
             ClaimResult.IN_FLIGHT, fingerprint=row.fingerprint, locked_until=row.locked_until
         )
     return None
-
-
-def _where_key(ref: KeyRef) -> Any:
-    return and_(_T.user_id == ref.user_id, _T.operation == ref.operation, _T.key == ref.key)
 
 
 def _headers_json(response: StoredResponse) -> str:
@@ -101,76 +175,58 @@ class SqlIdempotencyStore:
         self.database = database
         self.lease = timedelta(seconds=lease_seconds)
         self.retention = timedelta(seconds=retention_seconds)
-        insert_for = postgresql.insert if database.dialect == "postgresql" else sqlite.insert
-        self._insert = insert_for
+        postgres = database.dialect == "postgresql"
+        self._claim_insert = CLAIM_POSTGRESQL if postgres else CLAIM_SQLITE
         # SQLite: read before writing, so a replay or a conflict never takes the
         # database-wide write lock. PostgreSQL: insert first — a new key costs one
         # statement, and a retry finds the row in the same transaction.
-        self._read_first = database.dialect == "sqlite"
+        self._read_first = not postgres
 
-    def _fresh(self, ref: KeyRef, owner: str, fingerprint: str | None, now: datetime) -> Any:
+    def _claim_params(
+        self, ref: KeyRef, owner: str, fingerprint: str | None, now: datetime
+    ) -> dict[str, Any]:
         return {
-            "org_id": ref.org_id,
-            "state": KeyState.IN_FLIGHT.value,
-            "owner": owner,
-            "fingerprint": fingerprint,
-            "created_at": now,
-            "locked_until": now + self.lease,
-            "expires_at": now + max(self.retention, self.lease),
-            "completed_at": None,
-            "response_status": None,
-            "response_headers": None,
-            "response_body": None,
+            **_key_params(ref),
+            "v_org": ref.org_id,
+            "v_owner": owner,
+            "v_fingerprint": fingerprint,
+            "v_now": now,
+            "v_locked_until": now + self.lease,
+            "v_expires_at": now + max(self.retention, self.lease),
         }
 
     async def claim(
         self, ref: KeyRef, *, owner: str, fingerprint: str | None, now: datetime
     ) -> Claim:
-        values = self._fresh(ref, owner, fingerprint, now)
+        params = self._claim_params(ref, owner, fingerprint, now)
         for _ in range(CLAIM_ATTEMPTS):
             row = None
             if self._read_first:
                 async with self.database.read() as session:
-                    row = await self._read(session, ref)
+                    row = (await session.execute(READ, params)).one_or_none()
                 held = _held(row, now)
                 if held is not None:
                     return held
             async with self.database.write() as session:
                 await self._relax_durability(session)
                 if row is None:
-                    inserted = await session.execute(
-                        self._insert(_T)
-                        .values(user_id=ref.user_id, operation=ref.operation, key=ref.key, **values)
-                        .on_conflict_do_nothing(index_elements=["user_id", "operation", "key"])
-                        .returning(_T.owner)
-                    )
+                    inserted = await session.execute(self._claim_insert, params)
                     if inserted.first() is not None:
                         return Claim(ClaimResult.CLAIMED)
                     if self._read_first:
                         continue  # inserted by another request since our read: read again
-                    row = await self._read(session, ref)
+                    row = (await session.execute(READ, params)).one_or_none()
                     held = _held(row, now)
                     if held is not None:
                         return held
                     if row is None:
                         continue  # released between our insert and our read
-                expired_claim = and_(_T.state == KeyState.IN_FLIGHT, _T.locked_until <= now)
-                expired_outcome = and_(_T.state == KeyState.COMPLETED, _T.expires_at <= now)
-                taken = await session.execute(
-                    update(_T)
-                    .where(_where_key(ref), or_(expired_claim, expired_outcome))
-                    .values(**values)
-                    .returning(_T.owner)
-                )
+                taken = await session.execute(TAKE_OVER, params)
                 if taken.first() is not None:
                     log.info("idempotency_transition", transition=Transition.TAKE_OVER, **_log(ref))
                     return Claim(ClaimResult.TAKEN_OVER)
         # The row changed hands CLAIM_ATTEMPTS times in a row: report it as busy.
         return Claim(ClaimResult.IN_FLIGHT, locked_until=now)
-
-    async def _read(self, session: AsyncSession, ref: KeyRef) -> Any:
-        """The key's row (state, fingerprint, times, stored response), or ``None``."""
-        return (await session.execute(_SELECT.where(_where_key(ref)))).one_or_none()
 
     async def _relax_durability(self, session: AsyncSession) -> None:
         """Claims, releases and refusals commit without waiting for the WAL flush.
@@ -182,8 +238,8 @@ class SqlIdempotencyStore:
         release only leaves a claim to expire. It saves a disk flush per keyed
         request. (SQLite runs WAL with synchronous=NORMAL: no flush per commit.)
         """
-        if self.database.dialect == "postgresql":
-            await session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+        if not self._read_first:
+            await session.execute(RELAX_DURABILITY)
 
     async def complete(
         self,
@@ -224,43 +280,36 @@ class SqlIdempotencyStore:
         response: StoredResponse,
         now: datetime,
     ) -> bool:
-        result = await session.execute(
-            update(_T)
-            .where(_where_key(ref), _T.owner == owner, _T.state == KeyState.IN_FLIGHT)
-            .values(
-                state=KeyState.COMPLETED.value,
-                fingerprint=fingerprint,
-                completed_at=now,
-                expires_at=now + self.retention,
-                response_status=response.status,
-                response_headers=_headers_json(response),
-                response_body=response.body,
-            )
-            .returning(_T.owner)
-        )
+        params = {
+            **_key_params(ref),
+            "k_owner": owner,
+            "v_fingerprint": fingerprint,
+            "v_now": now,
+            "v_expires_at": now + self.retention,
+            "v_status": response.status,
+            "v_headers": _headers_json(response),
+            "v_body": response.body,
+        }
+        result = await session.execute(COMPLETE, params)
         return result.first() is not None
 
     async def release(self, ref: KeyRef, *, owner: str) -> bool:
         async with self.database.write() as session:
             await self._relax_durability(session)
-            result = await session.execute(
-                delete(_T)
-                .where(_where_key(ref), _T.owner == owner, _T.state == KeyState.IN_FLIGHT)
-                .returning(_T.owner)
-            )
+            result = await session.execute(RELEASE, {**_key_params(ref), "k_owner": owner})
             return result.first() is not None
 
     async def purge_expired(self, now: datetime) -> int:
         expired = and_(
             _T.expires_at <= now,
-            or_(_T.state == KeyState.COMPLETED, _T.locked_until <= now),
+            or_(_T.state == _COMPLETED, _T.locked_until <= now),
         )
         total = 0
         while True:
             async with self.database.write() as session:
                 batch = select(_T.user_id, _T.operation, _T.key).where(expired).limit(PURGE_BATCH)
                 result = await session.execute(
-                    delete(_T)
+                    delete(_TABLE)
                     .where(tuple_(_T.user_id, _T.operation, _T.key).in_(batch), expired)
                     .returning(_T.key)
                 )
