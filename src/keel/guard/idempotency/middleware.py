@@ -102,14 +102,18 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _read_body(receive: Receive) -> bytes | None:
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
     """The whole request body, or ``None`` if the client went away."""
     chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             return None
         chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if size > limit:
+            raise PayloadTooLarge(f"the body is larger than the {limit}-byte limit", limit=limit)
         if not message.get("more_body", False):
             return b"".join(chunks)
 
@@ -186,7 +190,11 @@ class IdempotencyMiddleware:
         )
         app_receive = receive
         if is_json(content_type):
-            body = await _read_body(receive)
+            try:
+                body = await _read_body(receive, self.max_body_bytes)
+            except KeelError as error:
+                await _respond(scope, receive, send, error)
+                return
             if body is None:
                 return
             keyed.fingerprint = fingerprint(ref.operation, body, content_type)
@@ -205,7 +213,7 @@ class IdempotencyMiddleware:
             await _respond(scope, receive, send, error)
             return
         if claim.result is ClaimResult.TAKEN_OVER:
-            metrics.TAKEOVERS.labels(route=ref.operation).inc()
+            metrics.count(metrics.TAKEOVERS, ref.operation)
         scope.setdefault("state", {})[STATE_KEY] = keyed
         settling = _Settling(self, keyed, send)
         try:
@@ -237,17 +245,17 @@ class IdempotencyMiddleware:
             keyed.fingerprint = await self._drain(receive, keyed, content_type)
         known = keyed.fingerprint is not None and claim.fingerprint is not None
         if known and keyed.fingerprint != claim.fingerprint:
-            metrics.MISMATCHES.labels(route=route).inc()
+            metrics.count(metrics.MISMATCHES, route)
             raise IdempotencyKeyReused(
                 "this Idempotency-Key was already used with a different request; "
                 "use a new key for a new request",
             )
         if claim.result is ClaimResult.COMPLETED and claim.response is not None:
-            metrics.REPLAYS.labels(route=route).inc()
+            metrics.count(metrics.REPLAYS, route)
             scope.setdefault("state", {})[REPLAY_STATE] = True
             await _replay(claim.response, send)
             return
-        metrics.CONFLICTS.labels(route=route).inc()
+        metrics.count(metrics.CONFLICTS, route)
         raise IdempotencyConflict(
             "a request with this Idempotency-Key is still being processed; "
             "retry after Retry-After seconds to get its outcome"
@@ -371,7 +379,7 @@ class _Settling:
         keyed = self.keyed
         try:
             if await keyed.store.release(keyed.ref, owner=keyed.owner):
-                metrics.RELEASES.labels(route=keyed.ref.operation).inc()
+                metrics.count(metrics.RELEASES, keyed.ref.operation)
         except KeelError:
             # The claim stays until its lease expires; then a retry runs.
             log.warning("idempotency_release_failed", operation=keyed.ref.operation)
