@@ -21,6 +21,7 @@ from keel.api.routes import recognitions as recognition_routes
 from keel.db.tables import Evidence, Export, Recognition
 from keel.db.tables_idempotency import IdempotencyKey
 from keel.domain import recognitions
+from keel.errors import ConfigurationError
 from keel.guard.idempotency import KeyRef, SqlIdempotencyStore, purge_expired, recorded
 from keel.settings import Settings
 from keel.testing import ManualClock
@@ -504,3 +505,28 @@ async def test_idempotency_can_be_switched_off(database_url: str, tmp_path: Path
         second = await client.post("/v1/recognitions", json=body, headers=headers)
     assert first.status_code == second.status_code == 201
     assert first.json()["id"] != second.json()["id"]
+
+
+async def test_an_upload_refused_before_its_work_releases_the_key(harness: Harness) -> None:
+    headers = {**harness.world.alice.headers, "Idempotency-Key": "upload-fix"}
+    refused = {"file": ("a.exe", b"MZ", "application/x-msdownload")}
+    first = await harness.client.post("/v1/evidence", files=refused, headers=headers)
+    assert first.status_code == 415
+    fixed = {"file": ("a.txt", b"fine", "text/plain")}
+    second = await harness.client.post("/v1/evidence", files=fixed, headers=headers)
+    assert second.status_code == 201
+    assert "idempotent-replayed" not in second.headers
+
+
+def test_requiring_keys_on_an_operation_that_takes_none_is_refused_at_startup(
+    database_url: str, tmp_path: Path
+) -> None:
+    settings = keyed_settings(
+        database_url, tmp_path, idempotency_required_routes=["DELETE /v1/recognitions"]
+    )
+    with pytest.raises(ConfigurationError):
+        app_for(settings)
+    from_env = Settings.model_validate(
+        {"idempotency_required_routes": " POST  /v1/recognitions , POST /v1/exports,"}
+    )
+    assert from_env.idempotency_required_routes == ["POST /v1/recognitions", "POST /v1/exports"]
