@@ -530,3 +530,12 @@ def test_requiring_keys_on_an_operation_that_takes_none_is_refused_at_startup(
         {"idempotency_required_routes": " POST  /v1/recognitions , POST /v1/exports,"}
     )
     assert from_env.idempotency_required_routes == ["POST /v1/recognitions", "POST /v1/exports"]
+
+
+async def test_the_openapi_document_names_the_header_on_creating_operations(
+    harness: Harness,
+) -> None:
+    paths = harness.app.openapi()["paths"]
+    for path in ("/v1/recognitions", "/v1/evidence", "/v1/exports"):
+        names = [p["name"] for p in paths[path]["post"].get("parameters", [])]
+        assert "Idempotency-Key" in names

@@ -14,7 +14,7 @@ from keel.api.problems import problem_responses
 from keel.api.schemas import EvidenceOut
 from keel.domain import evidence
 from keel.errors import PayloadTooLarge
-from keel.guard.idempotency import recorded
+from keel.guard.idempotency import IDEMPOTENCY_KEY_PARAMETER, recorded
 
 router = APIRouter(prefix="/v1/evidence", tags=["evidence"])
 
@@ -43,7 +43,7 @@ def _declared_length(request: Request) -> int | None:
     "",
     status_code=201,
     response_model=EvidenceOut,
-    openapi_extra={"requestBody": _UPLOAD_BODY},
+    openapi_extra={"requestBody": _UPLOAD_BODY, "parameters": [IDEMPOTENCY_KEY_PARAMETER]},
     responses=problem_responses(400, 401, 409, 413, 415, 422, 429, 503),
 )
 async def upload_evidence(

@@ -11,7 +11,7 @@ from keel.api.routes.evidence import primed
 from keel.api.schemas import ExportCreate, ExportOut
 from keel.api.services import Services
 from keel.domain import exports
-from keel.guard.idempotency import recorded
+from keel.guard.idempotency import IDEMPOTENCY_KEY_PARAMETER, recorded
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"])
 
@@ -28,6 +28,7 @@ def schedule(services: Services, export_id: str) -> None:
     status_code=202,
     response_model=ExportOut,
     responses=problem_responses(400, 401, 409, 422, 429, 503),
+    openapi_extra={"parameters": [IDEMPOTENCY_KEY_PARAMETER]},
 )
 async def request_export(
     request: Request, body: ExportCreate, principal: CurrentPrincipal, services: AppServices

@@ -12,7 +12,7 @@ from keel.api.problems import problem_responses
 from keel.api.schemas import RecognitionCreate, RecognitionOut, RecognitionPage
 from keel.domain import recognitions
 from keel.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT
-from keel.guard.idempotency import recorded
+from keel.guard.idempotency import IDEMPOTENCY_KEY_PARAMETER, recorded
 
 router = APIRouter(prefix="/v1/recognitions", tags=["recognitions"])
 
@@ -22,6 +22,7 @@ router = APIRouter(prefix="/v1/recognitions", tags=["recognitions"])
     status_code=201,
     response_model=RecognitionOut,
     responses=problem_responses(400, 401, 409, 422, 429, 503),
+    openapi_extra={"parameters": [IDEMPOTENCY_KEY_PARAMETER]},
 )
 async def create_recognition(
     request: Request, body: RecognitionCreate, principal: CurrentPrincipal, services: AppServices

@@ -17,6 +17,7 @@ from keel.guard.idempotency.errors import (
     IdempotencyLeaseLost,
 )
 from keel.guard.idempotency.fingerprints import BodyHasher, canonical_json, fingerprint
+from keel.guard.idempotency.keys import OPENAPI_PARAMETER as IDEMPOTENCY_KEY_PARAMETER
 from keel.guard.idempotency.keys import KeyRef, key_from_headers, parse_key
 from keel.guard.idempotency.middleware import (
     REPLAY_STATE,
@@ -38,6 +39,7 @@ from keel.guard.idempotency.store import (
 from keel.guard.idempotency.unit import IdempotencyScope, Outcome, current, recorded
 
 __all__ = [
+    "IDEMPOTENCY_KEY_PARAMETER",
     "REPLAY_STATE",
     "TRANSITIONS",
     "BodyHasher",

@@ -82,3 +82,18 @@ def key_from_headers(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     if len(values) > 1:
         raise IdempotencyKeyInvalid("send exactly one Idempotency-Key header field")
     return parse_key(values[0])
+
+
+# The header as OpenAPI documents it on the operations that take it.
+OPENAPI_PARAMETER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": (
+        "A unique value (a UUID) identifying this operation; repeat it on every retry. "
+        "1-255 printable ASCII characters, bare or as a Structured Field string. "
+        "Required by default on POST /v1/recognitions and POST /v1/exports "
+        "(KEEL_IDEMPOTENCY_REQUIRED_ROUTES). See the README's idempotency policy."
+    ),
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_LENGTH},
+}
