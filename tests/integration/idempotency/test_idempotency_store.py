@@ -11,9 +11,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection
+from tests.support.databases import empty_database
 
 from keel.db import migrate
 from keel.db.engine import Database
+from keel.db.tables import Base
 from keel.guard.idempotency import (
     ClaimResult,
     IdempotencyLeaseLost,
@@ -222,3 +227,25 @@ def test_keel_idempotency_purge_prints_how_many_it_deleted(
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"purged": 0}
+
+
+def test_the_migration_builds_the_table_the_model_describes(backend: str, tmp_path: Path) -> None:
+    def differences(connection: Connection) -> list[object]:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return [
+            diff
+            for diff in compare_metadata(context, Base.metadata)
+            if "idempotency_keys" in repr(diff)
+        ]
+
+    async def migrated_then_compared(url: str) -> list[object]:
+        database = Database(url)
+        try:
+            await migrate.upgrade(database)
+            async with database.engine.connect() as connection:
+                return await connection.run_sync(differences)
+        finally:
+            await database.dispose()
+
+    with empty_database(backend, tmp_path) as url:
+        assert asyncio.run(migrated_then_compared(url)) == []
