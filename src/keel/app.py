@@ -27,6 +27,13 @@ from keel.db.engine import Database
 from keel.domain import exports as export_domain
 from keel.domain.evidence import UploadRules
 from keel.domain.tokens import Authenticator
+from keel.errors import ConfigurationError
+from keel.guard.idempotency import (
+    IdempotencyMiddleware,
+    SqlIdempotencyStore,
+    leaf_routes,
+    operation_in,
+)
 from keel.guard.limits import LimitsMiddleware
 from keel.guard.shed import LoadSheddingMiddleware
 from keel.guard.wiring import OPERATIONS, build_limits
@@ -121,7 +128,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
     for router in ROUTERS:
         app.include_router(router)
     # Middleware, innermost first (Starlette wraps each added one around the previous):
-    # ... → shed → auth → limits → routes.
+    # ... → shed → auth → limits → idempotency → routes.
+    if settings.idempotency_enabled:
+        add_idempotency(app, services)
     app.add_middleware(LimitsMiddleware, guard=services.limits.guard)
     app.add_middleware(
         AuthenticationMiddleware,
@@ -134,8 +143,15 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
 
 
 def _document_upload_types(app: FastAPI, allowed: list[str]) -> None:
-    """Say in the OpenAPI document which file types this deployment accepts (a setting)."""
+    """Finish the OpenAPI document with what only the running configuration knows.
+
+    Which file types this deployment accepts is a setting; and every ``/v1``
+    operation can be refused by the layers in front of the routes — 401 by
+    authentication, 429 by limits, 503 by load shedding or a dependency — so each
+    documents those problems too.
+    """
     generate = app.openapi
+    everywhere = problems.problem_responses(401, 429, 503)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -144,10 +160,58 @@ def _document_upload_types(app: FastAPI, allowed: list[str]) -> None:
             upload["multipart/form-data"]["encoding"] = {
                 "file": {"contentType": ", ".join(allowed)}
             }
+            reference = {"$ref": "#/components/schemas/Problem"}
+            for path, operations in schema["paths"].items():
+                if not path.startswith("/v1/"):
+                    continue
+                for operation in operations.values():
+                    responses = operation.setdefault("responses", {})
+                    for status, documented in everywhere.items():
+                        responses.setdefault(
+                            str(status),
+                            {
+                                "description": documented["description"],
+                                "content": {problems.MEDIA_TYPE: {"schema": reference}},
+                            },
+                        )
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# The creating operations that take an Idempotency-Key; their routes store their
+# outcome with keel.guard.idempotency.recorded() inside their write transaction.
+IDEMPOTENT_OPERATIONS = ("POST /v1/recognitions", "POST /v1/evidence", "POST /v1/exports")
+
+
+def add_idempotency(app: FastAPI, services: Services) -> None:
+    settings = services.settings
+    unknown = set(settings.idempotency_required_routes) - set(IDEMPOTENT_OPERATIONS)
+    if unknown:
+        raise ConfigurationError(
+            f"KEEL_IDEMPOTENCY_REQUIRED_ROUTES names operations that take no key: "
+            f"{sorted(unknown)}; choose from {list(IDEMPOTENT_OPERATIONS)}"
+        )
+    leaves = leaf_routes(app.routes)
+    for operation in IDEMPOTENT_OPERATIONS:
+        method, path = operation.split(" ", 1)
+        probe = {"type": "http", "method": method, "path": path, "root_path": "", "headers": []}
+        if operation_in(leaves, probe) != operation:
+            raise ConfigurationError(f"no route serves {operation}: it cannot take keys")
+    store = SqlIdempotencyStore(
+        services.database,
+        lease_seconds=settings.idempotency_lease_seconds,
+        retention_seconds=settings.idempotency_retention_seconds,
+    )
+    app.add_middleware(
+        IdempotencyMiddleware,
+        store=store,
+        operations=IDEMPOTENT_OPERATIONS,
+        required=settings.idempotency_required_routes,
+        clock=services.clock,
+        max_body_bytes=settings.max_upload_bytes + 1024 * 1024,
+    )
 
 
 def create_app_from_environment() -> FastAPI:

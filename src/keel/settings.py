@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from keel.errors import ConfigurationError
@@ -83,6 +83,21 @@ class Settings(BaseSettings):
     migration_lock_timeout_seconds: float = Field(default=5.0, gt=0)
     migration_statement_timeout_seconds: float = Field(default=600.0, gt=0)
     migration_lock_wait_seconds: float = Field(default=600.0, gt=0)
+    # --- idempotency keys (issue 4) ---
+    idempotency_enabled: bool = True
+    idempotency_required_routes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["POST /v1/recognitions", "POST /v1/exports"]
+    )
+    idempotency_lease_seconds: float = Field(default=60.0, gt=0)
+    idempotency_retention_seconds: float = Field(default=24 * 3600.0, gt=0)
+
+    @field_validator("idempotency_required_routes", mode="before")
+    @classmethod
+    def _split_routes(cls, value: object) -> object:
+        """``KEEL_IDEMPOTENCY_REQUIRED_ROUTES="POST /v1/recognitions,POST /v1/exports"``."""
+        if isinstance(value, str):
+            return [" ".join(item.split()) for item in value.split(",") if item.strip()]
+        return value
 
     # --- resilience (issue 8) ---
     breaker_store_url: str | None = None  # None: KEEL_REDIS_URL when set, else memory://

@@ -12,6 +12,7 @@ import pytest
 import redis
 from tests.support.app import SECRET, World, seed_world
 from tests.support.databases import Templates, fresh_database
+from tests.support.policies import generous_policy
 from tests.support.processes import free_port, keel_env, keel_server, run_keel
 from tests.support.services import redis_url
 
@@ -105,29 +106,16 @@ async def slow_body(prefix: bytes, gate: asyncio.Event, suffix: bytes) -> AsyncI
     yield suffix
 
 
-GENEROUS_POLICY = """
-version = 1
-[[limits]]
-name = "api-user"
-key = "user"
-applies_to = ["*"]
-algorithm = "rate"
-limit = 10000
-period_seconds = 60
-burst = 1000
-"""
-
-
 def test_overload_sheds_bulk_first_then_writes_never_reads_or_probes_too_early(
     tmp_path: Path,
 ) -> None:
-    policy = tmp_path / "policy.toml"
-    policy.write_text(GENEROUS_POLICY)  # only shedding may refuse here
+    policy = generous_policy(tmp_path)  # only shedding may refuse here
     env = keel_env(
         {
             "KEEL_RATELIMIT_POLICY": str(policy),
             "KEEL_SECRET_KEY": SECRET,
             "KEEL_SHED_MAX_IN_FLIGHT": "10",
+            "KEEL_IDEMPOTENCY_REQUIRED_ROUTES": "",  # shedding alone is under test
             "KEEL_CONCURRENCY_PER_USER": "100",
             "KEEL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'keel.db'}",
             "KEEL_STORAGE_DIR": str(tmp_path / "blobs"),

@@ -15,13 +15,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.policies import generous_policy
 from tests.support.processes import keel_env, keel_server, run_keel
 
 CHECKS_LEFT_OUT = "positive_data_acceptance"
 
 
 def test_every_operation_conforms_to_the_openapi_document(tmp_path: Path) -> None:
-    env = keel_env({"KEEL_MAX_UPLOAD_BYTES": "100000"})
+    policy = generous_policy(tmp_path)  # limits are tested elsewhere; here they only add 429s
+    env = keel_env({"KEEL_MAX_UPLOAD_BYTES": "100000", "KEEL_RATELIMIT_POLICY": str(policy)})
     run_keel(["migrate", "upgrade"], env, tmp_path)
     token = json.loads(run_keel(["admin", "seed-demo", "--json"], env, tmp_path))["users"][0][
         "token"

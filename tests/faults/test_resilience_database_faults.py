@@ -42,6 +42,11 @@ def admin(sql: str) -> None:
     asyncio.run(go())
 
 
+def keyed(headers: dict[str, str]) -> dict[str, str]:
+    """Recognitions need an ``Idempotency-Key`` by default (issue 4)."""
+    return {**headers, "Idempotency-Key": str(uuid.uuid4())}
+
+
 @pytest.fixture
 def database_name() -> Iterator[str]:
     name = f"keel_faults8_{os.getpid()}_{uuid.uuid4().hex[:8]}"
@@ -83,7 +88,7 @@ async def test_database_outage_is_503_everywhere_it_is_needed_then_recovers(
     env = keel_env({**base, "KEEL_DATABASE_URL": proxied})
     with keel_server(env, tmp_path) as (base_url, _process):
         async with httpx.AsyncClient(base_url=base_url, timeout=15) as http:
-            created = await http.post("/v1/recognitions", json=body, headers=headers)
+            created = await http.post("/v1/recognitions", json=body, headers=keyed(headers))
             assert created.status_code == 201, created.text
             recognition_id = created.json()["id"]
 
@@ -103,7 +108,8 @@ async def test_database_outage_is_503_everywhere_it_is_needed_then_recovers(
                 ("GET", "/v1/quotas", None),
             ]
             for method, path, payload in needing_the_database:
-                down = await http.request(method, path, json=payload, headers=headers)
+                sent = keyed(headers) if method == "POST" else headers
+                down = await http.request(method, path, json=payload, headers=sent)
                 assert down.status_code == 503, (method, path, down.status_code, down.text)
                 assert down.headers["content-type"] == PROBLEM
                 assert int(down.headers["retry-after"]) >= 1
@@ -118,5 +124,5 @@ async def test_database_outage_is_503_everywhere_it_is_needed_then_recovers(
                     break
                 await asyncio.sleep(0.1)
             assert answer.status_code == 200, "Keel did not recover after the database returned"
-            again = await http.post("/v1/recognitions", json=body, headers=headers)
+            again = await http.post("/v1/recognitions", json=body, headers=keyed(headers))
             assert again.status_code == 201, again.text

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,6 +84,11 @@ async def until(check: object, what: str) -> None:
     raise AssertionError(f"not within {DEADLINE} s: {what}")
 
 
+def keyed(headers: dict[str, str]) -> dict[str, str]:
+    """Recognitions need an ``Idempotency-Key`` by default (issue 4)."""
+    return {**headers, "Idempotency-Key": str(uuid.uuid4())}
+
+
 def server_log(tmp_path: Path) -> str:
     return "\n".join(p.read_text(errors="replace") for p in tmp_path.glob("server-*.log"))
 
@@ -105,7 +111,7 @@ async def test_requests_are_served_through_a_redis_outage_and_limits_come_back(
                 listed = await http.get("/v1/recognitions", headers=headers)
                 assert listed.status_code == 200, listed.text
                 assert "ratelimit-policy" in listed.headers  # still limited, locally
-            created = await http.post("/v1/recognitions", json=body, headers=headers)
+            created = await http.post("/v1/recognitions", json=body, headers=keyed(headers))
             assert created.status_code == 201, created.text
             assert (await http.get("/v1/users/me", headers=headers)).status_code == 200
             assert "ratelimit.fallback.engaged" in server_log(tmp_path)
@@ -155,7 +161,7 @@ async def test_an_operator_forcing_the_storage_breaker_open_is_obeyed_by_the_ser
             recognised = await http.post(
                 "/v1/recognitions",
                 json={"recipient_id": world.bob.id, "message": "unaffected"},
-                headers=headers,
+                headers=keyed(headers),
             )
             assert recognised.status_code == 201
 

@@ -166,3 +166,8 @@ class FileFieldReader:
                 return
             if not await self._feed():
                 raise BadRequest("the multipart body ended inside the file")
+
+    async def finish(self) -> None:
+        """Read the rest of the body (the closing boundary), checking it parses."""
+        while await self._feed():
+            pass

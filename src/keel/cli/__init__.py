@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from keel.cli import admin, breakers, limits, migrate, server
+from keel.cli import admin, breakers, idempotency, limits, migrate, server
 
 app = typer.Typer(
     name="keel",
@@ -21,6 +21,7 @@ server.register(app)
 app.add_typer(admin.app, name="admin")
 app.add_typer(migrate.app, name="migrate")
 app.add_typer(limits.app, name="limits")
+app.add_typer(idempotency.app, name="idempotency")
 app.add_typer(breakers.app, name="breakers")
 
 

@@ -136,4 +136,5 @@ class Export(Base):
     error: Mapped[str | None] = mapped_column(Text, default=None)
 
 
-from keel.db import tables_limits as _tables_limits  # noqa: E402, F401 - registers the limits tables on Base
+# Tables of other concepts register on the same Base; imported last because they import it.
+from keel.db import tables_idempotency, tables_limits  # noqa: E402, F401

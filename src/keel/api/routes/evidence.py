@@ -14,6 +14,7 @@ from keel.api.problems import problem_responses
 from keel.api.schemas import EvidenceOut
 from keel.domain import evidence
 from keel.errors import PayloadTooLarge
+from keel.guard.idempotency import IDEMPOTENCY_KEY_PARAMETER, recorded
 from keel.guard.storage_quota import StorageQuota, StorageQuotaExceeded
 
 router = APIRouter(prefix="/v1/evidence", tags=["evidence"])
@@ -43,12 +44,12 @@ def _declared_length(request: Request) -> int | None:
     "",
     status_code=201,
     response_model=EvidenceOut,
-    openapi_extra={"requestBody": _UPLOAD_BODY},
+    openapi_extra={"requestBody": _UPLOAD_BODY, "parameters": [IDEMPOTENCY_KEY_PARAMETER]},
     responses=problem_responses(400, 401, 409, 413, 415, 422, 429, 503),
 )
 async def upload_evidence(
     request: Request, principal: CurrentPrincipal, services: AppServices
-) -> EvidenceOut:
+) -> Response:
     rules = services.upload_rules
     declared = _declared_length(request)
     if declared is not None and declared > rules.max_bytes + MULTIPART_OVERHEAD:
@@ -73,8 +74,11 @@ async def upload_evidence(
         if ceiling < rules.max_bytes and quota is not None:
             raise StorageQuota.refuse(quota, used) from None
         raise
+    # Read to the end of the body before the transaction: a keyed upload's
+    # fingerprint is the hash of all of it (issue 4), and no transaction waits on the network.
+    await reader.finish()
     try:
-        async with services.database.write() as session:
+        async with services.database.write() as session, recorded(request, session) as outcome:
             if quota is not None:
                 used = await evidence.bytes_used(session, principal.org_id)
                 if used + blob.size > quota:
@@ -87,13 +91,13 @@ async def upload_evidence(
                 content_type=part.content_type,
                 clock=services.clock,
             )
+            return outcome.respond(EvidenceOut.model_validate(row), status_code=201)
     except StorageQuotaExceeded:
         async with services.database.read() as session:
             shared = await evidence.key_in_use(session, principal.org_id, blob.key)
         if not shared:
             await services.store.delete(blob.key)
         raise
-    return EvidenceOut.model_validate(row)
 
 
 @router.get(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from starlette.responses import StreamingResponse
 
 from keel.api.dependencies import AppServices, CurrentPrincipal
@@ -11,6 +11,7 @@ from keel.api.routes.evidence import primed
 from keel.api.schemas import ExportCreate, ExportOut
 from keel.api.services import Services
 from keel.domain import exports
+from keel.guard.idempotency import IDEMPOTENCY_KEY_PARAMETER, recorded
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"])
 
@@ -27,15 +28,21 @@ def schedule(services: Services, export_id: str) -> None:
     status_code=202,
     response_model=ExportOut,
     responses=problem_responses(400, 401, 409, 422, 429, 503),
+    openapi_extra={"parameters": [IDEMPOTENCY_KEY_PARAMETER]},
 )
 async def request_export(
-    body: ExportCreate, principal: CurrentPrincipal, services: AppServices, response: Response
-) -> ExportOut:
-    async with services.database.write() as session:
+    request: Request, body: ExportCreate, principal: CurrentPrincipal, services: AppServices
+) -> Response:
+    # The Idempotency-Key's outcome commits in this same transaction (issue 4).
+    async with services.database.write() as session, recorded(request, session) as outcome:
         row = await exports.request(session, principal, body.format, clock=services.clock)
+        response = outcome.respond(
+            ExportOut.model_validate(row),
+            status_code=202,
+            headers={"Location": f"/v1/exports/{row.id}"},
+        )
     schedule(services, row.id)
-    response.headers["Location"] = f"/v1/exports/{row.id}"
-    return ExportOut.model_validate(row)
+    return response
 
 
 @router.get("/{export_id}", response_model=ExportOut, responses=problem_responses(401, 404, 503))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import AwareDatetime, BeforeValidator
 
 from keel.api.dependencies import AppServices, CurrentPrincipal
@@ -13,6 +13,7 @@ from keel.api.problems import problem_responses
 from keel.api.schemas import RecognitionCreate, RecognitionOut, RecognitionPage
 from keel.domain import recognitions
 from keel.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from keel.guard.idempotency import IDEMPOTENCY_KEY_PARAMETER, recorded
 
 router = APIRouter(prefix="/v1/recognitions", tags=["recognitions"])
 
@@ -38,19 +39,21 @@ Timestamp = Annotated[
     status_code=201,
     response_model=RecognitionOut,
     responses=problem_responses(400, 401, 409, 422, 429, 503),
+    openapi_extra={"parameters": [IDEMPOTENCY_KEY_PARAMETER]},
 )
 async def create_recognition(
-    body: RecognitionCreate, principal: CurrentPrincipal, services: AppServices
-) -> RecognitionOut:
+    request: Request, body: RecognitionCreate, principal: CurrentPrincipal, services: AppServices
+) -> Response:
     new = recognitions.NewRecognition(
         recipient_id=body.recipient_id,
         message=body.message,
         category=body.category,
         evidence_ids=body.evidence_ids,
     )
-    async with services.database.write() as session:
+    # The Idempotency-Key's outcome commits in this same transaction (issue 4).
+    async with services.database.write() as session, recorded(request, session) as outcome:
         record = await recognitions.create(session, principal, new, clock=services.clock)
-    return RecognitionOut.model_validate(record)
+        return outcome.respond(RecognitionOut.model_validate(record), status_code=201)
 
 
 @router.get("", response_model=RecognitionPage, responses=problem_responses(400, 401, 422, 503))

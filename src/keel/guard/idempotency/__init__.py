@@ -1,0 +1,73 @@
+"""Idempotency keys: no duplicate write across retries, crashes and processes.
+
+A client sends ``Idempotency-Key`` on a creating ``POST``; the first request
+with a key runs, its outcome is stored in the same transaction as its business
+write, and every retry with the same key and the same request gets that
+outcome back (``Idempotent-Replayed: true``). See ``middleware.py`` for the
+request flow, ``unit.py`` for the hook a route uses to store its outcome, and
+``store.py`` for the key's state machine.
+"""
+
+from keel.guard.idempotency.errors import (
+    IdempotencyConflict,
+    IdempotencyError,
+    IdempotencyKeyInvalid,
+    IdempotencyKeyRequired,
+    IdempotencyKeyReused,
+    IdempotencyLeaseLost,
+)
+from keel.guard.idempotency.fingerprints import BodyHasher, canonical_json, fingerprint
+from keel.guard.idempotency.keys import OPENAPI_PARAMETER as IDEMPOTENCY_KEY_PARAMETER
+from keel.guard.idempotency.keys import KeyRef, key_from_headers, parse_key
+from keel.guard.idempotency.middleware import (
+    REPLAY_STATE,
+    IdempotencyMiddleware,
+    leaf_routes,
+    operation_in,
+    operation_of,
+)
+from keel.guard.idempotency.sql import SqlIdempotencyStore, purge_expired
+from keel.guard.idempotency.store import (
+    TRANSITIONS,
+    Claim,
+    ClaimResult,
+    IdempotencyStore,
+    KeyState,
+    StoredResponse,
+    Transition,
+)
+from keel.guard.idempotency.unit import IdempotencyScope, Outcome, current, recorded
+
+__all__ = [
+    "IDEMPOTENCY_KEY_PARAMETER",
+    "REPLAY_STATE",
+    "TRANSITIONS",
+    "BodyHasher",
+    "Claim",
+    "ClaimResult",
+    "IdempotencyConflict",
+    "IdempotencyError",
+    "IdempotencyKeyInvalid",
+    "IdempotencyKeyRequired",
+    "IdempotencyKeyReused",
+    "IdempotencyLeaseLost",
+    "IdempotencyMiddleware",
+    "IdempotencyScope",
+    "IdempotencyStore",
+    "KeyRef",
+    "KeyState",
+    "Outcome",
+    "SqlIdempotencyStore",
+    "StoredResponse",
+    "Transition",
+    "canonical_json",
+    "current",
+    "fingerprint",
+    "key_from_headers",
+    "leaf_routes",
+    "operation_in",
+    "operation_of",
+    "parse_key",
+    "purge_expired",
+    "recorded",
+]

@@ -1,0 +1,396 @@
+"""Idempotency keys on creating requests, as pure ASGI middleware.
+
+It sits right after authentication (it keys on the principal) and before the
+route. For a keyed ``POST`` to an operation that takes keys it:
+
+1. resolves the operation from the app's routes (method + route *template*,
+   never the raw path) and validates the key (400 problems);
+2. fingerprints the request and **claims** the key in a short transaction of
+   its own, committed before any work starts;
+3. on a stored outcome with the same fingerprint, **replays** it with
+   ``Idempotent-Replayed: true``; a different fingerprint is a 422; a live
+   claim held by another request is a 409 with ``Retry-After``;
+4. otherwise runs the route, which stores its outcome in its own business
+   transaction (see ``unit.py``), and then, when the response starts, settles
+   what the route did not: a refusal decided while running is stored, any
+   other failure **releases** the key so the client may retry.
+
+The order of claim and fingerprint check, and why
+-------------------------------------------------
+A JSON body is small and the route reads it whole anyway, so it is read
+first, fingerprinted in canonical form, and the fingerprint is stored with
+the claim: a concurrent request with a different body is told 422 at once.
+
+An upload is streamed and may be 25 MB, so it is **claimed before its body is
+read** and fingerprinted while it streams past (SHA-256 over its parts' raw
+bytes, boundary left out — see ``fingerprints.py``):
+holding it in memory, or storing its bytes before claiming, would cost every
+upload for the sake of rare retries. A concurrent duplicate therefore gets
+409 without its body being read at all; a request that finds a *stored*
+outcome reads and hashes its body (storing nothing) to choose between replay
+and 422. The fingerprint of the first request is written with its outcome,
+in the business transaction, once the route has read the body to its end.
+Should two uploads race past an expired lease, both may store the same bytes:
+content addressing makes that harmless, and only the claim owner's row counts.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Collection, Iterable
+from typing import Any
+
+import anyio
+import structlog
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from keel.api.problems import from_error
+from keel.clock import Clock
+from keel.errors import KeelError, PayloadTooLarge
+from keel.guard.idempotency import metrics
+from keel.guard.idempotency.errors import (
+    IdempotencyConflict,
+    IdempotencyKeyRequired,
+    IdempotencyKeyReused,
+)
+from keel.guard.idempotency.fingerprints import fingerprint, is_json, streaming_hasher
+from keel.guard.idempotency.keys import KeyRef, key_from_headers
+from keel.guard.idempotency.store import Claim, ClaimResult, IdempotencyStore, StoredResponse
+from keel.guard.idempotency.unit import STATE_KEY, IdempotencyScope, replayable
+
+log = structlog.get_logger(__name__)
+
+UNSAFE_METHODS = frozenset({"POST", "PATCH"})
+REPLAY_STATE = "idempotent_replay"  # scope["state"] flag for the quota logic
+MAX_REFUSAL_BODY = 64 * 1024  # refusal bodies are problem documents; bigger ones are not stored
+
+
+def leaf_routes(routes: Iterable[BaseRoute]) -> list[BaseRoute]:
+    """The app's routes with included routers opened up (FastAPI wraps them, keeping
+    each leaf route's full path, so a leaf's ``matches()`` works on the request's scope)."""
+    leaves: list[BaseRoute] = []
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        children = getattr(included, "routes", None)
+        if children is not None:
+            leaves.extend(leaf_routes(children))
+        else:
+            leaves.append(route)
+    return leaves
+
+
+def operation_in(leaves: Iterable[BaseRoute], scope: Scope) -> str | None:
+    """``"POST /v1/recognitions"``: the method and the template of the route that matches."""
+    for route in leaves:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            path = getattr(route, "path", None)
+            return f"{scope['method']} {path}" if path else None
+    return None
+
+
+def operation_of(scope: Scope) -> str | None:
+    router = getattr(scope.get("app"), "router", None)
+    return operation_in(leaf_routes(getattr(router, "routes", ())), scope)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or ``None`` if the client went away."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if size > limit:
+            raise PayloadTooLarge(f"the body is larger than the {limit}-byte limit", limit=limit)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _respond(scope: Scope, receive: Receive, send: Send, error: KeelError) -> None:
+    await from_error(error, scope["path"])(scope, receive, send)
+
+
+class IdempotencyMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        store: IdempotencyStore,
+        operations: Collection[str],
+        required: Collection[str],
+        clock: Clock,
+        max_body_bytes: int,
+    ) -> None:
+        self.app = app
+        self.store = store
+        self.operations = frozenset(operations)
+        self.required = frozenset(required)
+        self.clock = clock
+        self.max_body_bytes = max_body_bytes
+        self._leaves: list[BaseRoute] | None = None  # the app's routes, opened up once
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in UNSAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        if self._leaves is None:
+            router = getattr(scope.get("app"), "router", None)
+            self._leaves = leaf_routes(getattr(router, "routes", ()))
+        operation = operation_in(self._leaves, scope)
+        principal = scope.get("state", {}).get("principal")
+        if operation not in self.operations or principal is None:
+            # Not an operation that takes keys, or anonymous: the route answers (401).
+            await self.app(scope, receive, send)
+            return
+        try:
+            key = key_from_headers(scope["headers"])
+            if key is None and operation in self.required:
+                raise IdempotencyKeyRequired(
+                    f"{operation} requires an Idempotency-Key header: send a unique value "
+                    "(a UUID) and repeat it on every retry of the same request"
+                )
+        except KeelError as error:
+            await _respond(scope, receive, send, error)
+            return
+        if key is None:
+            await self.app(scope, receive, send)
+            return
+        ref = KeyRef(principal.user_id, principal.org_id, operation, key)
+        await self._keyed(scope, receive, send, ref)
+
+    async def _keyed(self, scope: Scope, receive: Receive, send: Send, ref: KeyRef) -> None:
+        content_type = _header(scope, b"content-type")
+        keyed = IdempotencyScope(
+            store=self.store, ref=ref, owner=secrets.token_hex(16), clock=self.clock
+        )
+        app_receive = receive
+        if is_json(content_type):
+            try:
+                body = await _read_body(receive, self.max_body_bytes)
+            except KeelError as error:
+                await _respond(scope, receive, send, error)
+                return
+            if body is None:
+                return
+            keyed.fingerprint = fingerprint(ref.operation, body, content_type)
+            app_receive = _replaying(body, receive)
+        else:
+            keyed.hasher = streaming_hasher(ref.operation, content_type)
+            app_receive = self._hashing(receive, keyed)
+        try:
+            claim = await self.store.claim(
+                ref, owner=keyed.owner, fingerprint=keyed.fingerprint, now=self.clock.now()
+            )
+            if not claim.owned:
+                await self._answer_from(claim, scope, receive, send, keyed)
+                return
+        except KeelError as error:
+            await _respond(scope, receive, send, error)
+            return
+        if claim.result is ClaimResult.TAKEN_OVER:
+            metrics.count(metrics.TAKEOVERS, ref.operation)
+        scope.setdefault("state", {})[STATE_KEY] = keyed
+        settling = _Settling(self, keyed, send)
+        try:
+            await self.app(scope, app_receive, settling.send)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await settling.give_up()
+            raise
+        with anyio.CancelScope(shield=True):
+            await settling.give_up()
+
+    def _hashing(self, receive: Receive, keyed: IdempotencyScope) -> Receive:
+        async def hashing() -> Message:
+            message = await receive()
+            if message["type"] == "http.request" and keyed.hasher is not None:
+                keyed.hasher.update(message.get("body", b""))
+                if not message.get("more_body", False):
+                    keyed.body_finished()
+            return message
+
+        return hashing
+
+    async def _answer_from(
+        self, claim: Claim, scope: Scope, receive: Receive, send: Send, keyed: IdempotencyScope
+    ) -> None:
+        route = keyed.ref.operation
+        if claim.result is ClaimResult.COMPLETED and keyed.fingerprint is None:
+            content_type = _header(scope, b"content-type")
+            keyed.fingerprint = await self._drain(receive, keyed, content_type)
+        known = keyed.fingerprint is not None and claim.fingerprint is not None
+        if known and keyed.fingerprint != claim.fingerprint:
+            metrics.count(metrics.MISMATCHES, route)
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was already used with a different request; "
+                "use a new key for a new request",
+            )
+        if claim.result is ClaimResult.COMPLETED and claim.response is not None:
+            metrics.count(metrics.REPLAYS, route)
+            scope.setdefault("state", {})[REPLAY_STATE] = True
+            await _replay(claim.response, send)
+            return
+        metrics.count(metrics.CONFLICTS, route)
+        raise IdempotencyConflict(
+            "a request with this Idempotency-Key is still being processed; "
+            "retry after Retry-After seconds to get its outcome"
+        )
+
+    async def _drain(
+        self, receive: Receive, keyed: IdempotencyScope, content_type: str | None
+    ) -> str:
+        hasher = streaming_hasher(keyed.ref.operation, content_type)
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise IdempotencyConflict("the client went away before its body was read")
+            hasher.update(message.get("body", b""))
+            if hasher.size > self.max_body_bytes:
+                raise PayloadTooLarge(
+                    f"the body is larger than the {self.max_body_bytes}-byte limit",
+                    limit=self.max_body_bytes,
+                )
+            if not message.get("more_body", False):
+                return hasher.finish()
+
+
+async def _replay(response: StoredResponse, send: Send) -> None:
+    headers = [
+        (name.encode("latin-1"), value.encode("latin-1")) for name, value in response.headers
+    ]
+    headers += [
+        (b"content-length", str(len(response.body)).encode()),
+        (b"idempotent-replayed", b"true"),
+    ]
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body, "more_body": False})
+
+
+class _Settling:
+    """Wraps ``send``: when the route's response starts, settle the claim it leaves behind.
+
+    - the route stored its outcome (and answered below 500): nothing to do;
+    - a refusal (4xx) decided while the route ran: its body is held back, stored
+      with the claim, then sent — so a retry after this answer finds it (a
+      success the route failed to record is stored the same way, and logged);
+    - anything else (refused before any work, a 5xx, a lost lease, no answer):
+      release the key *before* answering, so an immediate retry runs.
+    """
+
+    def __init__(self, guard: IdempotencyMiddleware, keyed: IdempotencyScope, send: Send) -> None:
+        self.guard = guard
+        self.keyed = keyed
+        self._send = send
+        self._settled = False
+        self._held: Message | None = None
+        self._body: list[bytes] = []
+        self._size = 0
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start" and not self._settled:
+            status = int(message["status"])
+            if self._stored_afterwards(status):
+                self._held = message
+                return
+            if not (self.keyed.completed and status < 500):
+                await self._release()
+            self._settled = True
+        elif self._held is not None and message["type"] == "http.response.body":
+            self._body.append(message.get("body", b""))
+            self._size += len(self._body[-1])
+            if self._size > MAX_REFUSAL_BODY:
+                await self._release()
+                await self._flush(more_body=message.get("more_body", False))
+                return
+            if not message.get("more_body", False):
+                await self._settle_refusal()
+                await self._flush(more_body=False)
+            return
+        await self._send(message)
+
+    def _stored_afterwards(self, status: int) -> bool:
+        keyed = self.keyed
+        if keyed.completed or keyed.lease_lost or keyed.fingerprint is None or status >= 500:
+            return False
+        if status < 400:
+            # A success the route did not record in its transaction (a route that
+            # does not use the unit of work): storing it late beats a duplicate.
+            log.error("idempotency_outcome_unrecorded", operation=keyed.ref.operation)
+            return True
+        return keyed.ran
+
+    async def _settle_refusal(self) -> None:
+        keyed = self.keyed
+        if self._held is None:
+            return
+        response = StoredResponse(
+            status=int(self._held["status"]),
+            headers=_replayable_raw(self._held.get("headers", [])),
+            body=b"".join(self._body),
+        )
+        try:
+            await keyed.store.settle(
+                keyed.ref,
+                owner=keyed.owner,
+                fingerprint=keyed.fingerprint,
+                response=response,
+                now=keyed.clock.now(),
+            )
+        except KeelError:
+            log.warning("idempotency_settle_failed", operation=keyed.ref.operation)
+        self._settled = True
+
+    async def _flush(self, *, more_body: bool) -> None:
+        held, self._held = self._held, None
+        if held is None:
+            return
+        body, self._body = b"".join(self._body), []
+        await self._send(held)
+        await self._send({"type": "http.response.body", "body": body, "more_body": more_body})
+        self._settled = True
+
+    async def _release(self) -> None:
+        self._settled = True
+        keyed = self.keyed
+        try:
+            if await keyed.store.release(keyed.ref, owner=keyed.owner):
+                metrics.count(metrics.RELEASES, keyed.ref.operation)
+        except KeelError:
+            # The claim stays until its lease expires; then a retry runs.
+            log.warning("idempotency_release_failed", operation=keyed.ref.operation)
+
+    async def give_up(self) -> None:
+        """The route finished or failed: release a claim nobody settled."""
+        if not self._settled:
+            await self._release()
+
+
+def _replayable_raw(headers: Any) -> tuple[tuple[str, str], ...]:
+    return replayable(
+        [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in headers]
+    )

@@ -1,0 +1,131 @@
+"""The idempotency store seam: claims, outcomes and their lifecycle.
+
+A key's row moves through an explicit state machine (``TRANSITIONS``):
+
+- *absent → in flight* (**claim**): the first request inserts the row with its
+  own random ``owner`` token and a lease (``locked_until``), in a short
+  transaction of its own that commits before any work starts;
+- *in flight → in flight* (**take over**): once the lease has passed, a retry
+  may take the claim — the request that held it died or hangs;
+- *in flight → completed* (**complete**): the outcome is written **inside the
+  business transaction**, conditional on still owning the claim; if another
+  request took the key over, the update matches no row, the completion raises
+  and the business write rolls back with it;
+- *in flight → completed* (**settle**): a refusal the handler decided while
+  running (a 4xx, whose own transaction rolled back) is stored on its own;
+- *in flight → absent* (**release**): a request that failed before its work or
+  whose transaction rolled back gives the key back so the client may retry;
+- *completed → absent* (**purge**) after the retention period, or
+  *completed → in flight* (**reclaim**) when a request arrives for an expired
+  key that was not yet purged.
+
+Every write is conditional on the owner token, so a request can only ever
+change the row it still holds. Time is an argument (``now``) everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from keel.guard.idempotency.keys import KeyRef
+
+
+class KeyState(StrEnum):
+    IN_FLIGHT = "in_flight"
+    COMPLETED = "completed"
+
+
+class Transition(StrEnum):
+    CLAIM = "claim"
+    TAKE_OVER = "take_over"
+    COMPLETE = "complete"
+    SETTLE = "settle"
+    RELEASE = "release"
+    PURGE = "purge"
+    RECLAIM = "reclaim"
+
+
+# (from, to) for each transition; ``None`` is "no row".
+TRANSITIONS: dict[Transition, tuple[KeyState | None, KeyState | None]] = {
+    Transition.CLAIM: (None, KeyState.IN_FLIGHT),
+    Transition.TAKE_OVER: (KeyState.IN_FLIGHT, KeyState.IN_FLIGHT),
+    Transition.COMPLETE: (KeyState.IN_FLIGHT, KeyState.COMPLETED),
+    Transition.SETTLE: (KeyState.IN_FLIGHT, KeyState.COMPLETED),
+    Transition.RELEASE: (KeyState.IN_FLIGHT, None),
+    Transition.PURGE: (KeyState.COMPLETED, None),
+    Transition.RECLAIM: (KeyState.COMPLETED, KeyState.IN_FLIGHT),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """What a replay sends back: the status, allow-listed headers and the body."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+class ClaimResult(StrEnum):
+    CLAIMED = "claimed"  # a new row: this request runs
+    TAKEN_OVER = "taken_over"  # an expired claim or an expired outcome: this request runs
+    IN_FLIGHT = "in_flight"  # another request holds a live claim
+    COMPLETED = "completed"  # an outcome is stored
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    result: ClaimResult
+    fingerprint: str | None = None  # the stored one, when another request holds the key
+    response: StoredResponse | None = None
+    locked_until: datetime | None = None
+
+    @property
+    def owned(self) -> bool:
+        return self.result in (ClaimResult.CLAIMED, ClaimResult.TAKEN_OVER)
+
+
+class IdempotencyStore(Protocol):
+    async def claim(
+        self, ref: KeyRef, *, owner: str, fingerprint: str | None, now: datetime
+    ) -> Claim:
+        """Take the key for this request, or say who has it (short transaction of its own)."""
+        ...
+
+    async def complete(
+        self,
+        session: AsyncSession,
+        ref: KeyRef,
+        *,
+        owner: str,
+        fingerprint: str,
+        response: StoredResponse,
+        now: datetime,
+    ) -> None:
+        """Store the outcome in the caller's transaction; raises ``IdempotencyLeaseLost``."""
+        ...
+
+    async def settle(
+        self,
+        ref: KeyRef,
+        *,
+        owner: str,
+        fingerprint: str | None,
+        response: StoredResponse,
+        now: datetime,
+    ) -> bool:
+        """Store a refusal decided while running, in a transaction of its own."""
+        ...
+
+    async def release(self, ref: KeyRef, *, owner: str) -> bool:
+        """Give back a claim this request still holds; a stored outcome is never removed."""
+        ...
+
+    async def purge_expired(self, now: datetime) -> int:
+        """Delete outcomes past their retention and abandoned claims; returns how many."""
+        ...
