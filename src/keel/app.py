@@ -19,6 +19,7 @@ from keel.api.authentication import AuthenticationMiddleware
 from keel.api.routes import evidence, exports, recognitions, users
 from keel.api.routes.exports import schedule
 from keel.api.services import Services
+from keel.audit import build_auditor
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.db import migrate
 from keel.db.engine import Database
@@ -40,6 +41,7 @@ def build_services(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Servic
         pool_size=settings.database_pool_size,
         timeout=settings.database_timeout_seconds,
     )
+    audit = build_auditor(settings, database, clock=clock)
     return Services(
         settings=settings,
         database=database,
@@ -49,6 +51,7 @@ def build_services(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Servic
             settings.secret_key.get_secret_value().encode(),
             cache_seconds=settings.auth_cache_seconds,
             clock=clock,
+            observer=audit.authentication,
         ),
         upload_rules=UploadRules(
             max_bytes=settings.max_upload_bytes,
@@ -56,6 +59,7 @@ def build_services(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Servic
         ),
         background=BackgroundTasks(),
         clock=clock,
+        audit=audit,
     )
 
 
@@ -69,11 +73,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
         await migrate.require_head(services.database)
         for export_id in await export_domain.unfinished(services.database):
             schedule(services, export_id)
+        services.audit.authentication.start()
         log.info("keel_started", version=__version__, env=settings.env.value)
         try:
             yield
         finally:
             await services.background.drain(SHUTDOWN_GRACE_SECONDS)
+            await services.audit.authentication.stop()
             await services.database.dispose()
             log.info("keel_stopped")
 

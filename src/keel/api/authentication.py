@@ -37,10 +37,15 @@ class AuthenticationMiddleware:
         if scope["type"] != "http" or not scope["path"].startswith(PROTECTED_PREFIX):
             await self.app(scope, receive, send)
             return
+        client = scope.get("client")
+        ip = str(client[0]) if client else None
+        token: str | None = None
         try:
             token = bearer_token(scope)
-            principal = await self.authenticator.authenticate(token) if token else None
+            principal = await self.authenticator.authenticate(token, ip=ip) if token else None
         except KeelError as error:
+            if isinstance(error, Unauthenticated):
+                self.authenticator.failed("invalid_token" if token else "malformed_header", ip)
             response = from_error(error, scope["path"])
             await response(scope, receive, send)
             return

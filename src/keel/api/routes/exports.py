@@ -5,11 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from starlette.responses import StreamingResponse
 
+from keel.api.auditing import ClientIp, by_principal
 from keel.api.dependencies import AppServices, CurrentPrincipal
 from keel.api.problems import problem_responses
 from keel.api.routes.evidence import primed
 from keel.api.schemas import ExportCreate, ExportOut
 from keel.api.services import Services
+from keel.audit import EventCode
 from keel.domain import exports
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"])
@@ -18,7 +20,9 @@ router = APIRouter(prefix="/v1/exports", tags=["exports"])
 def schedule(services: Services, export_id: str) -> None:
     services.background.start(
         f"export:{export_id}",
-        lambda: exports.run(services.database, services.store, export_id, clock=services.clock),
+        lambda: exports.run(
+            services.database, services.store, export_id, clock=services.clock, audit=services.audit
+        ),
     )
 
 
@@ -29,10 +33,18 @@ def schedule(services: Services, export_id: str) -> None:
     responses=problem_responses(400, 401, 409, 422, 429, 503),
 )
 async def request_export(
-    body: ExportCreate, principal: CurrentPrincipal, services: AppServices, response: Response
+    body: ExportCreate,
+    principal: CurrentPrincipal,
+    services: AppServices,
+    response: Response,
+    ip: ClientIp,
 ) -> ExportOut:
     async with services.database.write() as session:
         row = await exports.request(session, principal, body.format, clock=services.clock)
+        event = by_principal(
+            EventCode.EXPORT_REQUESTED, principal, ip, export_id=row.id, format=row.format
+        )
+        await services.audit.record(session, event)
     schedule(services, row.id)
     response.headers["Location"] = f"/v1/exports/{row.id}"
     return ExportOut.model_validate(row)
@@ -56,12 +68,15 @@ async def get_export(
     },
 )
 async def download_export(
-    export_id: str, principal: CurrentPrincipal, services: AppServices
+    export_id: str, principal: CurrentPrincipal, services: AppServices, ip: ClientIp
 ) -> StreamingResponse:
     async with services.database.read() as session:
         row = await exports.get(session, principal, export_id)
     key = exports.ready_key(row)
     body = await primed(services.store.read(key))
+    await services.audit.record_now(
+        by_principal(EventCode.EXPORT_DOWNLOADED, principal, ip, export_id=row.id)
+    )
     fmt = exports.ExportFormat(row.format)
     return StreamingResponse(
         body,

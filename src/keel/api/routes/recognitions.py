@@ -7,9 +7,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
+from keel.api.auditing import ClientIp, by_principal
 from keel.api.dependencies import AppServices, CurrentPrincipal
 from keel.api.problems import problem_responses
 from keel.api.schemas import RecognitionCreate, RecognitionOut, RecognitionPage
+from keel.audit import EventCode
 from keel.domain import recognitions
 from keel.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
@@ -23,7 +25,7 @@ router = APIRouter(prefix="/v1/recognitions", tags=["recognitions"])
     responses=problem_responses(400, 401, 409, 422, 429, 503),
 )
 async def create_recognition(
-    body: RecognitionCreate, principal: CurrentPrincipal, services: AppServices
+    body: RecognitionCreate, principal: CurrentPrincipal, services: AppServices, ip: ClientIp
 ) -> RecognitionOut:
     new = recognitions.NewRecognition(
         recipient_id=body.recipient_id,
@@ -33,6 +35,15 @@ async def create_recognition(
     )
     async with services.database.write() as session:
         record = await recognitions.create(session, principal, new, clock=services.clock)
+        event = by_principal(
+            EventCode.RECOGNITION_CREATED,
+            principal,
+            ip,
+            subject_id=record.recipient_id,
+            recognition_id=record.id,
+            evidence_count=len(record.evidence_ids),
+        )
+        await services.audit.record(session, event)
     return RecognitionOut.model_validate(record)
 
 
@@ -76,8 +87,18 @@ async def get_recognition(
     "/{recognition_id}", status_code=204, responses=problem_responses(401, 403, 404, 503)
 )
 async def delete_recognition(
-    recognition_id: str, principal: CurrentPrincipal, services: AppServices
+    recognition_id: str, principal: CurrentPrincipal, services: AppServices, ip: ClientIp
 ) -> Response:
     async with services.database.write() as session:
-        await recognitions.delete(session, principal, recognition_id, clock=services.clock)
+        deleted = await recognitions.delete(
+            session, principal, recognition_id, clock=services.clock
+        )
+        event = by_principal(
+            EventCode.RECOGNITION_DELETED,
+            principal,
+            ip,
+            subject_id=deleted.giver_id,
+            recognition_id=deleted.id,
+        )
+        await services.audit.record(session, event)
     return Response(status_code=204)
