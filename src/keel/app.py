@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from keel import __version__
 from keel.api import problems
 from keel.api.authentication import AuthenticationMiddleware
+from keel.api.routes import audit as audit_routes
 from keel.api.routes import evidence, exports, recognitions, users
 from keel.api.routes.exports import schedule
 from keel.api.services import Services
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
     problems.install(app)
     for router in (recognitions.router, evidence.router, exports.router, users.router):
         app.include_router(router)
+    app.include_router(audit_routes.router)
     app.add_middleware(AuthenticationMiddleware, authenticator=services.authenticator)
     return app
 
