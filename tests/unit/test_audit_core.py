@@ -14,6 +14,7 @@ from keel.audit.chain import GENESIS, ChainedEvent, DigestBody, digest_hash, tim
 from keel.audit.registry import REGISTRY
 from keel.audit.signing import PublicKeys, Signer
 from keel.errors import ConfigurationError
+from keel.settings import Settings
 
 SECRET_A = "a" * 32
 SECRET_B = "b" * 32
@@ -155,3 +156,19 @@ def test_digest_signatures_verify_only_with_the_right_key_and_body() -> None:
     assert not keys.verify(signer.key_id, signature, replace(body, last_seq=6).canonical())
     assert not PublicKeys([stranger.public_key]).verify(signer.key_id, signature, body.canonical())
     assert digest_hash(body, signature.hex()) != digest_hash(body, stranger.sign(b"x").hex())
+
+
+def _staging(**values: object) -> Settings:
+    base: dict[str, object] = {"env": "staging", "secret_key": "x" * 40}
+    return Settings.model_validate(base | values)
+
+
+def test_staging_refuses_the_derived_keys_and_a_generated_signing_key() -> None:
+    with pytest.raises(ConfigurationError, match="KEEL_AUDIT_KEYS"):
+        _staging().check_startable()
+    with pytest.raises(ConfigurationError, match="KEEL_AUDIT_SIGNING_KEY_PATH"):
+        _staging(audit_keys="k1:" + "s" * 32).check_startable()
+    with pytest.raises(ConfigurationError, match="at least"):
+        _staging(audit_keys="k1:short", audit_signing_key_path="/k.pem").check_startable()
+    _staging(audit_keys="k1:" + "s" * 32, audit_signing_key_path="/k.pem").check_startable()
+    Settings.model_validate({"env": "dev"}).check_startable()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import structlog
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -38,8 +37,6 @@ from keel.db.engine import Database
 from keel.db.tables_audit import AuditChain, AuditDigest
 from keel.db.tables_audit import AuditEvent as AuditRow
 from keel.ids import new_id
-
-log = structlog.get_logger(__name__)
 
 SYSTEM_CHAIN = "system"
 DEFAULT_DIGEST_EVERY = 100
@@ -176,12 +173,6 @@ class Auditor:
         if head.seq - head.digested_seq >= self.digest_every:
             self._seal(session, head)
         await session.flush()
-        log.info(
-            "audit_event_recorded",
-            code=chained.code,
-            chain=chained.chain_id[:24],
-            seq=chained.seq,
-        )
         return Recorded(id=chained.id, chain_id=chained.chain_id, seq=chained.seq, hash=event_hash)
 
     async def record_now(self, event: AuditEvent) -> Recorded:

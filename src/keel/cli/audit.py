@@ -141,7 +141,10 @@ def search_command(
         for item in items:
             typer.echo(json.dumps(item, sort_keys=True, ensure_ascii=False))
         return
-    table = Table("occurred_at", "code", "chain", "seq", "actor", "subject", "fields")
+    table = Table("occurred_at")
+    table.add_column("code", no_wrap=True)
+    for name in ("chain", "seq", "actor", "subject", "fields"):
+        table.add_column(name)
     for item in items:
         table.add_row(
             str(item["occurred_at"]),
@@ -261,7 +264,10 @@ def codes_command(as_json: bool = JsonOption) -> None:
     if as_json:
         print_json({"items": items})
         return
-    table = Table("code", "meaning", "identifiers", "fields")
+    table = Table()
+    table.add_column("code", no_wrap=True)
+    for name in ("meaning", "identifiers", "fields"):
+        table.add_column(name)
     for item in items:
         table.add_row(
             str(item["code"]),

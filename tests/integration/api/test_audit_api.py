@@ -139,7 +139,6 @@ async def test_no_raw_emails_tokens_ids_or_ips_are_stored(
         await act(app, client, world)
         await client.get("/v1/users/me", headers={"Authorization": "Bearer keel_wrong-token-value"})
         await app.state.services.audit.authentication.flush()
-    assert any(entry["event"] == "audit_event_recorded" for entry in logs)
     dump: list[str] = []
     async with app.state.services.database.read() as session:
         for table in ("audit_events", "audit_chains", "audit_digests"):
