@@ -17,10 +17,12 @@ from fastapi import FastAPI
 from keel import __version__
 from keel.api import problems
 from keel.api.authentication import AuthenticationMiddleware
+from keel.api.routes import audit as audit_routes
 from keel.api.routes import evidence, exports, quotas, recognitions, users
 from keel.api.routes.exports import schedule
 from keel.api.routing import RouteTable
 from keel.api.services import Services
+from keel.audit import build_auditor
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.db import migrate
 from keel.db.engine import Database
@@ -44,7 +46,14 @@ from keel.tasks import BackgroundTasks
 log = structlog.get_logger(__name__)
 
 SHUTDOWN_GRACE_SECONDS = 20.0
-ROUTERS = (recognitions.router, evidence.router, exports.router, users.router, quotas.router)
+ROUTERS = (
+    recognitions.router,
+    evidence.router,
+    exports.router,
+    users.router,
+    quotas.router,
+    audit_routes.router,
+)
 
 
 def build_services(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Services:
@@ -54,6 +63,7 @@ def build_services(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Servic
         timeout=settings.database_timeout_seconds,
     )
     limits = build_limits(settings, database, RouteTable(ROUTERS, OPERATIONS), clock)
+    audit = build_auditor(settings, database, clock=clock)
     return Services(
         settings=settings,
         limits=limits,
@@ -64,6 +74,7 @@ def build_services(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Servic
             settings.secret_key.get_secret_value().encode(),
             cache_seconds=settings.auth_cache_seconds,
             clock=clock,
+            observer=audit.authentication,
         ),
         upload_rules=UploadRules(
             max_bytes=settings.max_upload_bytes,
@@ -71,6 +82,7 @@ def build_services(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Servic
         ),
         background=BackgroundTasks(),
         clock=clock,
+        audit=audit,
     )
 
 
@@ -85,12 +97,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
         await services.limits.start()
         for export_id in await export_domain.unfinished(services.database):
             schedule(services, export_id)
+        services.audit.authentication.start()
         log.info("keel_started", version=__version__, env=settings.env.value)
         try:
             yield
         finally:
             await services.background.drain(SHUTDOWN_GRACE_SECONDS)
             await services.limits.stop()
+            await services.audit.authentication.stop()
             await services.database.dispose()
             log.info("keel_stopped")
 
