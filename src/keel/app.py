@@ -17,10 +17,12 @@ from fastapi import FastAPI
 from keel import __version__
 from keel.api import problems
 from keel.api.authentication import AuthenticationMiddleware
+from keel.api.routes import audit as audit_routes
 from keel.api.routes import evidence, exports, quotas, recognitions, users
 from keel.api.routes.exports import schedule
 from keel.api.routing import RouteTable
 from keel.api.services import Services
+from keel.audit import build_auditor
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.db import migrate
 from keel.db.engine import Database
@@ -38,6 +40,7 @@ from keel.guard.limits import LimitsMiddleware
 from keel.guard.shed import LoadSheddingMiddleware
 from keel.guard.wiring import OPERATIONS, build_limits
 from keel.resilience import BreakerGate, BreakerListener
+from keel.resilience.auditing import audit_breaker_transitions
 from keel.resilience.wiring import build_dependencies
 from keel.settings import Settings
 from keel.storage import LocalDirectoryStore, ResilientBlobStore
@@ -46,7 +49,14 @@ from keel.tasks import BackgroundTasks
 log = structlog.get_logger(__name__)
 
 SHUTDOWN_GRACE_SECONDS = 20.0
-ROUTERS = (recognitions.router, evidence.router, exports.router, users.router, quotas.router)
+ROUTERS = (
+    recognitions.router,
+    evidence.router,
+    exports.router,
+    users.router,
+    quotas.router,
+    audit_routes.router,
+)
 
 
 def build_services(
@@ -55,8 +65,8 @@ def build_services(
     clock: Clock = SYSTEM_CLOCK,
     breaker_listeners: tuple[BreakerListener, ...] = (),
 ) -> Services:
-    """Every service of the app. ``breaker_listeners`` hear every breaker transition
-    (the audit log subscribes here; more can join later through
+    """Every service of the app. Breaker transitions go to the audit log and to
+    ``breaker_listeners`` (more can join through
     ``services.dependencies.registry.add_listener``)."""
     database = Database(
         settings.database_url,
@@ -71,6 +81,9 @@ def build_services(
         clock,
         redis_breaker=BreakerGate(dependencies.redis.breaker),
     )
+    audit = build_auditor(settings, database, clock=clock)
+    background = BackgroundTasks()
+    dependencies.registry.add_listener(audit_breaker_transitions(audit, background))
     return Services(
         settings=settings,
         limits=limits,
@@ -82,13 +95,15 @@ def build_services(
             settings.secret_key.get_secret_value().encode(),
             cache_seconds=settings.auth_cache_seconds,
             clock=clock,
+            observer=audit.authentication,
         ),
         upload_rules=UploadRules(
             max_bytes=settings.max_upload_bytes,
             allowed_content_types=tuple(settings.allowed_content_types),
         ),
-        background=BackgroundTasks(),
+        background=background,
         clock=clock,
+        audit=audit,
     )
 
 
@@ -105,12 +120,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
             await breaker.sync()  # announce our breakers in the shared store (bounded)
         for export_id in await export_domain.unfinished(services.database):
             schedule(services, export_id)
+        services.audit.authentication.start()
         log.info("keel_started", version=__version__, env=settings.env.value)
         try:
             yield
         finally:
             await services.background.drain(SHUTDOWN_GRACE_SECONDS)
             await services.limits.stop()
+            await services.audit.authentication.stop()
             if services.dependencies.registry.store is not None:
                 await services.dependencies.registry.store.aclose()
             await services.database.dispose()

@@ -149,3 +149,30 @@ class Settings(BaseSettings):
                 "KEEL_ENV=prod refuses SQLite: set KEEL_DATABASE_URL to PostgreSQL, "
                 "or KEEL_ALLOW_SQLITE_IN_PROD=true to run embedded on purpose"
             )
+        self.check_audit_startable()
+
+    # --- audit log (issue 6) ---
+    audit_keys: SecretStr | None = None  # "id:secret,id:secret"; dev derives one from secret_key
+    audit_key_id: str | None = None  # the key new events use; defaults to the last listed
+    audit_signing_key_path: Path | None = None  # Ed25519 PEM; dev: generated beside storage_dir
+    audit_digest_every: int = Field(default=100, gt=0)
+    audit_auth_failure_flush_seconds: float = Field(default=10.0, gt=0)
+
+    def check_audit_startable(self) -> None:
+        """Outside dev the audit log needs its own keys: never the derived or generated ones."""
+        from keel.audit.pseudonym import MIN_SECRET_LENGTH, KeyRing  # noqa: PLC0415 - no cycle
+
+        if self.audit_keys is None:
+            raise ConfigurationError(
+                f"KEEL_ENV={self.env.value} needs KEEL_AUDIT_KEYS (id:secret,…) for pseudonyms"
+            )
+        if self.audit_signing_key_path is None:
+            raise ConfigurationError(
+                f"KEEL_ENV={self.env.value} needs KEEL_AUDIT_SIGNING_KEY_PATH (an Ed25519 PEM)"
+            )
+        ring = KeyRing.parse(self.audit_keys.get_secret_value(), self.audit_key_id)
+        if ring.short_secrets():
+            raise ConfigurationError(
+                f"audit key(s) {', '.join(ring.short_secrets())} must be at least "
+                f"{MIN_SECRET_LENGTH} characters"
+            )

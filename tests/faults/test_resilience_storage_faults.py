@@ -16,8 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import select
 from tests.support.app import World, app_for, make_settings, running, seed_world
 
+from keel.db.tables_audit import AuditEvent as AuditEventRow
 from keel.resilience import BreakerState, BreakerTransition
 from keel.settings import Settings
 from keel.testing import ManualClock
@@ -144,3 +146,14 @@ async def test_storage_outage_is_503_elsewhere_unaffected_and_the_breaker_recove
     ]
     again = await client.post("/v1/evidence", files=other, headers=headers)
     assert again.status_code == 201, again.text
+
+    # The same transitions reached the audit log (system chain), off the request path.
+    services = app.state.services
+    await services.background.drain(10.0)
+    async with services.database.read() as session:
+        audited = (
+            await session.execute(
+                select(AuditEventRow.fields).where(AuditEventRow.code == "breaker.state_changed")
+            )
+        ).all()
+    assert len(audited) == 3, audited

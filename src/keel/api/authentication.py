@@ -47,14 +47,17 @@ class AuthenticationMiddleware:
         if scope["type"] != "http" or not scope["path"].startswith(PROTECTED_PREFIX):
             await self.app(scope, receive, send)
             return
+        client = scope.get("client")
+        ip = str(client[0]) if client else None
+        token: str | None = None
         try:
             token = bearer_token(scope)
-            principal = await self.authenticator.authenticate(token) if token else None
+            principal = await self.authenticator.authenticate(token, ip=ip) if token else None
         except Unauthenticated as error:
+            self.authenticator.failed("invalid_token" if token else "malformed_header", ip)
             refusal: KeelError = error
             if self.on_failure is not None:
-                client = scope.get("client")
-                refusal = await self.on_failure(str(client[0]) if client else None) or error
+                refusal = await self.on_failure(ip) or error
             await from_error(refusal, scope["path"])(scope, receive, send)
             return
         except KeelError as error:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
 
+from keel.audit import Auditor
 from keel.clock import Clock
 from keel.db.engine import Database
 from keel.domain.evidence import UploadRules
@@ -27,6 +28,7 @@ class Services:
     background: BackgroundTasks
     clock: Clock
     limits: LimitsParts
+    audit: Auditor  # the audit log (issue 6): record(session, AuditEvent(...))
     dependencies: Dependencies
     """Storage, Redis and webhooks behind timeouts, bulkheads, breakers and retries."""
 

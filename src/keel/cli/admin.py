@@ -7,9 +7,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from keel.audit import AuditEvent, EventCode, build_auditor
 from keel.cli._common import JsonOption, database, out, print_json, run
+from keel.db.tables import ApiToken
 from keel.domain import demo, orgs
 from keel.domain.tokens import issue_token, revoke_token
+from keel.errors import NotFound
 from keel.settings import Settings
 
 app = typer.Typer(help="Manage organisations, users and API tokens.", no_args_is_help=True)
@@ -30,9 +33,15 @@ def create_org(
 ) -> None:
     """Create an organisation."""
 
+    settings = Settings()
+
     async def go() -> str:
-        async with database() as db, db.write() as session:
-            return (await orgs.create_org(session, name, plan=plan, timezone=timezone)).id
+        async with database(settings) as db, db.write() as session:
+            org = await orgs.create_org(session, name, plan=plan, timezone=timezone)
+            fields = {"plan": org.plan, "timezone": org.timezone, "via": "cli"}
+            event = AuditEvent(EventCode.ORG_CREATED, org_id=org.id, fields=fields)
+            await build_auditor(settings, db).record(session, event)
+            return org.id
 
     org_id = run(go)
     print_json({"id": org_id}) if as_json else out.print(f"organisation {org_id}")
@@ -48,9 +57,18 @@ def create_user(
 ) -> None:
     """Create a user in an organisation."""
 
+    settings = Settings()
+
     async def go() -> str:
-        async with database() as db, db.write() as session:
+        async with database(settings) as db, db.write() as session:
             user = await orgs.create_user(session, org, email, role=role, display_name=name)
+            event = AuditEvent(
+                EventCode.USER_CREATED,
+                org_id=user.org_id,
+                subject_id=user.id,
+                fields={"role": user.role, "via": "cli"},
+            )
+            await build_auditor(settings, db).record(session, event)
             return user.id
 
     user_id = run(go)
@@ -69,6 +87,15 @@ def create_token(
     async def go() -> tuple[str, str]:
         async with database(settings) as db, db.write() as session:
             issued = await issue_token(session, _secret(settings), user, name=name)
+            token_row = await session.get(ApiToken, issued.id)
+            event = AuditEvent(
+                EventCode.TOKEN_CREATED,
+                org_id=token_row.org_id if token_row else None,
+                subject_id=issued.user_id,
+                token_id=issued.id,
+                fields={"via": "cli"},
+            )
+            await build_auditor(settings, db).record(session, event)
             return issued.id, issued.token
 
     token_id, token = run(go)
@@ -82,12 +109,77 @@ def create_token(
 def revoke(token_id: str, as_json: bool = JsonOption) -> None:
     """Revoke an API token by its id."""
 
+    settings = Settings()
+
     async def go() -> None:
-        async with database() as db, db.write() as session:
+        async with database(settings) as db, db.write() as session:
             await revoke_token(session, token_id)
+            token = await session.get(ApiToken, token_id)
+            if token is None:  # pragma: no cover - revoke_token raised already
+                raise NotFound(f"no token {token_id}")
+            event = AuditEvent(
+                EventCode.TOKEN_REVOKED,
+                org_id=token.org_id,
+                subject_id=token.user_id,
+                token_id=token.id,
+                fields={"via": "cli"},
+            )
+            await build_auditor(settings, db).record(session, event)
 
     run(go)
     print_json({"id": token_id, "revoked": True}) if as_json else out.print(f"revoked {token_id}")
+
+
+@app.command("set-plan")
+def set_plan(
+    org: str = typer.Option(..., "--org", help="Organisation id."),
+    plan: str = typer.Option(..., help="free, team or enterprise."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Change an organisation's plan (audited as plan.changed)."""
+    settings = Settings()
+
+    async def go() -> tuple[str, str]:
+        async with database(settings) as db, db.write() as session:
+            previous, new = await orgs.set_plan(session, org, plan)
+            fields = {"from_plan": previous, "to_plan": new, "via": "cli"}
+            event = AuditEvent(EventCode.PLAN_CHANGED, org_id=org, fields=fields)
+            await build_auditor(settings, db).record(session, event)
+            return previous, new
+
+    previous, new = run(go)
+    if as_json:
+        print_json({"id": org, "from_plan": previous, "plan": new})
+    else:
+        out.print(f"organisation {org}: plan {previous} → {new}")
+
+
+@app.command("set-role")
+def set_role(
+    user: str = typer.Option(..., "--user", help="User id."),
+    role: str = typer.Option(..., help="member or admin."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Change a user's role (audited as user.role_changed)."""
+    settings = Settings()
+
+    async def go() -> tuple[str, str]:
+        async with database(settings) as db, db.write() as session:
+            row, previous = await orgs.set_role(session, user, role)
+            event = AuditEvent(
+                EventCode.USER_ROLE_CHANGED,
+                org_id=row.org_id,
+                subject_id=row.id,
+                fields={"from_role": previous, "to_role": row.role, "via": "cli"},
+            )
+            await build_auditor(settings, db).record(session, event)
+            return previous, row.role
+
+    previous, new = run(go)
+    if as_json:
+        print_json({"id": user, "from_role": previous, "role": new})
+    else:
+        out.print(f"user {user}: role {previous} → {new}")
 
 
 @app.command("list-orgs")
@@ -147,7 +239,9 @@ def seed_demo(
 
     async def go() -> demo.Demo:
         async with database(settings) as db:
-            return await demo.seed_demo(db, _secret(settings), tokens_file)
+            return await demo.seed_demo(
+                db, _secret(settings), tokens_file, audit=build_auditor(settings, db)
+            )
 
     result = run(go)
     if as_json:

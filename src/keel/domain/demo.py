@@ -12,6 +12,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from keel.audit import AuditEvent, Auditor, EventCode
 from keel.db.engine import Database
 from keel.domain import orgs
 from keel.domain.principal import Role
@@ -36,7 +37,9 @@ class Demo:
     created: bool
 
 
-async def seed_demo(database: Database, secret: bytes, tokens_file: Path) -> Demo:
+async def seed_demo(
+    database: Database, secret: bytes, tokens_file: Path, *, audit: Auditor | None = None
+) -> Demo:
     async with database.write() as session:
         existing = await orgs.find_org_by_name(session, DEMO_ORG)
         if existing is not None:
@@ -47,11 +50,38 @@ async def seed_demo(database: Database, secret: bytes, tokens_file: Path) -> Dem
             ]
             return Demo(org_id=existing.id, users=users, created=False)
         org = await orgs.create_org(session, DEMO_ORG, plan="team")
+        events = [
+            AuditEvent(
+                EventCode.ORG_CREATED,
+                org_id=org.id,
+                fields={"plan": org.plan, "timezone": org.timezone, "via": "seed-demo"},
+            )
+        ]
         users = []
         for email, role in DEMO_USERS:
             user = await orgs.create_user(session, org.id, email, role=role)
             issued = await issue_token(session, secret, user.id, name="demo")
             users.append(DemoUser(id=user.id, email=email, role=role.value, token=issued.token))
+            events.append(
+                AuditEvent(
+                    EventCode.USER_CREATED,
+                    org_id=org.id,
+                    subject_id=user.id,
+                    fields={"role": role.value, "via": "seed-demo"},
+                )
+            )
+            events.append(
+                AuditEvent(
+                    EventCode.TOKEN_CREATED,
+                    org_id=org.id,
+                    subject_id=user.id,
+                    token_id=issued.id,
+                    fields={"via": "seed-demo"},
+                )
+            )
+        if audit is not None:
+            for event in events:
+                await audit.record(session, event)
     _write_tokens(tokens_file, {u.id: u.token for u in users if u.token})
     return Demo(org_id=org.id, users=users, created=True)
 

@@ -18,6 +18,7 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from keel.audit import AuditEvent, Auditor, EventCode
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.db.engine import Database
 from keel.db.tables import Export, Recognition, RecognitionEvidence
@@ -148,6 +149,7 @@ async def run(
     *,
     clock: Clock = SYSTEM_CLOCK,
     reclaim_running: bool = False,
+    audit: Auditor | None = None,
 ) -> None:
     """Produce the export's file; ``reclaim_running`` also takes over a stalled run."""
     claimable = [ExportStatus.PENDING] + ([ExportStatus.RUNNING] if reclaim_running else [])
@@ -164,6 +166,7 @@ async def run(
         if row is None:  # pragma: no cover - claimed a row that vanished
             return
         org_id, export_format = row.org_id, ExportFormat(row.format)
+        requested_by = row.requested_by
     writer = await store.begin_write(f"exports/{org_id}")
     count = 0
     try:
@@ -181,6 +184,10 @@ async def run(
                     status=ExportStatus.FAILED, finished_at=clock.now(), error=type(error).__name__
                 )
             )
+            if audit is not None:
+                await audit.record(
+                    session, _completed(org_id, requested_by, export_id, ExportStatus.FAILED)
+                )
         raise
     async with database.write() as session:
         await session.execute(
@@ -194,7 +201,29 @@ async def run(
                 row_count=count,
             )
         )
+        if audit is not None:
+            event = _completed(
+                org_id, requested_by, export_id, ExportStatus.SUCCEEDED, rows=count, size=blob.size
+            )
+            await audit.record(session, event)
     log.info("export_succeeded", export_id=export_id, rows=count, bytes=blob.size)
+
+
+def _completed(
+    org_id: str,
+    requested_by: str,
+    export_id: str,
+    status: ExportStatus,
+    *,
+    rows: int | None = None,
+    size: int | None = None,
+) -> AuditEvent:
+    return AuditEvent(
+        EventCode.EXPORT_COMPLETED,
+        org_id=org_id,
+        subject_id=requested_by,
+        fields={"export_id": export_id, "status": status.value, "row_count": rows, "size": size},
+    )
 
 
 async def unfinished(database: Database) -> list[str]:

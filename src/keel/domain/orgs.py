@@ -103,3 +103,27 @@ async def get_user_in_org(session: AsyncSession, org_id: str, user_id: str) -> U
     if user is None or user.org_id != org_id:
         raise NotFound("no such user")
     return user
+
+
+async def set_plan(session: AsyncSession, org_id: str, plan: str) -> tuple[str, str]:
+    """Change an organisation's plan; returns (previous, new)."""
+    if plan not in set(Plan):
+        raise InvalidInput(f"plan must be one of {', '.join(Plan)}", field="plan")
+    org = await session.get(Org, org_id)
+    if org is None:
+        raise NotFound(f"no organisation {org_id}")
+    previous, org.plan = org.plan, plan
+    await session.flush()
+    return previous, plan
+
+
+async def set_role(session: AsyncSession, user_id: str, role: str) -> tuple[User, str]:
+    """Change a user's role; returns the user and their previous role."""
+    if role not in set(Role):
+        raise InvalidInput(f"role must be one of {', '.join(Role)}", field="role")
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"no user {user_id}")
+    previous, user.role = user.role, role
+    await session.flush()
+    return user, previous

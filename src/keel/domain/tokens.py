@@ -14,6 +14,7 @@ import hmac
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -77,6 +78,14 @@ async def revoke_token(session: AsyncSession, token_id: str, *, clock: Clock = S
     return token.token_hash
 
 
+class AuthenticationObserver(Protocol):
+    """Told of checks against the database and of refusals (the audit log, issue 6)."""
+
+    async def succeeded(self, principal: Principal, ip: str | None) -> None: ...
+
+    def failed(self, reason: str, ip: str | None) -> None: ...
+
+
 class Authenticator:
     def __init__(
         self,
@@ -86,6 +95,7 @@ class Authenticator:
         cache_seconds: float = 5.0,
         max_entries: int = 10_000,
         clock: Clock = SYSTEM_CLOCK,
+        observer: AuthenticationObserver | None = None,
     ) -> None:
         self._database = database
         self._secret = secret
@@ -93,8 +103,14 @@ class Authenticator:
         self._max = max_entries
         self._clock = clock
         self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+        self._observer = observer
 
-    async def authenticate(self, token: str) -> Principal:
+    def failed(self, reason: str, ip: str | None = None) -> None:
+        """Count a refused credential (cheap: no I/O on the request path)."""
+        if self._observer is not None:
+            self._observer.failed(reason, ip)
+
+    async def authenticate(self, token: str, *, ip: str | None = None) -> Principal:
         if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
             raise Unauthenticated("invalid or revoked token")
         token_hash = hash_token(self._secret, token)
@@ -104,6 +120,8 @@ class Authenticator:
             self._cache.move_to_end(token_hash)
             return cached[0]
         principal = await self._load(token_hash)
+        if self._observer is not None:  # a database check, not a cache hit: audit it
+            await self._observer.succeeded(principal, ip)
         if self._ttl > 0:
             self._cache[token_hash] = (principal, now + self._ttl)
             self._cache.move_to_end(token_hash)

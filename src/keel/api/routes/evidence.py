@@ -8,10 +8,12 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request, Response
 from starlette.responses import StreamingResponse
 
+from keel.api.auditing import ClientIp, by_principal
 from keel.api.dependencies import AppServices, CurrentPrincipal
 from keel.api.multipart import FileFieldReader
 from keel.api.problems import problem_responses
 from keel.api.schemas import EvidenceOut
+from keel.audit import EventCode
 from keel.domain import evidence
 from keel.errors import PayloadTooLarge
 from keel.guard.idempotency import IDEMPOTENCY_KEY_PARAMETER, recorded
@@ -48,7 +50,7 @@ def _declared_length(request: Request) -> int | None:
     responses=problem_responses(400, 401, 409, 413, 415, 422, 429, 503),
 )
 async def upload_evidence(
-    request: Request, principal: CurrentPrincipal, services: AppServices
+    request: Request, principal: CurrentPrincipal, services: AppServices, ip: ClientIp
 ) -> Response:
     rules = services.upload_rules
     declared = _declared_length(request)
@@ -91,6 +93,16 @@ async def upload_evidence(
                 content_type=part.content_type,
                 clock=services.clock,
             )
+            event = by_principal(
+                EventCode.EVIDENCE_UPLOADED,
+                principal,
+                ip,
+                evidence_id=row.id,
+                size=row.size,
+                sha256=row.sha256,
+                content_type=row.content_type,
+            )
+            await services.audit.record(session, event)
             return outcome.respond(EvidenceOut.model_validate(row), status_code=201)
     except StorageQuotaExceeded:
         async with services.database.read() as session:
@@ -141,11 +153,14 @@ def attachment(filename: str) -> str:
     },
 )
 async def download_evidence(
-    evidence_id: str, principal: CurrentPrincipal, services: AppServices
+    evidence_id: str, principal: CurrentPrincipal, services: AppServices, ip: ClientIp
 ) -> StreamingResponse:
     async with services.database.read() as session:
         row = await evidence.get(session, principal, evidence_id)
     body = await primed(services.store.read(row.storage_key))
+    await services.audit.record_now(
+        by_principal(EventCode.EVIDENCE_DOWNLOADED, principal, ip, evidence_id=row.id)
+    )
     return StreamingResponse(
         body,
         media_type=row.content_type,
@@ -160,10 +175,19 @@ async def download_evidence(
 
 @router.delete("/{evidence_id}", status_code=204, responses=problem_responses(401, 403, 404, 503))
 async def delete_evidence(
-    evidence_id: str, principal: CurrentPrincipal, services: AppServices
+    evidence_id: str, principal: CurrentPrincipal, services: AppServices, ip: ClientIp
 ) -> Response:
     async with services.database.write() as session:
+        uploader_id = (await evidence.get(session, principal, evidence_id)).uploader_id
         orphan_key = await evidence.delete(session, principal, evidence_id, clock=services.clock)
+        event = by_principal(
+            EventCode.EVIDENCE_DELETED,
+            principal,
+            ip,
+            subject_id=uploader_id,
+            evidence_id=evidence_id,
+        )
+        await services.audit.record(session, event)
     if orphan_key is not None:
         await services.store.delete(orphan_key)
     return Response(status_code=204)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from starlette.responses import StreamingResponse
 
+from keel.api.auditing import ClientIp, by_principal
 from keel.api.dependencies import AppServices, CurrentPrincipal
 from keel.api.problems import problem_responses
 from keel.api.routes.evidence import primed
 from keel.api.schemas import ExportCreate, ExportOut
 from keel.api.services import Services
+from keel.audit import EventCode
 from keel.domain import exports
 from keel.guard.idempotency import IDEMPOTENCY_KEY_PARAMETER, recorded
 
@@ -19,7 +21,9 @@ router = APIRouter(prefix="/v1/exports", tags=["exports"])
 def schedule(services: Services, export_id: str) -> None:
     services.background.start(
         f"export:{export_id}",
-        lambda: exports.run(services.database, services.store, export_id, clock=services.clock),
+        lambda: exports.run(
+            services.database, services.store, export_id, clock=services.clock, audit=services.audit
+        ),
     )
 
 
@@ -31,11 +35,19 @@ def schedule(services: Services, export_id: str) -> None:
     openapi_extra={"parameters": [IDEMPOTENCY_KEY_PARAMETER]},
 )
 async def request_export(
-    request: Request, body: ExportCreate, principal: CurrentPrincipal, services: AppServices
+    request: Request,
+    body: ExportCreate,
+    principal: CurrentPrincipal,
+    services: AppServices,
+    ip: ClientIp,
 ) -> Response:
     # The Idempotency-Key's outcome commits in this same transaction (issue 4).
     async with services.database.write() as session, recorded(request, session) as outcome:
         row = await exports.request(session, principal, body.format, clock=services.clock)
+        event = by_principal(
+            EventCode.EXPORT_REQUESTED, principal, ip, export_id=row.id, format=row.format
+        )
+        await services.audit.record(session, event)
         response = outcome.respond(
             ExportOut.model_validate(row),
             status_code=202,
@@ -63,12 +75,15 @@ async def get_export(
     },
 )
 async def download_export(
-    export_id: str, principal: CurrentPrincipal, services: AppServices
+    export_id: str, principal: CurrentPrincipal, services: AppServices, ip: ClientIp
 ) -> StreamingResponse:
     async with services.database.read() as session:
         row = await exports.get(session, principal, export_id)
     key = exports.ready_key(row)
     body = await primed(services.store.read(key))
+    await services.audit.record_now(
+        by_principal(EventCode.EXPORT_DOWNLOADED, principal, ip, export_id=row.id)
+    )
     fmt = exports.ExportFormat(row.format)
     return StreamingResponse(
         body,

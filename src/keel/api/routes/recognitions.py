@@ -8,9 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import AwareDatetime, BeforeValidator
 
+from keel.api.auditing import ClientIp, by_principal
 from keel.api.dependencies import AppServices, CurrentPrincipal
 from keel.api.problems import problem_responses
 from keel.api.schemas import RecognitionCreate, RecognitionOut, RecognitionPage
+from keel.audit import EventCode
 from keel.domain import recognitions
 from keel.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from keel.guard.idempotency import IDEMPOTENCY_KEY_PARAMETER, recorded
@@ -42,7 +44,11 @@ Timestamp = Annotated[
     openapi_extra={"parameters": [IDEMPOTENCY_KEY_PARAMETER]},
 )
 async def create_recognition(
-    request: Request, body: RecognitionCreate, principal: CurrentPrincipal, services: AppServices
+    request: Request,
+    body: RecognitionCreate,
+    principal: CurrentPrincipal,
+    services: AppServices,
+    ip: ClientIp,
 ) -> Response:
     new = recognitions.NewRecognition(
         recipient_id=body.recipient_id,
@@ -53,6 +59,15 @@ async def create_recognition(
     # The Idempotency-Key's outcome commits in this same transaction (issue 4).
     async with services.database.write() as session, recorded(request, session) as outcome:
         record = await recognitions.create(session, principal, new, clock=services.clock)
+        event = by_principal(
+            EventCode.RECOGNITION_CREATED,
+            principal,
+            ip,
+            subject_id=record.recipient_id,
+            recognition_id=record.id,
+            evidence_count=len(record.evidence_ids),
+        )
+        await services.audit.record(session, event)
         return outcome.respond(RecognitionOut.model_validate(record), status_code=201)
 
 
@@ -96,8 +111,18 @@ async def get_recognition(
     "/{recognition_id}", status_code=204, responses=problem_responses(401, 403, 404, 503)
 )
 async def delete_recognition(
-    recognition_id: str, principal: CurrentPrincipal, services: AppServices
+    recognition_id: str, principal: CurrentPrincipal, services: AppServices, ip: ClientIp
 ) -> Response:
     async with services.database.write() as session:
-        await recognitions.delete(session, principal, recognition_id, clock=services.clock)
+        deleted = await recognitions.delete(
+            session, principal, recognition_id, clock=services.clock
+        )
+        event = by_principal(
+            EventCode.RECOGNITION_DELETED,
+            principal,
+            ip,
+            subject_id=deleted.giver_id,
+            recognition_id=deleted.id,
+        )
+        await services.audit.record(session, event)
     return Response(status_code=204)

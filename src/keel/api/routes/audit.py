@@ -1,0 +1,72 @@
+"""/v1/audit: an organisation's own audit events, for its admins.
+
+Members get 403; admins see their organisation's chain only (the chain is
+chosen from the principal, never from a parameter). Identifiers in the
+answer are the stored pseudonyms; ``user_id`` filters by a raw user id,
+hashed under every key in the ring so older events are found too.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from keel.api.dependencies import AppServices, CurrentPrincipal
+from keel.api.problems import problem_responses
+from keel.audit import AuditQuery
+from keel.audit import search as audit_search
+from keel.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
+from keel.errors import Forbidden
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+
+class AuditEventOut(BaseModel):
+    id: str
+    seq: int
+    occurred_at: str
+    code: str
+    key_id: str
+    actor: str | None
+    subject: str | None
+    token: str | None
+    ip: str | None
+    fields: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEventOut]
+    next_cursor: str | None
+
+
+@router.get("", response_model=AuditPage, responses=problem_responses(400, 401, 403, 422, 503))
+async def list_audit_events(
+    principal: CurrentPrincipal,
+    services: AppServices,
+    code: Annotated[list[str] | None, Query()] = None,
+    user_id: Annotated[str | None, Query(max_length=64)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> AuditPage:
+    if not principal.is_admin:
+        raise Forbidden("only organisation admins may read the audit log")
+    query = AuditQuery(
+        org_id=principal.org_id, codes=tuple(code or ()), user_id=user_id, since=since, until=until
+    )
+    before = decode_cursor(cursor) if cursor else None
+    rows, more = await audit_search.page(
+        services.database, services.audit.keys, query, limit=limit, before_id=before
+    )
+    items = []
+    for row in rows:
+        item = audit_search.as_dict(row)
+        item.pop("chain_id")
+        items.append(AuditEventOut.model_validate(item))
+    return AuditPage(items=items, next_cursor=encode_cursor(rows[-1].id) if more else None)

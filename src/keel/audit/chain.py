@@ -1,0 +1,113 @@
+"""The hash chain and digest arithmetic: pure functions, no I/O.
+
+An event's hash is SHA-256 over a canonical serialisation of every stored
+field — an explicit list, as sorted-key JSON with no whitespace, times as
+ISO 8601 UTC with microseconds — including the previous event's hash. So
+editing any field of any row changes its hash; deleting, inserting or
+reordering rows breaks the ``prev_hash`` link or the gap-free ``seq``.
+
+A digest signs ``(chain, first_seq, last_seq, prev_hash, last_hash,
+previous_digest_hash, signed_at, signing_key_id)``: through the chain that
+pins every event in the range, and through ``previous_digest_hash`` every
+earlier digest (CloudTrail's ``previousDigestSignature``). Rewriting a chain
+and recomputing all its hashes therefore still fails on the signatures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+GENESIS = "0" * 64
+FieldValue = str | int | bool | None
+
+
+def canonical_json(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def timestamp(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        raise ValueError("naive datetimes are refused: pass an aware UTC datetime")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class ChainedEvent:
+    """Exactly the fields an event's hash covers."""
+
+    id: str
+    chain_id: str
+    seq: int
+    occurred_at: datetime
+    code: str
+    key_id: str
+    actor: str | None
+    subject: str | None
+    token: str | None
+    ip: str | None
+    fields: str  # canonical JSON of the event's fields
+    prev_hash: str
+
+    def canonical(self) -> bytes:
+        return canonical_json(
+            {
+                "v": 1,
+                "id": self.id,
+                "chain_id": self.chain_id,
+                "seq": self.seq,
+                "occurred_at": timestamp(self.occurred_at),
+                "code": self.code,
+                "key_id": self.key_id,
+                "actor": self.actor,
+                "subject": self.subject,
+                "token": self.token,
+                "ip": self.ip,
+                "fields": self.fields,
+                "prev_hash": self.prev_hash,
+            }
+        ).encode()
+
+    def hash(self) -> str:
+        return hashlib.sha256(self.canonical()).hexdigest()
+
+
+def encode_fields(fields: Mapping[str, FieldValue]) -> str:
+    return canonical_json(dict(fields))
+
+
+@dataclass(frozen=True, slots=True)
+class DigestBody:
+    """Exactly what a digest's signature covers."""
+
+    chain_id: str
+    first_seq: int
+    last_seq: int
+    prev_hash: str
+    last_hash: str
+    previous_digest_hash: str
+    signed_at: datetime
+    signing_key_id: str
+
+    def canonical(self) -> bytes:
+        return canonical_json(
+            {
+                "v": 1,
+                "chain_id": self.chain_id,
+                "first_seq": self.first_seq,
+                "last_seq": self.last_seq,
+                "prev_hash": self.prev_hash,
+                "last_hash": self.last_hash,
+                "previous_digest_hash": self.previous_digest_hash,
+                "signed_at": timestamp(self.signed_at),
+                "signing_key_id": self.signing_key_id,
+            }
+        ).encode()
+
+
+def digest_hash(body: DigestBody, signature_hex: str) -> str:
+    """What the next digest points back to: the body and its signature together."""
+    return hashlib.sha256(body.canonical() + b"\x00" + signature_hex.encode()).hexdigest()
