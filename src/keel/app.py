@@ -82,8 +82,7 @@ def build_services(
         redis_breaker=BreakerGate(dependencies.redis.breaker),
     )
     audit = build_auditor(settings, database, clock=clock)
-    background = BackgroundTasks()
-    dependencies.registry.add_listener(audit_breaker_transitions(audit, background))
+    dependencies.registry.add_listener(audit_breaker_transitions(audit))
     return Services(
         settings=settings,
         limits=limits,
@@ -101,7 +100,7 @@ def build_services(
             max_bytes=settings.max_upload_bytes,
             allowed_content_types=tuple(settings.allowed_content_types),
         ),
-        background=background,
+        background=BackgroundTasks(),
         clock=clock,
         audit=audit,
     )

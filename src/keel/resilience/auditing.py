@@ -1,23 +1,30 @@
 """Breaker transitions into the audit log (``breaker.state_changed``, system chain).
 
-A transition is delivered on the path of the call that caused it (``CircuitBreaker.flush``),
-so the listener only *starts* the append, as a tracked background task: a request never
-waits for the audit transaction, and an audit write failing (the database being the
-dependency that just failed, say) is logged by the task runner, never raised.
+The breaker delivers a transition after the call that caused it (``CircuitBreaker.flush``),
+so the append is bounded: a transition is rare (at most one per wait period), but the
+call that caused it must not hang on an audit write — least of all when the database is
+the dependency in trouble. A failed or timed-out append is logged and dropped (the
+``breaker_state_changed`` log line and the metrics still record the transition); it never
+fails the call.
 """
 
 from __future__ import annotations
 
+import asyncio
+
+import structlog
+
 from keel.audit import AuditEvent, Auditor, EventCode
 from keel.resilience._breaker import BreakerListener
 from keel.resilience._state import BreakerTransition
-from keel.tasks import BackgroundTasks
+
+_log = structlog.get_logger("keel.resilience.auditing")
 
 
-def audit_breaker_transitions(audit: Auditor, background: BackgroundTasks) -> BreakerListener:
+def audit_breaker_transitions(audit: Auditor, *, timeout: float = 1.0) -> BreakerListener:
     """A listener for ``services.dependencies.registry.add_listener``."""
 
-    def listener(event: BreakerTransition) -> None:
+    async def listener(event: BreakerTransition) -> None:
         audit_event = AuditEvent(
             EventCode.BREAKER_STATE_CHANGED,
             fields={
@@ -27,10 +34,10 @@ def audit_breaker_transitions(audit: Auditor, background: BackgroundTasks) -> Br
                 "reason": event.reason.value,
             },
         )
-
-        async def append() -> None:
-            await audit.record_now(audit_event)
-
-        background.start(f"audit:breaker:{event.breaker}", append)
+        try:
+            async with asyncio.timeout(timeout):
+                await audit.record_now(audit_event)
+        except Exception as error:
+            _log.warning("breaker_audit_failed", breaker=event.breaker, error=type(error).__name__)
 
     return listener
