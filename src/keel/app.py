@@ -17,14 +17,13 @@ from keel import __version__
 from keel.api import problems
 from keel.api.authentication import AuthenticationMiddleware
 from keel.api.routes import evidence, exports, recognitions, users
-from keel.api.routes.exports import schedule
 from keel.api.services import Services
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.db import migrate
 from keel.db.engine import Database
-from keel.domain import exports as export_domain
 from keel.domain.evidence import UploadRules
 from keel.domain.tokens import Authenticator
+from keel.jobs.runtime import InProcessWorker, inprocess_enabled
 from keel.settings import Settings
 from keel.storage import LocalDirectoryStore
 from keel.tasks import BackgroundTasks
@@ -67,12 +66,16 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await migrate.require_head(services.database)
-        for export_id in await export_domain.unfinished(services.database):
-            schedule(services, export_id)
+        worker: InProcessWorker | None = None
+        if inprocess_enabled(settings):
+            worker = InProcessWorker(settings, services.database, services.store, clock)
+            await worker.start()
         log.info("keel_started", version=__version__, env=settings.env.value)
         try:
             yield
         finally:
+            if worker is not None:
+                await worker.stop()
             await services.background.drain(SHUTDOWN_GRACE_SECONDS)
             await services.database.dispose()
             log.info("keel_stopped")

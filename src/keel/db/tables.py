@@ -134,3 +134,6 @@ class Export(Base):
     size: Mapped[int | None] = mapped_column(BigInteger, default=None)
     row_count: Mapped[int | None] = mapped_column(Integer, default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+from keel.db import tables_jobs as _tables_jobs  # noqa: E402, F401 - the job queue (issue 7)

@@ -9,17 +9,10 @@ from keel.api.dependencies import AppServices, CurrentPrincipal
 from keel.api.problems import problem_responses
 from keel.api.routes.evidence import primed
 from keel.api.schemas import ExportCreate, ExportOut
-from keel.api.services import Services
 from keel.domain import exports
+from keel.jobs.exports import enqueue_export
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"])
-
-
-def schedule(services: Services, export_id: str) -> None:
-    services.background.start(
-        f"export:{export_id}",
-        lambda: exports.run(services.database, services.store, export_id, clock=services.clock),
-    )
 
 
 @router.post(
@@ -33,7 +26,8 @@ async def request_export(
 ) -> ExportOut:
     async with services.database.write() as session:
         row = await exports.request(session, principal, body.format, clock=services.clock)
-    schedule(services, row.id)
+        # In the same transaction: the export and its job commit together or not at all.
+        await enqueue_export(session, row.id, clock=services.clock)
     response.headers["Location"] = f"/v1/exports/{row.id}"
     return ExportOut.model_validate(row)
 
