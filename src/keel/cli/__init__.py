@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from keel.cli import admin, migrate, server
+from keel.cli import admin, jobs, migrate, server
 
 app = typer.Typer(
     name="keel",
@@ -20,6 +20,7 @@ app = typer.Typer(
 server.register(app)
 app.add_typer(admin.app, name="admin")
 app.add_typer(migrate.app, name="migrate")
+jobs.register(app)
 
 
 def main() -> None:

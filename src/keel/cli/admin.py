@@ -90,6 +90,25 @@ def revoke(token_id: str, as_json: bool = JsonOption) -> None:
     print_json({"id": token_id, "revoked": True}) if as_json else out.print(f"revoked {token_id}")
 
 
+@app.command("set-webhook")
+def set_webhook(
+    org: str,
+    url: str = typer.Argument("", help="http(s) URL to POST notifications to; empty clears it."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Set (or clear) the webhook an organisation's notifications are POSTed to."""
+
+    async def go() -> None:
+        async with database() as db, db.write() as session:
+            await orgs.set_webhook(session, org, url or None)
+
+    run(go)
+    if as_json:
+        print_json({"id": org, "webhook_url": url or None})
+    else:
+        out.print(f"webhook of {org}: {url or '(none)'}")
+
+
 @app.command("list-orgs")
 def list_orgs(as_json: bool = JsonOption) -> None:
     """List organisations."""
