@@ -66,10 +66,14 @@ async def worker_for(
             store=LocalDirectoryStore(settings.storage_dir),
             http=client,
         )
-        yield Worker(
+        worker = Worker(
             resources,
             registry,
             WorkerConfig(queues=queues or {"default": 4, "critical": 2, "exports": 2}, **config),
         )
+        try:
+            yield worker
+        finally:
+            await worker.close()
     finally:
         await client.aclose()

@@ -23,6 +23,7 @@ from sqlalchemy import (
     func,
     literal,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -39,13 +40,15 @@ S = JobState
 _CLAIMABLE = source_states(S.RUNNING, QUEUED)
 
 
-def insert_jobs(dialect: str, rows: Sequence[dict[str, Any]]) -> Insert:
-    """``insert_jobs``: new rows; a row whose ``unique_key`` exists is skipped, not an error."""
+def insert_jobs(dialect: str) -> Insert:
+    """``insert_jobs``: new rows; a row whose ``unique_key`` exists is skipped, not an error.
+
+    Executed with a list of rows: SQLAlchemy's "insertmanyvalues" sends them as
+    multi-row INSERTs from one cached compilation.
+    """
     module = postgresql if dialect == "postgresql" else sqlite
-    statement = module.insert(jobs).values(list(rows))
-    return cast(Insert, statement.on_conflict_do_nothing(index_elements=["unique_key"])).returning(
-        jobs.c.id, jobs.c.unique_key
-    )
+    statement = module.insert(jobs).on_conflict_do_nothing(index_elements=["unique_key"])
+    return cast(Insert, statement).returning(jobs.c.id)
 
 
 def ids_by_unique_key(keys: Sequence[str]) -> Select[tuple[str, str | None]]:
@@ -70,7 +73,12 @@ _ORDER = (jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
 
 
 def claim_postgresql(
-    queue: str, limit: int, worker: str, now: datetime, lease_until: datetime
+    queue: str,
+    limit: int,
+    worker: str,
+    now: datetime,
+    lease_until: datetime,
+    succeeded: Sequence[tuple[str, int]] = (),
 ) -> Update:
     """``claim_postgresql``: one round trip per batch.
 
@@ -86,12 +94,18 @@ def claim_postgresql(
         .with_for_update(skip_locked=True)
         .cte("candidates")
     )
-    return (
+    statement = (
         update(jobs)
         .where(jobs.c.id == candidates.c.id)
         .values(_claim_values(worker, now, lease_until))
         .returning(*jobs.c)
     )
+    if succeeded:
+        # Piggyback: the attempts this worker finished since its last claim are
+        # recorded in the same statement (a data-modifying CTE), so a job costs
+        # one commit, not two. Rows being claimed are queued, never these.
+        statement = statement.add_cte(mark_succeeded_many(succeeded, worker, now).cte("done"))
+    return statement
 
 
 def claim_sqlite(
@@ -147,6 +161,27 @@ def mark_succeeded(job_id: str, worker: str, attempt: int, now: datetime) -> Upd
             lease_expires_at=None,
             last_error=None,
         )
+    )
+
+
+def mark_succeeded_many(succeeded: Sequence[tuple[str, int]], worker: str, now: datetime) -> Update:
+    """``mark_succeeded_many``: (job id, attempt) pairs, fenced like :func:`mark_succeeded`."""
+    source_states(S.SUCCEEDED, frozenset({S.RUNNING}))
+    return (
+        update(jobs)
+        .where(
+            tuple_(jobs.c.id, jobs.c.attempt).in_(list(succeeded)),
+            jobs.c.state == S.RUNNING.value,
+            jobs.c.lease_owner == worker,
+        )
+        .values(
+            state=S.SUCCEEDED.value,
+            finished_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+            last_error=None,
+        )
+        .returning(jobs.c.id)
     )
 
 

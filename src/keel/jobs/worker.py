@@ -35,6 +35,7 @@ from keel.jobs.queue import stats
 from keel.jobs.registry import JobContext, JobResources, Registry, UnknownJobType
 from keel.jobs.retry import Outcome, RetryPolicy, after_failure
 from keel.jobs.states import JobState
+from keel.jobs.store import JobStore
 
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("keel.jobs")
@@ -105,6 +106,10 @@ class Worker:
         self._running: dict[str, tuple[ClaimedJob, asyncio.Task[None]]] = {}
         self._lost: set[str] = set()
         self._keepers_stop = asyncio.Event()
+        self._succeeded: list[tuple[str, int]] = []
+        self._defer_success = False
+        pool_size = min(sum(config.queues.values()) + 2, 20)
+        self._store = JobStore(resources.database, pool_size=pool_size)
         self._listener: Listener | None = None
         if resources.database.dialect == "postgresql":
             self._listener = Listener(resources.database.url, self._wake)
@@ -112,6 +117,10 @@ class Worker:
     @property
     def running(self) -> int:
         return len(self._running)
+
+    async def close(self) -> None:
+        """Release the worker's own connections (:meth:`run` does it when it returns)."""
+        await self._store.dispose()
 
     def stop(self) -> None:
         """Stop claiming; :meth:`run` then finishes or releases what runs and returns."""
@@ -122,15 +131,26 @@ class Worker:
     # --- single steps: each takes its time from the injected clock --------------
 
     async def claim(self, queue: str, limit: int) -> list[ClaimedJob]:
-        database = self.resources.database
+        """Claim up to ``limit`` due jobs; also records the successes deferred until now."""
         now = self.resources.clock.now()
         lease_until = now + timedelta(seconds=self.config.lease_seconds)
-        if database.dialect == "postgresql":
-            statement = queries.claim_postgresql(queue, limit, self.id, now, lease_until)
-        else:
-            statement = queries.claim_sqlite(queue, limit, self.id, now, lease_until)
-        async with database.write() as session:
-            rows = (await session.execute(statement)).mappings().all()
+        succeeded, self._succeeded = self._succeeded, []
+        try:
+            async with self._store.write() as connection:
+                if self._store.dialect == "postgresql":
+                    statement = queries.claim_postgresql(
+                        queue, limit, self.id, now, lease_until, succeeded
+                    )
+                else:
+                    if succeeded:
+                        await connection.execute(
+                            queries.mark_succeeded_many(succeeded, self.id, now)
+                        )
+                    statement = queries.claim_sqlite(queue, limit, self.id, now, lease_until)
+                rows = (await connection.execute(statement)).mappings().all()
+        except BaseException:
+            self._succeeded[:0] = succeeded  # not recorded: keep them for the next write
+            raise
         return [
             ClaimedJob(
                 id=row["id"],
@@ -182,10 +202,14 @@ class Worker:
                 span.set_status(Status(StatusCode.ERROR, type(error).__name__))
                 return await self._failed(job, policy, error, clock.monotonic() - started)
         elapsed = clock.monotonic() - started
+        metrics.JOB_DURATION.labels(job.job_type, "succeeded").observe(elapsed)
+        if self._defer_success:
+            # Recorded by the queue loop's next claim (see claim_postgresql), at once.
+            self._succeeded.append((job.id, job.attempt))
+            return JobState.SUCCEEDED
         recorded = await self._record(
             queries.mark_succeeded(job.id, self.id, job.attempt, clock.now())
         )
-        metrics.JOB_DURATION.labels(job.job_type, "succeeded").observe(elapsed)
         if not recorded:
             return None
         log.info("job_succeeded", job_id=job.id, job_type=job.job_type, attempt=job.attempt)
@@ -240,14 +264,14 @@ class Worker:
         """Write an outcome; ``False`` when the fence says the lease is gone."""
         for attempt in range(3):
             try:
-                async with self.resources.database.write() as session:
+                async with self._store.write() as session:
                     result = await session.execute(statement)
                 break
             except DatabaseUnavailable:
                 if attempt == 2:
                     raise
                 await asyncio.sleep(0.5 * (attempt + 1))
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        if result.rowcount != 1:
             log.warning("job_outcome_discarded", reason="lease lost")
             return False
         return True
@@ -258,7 +282,7 @@ class Worker:
         if not ids:
             return set()
         until = self.resources.clock.now() + timedelta(seconds=self.config.lease_seconds)
-        async with self.resources.database.write() as session:
+        async with self._store.write() as session:
             renewed = await session.execute(queries.renew_leases(ids, self.id, until))
             kept = {row.id for row in renewed}
         lost = {job_id for job_id in ids if job_id not in kept and job_id in self._running}
@@ -270,7 +294,7 @@ class Worker:
 
     async def reclaim(self) -> int:
         """Hand jobs whose lease expired back to ``ready`` (or ``dead``); any worker may."""
-        async with self.resources.database.write() as session:
+        async with self._store.write() as session:
             statement = queries.reclaim_expired(self.resources.clock.now())
             rows = (await session.execute(statement)).all()
         for row in rows:
@@ -311,6 +335,7 @@ class Worker:
     async def run(self) -> None:
         """Work until :meth:`stop`; then stop claiming, finish or release, and return."""
         log.info("worker_started", worker=self.id, queues=self.config.queues)
+        self._defer_success = True
         loops = [
             asyncio.create_task(self._queue_loop(queue, n), name=f"claim:{queue}")
             for queue, n in self.config.queues.items()
@@ -332,12 +357,26 @@ class Worker:
             self.stop()
             await asyncio.gather(*loops, return_exceptions=True)
             await self._finish_running()
+            self._defer_success = False
+            await self._flush_succeeded()
             listener_stop.set()
             self._keepers_stop.set()
             await asyncio.wait(keeper_tasks, timeout=5)
             for task in keeper_tasks:
                 task.cancel()
+            await self.close()
             log.info("worker_stopped", worker=self.id)
+
+    async def _flush_succeeded(self) -> None:
+        succeeded, self._succeeded = self._succeeded, []
+        if not succeeded:
+            return
+        now = self.resources.clock.now()
+        try:
+            async with self._store.write() as connection:
+                await connection.execute(queries.mark_succeeded_many(succeeded, self.id, now))
+        except DatabaseUnavailable:
+            log.error("job_outcomes_not_recorded", worker=self.id, count=len(succeeded))
 
     async def _finish_running(self) -> None:
         tasks = [task for _job, task in self._running.values()]
@@ -351,7 +390,7 @@ class Worker:
             task.cancel()
         await asyncio.wait(pending, timeout=5)
         try:
-            async with self.resources.database.write() as session:
+            async with self._store.write() as session:
                 await session.execute(queries.release(left, self.id))
             log.warning("jobs_released", worker=self.id, count=len(left))
         except DatabaseUnavailable:
