@@ -43,7 +43,7 @@ async def record_run(context: JobContext) -> None:
             await session.execute(
                 text("INSERT INTO job_run_conflicts VALUES (:job_id, :attempt, :pid)"), key
             )
-    await asyncio.sleep(float(context.payload.get("work_seconds", 0.03)))
+    await asyncio.sleep(float(context.payload.get("work_seconds", 0.01)))
     async with database.write() as session:
         await session.execute(
             text(
