@@ -79,7 +79,11 @@ class InProcessWorker:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._main(), name="keel-inprocess-worker")
-        await self._started.wait()
+        started = asyncio.create_task(self._started.wait())
+        await asyncio.wait([self._task, started], return_when=asyncio.FIRST_COMPLETED)
+        if not self._started.is_set():  # the worker failed before it could start
+            started.cancel()
+            await self._task  # raises the worker's error
 
     async def _main(self) -> None:
         async with resources(self._settings, self._database, self._store, self._clock) as res:

@@ -407,6 +407,9 @@ class Worker:
                 except DatabaseUnavailable:
                     log.warning("job_claim_failed", queue=queue)
                     claimed = []
+                except Exception:  # the loop must outlive one bad round, or the queue starves
+                    log.exception("job_claim_crashed", queue=queue)
+                    claimed = []
                 for job in claimed:
                     self._start(job)
                 if claimed and len(claimed) == free:
