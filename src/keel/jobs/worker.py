@@ -301,7 +301,7 @@ class Worker:
             metrics.LEASES_RECLAIMED.inc()
             if row.state == JobState.DEAD.value:
                 metrics.JOBS_DEAD.labels(row.job_type).inc()
-            log.warning("job_lease_expired", job_id=row.id, job_type=row.job_type, now=row.state)
+            log.warning("job_lease_expired", job_id=row.id, job_type=row.job_type, state=row.state)
         return len(rows)
 
     async def tick(self) -> list[str]:
