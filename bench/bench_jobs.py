@@ -92,8 +92,8 @@ class Done:
         if self.count >= self.target:
             self.event.set()
 
-    async def wait(self, timeout: float = 600) -> None:
-        await asyncio.wait_for(self.event.wait(), timeout)
+    async def wait(self) -> None:
+        await asyncio.wait_for(self.event.wait(), 600)
 
 
 async def latency_run(
