@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 from tests.support.jobs import Recorder, make_registry, worker_for
 
@@ -391,3 +392,29 @@ async def test_running_worker_wakes_and_processes(database: Database, tmp_path: 
 
 async def test_job_store_check(database: Database, tmp_path: Path) -> None:
     await check_job_store(database)
+
+
+async def test_metrics_count_outcomes_and_sample_depth(database: Database, tmp_path: Path) -> None:
+    def value(name: str, labels: dict[str, str]) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    clock, recorder = ManualClock(), Recorder()
+    succeeded = {"job_type": "test.record", "outcome": "succeeded"}
+    before = value("keel_job_duration_seconds_count", succeeded)
+    retries_before = value("keel_job_retries_total", {"job_type": "test.record"})
+    async with database.write() as session:
+        await queue.enqueue(session, recorder.record, clock=clock)
+        failing = await queue.enqueue(session, recorder.record, clock=clock)
+        await queue.enqueue(session, recorder.record, run_at=clock.now(), clock=clock)
+    recorder.fail_times[failing] = 1
+    async with worker_for(database, make_registry(recorder), clock, tmp_path) as worker:
+        await worker.run_until_idle("default")
+        async with database.write() as session:
+            await queue.enqueue(session, recorder.record, clock=clock)
+        clock.advance(0.5)
+        await worker.sample()
+    assert value("keel_job_duration_seconds_count", succeeded) == before + 2
+    assert value("keel_job_retries_total", {"job_type": "test.record"}) == retries_before + 1
+    assert value("keel_jobs_queue_depth", {"queue": "default", "state": "succeeded"}) == 2
+    assert value("keel_jobs_queue_depth", {"queue": "default", "state": "ready"}) == 1
+    assert value("keel_jobs_oldest_ready_age_seconds", {"queue": "default"}) == 0.5
