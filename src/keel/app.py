@@ -19,14 +19,12 @@ from keel.api import problems
 from keel.api.authentication import AuthenticationMiddleware
 from keel.api.routes import audit as audit_routes
 from keel.api.routes import evidence, exports, quotas, recognitions, users
-from keel.api.routes.exports import schedule
 from keel.api.routing import RouteTable
 from keel.api.services import Services
 from keel.audit import build_auditor
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.db import migrate
 from keel.db.engine import Database
-from keel.domain import exports as export_domain
 from keel.domain.evidence import UploadRules
 from keel.domain.tokens import Authenticator
 from keel.errors import ConfigurationError
@@ -39,13 +37,12 @@ from keel.guard.idempotency import (
 from keel.guard.limits import LimitsMiddleware
 from keel.guard.shed import LoadSheddingMiddleware
 from keel.guard.wiring import OPERATIONS, build_limits
+from keel.jobs.runtime import InProcessWorker, inprocess_enabled
 from keel.settings import Settings
 from keel.storage import LocalDirectoryStore
-from keel.tasks import BackgroundTasks
 
 log = structlog.get_logger(__name__)
 
-SHUTDOWN_GRACE_SECONDS = 20.0
 ROUTERS = (
     recognitions.router,
     evidence.router,
@@ -80,7 +77,6 @@ def build_services(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Servic
             max_bytes=settings.max_upload_bytes,
             allowed_content_types=tuple(settings.allowed_content_types),
         ),
-        background=BackgroundTasks(),
         clock=clock,
         audit=audit,
     )
@@ -95,14 +91,17 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await migrate.require_head(services.database)
         await services.limits.start()
-        for export_id in await export_domain.unfinished(services.database):
-            schedule(services, export_id)
         services.audit.authentication.start()
+        worker: InProcessWorker | None = None
+        if inprocess_enabled(settings):
+            worker = InProcessWorker(settings, services.database, services.store, clock)
+            await worker.start()
         log.info("keel_started", version=__version__, env=settings.env.value)
         try:
             yield
         finally:
-            await services.background.drain(SHUTDOWN_GRACE_SECONDS)
+            if worker is not None:
+                await worker.stop()
             await services.limits.stop()
             await services.audit.authentication.stop()
             await services.database.dispose()

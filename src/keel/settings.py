@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -98,6 +98,20 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [" ".join(item.split()) for item in value.split(",") if item.strip()]
         return value
+
+    # --- background jobs (issue 7) ---
+    inprocess_worker: Literal["auto", "on", "off"] = "auto"
+    """Run a job worker inside ``keel serve``; ``auto`` = on for SQLite, off otherwise."""
+    jobs_queues: str = "critical=4,default=4,exports=2"
+    """Queues a worker serves, with their concurrency (``name=N``; bare name = 4)."""
+    jobs_lease_seconds: float = Field(default=30.0, gt=0)
+    jobs_poll_seconds: float = Field(default=0.2, gt=0)
+    jobs_listen_poll_seconds: float = Field(default=1.0, gt=0)
+    jobs_grace_seconds: float = Field(default=20.0, ge=0)
+    jobs_retention_hours: float = Field(default=168.0, gt=0)
+    jobs_modules: str = ""
+    """Comma-separated modules whose ``JOB_TYPES``/``PERIODIC`` workers also load."""
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0)
 
     @model_validator(mode="before")
     @classmethod

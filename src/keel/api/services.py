@@ -14,7 +14,6 @@ from keel.domain.tokens import Authenticator
 from keel.guard.wiring import LimitsParts
 from keel.settings import Settings
 from keel.storage import BlobStore
-from keel.tasks import BackgroundTasks
 
 
 @dataclass
@@ -24,7 +23,6 @@ class Services:
     store: BlobStore
     authenticator: Authenticator
     upload_rules: UploadRules
-    background: BackgroundTasks
     clock: Clock
     limits: LimitsParts
     audit: Auditor  # the audit log (issue 6): record(session, AuditEvent(...))

@@ -8,7 +8,7 @@ import httpx
 import structlog
 from fastapi import FastAPI
 from sqlalchemy import text
-from tests.support.app import SECRET, World, add_member
+from tests.support.app import SECRET, World, add_member, wait_for_export
 
 from keel.audit import PublicKeys, verify
 from keel.domain.principal import Role
@@ -29,7 +29,7 @@ async def act(app: FastAPI, client: httpx.AsyncClient, world: World) -> dict[str
     export = (
         await client.post("/v1/exports", json={"format": "json"}, headers=world.alice.headers)
     ).json()
-    await app.state.services.background.drain(30)
+    await wait_for_export(client, world.alice.headers, export["id"])
     download = await client.get(f"/v1/exports/{export['id']}/content", headers=world.alice.headers)
     assert download.status_code == 200
     deleted = await client.delete(
