@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
-from keel import __version__
+from keel import __version__, observe
 from keel.api import problems
 from keel.api.authentication import AuthenticationMiddleware
 from keel.api.routes import evidence, exports, recognitions, users
@@ -31,8 +31,6 @@ from keel.tasks import BackgroundTasks
 
 log = structlog.get_logger(__name__)
 
-SHUTDOWN_GRACE_SECONDS = 20.0
-
 
 def build_services(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Services:
     database = Database(
@@ -40,10 +38,11 @@ def build_services(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Servic
         pool_size=settings.database_pool_size,
         timeout=settings.database_timeout_seconds,
     )
+    store = LocalDirectoryStore(settings.storage_dir)
     return Services(
         settings=settings,
         database=database,
-        store=LocalDirectoryStore(settings.storage_dir),
+        store=store,
         authenticator=Authenticator(
             database,
             settings.secret_key.get_secret_value().encode(),
@@ -56,10 +55,17 @@ def build_services(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Servic
         ),
         background=BackgroundTasks(),
         clock=clock,
+        observe=observe.build(settings, database, store, clock),
     )
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    handle_signals: bool = False,
+) -> FastAPI:
+    """``handle_signals``: drain on SIGTERM (only under a real server: ``keel serve``)."""
     settings = settings or Settings()
     settings.check_startable()
     services = build_services(settings, clock=clock)
@@ -70,12 +76,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
         for export_id in await export_domain.unfinished(services.database):
             schedule(services, export_id)
         log.info("keel_started", version=__version__, env=settings.env.value)
-        try:
-            yield
-        finally:
-            await services.background.drain(SHUTDOWN_GRACE_SECONDS)
-            await services.database.dispose()
-            log.info("keel_stopped")
+        async with observe.running(services.observe, settings, handle_signals=handle_signals):
+            try:
+                yield
+            finally:
+                await services.background.drain(settings.shutdown_grace_seconds)
+                await services.database.dispose()
+                log.info("keel_stopped")
 
     app = FastAPI(
         title="Keel",
@@ -89,9 +96,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
     for router in (recognitions.router, evidence.router, exports.router, users.router):
         app.include_router(router)
     app.add_middleware(AuthenticationMiddleware, authenticator=services.authenticator)
+    # --- observability (issue 3): endpoints, then trace → metrics as the OUTERMOST
+    # middleware. Starlette makes the last added the outermost, so this block stays
+    # after every other add_middleware (shed, limits, idempotency go above it).
+    observe.install(app, services.observe, settings, services.database)
     return app
 
 
 def create_app_from_environment() -> FastAPI:
     """uvicorn's factory entry point (``keel serve`` and ``--workers N``)."""
-    return create_app(Settings())
+    return create_app(Settings(), handle_signals=True)

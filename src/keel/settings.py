@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -60,6 +60,20 @@ class Settings(BaseSettings):
     service_id: str = "keel"
     release_id: str = "dev"
     git_sha: str = "unknown"
+
+    # --- observability: health, shutdown, logs, tracing, metrics (issue 3) ---
+    observe_enabled: bool = True  # off only to measure the stack's cost (bench/)
+    log_level: str = "info"
+    log_format: Literal["json", "console"] | None = None  # default: console in dev, else JSON
+    otel_endpoint: str | None = None  # OTLP/HTTP traces endpoint; no exporter when unset
+    otel_sampling_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+    slo_latency_seconds: float = Field(default=0.3, gt=0)
+    health_cache_seconds: float = Field(default=2.0, ge=0)
+    health_check_timeout_seconds: float = Field(default=1.0, gt=0)
+    live_loop_lag_warn_seconds: float = Field(default=1.0, gt=0)
+    shutdown_drain_seconds: float = Field(default=5.0, ge=0)
+    shutdown_grace_seconds: float = Field(default=20.0, gt=0)
+    fingerprint_key: SecretStr | None = None  # shared across environments for parity
 
     @model_validator(mode="before")
     @classmethod

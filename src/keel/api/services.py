@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.requests import HTTPConnection
 
@@ -14,6 +15,10 @@ from keel.settings import Settings
 from keel.storage import BlobStore
 from keel.tasks import BackgroundTasks
 
+if TYPE_CHECKING:
+    from keel.observe import Observability
+    from keel.observe.health import HealthRegistry
+
 
 @dataclass
 class Services:
@@ -24,6 +29,12 @@ class Services:
     upload_rules: UploadRules
     background: BackgroundTasks
     clock: Clock
+    observe: Observability  # health registry, lifecycle, metrics, tracer (issue 3)
+
+    @property
+    def health(self) -> HealthRegistry:
+        """Where every part registers its readiness checks: ``services.health.register(...)``."""
+        return self.observe.health
 
 
 def services_of(connection: HTTPConnection) -> Services:

@@ -1,0 +1,86 @@
+"""OpenTelemetry: one tracer provider per app, instrumentations bound to it.
+
+Incoming W3C ``traceparent``/``tracestate`` are read by the ASGI
+instrumentation (an invalid header starts a new trace, as the spec says);
+outgoing calls made with an instrumented httpx client or Redis client carry
+them on. Each app gets its own provider and instruments its own app and
+engine — never the libraries globally — so tests may build many apps in one
+process and nothing is instrumented twice. Probes and ``/metrics`` are not
+traced, and the ASGI per-message ``send``/``receive`` spans are left out.
+
+The exporter is OTLP over HTTP when ``KEEL_OTEL_ENDPOINT`` is set, none
+otherwise (spans still exist, so trace ids still reach the logs).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from opentelemetry import metrics as otel_metrics
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.instrumentation.redis import RedisInstrumentor
+from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from keel import __version__
+from keel.observe.routes_info import OPERATIONAL_PATHS
+from keel.settings import Settings
+
+# Matched against scheme://host/path (no query string) by the ASGI instrumentation.
+EXCLUDED_URLS = ",".join(rf"^[a-z]+://[^/]*{path}$" for path in sorted(OPERATIONAL_PATHS))
+
+
+def build_tracer_provider(settings: Settings) -> TracerProvider:
+    resource = Resource.create(
+        {
+            "service.name": settings.service_id,
+            "service.version": __version__,
+            "deployment.environment.name": settings.env.value,
+        }
+    )
+    provider = TracerProvider(
+        resource=resource,
+        sampler=ParentBased(TraceIdRatioBased(settings.otel_sampling_ratio)),
+    )
+    if settings.otel_endpoint:
+        provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otel_endpoint))
+        )
+    return provider
+
+
+def instrument_app(app: FastAPI, provider: TracerProvider) -> None:
+    FastAPIInstrumentor.instrument_app(
+        app,
+        tracer_provider=provider,
+        meter_provider=otel_metrics.NoOpMeterProvider(),
+        excluded_urls=EXCLUDED_URLS,
+        exclude_spans=["send", "receive"],
+    )
+
+
+def instrument_engine(engine: AsyncEngine, provider: TracerProvider) -> None:
+    """Database spans as children of the request's span, for this engine only."""
+    tracer = trace.get_tracer("keel.db", __version__, provider)
+    meter = otel_metrics.NoOpMeterProvider().get_meter("keel.db")
+    usage = meter.create_up_down_counter("db.client.connections.usage")
+    EngineTracer(tracer, engine.sync_engine, usage)  # type: ignore[no-untyped-call]
+
+
+def instrument_httpx_client(client: httpx.AsyncClient | httpx.Client, provider: Any) -> None:
+    """For outgoing HTTP (webhooks, …): a client span and ``traceparent`` on the request."""
+    HTTPXClientInstrumentor.instrument_client(client, tracer_provider=provider)
+
+
+def instrument_redis_client(client: Any, provider: Any) -> None:
+    """Spans for one Redis client's commands."""
+    RedisInstrumentor.instrument_client(client, tracer_provider=provider)
