@@ -37,6 +37,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from keel.observe.metrics_directory import MULTIPROC_ENV
 from keel.observe.routes_info import is_operational, route_template
 
 # OpenTelemetry's advised boundaries for http.server.request.duration.
@@ -56,7 +57,6 @@ OTEL_DURATION_BUCKETS = (
     7.5,
     10.0,
 )
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Any other method is reported as _OTHER, as the conventions say, so junk cannot add series.
 KNOWN_METHODS = frozenset(
     {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"}
