@@ -25,6 +25,7 @@ from keel.db.engine import Database
 from keel.domain import exports as export_domain
 from keel.domain.evidence import UploadRules
 from keel.domain.tokens import Authenticator
+from keel.observe.tracing import native_telemetry_off
 from keel.settings import Settings
 from keel.storage import LocalDirectoryStore
 from keel.tasks import BackgroundTasks
@@ -90,6 +91,7 @@ def create_app(
         summary="Recognitions between colleagues, on a reliability layer you can lean on.",
         lifespan=lifespan,
         redirect_slashes=False,
+        **native_telemetry_off(),  # Keel's observe package owns telemetry (issue 3)
     )
     app.state.services = services
     problems.install(app)

@@ -66,7 +66,9 @@ class Settings(BaseSettings):
     log_level: str = "info"
     log_format: Literal["json", "console"] | None = None  # default: console in dev, else JSON
     otel_endpoint: str | None = None  # OTLP/HTTP traces endpoint; no exporter when unset
-    otel_sampling_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+    # Share of new traces recorded; a sampled incoming traceparent is always followed, and
+    # unsampled requests still get trace ids in their log lines.
+    otel_sampling_ratio: float = Field(default=0.1, ge=0.0, le=1.0)
     slo_latency_seconds: float = Field(default=0.3, gt=0)
     health_cache_seconds: float = Field(default=2.0, ge=0)
     health_check_timeout_seconds: float = Field(default=1.0, gt=0)

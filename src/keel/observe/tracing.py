@@ -14,6 +14,7 @@ otherwise (spans still exist, so trace ids still reach the logs).
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import httpx
@@ -56,6 +57,19 @@ def build_tracer_provider(settings: Settings) -> TracerProvider:
             BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otel_endpoint))
         )
     return provider
+
+
+def native_telemetry_off() -> dict[str, Any]:
+    """``FastAPI(**native_telemetry_off())``: no second, built-in telemetry layer.
+
+    Recent FastAPI releases ship their own OpenTelemetry layer, on by default
+    against the global providers. Keel instruments each app with its own
+    provider (below); running both would cost every request twice, so the
+    built-in one is switched off where it exists.
+    """
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
 
 
 def instrument_app(app: FastAPI, provider: TracerProvider) -> None:

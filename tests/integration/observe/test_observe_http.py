@@ -318,7 +318,15 @@ async def test_one_request_is_one_trace_with_db_children_and_the_log_carries_it(
 
 
 @sqlite_only
-async def test_an_invalid_traceparent_starts_a_new_trace(
+async def test_an_invalid_traceparent_starts_a_new_trace(database_url: str, tmp_path: Path) -> None:
+    settings = make_settings(database_url, str(tmp_path / "b"), otel_sampling_ratio=1.0)
+    app = app_for(settings)
+    async with running(app) as client:
+        world = await seed_world(app.state.services.database)
+        await _invalid_traceparent_starts_a_new_trace(app, client, world)
+
+
+async def _invalid_traceparent_starts_a_new_trace(
     app: FastAPI, client: httpx.AsyncClient, world: World
 ) -> None:
     exporter = InMemorySpanExporter()
@@ -339,6 +347,7 @@ async def test_probes_are_not_traced_and_log_below_info(
 ) -> None:
     exporter = InMemorySpanExporter()
     app.state.services.observe.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    await client.get("/live", headers={"traceparent": INCOMING})
     for path in ("/live", "/ready", "/health", "/metrics"):
         assert (await client.get(path)).status_code == 200
     assert not [s for s in exporter.get_finished_spans() if s.kind.name == "SERVER"]
