@@ -29,7 +29,7 @@ from keel.observe.lifecycle import Lifecycle
 from keel.observe.logs import configure_logging
 from keel.observe.metrics import Metrics, MetricsMiddleware, multiprocess_dir
 from keel.observe.shutdown import DrainOnSignal
-from keel.observe.tracing import build_tracer_provider, instrument_app, instrument_engine
+from keel.observe.tracing import add_server_spans, build_tracer_provider, instrument_engine
 from keel.observe.watchdog import LoopWatchdog
 from keel.settings import Settings
 from keel.storage import BlobStore
@@ -88,8 +88,8 @@ def install(
     app.add_middleware(
         RequestContextMiddleware, identity_key=observability.identity_key
     )  # 1. trace
-    # OpenTelemetry's ASGI middleware wraps all of the above (span from traceparent).
-    instrument_app(app, observability.tracer_provider)
+    # 0. OpenTelemetry's ASGI middleware wraps all of the above (span from traceparent).
+    add_server_spans(app, observability.tracer_provider)
     instrument_engine(database.engine, observability.tracer_provider)
 
 

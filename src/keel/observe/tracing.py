@@ -1,7 +1,9 @@
 """OpenTelemetry: one tracer provider per app, instrumentations bound to it.
 
 Incoming W3C ``traceparent``/``tracestate`` are read by the ASGI
-instrumentation (an invalid header starts a new trace, as the spec says);
+instrumentation — OpenTelemetry's ASGI middleware, which the FastAPI
+instrumentation wraps; Keel adds it directly so routes are matched once. An
+invalid header starts a new trace, as the spec says;
 outgoing calls made with an instrumented httpx client or Redis client carry
 them on. Each app gets its own provider and instruments its own app and
 engine — never the libraries globally — so tests may build many apps in one
@@ -22,7 +24,7 @@ from fastapi import FastAPI
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
@@ -31,6 +33,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import Scope
 
 from keel import __version__
 from keel.observe.routes_info import OPERATIONAL_PATHS
@@ -72,12 +75,29 @@ def native_telemetry_off() -> dict[str, Any]:
     return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
 
 
-def instrument_app(app: FastAPI, provider: TracerProvider) -> None:
-    FastAPIInstrumentor.instrument_app(
-        app,
+def _span_details(scope: Scope) -> tuple[str, dict[str, Any]]:
+    """The span's first name: the method; the route template is added once routing ran.
+
+    The FastAPI instrumentation finds the template by matching every route a
+    second time before the request starts; Keel's request-context middleware
+    names the span from the route the router actually matched instead.
+    """
+    return str(scope.get("method", "HTTP")), {}
+
+
+def add_server_spans(app: FastAPI, provider: TracerProvider) -> None:
+    """The OpenTelemetry ASGI middleware, as the outermost user middleware of ``app``.
+
+    Call it after every other ``add_middleware``. Unhandled exceptions are
+    recorded on the span by :class:`~keel.observe.context.RequestContextMiddleware`,
+    which runs inside it.
+    """
+    app.add_middleware(
+        OpenTelemetryMiddleware,
+        excluded_urls=EXCLUDED_URLS,
+        default_span_details=_span_details,
         tracer_provider=provider,
         meter_provider=otel_metrics.NoOpMeterProvider(),
-        excluded_urls=EXCLUDED_URLS,
         exclude_spans=["send", "receive"],
     )
 

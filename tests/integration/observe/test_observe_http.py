@@ -295,6 +295,9 @@ async def test_one_request_is_one_trace_with_db_children_and_the_log_carries_it(
     assert len(servers) == 1
     server = servers[0]
     assert format(server.context.trace_id, "032x") == TRACE_ID
+    assert server.name == "GET /v1/recognitions/{recognition_id}"
+    assert server.attributes is not None
+    assert server.attributes["http.route"] == "/v1/recognitions/{recognition_id}"
     assert server.parent is not None
     assert format(server.parent.span_id, "016x") == "b7ad6b7169203331"
     assert not [s for s in spans if s.name.endswith(("http send", "http receive"))]
