@@ -9,8 +9,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis.asyncio as redis
 from fastapi import FastAPI
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy import text
@@ -18,6 +19,7 @@ from tests.support.app import World, app_for, make_settings, running, seed_world
 from tests.support.services import redis_url
 
 from keel.observe.logs import configure_logging
+from keel.observe.tracing import instrument_httpx_client, instrument_redis_client
 from keel.observe.version import settings_fingerprint
 from keel.settings import Settings
 
@@ -29,8 +31,8 @@ sqlite_only = pytest.mark.parametrize("backend", ["sqlite"])
 
 
 @pytest.fixture
-def log_lines(settings: Settings) -> Iterator[io.StringIO]:
-    """Everything logged while the test runs, as JSON lines."""
+def log_lines(settings: Settings, app: FastAPI) -> Iterator[io.StringIO]:
+    """Everything logged while the test runs, as JSON lines (after the app configured logs)."""
     buffer = io.StringIO()
     configure_logging(settings.model_copy(update={"log_format": "json"}), stream=buffer)
     yield buffer
@@ -376,6 +378,60 @@ async def test_access_lines_hash_people_and_never_carry_secrets(
     for secret in (world.alice.token, world.bob.token, world.alice.id, "alice@a.test", "observed"):
         assert secret not in output
     assert "127.0.0.1" not in output
+
+
+@sqlite_only
+async def test_an_unsampled_request_still_has_trace_ids_in_its_log_line(
+    app: FastAPI, client: httpx.AsyncClient, world: World, log_lines: io.StringIO
+) -> None:
+    unsampled = f"00-{TRACE_ID}-b7ad6b7169203331-00"
+    response = await client.get(
+        "/v1/recognitions", headers={**world.bob.headers, "traceparent": unsampled}
+    )
+    assert response.status_code == 200
+    assert response.headers["traceparent"].startswith(f"00-{TRACE_ID}-")
+    assert response.headers["traceparent"].endswith("-00")
+    [access] = [r for r in records(log_lines) if r.get("event") == "http_request"]
+    assert access["trace_id"] == TRACE_ID
+
+
+async def test_outgoing_httpx_calls_carry_the_trace_on() -> None:
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(204)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as outgoing:
+        instrument_httpx_client(outgoing, provider)
+        tracer = provider.get_tracer("test")
+        with tracer.start_as_current_span("job") as parent:
+            await outgoing.post("http://hooks.invalid/deliver")
+    trace_id = format(parent.get_span_context().trace_id, "032x")
+    assert seen[0].headers["traceparent"].split("-")[1] == trace_id
+    [client_span] = [s for s in exporter.get_finished_spans() if s.kind.name == "CLIENT"]
+    assert client_span.parent is not None
+    assert client_span.parent.span_id == parent.get_span_context().span_id
+
+
+async def test_redis_commands_become_child_spans() -> None:
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    client = redis.Redis.from_url(redis_url(6))
+    try:
+        instrument_redis_client(client, provider)
+        with provider.get_tracer("test").start_as_current_span("work") as parent:
+            assert await client.ping()
+    finally:
+        await client.aclose()
+    spans = [s for s in exporter.get_finished_spans() if s.name != "work"]
+    assert spans, "no Redis span"
+    assert all(s.parent is not None for s in spans)
+    assert {s.parent.span_id for s in spans if s.parent} == {parent.get_span_context().span_id}
 
 
 async def test_requests_still_work_with_the_stack_off(database_url: str, tmp_path: Path) -> None:
