@@ -7,7 +7,10 @@ OpenTelemetry spans for the request and its SQL (``--sampling``, default the
 setting's default 0.1; no exporter)
 and the request-id/trace-id context; "off" has none of it. Rounds alternate
 between the two so both see the same machine noise; the report gives each
-round's requests per second, the medians and the on/off ratio.
+round's requests per second, the medians and the on/off ratio — and, because
+wall-clock throughput on a shared 2-core machine swings with everyone else's
+load, also requests per CPU-second of the server process (from ``/proc``),
+which such noise disturbs far less.
 
     .venv/bin/python bench/bench_observability.py --rounds 5 --seconds 8 --concurrency 16
 """
@@ -103,7 +106,15 @@ def start(
     raise SystemExit("a server did not become ready")
 
 
-async def measure(base: str, path: str, token: str, seconds: float, concurrency: int) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(
+    base: str, path: str, token: str, seconds: float, concurrency: int
+) -> tuple[float, int]:
     headers = {"Authorization": f"Bearer {token}"}
     done = 0
     failed = 0
@@ -129,7 +140,7 @@ async def measure(base: str, path: str, token: str, seconds: float, concurrency:
         elapsed = time.perf_counter() - started
     if failed:
         raise SystemExit(f"{failed} requests failed")
-    return done / elapsed
+    return done / elapsed, done
 
 
 def main() -> None:
@@ -146,29 +157,40 @@ def main() -> None:
         token, recognition_id = asyncio.run(seed(f"sqlite+aiosqlite:///{template}"))
         path = f"/v1/recognitions/{recognition_id}"
         bases = {}
+        pids = {}
         for label, observe in (("on", True), ("off", False)):
             copy = workdir / f"{label}.db"
             shutil.copyfile(template, copy)
             process, base = start(workdir, copy, observe, args.sampling)
             processes.append(process)
             bases[label] = base
+            pids[label] = process.pid
         results: dict[str, list[float]] = {"on": [], "off": []}
+        per_cpu: dict[str, list[float]] = {"on": [], "off": []}
         for round_number in range(args.rounds):
             order = ("on", "off") if round_number % 2 == 0 else ("off", "on")
             for label in order:
-                rate = asyncio.run(
+                cpu_before = cpu_seconds(pids[label])
+                rate, count = asyncio.run(
                     measure(bases[label], path, token, args.seconds, args.concurrency)
                 )
                 results[label].append(rate)
+                per_cpu[label].append(count / (cpu_seconds(pids[label]) - cpu_before))
             print(
-                f"round {round_number + 1}: on {results['on'][-1]:.0f} req/s, "
-                f"off {results['off'][-1]:.0f} req/s",
+                f"round {round_number + 1}: on {results['on'][-1]:.0f} req/s "
+                f"({per_cpu['on'][-1]:.0f} per server CPU-s), "
+                f"off {results['off'][-1]:.0f} req/s ({per_cpu['off'][-1]:.0f} per server CPU-s)",
                 flush=True,
             )
         on, off = statistics.median(results["on"]), statistics.median(results["off"])
         print(f"median on {on:.0f} req/s, off {off:.0f} req/s, ratio {on / off:.3f}")
         per_round = [a / b for a, b in zip(results["on"], results["off"], strict=True)]
         print("per-round ratios: " + ", ".join(f"{ratio:.3f}" for ratio in per_round))
+        cpu_on, cpu_off = statistics.median(per_cpu["on"]), statistics.median(per_cpu["off"])
+        print(
+            f"median requests per server CPU-second: on {cpu_on:.0f}, off {cpu_off:.0f}, "
+            f"ratio {cpu_on / cpu_off:.3f}"
+        )
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)

@@ -13,9 +13,9 @@ the info-level access log.
 
 from __future__ import annotations
 
+import random
 import re
 import time
-import uuid
 from typing import Any
 
 import structlog
@@ -38,6 +38,11 @@ def incoming_request_id(scope: Scope) -> str | None:
         if name == REQUEST_ID_HEADER:
             return value.decode("ascii") if _VALID_REQUEST_ID.match(value) else None
     return None
+
+
+def new_request_id() -> str:
+    """128 random bits as hex; a correlation id, not a secret, so no system entropy call."""
+    return f"{random.getrandbits(128):032x}"
 
 
 def current_trace_ids() -> tuple[str | None, str | None, str | None]:
@@ -81,7 +86,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = incoming_request_id(scope) or uuid.uuid4().hex
+        request_id = incoming_request_id(scope) or new_request_id()
         trace_id, span_id, traceparent = current_trace_ids()
         status = 500
         extra_headers = [(b"x-request-id", request_id.encode())]
