@@ -18,10 +18,14 @@ from sqlalchemy import text
 from tests.support.app import World, app_for, make_settings, running, seed_world
 from tests.support.services import redis_url
 
+from keel.db.engine import Database
+from keel.observe import checks
+from keel.observe.health import HealthRegistry, Status
 from keel.observe.logs import configure_logging
 from keel.observe.tracing import instrument_httpx_client, instrument_redis_client
 from keel.observe.version import settings_fingerprint
 from keel.settings import Settings
+from keel.testing import ManualClock
 
 HEALTH = "application/health+json"
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -444,3 +448,18 @@ async def test_requests_still_work_with_the_stack_off(database_url: str, tmp_pat
         assert response.status_code == 200
         assert "x-request-id" not in response.headers
         assert (await client.get("/ready")).status_code == 200
+
+
+async def test_an_unreachable_database_fails_its_check_within_the_timeout() -> None:
+    unreachable = Database("postgresql+asyncpg://postgres@127.0.0.1:1/keel", timeout=0.5)
+    try:
+        health = HealthRegistry(clock=ManualClock(), cache_seconds=2.0, default_timeout=1.0)
+        health.register(checks.database_check(unreachable))
+        report = await health.readiness()
+    finally:
+        await unreachable.dispose()
+    assert report.status is Status.FAIL
+    [entry] = report.checks_json()["database:responseTime"]
+    assert entry["status"] == "fail"
+    assert entry["output"]
+    assert "127.0.0.1" not in entry["output"]
