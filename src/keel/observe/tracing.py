@@ -102,9 +102,30 @@ def add_server_spans(app: FastAPI, provider: TracerProvider) -> None:
     )
 
 
+class _FollowParentTracer:
+    """A tracer for per-statement spans that skips the work when the request is not sampled.
+
+    Under a parent-based sampler a child of an unsampled span is never
+    recorded anyway; handing back a non-recording span at once avoids building
+    and sampling one per SQL statement on the (usual) unsampled request.
+    Statements with no current span (startup, background work) start their own
+    trace through the real tracer, as before.
+    """
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self._tracer = tracer
+
+    def start_span(self, name: str, *args: Any, **kwargs: Any) -> trace.Span:
+        parent = trace.get_current_span()
+        context = parent.get_span_context()
+        if context.is_valid and not context.trace_flags.sampled:
+            return trace.NonRecordingSpan(context)
+        return self._tracer.start_span(name, *args, **kwargs)
+
+
 def instrument_engine(engine: AsyncEngine, provider: TracerProvider) -> None:
     """Database spans as children of the request's span, for this engine only."""
-    tracer = trace.get_tracer("keel.db", __version__, provider)
+    tracer = _FollowParentTracer(trace.get_tracer("keel.db", __version__, provider))
     meter = otel_metrics.NoOpMeterProvider().get_meter("keel.db")
     usage = meter.create_up_down_counter("db.client.connections.usage")
     EngineTracer(tracer, engine.sync_engine, usage)  # type: ignore[no-untyped-call]

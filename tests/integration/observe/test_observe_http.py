@@ -388,6 +388,8 @@ async def test_access_lines_hash_people_and_never_carry_secrets(
 async def test_an_unsampled_request_still_has_trace_ids_in_its_log_line(
     app: FastAPI, client: httpx.AsyncClient, world: World, log_lines: io.StringIO
 ) -> None:
+    exporter = InMemorySpanExporter()
+    app.state.services.observe.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     unsampled = f"00-{TRACE_ID}-b7ad6b7169203331-00"
     response = await client.get(
         "/v1/recognitions", headers={**world.bob.headers, "traceparent": unsampled}
@@ -397,6 +399,7 @@ async def test_an_unsampled_request_still_has_trace_ids_in_its_log_line(
     assert response.headers["traceparent"].endswith("-00")
     [access] = [r for r in records(log_lines) if r.get("event") == "http_request"]
     assert access["trace_id"] == TRACE_ID
+    assert exporter.get_finished_spans() == ()  # neither the server span nor SQL spans
 
 
 async def test_outgoing_httpx_calls_carry_the_trace_on() -> None:
