@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 
-from keel import __version__
+from keel import __version__, observe
 from keel.api import problems
 from keel.api.authentication import AuthenticationMiddleware
 from keel.api.routes import audit as audit_routes
@@ -38,6 +38,8 @@ from keel.guard.limits import LimitsMiddleware
 from keel.guard.shed import LoadSheddingMiddleware
 from keel.guard.wiring import OPERATIONS, build_limits
 from keel.jobs.runtime import InProcessWorker, inprocess_enabled
+from keel.observe.tracing import native_telemetry_off
+from keel.readiness import register_readiness_checks
 from keel.settings import Settings
 from keel.storage import LocalDirectoryStore
 
@@ -61,11 +63,12 @@ def build_services(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Servic
     )
     limits = build_limits(settings, database, RouteTable(ROUTERS, OPERATIONS), clock)
     audit = build_auditor(settings, database, clock=clock)
+    store = LocalDirectoryStore(settings.storage_dir)
     return Services(
         settings=settings,
         limits=limits,
         database=database,
-        store=LocalDirectoryStore(settings.storage_dir),
+        store=store,
         authenticator=Authenticator(
             database,
             settings.secret_key.get_secret_value().encode(),
@@ -79,13 +82,21 @@ def build_services(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Servic
         ),
         clock=clock,
         audit=audit,
+        observe=observe.build(settings, database, store, clock),
     )
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    handle_signals: bool = False,
+) -> FastAPI:
+    """``handle_signals``: drain on SIGTERM (only under a real server: ``keel serve``)."""
     settings = settings or Settings()
     settings.check_startable()
     services = build_services(settings, clock=clock)
+    register_readiness_checks(services)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -97,15 +108,16 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
             worker = InProcessWorker(settings, services.database, services.store, clock)
             await worker.start()
         log.info("keel_started", version=__version__, env=settings.env.value)
-        try:
-            yield
-        finally:
-            if worker is not None:
-                await worker.stop()
-            await services.limits.stop()
-            await services.audit.authentication.stop()
-            await services.database.dispose()
-            log.info("keel_stopped")
+        async with observe.running(services.observe, settings, handle_signals=handle_signals):
+            try:
+                yield
+            finally:
+                if worker is not None:
+                    await worker.stop()
+                await services.limits.stop()
+                await services.audit.authentication.stop()
+                await services.database.dispose()
+                log.info("keel_stopped")
 
     app = FastAPI(
         title="Keel",
@@ -113,6 +125,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
         summary="Recognitions between colleagues, on a reliability layer you can lean on.",
         lifespan=lifespan,
         redirect_slashes=False,
+        **native_telemetry_off(),  # Keel's observe package owns telemetry (issue 3)
     )
     app.state.services = services
     problems.install(app)
@@ -129,6 +142,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
         on_failure=services.limits.guard.failed_authentication,
     )
     app.add_middleware(LoadSheddingMiddleware, shedder=services.limits.shedder)
+    # --- observability (issue 3): endpoints, then trace → metrics as the OUTERMOST
+    # middleware. Starlette makes the last added the outermost, so this block stays
+    # after every other add_middleware.
+    observe.install(app, services.observe, settings, services.database)
     _document_upload_types(app, settings.allowed_content_types)
     return app
 
@@ -207,4 +224,4 @@ def add_idempotency(app: FastAPI, services: Services) -> None:
 
 def create_app_from_environment() -> FastAPI:
     """uvicorn's factory entry point (``keel serve`` and ``--workers N``)."""
-    return create_app(Settings())
+    return create_app(Settings(), handle_signals=True)

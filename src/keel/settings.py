@@ -112,6 +112,21 @@ class Settings(BaseSettings):
     jobs_modules: str = ""
     """Comma-separated modules whose ``JOB_TYPES``/``PERIODIC`` workers also load."""
     webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    # --- observability: health, shutdown, logs, tracing, metrics (issue 3) ---
+    observe_enabled: bool = True  # off only to measure the stack's cost (bench/)
+    log_level: str = "info"
+    log_format: Literal["json", "console"] | None = None  # default: console in dev, else JSON
+    otel_endpoint: str | None = None  # OTLP/HTTP traces endpoint; no exporter when unset
+    # Share of new traces recorded; a sampled incoming traceparent is always followed, and
+    # unsampled requests still get trace ids in their log lines.
+    otel_sampling_ratio: float = Field(default=0.1, ge=0.0, le=1.0)
+    slo_latency_seconds: float = Field(default=0.3, gt=0)
+    health_cache_seconds: float = Field(default=2.0, ge=0)
+    health_check_timeout_seconds: float = Field(default=1.0, gt=0)
+    live_loop_lag_warn_seconds: float = Field(default=1.0, gt=0)
+    shutdown_drain_seconds: float = Field(default=5.0, ge=0)
+    shutdown_grace_seconds: float = Field(default=20.0, gt=0)
+    fingerprint_key: SecretStr | None = None  # shared across environments for parity
 
     @model_validator(mode="before")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.requests import HTTPConnection
 
@@ -15,6 +16,10 @@ from keel.guard.wiring import LimitsParts
 from keel.settings import Settings
 from keel.storage import BlobStore
 
+if TYPE_CHECKING:
+    from keel.observe import Observability
+    from keel.observe.health import HealthRegistry
+
 
 @dataclass
 class Services:
@@ -26,6 +31,12 @@ class Services:
     clock: Clock
     limits: LimitsParts
     audit: Auditor  # the audit log (issue 6): record(session, AuditEvent(...))
+    observe: Observability  # health registry, lifecycle, metrics, tracer (issue 3)
+
+    @property
+    def health(self) -> HealthRegistry:
+        """Where every part registers its readiness checks: ``services.health.register(...)``."""
+        return self.observe.health
 
 
 def services_of(connection: HTTPConnection) -> Services:
