@@ -35,6 +35,7 @@ from keel.guard.idempotency import (
     operation_in,
 )
 from keel.guard.limits import LimitsMiddleware
+from keel.guard.notify import quota_warning_hook
 from keel.guard.shed import LoadSheddingMiddleware
 from keel.guard.wiring import OPERATIONS, build_limits
 from keel.jobs.runtime import InProcessWorker, inprocess_enabled
@@ -97,6 +98,9 @@ def create_app(
     settings.check_startable()
     services = build_services(settings, clock=clock)
     register_readiness_checks(services)
+    services.limits.guard.threshold_hooks.append(
+        quota_warning_hook(services.database, services.audit, clock)
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
