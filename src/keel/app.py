@@ -14,19 +14,17 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 
-from keel import __version__
+from keel import __version__, observe
 from keel.api import problems
 from keel.api.authentication import AuthenticationMiddleware
 from keel.api.routes import audit as audit_routes
 from keel.api.routes import evidence, exports, quotas, recognitions, users
-from keel.api.routes.exports import schedule
 from keel.api.routing import RouteTable
 from keel.api.services import Services
 from keel.audit import build_auditor
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.db import migrate
 from keel.db.engine import Database
-from keel.domain import exports as export_domain
 from keel.domain.evidence import UploadRules
 from keel.domain.tokens import Authenticator
 from keel.errors import ConfigurationError
@@ -37,18 +35,20 @@ from keel.guard.idempotency import (
     operation_in,
 )
 from keel.guard.limits import LimitsMiddleware
+from keel.guard.notify import quota_warning_hook
 from keel.guard.shed import LoadSheddingMiddleware
 from keel.guard.wiring import OPERATIONS, build_limits
+from keel.jobs.runtime import InProcessWorker, inprocess_enabled
+from keel.observe.tracing import native_telemetry_off
+from keel.readiness import register_readiness_checks
 from keel.resilience import BreakerGate, BreakerListener
 from keel.resilience.auditing import audit_breaker_transitions
 from keel.resilience.wiring import build_dependencies
 from keel.settings import Settings
 from keel.storage import LocalDirectoryStore, ResilientBlobStore
-from keel.tasks import BackgroundTasks
 
 log = structlog.get_logger(__name__)
 
-SHUTDOWN_GRACE_SECONDS = 20.0
 ROUTERS = (
     recognitions.router,
     evidence.router,
@@ -83,12 +83,13 @@ def build_services(
     )
     audit = build_auditor(settings, database, clock=clock)
     dependencies.registry.add_listener(audit_breaker_transitions(audit))
+    store = ResilientBlobStore(LocalDirectoryStore(settings.storage_dir), dependencies.storage)
     return Services(
         settings=settings,
         limits=limits,
         dependencies=dependencies,
         database=database,
-        store=ResilientBlobStore(LocalDirectoryStore(settings.storage_dir), dependencies.storage),
+        store=store,
         authenticator=Authenticator(
             database,
             settings.secret_key.get_secret_value().encode(),
@@ -100,16 +101,26 @@ def build_services(
             max_bytes=settings.max_upload_bytes,
             allowed_content_types=tuple(settings.allowed_content_types),
         ),
-        background=BackgroundTasks(),
         clock=clock,
         audit=audit,
+        observe=observe.build(settings, database, store, clock),
     )
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    handle_signals: bool = False,
+) -> FastAPI:
+    """``handle_signals``: drain on SIGTERM (only under a real server: ``keel serve``)."""
     settings = settings or Settings()
     settings.check_startable()
     services = build_services(settings, clock=clock)
+    register_readiness_checks(services)
+    services.limits.guard.threshold_hooks.append(
+        quota_warning_hook(services.database, services.audit, clock)
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -117,20 +128,24 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
         await services.limits.start()
         for breaker in services.dependencies.registry:
             await breaker.sync()  # announce our breakers in the shared store (bounded)
-        for export_id in await export_domain.unfinished(services.database):
-            schedule(services, export_id)
         services.audit.authentication.start()
+        worker: InProcessWorker | None = None
+        if inprocess_enabled(settings):
+            worker = InProcessWorker(settings, services.database, services.store, clock)
+            await worker.start()
         log.info("keel_started", version=__version__, env=settings.env.value)
-        try:
-            yield
-        finally:
-            await services.background.drain(SHUTDOWN_GRACE_SECONDS)
-            await services.limits.stop()
-            await services.audit.authentication.stop()
-            if services.dependencies.registry.store is not None:
-                await services.dependencies.registry.store.aclose()
-            await services.database.dispose()
-            log.info("keel_stopped")
+        async with observe.running(services.observe, settings, handle_signals=handle_signals):
+            try:
+                yield
+            finally:
+                if worker is not None:
+                    await worker.stop()
+                await services.limits.stop()
+                await services.audit.authentication.stop()
+                if services.dependencies.registry.store is not None:
+                    await services.dependencies.registry.store.aclose()
+                await services.database.dispose()
+                log.info("keel_stopped")
 
     app = FastAPI(
         title="Keel",
@@ -138,6 +153,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
         summary="Recognitions between colleagues, on a reliability layer you can lean on.",
         lifespan=lifespan,
         redirect_slashes=False,
+        **native_telemetry_off(),  # Keel's observe package owns telemetry (issue 3)
     )
     app.state.services = services
     problems.install(app)
@@ -154,6 +170,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
         on_failure=services.limits.guard.failed_authentication,
     )
     app.add_middleware(LoadSheddingMiddleware, shedder=services.limits.shedder)
+    # --- observability (issue 3): endpoints, then trace → metrics as the OUTERMOST
+    # middleware. Starlette makes the last added the outermost, so this block stays
+    # after every other add_middleware.
+    observe.install(app, services.observe, settings, services.database)
     _document_upload_types(app, settings.allowed_content_types)
     return app
 
@@ -232,4 +252,4 @@ def add_idempotency(app: FastAPI, services: Services) -> None:
 
 def create_app_from_environment() -> FastAPI:
     """uvicorn's factory entry point (``keel serve`` and ``--workers N``)."""
-    return create_app(Settings())
+    return create_app(Settings(), handle_signals=True)

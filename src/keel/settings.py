@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -98,6 +98,35 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [" ".join(item.split()) for item in value.split(",") if item.strip()]
         return value
+
+    # --- background jobs (issue 7) ---
+    inprocess_worker: Literal["auto", "on", "off"] = "auto"
+    """Run a job worker inside ``keel serve``; ``auto`` = on for SQLite, off otherwise."""
+    jobs_queues: str = "critical=4,default=4,exports=2"
+    """Queues a worker serves, with their concurrency (``name=N``; bare name = 4)."""
+    jobs_lease_seconds: float = Field(default=30.0, gt=0)
+    jobs_poll_seconds: float = Field(default=0.2, gt=0)
+    jobs_listen_poll_seconds: float = Field(default=1.0, gt=0)
+    jobs_grace_seconds: float = Field(default=20.0, ge=0)
+    jobs_retention_hours: float = Field(default=168.0, gt=0)
+    jobs_modules: str = ""
+    """Comma-separated modules whose ``JOB_TYPES``/``PERIODIC`` workers also load."""
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    # --- observability: health, shutdown, logs, tracing, metrics (issue 3) ---
+    observe_enabled: bool = True  # off only to measure the stack's cost (bench/)
+    log_level: str = "info"
+    log_format: Literal["json", "console"] | None = None  # default: console in dev, else JSON
+    otel_endpoint: str | None = None  # OTLP/HTTP traces endpoint; no exporter when unset
+    # Share of new traces recorded; a sampled incoming traceparent is always followed, and
+    # unsampled requests still get trace ids in their log lines.
+    otel_sampling_ratio: float = Field(default=0.1, ge=0.0, le=1.0)
+    slo_latency_seconds: float = Field(default=0.3, gt=0)
+    health_cache_seconds: float = Field(default=2.0, ge=0)
+    health_check_timeout_seconds: float = Field(default=1.0, gt=0)
+    live_loop_lag_warn_seconds: float = Field(default=1.0, gt=0)
+    shutdown_drain_seconds: float = Field(default=5.0, ge=0)
+    shutdown_grace_seconds: float = Field(default=20.0, gt=0)
+    fingerprint_key: SecretStr | None = None  # shared across environments for parity
 
     # --- resilience (issue 8) ---
     breaker_store_url: str | None = None  # None: KEEL_REDIS_URL when set, else memory://

@@ -9,13 +9,13 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import func, select
+
+from keel.db.engine import Database
+from keel.db.tables import Recognition
 from tests.support.app import seed_world
 from tests.support.databases import Templates, fresh_database
 from tests.support.keel_servers import servers
 from tests.support.policies import generous_policy
-
-from keel.db.engine import Database
-from keel.db.tables import Recognition
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+
+from keel.db.engine import Database
 from tests.support.app import SECRET, World, seed_world
 from tests.support.databases import Templates, fresh_database
 from tests.support.policies import generous_policy
 from tests.support.processes import free_port, keel_env, keel_server, run_keel
 from tests.support.services import redis_url
-
-from keel.db.engine import Database
 
 pytestmark = pytest.mark.e2e
 

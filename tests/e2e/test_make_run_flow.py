@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
+
 from tests.support.processes import free_port, keel_env, keel_server, run_keel
 
 

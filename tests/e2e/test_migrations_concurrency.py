@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from tests.support.migration_samples import GATED, HEAD, add_revision, migrations_copy
 
 pytestmark = pytest.mark.e2e

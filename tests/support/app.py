@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -73,6 +74,9 @@ def make_settings(database_url: str, storage_dir: str, **overrides: object) -> S
         # Keys are required on some routes by default; the idempotency tests ask for
         # that explicitly, and every other test posts without a key (issue 4).
         "idempotency_required_routes": [],
+        # Exports run on the job queue; tests that need them done turn the worker on.
+        "inprocess_worker": "off",
+        "jobs_poll_seconds": 0.05,
         # A loaded test machine lags; only tests about shedding should ever be shed.
         "shed_max_loop_lag_seconds": 60.0,
     }
@@ -91,3 +95,17 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 def app_for(settings: Settings, clock: Clock | None = None) -> FastAPI:
     return create_app(settings, clock=clock or ManualClock())
+
+
+async def wait_for_export(
+    client: httpx.AsyncClient, headers: dict[str, str], export_id: str, *, attempts: int = 300
+) -> dict[str, object]:
+    """Poll an export until it finishes (bounded: ``attempts`` × 50 ms)."""
+    for _ in range(attempts):
+        body: dict[str, object] = (
+            await client.get(f"/v1/exports/{export_id}", headers=headers)
+        ).json()
+        if body["status"] in ("succeeded", "failed"):
+            return body
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"export {export_id} did not finish")

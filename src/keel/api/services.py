@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.requests import HTTPConnection
 
@@ -15,7 +16,10 @@ from keel.guard.wiring import LimitsParts
 from keel.resilience import Dependencies
 from keel.settings import Settings
 from keel.storage import BlobStore
-from keel.tasks import BackgroundTasks
+
+if TYPE_CHECKING:
+    from keel.observe import Observability
+    from keel.observe.health import HealthRegistry
 
 
 @dataclass
@@ -25,12 +29,17 @@ class Services:
     store: BlobStore
     authenticator: Authenticator
     upload_rules: UploadRules
-    background: BackgroundTasks
     clock: Clock
     limits: LimitsParts
     audit: Auditor  # the audit log (issue 6): record(session, AuditEvent(...))
     dependencies: Dependencies
     """Storage, Redis and webhooks behind timeouts, bulkheads, breakers and retries."""
+    observe: Observability  # health registry, lifecycle, metrics, tracer (issue 3)
+
+    @property
+    def health(self) -> HealthRegistry:
+        """Where every part registers its readiness checks: ``services.health.register(...)``."""
+        return self.observe.health
 
 
 def services_of(connection: HTTPConnection) -> Services:

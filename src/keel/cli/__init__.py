@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from keel.cli import admin, audit, breakers, idempotency, limits, migrate, server
+from keel.cli import admin, audit, breakers, idempotency, jobs, limits, migrate, server
 
 app = typer.Typer(
     name="keel",
@@ -23,6 +23,7 @@ app.add_typer(migrate.app, name="migrate")
 app.add_typer(limits.app, name="limits")
 app.add_typer(idempotency.app, name="idempotency")
 app.add_typer(audit.app, name="audit")
+jobs.register(app)
 app.add_typer(breakers.app, name="breakers")
 
 

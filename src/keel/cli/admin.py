@@ -182,6 +182,25 @@ def set_role(
         out.print(f"user {user}: role {previous} → {new}")
 
 
+@app.command("set-webhook")
+def set_webhook(
+    org: str,
+    url: str = typer.Argument("", help="http(s) URL to POST notifications to; empty clears it."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Set (or clear) the webhook an organisation's notifications are POSTed to."""
+
+    async def go() -> None:
+        async with database() as db, db.write() as session:
+            await orgs.set_webhook(session, org, url or None)
+
+    run(go)
+    if as_json:
+        print_json({"id": org, "webhook_url": url or None})
+    else:
+        out.print(f"webhook of {org}: {url or '(none)'}")
+
+
 @app.command("list-orgs")
 def list_orgs(as_json: bool = JsonOption) -> None:
     """List organisations."""

@@ -9,6 +9,7 @@ from datetime import timedelta
 import typer
 from rich.table import Table
 
+from keel.audit import AuditEvent, EventCode, build_auditor
 from keel.cli._common import JsonOption, database, out, print_json, run
 from keel.guard.breaches import top_offenders
 from keel.guard.noisy_watch import active_flags
@@ -49,6 +50,12 @@ def set_override_command(
     async def go() -> None:
         async with database(settings) as db, db.write() as session:
             await set_override(session, _policy(settings), org, name, value, set_by=actor)
+            event = AuditEvent(
+                EventCode.LIMIT_OVERRIDE_SET,
+                org_id=org,
+                fields={"limit": name, "value": value, "via": f"cli:{actor}"},
+            )
+            await build_auditor(settings, db).record(session, event)
 
     run(go)
     result = {"org_id": org, "limit": name, "value": value}
@@ -59,9 +66,19 @@ def set_override_command(
 def clear_override_command(org: str, name: str, as_json: bool = JsonOption) -> None:
     """Remove an organisation's override so the plan's number applies again."""
 
+    settings = Settings()
+
     async def go() -> bool:
-        async with database() as db, db.write() as session:
-            return await clear_override(session, org, name)
+        async with database(settings) as db, db.write() as session:
+            removed = await clear_override(session, org, name)
+            if removed:
+                event = AuditEvent(
+                    EventCode.LIMIT_OVERRIDE_SET,
+                    org_id=org,
+                    fields={"limit": name, "value": None, "via": "cli"},
+                )
+                await build_auditor(settings, db).record(session, event)
+            return removed
 
     removed = run(go)
     print_json({"org_id": org, "limit": name, "removed": removed}) if as_json else out.print(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import signal
+from types import FrameType
 
 import typer
 import uvicorn
@@ -12,6 +15,8 @@ from keel.cli._common import JsonOption, database, err, fail, out, print_json
 from keel.db import migrate
 from keel.errors import KeelError
 from keel.guard.ratelimit import load_policy
+from keel.observe.logs import configure_logging
+from keel.observe.metrics_directory import metrics_directory
 from keel.ops import migrations
 from keel.settings import Settings
 
@@ -47,16 +52,28 @@ def serve(
     except KeelError as error:
         fail(error.detail)
     err.print(f"schema at {revision}; serving on http://{host}:{port}", highlight=False)
-    uvicorn.run(
-        "keel.app:create_app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        proxy_headers=False,
-        server_header=False,
-        timeout_graceful_shutdown=30,
-    )
+    configure_logging(settings)
+
+    def stopped(_signum: int, _frame: FrameType | None) -> None:
+        """uvicorn re-raises the SIGTERM it handled once it is done; by then we exit 0."""
+
+    previous = signal.signal(signal.SIGTERM, stopped)
+    try:
+        with metrics_directory(workers):
+            uvicorn.run(
+                "keel.app:create_app_from_environment",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                proxy_headers=False,
+                server_header=False,
+                log_config=None,  # Keel's structlog setup renders uvicorn's lines
+                access_log=False,  # Keel writes its own access line
+                timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
+            )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def version(as_json: bool = JsonOption) -> None:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from enum import StrEnum
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, and_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.audit import AuditEvent, Auditor, EventCode
@@ -150,15 +151,23 @@ async def run(
     clock: Clock = SYSTEM_CLOCK,
     reclaim_running: bool = False,
     audit: Auditor | None = None,
+    final: bool = True,
+    on_succeeded: Callable[[AsyncSession, Export], Awaitable[None]] | None = None,
 ) -> None:
-    """Produce the export's file; ``reclaim_running`` also takes over a stalled run."""
+    """Produce the export's file; ``reclaim_running`` also takes over a stalled run.
+
+    ``final=False`` (a retry will follow) puts a failed export back to pending
+    instead of failed. ``on_succeeded`` runs inside the transaction that marks
+    the export succeeded (the job queue enqueues "export ready" there).
+    """
     claimable = [ExportStatus.PENDING] + ([ExportStatus.RUNNING] if reclaim_running else [])
+    started_at = clock.now()
     async with database.write() as session:
         # A conditional update is the claim: of two runners, exactly one moves the row on.
         claimed = await session.execute(
             update(Export)
             .where(Export.id == export_id, Export.status.in_(claimable))
-            .values(status=ExportStatus.RUNNING, started_at=clock.now())
+            .values(status=ExportStatus.RUNNING, started_at=started_at)
         )
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
             return
@@ -179,9 +188,11 @@ async def run(
         async with database.write() as session:
             await session.execute(
                 update(Export)
-                .where(Export.id == export_id)
+                .where(_ours(export_id, started_at))
                 .values(
-                    status=ExportStatus.FAILED, finished_at=clock.now(), error=type(error).__name__
+                    status=ExportStatus.FAILED if final else ExportStatus.PENDING,
+                    finished_at=clock.now() if final else None,
+                    error=type(error).__name__,
                 )
             )
             if audit is not None:
@@ -190,23 +201,41 @@ async def run(
                 )
         raise
     async with database.write() as session:
-        await session.execute(
+        # Fenced on this run's start time: a run that was taken over writes nothing.
+        finished = await session.execute(
             update(Export)
-            .where(Export.id == export_id)
+            .where(_ours(export_id, started_at))
             .values(
                 status=ExportStatus.SUCCEEDED,
                 finished_at=clock.now(),
                 storage_key=blob.key,
                 size=blob.size,
                 row_count=count,
+                error=None,
             )
         )
+        if finished.rowcount != 1:  # type: ignore[attr-defined]
+            log.warning("export_run_superseded", export_id=export_id)
+            await store.delete(blob.key)
+            return
         if audit is not None:
             event = _completed(
                 org_id, requested_by, export_id, ExportStatus.SUCCEEDED, rows=count, size=blob.size
             )
             await audit.record(session, event)
+        if on_succeeded is not None:
+            done = await session.get(Export, export_id)
+            if done is not None:
+                await on_succeeded(session, done)
     log.info("export_succeeded", export_id=export_id, rows=count, bytes=blob.size)
+
+
+def _ours(export_id: str, started_at: datetime) -> ColumnElement[bool]:
+    return and_(
+        Export.id == export_id,
+        Export.status == ExportStatus.RUNNING,
+        Export.started_at == started_at,
+    )
 
 
 def _completed(

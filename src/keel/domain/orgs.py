@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import func, select
@@ -127,3 +128,17 @@ async def set_role(session: AsyncSession, user_id: str, role: str) -> tuple[User
     previous, user.role = user.role, role
     await session.flush()
     return user, previous
+
+
+async def set_webhook(session: AsyncSession, org_id: str, url: str | None) -> Org:
+    """Where the organisation's notifications are POSTed; ``None`` turns them off."""
+    if url is not None:
+        parsed = urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc or len(url) > 2000:
+            raise InvalidInput("webhook URL must be an http(s) URL", field="url")
+    org = await session.get(Org, org_id)
+    if org is None:
+        raise NotFound(f"no organisation {org_id}")
+    org.webhook_url = url
+    await session.flush()
+    return org

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import httpx
+import pytest
 import structlog
 from fastapi import FastAPI
 from sqlalchemy import text
-from tests.support.app import SECRET, World, add_member
+from tests.support.app import SECRET, World, add_member, make_settings, wait_for_export
 
 from keel.audit import PublicKeys, verify
 from keel.domain.principal import Role
+from keel.settings import Settings
 
 PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    """The export below must run: an in-process job worker."""
+    return make_settings(database_url, str(tmp_path / "blobs"), inprocess_worker="on")
 
 
 async def act(app: FastAPI, client: httpx.AsyncClient, world: World) -> dict[str, str]:
@@ -29,7 +38,7 @@ async def act(app: FastAPI, client: httpx.AsyncClient, world: World) -> dict[str
     export = (
         await client.post("/v1/exports", json={"format": "json"}, headers=world.alice.headers)
     ).json()
-    await app.state.services.background.drain(30)
+    await wait_for_export(client, world.alice.headers, export["id"])
     download = await client.get(f"/v1/exports/{export['id']}/content", headers=world.alice.headers)
     assert download.status_code == 200
     deleted = await client.delete(

@@ -5,11 +5,20 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from tests.support.app import World
+from tests.support.app import World, make_settings
+
+from keel.settings import Settings
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    """Exports run on the job queue: an in-process worker on both backends."""
+    return make_settings(database_url, str(tmp_path / "blobs"), inprocess_worker="on")
 
 
 async def wait_finished(

@@ -37,7 +37,7 @@ async def _check(url: str) -> None:
         async with database.engine.connect() as connection:
             assert not AUDIT_TABLES & await connection.run_sync(_tables)
         await migrate.upgrade(database)
-        assert await migrate.current_revision(database) == "0003"
+        assert await migrate.current_revision(database) == migrate.head_revision()
     finally:
         await database.dispose()
 

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from keel.cli import app as cli
 from keel.db.engine import Database
 from keel.db.tables_limits import NoisyFlag
+from keel.domain.orgs import create_org
 from keel.guard.breaches import Breach, BreachRecorder
 
 
@@ -96,3 +97,15 @@ async def test_noisy_lists_active_flags(env: None, database: Database) -> None:
         )
     report = await asyncio.to_thread(invoke, "limits", "noisy")
     assert [item["org_id"] for item in report["items"]] == ["org-9"]  # type: ignore[union-attr]
+
+
+async def test_overrides_are_audited(env: None, database: Database) -> None:
+    async with database.write() as session:
+        org_id = (await create_org(session, "Audited")).id
+    await asyncio.to_thread(invoke, "limits", "set-override", org_id, "recognitions-daily", "7")
+    found = await asyncio.to_thread(
+        CliRunner().invoke, cli, ["audit", "search", "--code", "limit.override_set", "--json"]
+    )
+    assert found.exit_code == 0, found.output
+    events = [json.loads(line) for line in found.stdout.splitlines() if line.strip()]
+    assert [event["fields"]["value"] for event in events] == [7]

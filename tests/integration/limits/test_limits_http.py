@@ -14,6 +14,8 @@ from sqlalchemy import func, select
 from tests.support.app import World, app_for, make_settings, running, seed_world
 
 from keel.db.tables import Evidence, Org
+from keel.db.tables_audit import AuditEvent as AuditEventRow
+from keel.db.tables_jobs import Job
 from keel.db.tables_limits import RateLimitBreach
 from keel.guard.ratelimit import QuotaCommit, RequestContext
 from keel.testing import ManualClock
@@ -210,3 +212,25 @@ async def test_storage_quota_refuses_before_storing(
         assert len(stored) == 1
         async with app.state.services.database.read() as session:
             assert await session.scalar(select(func.count()).select_from(Evidence)) == 1
+
+
+async def test_each_threshold_crossing_is_audited_and_notified_once(
+    limited_app: FastAPI, limited: tuple[httpx.AsyncClient, World]
+) -> None:
+    client, world = limited
+    for _ in range(10):
+        assert (await recognise(client, world)).status_code == 201
+    database = limited_app.state.services.database
+    async with database.read() as session:
+        jobs = list(
+            await session.scalars(
+                select(Job.payload).where(Job.job_type == "notifications.quota_warning")
+            )
+        )
+        crossed = await session.scalar(
+            select(func.count())
+            .select_from(AuditEventRow)
+            .where(AuditEventRow.code == "quota.threshold_crossed")
+        )
+    assert len(jobs) == 3
+    assert crossed == 3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from keel.errors import ConfigurationError
@@ -27,10 +29,20 @@ def test_short_secrets_are_refused_outside_dev() -> None:
         settings.check_startable()
 
 
-def test_prod_refuses_sqlite_unless_told_explicitly() -> None:
+def test_prod_refuses_sqlite_unless_told_explicitly(tmp_path: Path) -> None:
+    audit = {
+        "audit_keys": "k1:" + "a" * 40,
+        "audit_key_id": "k1",
+        "audit_signing_key_path": tmp_path / "signing.pem",
+    }
     with pytest.raises(ConfigurationError, match="SQLite"):
-        Settings(env=Profile.PROD, secret_key=STRONG).check_startable()  # type: ignore[arg-type]
-    Settings(env=Profile.PROD, secret_key=STRONG, allow_sqlite_in_prod=True).check_startable()  # type: ignore[arg-type]
+        Settings(env=Profile.PROD, secret_key=STRONG, **audit).check_startable()  # type: ignore[arg-type]
+    Settings(
+        env=Profile.PROD,
+        secret_key=STRONG,
+        allow_sqlite_in_prod=True,
+        **audit,  # type: ignore[arg-type]
+    ).check_startable()
 
 
 def test_environment_variables_and_comma_lists(monkeypatch: pytest.MonkeyPatch) -> None:

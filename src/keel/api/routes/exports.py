@@ -10,21 +10,12 @@ from keel.api.dependencies import AppServices, CurrentPrincipal
 from keel.api.problems import problem_responses
 from keel.api.routes.evidence import primed
 from keel.api.schemas import ExportCreate, ExportOut
-from keel.api.services import Services
 from keel.audit import EventCode
 from keel.domain import exports
 from keel.guard.idempotency import IDEMPOTENCY_KEY_PARAMETER, recorded
+from keel.jobs.exports import enqueue_export
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"])
-
-
-def schedule(services: Services, export_id: str) -> None:
-    services.background.start(
-        f"export:{export_id}",
-        lambda: exports.run(
-            services.database, services.store, export_id, clock=services.clock, audit=services.audit
-        ),
-    )
 
 
 @router.post(
@@ -48,13 +39,13 @@ async def request_export(
             EventCode.EXPORT_REQUESTED, principal, ip, export_id=row.id, format=row.format
         )
         await services.audit.record(session, event)
-        response = outcome.respond(
+        # In the same transaction: the export and its job commit together or not at all.
+        await enqueue_export(session, row.id, clock=services.clock)
+        return outcome.respond(
             ExportOut.model_validate(row),
             status_code=202,
             headers={"Location": f"/v1/exports/{row.id}"},
         )
-    schedule(services, row.id)
-    return response
 
 
 @router.get("/{export_id}", response_model=ExportOut, responses=problem_responses(401, 404, 503))

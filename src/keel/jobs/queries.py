@@ -1,0 +1,320 @@
+"""Every statement the queue runs, each with a name, reviewed as data.
+
+The statements are SQLAlchemy Core so one text serves both dialects where it
+can; where the dialects differ (the claim) there is one named statement per
+dialect. Each state-changing statement takes its source states from the one
+transition table in :mod:`keel.jobs.states`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import (
+    Delete,
+    Select,
+    Table,
+    Update,
+    and_,
+    case,
+    delete,
+    func,
+    literal,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
+
+from keel.db.tables_jobs import Job, JobSchedule
+from keel.db.types import UTCDateTime
+from keel.jobs.states import QUEUED, JobState, source_states
+
+jobs: Table = Job.__table__  # type: ignore[assignment]
+schedules: Table = JobSchedule.__table__  # type: ignore[assignment]
+
+S = JobState
+_CLAIMABLE = source_states(S.RUNNING, QUEUED)
+
+
+def insert_jobs(dialect: str) -> Insert:
+    """``insert_jobs``: new rows; a row whose ``unique_key`` exists is skipped, not an error.
+
+    Executed with a list of rows: SQLAlchemy's "insertmanyvalues" sends them as
+    multi-row INSERTs from one cached compilation.
+    """
+    module = postgresql if dialect == "postgresql" else sqlite
+    statement = module.insert(jobs).on_conflict_do_nothing(index_elements=["unique_key"])
+    return cast(Insert, statement).returning(jobs.c.id)
+
+
+def ids_by_unique_key(keys: Sequence[str]) -> Select[tuple[str, str | None]]:
+    return select(jobs.c.id, jobs.c.unique_key).where(jobs.c.unique_key.in_(keys))
+
+
+def _due(queue: str, now: datetime) -> Any:
+    return and_(jobs.c.queue == queue, jobs.c.state.in_(_CLAIMABLE), jobs.c.run_at <= now)
+
+
+def _claim_values(worker: str, now: datetime, lease_until: datetime) -> dict[str, Any]:
+    return {
+        "state": S.RUNNING.value,
+        "attempt": jobs.c.attempt + 1,
+        "lease_owner": worker,
+        "lease_expires_at": lease_until,
+        "started_at": now,
+    }
+
+
+_ORDER = (jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
+
+
+def claim_postgresql(
+    queue: str,
+    limit: int,
+    worker: str,
+    now: datetime,
+    lease_until: datetime,
+    succeeded: Sequence[tuple[str, int]] = (),
+) -> Update:
+    """``claim_postgresql``: one round trip per batch.
+
+    ``FOR UPDATE SKIP LOCKED`` in the CTE so two workers never claim one row and
+    never wait on each other's candidates; the UPDATE … RETURNING hands back the
+    claimed rows with their new attempt number.
+    """
+    candidates = (
+        select(jobs.c.id)
+        .where(_due(queue, now))
+        .order_by(*_ORDER)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .cte("candidates")
+    )
+    statement = (
+        update(jobs)
+        .where(jobs.c.id == candidates.c.id)
+        .values(_claim_values(worker, now, lease_until))
+        .returning(*jobs.c)
+    )
+    if succeeded:
+        # Piggyback: the attempts this worker finished since its last claim are
+        # recorded in the same statement (a data-modifying CTE), so a job costs
+        # one commit, not two. Rows being claimed are queued, never these.
+        statement = statement.add_cte(mark_succeeded_many(succeeded, worker, now).cte("done"))
+    return statement
+
+
+def claim_sqlite(
+    queue: str, limit: int, worker: str, now: datetime, lease_until: datetime
+) -> Update:
+    """``claim_sqlite``: the same claim inside a ``BEGIN IMMEDIATE`` transaction.
+
+    SQLite has one writer at a time, so the write lock taken by BEGIN IMMEDIATE
+    is what keeps two workers off the same row.
+    """
+    candidates = select(jobs.c.id).where(_due(queue, now)).order_by(*_ORDER).limit(limit)
+    return (
+        update(jobs)
+        .where(jobs.c.id.in_(candidates.scalar_subquery()))
+        .values(_claim_values(worker, now, lease_until))
+        .returning(*jobs.c)
+    )
+
+
+def _held(job_id: str, worker: str, attempt: int) -> Any:
+    """The fencing condition: this worker still holds this attempt's lease."""
+    return and_(
+        jobs.c.id == job_id,
+        jobs.c.state == S.RUNNING.value,
+        jobs.c.lease_owner == worker,
+        jobs.c.attempt == attempt,
+    )
+
+
+def renew_leases(job_ids: Sequence[str], worker: str, lease_until: datetime) -> Update:
+    """``renew_leases``: the heartbeat; returns the ids whose lease this worker still holds."""
+    return (
+        update(jobs)
+        .where(
+            jobs.c.id.in_(job_ids),
+            jobs.c.state == S.RUNNING.value,
+            jobs.c.lease_owner == worker,
+        )
+        .values(lease_expires_at=lease_until)
+        .returning(jobs.c.id)
+    )
+
+
+def mark_succeeded(job_id: str, worker: str, attempt: int, now: datetime) -> Update:
+    source_states(S.SUCCEEDED, frozenset({S.RUNNING}))
+    return (
+        update(jobs)
+        .where(_held(job_id, worker, attempt))
+        .values(
+            state=S.SUCCEEDED.value,
+            finished_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+            last_error=None,
+        )
+    )
+
+
+def mark_succeeded_many(succeeded: Sequence[tuple[str, int]], worker: str, now: datetime) -> Update:
+    """``mark_succeeded_many``: (job id, attempt) pairs, fenced like :func:`mark_succeeded`."""
+    source_states(S.SUCCEEDED, frozenset({S.RUNNING}))
+    return (
+        update(jobs)
+        .where(
+            tuple_(jobs.c.id, jobs.c.attempt).in_(list(succeeded)),
+            jobs.c.state == S.RUNNING.value,
+            jobs.c.lease_owner == worker,
+        )
+        .values(
+            state=S.SUCCEEDED.value,
+            finished_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+            last_error=None,
+        )
+        .returning(jobs.c.id)
+    )
+
+
+def mark_failed(
+    job_id: str,
+    worker: str,
+    attempt: int,
+    *,
+    state: JobState,
+    run_at: datetime | None,
+    error: str,
+    now: datetime,
+) -> Update:
+    """``mark_failed``: to ``retrying`` (with its next ``run_at``) or ``dead``."""
+    source_states(state, frozenset({S.RUNNING}))
+    values: dict[str, Any] = {
+        "state": state.value,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "last_error": error,
+    }
+    if run_at is not None:
+        values["run_at"] = run_at
+    if state is S.DEAD:
+        values["finished_at"] = now
+    return update(jobs).where(_held(job_id, worker, attempt)).values(values)
+
+
+def release(job_ids: Sequence[str], worker: str) -> Update:
+    """``release``: jobs interrupted by a graceful shutdown go back to ``ready``.
+
+    The interrupted attempt is handed back (attempt − 1): stopping a worker is
+    not the job's failure.
+    """
+    source_states(S.READY, frozenset({S.RUNNING}))
+    return (
+        update(jobs)
+        .where(
+            jobs.c.id.in_(job_ids),
+            jobs.c.state == S.RUNNING.value,
+            jobs.c.lease_owner == worker,
+        )
+        .values(
+            state=S.READY.value,
+            attempt=jobs.c.attempt - 1,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+    )
+
+
+def reclaim_expired(now: datetime) -> Update:
+    """``reclaim_expired``: a running job whose lease ran out lost its worker.
+
+    It goes back to ``ready`` (runnable at once), and the lost attempt counts: a
+    job that keeps killing its worker ends ``dead`` instead of looping forever.
+    """
+    source_states(S.READY, frozenset({S.RUNNING}))
+    source_states(S.DEAD, frozenset({S.RUNNING}))
+    exhausted = jobs.c.attempt >= jobs.c.max_attempts
+    return (
+        update(jobs)
+        .where(jobs.c.state == S.RUNNING.value, jobs.c.lease_expires_at < now)
+        .values(
+            state=case((exhausted, S.DEAD.value), else_=S.READY.value),
+            finished_at=case((exhausted, literal(now, UTCDateTime())), else_=None),
+            run_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+            last_error="lease expired: the worker stopped heartbeating",
+        )
+        .returning(jobs.c.id, jobs.c.job_type, jobs.c.state)
+    )
+
+
+def cancel(job_id: str, now: datetime) -> Update:
+    return (
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.state.in_(source_states(S.CANCELLED, QUEUED)))
+        .values(state=S.CANCELLED.value, finished_at=now)
+    )
+
+
+def requeue_dead(job_ids: Sequence[str] | None, now: datetime) -> Update:
+    """``requeue_dead``: dead jobs back to ``ready`` with a fresh set of attempts."""
+    statement = update(jobs).where(jobs.c.state.in_(source_states(S.READY, frozenset({S.DEAD}))))
+    if job_ids is not None:
+        statement = statement.where(jobs.c.id.in_(job_ids))
+    return statement.values(state=S.READY.value, attempt=0, run_at=now, finished_at=None).returning(
+        jobs.c.id
+    )
+
+
+def purge(states: Sequence[JobState], finished_before: datetime) -> Delete:
+    return delete(jobs).where(
+        jobs.c.state.in_([s.value for s in states]), jobs.c.finished_at < finished_before
+    )
+
+
+def purge_ids(job_ids: Sequence[str], state: JobState) -> Delete:
+    return delete(jobs).where(jobs.c.id.in_(job_ids), jobs.c.state == state.value)
+
+
+def depth_by_queue_and_state() -> Select[tuple[str, str, int]]:
+    return select(jobs.c.queue, jobs.c.state, func.count()).group_by(jobs.c.queue, jobs.c.state)
+
+
+def oldest_due(now: datetime) -> Select[tuple[str, datetime | None]]:
+    """``oldest_due``: per queue, the ``run_at`` of the longest-waiting claimable job."""
+    return (
+        select(jobs.c.queue, func.min(jobs.c.run_at))
+        .where(jobs.c.state.in_(_CLAIMABLE), jobs.c.run_at <= now)
+        .group_by(jobs.c.queue)
+    )
+
+
+def ensure_schedule(dialect: str, name: str) -> Insert:
+    module = postgresql if dialect == "postgresql" else sqlite
+    statement = module.insert(schedules).values(name=name)
+    return cast(Insert, statement.on_conflict_do_nothing(index_elements=["name"]))
+
+
+def claim_slot(name: str, slot: datetime) -> Update:
+    """``claim_slot``: of any number of workers, one moves the schedule to ``slot``."""
+    return (
+        update(schedules)
+        .where(
+            schedules.c.name == name,
+            (schedules.c.last_slot.is_(None)) | (schedules.c.last_slot < slot),
+        )
+        .values(last_slot=slot)
+    )
+
+
+def record_slot_job(name: str, job_id: str) -> Update:
+    return update(schedules).where(schedules.c.name == name).values(last_job_id=job_id)

@@ -1,0 +1,121 @@
+"""Running workers: standalone (``keel worker``) or inside ``keel serve``.
+
+Both build the same :class:`~keel.jobs.worker.Worker` from settings; they differ
+in who owns the database and the stop signal. SIGTERM (or SIGINT) stops the
+standalone worker gracefully; the app's lifespan stops the in-process one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import structlog
+
+from keel.clock import SYSTEM_CLOCK, Clock
+from keel.db.engine import Database
+from keel.jobs.catalog import build_registry
+from keel.jobs.registry import JobResources, Registry
+from keel.jobs.worker import Worker, WorkerConfig, parse_queues
+from keel.settings import Settings
+from keel.storage import BlobStore, LocalDirectoryStore
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_CONCURRENCY = 4
+
+
+def inprocess_enabled(settings: Settings) -> bool:
+    if settings.inprocess_worker == "auto":
+        return settings.is_sqlite
+    return settings.inprocess_worker == "on"
+
+
+def worker_config(
+    settings: Settings, queues: dict[str, int] | None = None, *, run_periodic: bool = True
+) -> WorkerConfig:
+    return WorkerConfig(
+        queues=queues or parse_queues(settings.jobs_queues, DEFAULT_CONCURRENCY),
+        lease_seconds=settings.jobs_lease_seconds,
+        poll_seconds=settings.jobs_poll_seconds,
+        listen_poll_seconds=settings.jobs_listen_poll_seconds,
+        grace_seconds=settings.jobs_grace_seconds,
+        run_periodic=run_periodic,
+    )
+
+
+@asynccontextmanager
+async def resources(
+    settings: Settings, database: Database, store: BlobStore, clock: Clock = SYSTEM_CLOCK
+) -> AsyncIterator[JobResources]:
+    async with httpx.AsyncClient(timeout=settings.webhook_timeout_seconds) as http:
+        yield JobResources(
+            database=database, settings=settings, clock=clock, store=store, http=http
+        )
+
+
+class InProcessWorker:
+    """A worker as a task of the app's event loop (the embedded default)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        store: BlobStore,
+        clock: Clock = SYSTEM_CLOCK,
+        registry: Registry | None = None,
+    ) -> None:
+        self._settings = settings
+        self._database = database
+        self._store = store
+        self._clock = clock
+        self._registry = registry or build_registry(settings)
+        self._task: asyncio.Task[None] | None = None
+        self._started = asyncio.Event()
+        self.worker: Worker | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._main(), name="keel-inprocess-worker")
+        started = asyncio.create_task(self._started.wait())
+        await asyncio.wait([self._task, started], return_when=asyncio.FIRST_COMPLETED)
+        if not self._started.is_set():  # the worker failed before it could start
+            started.cancel()
+            await self._task  # raises the worker's error
+
+    async def _main(self) -> None:
+        async with resources(self._settings, self._database, self._store, self._clock) as res:
+            self.worker = Worker(res, self._registry, worker_config(self._settings))
+            self._started.set()
+            await self.worker.run()
+
+    async def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+        if self._task is not None:
+            await asyncio.wait([self._task], timeout=self._settings.jobs_grace_seconds + 10)
+
+
+async def run_standalone(
+    settings: Settings, queues: dict[str, int] | None = None, *, clock: Clock = SYSTEM_CLOCK
+) -> None:
+    """``keel worker``: work until SIGTERM/SIGINT, then stop gracefully."""
+    registry = build_registry(settings)
+    database = Database(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        timeout=settings.database_timeout_seconds,
+    )
+    try:
+        async with resources(
+            settings, database, LocalDirectoryStore(settings.storage_dir), clock
+        ) as res:
+            worker = Worker(res, registry, worker_config(settings, queues))
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, worker.stop)
+            await worker.run()
+    finally:
+        await database.dispose()

@@ -1,0 +1,453 @@
+"""The worker: claims due jobs, runs their handlers under a lease, records the outcome.
+
+One claim loop per named queue, each with its own concurrency — the queues are
+the bulkheads, so a flood of exports never starves ``critical``. Beside them:
+heartbeats renew the leases of running jobs; a reclaimer hands expired leases
+(their worker died) back to ``ready``; a ticker enqueues periodic jobs; a sampler
+feeds the depth gauges; on PostgreSQL a listener turns ``NOTIFY`` into wake-ups.
+
+Every outcome write is fenced on (job id, this worker, this attempt): a worker
+that lost its lease can no longer change the job. Graceful stop: stop claiming,
+let running jobs finish within the grace period, release the rest to ``ready``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from keel.errors import DatabaseUnavailable
+from keel.jobs import metrics, queries, schedule
+from keel.jobs.errors import PermanentJobError
+from keel.jobs.listener import Listener
+from keel.jobs.queue import stats
+from keel.jobs.registry import JobContext, JobResources, Registry, UnknownJobType
+from keel.jobs.retry import Outcome, RetryPolicy, after_failure
+from keel.jobs.states import JobState
+from keel.jobs.store import JobStore
+
+log = structlog.get_logger(__name__)
+tracer = trace.get_tracer("keel.jobs")
+
+MAX_ERROR_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    queues: dict[str, int]
+    """Queue name → how many of its jobs may run at once."""
+    lease_seconds: float = 30.0
+    poll_seconds: float = 0.2
+    listen_poll_seconds: float = 1.0
+    grace_seconds: float = 20.0
+    schedule_tick_seconds: float = 10.0
+    metrics_seconds: float = 15.0
+    run_periodic: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.queues or any(n < 1 for n in self.queues.values()):
+            raise ValueError("a worker needs at least one queue, each with concurrency ≥ 1")
+        if self.lease_seconds <= 0:
+            raise ValueError("lease_seconds must be positive")
+
+
+def parse_queues(spec: str, default_concurrency: int) -> dict[str, int]:
+    """``"critical=4,default,exports=2"`` → ``{"critical": 4, "default": N, "exports": 2}``."""
+    queues: dict[str, int] = {}
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        name, _, count = item.partition("=")
+        queues[name.strip()] = int(count) if count else default_concurrency
+    return queues
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: str
+    job_type: str
+    queue: str
+    attempt: int
+    max_attempts: int
+    payload: dict[str, Any]
+    trace_context: dict[str, str]
+
+
+def _error_text(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS]
+
+
+class Worker:
+    def __init__(
+        self,
+        resources: JobResources,
+        registry: Registry,
+        config: WorkerConfig,
+        *,
+        worker_id: str | None = None,
+    ) -> None:
+        self.resources = resources
+        self.registry = registry
+        self.config = config
+        self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._stopping = asyncio.Event()
+        self._wake = {queue: asyncio.Event() for queue in config.queues}
+        self._running: dict[str, tuple[ClaimedJob, asyncio.Task[None]]] = {}
+        self._lost: set[str] = set()
+        self._keepers_stop = asyncio.Event()
+        self._succeeded: list[tuple[str, int]] = []
+        self._defer_success = False
+        pool_size = min(sum(config.queues.values()) + 2, 20)
+        self._store = JobStore(resources.database, pool_size=pool_size)
+        self._listener: Listener | None = None
+        if resources.database.dialect == "postgresql":
+            self._listener = Listener(resources.database.url, self._wake)
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    async def close(self) -> None:
+        """Release the worker's own connections (:meth:`run` does it when it returns)."""
+        await self._store.dispose()
+
+    def stop(self) -> None:
+        """Stop claiming; :meth:`run` then finishes or releases what runs and returns."""
+        self._stopping.set()
+        for event in self._wake.values():
+            event.set()
+
+    # --- single steps: each takes its time from the injected clock --------------
+
+    async def claim(self, queue: str, limit: int) -> list[ClaimedJob]:
+        """Claim up to ``limit`` due jobs; also records the successes deferred until now."""
+        now = self.resources.clock.now()
+        lease_until = now + timedelta(seconds=self.config.lease_seconds)
+        succeeded, self._succeeded = self._succeeded, []
+        try:
+            async with self._store.write() as connection:
+                if self._store.dialect == "postgresql":
+                    statement = queries.claim_postgresql(
+                        queue, limit, self.id, now, lease_until, succeeded
+                    )
+                else:
+                    if succeeded:
+                        await connection.execute(
+                            queries.mark_succeeded_many(succeeded, self.id, now)
+                        )
+                    statement = queries.claim_sqlite(queue, limit, self.id, now, lease_until)
+                rows = (await connection.execute(statement)).mappings().all()
+        except BaseException:
+            self._succeeded[:0] = succeeded  # not recorded: keep them for the next write
+            raise
+        return [
+            ClaimedJob(
+                id=row["id"],
+                job_type=row["job_type"],
+                queue=row["queue"],
+                attempt=row["attempt"],
+                max_attempts=row["max_attempts"],
+                payload=dict(row["payload"] or {}),
+                trace_context=dict(row["trace_context"] or {}),
+            )
+            for row in sorted(rows, key=lambda r: (-r["priority"], r["run_at"], r["id"]))
+        ]
+
+    async def execute(self, job: ClaimedJob) -> JobState | None:
+        """Run one claimed attempt and record its outcome; ``None`` if the lease was lost."""
+        clock = self.resources.clock
+        try:
+            job_type = self.registry.get(job.job_type)
+            policy, timeout, handler = job_type.retry, job_type.timeout_seconds, job_type.handler
+        except UnknownJobType as error:
+            return await self._failed(job, RetryPolicy(), error, 0.0)
+        context = JobContext(
+            job_id=job.id,
+            job_type=job.job_type,
+            queue=job.queue,
+            attempt=job.attempt,
+            max_attempts=job.max_attempts,
+            payload=job.payload,
+            resources=self.resources,
+        )
+        started = clock.monotonic()
+        with tracer.start_as_current_span(
+            f"job {job.job_type}",
+            context=propagate.extract(job.trace_context),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "keel.job.id": job.id,
+                "keel.job.type": job.job_type,
+                "keel.job.queue": job.queue,
+                "keel.job.attempt": job.attempt,
+            },
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                await asyncio.wait_for(handler(context), timeout=timeout)
+            except Exception as error:  # any handler failure is the job's failure
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+                return await self._failed(job, policy, error, clock.monotonic() - started)
+        elapsed = clock.monotonic() - started
+        metrics.JOB_DURATION.labels(job.job_type, "succeeded").observe(elapsed)
+        if self._defer_success:
+            # Recorded by the queue loop's next claim (see claim_postgresql), at once.
+            self._succeeded.append((job.id, job.attempt))
+            return JobState.SUCCEEDED
+        recorded = await self._record(
+            queries.mark_succeeded(job.id, self.id, job.attempt, clock.now())
+        )
+        if not recorded:
+            return None
+        log.info("job_succeeded", job_id=job.id, job_type=job.job_type, attempt=job.attempt)
+        return JobState.SUCCEEDED
+
+    async def _failed(
+        self, job: ClaimedJob, policy: RetryPolicy, error: BaseException, elapsed: float
+    ) -> JobState | None:
+        now = self.resources.clock.now()
+        if isinstance(error, PermanentJobError):
+            outcome = Outcome(JobState.DEAD, None)
+        else:
+            outcome = after_failure(
+                policy, attempt=job.attempt, max_attempts=job.max_attempts, now=now
+            )
+        recorded = await self._record(
+            queries.mark_failed(
+                job.id,
+                self.id,
+                job.attempt,
+                state=outcome.state,
+                run_at=outcome.run_at,
+                error=_error_text(error),
+                now=now,
+            )
+        )
+        metrics.JOB_DURATION.labels(job.job_type, outcome.state.value).observe(elapsed)
+        if not recorded:
+            return None
+        if outcome.state is JobState.DEAD:
+            metrics.JOBS_DEAD.labels(job.job_type).inc()
+            log.error(
+                "job_dead",
+                job_id=job.id,
+                job_type=job.job_type,
+                attempt=job.attempt,
+                error=_error_text(error),
+            )
+        else:
+            metrics.JOB_RETRIES.labels(job.job_type).inc()
+            log.warning(
+                "job_retrying",
+                job_id=job.id,
+                job_type=job.job_type,
+                attempt=job.attempt,
+                run_at=outcome.run_at.isoformat() if outcome.run_at else None,
+                error=_error_text(error),
+            )
+        return outcome.state
+
+    async def _record(self, statement: Any) -> bool:
+        """Write an outcome; ``False`` when the fence says the lease is gone."""
+        for attempt in range(3):
+            try:
+                async with self._store.write() as session:
+                    result = await session.execute(statement)
+                break
+            except DatabaseUnavailable:
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.5 * (attempt + 1))
+        if result.rowcount != 1:
+            log.warning("job_outcome_discarded", reason="lease lost")
+            return False
+        return True
+
+    async def heartbeat(self) -> set[str]:
+        """Renew the leases of running jobs; returns (and stops) those whose lease was lost."""
+        ids = list(self._running)
+        if not ids:
+            return set()
+        until = self.resources.clock.now() + timedelta(seconds=self.config.lease_seconds)
+        async with self._store.write() as session:
+            renewed = await session.execute(queries.renew_leases(ids, self.id, until))
+            kept = {row.id for row in renewed}
+        lost = {job_id for job_id in ids if job_id not in kept and job_id in self._running}
+        for job_id in lost:
+            self._lost.add(job_id)
+            self._running[job_id][1].cancel()
+            log.warning("job_lease_lost", job_id=job_id)
+        return lost
+
+    async def reclaim(self) -> int:
+        """Hand jobs whose lease expired back to ``ready`` (or ``dead``); any worker may."""
+        async with self._store.write() as session:
+            statement = queries.reclaim_expired(self.resources.clock.now())
+            rows = (await session.execute(statement)).all()
+        for row in rows:
+            metrics.LEASES_RECLAIMED.inc()
+            if row.state == JobState.DEAD.value:
+                metrics.JOBS_DEAD.labels(row.job_type).inc()
+            log.warning("job_lease_expired", job_id=row.id, job_type=row.job_type, state=row.state)
+        return len(rows)
+
+    async def tick(self) -> list[str]:
+        return await schedule.tick(
+            self.resources.database,
+            self.registry,
+            self.registry.periodic,
+            self.resources.clock.now(),
+        )
+
+    async def sample(self) -> None:
+        async with self.resources.database.read() as session:
+            metrics.record_stats(await stats(session, self.resources.clock.now()))
+
+    async def run_until_idle(self, queue: str, *, limit: int = 1000) -> int:
+        """Claim and run due jobs of ``queue`` one batch at a time until none is due.
+
+        For tests and one-shot runs: no loops, no sleeping, time from the clock.
+        """
+        done = 0
+        while done < limit:
+            claimed = await self.claim(queue, min(self.config.queues.get(queue, 1), limit - done))
+            if not claimed:
+                return done
+            await asyncio.gather(*(self.execute(job) for job in claimed))
+            done += len(claimed)
+        return done
+
+    # --- the long-running worker ----------------------------------------------------
+
+    async def run(self) -> None:
+        """Work until :meth:`stop`; then stop claiming, finish or release, and return."""
+        log.info("worker_started", worker=self.id, queues=self.config.queues)
+        self._defer_success = True
+        loops = [
+            asyncio.create_task(self._queue_loop(queue, n), name=f"claim:{queue}")
+            for queue, n in self.config.queues.items()
+        ]
+        keepers = [
+            self._every(self.config.lease_seconds / 3, self.heartbeat, "heartbeat"),
+            self._every(max(self.config.lease_seconds / 2, 0.5), self.reclaim, "reclaim"),
+            self._every(self.config.metrics_seconds, self.sample, "sample"),
+        ]
+        if self.config.run_periodic and self.registry.periodic:
+            keepers.append(self._every(self.config.schedule_tick_seconds, self.tick, "tick"))
+        listener_stop = asyncio.Event()
+        if self._listener is not None:
+            keepers.append(self._listener.run(listener_stop))
+        keeper_tasks = [asyncio.create_task(coroutine) for coroutine in keepers]
+        try:
+            await self._stopping.wait()
+        finally:
+            self.stop()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await self._finish_running()
+            self._defer_success = False
+            await self._flush_succeeded()
+            listener_stop.set()
+            self._keepers_stop.set()
+            await asyncio.wait(keeper_tasks, timeout=5)
+            for task in keeper_tasks:
+                task.cancel()
+            await self.close()
+            log.info("worker_stopped", worker=self.id)
+
+    async def _flush_succeeded(self) -> None:
+        succeeded, self._succeeded = self._succeeded, []
+        if not succeeded:
+            return
+        now = self.resources.clock.now()
+        try:
+            async with self._store.write() as connection:
+                await connection.execute(queries.mark_succeeded_many(succeeded, self.id, now))
+        except DatabaseUnavailable:
+            log.error("job_outcomes_not_recorded", worker=self.id, count=len(succeeded))
+
+    async def _finish_running(self) -> None:
+        tasks = [task for _job, task in self._running.values()]
+        if not tasks:
+            return
+        _done, pending = await asyncio.wait(tasks, timeout=self.config.grace_seconds)
+        if not pending:
+            return
+        left = [job.id for job, task in list(self._running.values()) if task in pending]
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=5)
+        try:
+            async with self._store.write() as session:
+                await session.execute(queries.release(left, self.id))
+            log.warning("jobs_released", worker=self.id, count=len(left))
+        except DatabaseUnavailable:
+            log.error("jobs_release_failed", worker=self.id, count=len(left))
+
+    async def _queue_loop(self, queue: str, concurrency: int) -> None:
+        wake = self._wake[queue]
+        while not self._stopping.is_set():
+            free = concurrency - sum(1 for job, _t in self._running.values() if job.queue == queue)
+            if free > 0:
+                wake.clear()
+                try:
+                    claimed = await self.claim(queue, free)
+                except DatabaseUnavailable:
+                    log.warning("job_claim_failed", queue=queue)
+                    claimed = []
+                except Exception:  # the loop must outlive one bad round, or the queue starves
+                    log.exception("job_claim_crashed", queue=queue)
+                    claimed = []
+                for job in claimed:
+                    self._start(job)
+                if claimed and len(claimed) == free:
+                    continue
+            await self._wait(wake, self._poll_seconds())
+
+    def _poll_seconds(self) -> float:
+        if self._listener is not None and self._listener.connected:
+            return self.config.listen_poll_seconds
+        return self.config.poll_seconds
+
+    def _start(self, job: ClaimedJob) -> None:
+        task = asyncio.create_task(self._guarded(job), name=f"job:{job.id}")
+        self._running[job.id] = (job, task)
+
+    async def _guarded(self, job: ClaimedJob) -> None:
+        try:
+            await self.execute(job)
+        except asyncio.CancelledError:
+            if job.id not in self._lost and not self._stopping.is_set():
+                raise
+        except Exception:
+            log.exception("job_outcome_not_recorded", job_id=job.id, job_type=job.job_type)
+        finally:
+            self._running.pop(job.id, None)
+            self._lost.discard(job.id)
+            self._wake[job.queue].set()
+
+    async def _wait(self, event: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout=seconds)
+
+    async def _every(
+        self, interval: float, action: Callable[[], Awaitable[object]], name: str
+    ) -> None:
+        while not self._keepers_stop.is_set():
+            try:
+                await action()
+            except Exception:  # a keeper must outlive one bad round
+                log.exception("worker_keeper_failed", keeper=name)
+            await self._wait(self._keepers_stop, interval)

@@ -1,0 +1,128 @@
+"""Observability: health probes, graceful shutdown, logs, traces and metrics.
+
+``build(settings, database, store, clock)`` makes the parts that live on
+:class:`~keel.api.services.Services`; ``install(app, services)`` mounts the
+operational endpoints and the trace → metrics middleware; ``running(services)``
+is the lifespan part (loop watchdog, SIGTERM drain, flushing spans).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import multiprocess as prometheus_multiprocess
+
+from keel import __version__
+from keel.clock import Clock
+from keel.db.engine import Database
+from keel.observe import checks
+from keel.observe.context import RequestContextMiddleware
+from keel.observe.endpoints import router
+from keel.observe.health import HealthCheck, HealthRegistry, Observation, Status
+from keel.observe.identity import derive_key, keyed_hash
+from keel.observe.lifecycle import Lifecycle
+from keel.observe.logs import configure_logging
+from keel.observe.metrics import Metrics, MetricsMiddleware, multiprocess_dir
+from keel.observe.shutdown import DrainOnSignal
+from keel.observe.tracing import add_server_spans, build_tracer_provider, instrument_engine
+from keel.observe.watchdog import LoopWatchdog
+from keel.settings import Settings
+from keel.storage import BlobStore
+
+
+@dataclass
+class Observability:
+    health: HealthRegistry
+    lifecycle: Lifecycle
+    watchdog: LoopWatchdog
+    metrics: Metrics
+    tracer_provider: TracerProvider
+    identity_key: bytes
+
+
+def build(settings: Settings, database: Database, store: BlobStore, clock: Clock) -> Observability:
+    health = HealthRegistry(
+        clock=clock,
+        cache_seconds=settings.health_cache_seconds,
+        default_timeout=settings.health_check_timeout_seconds,
+    )
+    health.register(checks.database_check(database))
+    health.register(checks.schema_check(database))
+    health.register(checks.storage_check(store))
+    if settings.redis_url:
+        health.register(checks.redis_check(settings.redis_url))
+    return Observability(
+        health=health,
+        lifecycle=Lifecycle(clock),
+        watchdog=LoopWatchdog(),
+        metrics=Metrics(
+            slo_threshold=settings.slo_latency_seconds,
+            version=__version__,
+            release_id=settings.release_id,
+            git_sha=settings.git_sha,
+        ),
+        tracer_provider=build_tracer_provider(settings),
+        identity_key=derive_key(settings.secret_key.get_secret_value().encode()),
+    )
+
+
+def install(
+    app: FastAPI, observability: Observability, settings: Settings, database: Database
+) -> None:
+    """Mount the endpoints; add trace → metrics as the outermost Keel middleware.
+
+    Call it after every other ``add_middleware``: Starlette makes the last added
+    the outermost, and these two must see every request first.
+    """
+    configure_logging(settings)
+    app.include_router(router)
+    observability.metrics.watch_pool(database.engine)
+    if not settings.observe_enabled:
+        return
+    app.add_middleware(MetricsMiddleware, metrics=observability.metrics)  # 2. metrics
+    app.add_middleware(
+        RequestContextMiddleware, identity_key=observability.identity_key
+    )  # 1. trace
+    # 0. OpenTelemetry's ASGI middleware wraps all of the above (span from traceparent).
+    add_server_spans(app, observability.tracer_provider)
+    instrument_engine(database.engine, observability.tracer_provider)
+
+
+@asynccontextmanager
+async def running(
+    observability: Observability, settings: Settings, *, handle_signals: bool
+) -> AsyncIterator[None]:
+    observability.watchdog.start()
+    drain = DrainOnSignal(observability.lifecycle, settings.shutdown_drain_seconds)
+    if handle_signals:
+        drain.install()
+    try:
+        yield
+    finally:
+        observability.lifecycle.begin_draining()
+        drain.uninstall()
+        await observability.watchdog.stop()
+        observability.tracer_provider.shutdown()
+        if multiprocess_dir() is not None:
+            prometheus_multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+__all__ = [
+    "HealthCheck",
+    "HealthRegistry",
+    "Lifecycle",
+    "Observability",
+    "Observation",
+    "Status",
+    "build",
+    "configure_logging",
+    "derive_key",
+    "install",
+    "keyed_hash",
+    "running",
+]

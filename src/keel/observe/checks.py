@@ -1,0 +1,60 @@
+"""The readiness checks Keel itself provides: database, schema, file storage, Redis.
+
+Other parts register theirs on ``services.health`` (the job store, the Redis
+limiter's degraded mode, breaker states) with :class:`~keel.observe.health.HealthCheck`.
+"""
+
+from __future__ import annotations
+
+import redis.asyncio as redis
+
+from keel.db import migrate
+from keel.db.engine import Database
+from keel.observe.health import HealthCheck, Observation, Status
+from keel.storage import BlobStore
+
+
+def database_check(database: Database) -> HealthCheck:
+    async def probe() -> Observation | None:
+        await database.ping()
+        return None
+
+    return HealthCheck("database", "datastore", "responseTime", probe)
+
+
+def schema_check(database: Database) -> HealthCheck:
+    head = migrate.head_revision(database.url)
+
+    async def probe() -> Observation:
+        current = await migrate.current_revision(database)
+        if current == head:
+            return Observation(value=current, status=Status.PASS)
+        return Observation(
+            value=current or "nothing",
+            status=Status.FAIL,
+            output=f"schema behind: at {current or 'nothing'}, the code needs {head}",
+        )
+
+    return HealthCheck("schema", "datastore", "revision", probe)
+
+
+def storage_check(store: BlobStore) -> HealthCheck:
+    async def probe() -> Observation | None:
+        await store.probe()
+        return None
+
+    return HealthCheck("storage", "datastore", "responseTime", probe)
+
+
+def redis_check(url: str) -> HealthCheck:
+    """Redis is optional: Keel keeps serving on local fallbacks, so a failure only warns."""
+
+    async def probe() -> Observation | None:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
+        return None
+
+    return HealthCheck("redis", "datastore", "responseTime", probe, critical=False)

@@ -1,0 +1,129 @@
+"""The outermost Keel middleware: request id, trace ids in every log line, the access line.
+
+It runs inside OpenTelemetry's ASGI middleware (which starts the server span
+from an incoming W3C ``traceparent``), so here the current span already holds
+the trace id. For the length of the request, the request id, trace id and span
+id are bound into structlog's contextvars; every log line written while
+serving the request carries them. When the response ends, one access line is
+written: method, route template, status, duration, ids, and the user and
+organisation as keyed hashes — never raw emails, tokens, IPs or bodies.
+Operational endpoints (probes, ``/metrics``) log at debug, so they stay out of
+the info-level access log.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from typing import Any
+
+import structlog
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from keel.domain.principal import Principal
+from keel.observe.identity import keyed_hash
+from keel.observe.routes_info import UNMATCHED, is_operational, route_template
+
+REQUEST_ID_HEADER = b"x-request-id"
+_VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
+
+access_log = structlog.get_logger("keel.access")
+
+
+def incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID_HEADER:
+            return value.decode("ascii") if _VALID_REQUEST_ID.match(value) else None
+    return None
+
+
+def new_request_id() -> str:
+    """128 random bits as hex; a correlation id, not a secret, so no system entropy call."""
+    return f"{random.getrandbits(128):032x}"
+
+
+def current_trace_ids() -> tuple[str | None, str | None, str | None]:
+    """(trace id, span id, traceparent) of the current span, or Nones outside a trace."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None, None, None
+    trace_id = format(context.trace_id, "032x")
+    span_id = format(context.span_id, "016x")
+    traceparent = f"00-{trace_id}-{span_id}-{int(context.trace_flags):02x}"
+    return trace_id, span_id, traceparent
+
+
+def _name_span(scope: Scope) -> None:
+    """``GET /v1/recognitions/{recognition_id}``: the server span named by its route template."""
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    route = route_template(scope)
+    if route != UNMATCHED:
+        span.set_attribute("http.route", route)
+        span.update_name(f"{scope['method']} {route}")
+
+
+def _record_failure(error: Exception) -> None:
+    """An unhandled exception becomes a 500 outside the span; mark the span here."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        span.set_attribute("http.response.status_code", 500)
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, *, identity_key: bytes) -> None:
+        self.app = app
+        self.identity_key = identity_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = incoming_request_id(scope) or new_request_id()
+        trace_id, span_id, traceparent = current_trace_ids()
+        status = 500
+        extra_headers = [(b"x-request-id", request_id.encode())]
+        if traceparent is not None:
+            extra_headers.append((b"traceparent", traceparent.encode()))
+
+        async def send_with_ids(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                _name_span(scope)  # before the body: the span ends with the last chunk
+                message["headers"] = [*message.get("headers", ()), *extra_headers]
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(
+            request_id=request_id, trace_id=trace_id, span_id=span_id
+        ):
+            try:
+                await self.app(scope, receive, send_with_ids)
+            except Exception as error:
+                _record_failure(error)
+                raise
+            finally:
+                self._log(scope, status, time.perf_counter() - started)
+
+    def _log(self, scope: Scope, status: int, duration: float) -> None:
+        fields: dict[str, Any] = {
+            "method": scope["method"],
+            "route": route_template(scope),
+            "status": status,
+            "duration_ms": round(duration * 1000, 3),
+        }
+        principal = scope.get("state", {}).get("principal")
+        if isinstance(principal, Principal):
+            fields["user"] = keyed_hash(self.identity_key, principal.user_id)
+            fields["org"] = keyed_hash(self.identity_key, principal.org_id)
+        if is_operational(scope["path"]):
+            access_log.debug("http_request", **fields)
+        else:
+            access_log.info("http_request", **fields)

@@ -1,0 +1,144 @@
+"""``/live``, ``/ready``, ``/health``, ``/metrics`` and ``/version``.
+
+None of them needs a token (the authentication middleware guards ``/v1/`` only).
+``/live`` never touches a dependency; ``/ready`` runs the registered checks
+(cached); ``/health`` summarises the cached readiness cheaply.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from keel import __version__
+from keel.api.services import Services, services_of
+from keel.db import migrate
+from keel.observe.health import MEDIA_TYPE, Report, Status, static_check
+from keel.observe.version import settings_fingerprint
+
+if TYPE_CHECKING:
+    from keel.observe import Observability
+
+router = APIRouter(tags=["operations"])
+
+_LOOP = static_check("eventloop", "system", "lag")
+_UPTIME = static_check("uptime", "system", "uptime")
+_LIFECYCLE = static_check("lifecycle", "system", "draining")
+
+
+def _services(request: Request) -> Services:
+    return services_of(request)
+
+
+def _observe(request: Request) -> Observability:
+    return services_of(request).observe
+
+
+def _answer(
+    request: Request, report: Report, kind: str, *, verbose: bool, max_age: int
+) -> Response:
+    settings = _services(request).settings
+    status_code = 503 if report.status is Status.FAIL else 200
+    headers = {"Cache-Control": f"max-age={max_age}"}
+    if verbose:
+        return PlainTextResponse(
+            report.verbose_text(kind), status_code=status_code, headers=headers
+        )
+    body = {
+        "status": report.status.value,
+        "version": __version__,
+        "releaseId": settings.release_id,
+        "serviceId": settings.service_id,
+        "description": f"Keel {kind}",
+        "checks": report.checks_json(),
+    }
+    return JSONResponse(body, status_code=status_code, headers=headers, media_type=MEDIA_TYPE)
+
+
+def _max_age(request: Request, report: Report) -> int:
+    registry = _observe(request).health
+    return max(0, math.floor(registry.cache_seconds - registry.age(report)))
+
+
+Verbose = Annotated[str | None, Query(description="Plain-text `[+]`/`[-]` lines instead of JSON.")]
+Exclude = Annotated[list[str] | None, Query(description="Skip the named check(s).")]
+
+
+@router.get("/live", summary="Liveness: the event loop answers (no dependency touched)")
+async def live(request: Request, verbose: Verbose = None) -> Response:
+    observe = _observe(request)
+    registry = observe.health
+    lag = observe.watchdog.lag_seconds
+    warn_after = _services(request).settings.live_loop_lag_warn_seconds
+    status = Status.PASS if lag < warn_after else Status.WARN
+    reading = registry.reading(
+        _LOOP, status, round(lag, 6), "s", None if status is Status.PASS else "event loop lagging"
+    )
+    report = Report((reading,), taken_at=0.0)
+    return _answer(request, report, "livez", verbose=verbose is not None, max_age=0)
+
+
+@router.get("/ready", summary="Readiness: dependency checks, cached")
+async def ready(request: Request, verbose: Verbose = None, exclude: Exclude = None) -> Response:
+    observe = _observe(request)
+    report = await observe.health.readiness()
+    max_age = _max_age(request, report)
+    report = report.without(exclude or ())
+    if observe.lifecycle.draining:
+        report = report.with_extra(
+            observe.health.reading(_LIFECYCLE, Status.FAIL, True, None, "draining: shutting down")
+        )
+        max_age = 0
+    return _answer(request, report, "readyz", verbose=verbose is not None, max_age=max_age)
+
+
+@router.get("/health", summary="Summary: status, version, release, uptime")
+async def health(request: Request) -> Response:
+    observe = _observe(request)
+    registry = observe.health
+    cached = registry.cached() or await registry.readiness()
+    status = cached.status
+    if observe.lifecycle.draining:
+        status = Status.FAIL
+    uptime = registry.reading(
+        _UPTIME, status, round(observe.lifecycle.uptime_seconds(), 3), "s", None
+    )
+    summary = Report((uptime,), cached.taken_at)
+    if status is not Status.PASS:
+        failing = [r.check.name for r in cached.all if r.status is not Status.PASS]
+        reason = "draining" if observe.lifecycle.draining else ", ".join(failing)
+        summary = Report(
+            (registry.reading(_UPTIME, status, uptime.value, "s", f"not passing: {reason}"),),
+            cached.taken_at,
+        )
+    return _answer(request, summary, "health", verbose=False, max_age=_max_age(request, cached))
+
+
+@router.get("/metrics", summary="Prometheus metrics (text format)")
+async def metrics(request: Request) -> Response:
+    payload, content_type = _observe(request).metrics.render()
+    return Response(payload, media_type=content_type)
+
+
+@router.get("/version", summary="What is running: version, release, schema, settings fingerprint")
+async def version(request: Request) -> JSONResponse:
+    services = _services(request)
+    settings = services.settings
+    try:
+        schema: str | None = await migrate.current_revision(services.database)
+    except Exception:  # the version must answer even with the database down
+        schema = None
+    return JSONResponse(
+        {
+            "version": __version__,
+            "git_sha": settings.git_sha,
+            "release_id": settings.release_id,
+            "service_id": settings.service_id,
+            "schema_revision": schema,
+            "schema_head": migrate.head_revision(settings.database_url),
+            "settings_fingerprint": settings_fingerprint(settings),
+        }
+    )

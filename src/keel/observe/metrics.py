@@ -1,0 +1,179 @@
+"""Prometheus metrics: request duration and in-flight requests, DB pool, build info.
+
+Names and labels follow the OpenTelemetry HTTP semantic conventions as the
+OpenTelemetry→Prometheus translation spells them (``http.server.request.duration``
+in seconds → ``http_server_request_duration_seconds``; attributes
+``http.request.method``, ``http.route``, ``http.response.status_code`` →
+``http_request_method``, ``http_route``, ``http_response_status_code``), so
+dashboards and SLO rules written for any OpenTelemetry-instrumented service
+read Keel unchanged. The ``slo`` label is Keel's own: ``"false"`` on probes and
+``/metrics``, which must never count towards (or dilute) the SLO.
+
+The histogram's buckets always contain the SLO latency threshold exactly, so
+"the share of requests faster than the threshold" is one bucket, not an
+interpolation.
+
+Each app gets its own ``CollectorRegistry`` (tests build many apps in one
+process). Under ``keel serve --workers N`` prometheus_client's multiprocess
+mode is on (``PROMETHEUS_MULTIPROC_DIR``): every worker writes its samples to
+files there and ``/metrics`` aggregates them, whichever worker answers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as prometheus_multiprocess
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from keel.observe.metrics_directory import MULTIPROC_ENV
+from keel.observe.routes_info import is_operational, route_template
+
+# OpenTelemetry's advised boundaries for http.server.request.duration.
+OTEL_DURATION_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+)
+# Any other method is reported as _OTHER, as the conventions say, so junk cannot add series.
+KNOWN_METHODS = frozenset(
+    {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"}
+)
+
+
+def duration_buckets(slo_threshold: float) -> tuple[float, ...]:
+    return tuple(sorted({*OTEL_DURATION_BUCKETS, float(slo_threshold)}))
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+class Metrics:
+    def __init__(
+        self, *, slo_threshold: float, version: str, release_id: str, git_sha: str
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.request_duration = Histogram(
+            "http_server_request_duration_seconds",
+            "Duration of HTTP server requests.",
+            ["http_request_method", "http_route", "http_response_status_code", "slo"],
+            buckets=duration_buckets(slo_threshold),
+            registry=self.registry,
+        )
+        self.active_requests = Gauge(
+            "http_server_active_requests",
+            "Number of active HTTP server requests.",
+            ["http_request_method"],
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.pool_connections = Gauge(
+            "db_client_connection_count",
+            "Database pool connections by state (used, idle).",
+            ["db_client_connection_pool_name", "db_client_connection_state"],
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.pool_max = Gauge(
+            "db_client_connection_max",
+            "The most connections the database pool allows (size plus overflow).",
+            ["db_client_connection_pool_name"],
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.build_info = Gauge(
+            "keel_build_info",
+            "Always 1; the labels say which build is running.",
+            ["version", "release_id", "git_sha"],
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
+        self.build_info.labels(version=version, release_id=release_id, git_sha=git_sha).set(1)
+
+    def watch_pool(self, engine: AsyncEngine, name: str = "main") -> None:
+        """Keep the pool gauges current from the pool's own checkout/checkin events."""
+        pool = engine.sync_engine.pool
+        used = self.pool_connections.labels(name, "used")
+        idle = self.pool_connections.labels(name, "idle")
+        size = getattr(pool, "size", None)
+        overflow = getattr(pool, "_max_overflow", 0)
+        if callable(size):
+            self.pool_max.labels(name).set(int(size()) + max(0, int(overflow)))
+
+        def refresh(*_args: Any) -> None:
+            checked_out = getattr(pool, "checkedout", None)
+            checked_in = getattr(pool, "checkedin", None)
+            if callable(checked_out):
+                used.set(int(checked_out()))
+            if callable(checked_in):
+                idle.set(int(checked_in()))
+
+        for name_of_event in ("checkout", "checkin", "connect", "close"):
+            event.listen(pool, name_of_event, refresh)
+
+    def render(self) -> tuple[bytes, str]:
+        """The text exposition; across every worker's files in multiprocess mode."""
+        directory = multiprocess_dir()
+        if directory is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        registry = CollectorRegistry()
+        prometheus_multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class MetricsMiddleware:
+    """Times every HTTP request and counts the ones in flight (step 2 of the path)."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"] if scope["method"] in KNOWN_METHODS else "_OTHER"
+        active = self.metrics.active_requests.labels(method)
+        status = 500
+        started = time.perf_counter()
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        active.inc()
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            active.dec()
+            self.metrics.request_duration.labels(
+                method,
+                route_template(scope),
+                str(status),
+                "false" if is_operational(scope["path"]) else "true",
+            ).observe(time.perf_counter() - started)

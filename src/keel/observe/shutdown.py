@@ -1,0 +1,77 @@
+"""Graceful shutdown on SIGTERM: drain first, then stop.
+
+uvicorn closes its listening socket as soon as SIGTERM arrives, so it could
+never answer ``/ready`` 503 while load balancers notice. Keel therefore puts
+its own handler in front of uvicorn's (installed by the app's lifespan, which
+starts after uvicorn installed its own): on the first SIGTERM it marks the
+process draining at once — ``/ready`` answers 503, ``/live`` stays 200 — keeps
+serving for ``shutdown_drain_seconds``, then hands the signal to uvicorn,
+which stops accepting connections and lets in-flight requests finish within
+``shutdown_grace_seconds``. A second SIGTERM, or SIGINT, skips the wait.
+This works the same in a single process and in each ``--workers`` worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import structlog
+
+from keel.observe.lifecycle import Lifecycle
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[int, FrameType | None], Any]
+
+
+class DrainOnSignal:
+    def __init__(self, lifecycle: Lifecycle, drain_seconds: float) -> None:
+        self.lifecycle = lifecycle
+        self.drain_seconds = drain_seconds
+        self._previous: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: asyncio.TimerHandle | None = None
+
+    def install(self) -> bool:
+        """Chain in front of the current SIGTERM handler; False when signals are not ours."""
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        previous = signal.getsignal(signal.SIGTERM)
+        if not callable(previous):
+            return False  # no server handler to hand over to (tests, plain ASGI use)
+        self._previous = previous
+        self._loop = asyncio.get_running_loop()
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        return True
+
+    def uninstall(self) -> None:
+        if self._previous is not None and signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+            signal.signal(signal.SIGTERM, self._previous)
+        self._previous = None
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        if self.lifecycle.draining or self.drain_seconds <= 0 or self._loop is None:
+            self._hand_over(signum, frame)
+            return
+        self.lifecycle.begin_draining()
+        log.info("shutdown_draining", drain_seconds=self.drain_seconds)
+        self._loop.call_soon_threadsafe(self._schedule, signum)
+
+    def _schedule(self, signum: int) -> None:
+        if self._loop is not None:
+            self._pending = self._loop.call_later(self.drain_seconds, self._hand_over, signum, None)
+
+    def _hand_over(self, signum: int, frame: FrameType | None) -> None:
+        self.lifecycle.begin_draining()
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+        previous = self._previous
+        if callable(previous):
+            log.info("shutdown_stopping")
+            previous(signum, frame)

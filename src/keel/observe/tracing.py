@@ -1,0 +1,141 @@
+"""OpenTelemetry: one tracer provider per app, instrumentations bound to it.
+
+Incoming W3C ``traceparent``/``tracestate`` are read by the ASGI
+instrumentation — OpenTelemetry's ASGI middleware, which the FastAPI
+instrumentation wraps; Keel adds it directly so routes are matched once. An
+invalid header starts a new trace, as the spec says;
+outgoing calls made with an instrumented httpx client or Redis client carry
+them on. Each app gets its own provider and instruments its own app and
+engine — never the libraries globally — so tests may build many apps in one
+process and nothing is instrumented twice. Probes and ``/metrics`` are not
+traced, and the ASGI per-message ``send``/``receive`` spans are left out.
+
+The exporter is OTLP over HTTP when ``KEEL_OTEL_ENDPOINT`` is set, none
+otherwise (spans still exist, so trace ids still reach the logs).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from opentelemetry import metrics as otel_metrics
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.instrumentation.redis import RedisInstrumentor
+from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import Scope
+
+from keel import __version__
+from keel.observe.routes_info import OPERATIONAL_PATHS
+from keel.settings import Settings
+
+# Matched against scheme://host/path (no query string) by the ASGI instrumentation.
+EXCLUDED_URLS = ",".join(rf"^[a-z]+://[^/]*{path}$" for path in sorted(OPERATIONAL_PATHS))
+
+
+def build_tracer_provider(settings: Settings) -> TracerProvider:
+    resource = Resource.create(
+        {
+            "service.name": settings.service_id,
+            "service.version": __version__,
+            "deployment.environment.name": settings.env.value,
+        }
+    )
+    provider = TracerProvider(
+        resource=resource,
+        sampler=ParentBased(TraceIdRatioBased(settings.otel_sampling_ratio)),
+    )
+    if settings.otel_endpoint:
+        provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otel_endpoint))
+        )
+    return provider
+
+
+def native_telemetry_off() -> dict[str, Any]:
+    """``FastAPI(**native_telemetry_off())``: no second, built-in telemetry layer.
+
+    Recent FastAPI releases ship their own OpenTelemetry layer, on by default
+    against the global providers. Keel instruments each app with its own
+    provider (below); running both would cost every request twice, so the
+    built-in one is switched off where it exists.
+    """
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+
+
+def _span_details(scope: Scope) -> tuple[str, dict[str, Any]]:
+    """The span's first name: the method; the route template is added once routing ran.
+
+    The FastAPI instrumentation finds the template by matching every route a
+    second time before the request starts; Keel's request-context middleware
+    names the span from the route the router actually matched instead.
+    """
+    return str(scope.get("method", "HTTP")), {}
+
+
+def add_server_spans(app: FastAPI, provider: TracerProvider) -> None:
+    """The OpenTelemetry ASGI middleware, as the outermost user middleware of ``app``.
+
+    Call it after every other ``add_middleware``. Unhandled exceptions are
+    recorded on the span by :class:`~keel.observe.context.RequestContextMiddleware`,
+    which runs inside it.
+    """
+    app.add_middleware(
+        OpenTelemetryMiddleware,
+        excluded_urls=EXCLUDED_URLS,
+        default_span_details=_span_details,
+        tracer_provider=provider,
+        meter_provider=otel_metrics.NoOpMeterProvider(),
+        exclude_spans=["send", "receive"],
+    )
+
+
+class _FollowParentTracer:
+    """A tracer for per-statement spans that skips the work when the request is not sampled.
+
+    Under a parent-based sampler a child of an unsampled span is never
+    recorded anyway; handing back a non-recording span at once avoids building
+    and sampling one per SQL statement on the (usual) unsampled request.
+    Statements with no current span (startup, background work) start their own
+    trace through the real tracer, as before.
+    """
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self._tracer = tracer
+
+    def start_span(self, name: str, *args: Any, **kwargs: Any) -> trace.Span:
+        parent = trace.get_current_span()
+        context = parent.get_span_context()
+        if context.is_valid and not context.trace_flags.sampled:
+            return trace.NonRecordingSpan(context)
+        return self._tracer.start_span(name, *args, **kwargs)
+
+
+def instrument_engine(engine: AsyncEngine, provider: TracerProvider) -> None:
+    """Database spans as children of the request's span, for this engine only."""
+    tracer = _FollowParentTracer(trace.get_tracer("keel.db", __version__, provider))
+    meter = otel_metrics.NoOpMeterProvider().get_meter("keel.db")
+    usage = meter.create_up_down_counter("db.client.connections.usage")
+    EngineTracer(tracer, engine.sync_engine, usage)  # type: ignore[no-untyped-call]
+
+
+def instrument_httpx_client(client: httpx.AsyncClient | httpx.Client, provider: Any) -> None:
+    """For outgoing HTTP (webhooks, …): a client span and ``traceparent`` on the request."""
+    HTTPXClientInstrumentor.instrument_client(client, tracer_provider=provider)
+
+
+def instrument_redis_client(client: Any, provider: Any) -> None:
+    """Spans for one Redis client's commands."""
+    RedisInstrumentor.instrument_client(client, tracer_provider=provider)

@@ -1,0 +1,190 @@
+"""Exports on the ``exports`` queue and webhook notifications, on both backends."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
+from tests.support.app import World, make_settings
+from tests.support.jobs import Recorder, make_registry, worker_for
+
+from keel.db.engine import Database
+from keel.db.tables_jobs import Job
+from keel.domain import orgs
+from keel.jobs import queue
+from keel.jobs.notifications import enqueue_quota_warning
+from keel.jobs.states import JobState
+from keel.settings import Settings
+from keel.testing import ManualClock
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    """The app only enqueues; these tests run the worker by hand."""
+    return make_settings(database_url, str(tmp_path / "blobs"), inprocess_worker="off")
+
+
+class Webhook:
+    """Answers with the statuses queued in ``answers`` and records every request."""
+
+    def __init__(self, *answers: int) -> None:
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return httpx.Response(self.answers.pop(0) if self.answers else 204)
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.MockTransport(self))
+
+
+async def jobs_of(database: Database, job_type: str) -> list[Job]:
+    async with database.read() as session:
+        return list(await session.scalars(select(Job).where(Job.job_type == job_type)))
+
+
+async def set_webhook(database: Database, org_id: str, url: str | None) -> None:
+    async with database.write() as session:
+        await orgs.set_webhook(session, org_id, url)
+
+
+async def test_export_is_enqueued_with_its_row_and_produced_by_the_exports_queue(
+    app: FastAPI, client: httpx.AsyncClient, world: World, settings: Settings, tmp_path: Path
+) -> None:
+    database: Database = app.state.services.database
+    await client.post(
+        "/v1/recognitions",
+        json={"recipient_id": world.bob.id, "message": "thanks"},
+        headers=world.alice.headers,
+    )
+    created = (
+        await client.post("/v1/exports", json={"format": "json"}, headers=world.alice.headers)
+    ).json()
+    [job] = await jobs_of(database, "exports.run")
+    assert (job.queue, job.state, job.unique_key) == (
+        "exports",
+        JobState.READY,
+        f"export:{created['id']}",
+    )
+    await set_webhook(database, world.alice.org_id, "https://hooks.example.test/keel")
+    hook, clock = Webhook(), ManualClock()
+    async with worker_for(
+        database, make_registry(Recorder()), clock, tmp_path, http=hook.client(), settings=settings
+    ) as worker:
+        assert await worker.run_until_idle("exports") == 1
+        done = (
+            await client.get(f"/v1/exports/{created['id']}", headers=world.alice.headers)
+        ).json()
+        assert (done["status"], done["row_count"]) == ("succeeded", 1)
+        assert await worker.run_until_idle("default") == 1
+    [request] = hook.requests
+    [ready] = await jobs_of(database, "notifications.export_ready")
+    body = json.loads(request.content)
+    assert str(request.url) == "https://hooks.example.test/keel"
+    assert request.headers["Idempotency-Key"] == ready.id == body["id"]
+    assert request.headers["Keel-Event"] == "export.ready"
+    assert body["type"] == "export.ready"
+    assert body["org_id"] == world.alice.org_id
+    assert body["data"]["export_id"] == created["id"]
+    assert body["data"]["row_count"] == 1
+
+
+async def test_export_job_run_twice_is_harmless(
+    app: FastAPI, client: httpx.AsyncClient, world: World, settings: Settings, tmp_path: Path
+) -> None:
+    """At-least-once: a second delivery of the same export job changes nothing."""
+    database: Database = app.state.services.database
+    created = (
+        await client.post("/v1/exports", json={"format": "csv"}, headers=world.alice.headers)
+    ).json()
+    [job] = await jobs_of(database, "exports.run")
+    clock = ManualClock()
+    async with worker_for(
+        database, make_registry(Recorder()), clock, tmp_path, settings=settings
+    ) as worker:
+        await worker.run_until_idle("exports")
+        first = (
+            await client.get(f"/v1/exports/{created['id']}", headers=world.alice.headers)
+        ).json()
+        async with database.write() as session:  # the same job delivered again
+            await session.execute(
+                queue.queries.jobs.update()
+                .where(queue.queries.jobs.c.id == job.id)
+                .values(state="ready")
+            )
+        await worker.run_until_idle("exports")
+    second = (await client.get(f"/v1/exports/{created['id']}", headers=world.alice.headers)).json()
+    assert second == first
+    assert len(await jobs_of(database, "notifications.export_ready")) == 1
+
+
+async def test_webhook_5xx_retries_and_4xx_dead_letters(database: Database, tmp_path: Path) -> None:
+    async with database.write() as session:
+        org = await orgs.create_org(session, "Hooked")
+    await set_webhook(database, org.id, "http://127.0.0.1:9/hook")
+    clock = ManualClock()
+    async with database.write() as session:
+        warning = await enqueue_quota_warning(
+            session,
+            org_id=org.id,
+            quota="recognitions",
+            used=90,
+            limit=100,
+            period="2026-01-01",
+            clock=clock,
+        )
+        again = await enqueue_quota_warning(
+            session,
+            org_id=org.id,
+            quota="recognitions",
+            used=95,
+            limit=100,
+            period="2026-01-01",
+            clock=clock,
+        )
+    assert warning == again  # one warning per org, quota and period
+    hook = Webhook(503, 400)
+    async with worker_for(
+        database, make_registry(Recorder()), clock, tmp_path, http=hook.client()
+    ) as worker:
+        assert await worker.run_until_idle("critical") == 1
+        async with database.read() as session:
+            retrying = await queue.get(session, warning)
+        assert retrying.state == JobState.RETRYING
+        clock.advance(3600)
+        assert await worker.run_until_idle("critical") == 1
+    async with database.read() as session:
+        dead = await queue.get(session, warning)
+    assert dead.state == JobState.DEAD
+    assert "400" in (dead.last_error or "")
+    body = json.loads(hook.requests[0].content)
+    assert body["type"] == "quota.warning"
+    assert body["data"] == {
+        "quota": "recognitions",
+        "used": 90,
+        "limit": 100,
+        "period": "2026-01-01",
+    }
+    assert [r.headers["Keel-Delivery-Attempt"] for r in hook.requests] == ["1", "2"]
+
+
+async def test_org_without_webhook_is_skipped(database: Database, tmp_path: Path) -> None:
+    clock = ManualClock()
+    async with database.write() as session:
+        org = await orgs.create_org(session, "Quiet")
+        job_id = await enqueue_quota_warning(
+            session, org_id=org.id, quota="q", used=1, limit=1, period="p", clock=clock
+        )
+    hook = Webhook()
+    async with worker_for(
+        database, make_registry(Recorder()), clock, tmp_path, http=hook.client()
+    ) as worker:
+        await worker.run_until_idle("critical")
+    async with database.read() as session:
+        assert (await queue.get(session, job_id)).state == JobState.SUCCEEDED
+    assert hook.requests == []
