@@ -115,6 +115,10 @@ async def test_database_outage_is_503_everywhere_it_is_needed_then_recovers(
                 assert int(down.headers["retry-after"]) >= 1
                 assert down.json()["type"].endswith("/database-unavailable"), down.text
 
+            live = await http.get("/live")
+            assert live.status_code == 200, live.text  # the process is fine; restart nothing
+            assert (await http.get("/ready")).status_code == 503
+
             proxy.restore()
             deadline = time.monotonic() + DEADLINE
             for _ in range(200):  # recovery without a restart, bounded in count and time

@@ -43,6 +43,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         breaker_wait_seconds=WAIT,
         breaker_half_open_calls=1,
         storage_retry_attempts=2,
+        health_cache_seconds=0,
     )
 
 
@@ -121,6 +122,15 @@ async def test_storage_outage_is_503_elsewhere_unaffected_and_the_breaker_recove
     # Open: nobody touches the disk; the answer says so and when to come back.
     rejected = assert_unavailable(await client.post("/v1/evidence", files=other, headers=headers))
     assert rejected["reason"] == "breaker-open"
+
+    # Readiness says which part is down; liveness is unaffected.
+    ready = await client.get("/ready")
+    assert ready.status_code == 503, ready.text
+    failing = [
+        name for name, found in ready.json()["checks"].items() if found[0]["status"] == "fail"
+    ]
+    assert any(name.startswith("storage") for name in failing), ready.text
+    assert (await client.get("/live")).status_code == 200
 
     # Everything that needs no storage keeps working meanwhile.
     body = {"recipient_id": world.bob.id, "message": "storage is down, thanks anyway"}
