@@ -41,8 +41,11 @@ from keel.guard.wiring import OPERATIONS, build_limits
 from keel.jobs.runtime import InProcessWorker, inprocess_enabled
 from keel.observe.tracing import native_telemetry_off
 from keel.readiness import register_readiness_checks
+from keel.resilience import BreakerGate, BreakerListener
+from keel.resilience.auditing import audit_breaker_transitions
+from keel.resilience.wiring import build_dependencies
 from keel.settings import Settings
-from keel.storage import LocalDirectoryStore
+from keel.storage import LocalDirectoryStore, ResilientBlobStore
 
 log = structlog.get_logger(__name__)
 
@@ -56,18 +59,35 @@ ROUTERS = (
 )
 
 
-def build_services(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Services:
+def build_services(
+    settings: Settings,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    breaker_listeners: tuple[BreakerListener, ...] = (),
+) -> Services:
+    """Every service of the app. Breaker transitions go to the audit log and to
+    ``breaker_listeners`` (more can join through
+    ``services.dependencies.registry.add_listener``)."""
     database = Database(
         settings.database_url,
         pool_size=settings.database_pool_size,
         timeout=settings.database_timeout_seconds,
     )
-    limits = build_limits(settings, database, RouteTable(ROUTERS, OPERATIONS), clock)
+    dependencies = build_dependencies(settings, clock=clock, listeners=breaker_listeners)
+    limits = build_limits(
+        settings,
+        database,
+        RouteTable(ROUTERS, OPERATIONS),
+        clock,
+        redis_breaker=BreakerGate(dependencies.redis.breaker),
+    )
     audit = build_auditor(settings, database, clock=clock)
-    store = LocalDirectoryStore(settings.storage_dir)
+    dependencies.registry.add_listener(audit_breaker_transitions(audit))
+    store = ResilientBlobStore(LocalDirectoryStore(settings.storage_dir), dependencies.storage)
     return Services(
         settings=settings,
         limits=limits,
+        dependencies=dependencies,
         database=database,
         store=store,
         authenticator=Authenticator(
@@ -106,6 +126,8 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await migrate.require_head(services.database)
         await services.limits.start()
+        for breaker in services.dependencies.registry:
+            await breaker.sync()  # announce our breakers in the shared store (bounded)
         services.audit.authentication.start()
         worker: InProcessWorker | None = None
         if inprocess_enabled(settings):
@@ -120,6 +142,8 @@ def create_app(
                     await worker.stop()
                 await services.limits.stop()
                 await services.audit.authentication.stop()
+                if services.dependencies.registry.store is not None:
+                    await services.dependencies.registry.store.aclose()
                 await services.database.dispose()
                 log.info("keel_stopped")
 

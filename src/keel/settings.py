@@ -128,6 +128,25 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=20.0, gt=0)
     fingerprint_key: SecretStr | None = None  # shared across environments for parity
 
+    # --- resilience (issue 8) ---
+    breaker_store_url: str | None = None  # None: KEEL_REDIS_URL when set, else memory://
+    breaker_failure_rate_threshold: float = Field(default=50.0, gt=0, le=100)
+    breaker_slow_call_rate_threshold: float = Field(default=100.0, gt=0, le=100)
+    breaker_window_size: int = Field(default=100, ge=1)  # calls in each breaker's window
+    breaker_minimum_calls: int = Field(default=20, ge=1)
+    breaker_wait_seconds: float = Field(default=30.0, gt=0)  # OPEN before probing
+    breaker_half_open_calls: int = Field(default=5, ge=1)
+    breaker_sync_seconds: float = Field(default=1.0, gt=0, le=60)  # shared-state refresh
+    retry_budget_ratio: float = Field(default=0.2, ge=0, le=1)  # retries per call, at most
+    storage_timeout_seconds: float = Field(default=10.0, gt=0)  # per storage operation
+    storage_slow_call_seconds: float = Field(default=5.0, gt=0)
+    storage_max_concurrent_calls: int = Field(default=64, ge=1)
+    storage_retry_attempts: int = Field(default=3, ge=1, le=10)  # reads and deletes only
+    redis_breaker_wait_seconds: float = Field(default=5.0, gt=0)  # local limits meanwhile
+    webhooks_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhooks_max_concurrent_calls: int = Field(default=16, ge=1)
+    webhooks_retry_attempts: int = Field(default=5, ge=1, le=20)
+
     @model_validator(mode="before")
     @classmethod
     def _split_lists(cls, data: object) -> object:

@@ -13,6 +13,7 @@ from keel.db.engine import Database
 from keel.domain.evidence import UploadRules
 from keel.domain.tokens import Authenticator
 from keel.guard.wiring import LimitsParts
+from keel.resilience import Dependencies
 from keel.settings import Settings
 from keel.storage import BlobStore
 
@@ -31,6 +32,8 @@ class Services:
     clock: Clock
     limits: LimitsParts
     audit: Auditor  # the audit log (issue 6): record(session, AuditEvent(...))
+    dependencies: Dependencies
+    """Storage, Redis and webhooks behind timeouts, bulkheads, breakers and retries."""
     observe: Observability  # health registry, lifecycle, metrics, tracer (issue 3)
 
     @property

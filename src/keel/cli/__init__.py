@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from keel.cli import admin, audit, idempotency, jobs, limits, migrate, server
+from keel.cli import admin, audit, breakers, idempotency, jobs, limits, migrate, server
 
 app = typer.Typer(
     name="keel",
@@ -24,6 +24,7 @@ app.add_typer(limits.app, name="limits")
 app.add_typer(idempotency.app, name="idempotency")
 app.add_typer(audit.app, name="audit")
 jobs.register(app)
+app.add_typer(breakers.app, name="breakers")
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from keel.guard.noisy import NoisyNeighbourDetector
 from keel.guard.noisy_watch import NoisyWatch
 from keel.guard.overrides import OverrideCache
 from keel.guard.ratelimit import (
+    Breaker,
     FallbackBackend,
     LimiterBackend,
     MemoryBackend,
@@ -64,18 +65,28 @@ class LimitsParts:
         return isinstance(backend, FallbackBackend) and backend.degraded
 
 
-def limiter_backend(settings: Settings, clock: Clock) -> LimiterBackend:
+def limiter_backend(
+    settings: Settings, clock: Clock, breaker: Breaker | None = None
+) -> LimiterBackend:
+    """Redis behind a local fallback when configured; ``breaker`` decides when to skip
+    Redis (the ``redis`` dependency's breaker, through a ``BreakerGate``)."""
     if settings.redis_url is None:
         return MemoryBackend()
     return FallbackBackend(
         RedisBackend.from_url(settings.redis_url, timeout=settings.limiter_redis_timeout_seconds),
         instances=settings.limiter_instances,
+        breaker=breaker,
         clock=clock,
     )
 
 
 def build_limits(
-    settings: Settings, database: Database, routes: RouteTable, clock: Clock
+    settings: Settings,
+    database: Database,
+    routes: RouteTable,
+    clock: Clock,
+    *,
+    redis_breaker: Breaker | None = None,
 ) -> LimitsParts:
     policy = (
         load_policy(settings.ratelimit_policy) if settings.ratelimit_policy else default_policy()
@@ -87,7 +98,7 @@ def build_limits(
     )
     noisy = NoisyNeighbourDetector()
     guard = LimitGuard(
-        limiter=RateLimiter(limiter_backend(settings, clock)),
+        limiter=RateLimiter(limiter_backend(settings, clock, redis_breaker)),
         policy=policy,
         routes=routes,
         overrides=overrides,

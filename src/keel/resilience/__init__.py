@@ -27,6 +27,7 @@ from keel.resilience._errors import (
     DependencyTimeout,
     StateStoreUnavailable,
 )
+from keel.resilience._gate import BreakerGate
 from keel.resilience._metrics import (
     BreakerStats,
     BulkheadStats,
@@ -70,6 +71,7 @@ from keel.resilience._window import CountWindow, SlidingWindow, TimeWindow
 
 __all__ = [
     "BreakerConfig",
+    "BreakerGate",
     "BreakerListener",
     "BreakerOpen",
     "BreakerRecord",

@@ -149,6 +149,26 @@ class CircuitBreaker:
             transitions=dict(self._n_transitions),
         )
 
+    @property
+    def epoch(self) -> int:
+        """The current state's permit token (changes with every transition)."""
+        return self._epoch
+
+    @property
+    def clock_monotonic(self) -> Callable[[], float]:
+        """The breaker's monotonic clock, for callers timing calls outside ``call``."""
+        return self._mono
+
+    @property
+    def sync_due(self) -> bool:
+        """Whether the shared store should be read before the next call (see ``call``)."""
+        return self._store is not None and self._mono() >= self._next_sync
+
+    @property
+    def has_pending(self) -> bool:
+        """Whether transitions wait for ``flush`` to reach listeners and the store."""
+        return bool(self._pending)
+
     def add_listener(self, listener: BreakerListener) -> None:
         """Subscribe to transitions; a listener's failure is logged, never raised."""
         self._listeners.append(listener)
@@ -263,6 +283,10 @@ class CircuitBreaker:
             if self._state is not BreakerState.DISABLED:
                 self._n_ignored += 1
             self.release_permission(token)
+
+    def on_failure(self, token: int, duration: float, now: float | None = None) -> None:
+        """Record a failed call that the caller classified itself (no exception to ask)."""
+        self._record(token, FAILED | (SLOW if duration > self._slow_duration else 0), now)
 
     def counts_as_failure(self, error: BaseException) -> bool:
         """Whether this breaker records ``error`` as a failure of the dependency."""

@@ -62,8 +62,14 @@ class Dependency:
         self.config = config
         metrics = metrics if metrics is not None else default_metrics()
         self._clock = clock
+        # A timed-out attempt is the dependency's failure whatever the record list says
+        # (a list naming only the dependency's own errors would otherwise count a hang as
+        # a success); a full bulkhead is our own saturation and never its failure.
         breaker_config = config.breaker.model_copy(
-            update={"ignore_exceptions": (*config.breaker.ignore_exceptions, BulkheadFull)}
+            update={
+                "record_exceptions": (*config.breaker.record_exceptions, DependencyTimeout),
+                "ignore_exceptions": (*config.breaker.ignore_exceptions, BulkheadFull),
+            }
         )
         self.breaker = CircuitBreaker(
             name, breaker_config, clock=clock, store=store, metrics=metrics, listeners=listeners

@@ -103,6 +103,10 @@ class LocalDirectoryStore:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self._tmp = self.root / "tmp"
+        # The root is created on first use only. If it vanishes later (a volume
+        # unmounted, a directory removed), recreating it would quietly write to
+        # whatever disk is underneath: that is an outage to report, not to paper over.
+        self._root_created = False
 
     def path_for(self, key: str) -> Path:
         if not _KEY.match(key):
@@ -115,7 +119,10 @@ class LocalDirectoryStore:
         path = self._tmp / f"{secrets.token_hex(16)}.part"
 
         def open_temp() -> IO[bytes]:
-            self._tmp.mkdir(parents=True, exist_ok=True)
+            if not self._root_created:
+                self.root.mkdir(parents=True, exist_ok=True)
+                self._root_created = True
+            self._tmp.mkdir(exist_ok=True)
             return path.open("xb")
 
         try:
@@ -129,6 +136,8 @@ class LocalDirectoryStore:
         try:
             handle = await _io(lambda: path.open("rb"))
         except FileNotFoundError as error:
+            if not await _io(self.root.is_dir):
+                raise StorageUnavailable("file storage directory is missing") from error
             raise NotFound("file content is gone") from error
         try:
             while True:
