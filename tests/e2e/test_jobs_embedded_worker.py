@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.support.processes import keel_env
 
 pytestmark = pytest.mark.e2e
 
@@ -34,12 +35,13 @@ def keel(env: dict[str, str], *args: str) -> dict[str, str]:
 
 
 def test_keel_serve_on_sqlite_runs_exports_in_process(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "KEEL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'keel.db'}",
-        "KEEL_STORAGE_DIR": str(tmp_path / "blobs"),
-        "KEEL_JOBS_GRACE_SECONDS": "5",
-    }
+    env = keel_env(
+        {
+            "KEEL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'keel.db'}",
+            "KEEL_STORAGE_DIR": str(tmp_path / "blobs"),
+            "KEEL_JOBS_GRACE_SECONDS": "5",
+        }
+    )
     port = free_port()
     server = subprocess.Popen(
         [str(KEEL), "serve", "--port", str(port)],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -16,6 +15,8 @@ from pathlib import Path
 import httpx
 
 from tests.support.app import SECRET
+from tests.support.policies import generous_policy
+from tests.support.processes import keel_env
 
 
 def free_port() -> int:
@@ -59,15 +60,18 @@ def keel_serve(
     database_url: str, workdir: Path, *, workers: int = 1, **env_overrides: str
 ) -> Iterator[ServerProcess]:
     port = free_port()
-    env = {
-        **os.environ,
-        "KEEL_DATABASE_URL": database_url,
-        "KEEL_SECRET_KEY": SECRET,
-        "KEEL_STORAGE_DIR": str(workdir / "blobs"),
-        "KEEL_LOG_FORMAT": "json",
-        "KEEL_AUTH_CACHE_SECONDS": "5",
-        **env_overrides,
-    }
+    env = keel_env(
+        {
+            "KEEL_DATABASE_URL": database_url,
+            "KEEL_SECRET_KEY": SECRET,
+            "KEEL_STORAGE_DIR": str(workdir / "blobs"),
+            "KEEL_LOG_FORMAT": "json",
+            "KEEL_AUTH_CACHE_SECONDS": "5",
+            # load here is the test's own: only what is under test may refuse it
+            "KEEL_RATELIMIT_POLICY": str(generous_policy(workdir)),
+            **env_overrides,
+        }
+    )
     if "PROMETHEUS_MULTIPROC_DIR" not in env_overrides:
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log_path = workdir / f"keel-serve-{port}.log"

@@ -29,6 +29,8 @@ def keel_env(extra: Mapping[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
     # A loaded test machine lags; only tests about shedding should ever be shed.
     env["KEEL_SHED_MAX_LOOP_LAG_SECONDS"] = "60"
+    # Keys are required by default; tests about idempotency send them or ask for it.
+    env["KEEL_IDEMPOTENCY_REQUIRED_ROUTES"] = ""
     env.update(extra)
     return env
 

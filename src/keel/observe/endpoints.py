@@ -8,7 +8,7 @@ None of them needs a token (the authentication middleware guards ``/v1/`` only).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -63,11 +63,28 @@ def _max_age(request: Request, report: Report) -> int:
     return max(0, math.floor(registry.cache_seconds - registry.age(report)))
 
 
+_HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "pass or warn (application/health+json; text/plain with ?verbose)",
+        "content": {"application/health+json": {}, "text/plain": {}},
+    },
+    503: {
+        "description": "fail, or draining (application/health+json; text/plain with ?verbose)",
+        "content": {"application/health+json": {}, "text/plain": {}},
+    },
+}
+
+
 Verbose = Annotated[str | None, Query(description="Plain-text `[+]`/`[-]` lines instead of JSON.")]
 Exclude = Annotated[list[str] | None, Query(description="Skip the named check(s).")]
 
 
-@router.get("/live", summary="Liveness: the event loop answers (no dependency touched)")
+@router.get(
+    "/live",
+    responses=_HEALTH_RESPONSES,
+    response_class=Response,
+    summary="Liveness: the event loop answers (no dependency touched)",
+)
 async def live(request: Request, verbose: Verbose = None) -> Response:
     observe = _observe(request)
     registry = observe.health
@@ -81,7 +98,12 @@ async def live(request: Request, verbose: Verbose = None) -> Response:
     return _answer(request, report, "livez", verbose=verbose is not None, max_age=0)
 
 
-@router.get("/ready", summary="Readiness: dependency checks, cached")
+@router.get(
+    "/ready",
+    responses=_HEALTH_RESPONSES,
+    response_class=Response,
+    summary="Readiness: dependency checks, cached",
+)
 async def ready(request: Request, verbose: Verbose = None, exclude: Exclude = None) -> Response:
     observe = _observe(request)
     report = await observe.health.readiness()
@@ -95,7 +117,12 @@ async def ready(request: Request, verbose: Verbose = None, exclude: Exclude = No
     return _answer(request, report, "readyz", verbose=verbose is not None, max_age=max_age)
 
 
-@router.get("/health", summary="Summary: status, version, release, uptime")
+@router.get(
+    "/health",
+    responses=_HEALTH_RESPONSES,
+    response_class=Response,
+    summary="Summary: status, version, release, uptime",
+)
 async def health(request: Request) -> Response:
     observe = _observe(request)
     registry = observe.health
@@ -117,7 +144,12 @@ async def health(request: Request) -> Response:
     return _answer(request, summary, "health", verbose=False, max_age=_max_age(request, cached))
 
 
-@router.get("/metrics", summary="Prometheus metrics (text format)")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"description": "Prometheus text format", "content": {"text/plain": {}}}},
+    summary="Prometheus metrics (text format)",
+)
 async def metrics(request: Request) -> Response:
     payload, content_type = _observe(request).metrics.render()
     return Response(payload, media_type=content_type)

@@ -8,7 +8,6 @@ hashed under every key in the ring so older events are found too.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -16,6 +15,7 @@ from pydantic import BaseModel
 
 from keel.api.dependencies import AppServices, CurrentPrincipal
 from keel.api.problems import problem_responses
+from keel.api.query import Timestamp
 from keel.audit import AuditQuery
 from keel.audit import search as audit_search
 from keel.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
@@ -50,8 +50,8 @@ async def list_audit_events(
     services: AppServices,
     code: Annotated[list[str] | None, Query()] = None,
     user_id: Annotated[str | None, Query(max_length=64)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Timestamp = None,
+    until: Timestamp = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> AuditPage:

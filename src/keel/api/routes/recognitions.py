@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import AwareDatetime, BeforeValidator
 
 from keel.api.auditing import ClientIp, by_principal
 from keel.api.dependencies import AppServices, CurrentPrincipal
 from keel.api.problems import problem_responses
+from keel.api.query import Timestamp
 from keel.api.schemas import RecognitionCreate, RecognitionOut, RecognitionPage
 from keel.audit import EventCode
 from keel.domain import recognitions
@@ -18,22 +17,6 @@ from keel.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from keel.guard.idempotency import IDEMPOTENCY_KEY_PARAMETER, recorded
 
 router = APIRouter(prefix="/v1/recognitions", tags=["recognitions"])
-
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
-
-
-def _rfc3339_only(value: object) -> object:
-    """Pydantic would read ``0.5`` as a Unix time; the API promises RFC 3339 with an offset."""
-    if isinstance(value, str) and not _RFC3339.match(value):
-        raise ValueError("use an RFC 3339 date-time with an offset, e.g. 2026-01-31T09:00:00Z")
-    return value
-
-
-Timestamp = Annotated[
-    AwareDatetime | None,
-    BeforeValidator(_rfc3339_only),
-    Query(description="RFC 3339 date-time with an offset"),
-]
 
 
 @router.post(
