@@ -35,7 +35,7 @@ from keel.guard.idempotency import (
     operation_in,
 )
 from keel.guard.limits import LimitsMiddleware
-from keel.guard.notify import quota_warning_hook
+from keel.guard.notify import audit_key_mismatch, quota_warning_hook
 from keel.guard.shed import LoadSheddingMiddleware
 from keel.guard.wiring import OPERATIONS, build_limits
 from keel.jobs.runtime import InProcessWorker, inprocess_enabled
@@ -247,6 +247,7 @@ def add_idempotency(app: FastAPI, services: Services) -> None:
         required=settings.idempotency_required_routes,
         clock=services.clock,
         max_body_bytes=settings.max_upload_bytes + 1024 * 1024,
+        on_mismatch=audit_key_mismatch(services.audit),
     )
 
 

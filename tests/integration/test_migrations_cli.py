@@ -85,3 +85,16 @@ def test_an_unknown_revision_is_a_clear_error(sqlite_env: Path) -> None:
         result = runner.invoke(app, ["migrate", *arguments])
         assert result.exit_code == 1
         assert "no revision '9999'" in result.output
+
+
+def test_migration_runs_are_recorded_in_the_audit_log(sqlite_env: Path) -> None:
+    runner = CliRunner()
+    applied = runner.invoke(app, ["migrate", "apply", "--json"])
+    assert applied.exit_code == 0, applied.output
+    found = runner.invoke(app, ["audit", "search", "--code", "migration.applied", "--json"])
+    assert found.exit_code == 0, found.output
+    events = [json.loads(line) for line in found.stdout.splitlines() if line.strip()]
+    assert sorted(e["fields"]["to_revision"] for e in events) == sorted(REAL_REVISIONS)
+    assert all(e["fields"]["phase"] == "upgrade" for e in events)
+    verified = runner.invoke(app, ["audit", "verify"])
+    assert verified.exit_code == 0, verified.output

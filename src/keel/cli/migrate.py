@@ -21,6 +21,8 @@ from keel.clock import SystemClock
 from keel.db import migrate
 from keel.ops import migrations
 from keel.ops.migrations import Kind, RunnerOptions
+from keel.ops.migrations.auditing import record_steps
+from keel.ops.migrations.history import Step
 from keel.settings import Profile, Settings
 
 app = typer.Typer(
@@ -60,9 +62,11 @@ class BarProgress:
             self._bar.stop()
 
 
-def _options(settings: Settings) -> RunnerOptions:
-    """The one place the CLI's runs are configured; history listeners are wired here."""
-    return RunnerOptions.from_settings(settings)
+def _options(settings: Settings, steps: list[Step] | None = None) -> RunnerOptions:
+    """The one place the CLI's runs are configured; ``steps`` collects them for the audit log."""
+    if steps is None:
+        return RunnerOptions.from_settings(settings)
+    return RunnerOptions.from_settings(settings, listeners=(steps.append,))
 
 
 def _backup_allowed(settings: Settings, no_backup: bool) -> bool:
@@ -197,13 +201,17 @@ def apply(
     take_backup = _backup_allowed(settings, no_backup)
 
     async def go() -> migrations.RunResult:
-        return await migrations.apply(
-            settings.database_url,
-            target=target,
-            take_backup=take_backup,
-            options=_options(settings),
-            progress=None if as_json else BarProgress(),
-        )
+        steps: list[Step] = []
+        try:
+            return await migrations.apply(
+                settings.database_url,
+                target=target,
+                take_backup=take_backup,
+                options=_options(settings, steps),
+                progress=None if as_json else BarProgress(),
+            )
+        finally:
+            await record_steps(settings, steps)
 
     _print_run(run(go), as_json)
 
@@ -219,13 +227,17 @@ def rollback(
     take_backup = _backup_allowed(settings, no_backup)
 
     async def go() -> migrations.RunResult:
-        return await migrations.rollback(
-            settings.database_url,
-            to=to,
-            take_backup=take_backup,
-            options=_options(settings),
-            progress=None if as_json else BarProgress(),
-        )
+        steps: list[Step] = []
+        try:
+            return await migrations.rollback(
+                settings.database_url,
+                to=to,
+                take_backup=take_backup,
+                options=_options(settings, steps),
+                progress=None if as_json else BarProgress(),
+            )
+        finally:
+            await record_steps(settings, steps)
 
     _print_run(run(go), as_json)
 
@@ -246,9 +258,16 @@ def restore(
         )
 
     async def go() -> migrations.RunResult:
-        return await migrations.restore(
-            settings.database_url, backup, take_backup=take_backup, options=_options(settings)
-        )
+        steps: list[Step] = []
+        try:
+            return await migrations.restore(
+                settings.database_url,
+                backup,
+                take_backup=take_backup,
+                options=_options(settings, steps),
+            )
+        finally:
+            await record_steps(settings, steps)
 
     _print_run(run(go), as_json)
 

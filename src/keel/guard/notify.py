@@ -1,4 +1,6 @@
-"""What happens when a quota crosses a warning threshold: an audit event and a webhook job.
+"""Audit and notification hooks of the guards: quota thresholds and reused idempotency keys.
+
+A quota crossing a warning threshold gets an audit event and a webhook job.
 
 The limits middleware sees the crossing (once per threshold per window, since
 counts only grow within a window); this hook records ``quota.threshold_crossed``
@@ -9,12 +11,20 @@ after the response has started, never inside the request's own transaction.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
+import structlog
+from starlette.types import Scope
+
 from keel.audit import AuditEvent, Auditor, EventCode
 from keel.clock import Clock
 from keel.db.engine import Database
+from keel.domain.principal import Principal
 from keel.guard.limits import ThresholdHook
 from keel.guard.ratelimit import QuotaCommit, RequestContext
 from keel.jobs.notifications import enqueue_quota_warning
+
+log = structlog.get_logger(__name__)
 
 
 def quota_warning_hook(database: Database, audit: Auditor, clock: Clock) -> ThresholdHook:
@@ -47,3 +57,27 @@ def quota_warning_hook(database: Database, audit: Auditor, clock: Clock) -> Thre
             )
 
     return on_threshold
+
+
+def audit_key_mismatch(audit: Auditor) -> Callable[[Scope, str], Awaitable[None]]:
+    """Record ``idempotency.key_mismatch`` when a key is reused for another request."""
+
+    async def on_mismatch(scope: Scope, route: str) -> None:
+        principal: Principal | None = scope.get("state", {}).get("principal")
+        if principal is None:
+            return
+        client = scope.get("client")
+        event = AuditEvent(
+            EventCode.IDEMPOTENCY_KEY_MISMATCH,
+            org_id=principal.org_id,
+            actor_id=principal.user_id,
+            token_id=principal.token_id,
+            ip=str(client[0]) if client else None,
+            fields={"method": scope["method"], "route": route, "reason": "fingerprint"},
+        )
+        try:
+            await audit.record_now(event)
+        except Exception:  # the 422 must go out even if the audit write fails
+            log.exception("audit_key_mismatch_failed")
+
+    return on_mismatch

@@ -37,7 +37,7 @@ content addressing makes that harmless, and only the claim owner's row counts.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any
 
 import anyio
@@ -145,8 +145,10 @@ class IdempotencyMiddleware:
         required: Collection[str],
         clock: Clock,
         max_body_bytes: int,
+        on_mismatch: Callable[[Scope, str], Awaitable[None]] | None = None,
     ) -> None:
         self.app = app
+        self.on_mismatch = on_mismatch
         self.store = store
         self.operations = frozenset(operations)
         self.required = frozenset(required)
@@ -246,6 +248,8 @@ class IdempotencyMiddleware:
         known = keyed.fingerprint is not None and claim.fingerprint is not None
         if known and keyed.fingerprint != claim.fingerprint:
             metrics.count(metrics.MISMATCHES, route)
+            if self.on_mismatch is not None:
+                await self.on_mismatch(scope, route)
             raise IdempotencyKeyReused(
                 "this Idempotency-Key was already used with a different request; "
                 "use a new key for a new request",
