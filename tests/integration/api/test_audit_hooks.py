@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 from fastapi import FastAPI
 from sqlalchemy import select
+from tests.support.app import World
 
 from keel.db.tables_audit import AuditEvent
-from tests.support.app import World
 
 
 async def test_a_reused_idempotency_key_is_audited_once(
