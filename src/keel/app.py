@@ -118,6 +118,7 @@ def create_app(
     settings.check_startable()
     services = build_services(settings, clock=clock)
     register_readiness_checks(services)
+    services.limits.guard.breaches.audit = services.audit
     services.limits.guard.threshold_hooks.append(
         quota_warning_hook(services.database, services.audit, clock)
     )

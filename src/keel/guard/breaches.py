@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import math
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,6 +23,7 @@ import structlog
 from prometheus_client import Counter
 from sqlalchemy import func, insert, select, type_coerce
 
+from keel.audit import AuditEvent, Auditor, EventCode
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.db.engine import Database
 from keel.db.tables_limits import RateLimitBreach
@@ -46,6 +48,7 @@ class Breach:
     org_id: str | None
     user_id: str | None
     ip: str | None
+    retry_after: float = 0.0
 
 
 class BreachRecorder:
@@ -65,6 +68,7 @@ class BreachRecorder:
         self._buffer: deque[Breach] = deque(maxlen=max_buffer)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.audit: Auditor | None = None  # set by create_app: breaches also reach the audit log
 
     def record(self, breach: Breach) -> None:
         BREACHES.labels(breach.limit_name).inc()
@@ -99,6 +103,9 @@ class BreachRecorder:
             try:
                 async with self._database.write() as session:
                     await session.execute(insert(RateLimitBreach), rows)
+                    if self.audit is not None:
+                        for event in _audit_events(batch):
+                            await self.audit.record(session, event)
             except KeelError:
                 self._buffer.extendleft(reversed(batch))  # keep them for the next flush
                 raise
@@ -127,6 +134,24 @@ class BreachRecorder:
             self._task = None
         with contextlib.suppress(KeelError):
             await self.flush()
+
+
+def _audit_events(batch: list[Breach]) -> list[AuditEvent]:
+    """One ``ratelimit.breached`` event per caller and limit in a batch, not one per 429."""
+    worst: dict[tuple[str | None, str | None, str | None, str, str], float] = {}
+    for b in batch:
+        key = (b.org_id, b.user_id, b.ip, b.limit_name, b.key_kind)
+        worst[key] = max(worst.get(key, 0.0), b.retry_after)
+    return [
+        AuditEvent(
+            EventCode.RATE_LIMIT_BREACHED,
+            org_id=org_id,
+            actor_id=user_id,
+            ip=ip,
+            fields={"limit": limit, "scope": scope, "retry_after": math.ceil(retry_after)},
+        )
+        for (org_id, user_id, ip, limit, scope), retry_after in worst.items()
+    ]
 
 
 @dataclass(frozen=True, slots=True)

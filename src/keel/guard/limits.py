@@ -130,6 +130,7 @@ class LimitGuard:
                 org_id=context.org_id,
                 user_id=context.user_id,
                 ip=context.ip,
+                retry_after=decision.retry_after,
             )
         )
 

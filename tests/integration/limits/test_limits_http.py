@@ -84,6 +84,13 @@ async def test_a_breach_is_a_429_problem_naming_the_limit_with_retry_after_and_i
         rows = list(await session.scalars(select(RateLimitBreach)))
     assert {r.limit_name for r in rows} == {"anon-ip"}
     assert all(r.ip_hash and len(r.ip_hash) == 64 for r in rows)
+    async with limited_app.state.services.database.read() as session:
+        audited = await session.scalar(
+            select(func.count())
+            .select_from(AuditEventRow)
+            .where(AuditEventRow.code == "ratelimit.breached")
+        )
+    assert audited == 1  # one event per caller and limit in a batch, not one per 429
 
 
 async def test_failed_authentications_turn_into_429_after_the_ip_limit(
