@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from tests.support.jobs import Recorder, make_registry, worker_for
 
 from keel.db.engine import Database
+from keel.db.tables_audit import AuditEvent as AuditEventRow
 from keel.db.tables_jobs import Job
 from keel.errors import NotFound
 from keel.jobs import queue
@@ -156,6 +157,13 @@ async def test_retry_schedule_then_dead_letter_then_requeue(
         dead = await job(database, job_id)
         assert (dead.state, dead.attempt) == (JobState.DEAD, 3)
         assert dead.finished_at == clock.now()
+        async with database.read() as session:
+            audited = list(
+                await session.scalars(
+                    select(AuditEventRow.fields).where(AuditEventRow.code == "job.dead_lettered")
+                )
+            )
+        assert len(audited) == 1  # the dead-letter is in the audit log, once
         clock.advance(3600)
         assert await worker.run_until_idle("default") == 0
 

@@ -253,7 +253,7 @@ def reclaim_expired(now: datetime) -> Update:
             lease_expires_at=None,
             last_error="lease expired: the worker stopped heartbeating",
         )
-        .returning(jobs.c.id, jobs.c.job_type, jobs.c.state)
+        .returning(jobs.c.id, jobs.c.job_type, jobs.c.state, jobs.c.queue)
     )
 
 

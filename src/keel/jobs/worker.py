@@ -27,6 +27,7 @@ import structlog
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from keel.audit import AuditEvent, Auditor, EventCode, build_auditor
 from keel.errors import DatabaseUnavailable
 from keel.jobs import metrics, queries, schedule
 from keel.jobs.errors import PermanentJobError
@@ -98,6 +99,7 @@ class Worker:
         worker_id: str | None = None,
     ) -> None:
         self.resources = resources
+        self._auditor: Auditor | None = None
         self.registry = registry
         self.config = config
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -248,6 +250,7 @@ class Worker:
                 attempt=job.attempt,
                 error=_error_text(error),
             )
+            await self._audit_dead(job.id, job.queue, job.job_type, job.attempt, _error_text(error))
         else:
             metrics.JOB_RETRIES.labels(job.job_type).inc()
             log.warning(
@@ -292,6 +295,30 @@ class Worker:
             log.warning("job_lease_lost", job_id=job_id)
         return lost
 
+    async def _audit_dead(
+        self, job_id: str, queue: str, job_type: str, attempts: int | None, error: str | None
+    ) -> None:
+        """``job.dead_lettered`` on the system chain; never fails the worker."""
+        event = AuditEvent(
+            EventCode.JOB_DEAD_LETTERED,
+            fields={
+                "job_id": job_id,
+                "queue": queue,
+                "task": job_type,
+                "attempts": attempts,
+                "error": (error or "")[:500],
+            },
+        )
+        try:
+            if self._auditor is None:
+                resources = self.resources
+                self._auditor = build_auditor(
+                    resources.settings, resources.database, clock=resources.clock
+                )
+            await self._auditor.record_now(event)
+        except Exception:
+            log.exception("job_dead_audit_failed", job_id=job_id)
+
     async def reclaim(self) -> int:
         """Hand jobs whose lease expired back to ``ready`` (or ``dead``); any worker may."""
         async with self._store.write() as session:
@@ -301,6 +328,7 @@ class Worker:
             metrics.LEASES_RECLAIMED.inc()
             if row.state == JobState.DEAD.value:
                 metrics.JOBS_DEAD.labels(row.job_type).inc()
+                await self._audit_dead(row.id, row.queue, row.job_type, None, "lease expired")
             log.warning("job_lease_expired", job_id=row.id, job_type=row.job_type, state=row.state)
         return len(rows)
 
