@@ -50,6 +50,7 @@ from keel.guard.ratelimit import (
     ratelimit_headers,
 )
 from keel.guard.shed import LoadShedder
+from keel.observe.routes_info import ROUTE_TEMPLATE_STATE
 
 log = structlog.get_logger(__name__)
 
@@ -202,6 +203,8 @@ class LimitsMiddleware:
         principal: Principal | None = state.get("principal")
         matched = guard.routes.match(scope["method"], scope["path"])
         route, operation = matched if matched else (None, None)
+        if route is not None:
+            state[ROUTE_TEMPLATE_STATE] = route.split(" ", 1)[1]
         context = guard.context(principal, route, operation, client_ip(scope))
         now = guard.clock.now()
         decision = await guard.limiter.decide(guard.policy.limits, context, now.timestamp())

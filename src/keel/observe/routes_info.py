@@ -12,12 +12,16 @@ from starlette.types import Scope
 
 OPERATIONAL_PATHS = frozenset({"/live", "/ready", "/health", "/metrics", "/version"})
 UNMATCHED = "unmatched"
+ROUTE_TEMPLATE_STATE = "route_template"
 
 
 def route_template(scope: Scope) -> str:
     """The matched route's path template, or ``unmatched`` (404s, 405s before routing)."""
     route = scope.get("route")
     path = getattr(route, "path", None)
+    if not isinstance(path, str):
+        # Refused before routing (a limit's 429): the limits middleware resolved the template.
+        path = scope.get("state", {}).get(ROUTE_TEMPLATE_STATE)
     return path if isinstance(path, str) else UNMATCHED
 
 

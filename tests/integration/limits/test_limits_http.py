@@ -241,3 +241,14 @@ async def test_each_threshold_crossing_is_audited_and_notified_once(
         )
     assert len(jobs) == 3
     assert crossed == 3
+
+
+async def test_a_refusal_by_a_limit_is_labelled_with_its_route_template(
+    limited: tuple[httpx.AsyncClient, World],
+) -> None:
+    client, world = limited
+    for _ in range(11):
+        last = await recognise(client, world)
+    assert last.status_code == 429
+    body = (await client.get("/metrics")).text
+    assert ('http_response_status_code="429",http_route="/v1/recognitions",slo="true"') in body
