@@ -25,24 +25,24 @@ def test_apply_then_status_then_rollback_then_restore(sqlite_env: Path) -> None:
 
     applied = runner.invoke(app, ["migrate", "apply", "--json"])
     assert applied.exit_code == 0, applied.output
-    assert json.loads(applied.output)["end_revision"] == HEAD
+    assert json.loads(applied.stdout)["end_revision"] == HEAD
 
     status = runner.invoke(app, ["migrate", "status", "--json"])
     assert status.exit_code == 0, status.output
-    found = json.loads(status.output)
+    found = json.loads(status.stdout)
     assert found["at_head"]
     assert found["checksums"][0]["state"] == "ok"
 
     rolled = runner.invoke(app, ["migrate", "rollback", "--to", "base", "--json"])
     assert rolled.exit_code == 0, rolled.output
-    backup = json.loads(rolled.output)["backup_file"]
+    backup = json.loads(rolled.stdout)["backup_file"]
     assert backup
 
     refused = runner.invoke(app, ["migrate", "restore", backup], input="n\n")
     assert refused.exit_code != 0
     restored = runner.invoke(app, ["migrate", "restore", backup, "--yes", "--json"])
     assert restored.exit_code == 0, restored.output
-    assert json.loads(restored.output)["end_revision"] == HEAD
+    assert json.loads(restored.stdout)["end_revision"] == HEAD
 
 
 def test_no_backup_is_refused_outside_dev(
@@ -62,15 +62,15 @@ def test_dry_run_and_plan_on_an_empty_database(sqlite_env: Path) -> None:
 
     planned = runner.invoke(app, ["migrate", "plan", "--json"])
     assert planned.exit_code == 0, planned.output
-    plan = json.loads(planned.output)
+    plan = json.loads(planned.stdout)
     assert [item["revision"] for item in plan["revisions"]] == REAL_REVISIONS
     assert "CREATE TABLE orgs" in plan["revisions"][0]["sql"]
 
     tried = runner.invoke(app, ["migrate", "dry-run", "--json"])
     assert tried.exit_code == 0, tried.output
-    assert json.loads(tried.output)["target_revision"] == HEAD
+    assert json.loads(tried.stdout)["target_revision"] == HEAD
     current = runner.invoke(app, ["migrate", "current", "--json"])
-    assert json.loads(current.output)["current"] is None
+    assert json.loads(current.stdout)["current"] is None
 
 
 def test_new_needs_exactly_one_kind(sqlite_env: Path) -> None:

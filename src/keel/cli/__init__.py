@@ -7,6 +7,7 @@ only assembles them. Every command that prints data accepts ``--json``.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import typer
@@ -18,6 +19,8 @@ if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
 from keel.cli import admin, audit, breakers, idempotency, jobs, limits, migrate, server
+from keel.observe.logs import configure_logging
+from keel.settings import Settings
 
 app = typer.Typer(
     name="keel",
@@ -26,6 +29,24 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the time (test runners swap it per command)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+@app.callback()
+def _logging() -> None:
+    """Logs go to stderr, so that stdout carries only a command's output (``--json``)."""
+    configure_logging(Settings(), stream=_CurrentStderr())  # type: ignore[arg-type]
+
+
 server.register(app)
 app.add_typer(admin.app, name="admin")
 app.add_typer(migrate.app, name="migrate")

@@ -8,6 +8,7 @@ history): kept for scripts that call them, not for production.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import typer
@@ -67,6 +68,22 @@ def _options(settings: Settings, steps: list[Step] | None = None) -> RunnerOptio
     if steps is None:
         return RunnerOptions.from_settings(settings)
     return RunnerOptions.from_settings(settings, listeners=(steps.append,))
+
+
+def _run_audited(
+    settings: Settings,
+    change: Callable[[RunnerOptions], Awaitable[migrations.RunResult]],
+) -> migrations.RunResult:
+    """Run a schema change; its steps reach the audit log whether it succeeds or fails."""
+
+    async def go() -> migrations.RunResult:
+        steps: list[Step] = []
+        try:
+            return await change(_options(settings, steps))
+        finally:
+            await record_steps(settings, steps)
+
+    return run(go)
 
 
 def _backup_allowed(settings: Settings, no_backup: bool) -> bool:
@@ -200,20 +217,16 @@ def apply(
     settings = Settings()
     take_backup = _backup_allowed(settings, no_backup)
 
-    async def go() -> migrations.RunResult:
-        steps: list[Step] = []
-        try:
-            return await migrations.apply(
-                settings.database_url,
-                target=target,
-                take_backup=take_backup,
-                options=_options(settings, steps),
-                progress=None if as_json else BarProgress(),
-            )
-        finally:
-            await record_steps(settings, steps)
+    async def go(options: RunnerOptions) -> migrations.RunResult:
+        return await migrations.apply(
+            settings.database_url,
+            target=target,
+            take_backup=take_backup,
+            options=options,
+            progress=None if as_json else BarProgress(),
+        )
 
-    _print_run(run(go), as_json)
+    _print_run(_run_audited(settings, go), as_json)
 
 
 @app.command()
@@ -226,20 +239,16 @@ def rollback(
     settings = Settings()
     take_backup = _backup_allowed(settings, no_backup)
 
-    async def go() -> migrations.RunResult:
-        steps: list[Step] = []
-        try:
-            return await migrations.rollback(
-                settings.database_url,
-                to=to,
-                take_backup=take_backup,
-                options=_options(settings, steps),
-                progress=None if as_json else BarProgress(),
-            )
-        finally:
-            await record_steps(settings, steps)
+    async def go(options: RunnerOptions) -> migrations.RunResult:
+        return await migrations.rollback(
+            settings.database_url,
+            to=to,
+            take_backup=take_backup,
+            options=options,
+            progress=None if as_json else BarProgress(),
+        )
 
-    _print_run(run(go), as_json)
+    _print_run(_run_audited(settings, go), as_json)
 
 
 @app.command()
@@ -257,19 +266,12 @@ def restore(
             f"Replace every table of {settings.database_url} with {backup}?", abort=True, err=True
         )
 
-    async def go() -> migrations.RunResult:
-        steps: list[Step] = []
-        try:
-            return await migrations.restore(
-                settings.database_url,
-                backup,
-                take_backup=take_backup,
-                options=_options(settings, steps),
-            )
-        finally:
-            await record_steps(settings, steps)
+    async def go(options: RunnerOptions) -> migrations.RunResult:
+        return await migrations.restore(
+            settings.database_url, backup, take_backup=take_backup, options=options
+        )
 
-    _print_run(run(go), as_json)
+    _print_run(_run_audited(settings, go), as_json)
 
 
 @app.command()
