@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from keel.keyed_hash import keyed_hash
 from keel.observe.health import (
     HealthCheck,
     HealthRegistry,
@@ -13,7 +14,7 @@ from keel.observe.health import (
     Status,
     worst,
 )
-from keel.observe.identity import derive_key, keyed_hash
+from keel.observe.identity import LOG_HASH_LENGTH, identity_key
 from keel.observe.metrics import duration_buckets
 from keel.testing import ManualClock
 
@@ -156,9 +157,11 @@ def test_buckets_contain_the_slo_threshold_exactly_and_stay_sorted() -> None:
 
 
 def test_keyed_hashes_are_stable_keyed_and_not_the_input() -> None:
-    key = derive_key(b"secret-one")
-    other = derive_key(b"secret-two")
-    assert keyed_hash(key, "user-1") == keyed_hash(key, "user-1")
-    assert keyed_hash(key, "user-1") != keyed_hash(other, "user-1")
+    key = identity_key(b"secret-one")
+    other = identity_key(b"secret-two")
+    short = LOG_HASH_LENGTH
+    assert keyed_hash(key, "user-1", length=short) == keyed_hash(key, "user-1", length=short)
+    assert keyed_hash(key, "user-1", length=short) != keyed_hash(other, "user-1", length=short)
     assert "user-1" not in keyed_hash(key, "user-1")
-    assert len(keyed_hash(key, "user-1")) == 16
+    assert len(keyed_hash(key, "user-1", length=short)) == 16
+    assert keyed_hash(key, "user-1") != keyed_hash(b"secret-one", "user-1")  # purpose-bound

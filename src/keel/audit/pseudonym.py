@@ -14,14 +14,13 @@ under it unsearchable by raw identifier, never unverifiable.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from keel.errors import ConfigurationError
+from keel.keyed_hash import keyed_hash
 
 Kind = Literal["org", "user", "token", "ip"]
 
@@ -67,9 +66,7 @@ class KeyRing:
 
     def pseudonym(self, kind: Kind, value: str, key_id: str | None = None) -> str:
         key_id = key_id or self.current_id
-        digest = hmac.new(
-            self.keys[key_id], kind.encode() + b"\x00" + value.encode(), hashlib.sha256
-        ).hexdigest()
+        digest = keyed_hash(self.keys[key_id], f"{kind}\x00{value}")
         return f"{key_id}:{digest}"
 
     def candidates(self, kind: Kind, value: str) -> list[str]:
@@ -82,5 +79,5 @@ class KeyRing:
 
 def dev_key_ring(service_secret: bytes) -> KeyRing:
     """The dev default: one key derived from the service secret (refused outside dev)."""
-    derived = hmac.new(service_secret, b"keel-audit-pseudonyms-v1", hashlib.sha256).hexdigest()
+    derived = keyed_hash(service_secret, "keel-audit-pseudonyms-v1")
     return KeyRing(keys={"dev": derived.encode()}, current_id="dev")

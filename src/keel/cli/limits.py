@@ -139,7 +139,7 @@ def breaches(
             str(item["breaches"]),
             str(item["limit"]),
             str(item["org_id"] or "-"),
-            str(item["user_hash"] or "-")[:12],
+            str(item["user_hash"] or "-")[:16],  # the `user` of log lines
             str(item["ip_hash"] or "-")[:12],
             str(item["last_at"]),
         )

@@ -9,8 +9,6 @@ one made elsewhere takes effect within that interval.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -25,12 +23,13 @@ from keel.db.tables import ApiToken, Org, User
 from keel.domain.principal import Plan, Principal, Role
 from keel.errors import NotFound, Unauthenticated
 from keel.ids import new_id
+from keel.keyed_hash import keyed_hash
 
 TOKEN_PREFIX = "keel_"  # noqa: S105 - a public prefix, not a secret
 
 
 def hash_token(secret: bytes, token: str) -> str:
-    return hmac.new(secret, token.encode(), hashlib.sha256).hexdigest()
+    return keyed_hash(secret, token)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -29,15 +27,12 @@ from keel.db.engine import Database
 from keel.db.tables_limits import RateLimitBreach
 from keel.db.types import UTCDateTime
 from keel.errors import KeelError
+from keel.keyed_hash import keyed_hash
 
 log = structlog.get_logger(__name__)
 
 BREACHES = Counter("keel_ratelimit_breaches_total", "Requests refused by a limit.", ["limit"])
 DROPPED = Counter("keel_ratelimit_breaches_dropped_total", "Breach rows dropped by a full buffer.")
-
-
-def keyed_hash(secret: bytes, value: str) -> str:
-    return hmac.new(secret, value.encode(), hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +50,14 @@ class BreachRecorder:
     def __init__(
         self,
         database: Database,
-        secret: bytes,
+        identity_key: bytes,
         *,
         batch_size: int = 500,
         flush_seconds: float = 2.0,
         max_buffer: int = 20_000,
     ) -> None:
         self._database = database
-        self._secret = secret
+        self._identity_key = identity_key  # the logs' key: breach hashes join log lines
         self._batch_size = batch_size
         self._flush_seconds = flush_seconds
         self._buffer: deque[Breach] = deque(maxlen=max_buffer)
@@ -95,8 +90,8 @@ class BreachRecorder:
                     "limit_name": b.limit_name,
                     "key_kind": b.key_kind,
                     "org_id": b.org_id,
-                    "user_hash": keyed_hash(self._secret, b.user_id) if b.user_id else None,
-                    "ip_hash": keyed_hash(self._secret, b.ip) if b.ip else None,
+                    "user_hash": keyed_hash(self._identity_key, b.user_id) if b.user_id else None,
+                    "ip_hash": keyed_hash(self._identity_key, b.ip) if b.ip else None,
                 }
                 for b in batch
             ]

@@ -24,6 +24,7 @@ from keel.guard.ratelimit import (
 )
 from keel.guard.shed import LoadShedder, LoopLagMonitor, ShedThresholds
 from keel.guard.storage_quota import StorageQuota
+from keel.observe.identity import identity_key
 from keel.settings import Settings
 
 # Operation names the policy file may target besides route templates.
@@ -102,7 +103,9 @@ def build_limits(
         policy=policy,
         routes=routes,
         overrides=overrides,
-        breaches=BreachRecorder(database, settings.secret_key.get_secret_value().encode()),
+        breaches=BreachRecorder(
+            database, identity_key(settings.secret_key.get_secret_value().encode())
+        ),
         noisy=noisy,
         shedder=shedder,
         concurrency=ConcurrencyLimits(settings.concurrency_per_user, settings.concurrency_per_org),

@@ -24,7 +24,7 @@ from keel.observe import checks
 from keel.observe.context import RequestContextMiddleware
 from keel.observe.endpoints import router
 from keel.observe.health import HealthCheck, HealthRegistry, Observation, Status
-from keel.observe.identity import derive_key, keyed_hash
+from keel.observe.identity import identity_key
 from keel.observe.lifecycle import Lifecycle
 from keel.observe.logs import configure_logging
 from keel.observe.metrics import Metrics, MetricsMiddleware, multiprocess_dir
@@ -67,7 +67,7 @@ def build(settings: Settings, database: Database, store: BlobStore, clock: Clock
             git_sha=settings.git_sha,
         ),
         tracer_provider=build_tracer_provider(settings),
-        identity_key=derive_key(settings.secret_key.get_secret_value().encode()),
+        identity_key=identity_key(settings.secret_key.get_secret_value().encode()),
     )
 
 
@@ -121,8 +121,7 @@ __all__ = [
     "Status",
     "build",
     "configure_logging",
-    "derive_key",
+    "identity_key",
     "install",
-    "keyed_hash",
     "running",
 ]

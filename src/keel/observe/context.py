@@ -24,7 +24,8 @@ from opentelemetry.trace import Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keel.domain.principal import Principal
-from keel.observe.identity import keyed_hash
+from keel.keyed_hash import keyed_hash
+from keel.observe.identity import LOG_HASH_LENGTH
 from keel.observe.routes_info import UNMATCHED, is_operational, route_template
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -121,8 +122,9 @@ class RequestContextMiddleware:
         }
         principal = scope.get("state", {}).get("principal")
         if isinstance(principal, Principal):
-            fields["user"] = keyed_hash(self.identity_key, principal.user_id)
-            fields["org"] = keyed_hash(self.identity_key, principal.org_id)
+            key = self.identity_key
+            fields["user"] = keyed_hash(key, principal.user_id, length=LOG_HASH_LENGTH)
+            fields["org"] = keyed_hash(key, principal.org_id, length=LOG_HASH_LENGTH)
         if is_operational(scope["path"]):
             access_log.debug("http_request", **fields)
         else:

@@ -1,25 +1,20 @@
 """Keyed hashes that stand in for people in logs.
 
 A log line may say *which* user or organisation acted, so lines can be grouped
-and followed, but never *who*: the id goes through HMAC-SHA256 under a key
-derived from the service secret. Without the secret the hash cannot be
-reversed by trying every known id. Audit logging may reuse :func:`keyed_hash`
-or swap in its own key.
+and followed, but never *who*: the id goes through a keyed hash under a key
+derived from the service secret for this purpose. Breach rows use the same key,
+so a breach's ``user_hash`` starts with the ``user`` field of that user's log
+lines and the two can be joined without either holding the id.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+from keel.keyed_hash import derive_key
 
-_LOG_DOMAIN = b"keel-log-identity-v1"
-
-
-def derive_key(secret: bytes, purpose: bytes = _LOG_DOMAIN) -> bytes:
-    """A key for one purpose, so a log hash is never a token hash of the same input."""
-    return hmac.new(secret, purpose, hashlib.sha256).digest()
+LOG_IDENTITY = b"keel-log-identity-v1"
+LOG_HASH_LENGTH = 16
 
 
-def keyed_hash(key: bytes, value: str, *, length: int = 16) -> str:
-    """The first ``length`` hex digits of HMAC-SHA256(key, value)."""
-    return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:length]
+def identity_key(secret: bytes) -> bytes:
+    """The key that hashes user and organisation ids in logs and breach rows."""
+    return derive_key(secret, LOG_IDENTITY)

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from keel.observe.identity import derive_key, keyed_hash
+from keel.keyed_hash import derive_key, keyed_hash
 from keel.settings import Settings
 
 _NEVER_FINGERPRINTED = frozenset({"fingerprint_key", "secret_key"})
@@ -33,6 +33,6 @@ def settings_fingerprint(settings: Settings) -> dict[str, Any]:
         if name in _NEVER_FINGERPRINTED or isinstance(value, SecretStr):
             continue
         values[name] = json.dumps(value, default=str, sort_keys=True)
-    per_setting = {name: keyed_hash(key, text) for name, text in values.items()}
+    per_setting = {name: keyed_hash(key, text, length=16) for name, text in values.items()}
     overall = keyed_hash(key, json.dumps(per_setting, sort_keys=True), length=32)
     return {"names": sorted(values), "hash": overall, "settings": per_setting}

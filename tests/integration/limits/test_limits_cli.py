@@ -16,6 +16,8 @@ from keel.db.engine import Database
 from keel.db.tables_limits import NoisyFlag
 from keel.domain.orgs import create_org
 from keel.guard.breaches import Breach, BreachRecorder
+from keel.keyed_hash import keyed_hash
+from keel.observe.identity import LOG_HASH_LENGTH, identity_key
 
 
 @pytest.fixture
@@ -69,7 +71,7 @@ def test_unknown_limit_names_are_refused(env: None) -> None:
 
 
 async def test_breaches_lists_top_offenders(env: None, database: Database) -> None:
-    recorder = BreachRecorder(database, SECRET.encode())
+    recorder = BreachRecorder(database, identity_key(SECRET.encode()))
     now = datetime.now(UTC)
     for _ in range(3):
         recorder.record(Breach(now, "api-user", "user", "org-1", "user-1", "10.0.0.1"))
@@ -82,6 +84,9 @@ async def test_breaches_lists_top_offenders(env: None, database: Database) -> No
     assert items[0]["limit"] == "api-user"
     assert "user-1" not in json.dumps(report)  # users and IPs only as keyed hashes
     assert "10.0.0.1" not in json.dumps(report)
+    # The breach hash starts with the user's hash in log lines, so the two can be joined.
+    log_hash = keyed_hash(identity_key(SECRET.encode()), "user-1", length=LOG_HASH_LENGTH)
+    assert str(items[0]["user_hash"]).startswith(log_hash)
 
 
 async def test_noisy_lists_active_flags(env: None, database: Database) -> None:
