@@ -20,6 +20,7 @@ transaction boundaries are this module's.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -317,20 +318,22 @@ def _one_revision_outside_transaction(
 
 # --- apply and rollback --------------------------------------------------------
 
+# Which revisions a run steps through, given the schema's revision once the lock is held.
+Choose = Callable[[str | None], list[Revision]]
 
-async def apply(
+
+async def _run(
     url: str,
+    action: Action,
+    scripts: Scripts,
+    choose: Choose,
     *,
-    target: str = "heads",
-    take_backup: bool = True,
-    options: RunnerOptions | None = None,
-    clock: Clock | None = None,
-    progress: Progress | None = None,
+    take_backup: bool,
+    options: RunnerOptions,
+    clock: Clock,
+    progress: Progress,
 ) -> RunResult:
-    """Upgrade to ``target`` under the lock, after a backup, one transaction per revision."""
-    options = options or RunnerOptions()
-    clock = clock or SystemClock()
-    scripts = Scripts(options.script_location)
+    """The order every schema change follows (see the module docstring), for either direction."""
     run_id = str(uuid.uuid4())
 
     def run(connection: Connection) -> RunResult:
@@ -343,14 +346,15 @@ async def apply(
                 scripts,
                 current,
                 run_id=run_id,
-                action=Action.UPGRADE,
+                action=action,
                 options=options,
                 clock=clock,
             )
-            result = RunResult(run_id, Action.UPGRADE, current, current)
-            result.steps.extend(_baseline(connection, scripts, current, run_id, options, clock))
-            pending = scripts.pending(current, target)
-            if not pending:
+            result = RunResult(run_id, action, current, current)
+            if action is Action.UPGRADE:
+                result.steps.extend(_baseline(connection, scripts, current, run_id, options, clock))
+            revisions = choose(current)
+            if not revisions:
                 return result
             result.backup_file = _take_backup(url, current, options, clock) if take_backup else None
             result.steps.extend(
@@ -358,19 +362,43 @@ async def apply(
                     connection,
                     url=url,
                     scripts=scripts,
-                    revisions=pending,
-                    action=Action.UPGRADE,
+                    revisions=revisions,
+                    action=action,
                     run_id=run_id,
                     backup_file=result.backup_file,
                     options=options,
                     clock=clock,
-                    progress=progress or NoProgress(),
+                    progress=progress,
                 )
             )
             result.end_revision = current_revision(connection)
             return result
 
     return await run_sync(url, run)
+
+
+async def apply(
+    url: str,
+    *,
+    target: str = "heads",
+    take_backup: bool = True,
+    options: RunnerOptions | None = None,
+    clock: Clock | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Upgrade to ``target`` under the lock, after a backup, one transaction per revision."""
+    options = options or RunnerOptions()
+    scripts = Scripts(options.script_location)
+    return await _run(
+        url,
+        Action.UPGRADE,
+        scripts,
+        lambda current: scripts.pending(current, target),
+        take_backup=take_backup,
+        options=options,
+        clock=clock or SystemClock(),
+        progress=progress or NoProgress(),
+    )
 
 
 async def rollback(
@@ -384,52 +412,26 @@ async def rollback(
 ) -> RunResult:
     """Downgrade to revision ``to`` (or ``base``), newest first, with the lock and a backup."""
     options = options or RunnerOptions()
-    clock = clock or SystemClock()
     scripts = Scripts(options.script_location)
     if to != "base":
         scripts.get(to)  # UnknownRevision before taking any lock
-    run_id = str(uuid.uuid4())
 
-    def run(connection: Connection) -> RunResult:
-        with locked(connection, url, options.lock_wait_seconds):
-            with connection.begin():
-                history.ensure(connection)
-            current = current_revision(connection)
-            _verify_checksums(
-                connection,
-                scripts,
-                current,
-                run_id=run_id,
-                action=Action.DOWNGRADE,
-                options=options,
-                clock=clock,
-            )
-            result = RunResult(run_id, Action.DOWNGRADE, current, current)
-            undo = scripts.between(current, to)
-            if (
-                to != "base"
-                and current is not None
-                and to not in {item.revision for item in scripts.applied(current)}
-            ):
-                raise MigrationError(f"revision {to} is not below the current {current}")
-            if not undo:
-                return result
-            result.backup_file = _take_backup(url, current, options, clock) if take_backup else None
-            result.steps.extend(
-                _step_through(
-                    connection,
-                    url=url,
-                    scripts=scripts,
-                    revisions=undo,
-                    action=Action.DOWNGRADE,
-                    run_id=run_id,
-                    backup_file=result.backup_file,
-                    options=options,
-                    clock=clock,
-                    progress=progress or NoProgress(),
-                )
-            )
-            result.end_revision = current_revision(connection)
-            return result
+    def undo(current: str | None) -> list[Revision]:
+        if (
+            to != "base"
+            and current is not None
+            and to not in {item.revision for item in scripts.applied(current)}
+        ):
+            raise MigrationError(f"revision {to} is not below the current {current}")
+        return scripts.between(current, to)
 
-    return await run_sync(url, run)
+    return await _run(
+        url,
+        Action.DOWNGRADE,
+        scripts,
+        undo,
+        take_backup=take_backup,
+        options=options,
+        clock=clock or SystemClock(),
+        progress=progress or NoProgress(),
+    )
