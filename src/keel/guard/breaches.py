@@ -22,6 +22,7 @@ from prometheus_client import Counter
 from sqlalchemy import func, insert, select, type_coerce
 
 from keel.audit import AuditEvent, Auditor, EventCode
+from keel.background import BackgroundTask
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.db.engine import Database
 from keel.db.tables_limits import RateLimitBreach
@@ -62,7 +63,7 @@ class BreachRecorder:
         self._flush_seconds = flush_seconds
         self._buffer: deque[Breach] = deque(maxlen=max_buffer)
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._flusher = BackgroundTask("breach-flush", self._run)
         self.audit: Auditor | None = None  # set by create_app: breaches also reach the audit log
 
     def record(self, breach: Breach) -> None:
@@ -118,15 +119,10 @@ class BreachRecorder:
                 log.warning("breach_flush_failed", error=error.detail, pending=self.pending)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="breach-flush")
+        self._flusher.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._flusher.stop()
         with contextlib.suppress(KeelError):
             await self.flush()
 

@@ -7,18 +7,16 @@ separate process, can list them), logged, counted and handed to listeners
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 
 import structlog
 from prometheus_client import Counter, Gauge
 from sqlalchemy import select, update
 
+from keel.background import BackgroundTask, every
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.db.engine import Database
 from keel.db.tables_limits import NoisyFlag
-from keel.errors import KeelError
 from keel.guard.noisy import Flag, NoisyNeighbourDetector
 
 log = structlog.get_logger(__name__)
@@ -42,7 +40,9 @@ class NoisyWatch:
         self._database = database
         self._interval = interval
         self._clock = clock
-        self._task: asyncio.Task[None] | None = None
+        self._watch = BackgroundTask(
+            "noisy-watch", lambda: every(self._interval, self.judge, "noisy_watch_failed")
+        )
         self.listeners: list[FlagListener] = []
 
     async def judge(self) -> tuple[list[Flag], list[str]]:
@@ -85,24 +85,11 @@ class NoisyWatch:
                 await listener(None, org_id)
         return newly, cleared
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.judge()
-            except KeelError as error:
-                log.warning("noisy_watch_failed", error=error.detail)
-
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="noisy-watch")
+        self._watch.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._watch.stop()
 
 
 async def active_flags(database: Database) -> list[NoisyFlag]:

@@ -9,7 +9,6 @@ A value of 0 lifts the limit for that organisation. The special name
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Mapping
 
@@ -19,6 +18,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from keel.background import BackgroundTask, every
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.db.engine import Database
 from keel.db.tables import Org
@@ -95,7 +95,9 @@ class OverrideCache:
         self._policy = policy
         self._refresh = refresh_seconds
         self._values: dict[str, dict[str, int]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._refresher = BackgroundTask(
+            "overrides", lambda: every(self._refresh, self.reload, "limit_overrides_reload_failed")
+        )
 
     def for_org(self, org_id: str | None) -> Mapping[str, LimitOverride]:
         """The file's overrides for the org, with the database's on top."""
@@ -112,23 +114,10 @@ class OverrideCache:
     async def reload(self) -> None:
         self._values = await load_overrides(self._database)
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._refresh)
-            try:
-                await self.reload()
-            except KeelError as error:
-                log.warning("limit_overrides_reload_failed", error=error.detail)
-
     async def start(self) -> None:
         with contextlib.suppress(KeelError):
             await self.reload()
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="overrides")
+        self._refresher.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._refresher.stop()
