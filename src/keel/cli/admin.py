@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from keel.audit import AuditEvent, EventCode, build_auditor
-from keel.cli._common import JsonOption, database, out, print_json, run
+from keel.cli._common import JsonOption, database, out, print_items, print_json, run
 from keel.db.tables import ApiToken
 from keel.domain import demo, orgs
 from keel.domain.tokens import issue_token, revoke_token
@@ -212,14 +211,8 @@ def list_orgs(as_json: bool = JsonOption) -> None:
                 {"id": o.id, "name": o.name, "plan": o.plan, "timezone": o.timezone} for o in rows
             ]
 
-    items = run(go)
-    if as_json:
-        print_json({"items": items})
-        return
-    table = Table("id", "name", "plan", "timezone")
-    for item in items:
-        table.add_row(item["id"], item["name"], item["plan"], item["timezone"])
-    out.print(table)
+    columns = {"id": "id", "name": "name", "plan": "plan", "timezone": "timezone"}
+    print_items(run(go), columns, as_json=as_json)
 
 
 @app.command("list-users")
@@ -236,14 +229,8 @@ def list_users(
                 {"id": u.id, "org_id": u.org_id, "email": u.email, "role": u.role} for u in rows
             ]
 
-    items = run(go)
-    if as_json:
-        print_json({"items": items})
-        return
-    table = Table("id", "org_id", "email", "role")
-    for item in items:
-        table.add_row(item["id"], item["org_id"], item["email"], item["role"])
-    out.print(table)
+    columns = {"id": "id", "org_id": "org_id", "email": "email", "role": "role"}
+    print_items(run(go), columns, as_json=as_json)
 
 
 @app.command("seed-demo")

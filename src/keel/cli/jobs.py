@@ -12,7 +12,7 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from keel.cli._common import JsonOption, database, fail, out, print_json, run
+from keel.cli._common import Column, JsonOption, database, fail, out, print_items, print_json, run
 from keel.clock import SYSTEM_CLOCK
 from keel.db.tables_jobs import Job
 from keel.jobs import queue
@@ -71,22 +71,19 @@ async def _list(state: JobState | None, queue_name: str | None, limit: int) -> l
         return [job_dict(job) for job in rows]
 
 
+_JOB_COLUMNS: dict[str, Column] = {
+    "id": "id",
+    "queue": "queue",
+    "type": "job_type",
+    "state": "state",
+    "attempt": lambda job: f"{job['attempt']}/{job['max_attempts']}",
+    "run_at": "run_at",
+    "last_error": lambda job: (job["last_error"] or "")[:60],
+}
+
+
 def _print_jobs(items: list[dict[str, Any]], as_json: bool) -> None:
-    if as_json:
-        print_json({"items": items})
-        return
-    table = Table("id", "queue", "type", "state", "attempt", "run_at", "last_error")
-    for item in items:
-        table.add_row(
-            item["id"],
-            item["queue"],
-            item["job_type"],
-            item["state"],
-            f"{item['attempt']}/{item['max_attempts']}",
-            item["run_at"],
-            (item["last_error"] or "")[:60],
-        )
-    out.print(table)
+    print_items(items, _JOB_COLUMNS, as_json=as_json)
 
 
 @app.command("list")

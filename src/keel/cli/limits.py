@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from keel.audit import AuditEvent, EventCode, build_auditor
-from keel.cli._common import JsonOption, database, out, print_json, run
+from keel.cli._common import JsonOption, database, out, print_items, print_json, run
 from keel.guard.breaches import top_offenders
 from keel.guard.noisy_watch import active_flags
 from keel.guard.overrides import clear_override, load_overrides, set_override
@@ -164,16 +164,11 @@ def noisy(as_json: bool = JsonOption) -> None:
             for f in flags
         ]
 
-    items = run(go)
-    if as_json:
-        print_json({"items": items})
-        return
-    if not items:
-        out.print("no organisation is flagged")
-        return
-    table = Table("org_id", "reason", "value", "threshold", "since")
-    for item in items:
-        table.add_row(
-            *(str(item[k]) for k in ("org_id", "reason", "value", "threshold", "flagged_at"))
-        )
-    out.print(table)
+    columns = {
+        "org_id": "org_id",
+        "reason": "reason",
+        "value": "value",
+        "threshold": "threshold",
+        "since": "flagged_at",
+    }
+    print_items(run(go), columns, as_json=as_json, empty="no organisation is flagged")
