@@ -39,6 +39,15 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def _is_schema_missing(error: BaseException) -> bool:
+    """A table the code expects is not there: the database was never migrated (or is behind)."""
+    if not isinstance(error, exc.DBAPIError):
+        return False
+    if getattr(error.orig, "sqlstate", None) == "42P01":  # PostgreSQL undefined_table
+        return True
+    return "no such table" in str(error.orig)  # SQLite
+
+
 def _is_unavailable(error: BaseException) -> bool:
     if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
         return True
@@ -110,6 +119,12 @@ class Database:
         try:
             yield
         except BaseException as error:
+            if _is_schema_missing(error):
+                raise DatabaseUnavailable(
+                    "the database has no Keel schema or is behind the code; "
+                    "run `keel migrate apply`",
+                    retry_after=30,
+                ) from error
             if _is_unavailable(error) and not isinstance(error, asyncio.CancelledError):
                 raise DatabaseUnavailable(
                     "the database is not answering; retry shortly", retry_after=2

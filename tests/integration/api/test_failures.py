@@ -9,12 +9,15 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import select
 from tests.support.app import World, app_for, make_settings, running, seed_world
-from tests.support.databases import Templates, fresh_database
+from tests.support.databases import Templates, empty_database, fresh_database
 from tests.support.proxy import TcpProxy
 from tests.support.services import PG_HOST, PG_PORT
 
 from keel.db.engine import Database
+from keel.db.tables import Org
+from keel.errors import DatabaseUnavailable
 
 PROBLEM = "application/problem+json"
 
@@ -91,3 +94,22 @@ async def test_database_outage_is_503_with_retry_after_then_recovers(
                 raise AssertionError("Keel did not recover after the database came back")
     finally:
         await proxy.cut()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_an_unmigrated_database_says_to_migrate_not_that_it_is_down(
+    backend: str, tmp_path: Path
+) -> None:
+    async def read_orgs(url: str) -> None:
+        database = Database(url)
+        try:
+            async with database.read() as session:
+                await session.execute(select(Org))
+        finally:
+            await database.dispose()
+
+    with (
+        empty_database(backend, tmp_path) as url,
+        pytest.raises(DatabaseUnavailable, match="keel migrate apply"),
+    ):
+        asyncio.run(read_orgs(url))
