@@ -14,8 +14,8 @@ from keel.db.engine import Database
 from keel.db.tables import Recognition
 from tests.support.app import seed_world
 from tests.support.databases import Templates, fresh_database
-from tests.support.keel_servers import servers
 from tests.support.policies import generous_policy
+from tests.support.processes import server_env, servers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -44,7 +44,7 @@ async def test_two_hundred_identical_requests_on_two_processes_create_one_recogn
             "KEEL_CONCURRENCY_PER_ORG": "1000",
             "KEEL_SHED_MAX_IN_FLIGHT": "10000",
         }
-        with servers(pg_url, tmp_path, 2, settings) as (first, second):
+        with servers(server_env(pg_url, tmp_path, settings), tmp_path, 2) as (first, second):
             headers = {**world.alice.headers, "Idempotency-Key": "one-and-only"}
             body = {"recipient_id": world.bob.id, "message": "exactly once"}
             limits = httpx.Limits(max_connections=REQUESTS, max_keepalive_connections=0)

@@ -85,7 +85,8 @@ def test_two_processes_sharing_redis_never_admit_more_than_the_limit_together(
         }
     )
     world = seed(postgres_url)
-    with keel_server(env, tmp_path) as (first, _), keel_server(env, tmp_path) as (second, _):
+    with keel_server(env, tmp_path) as one, keel_server(env, tmp_path) as two:
+        first, second = one.url, two.url
 
         async def hammer() -> list[int]:
             async with httpx.AsyncClient(timeout=30) as client:
@@ -187,8 +188,8 @@ def test_overload_sheds_bulk_first_then_writes_never_reads_or_probes_too_early(
             ]
         return seen
 
-    with keel_server(env, tmp_path, port=port) as (base, _process):
-        seen = asyncio.run(scenario(base))
+    with keel_server(env, tmp_path, port=port) as server:
+        seen = asyncio.run(scenario(server.url))
     assert seen["export_at_5"] == [503]
     assert seen["write_at_5"] == [201]
     assert seen["read_at_5"] == [200]

@@ -22,7 +22,7 @@ def test_seeded_demo_and_printed_curl_work_against_a_real_server(tmp_path: Path)
     curl = printed[printed.index("curl ") :].strip()
     port = free_port()
     curl = curl.replace("http://127.0.0.1:8000", f"http://127.0.0.1:{port}")
-    with keel_server(env, tmp_path, port=port) as (base_url, _process):
+    with keel_server(env, tmp_path, port=port) as server:
         result = subprocess.run(
             ["bash", "-c", curl],
             capture_output=True,
@@ -35,7 +35,7 @@ def test_seeded_demo_and_printed_curl_work_against_a_real_server(tmp_path: Path)
         token = re.search(r"Bearer (keel_[\w-]+)", curl)
         assert token is not None
         listed = httpx.get(
-            f"{base_url}/v1/recognitions", headers={"Authorization": f"Bearer {token.group(1)}"}
+            f"{server.url}/v1/recognitions", headers={"Authorization": f"Bearer {token.group(1)}"}
         ).json()
         assert [item["id"] for item in listed["items"]] == [created["id"]]
     assert (tmp_path / "keel.db").exists()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -12,11 +14,33 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from keel.db.engine import Database
 from tests.support.app import World, seed_world
-from tests.support.observe_server import keel_serve
+from tests.support.policies import generous_policy
+from tests.support.processes import KeelServer, keel_server, server_env
 
 pytestmark = pytest.mark.e2e
 
 ROUTE = "/v1/recognitions/{recognition_id}"
+
+
+@contextmanager
+def keel_serve(
+    database_url: str, workdir: Path, *, workers: int = 1, **overrides: str
+) -> Iterator[KeelServer]:
+    """A server logging JSON, whose only load is the test's own, up once ``/ready`` passes."""
+    env = server_env(
+        database_url,
+        workdir,
+        {
+            "KEEL_LOG_FORMAT": "json",
+            "KEEL_AUTH_CACHE_SECONDS": "5",
+            "KEEL_RATELIMIT_POLICY": str(generous_policy(workdir)),
+            **overrides,
+        },
+    )
+    if "PROMETHEUS_MULTIPROC_DIR" not in overrides:
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    with keel_server(env, workdir, workers=workers, ready_path="/ready") as server:
+        yield server
 
 
 async def _seed(database_url: str) -> World:
@@ -51,7 +75,7 @@ async def test_sigterm_under_load_drains_and_no_in_flight_request_fails(
         KEEL_SHUTDOWN_GRACE_SECONDS="15",
         KEEL_HEALTH_CACHE_SECONDS="0",
     ) as server:
-        recognition_id = await _recognition(server.base_url, world)
+        recognition_id = await _recognition(server.url, world)
         outcomes: list[str] = []
         after_sigterm: list[int] = []
         probes: dict[str, list[int]] = {"ready": [], "live": []}
@@ -78,7 +102,7 @@ async def test_sigterm_under_load_drains_and_no_in_flight_request_fails(
             await asyncio.sleep(1.0)
             server.terminate()
             sigterm_sent.append(time.monotonic())
-            async with httpx.AsyncClient(base_url=server.base_url, timeout=5.0) as probe:
+            async with httpx.AsyncClient(base_url=server.url, timeout=5.0) as probe:
                 for _ in range(200):
                     ready = await probe.get("/ready")
                     live = await probe.get("/live")
@@ -90,7 +114,7 @@ async def test_sigterm_under_load_drains_and_no_in_flight_request_fails(
             await asyncio.sleep(0.3)  # the balancer's reaction time; requests keep coming
             stop.set()
 
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=20.0) as client:
+        async with httpx.AsyncClient(base_url=server.url, timeout=20.0) as client:
             await asyncio.gather(*(load(client) for _ in range(4)), balancer())
         exit_code = await asyncio.to_thread(server.wait, 60.0)
         log = server.log()
@@ -133,12 +157,12 @@ async def test_two_workers_serve_and_metrics_count_each_request_once(
         PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
         KEEL_SHUTDOWN_DRAIN_SECONDS="0",
     ) as server:
-        recognition_id = await _recognition(server.base_url, world)
+        recognition_id = await _recognition(server.url, world)
         sent = 0
         deadline = time.monotonic() + 60
         # New connections each round so the kernel hands them to both workers.
         while sent < 400 and time.monotonic() < deadline:
-            async with httpx.AsyncClient(base_url=server.base_url, timeout=10.0) as client:
+            async with httpx.AsyncClient(base_url=server.url, timeout=10.0) as client:
                 responses = await asyncio.gather(
                     *(
                         client.get(f"/v1/recognitions/{recognition_id}", headers=world.bob.headers)
@@ -151,7 +175,7 @@ async def test_two_workers_serve_and_metrics_count_each_request_once(
             if sent >= 40 and sum(1 for value in counts.values() if value > 0) >= 2:
                 break
         per_worker = _route_counts(metrics_dir)
-        scraped = httpx.get(server.base_url + "/metrics", timeout=10.0)
+        scraped = httpx.get(server.url + "/metrics", timeout=10.0)
         server.terminate()
         exit_code = await asyncio.to_thread(server.wait, 60.0)
 

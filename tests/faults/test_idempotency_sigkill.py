@@ -19,7 +19,7 @@ import httpx
 import pytest
 from tests.support.app import seed_world
 from tests.support.databases import Templates, fresh_database
-from tests.support.keel_servers import start_server
+from tests.support.processes import server_env, start_server
 
 from keel.db.engine import Database
 
@@ -55,7 +55,8 @@ async def test_a_killed_request_is_retried_into_exactly_one_recognition(
         "KEEL_IDEMPOTENCY_LEASE_SECONDS": str(LEASE_SECONDS),
         "KEEL_AUTH_CACHE_SECONDS": "0",
     }
-    server = start_server(pg_url, tmp_path, "doomed", settings)
+    env = server_env(pg_url, tmp_path, settings)
+    server = start_server(env, tmp_path, name="doomed")
     restarted = None
     try:
         world = await seed_world(database)
@@ -87,7 +88,7 @@ async def test_a_killed_request_is_retried_into_exactly_one_recognition(
             assert await watcher.fetchval("SELECT count(*) FROM recognitions") == 0
             assert await watcher.fetchval("SELECT state FROM idempotency_keys") == "in_flight"
 
-            restarted = start_server(pg_url, tmp_path, "restarted", settings)
+            restarted = start_server(env, tmp_path, name="restarted")
             statuses: list[int] = []
 
             async def retry_runs() -> bool:

@@ -86,8 +86,8 @@ async def test_database_outage_is_503_everywhere_it_is_needed_then_recovers(
     body = {"recipient_id": world.bob.id, "message": "thanks"}
 
     env = keel_env({**base, "KEEL_DATABASE_URL": proxied})
-    with keel_server(env, tmp_path) as (base_url, _process):
-        async with httpx.AsyncClient(base_url=base_url, timeout=15) as http:
+    with keel_server(env, tmp_path) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=15) as http:
             created = await http.post("/v1/recognitions", json=body, headers=keyed(headers))
             assert created.status_code == 201, created.text
             recognition_id = created.json()["id"]

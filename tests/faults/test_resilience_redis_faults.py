@@ -89,10 +89,6 @@ def keyed(headers: dict[str, str]) -> dict[str, str]:
     return {**headers, "Idempotency-Key": str(uuid.uuid4())}
 
 
-def server_log(tmp_path: Path) -> str:
-    return "\n".join(p.read_text(errors="replace") for p in tmp_path.glob("server-*.log"))
-
-
 async def test_requests_are_served_through_a_redis_outage_and_limits_come_back(
     tmp_path: Path, proxy: ThreadedProxy
 ) -> None:
@@ -100,8 +96,8 @@ async def test_requests_are_served_through_a_redis_outage_and_limits_come_back(
     world = await seeded(tmp_path, env)
     headers = world.alice.headers
     body = {"recipient_id": world.bob.id, "message": "thanks"}
-    with keel_server(env, tmp_path) as (base_url, _process):
-        async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
+    with keel_server(env, tmp_path) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
             before = await http.get("/v1/recognitions", headers=headers)
             assert before.status_code == 200, before.text
             assert "ratelimit-policy" in before.headers
@@ -114,19 +110,19 @@ async def test_requests_are_served_through_a_redis_outage_and_limits_come_back(
             created = await http.post("/v1/recognitions", json=body, headers=keyed(headers))
             assert created.status_code == 201, created.text
             assert (await http.get("/v1/users/me", headers=headers)).status_code == 200
-            assert "ratelimit.fallback.engaged" in server_log(tmp_path)
+            assert "ratelimit.fallback.engaged" in server.log()
 
             proxy.restore()
 
             async def recovered() -> bool:
                 response = await http.get("/v1/recognitions", headers=headers)
                 assert response.status_code == 200, response.text
-                return "ratelimit.fallback.recovered" in server_log(tmp_path)
+                return "ratelimit.fallback.recovered" in server.log()
 
             await until(recovered, "the limiter went back to Redis")
         opened = [
             line
-            for line in server_log(tmp_path).splitlines()
+            for line in server.log().splitlines()
             if "breaker_state_changed" in line and "breaker=redis" in line
         ]
         assert any("to_state=open" in line for line in opened), opened
@@ -140,10 +136,10 @@ async def test_an_operator_forcing_the_storage_breaker_open_is_obeyed_by_the_ser
     headers = world.alice.headers
     files = {"file": ("a.txt", b"hello", "text/plain")}
     cli_env = {**env, "KEEL_REDIS_URL": redis_url(DB)}  # the operator reaches Redis directly
-    with keel_server(env, tmp_path) as (base_url, _process):
+    with keel_server(env, tmp_path) as server:
         listed = run_keel(["breakers", "list", "--json"], cli_env, tmp_path)
         assert '"name": "storage"' in listed  # announced at start-up
-        async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
             assert (
                 await http.post("/v1/evidence", files=files, headers=headers)
             ).status_code == 201

@@ -1,4 +1,9 @@
-"""Real ``keel`` processes for end-to-end and fault tests: started, waited for, stopped by pid."""
+"""Real ``keel`` processes for end-to-end and fault tests: started, waited for, stopped by pid.
+
+The one place tests start ``keel serve``: each server gets a free port on
+127.0.0.1, its own session and log file, so a test can SIGTERM or SIGKILL
+exactly the process it started.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,12 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from tests.support.app import SECRET
 
 KEEL = [sys.executable, "-m", "keel.cli"]
 
@@ -49,41 +57,116 @@ def run_keel(args: list[str], env: Mapping[str, str], cwd: Path, timeout: float 
     return result.stdout
 
 
-def wait_until_up(base_url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+@dataclass
+class KeelServer:
+    """A ``keel serve`` process this test started: its URL, its log, and ways to stop it."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self) -> None:
+        """SIGTERM without waiting: the graceful drain, watched by the test."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+
+    def wait(self, timeout: float = 60.0) -> int:
+        return self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no graceful drain."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        self.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+def server_env(
+    database_url: str, workdir: Path, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """``keel_env`` for a server on ``database_url`` with the tests' secret and its own blobs."""
+    return keel_env(
+        {
+            "KEEL_DATABASE_URL": database_url,
+            "KEEL_SECRET_KEY": SECRET,
+            "KEEL_STORAGE_DIR": str(workdir / "blobs"),
+            **(extra or {}),
+        }
+    )
+
+
+def start_server(
+    env: Mapping[str, str],
+    cwd: Path,
+    *,
+    port: int | None = None,
+    workers: int = 1,
+    name: str | None = None,
+    ready_path: str = "/openapi.json",
+    timeout: float = 60.0,
+) -> KeelServer:
+    """Start ``keel serve`` on 127.0.0.1 in its own session; return once ``ready_path`` is 200."""
+    port = port or free_port()
+    log_path = cwd / f"{name or 'keel-serve'}-{port}.log"
+    command = [*KEEL, "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with log_path.open("wb") as output:
+        process = subprocess.Popen(
+            [*command, "--workers", str(workers)],
+            env=dict(env),
+            cwd=cwd,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = KeelServer(process, port, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"keel exited early with {process.returncode}")
+            raise AssertionError(f"keel serve exited early:\n{server.log()[-3000:]}")
         with contextlib.suppress(httpx.HTTPError):
-            httpx.get(f"{base_url}/openapi.json", timeout=1.0)
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"keel did not answer on {base_url} within {timeout} s")
+            if httpx.get(server.url + ready_path, timeout=2.0).status_code == 200:
+                return server
+        time.sleep(0.2)
+    server.kill()
+    raise AssertionError(f"keel serve did not start in {timeout} s:\n{server.log()[-3000:]}")
 
 
 @contextmanager
 def keel_server(
-    env: Mapping[str, str], cwd: Path, *, port: int | None = None, workers: int = 1
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = port or free_port()
-    log = (cwd / f"server-{port}.log").open("wb")
-    process = subprocess.Popen(
-        [*KEEL, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
-        env=dict(env),
-        cwd=cwd,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base_url = f"http://127.0.0.1:{port}"
+    env: Mapping[str, str],
+    cwd: Path,
+    *,
+    port: int | None = None,
+    workers: int = 1,
+    ready_path: str = "/openapi.json",
+) -> Iterator[KeelServer]:
+    server = start_server(env, cwd, port=port, workers=workers, ready_path=ready_path)
     try:
-        wait_until_up(base_url, process)
-        yield base_url, process
+        yield server
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        log.close()
+        server.stop()
+
+
+@contextmanager
+def servers(env: Mapping[str, str], cwd: Path, count: int) -> Iterator[list[KeelServer]]:
+    started: list[KeelServer] = []
+    try:
+        for index in range(count):
+            started.append(start_server(env, cwd, name=f"keel-{index}"))
+        yield started
+    finally:
+        for server in started:
+            server.stop()
