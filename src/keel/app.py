@@ -248,6 +248,7 @@ def add_idempotency(app: FastAPI, services: Services) -> None:
         required=settings.idempotency_required_routes,
         clock=services.clock,
         max_body_bytes=settings.max_upload_bytes + 1024 * 1024,
+        lease_seconds=settings.idempotency_lease_seconds,
         on_mismatch=audit_key_mismatch(services.audit),
     )
 

@@ -12,7 +12,9 @@ route. For a keyed ``POST`` to an operation that takes keys it:
    ``Idempotent-Replayed: true``; a different fingerprint is a 422; a live
    claim held by another request is a 409 with ``Retry-After``;
 4. otherwise runs the route, which stores its outcome in its own business
-   transaction (see ``unit.py``), and then, when the response starts, settles
+   transaction (see ``unit.py``), while a heartbeat extends the claim's lease
+   (``heartbeat.py``) so a slow request is never taken for a dead one; and
+   then, when the response starts, settles
    what the route did not: a refusal decided while running is stored, any
    other failure **releases** the key so the client may retry.
 
@@ -56,6 +58,7 @@ from keel.guard.idempotency.errors import (
     IdempotencyKeyReused,
 )
 from keel.guard.idempotency.fingerprints import fingerprint, is_json, streaming_hasher
+from keel.guard.idempotency.heartbeat import heartbeat
 from keel.guard.idempotency.keys import KeyRef, key_from_headers
 from keel.guard.idempotency.store import Claim, ClaimResult, IdempotencyStore, StoredResponse
 from keel.guard.idempotency.unit import STATE_KEY, IdempotencyScope, replayable
@@ -118,6 +121,7 @@ class IdempotencyMiddleware:
         required: Collection[str],
         clock: Clock,
         max_body_bytes: int,
+        lease_seconds: float,
         on_mismatch: Callable[[Scope, str], Awaitable[None]] | None = None,
     ) -> None:
         self.app = app
@@ -128,6 +132,7 @@ class IdempotencyMiddleware:
         self.required = frozenset(required)
         self.clock = clock
         self.max_body_bytes = max_body_bytes
+        self.lease_seconds = lease_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in UNSAFE_METHODS:
@@ -190,7 +195,8 @@ class IdempotencyMiddleware:
         scope.setdefault("state", {})[STATE_KEY] = keyed
         settling = _Settling(self, keyed, send)
         try:
-            await self.app(scope, app_receive, settling.send)
+            async with heartbeat(keyed, lease_seconds=self.lease_seconds):
+                await self.app(scope, app_receive, settling.send)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await settling.give_up()

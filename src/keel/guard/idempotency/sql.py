@@ -14,6 +14,9 @@ Named queries over ``idempotency_keys``:
   run in the *business* transaction. The row lock it takes is held until that
   transaction commits, so no takeover can slip in between the completion and
   the commit; if it matches no row, the claim is lost and it raises.
+- **extend** — the heartbeat's ``UPDATE … SET locked_until`` ``WHERE owner =
+  :owner AND state = 'in_flight'``: a request still running keeps its claim;
+  once another request took the key over (new owner) it matches nothing.
 - **release** — ``DELETE … WHERE owner = :owner AND state = 'in_flight'``:
   never removes a stored outcome, so releasing after an ambiguous failure is
   always safe.
@@ -127,6 +130,12 @@ COMPLETE = (
         response_headers=bindparam("v_headers"),
         response_body=bindparam("v_body"),
     )
+    .returning(_T.owner)
+)
+EXTEND = (
+    update(_TABLE)
+    .where(_THE_KEY, _T.owner == bindparam("k_owner"), _T.state == _IN_FLIGHT)
+    .values(locked_until=bindparam("v_locked_until"))
     .returning(_T.owner)
 )
 RELEASE = (
@@ -292,6 +301,13 @@ class SqlIdempotencyStore:
         }
         result = await session.execute(COMPLETE, params)
         return result.first() is not None
+
+    async def extend(self, ref: KeyRef, *, owner: str, now: datetime) -> bool:
+        params = {**_key_params(ref), "k_owner": owner, "v_locked_until": now + self.lease}
+        async with self.database.write() as session:
+            await self._relax_durability(session)
+            result = await session.execute(EXTEND, params)
+            return result.first() is not None
 
     async def release(self, ref: KeyRef, *, owner: str) -> bool:
         async with self.database.write() as session:
