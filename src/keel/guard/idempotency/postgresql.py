@@ -1,0 +1,101 @@
+"""The PostgreSQL hot path of every keyed request: claiming a new key, completing it.
+
+A first keyed ``POST`` pays for two statements the unkeyed one does not: the
+claim (a committed transaction of its own) and the completion (an ``UPDATE``
+in the business transaction). Run through the ORM session they cost far more
+in Python than on the server — session and transaction objects, result
+processing, the pool's bookkeeping per statement — and that overhead, not the
+database, is what pushed a keyed request past 1.3× an unkeyed one
+(``bench/RESULTS.md``). So these two statements go to the asyncpg connection
+underneath SQLAlchemy's pooled one, as hand-written, server-prepared queries
+(asyncpg caches them per connection). Nothing else changes: the same rows, the
+same conditions on owner and state, the same transactions — the claim commits
+on its own with ``synchronous_commit`` off (see ``SqlIdempotencyStore``), the
+completion runs inside the route's transaction, which must already be open.
+
+The rarer paths (an existing key, a take-over, release, settle, heartbeat)
+stay on the ORM in ``sql.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from keel.db.engine import Database
+from keel.errors import DatabaseUnavailable
+
+CLAIM = """
+INSERT INTO idempotency_keys
+    (user_id, operation, key, org_id, state, owner, fingerprint,
+     created_at, locked_until, expires_at)
+VALUES ($1, $2, $3, $4, 'in_flight', $5, $6, $7, $8, $9)
+ON CONFLICT (user_id, operation, key) DO NOTHING
+RETURNING owner
+"""
+
+COMPLETE = """
+UPDATE idempotency_keys
+SET state = 'completed', fingerprint = $5, completed_at = $6, expires_at = $7,
+    response_status = $8, response_headers = $9, response_body = $10
+WHERE user_id = $1 AND operation = $2 AND key = $3 AND owner = $4 AND state = 'in_flight'
+RETURNING owner
+"""
+
+RELAX_DURABILITY = "SET LOCAL synchronous_commit TO OFF"
+
+# The connection is gone or unusable: the request gets a 503, the pool a fresh one.
+_LOST = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+
+
+async def _driver(connection: AsyncConnection) -> Any:
+    """The asyncpg connection under SQLAlchemy's (typed ``Any``: asyncpg ships no types)."""
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection
+
+
+@asynccontextmanager
+async def _translated(connection: AsyncConnection) -> AsyncIterator[None]:
+    try:
+        yield
+    except _LOST as error:
+        await connection.invalidate()
+        raise DatabaseUnavailable(
+            "the database is not answering; retry shortly", retry_after=2
+        ) from error
+
+
+async def claim_new(database: Database, key: tuple[str, str, str], values: tuple[Any, ...]) -> bool:
+    """Insert the key's claim in a transaction of its own; ``True`` if this request made it.
+
+    ``key`` is (user, operation, key); ``values`` is (org, owner, fingerprint,
+    created_at, locked_until, expires_at).
+    """
+    async with database.connection() as connection, _translated(connection):
+        driver = await _driver(connection)
+        async with driver.transaction():
+            await driver.execute(RELAX_DURABILITY)
+            owner = await driver.fetchval(CLAIM, *key, *values)
+    return owner is not None
+
+
+async def complete_in(
+    session: AsyncSession,
+    key: tuple[str, str, str],
+    owner: str,
+    values: tuple[str | None, datetime, datetime, int, str, bytes],
+) -> bool | None:
+    """The completion ``UPDATE`` in ``session``'s open transaction: ``True`` if it matched
+    the claim, ``False`` if the claim is lost; ``None`` if the transaction has not
+    reached the server yet (the caller uses the ORM, which opens it)."""
+    connection = await session.connection()
+    async with _translated(connection):
+        driver = await _driver(connection)
+        if not driver.is_in_transaction():
+            return None
+        return await driver.fetchval(COMPLETE, *key, owner, *values) is not None
