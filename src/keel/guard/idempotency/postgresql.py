@@ -1,4 +1,4 @@
-"""The PostgreSQL hot path of every keyed request: claiming a new key, completing it.
+"""The PostgreSQL hot path of every keyed request: claiming a key, completing it.
 
 A first keyed ``POST`` pays for two statements the unkeyed one does not: the
 claim (a committed transaction of its own) and the completion (an ``UPDATE``
@@ -13,8 +13,9 @@ same conditions on owner and state, the same transactions — the claim commits
 on its own with ``synchronous_commit`` off (see ``SqlIdempotencyStore``), the
 completion runs inside the route's transaction, which must already be open.
 
-The rarer paths (an existing key, a take-over, release, settle, heartbeat)
-stay on the ORM in ``sql.py``.
+The claim reads the row in its way in the same transaction, so a replay or a
+409 costs that one transaction too. The rarer paths (taking over an expired
+claim, release, settle, heartbeat) stay on the ORM in ``sql.py``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, Final, Literal, NamedTuple
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -37,6 +38,13 @@ INSERT INTO idempotency_keys
 VALUES ($1, $2, $3, $4, 'in_flight', $5, $6, $7, $8, $9)
 ON CONFLICT (user_id, operation, key) DO NOTHING
 RETURNING owner
+"""
+
+READ = """
+SELECT state, fingerprint, locked_until, expires_at,
+       response_status, response_headers, response_body
+FROM idempotency_keys
+WHERE user_id = $1 AND operation = $2 AND key = $3
 """
 
 COMPLETE = """
@@ -70,18 +78,40 @@ async def _translated(connection: AsyncConnection) -> AsyncIterator[None]:
         ) from error
 
 
-async def claim_new(database: Database, key: tuple[str, str, str], values: tuple[Any, ...]) -> bool:
-    """Insert the key's claim in a transaction of its own; ``True`` if this request made it.
+class KeyRow(NamedTuple):
+    """The key's row as ``sql._held`` reads it (asyncpg records have no attributes)."""
 
-    ``key`` is (user, operation, key); ``values`` is (org, owner, fingerprint,
-    created_at, locked_until, expires_at).
+    state: str
+    fingerprint: str | None
+    locked_until: datetime
+    expires_at: datetime
+    response_status: int | None
+    response_headers: str | None
+    response_body: bytes | None
+
+
+CLAIMED: Final = "claimed"
+
+
+async def claim_or_read(
+    database: Database, key: tuple[str, str, str], values: tuple[Any, ...]
+) -> KeyRow | Literal["claimed"] | None:
+    """Insert the key's claim, or read the row that is in the way, in one short transaction.
+
+    Returns ``CLAIMED`` if this request made the claim, else the existing row
+    (``None`` if it was released between the two statements). ``key`` is
+    (user, operation, key); ``values`` is (org, owner, fingerprint, created_at,
+    locked_until, expires_at).
     """
     async with database.connection() as connection, _translated(connection):
         driver = await _driver(connection)
         async with driver.transaction():
             await driver.execute(RELAX_DURABILITY)
-            owner = await driver.fetchval(CLAIM, *key, *values)
-    return owner is not None
+            if await driver.fetchval(CLAIM, *key, *values) is not None:
+                return CLAIMED
+            # READ COMMITTED: this statement sees the row the insert collided with.
+            record = await driver.fetchrow(READ, *key)
+    return None if record is None else KeyRow(*record)
 
 
 async def complete_in(

@@ -42,7 +42,7 @@ from keel.db.engine import Database
 from keel.db.tables_idempotency import IdempotencyKey
 from keel.guard.idempotency.errors import IdempotencyLeaseLost
 from keel.guard.idempotency.keys import KeyRef
-from keel.guard.idempotency.postgresql import claim_new, complete_in
+from keel.guard.idempotency.postgresql import CLAIMED, claim_or_read, complete_in
 from keel.guard.idempotency.store import (
     Claim,
     ClaimResult,
@@ -230,17 +230,17 @@ class SqlIdempotencyStore:
                     if await self._insert(params):
                         return Claim(ClaimResult.CLAIMED)
                     continue  # inserted by another request since our read: read again
-            elif await claim_new(self.database, _key(ref), _claim_values(params)):
-                return Claim(ClaimResult.CLAIMED)
+            else:
+                found = await claim_or_read(self.database, _key(ref), _claim_values(params))
+                if found == CLAIMED:
+                    return Claim(ClaimResult.CLAIMED)
+                held = _held(found, now)
+                if held is not None:
+                    return held
+                if found is None:
+                    continue  # released between our insert and our read
             async with self.database.write() as session:
                 await self._relax_durability(session)
-                if not self._read_first:
-                    row = (await session.execute(READ, params)).one_or_none()
-                    held = _held(row, now)
-                    if held is not None:
-                        return held
-                    if row is None:
-                        continue  # released between our insert and our read
                 taken = await session.execute(TAKE_OVER, params)
                 if taken.first() is not None:
                     log.info("idempotency_transition", transition=Transition.TAKE_OVER, **_log(ref))
