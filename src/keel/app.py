@@ -31,8 +31,6 @@ from keel.errors import ConfigurationError
 from keel.guard.idempotency import (
     IdempotencyMiddleware,
     SqlIdempotencyStore,
-    leaf_routes,
-    operation_in,
 )
 from keel.guard.limits import LimitsMiddleware
 from keel.guard.notify import audit_key_mismatch, quota_warning_hook
@@ -74,10 +72,11 @@ def build_services(
         timeout=settings.database_timeout_seconds,
     )
     dependencies = build_dependencies(settings, clock=clock, listeners=breaker_listeners)
+    routes = RouteTable(ROUTERS, OPERATIONS)  # limits and idempotency resolve templates here
     limits = build_limits(
         settings,
         database,
-        RouteTable(ROUTERS, OPERATIONS),
+        routes,
         clock,
         redis_breaker=BreakerGate(dependencies.redis.breaker),
     )
@@ -87,6 +86,7 @@ def build_services(
     return Services(
         settings=settings,
         limits=limits,
+        routes=routes,
         dependencies=dependencies,
         database=database,
         store=store,
@@ -230,11 +230,10 @@ def add_idempotency(app: FastAPI, services: Services) -> None:
             f"KEEL_IDEMPOTENCY_REQUIRED_ROUTES names operations that take no key: "
             f"{sorted(unknown)}; choose from {list(IDEMPOTENT_OPERATIONS)}"
         )
-    leaves = leaf_routes(app.routes)
     for operation in IDEMPOTENT_OPERATIONS:
         method, path = operation.split(" ", 1)
-        probe = {"type": "http", "method": method, "path": path, "root_path": "", "headers": []}
-        if operation_in(leaves, probe) != operation:
+        matched = services.routes.match(method, path)
+        if matched is None or matched[0] != operation:
             raise ConfigurationError(f"no route serves {operation}: it cannot take keys")
     store = SqlIdempotencyStore(
         services.database,
@@ -244,10 +243,12 @@ def add_idempotency(app: FastAPI, services: Services) -> None:
     app.add_middleware(
         IdempotencyMiddleware,
         store=store,
+        routes=services.routes,
         operations=IDEMPOTENT_OPERATIONS,
         required=settings.idempotency_required_routes,
         clock=services.clock,
         max_body_bytes=settings.max_upload_bytes + 1024 * 1024,
+        lease_seconds=settings.idempotency_lease_seconds,
         on_mismatch=audit_key_mismatch(services.audit),
     )
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from starlette.requests import HTTPConnection
 
+from keel.api.routing import RouteTable
 from keel.audit import Auditor
 from keel.clock import Clock
 from keel.db.engine import Database
@@ -31,6 +32,7 @@ class Services:
     upload_rules: UploadRules
     clock: Clock
     limits: LimitsParts
+    routes: RouteTable  # route templates for the middleware in front of the router
     audit: Auditor  # the audit log (issue 6): record(session, AuditEvent(...))
     dependencies: Dependencies
     """Storage, Redis and webhooks behind timeouts, bulkheads, breakers and retries."""

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -113,6 +114,13 @@ class Database:
         """One transaction: committed when the block ends, rolled back on any error."""
         async with self._guard(), self._writer() as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection without a session, for hand-tuned hot paths (the
+        idempotency claim); the caller runs its own transaction on it."""
+        async with self._guard(), self.engine.connect() as connection:
+            yield connection
 
     @asynccontextmanager
     async def _guard(self) -> AsyncIterator[None]:

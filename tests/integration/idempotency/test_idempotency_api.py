@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -373,6 +374,59 @@ async def test_a_request_that_lost_its_lease_rolls_its_write_back(harness: Harne
     replay = await harness.recognise("slow")
     assert replay.headers["idempotent-replayed"] == "true"
     assert replay.json()["id"] == retry.json()["id"]
+
+
+async def test_a_slow_request_keeps_its_claim_past_the_lease_by_heartbeat(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A request running for several leases (a slow upload) is not taken for a dead one:
+    its heartbeat extends the lease, a concurrent retry is a 409, one recognition is made."""
+    lease = 0.3  # a beat every 0.1 s of real time; the lease it sets follows the manual clock
+    clock = ManualClock()
+    app = app_for(keyed_settings(database_url, tmp_path, idempotency_lease_seconds=lease), clock)
+    started = asyncio.Event()
+    proceed = asyncio.Event()
+
+    @asynccontextmanager
+    async def hangs(request, session):  # type: ignore[no-untyped-def]
+        # Before the transaction's first statement: the hang holds no lock.
+        started.set()
+        await proceed.wait()
+        async with recorded(request, session) as outcome:
+            yield outcome
+
+    async def locked_until() -> object:
+        async with app.state.services.database.read() as session:
+            return await session.scalar(
+                select(IdempotencyKey.locked_until).where(IdempotencyKey.key == "slow")
+            )
+
+    async with running(app) as client:
+        harness = Harness(app, client, await seed_world(app.state.services.database), clock)
+        patch = pytest.MonkeyPatch()
+        patch.setattr(recognition_routes, "recorded", hangs)
+        try:
+            slow = asyncio.create_task(harness.recognise("slow"))
+            await asyncio.wait_for(started.wait(), 10)
+            for _ in range(5):  # five times 0.2 s: the first lease ran out long ago
+                harness.clock.advance(0.2)
+                beaten = clock.now() + timedelta(seconds=lease)
+                async with asyncio.timeout(10):
+                    while await locked_until() != beaten:  # wait for a beat after the move
+                        await asyncio.sleep(0.02)
+            retry = await harness.recognise("slow")
+            proceed.set()
+            first = await slow
+        finally:
+            proceed.set()
+            patch.undo()
+        assert retry.status_code == 409
+        assert retry.json()["type"] == TYPES + "idempotency-key-in-flight"
+        assert first.status_code == 201
+        assert await harness.count() == 1
+        replay = await harness.recognise("slow")
+        assert replay.headers["idempotent-replayed"] == "true"
+        assert replay.json()["id"] == first.json()["id"]
 
 
 # --- what is stored and what is released ----------------------------------------------

@@ -89,6 +89,27 @@ async def test_a_claim_is_taken_over_only_after_its_lease(store: SqlIdempotencyS
     await complete(store, "b", at(61))
 
 
+async def test_extending_a_claim_keeps_it_past_its_first_lease(store: SqlIdempotencyStore) -> None:
+    await store.claim(REF, owner="a", fingerprint=None, now=at(0))
+    assert await store.extend(REF, owner="a", now=at(50))
+    assert (
+        await store.claim(REF, owner="b", fingerprint=None, now=at(100))
+    ).result is ClaimResult.IN_FLIGHT
+    assert (
+        await store.claim(REF, owner="b", fingerprint=None, now=at(110))
+    ).result is ClaimResult.TAKEN_OVER
+
+
+async def test_only_the_owner_of_a_live_claim_extends_it(store: SqlIdempotencyStore) -> None:
+    await store.claim(REF, owner="a", fingerprint=None, now=at(0))
+    assert not await store.extend(REF, owner="intruder", now=at(30))
+    await store.claim(REF, owner="b", fingerprint=None, now=at(61))  # a's lease ran out
+    assert not await store.extend(REF, owner="a", now=at(62))
+    await complete(store, "b", at(63))
+    assert not await store.extend(REF, owner="b", now=at(64))  # completed: nothing to extend
+    assert (await store.claim(REF, owner="c", fingerprint="fp", now=at(65))).response == CREATED
+
+
 async def test_a_clock_that_jumps_backwards_never_frees_a_live_claim(
     store: SqlIdempotencyStore,
 ) -> None:

@@ -19,13 +19,7 @@ from keel.guard.idempotency.errors import (
 from keel.guard.idempotency.fingerprints import BodyHasher, canonical_json, fingerprint
 from keel.guard.idempotency.keys import OPENAPI_PARAMETER as IDEMPOTENCY_KEY_PARAMETER
 from keel.guard.idempotency.keys import KeyRef, key_from_headers, parse_key
-from keel.guard.idempotency.middleware import (
-    REPLAY_STATE,
-    IdempotencyMiddleware,
-    leaf_routes,
-    operation_in,
-    operation_of,
-)
+from keel.guard.idempotency.middleware import REPLAY_STATE, IdempotencyMiddleware
 from keel.guard.idempotency.sql import SqlIdempotencyStore, purge_expired
 from keel.guard.idempotency.store import (
     TRANSITIONS,
@@ -64,9 +58,6 @@ __all__ = [
     "current",
     "fingerprint",
     "key_from_headers",
-    "leaf_routes",
-    "operation_in",
-    "operation_of",
     "parse_key",
     "purge_expired",
     "recorded",

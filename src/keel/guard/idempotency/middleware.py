@@ -3,15 +3,18 @@
 It sits right after authentication (it keys on the principal) and before the
 route. For a keyed ``POST`` to an operation that takes keys it:
 
-1. resolves the operation from the app's routes (method + route *template*,
-   never the raw path) and validates the key (400 problems);
+1. resolves the operation with the app's :class:`~keel.api.routing.RouteTable`
+   (method + route *template*, never the raw path; the same table the limits
+   use) and validates the key (400 problems);
 2. fingerprints the request and **claims** the key in a short transaction of
    its own, committed before any work starts;
 3. on a stored outcome with the same fingerprint, **replays** it with
    ``Idempotent-Replayed: true``; a different fingerprint is a 422; a live
    claim held by another request is a 409 with ``Retry-After``;
 4. otherwise runs the route, which stores its outcome in its own business
-   transaction (see ``unit.py``), and then, when the response starts, settles
+   transaction (see ``unit.py``), while a heartbeat extends the claim's lease
+   (``heartbeat.py``) so a slow request is never taken for a dead one; and
+   then, when the response starts, settles
    what the route did not: a refusal decided while running is stored, any
    other failure **releases** the key so the client may retry.
 
@@ -37,15 +40,15 @@ content addressing makes that harmless, and only the claim owner's row counts.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import anyio
 import structlog
-from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keel.api.problems import from_error
+from keel.api.routing import RouteTable
 from keel.clock import Clock
 from keel.errors import KeelError, PayloadTooLarge
 from keel.guard.idempotency import metrics
@@ -55,6 +58,7 @@ from keel.guard.idempotency.errors import (
     IdempotencyKeyReused,
 )
 from keel.guard.idempotency.fingerprints import fingerprint, is_json, streaming_hasher
+from keel.guard.idempotency.heartbeat import heartbeat
 from keel.guard.idempotency.keys import KeyRef, key_from_headers
 from keel.guard.idempotency.store import Claim, ClaimResult, IdempotencyStore, StoredResponse
 from keel.guard.idempotency.unit import STATE_KEY, IdempotencyScope, replayable
@@ -64,35 +68,6 @@ log = structlog.get_logger(__name__)
 UNSAFE_METHODS = frozenset({"POST", "PATCH"})
 REPLAY_STATE = "idempotent_replay"  # scope["state"] flag for the quota logic
 MAX_REFUSAL_BODY = 64 * 1024  # refusal bodies are problem documents; bigger ones are not stored
-
-
-def leaf_routes(routes: Iterable[BaseRoute]) -> list[BaseRoute]:
-    """The app's routes with included routers opened up (FastAPI wraps them, keeping
-    each leaf route's full path, so a leaf's ``matches()`` works on the request's scope)."""
-    leaves: list[BaseRoute] = []
-    for route in routes:
-        included = getattr(route, "original_router", None)
-        children = getattr(included, "routes", None)
-        if children is not None:
-            leaves.extend(leaf_routes(children))
-        else:
-            leaves.append(route)
-    return leaves
-
-
-def operation_in(leaves: Iterable[BaseRoute], scope: Scope) -> str | None:
-    """``"POST /v1/recognitions"``: the method and the template of the route that matches."""
-    for route in leaves:
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
-            path = getattr(route, "path", None)
-            return f"{scope['method']} {path}" if path else None
-    return None
-
-
-def operation_of(scope: Scope) -> str | None:
-    router = getattr(scope.get("app"), "router", None)
-    return operation_in(leaf_routes(getattr(router, "routes", ())), scope)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -141,29 +116,30 @@ class IdempotencyMiddleware:
         app: ASGIApp,
         *,
         store: IdempotencyStore,
+        routes: RouteTable,
         operations: Collection[str],
         required: Collection[str],
         clock: Clock,
         max_body_bytes: int,
+        lease_seconds: float,
         on_mismatch: Callable[[Scope, str], Awaitable[None]] | None = None,
     ) -> None:
         self.app = app
         self.on_mismatch = on_mismatch
         self.store = store
+        self.routes = routes
         self.operations = frozenset(operations)
         self.required = frozenset(required)
         self.clock = clock
         self.max_body_bytes = max_body_bytes
-        self._leaves: list[BaseRoute] | None = None  # the app's routes, opened up once
+        self.lease_seconds = lease_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in UNSAFE_METHODS:
             await self.app(scope, receive, send)
             return
-        if self._leaves is None:
-            router = getattr(scope.get("app"), "router", None)
-            self._leaves = leaf_routes(getattr(router, "routes", ()))
-        operation = operation_in(self._leaves, scope)
+        matched = self.routes.match(scope["method"], scope["path"])
+        operation = matched[0] if matched is not None else None
         principal = scope.get("state", {}).get("principal")
         if operation not in self.operations or principal is None:
             # Not an operation that takes keys, or anonymous: the route answers (401).
@@ -219,7 +195,8 @@ class IdempotencyMiddleware:
         scope.setdefault("state", {})[STATE_KEY] = keyed
         settling = _Settling(self, keyed, send)
         try:
-            await self.app(scope, app_receive, settling.send)
+            async with heartbeat(keyed, lease_seconds=self.lease_seconds):
+                await self.app(scope, app_receive, settling.send)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await settling.give_up()

@@ -14,11 +14,17 @@ Named queries over ``idempotency_keys``:
   run in the *business* transaction. The row lock it takes is held until that
   transaction commits, so no takeover can slip in between the completion and
   the commit; if it matches no row, the claim is lost and it raises.
+- **extend** — the heartbeat's ``UPDATE … SET locked_until`` ``WHERE owner =
+  :owner AND state = 'in_flight'``: a request still running keeps its claim;
+  once another request took the key over (new owner) it matches nothing.
 - **release** — ``DELETE … WHERE owner = :owner AND state = 'in_flight'``:
   never removes a stored outcome, so releasing after an ambiguous failure is
   always safe.
 - **purge** — deletes expired rows in primary-key batches so no single
   statement holds many row locks for long.
+
+On PostgreSQL the two statements every first keyed request runs — the claim
+of a new key and the completion — go to asyncpg directly (``postgresql.py``).
 """
 
 from __future__ import annotations
@@ -29,13 +35,14 @@ from typing import Any, cast
 
 import structlog
 from sqlalchemy import Table, and_, bindparam, delete, or_, select, text, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.db.engine import Database
 from keel.db.tables_idempotency import IdempotencyKey
 from keel.guard.idempotency.errors import IdempotencyLeaseLost
 from keel.guard.idempotency.keys import KeyRef
+from keel.guard.idempotency.postgresql import CLAIMED, claim_or_read, complete_in
 from keel.guard.idempotency.store import (
     Claim,
     ClaimResult,
@@ -81,22 +88,18 @@ READ = select(
 ).where(_THE_KEY)
 
 
-def _claim_insert(dialect_insert: Any) -> Any:
-    return (
-        dialect_insert(_TABLE)
-        .values(
-            user_id=bindparam("k_user"),
-            operation=bindparam("k_operation"),
-            key=bindparam("k_key"),
-            **_CLAIM_VALUES,
-        )
-        .on_conflict_do_nothing(index_elements=["user_id", "operation", "key"])
-        .returning(_T.owner)
+# SQLite's claim; PostgreSQL claims with the asyncpg statement in ``postgresql.py``.
+CLAIM_SQLITE = (
+    sqlite.insert(_TABLE)
+    .values(
+        user_id=bindparam("k_user"),
+        operation=bindparam("k_operation"),
+        key=bindparam("k_key"),
+        **_CLAIM_VALUES,
     )
-
-
-CLAIM_POSTGRESQL = _claim_insert(postgresql.insert)
-CLAIM_SQLITE = _claim_insert(sqlite.insert)
+    .on_conflict_do_nothing(index_elements=["user_id", "operation", "key"])
+    .returning(_T.owner)
+)
 TAKE_OVER = (
     update(_TABLE)
     .where(
@@ -129,12 +132,28 @@ COMPLETE = (
     )
     .returning(_T.owner)
 )
+EXTEND = (
+    update(_TABLE)
+    .where(_THE_KEY, _T.owner == bindparam("k_owner"), _T.state == _IN_FLIGHT)
+    .values(locked_until=bindparam("v_locked_until"))
+    .returning(_T.owner)
+)
 RELEASE = (
     delete(_TABLE)
     .where(_THE_KEY, _T.owner == bindparam("k_owner"), _T.state == _IN_FLIGHT)
     .returning(_T.owner)
 )
 RELAX_DURABILITY = text("SET LOCAL synchronous_commit TO OFF")
+
+
+def _key(ref: KeyRef) -> tuple[str, str, str]:
+    return (ref.user_id, ref.operation, ref.key)
+
+
+def _claim_values(params: dict[str, Any]) -> tuple[Any, ...]:
+    """The claim's values in the order of ``postgresql.CLAIM``'s parameters $4-$9."""
+    names = ("v_org", "v_owner", "v_fingerprint", "v_now", "v_locked_until", "v_expires_at")
+    return tuple(params[name] for name in names)
 
 
 def _key_params(ref: KeyRef) -> dict[str, Any]:
@@ -176,10 +195,10 @@ class SqlIdempotencyStore:
         self.lease = timedelta(seconds=lease_seconds)
         self.retention = timedelta(seconds=retention_seconds)
         postgres = database.dialect == "postgresql"
-        self._claim_insert = CLAIM_POSTGRESQL if postgres else CLAIM_SQLITE
         # SQLite: read before writing, so a replay or a conflict never takes the
-        # database-wide write lock. PostgreSQL: insert first — a new key costs one
-        # statement, and a retry finds the row in the same transaction.
+        # database-wide write lock. PostgreSQL: insert first, on the asyncpg
+        # connection (``postgresql.py``) — a new key costs one short transaction;
+        # a key that exists is then read (and maybe taken over) through the ORM.
         self._read_first = not postgres
 
     def _claim_params(
@@ -207,26 +226,32 @@ class SqlIdempotencyStore:
                 held = _held(row, now)
                 if held is not None:
                     return held
+                if row is None:
+                    if await self._insert(params):
+                        return Claim(ClaimResult.CLAIMED)
+                    continue  # inserted by another request since our read: read again
+            else:
+                found = await claim_or_read(self.database, _key(ref), _claim_values(params))
+                if found == CLAIMED:
+                    return Claim(ClaimResult.CLAIMED)
+                held = _held(found, now)
+                if held is not None:
+                    return held
+                if found is None:
+                    continue  # released between our insert and our read
             async with self.database.write() as session:
                 await self._relax_durability(session)
-                if row is None:
-                    inserted = await session.execute(self._claim_insert, params)
-                    if inserted.first() is not None:
-                        return Claim(ClaimResult.CLAIMED)
-                    if self._read_first:
-                        continue  # inserted by another request since our read: read again
-                    row = (await session.execute(READ, params)).one_or_none()
-                    held = _held(row, now)
-                    if held is not None:
-                        return held
-                    if row is None:
-                        continue  # released between our insert and our read
                 taken = await session.execute(TAKE_OVER, params)
                 if taken.first() is not None:
                     log.info("idempotency_transition", transition=Transition.TAKE_OVER, **_log(ref))
                     return Claim(ClaimResult.TAKEN_OVER)
         # The row changed hands CLAIM_ATTEMPTS times in a row: report it as busy.
         return Claim(ClaimResult.IN_FLIGHT, locked_until=now)
+
+    async def _insert(self, params: dict[str, Any]) -> bool:
+        async with self.database.write() as session:
+            inserted = await session.execute(CLAIM_SQLITE, params)
+            return inserted.first() is not None
 
     async def _relax_durability(self, session: AsyncSession) -> None:
         """Claims, releases and refusals commit without waiting for the WAL flush.
@@ -251,7 +276,20 @@ class SqlIdempotencyStore:
         response: StoredResponse,
         now: datetime,
     ) -> None:
-        if not await self._store(session, ref, owner, fingerprint, response, now):
+        stored: bool | None = None
+        if not self._read_first:
+            values = (
+                fingerprint,
+                now,
+                now + self.retention,
+                response.status,
+                _headers_json(response),
+                response.body,
+            )
+            stored = await complete_in(session, _key(ref), owner, values)
+        if stored is None:
+            stored = await self._store(session, ref, owner, fingerprint, response, now)
+        if not stored:
             log.warning("idempotency_lease_lost", **_log(ref))
             raise IdempotencyLeaseLost(
                 "this request's claim on the key expired and another request took it over; "
@@ -292,6 +330,13 @@ class SqlIdempotencyStore:
         }
         result = await session.execute(COMPLETE, params)
         return result.first() is not None
+
+    async def extend(self, ref: KeyRef, *, owner: str, now: datetime) -> bool:
+        params = {**_key_params(ref), "k_owner": owner, "v_locked_until": now + self.lease}
+        async with self.database.write() as session:
+            await self._relax_durability(session)
+            result = await session.execute(EXTEND, params)
+            return result.first() is not None
 
     async def release(self, ref: KeyRef, *, owner: str) -> bool:
         async with self.database.write() as session:

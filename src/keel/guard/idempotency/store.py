@@ -7,6 +7,9 @@ A key's row moves through an explicit state machine (``TRANSITIONS``):
   transaction of its own that commits before any work starts;
 - *in flight → in flight* (**take over**): once the lease has passed, a retry
   may take the claim — the request that held it died or hangs;
+- *in flight → in flight* (**extend**): the heartbeat of a request still
+  running pushes its lease on, so a slow request (a large upload) never loses
+  its claim to a retry while it works;
 - *in flight → completed* (**complete**): the outcome is written **inside the
   business transaction**, conditional on still owning the claim; if another
   request took the key over, the update matches no row, the completion raises
@@ -43,6 +46,7 @@ class KeyState(StrEnum):
 class Transition(StrEnum):
     CLAIM = "claim"
     TAKE_OVER = "take_over"
+    EXTEND = "extend"
     COMPLETE = "complete"
     SETTLE = "settle"
     RELEASE = "release"
@@ -54,6 +58,7 @@ class Transition(StrEnum):
 TRANSITIONS: dict[Transition, tuple[KeyState | None, KeyState | None]] = {
     Transition.CLAIM: (None, KeyState.IN_FLIGHT),
     Transition.TAKE_OVER: (KeyState.IN_FLIGHT, KeyState.IN_FLIGHT),
+    Transition.EXTEND: (KeyState.IN_FLIGHT, KeyState.IN_FLIGHT),
     Transition.COMPLETE: (KeyState.IN_FLIGHT, KeyState.COMPLETED),
     Transition.SETTLE: (KeyState.IN_FLIGHT, KeyState.COMPLETED),
     Transition.RELEASE: (KeyState.IN_FLIGHT, None),
@@ -120,6 +125,11 @@ class IdempotencyStore(Protocol):
         now: datetime,
     ) -> bool:
         """Store a refusal decided while running, in a transaction of its own."""
+        ...
+
+    async def extend(self, ref: KeyRef, *, owner: str, now: datetime) -> bool:
+        """Push the lease of a claim this request still holds to ``now`` + lease; ``False``
+        if it holds none (taken over, or already completed)."""
         ...
 
     async def release(self, ref: KeyRef, *, owner: str) -> bool:

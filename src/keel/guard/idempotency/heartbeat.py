@@ -1,0 +1,70 @@
+"""The lease heartbeat: a keyed request that is still running keeps its claim.
+
+A claim's lease (``KEEL_IDEMPOTENCY_LEASE_SECONDS``) is how long a request may
+look dead before a retry takes its key over. A request that is merely slow —
+a 25 MB evidence upload on a poor connection — must not look dead: while it
+runs, a background task extends its lease every third of a lease (one
+conditional ``UPDATE``), so a lost beat or two still leaves it covered. The
+beat stops when the request finishes, when the outcome is written, or when the
+claim turns out to be lost (another request took it over: this one's
+completion will fail and roll back, as before). A process that dies stops
+beating, and its claim expires one lease later as it always did.
+
+Beats run on the real event loop's time (``asyncio.sleep``); the lease they
+set is computed from the injected clock, like every other deadline here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import structlog
+
+from keel.errors import KeelError
+from keel.guard.idempotency.unit import IdempotencyScope
+
+log = structlog.get_logger(__name__)
+
+BEATS_PER_LEASE = 3
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+async def _beat(keyed: IdempotencyScope, interval: float, sleep: Sleep) -> None:
+    while True:
+        await sleep(interval)
+        if keyed.completed:
+            return
+        try:
+            held = await keyed.store.extend(keyed.ref, owner=keyed.owner, now=keyed.clock.now())
+        except KeelError:
+            # The database is unreachable right now: the next beat tries again, and
+            # with three beats a lease one failure does not cost the claim.
+            log.warning("idempotency_heartbeat_failed", operation=keyed.ref.operation)
+            continue
+        if not held:
+            if not keyed.completed:
+                log.warning("idempotency_heartbeat_lost_claim", operation=keyed.ref.operation)
+            return
+
+
+@contextlib.asynccontextmanager
+async def heartbeat(
+    keyed: IdempotencyScope, *, lease_seconds: float, sleep: Sleep = asyncio.sleep
+) -> AsyncIterator[None]:
+    """Extend ``keyed``'s claim every ``lease_seconds / 3`` while the block runs."""
+    task = asyncio.create_task(_beat(keyed, lease_seconds / BEATS_PER_LEASE, sleep))
+    try:
+        yield
+    finally:
+        task.cancel()
+        # wait() rather than await: a cancellation of *this* request still propagates.
+        await asyncio.wait({task})
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "idempotency_heartbeat_crashed",
+                operation=keyed.ref.operation,
+                exc_info=task.exception(),
+            )

@@ -1,0 +1,131 @@
+"""The PostgreSQL hot path of every keyed request: claiming a key, completing it.
+
+A first keyed ``POST`` pays for two statements the unkeyed one does not: the
+claim (a committed transaction of its own) and the completion (an ``UPDATE``
+in the business transaction). Run through the ORM session they cost far more
+in Python than on the server — session and transaction objects, result
+processing, the pool's bookkeeping per statement — and that overhead, not the
+database, is what pushed a keyed request past 1.3× an unkeyed one
+(``bench/RESULTS.md``). So these two statements go to the asyncpg connection
+underneath SQLAlchemy's pooled one, as hand-written, server-prepared queries
+(asyncpg caches them per connection). Nothing else changes: the same rows, the
+same conditions on owner and state, the same transactions — the claim commits
+on its own with ``synchronous_commit`` off (see ``SqlIdempotencyStore``), the
+completion runs inside the route's transaction, which must already be open.
+
+The claim reads the row in its way in the same transaction, so a replay or a
+409 costs that one transaction too. The rarer paths (taking over an expired
+claim, release, settle, heartbeat) stay on the ORM in ``sql.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, Final, Literal, NamedTuple
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from keel.db.engine import Database
+from keel.errors import DatabaseUnavailable
+
+CLAIM = """
+INSERT INTO idempotency_keys
+    (user_id, operation, key, org_id, state, owner, fingerprint,
+     created_at, locked_until, expires_at)
+VALUES ($1, $2, $3, $4, 'in_flight', $5, $6, $7, $8, $9)
+ON CONFLICT (user_id, operation, key) DO NOTHING
+RETURNING owner
+"""
+
+READ = """
+SELECT state, fingerprint, locked_until, expires_at,
+       response_status, response_headers, response_body
+FROM idempotency_keys
+WHERE user_id = $1 AND operation = $2 AND key = $3
+"""
+
+COMPLETE = """
+UPDATE idempotency_keys
+SET state = 'completed', fingerprint = $5, completed_at = $6, expires_at = $7,
+    response_status = $8, response_headers = $9, response_body = $10
+WHERE user_id = $1 AND operation = $2 AND key = $3 AND owner = $4 AND state = 'in_flight'
+RETURNING owner
+"""
+
+RELAX_DURABILITY = "SET LOCAL synchronous_commit TO OFF"
+
+# The connection is gone or unusable: the request gets a 503, the pool a fresh one.
+_LOST = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+
+
+async def _driver(connection: AsyncConnection) -> Any:
+    """The asyncpg connection under SQLAlchemy's (typed ``Any``: asyncpg ships no types)."""
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection
+
+
+@asynccontextmanager
+async def _translated(connection: AsyncConnection) -> AsyncIterator[None]:
+    try:
+        yield
+    except _LOST as error:
+        await connection.invalidate()
+        raise DatabaseUnavailable(
+            "the database is not answering; retry shortly", retry_after=2
+        ) from error
+
+
+class KeyRow(NamedTuple):
+    """The key's row as ``sql._held`` reads it (asyncpg records have no attributes)."""
+
+    state: str
+    fingerprint: str | None
+    locked_until: datetime
+    expires_at: datetime
+    response_status: int | None
+    response_headers: str | None
+    response_body: bytes | None
+
+
+CLAIMED: Final = "claimed"
+
+
+async def claim_or_read(
+    database: Database, key: tuple[str, str, str], values: tuple[Any, ...]
+) -> KeyRow | Literal["claimed"] | None:
+    """Insert the key's claim, or read the row that is in the way, in one short transaction.
+
+    Returns ``CLAIMED`` if this request made the claim, else the existing row
+    (``None`` if it was released between the two statements). ``key`` is
+    (user, operation, key); ``values`` is (org, owner, fingerprint, created_at,
+    locked_until, expires_at).
+    """
+    async with database.connection() as connection, _translated(connection):
+        driver = await _driver(connection)
+        async with driver.transaction():
+            await driver.execute(RELAX_DURABILITY)
+            if await driver.fetchval(CLAIM, *key, *values) is not None:
+                return CLAIMED
+            # READ COMMITTED: this statement sees the row the insert collided with.
+            record = await driver.fetchrow(READ, *key)
+    return None if record is None else KeyRow(*record)
+
+
+async def complete_in(
+    session: AsyncSession,
+    key: tuple[str, str, str],
+    owner: str,
+    values: tuple[str | None, datetime, datetime, int, str, bytes],
+) -> bool | None:
+    """The completion ``UPDATE`` in ``session``'s open transaction: ``True`` if it matched
+    the claim, ``False`` if the claim is lost; ``None`` if the transaction has not
+    reached the server yet (the caller uses the ORM, which opens it)."""
+    connection = await session.connection()
+    async with _translated(connection):
+        driver = await _driver(connection)
+        if not driver.is_in_transaction():
+            return None
+        return await driver.fetchval(COMPLETE, *key, owner, *values) is not None
