@@ -123,7 +123,7 @@ async def test_export_job_run_twice_is_harmless(
     assert len(await jobs_of(database, "notifications.export_ready")) == 1
 
 
-async def test_webhook_5xx_retries_and_4xx_dead_letters(database: Database, tmp_path: Path) -> None:
+async def test_webhook_5xx_retries_in_the_call_then_by_the_job_and_4xx_dead_letters(database: Database, tmp_path: Path) -> None:
     async with database.write() as session:
         org = await orgs.create_org(session, "Hooked")
     await set_webhook(database, org.id, "http://127.0.0.1:9/hook")
@@ -148,7 +148,9 @@ async def test_webhook_5xx_retries_and_4xx_dead_letters(database: Database, tmp_
             clock=clock,
         )
     assert warning == again  # one warning per org, quota and period
-    hook = Webhook(503, 400)
+    # The POST carries an Idempotency-Key, so the first attempt retries inside the call
+    # (three tries in all), then the job's own backoff takes over.
+    hook = Webhook(503, 503, 503, 400)
     async with worker_for(
         database, make_registry(Recorder()), clock, tmp_path, http=hook.client()
     ) as worker:
@@ -170,7 +172,7 @@ async def test_webhook_5xx_retries_and_4xx_dead_letters(database: Database, tmp_
         "limit": 100,
         "period": "2026-01-01",
     }
-    assert [r.headers["Keel-Delivery-Attempt"] for r in hook.requests] == ["1", "2"]
+    assert [r.headers["Keel-Delivery-Attempt"] for r in hook.requests] == ["1", "1", "1", "2"]
 
 
 async def test_org_without_webhook_is_skipped(database: Database, tmp_path: Path) -> None:
