@@ -195,8 +195,8 @@ async def test_webhook_down_queues_with_backoff_opens_its_own_breaker_and_delive
 
     listed = {status.name for status in await services.dependencies.registry.list()}
     assert {
-        f"webhooks.127.0.0.1-{broken.port}",
-        f"webhooks.127.0.0.1-{healthy.port}",
+        f"webhooks.127.0.0.1_{broken.port}",
+        f"webhooks.127.0.0.1_{healthy.port}",
     } <= listed
 
     await broken.come_back("ok")

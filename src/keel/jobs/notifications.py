@@ -150,9 +150,7 @@ async def deliver(context: JobContext) -> None:
         raise
     status = response.status_code
     if 200 <= status < 300:
-        log.info(
-            "notification_delivered", job_id=context.job_id, notification=event, status=status
-        )
+        log.info("notification_delivered", job_id=context.job_id, notification=event, status=status)
         return
     raise WebhookRejected(f"webhook answered {status}", status=status)
 

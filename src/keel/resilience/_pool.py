@@ -35,22 +35,26 @@ from keel.resilience._registry import BreakerRegistry
 from keel.resilience._store import BreakerStateStore
 
 _NAME_LIMIT = 64  # DependencyConfig.name's max_length
-_UNSAFE = re.compile(r"[^a-z0-9_.-]+")
+_VERBATIM = re.compile(r"[a-z0-9][a-z0-9.-]*(?::[0-9]{1,5})?")
+_UNSAFE = re.compile(r"[^a-z0-9.-]+")
 
 
 def member_name(template: str, key: str) -> str:
-    """``<template>.<key>`` made safe for a breaker name and a metric label.
+    """``<template>.<key>``, safe as a breaker name and a metric label, one per key.
 
-    Lower-cased, anything outside ``[a-z0-9_.-]`` (an IPv6 colon, a port's colon) made a
-    ``-``; a name that would pass 64 characters keeps its head and gains a digest of the
-    whole key, so two long hosts never share a breaker.
+    A plain lower-case host, with an optional port, is used as it is (the port after a
+    ``_``: ``webhooks.hooks.example.com_8443``). Anything else — capitals, an IPv6
+    literal, a name too long — is made safe and gains ``_h`` and a digest of the key, so
+    two keys never share a breaker (a plain name cannot end in ``_h…``: ports are digits).
     """
-    safe = _UNSAFE.sub("-", key.lower()).strip("-") or "-"
-    name = f"{template}.{safe}"
-    if len(name) <= _NAME_LIMIT:
-        return name
-    digest = hashlib.sha256(key.lower().encode()).hexdigest()[:10]
-    return f"{name[: _NAME_LIMIT - len(digest) - 1]}-{digest}"
+    if _VERBATIM.fullmatch(key):
+        name = f"{template}.{key.replace(':', '_')}"
+        if len(name) <= _NAME_LIMIT:
+            return name
+    digest = "_h" + hashlib.sha256(key.encode()).hexdigest()[:16]
+    safe = _UNSAFE.sub("-", key.lower()).strip("-")
+    head = f"{template}.{safe}" if safe else template
+    return head[: _NAME_LIMIT - len(digest)] + digest
 
 
 class DependencyPool:
