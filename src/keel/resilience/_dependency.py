@@ -163,7 +163,7 @@ class Dependency:
     async def _attempt(
         self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> T:
-        return await self.breaker.call(self._bounded, fn, args, kwargs)
+        return await self.breaker.run(self._bounded(fn, args, kwargs))
 
     async def _bounded(
         self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any]
