@@ -15,12 +15,14 @@ from contextlib import asynccontextmanager
 import httpx
 import structlog
 
+from keel.audit import build_auditor
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.db.engine import Database
 from keel.jobs.catalog import build_registry
 from keel.jobs.registry import JobResources, Registry
 from keel.jobs.worker import Worker, WorkerConfig, parse_queues
 from keel.resilience import BreakerRegistry, DependencyPool
+from keel.resilience.auditing import audit_breaker_transitions
 from keel.resilience.wiring import breaker_store, build_webhooks
 from keel.settings import Settings
 from keel.storage import BlobStore, LocalDirectoryStore
@@ -59,10 +61,14 @@ async def resources(
 ) -> AsyncIterator[JobResources]:
     """Handlers' resources. ``webhooks`` is the app's pool inside ``keel serve`` (its
     breakers in the app's registry, metrics and audit); otherwise the worker's own,
-    sharing breaker state through the configured store."""
+    sharing breaker state through the configured store, its transitions audited as the
+    app's are."""
     registry: BreakerRegistry | None = None
     if webhooks is None:
         registry = BreakerRegistry(store=breaker_store(settings), clock=clock)
+        registry.add_listener(
+            audit_breaker_transitions(build_auditor(settings, database, clock=clock))
+        )
         webhooks = build_webhooks(settings, clock=clock, registry=registry)
     try:
         async with httpx.AsyncClient(timeout=settings.webhook_timeout_seconds) as http:
