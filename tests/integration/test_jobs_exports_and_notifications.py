@@ -266,3 +266,43 @@ async def test_a_job_for_an_open_breaker_is_deferred_without_a_request_or_an_att
         done = await queue.get(session, job_id)
     assert (done.state, done.attempt) == (JobState.SUCCEEDED, 1)
     assert [r.headers["Keel-Delivery-Attempt"] for r in hook.requests] == ["1"]
+
+
+async def test_a_delivery_whose_retry_the_breaker_refused_still_spends_its_attempt(
+    database: Database, tmp_path: Path
+) -> None:
+    """Else a host that never recovers would have its probes deferred for ever."""
+    clock = ManualClock()
+    job_id = await quota_warning_for(database, clock, "https://hooks.example.test/keel")
+    settings = make_settings(
+        database.url,
+        str(tmp_path / "blobs"),
+        breaker_window_size=1,
+        breaker_minimum_calls=1,
+        webhooks_retry_attempts=3,
+    )
+    webhooks = build_webhooks(
+        settings,
+        clock=clock,
+        registry=BreakerRegistry(clock=clock),
+        metrics=ResilienceMetrics(CollectorRegistry()),
+    )
+    hook = Webhook(503, 503, 503)
+    async with worker_for(
+        database,
+        make_registry(Recorder()),
+        clock,
+        tmp_path,
+        http=hook.client(),
+        settings=settings,
+        webhooks=webhooks,
+    ) as worker:
+        assert await worker.run_until_idle("critical") == 1
+    async with database.read() as session:
+        job = await queue.get(session, job_id)
+    assert (job.state, job.attempt) == (JobState.RETRYING, 1)
+    assert len(hook.requests) == 1  # the first 503 opened the breaker; no retry was sent
+    assert "circuit breaker" in (job.last_error or "")
+    assert job.run_at.replace(tzinfo=None) >= clock.now().replace(tzinfo=None) + timedelta(
+        seconds=settings.breaker_wait_seconds
+    )

@@ -29,7 +29,9 @@ call: a few short ones, honouring ``Retry-After``. When they give up, the job
 fails this attempt and its own backoff (at least the host's ``Retry-After``)
 takes over. When the host's breaker is open or its bulkhead full, nothing is
 sent: the job is deferred (:class:`~keel.jobs.errors.JobDeferred`) for the
-breaker's remaining wait without spending an attempt, and stays queued.
+breaker's remaining wait without spending an attempt, and stays queued. A delivery
+that did reach the host before the breaker refused its retry spends its attempt,
+so a host that never comes back still ends its jobs dead, probe by probe.
 """
 
 from __future__ import annotations
@@ -122,7 +124,11 @@ async def deliver(context: JobContext) -> None:
         "User-Agent": f"keel/{__version__}",
     }
 
+    sent = 0
+
     async def post() -> httpx.Response:
+        nonlocal sent
+        sent += 1
         response = await resources.http.post(
             url,
             json=body,
@@ -140,6 +146,14 @@ async def deliver(context: JobContext) -> None:
     try:
         response = await resources.webhooks.get(host).call(post, idempotent=True)
     except (BreakerOpen, BulkheadFull) as refused:
+        if sent:
+            # Refused on an in-call retry: this delivery did reach the host (and maybe
+            # tripped its breaker), so the attempt is spent — else a dead host's probes
+            # would be deferred for ever — and the job waits out the breaker.
+            raise WebhookFailed(
+                f"webhook host {host}: {refused.detail} after {sent} tries",
+                retry_after=refused.retry_after,
+            ) from refused
         raise JobDeferred(
             f"webhook host {host}: {refused.detail}", retry_after=refused.retry_after
         ) from refused
