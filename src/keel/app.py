@@ -41,7 +41,7 @@ from keel.observe.tracing import native_telemetry_off
 from keel.readiness import register_readiness_checks
 from keel.resilience import BreakerGate, BreakerListener
 from keel.resilience.auditing import audit_breaker_transitions
-from keel.resilience.wiring import build_dependencies
+from keel.resilience.wiring import build_dependencies, build_webhooks
 from keel.settings import Settings
 from keel.storage import LocalDirectoryStore, ResilientBlobStore
 
@@ -88,6 +88,7 @@ def build_services(
         limits=limits,
         routes=routes,
         dependencies=dependencies,
+        webhooks=build_webhooks(settings, clock=clock, registry=dependencies.registry),
         database=database,
         store=store,
         authenticator=Authenticator(
@@ -132,7 +133,9 @@ def create_app(
         services.audit.authentication.start()
         worker: InProcessWorker | None = None
         if inprocess_enabled(settings):
-            worker = InProcessWorker(settings, services.database, services.store, clock)
+            worker = InProcessWorker(
+                settings, services.database, services.store, clock, webhooks=services.webhooks
+            )
             await worker.start()
         log.info("keel_started", version=__version__, env=settings.env.value)
         async with observe.running(services.observe, settings, handle_signals=handle_signals):

@@ -145,7 +145,9 @@ class Settings(BaseSettings):
     redis_breaker_wait_seconds: float = Field(default=5.0, gt=0)  # local limits meanwhile
     webhooks_timeout_seconds: float = Field(default=10.0, gt=0)
     webhooks_max_concurrent_calls: int = Field(default=16, ge=1)
-    webhooks_retry_attempts: int = Field(default=5, ge=1, le=20)
+    webhooks_retry_attempts: int = Field(default=3, ge=1, le=20)  # in-call, per delivery
+    webhooks_max_hosts: int = Field(default=256, ge=1)  # per-host breakers kept in memory
+    webhooks_idle_seconds: float = Field(default=3600.0, gt=0)  # a host's breaker forgotten
 
     @model_validator(mode="before")
     @classmethod

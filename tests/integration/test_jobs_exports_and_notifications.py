@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 from tests.support.app import World, make_settings
 from tests.support.jobs import Recorder, make_registry, worker_for
@@ -18,6 +20,8 @@ from keel.domain import orgs
 from keel.jobs import queue
 from keel.jobs.notifications import enqueue_quota_warning
 from keel.jobs.states import JobState
+from keel.resilience import BreakerRegistry, ResilienceMetrics
+from keel.resilience.wiring import build_webhooks
 from keel.settings import Settings
 from keel.testing import ManualClock
 
@@ -123,7 +127,9 @@ async def test_export_job_run_twice_is_harmless(
     assert len(await jobs_of(database, "notifications.export_ready")) == 1
 
 
-async def test_webhook_5xx_retries_and_4xx_dead_letters(database: Database, tmp_path: Path) -> None:
+async def test_webhook_5xx_retries_in_the_call_then_by_the_job_and_4xx_dead_letters(
+    database: Database, tmp_path: Path
+) -> None:
     async with database.write() as session:
         org = await orgs.create_org(session, "Hooked")
     await set_webhook(database, org.id, "http://127.0.0.1:9/hook")
@@ -148,7 +154,9 @@ async def test_webhook_5xx_retries_and_4xx_dead_letters(database: Database, tmp_
             clock=clock,
         )
     assert warning == again  # one warning per org, quota and period
-    hook = Webhook(503, 400)
+    # The POST carries an Idempotency-Key, so the first attempt retries inside the call
+    # (three tries in all), then the job's own backoff takes over.
+    hook = Webhook(503, 503, 503, 400)
     async with worker_for(
         database, make_registry(Recorder()), clock, tmp_path, http=hook.client()
     ) as worker:
@@ -170,7 +178,7 @@ async def test_webhook_5xx_retries_and_4xx_dead_letters(database: Database, tmp_
         "limit": 100,
         "period": "2026-01-01",
     }
-    assert [r.headers["Keel-Delivery-Attempt"] for r in hook.requests] == ["1", "2"]
+    assert [r.headers["Keel-Delivery-Attempt"] for r in hook.requests] == ["1", "1", "1", "2"]
 
 
 async def test_org_without_webhook_is_skipped(database: Database, tmp_path: Path) -> None:
@@ -188,3 +196,113 @@ async def test_org_without_webhook_is_skipped(database: Database, tmp_path: Path
     async with database.read() as session:
         assert (await queue.get(session, job_id)).state == JobState.SUCCEEDED
     assert hook.requests == []
+
+
+async def quota_warning_for(database: Database, clock: ManualClock, url: str) -> str:
+    async with database.write() as session:
+        org = await orgs.create_org(session, "Hooked")
+    await set_webhook(database, org.id, url)
+    async with database.write() as session:
+        return await enqueue_quota_warning(
+            session, org_id=org.id, quota="q", used=9, limit=10, period="p", clock=clock
+        )
+
+
+async def test_webhook_retry_after_is_honoured_by_the_jobs_backoff(
+    database: Database, tmp_path: Path
+) -> None:
+    clock = ManualClock()
+    job_id = await quota_warning_for(database, clock, "https://hooks.example.test/keel")
+    requests: list[httpx.Request] = []
+
+    def busy(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return httpx.Response(429, headers={"Retry-After": "600"})
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(busy))
+    async with worker_for(database, make_registry(Recorder()), clock, tmp_path, http=client) as w:
+        assert await w.run_until_idle("critical") == 1
+    async with database.read() as session:
+        job = await queue.get(session, job_id)
+    assert (job.state, job.attempt) == (JobState.RETRYING, 1)
+    # 600 s is past the in-call retries' 10 s ceiling, so the first answer ended them,
+    # and the job's own backoff (at most 5 s for a first failure) became 600 s.
+    assert len(requests) == 1
+    assert job.run_at.replace(tzinfo=None) >= clock.now().replace(tzinfo=None) + timedelta(
+        seconds=600
+    )
+
+
+async def test_a_job_for_an_open_breaker_is_deferred_without_a_request_or_an_attempt(
+    database: Database, tmp_path: Path
+) -> None:
+    clock = ManualClock()
+    job_id = await quota_warning_for(database, clock, "https://hooks.example.test/keel")
+    settings = make_settings(database.url, str(tmp_path / "blobs"))
+    registry = BreakerRegistry(clock=clock)
+    webhooks = build_webhooks(
+        settings, clock=clock, registry=registry, metrics=ResilienceMetrics(CollectorRegistry())
+    )
+    breaker = webhooks.get("hooks.example.test").breaker
+    await registry.force_open(breaker.name)  # an operator's `keel breakers force-open`
+    hook = Webhook()
+    async with worker_for(
+        database,
+        make_registry(Recorder()),
+        clock,
+        tmp_path,
+        http=hook.client(),
+        webhooks=webhooks,
+    ) as worker:
+        assert await worker.run_until_idle("critical") == 1
+        async with database.read() as session:
+            deferred = await queue.get(session, job_id)
+        assert (deferred.state, deferred.attempt) == (JobState.RETRYING, 0)
+        assert hook.requests == []
+        await registry.force_closed(breaker.name)
+        clock.advance(3600)
+        assert await worker.run_until_idle("critical") == 1
+    async with database.read() as session:
+        done = await queue.get(session, job_id)
+    assert (done.state, done.attempt) == (JobState.SUCCEEDED, 1)
+    assert [r.headers["Keel-Delivery-Attempt"] for r in hook.requests] == ["1"]
+
+
+async def test_a_delivery_whose_retry_the_breaker_refused_still_spends_its_attempt(
+    database: Database, tmp_path: Path
+) -> None:
+    """Else a host that never recovers would have its probes deferred for ever."""
+    clock = ManualClock()
+    job_id = await quota_warning_for(database, clock, "https://hooks.example.test/keel")
+    settings = make_settings(
+        database.url,
+        str(tmp_path / "blobs"),
+        breaker_window_size=1,
+        breaker_minimum_calls=1,
+        webhooks_retry_attempts=3,
+    )
+    webhooks = build_webhooks(
+        settings,
+        clock=clock,
+        registry=BreakerRegistry(clock=clock),
+        metrics=ResilienceMetrics(CollectorRegistry()),
+    )
+    hook = Webhook(503, 503, 503)
+    async with worker_for(
+        database,
+        make_registry(Recorder()),
+        clock,
+        tmp_path,
+        http=hook.client(),
+        settings=settings,
+        webhooks=webhooks,
+    ) as worker:
+        assert await worker.run_until_idle("critical") == 1
+    async with database.read() as session:
+        job = await queue.get(session, job_id)
+    assert (job.state, job.attempt) == (JobState.RETRYING, 1)
+    assert len(hook.requests) == 1  # the first 503 opened the breaker; no retry was sent
+    assert "circuit breaker" in (job.last_error or "")
+    assert job.run_at.replace(tzinfo=None) >= clock.now().replace(tzinfo=None) + timedelta(
+        seconds=settings.breaker_wait_seconds
+    )

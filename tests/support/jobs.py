@@ -14,6 +14,8 @@ from keel.jobs.catalog import JOB_TYPES, PERIODIC
 from keel.jobs.registry import JobContext, JobResources, JobType, Periodic, Registry
 from keel.jobs.retry import RetryPolicy
 from keel.jobs.worker import Worker, WorkerConfig
+from keel.resilience import BreakerRegistry, DependencyPool, ResilienceMetrics
+from keel.resilience.wiring import build_webhooks
 from keel.settings import Settings
 from keel.storage import LocalDirectoryStore
 from keel.testing import ManualClock
@@ -54,10 +56,18 @@ async def worker_for(
     queues: dict[str, int] | None = None,
     http: httpx.AsyncClient | None = None,
     settings: Settings | None = None,
+    webhooks: DependencyPool | None = None,
     **config: Any,
 ) -> AsyncIterator[Worker]:
     settings = settings or make_settings(database.url, str(tmp_path / "blobs"))
     client = http or httpx.AsyncClient()
+    if webhooks is None:
+        webhooks = build_webhooks(
+            settings,
+            clock=clock,
+            registry=BreakerRegistry(clock=clock),
+            metrics=ResilienceMetrics(),
+        )
     try:
         resources = JobResources(
             database=database,
@@ -65,6 +75,7 @@ async def worker_for(
             clock=clock,
             store=LocalDirectoryStore(settings.storage_dir),
             http=client,
+            webhooks=webhooks,
         )
         worker = Worker(
             resources,

@@ -9,8 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keel.errors import ConfigurationError
+from keel.jobs.notifications import retry_after_seconds, webhook_host
 from keel.jobs.registry import Periodic, Registry, UnknownJobType
-from keel.jobs.retry import RetryPolicy, after_failure
+from keel.jobs.retry import RetryPolicy, after_failure, deferral
 from keel.jobs.states import (
     FINISHED,
     QUEUED,
@@ -92,6 +93,59 @@ def test_jitter_draws_spread_the_retries() -> None:
         for d in range(10)
     }
     assert len(times) == 10
+
+
+@given(attempt=st.integers(1, 50), draw=st.floats(0, 1), hint=st.floats(0, 10_000))
+def test_retry_after_is_a_floor_on_the_backoff_never_past_the_cap(
+    attempt: int, draw: float, hint: float
+) -> None:
+    policy = RetryPolicy(max_attempts=100, base_seconds=5, cap_seconds=900)
+    plain = after_failure(policy, attempt=attempt, max_attempts=100, now=NOW, draw=draw)
+    hinted = after_failure(
+        policy, attempt=attempt, max_attempts=100, now=NOW, draw=draw, not_before=hint
+    )
+    assert plain.run_at is not None
+    assert hinted.run_at is not None
+    assert hinted.run_at >= plain.run_at
+    assert hinted.run_at >= NOW + timedelta(seconds=min(hint, 900))
+    assert hinted.run_at <= NOW + timedelta(seconds=900)
+
+
+@given(wait=st.floats(0, 3600), draw=st.floats(0, 1))
+def test_a_deferred_job_waits_its_retry_after_plus_at_most_half_again(
+    wait: float, draw: float
+) -> None:
+    run_at = deferral(wait, now=NOW, draw=draw)
+    assert NOW + timedelta(seconds=wait) <= run_at <= NOW + timedelta(seconds=wait * 1.5)
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("https://hooks.example.com/keel", "hooks.example.com"),
+        ("https://Hooks.Example.com:8443/x?y=1", "hooks.example.com:8443"),
+        ("http://user:pw@127.0.0.1:9000/hook", "127.0.0.1:9000"),
+        ("http://[::1]:9000/hook", "::1:9000"),
+    ],
+)
+def test_webhooks_are_keyed_by_host_and_port(url: str, host: str) -> None:
+    assert webhook_host(url) == host
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        (None, None),
+        ("", None),
+        ("120", 120.0),
+        ("Sun, 29 Nov 2026 03:02:00 GMT", 120.0),
+        ("Sun, 29 Nov 2026 02:00:00 GMT", 0.0),  # in the past: at once
+        ("soon", None),
+        ("-5", None),
+    ],
+)
+def test_retry_after_header_in_seconds(header: str | None, seconds: float | None) -> None:
+    assert retry_after_seconds(header, NOW) == seconds
 
 
 @pytest.mark.parametrize(

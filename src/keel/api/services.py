@@ -14,7 +14,7 @@ from keel.db.engine import Database
 from keel.domain.evidence import UploadRules
 from keel.domain.tokens import Authenticator
 from keel.guard.wiring import LimitsParts
-from keel.resilience import Dependencies
+from keel.resilience import Dependencies, DependencyPool
 from keel.settings import Settings
 from keel.storage import BlobStore
 
@@ -35,7 +35,9 @@ class Services:
     routes: RouteTable  # route templates for the middleware in front of the router
     audit: Auditor  # the audit log (issue 6): record(session, AuditEvent(...))
     dependencies: Dependencies
-    """Storage, Redis and webhooks behind timeouts, bulkheads, breakers and retries."""
+    """Storage and Redis behind timeouts, bulkheads, breakers and retries."""
+    webhooks: DependencyPool
+    """The same per webhook host, in ``dependencies.registry`` (``keel breakers``)."""
     observe: Observability  # health registry, lifecycle, metrics, tracer (issue 3)
 
     @property

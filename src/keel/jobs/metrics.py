@@ -30,6 +30,11 @@ JOB_DURATION = Histogram(
 JOB_RETRIES = Counter(
     "keel_job_retries_total", "Failed attempts that were scheduled for a retry.", ["job_type"]
 )
+JOBS_DEFERRED = Counter(
+    "keel_jobs_deferred_total",
+    "Attempts a handler could not make (an open breaker) and rescheduled unspent.",
+    ["job_type"],
+)
 JOBS_DEAD = Counter(
     "keel_jobs_dead_total", "Jobs that ran out of attempts and were dead-lettered.", ["job_type"]
 )

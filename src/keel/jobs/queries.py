@@ -210,6 +210,29 @@ def mark_failed(
     return update(jobs).where(_held(job_id, worker, attempt)).values(values)
 
 
+def mark_deferred(
+    job_id: str, worker: str, attempt: int, *, run_at: datetime, reason: str
+) -> Update:
+    """``mark_deferred``: to ``retrying`` at ``run_at`` with the attempt handed back.
+
+    The handler could not try (see ``JobDeferred``), so, as in :func:`release`, the
+    attempt does not count.
+    """
+    source_states(S.RETRYING, frozenset({S.RUNNING}))
+    return (
+        update(jobs)
+        .where(_held(job_id, worker, attempt))
+        .values(
+            state=S.RETRYING.value,
+            attempt=jobs.c.attempt - 1,
+            run_at=run_at,
+            lease_owner=None,
+            lease_expires_at=None,
+            last_error=reason,
+        )
+    )
+
+
 def release(job_ids: Sequence[str], worker: str) -> Update:
     """``release``: jobs interrupted by a graceful shutdown go back to ``ready``.
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from keel.clock import Clock
     from keel.db.engine import Database
+    from keel.resilience import DependencyPool
     from keel.settings import Settings
     from keel.storage import BlobStore
 
@@ -52,6 +53,8 @@ class JobResources:
     clock: Clock
     store: BlobStore
     http: httpx.AsyncClient
+    webhooks: DependencyPool
+    """One dependency (timeout, bulkhead, breaker, retry) per webhook host."""
 
 
 @dataclass(frozen=True)

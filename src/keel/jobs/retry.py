@@ -57,12 +57,30 @@ def after_failure(
     max_attempts: int,
     now: datetime,
     draw: float | None = None,
+    not_before: float | None = None,
 ) -> Outcome:
     """``retrying`` at a jittered time while attempts remain, else ``dead``.
 
     ``max_attempts`` is the job's own (set at enqueue, defaulting to the policy's).
+    ``not_before`` (seconds) is the other side's ``Retry-After``: the retry is never
+    earlier, and never later than the policy's cap because of it.
     """
     if attempt >= max_attempts:
         return Outcome(JobState.DEAD, None)
     chosen = _SYSTEM_RANDOM.random() if draw is None else draw
-    return Outcome(JobState.RETRYING, now + timedelta(seconds=policy.delay(attempt, chosen)))
+    delay = policy.delay(attempt, chosen)
+    if not_before is not None:
+        delay = max(delay, min(not_before, policy.cap_seconds))
+    return Outcome(JobState.RETRYING, now + timedelta(seconds=delay))
+
+
+def deferral(retry_after: float, *, now: datetime, draw: float | None = None) -> datetime:
+    """When a deferred job runs again: after ``retry_after``, plus up to half of it more.
+
+    The jitter spreads the jobs one open breaker deferred together, so they do not all
+    come back at the instant it lets its few probes through.
+    """
+    if draw is not None and not 0.0 <= draw <= 1.0:
+        raise ValueError("draw must be in [0, 1]")
+    chosen = _SYSTEM_RANDOM.random() if draw is None else draw
+    return now + timedelta(seconds=retry_after * (1.0 + 0.5 * chosen))

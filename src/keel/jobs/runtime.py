@@ -15,11 +15,15 @@ from contextlib import asynccontextmanager
 import httpx
 import structlog
 
+from keel.audit import build_auditor
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.db.engine import Database
 from keel.jobs.catalog import build_registry
 from keel.jobs.registry import JobResources, Registry
 from keel.jobs.worker import Worker, WorkerConfig, parse_queues
+from keel.resilience import BreakerRegistry, DependencyPool
+from keel.resilience.auditing import audit_breaker_transitions
+from keel.resilience.wiring import breaker_store, build_webhooks
 from keel.settings import Settings
 from keel.storage import BlobStore, LocalDirectoryStore
 
@@ -49,12 +53,36 @@ def worker_config(
 
 @asynccontextmanager
 async def resources(
-    settings: Settings, database: Database, store: BlobStore, clock: Clock = SYSTEM_CLOCK
+    settings: Settings,
+    database: Database,
+    store: BlobStore,
+    clock: Clock = SYSTEM_CLOCK,
+    webhooks: DependencyPool | None = None,
 ) -> AsyncIterator[JobResources]:
-    async with httpx.AsyncClient(timeout=settings.webhook_timeout_seconds) as http:
-        yield JobResources(
-            database=database, settings=settings, clock=clock, store=store, http=http
+    """Handlers' resources. ``webhooks`` is the app's pool inside ``keel serve`` (its
+    breakers in the app's registry, metrics and audit); otherwise the worker's own,
+    sharing breaker state through the configured store, its transitions audited as the
+    app's are."""
+    registry: BreakerRegistry | None = None
+    if webhooks is None:
+        registry = BreakerRegistry(store=breaker_store(settings), clock=clock)
+        registry.add_listener(
+            audit_breaker_transitions(build_auditor(settings, database, clock=clock))
         )
+        webhooks = build_webhooks(settings, clock=clock, registry=registry)
+    try:
+        async with httpx.AsyncClient(timeout=settings.webhook_timeout_seconds) as http:
+            yield JobResources(
+                database=database,
+                settings=settings,
+                clock=clock,
+                store=store,
+                http=http,
+                webhooks=webhooks,
+            )
+    finally:
+        if registry is not None and registry.store is not None:
+            await registry.store.aclose()
 
 
 class InProcessWorker:
@@ -67,11 +95,13 @@ class InProcessWorker:
         store: BlobStore,
         clock: Clock = SYSTEM_CLOCK,
         registry: Registry | None = None,
+        webhooks: DependencyPool | None = None,
     ) -> None:
         self._settings = settings
         self._database = database
         self._store = store
         self._clock = clock
+        self._webhooks = webhooks
         self._registry = registry or build_registry(settings)
         self._task: asyncio.Task[None] | None = None
         self._started = asyncio.Event()
@@ -86,7 +116,9 @@ class InProcessWorker:
             await self._task  # raises the worker's error
 
     async def _main(self) -> None:
-        async with resources(self._settings, self._database, self._store, self._clock) as res:
+        async with resources(
+            self._settings, self._database, self._store, self._clock, self._webhooks
+        ) as res:
             self.worker = Worker(res, self._registry, worker_config(self._settings))
             self._started.set()
             await self.worker.run()

@@ -30,11 +30,11 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from keel.audit import AuditEvent, Auditor, EventCode, build_auditor
 from keel.errors import DatabaseUnavailable
 from keel.jobs import metrics, queries, schedule
-from keel.jobs.errors import PermanentJobError
+from keel.jobs.errors import JobDeferred, PermanentJobError
 from keel.jobs.listener import Listener
 from keel.jobs.queue import stats
 from keel.jobs.registry import JobContext, JobResources, Registry, UnknownJobType
-from keel.jobs.retry import Outcome, RetryPolicy, after_failure
+from keel.jobs.retry import Outcome, RetryPolicy, after_failure, deferral
 from keel.jobs.states import JobState
 from keel.jobs.store import JobStore
 
@@ -83,6 +83,14 @@ class ClaimedJob:
     max_attempts: int
     payload: dict[str, Any]
     trace_context: dict[str, str]
+
+
+def _retry_after(error: BaseException) -> float | None:
+    """The seconds a failure asks to wait (a ``Retry-After`` it carries), if any."""
+    value = getattr(error, "retry_after", None)
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
 
 
 def _error_text(error: BaseException) -> str:
@@ -199,6 +207,9 @@ class Worker:
         ) as span:
             try:
                 await asyncio.wait_for(handler(context), timeout=timeout)
+            except JobDeferred as deferred:  # not tried at all: no attempt spent
+                span.set_attribute("keel.job.deferred", True)
+                return await self._deferred(job, deferred, clock.monotonic() - started)
             except Exception as error:  # any handler failure is the job's failure
                 span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, type(error).__name__))
@@ -217,6 +228,29 @@ class Worker:
         log.info("job_succeeded", job_id=job.id, job_type=job.job_type, attempt=job.attempt)
         return JobState.SUCCEEDED
 
+    async def _deferred(
+        self, job: ClaimedJob, deferred: JobDeferred, elapsed: float
+    ) -> JobState | None:
+        run_at = deferral(deferred.retry_after, now=self.resources.clock.now())
+        recorded = await self._record(
+            queries.mark_deferred(
+                job.id, self.id, job.attempt, run_at=run_at, reason=_error_text(deferred)
+            )
+        )
+        metrics.JOB_DURATION.labels(job.job_type, "deferred").observe(elapsed)
+        if not recorded:
+            return None
+        metrics.JOBS_DEFERRED.labels(job.job_type).inc()
+        log.info(
+            "job_deferred",
+            job_id=job.id,
+            job_type=job.job_type,
+            attempt=job.attempt - 1,
+            run_at=run_at.isoformat(),
+            reason=deferred.detail,
+        )
+        return JobState.RETRYING
+
     async def _failed(
         self, job: ClaimedJob, policy: RetryPolicy, error: BaseException, elapsed: float
     ) -> JobState | None:
@@ -225,7 +259,11 @@ class Worker:
             outcome = Outcome(JobState.DEAD, None)
         else:
             outcome = after_failure(
-                policy, attempt=job.attempt, max_attempts=job.max_attempts, now=now
+                policy,
+                attempt=job.attempt,
+                max_attempts=job.max_attempts,
+                now=now,
+                not_before=_retry_after(error),
             )
         recorded = await self._record(
             queries.mark_failed(

@@ -2,9 +2,10 @@
 
 Every call to an external dependency (storage, Redis, webhooks) goes through one
 :class:`Dependency`, which nests ``fallback(retry(breaker(bulkhead(timeout(fn)))))``
-(see ``_dependency.py`` for why that way round). Breakers share their state between
-processes through a :class:`BreakerStateStore`, so an operator (or one process) opening a
-breaker is obeyed by all of them.
+(see ``_dependency.py`` for why that way round). A :class:`DependencyPool` holds many
+dependencies of one kind (a webhook per host) made from one template. Breakers share
+their state between processes through a :class:`BreakerStateStore`, so an operator (or
+one process) opening a breaker is obeyed by all of them.
 
     deps = Dependencies([DependencyConfig(name="storage")], store=store_from_url(url))
     blob = await deps.storage.call(storage.get, key, idempotent=True)
@@ -34,6 +35,7 @@ from keel.resilience._metrics import (
     ResilienceMetrics,
     default_metrics,
 )
+from keel.resilience._pool import DependencyPool, member_name
 from keel.resilience._registry import (
     BreakerRegistry,
     BreakerStatus,
@@ -91,6 +93,7 @@ __all__ = [
     "Dependency",
     "DependencyConfig",
     "DependencyFailed",
+    "DependencyPool",
     "DependencyTimeout",
     "Fallback",
     "IllegalTransition",
@@ -114,6 +117,7 @@ __all__ = [
     "force_open_breaker",
     "is_testing",
     "list_breakers",
+    "member_name",
     "metrics_only_breaker",
     "reset_breaker",
     "retry_after_hint",

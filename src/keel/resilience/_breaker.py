@@ -83,11 +83,15 @@ class CircuitBreaker:
         self._origin = f"{name}:{uuid.uuid4().hex[:12]}"
         self._listeners: list[BreakerListener] = list(listeners)
 
-        size = config.window_size
+        self._window_size = size = config.window_size
         self._window: SlidingWindow = (
             CountWindow(size) if config.window_type is WindowType.COUNT else TimeWindow(size)
         )
         self._window_record = self._window.record
+        # True while a full count window holds nothing but successes: recording one more
+        # then changes nothing (the slots are all alike), so the fast path skips it.
+        self._clean = False
+        self._cleanable = config.window_type is WindowType.COUNT
         self._permitted_probes = config.permitted_number_of_calls_in_half_open_state
         self._probe_window = CountWindow(self._permitted_probes)
         self._min_calls = config.effective_minimum_calls
@@ -102,13 +106,18 @@ class CircuitBreaker:
         self._permit_all = self._state in _PERMIT_ALL
         self._windowed = self._state in _WINDOWED
         self._can_trip = self._state is _CLOSED
+        # The fast path of run/call: a windowed state and no result predicate (a shared
+        # store's reads are due every ``sync_interval``, checked on the clock reading
+        # the fast path takes anyway).
+        self._fast_eligible = config.record_result is None
+        self._fast = self._fast_eligible and self._windowed
         self._changed_at: datetime = NEVER
         self._open_until = 0.0
         self._probes_left = 0
 
         self._pending: deque[tuple[BreakerTransition, BreakerRecord | None]] = deque()
         self._flushing = False
-        self._next_sync = float("-inf")
+        self._next_sync = float("-inf") if store is not None else float("inf")
         self._syncing = False
         self._unpublished: BreakerRecord | None = None
         self._store_healthy = True
@@ -175,19 +184,101 @@ class CircuitBreaker:
 
     # --- the protected call ----------------------------------------------------------
 
-    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``fn`` if the breaker permits it, and record how it went.
+    # ``run`` and ``call`` each inline the same fast path — CLOSED or METRICS_ONLY, no
+    # result predicate, no read of the shared store due: take the epoch as the permit,
+    # read the clock twice, count a success, and skip the window while it is a full
+    # count window of successes (one more changes nothing). A helper frame shared by the
+    # two would cost about as much as the bookkeeping itself, so the dozen lines are
+    # written twice; anything off the fast path goes to ``_guarded``, which does all.
 
-        Raises :class:`BreakerOpen` when not permitted; otherwise returns or raises what
-        ``fn`` does.
+    async def run(self, awaitable: Awaitable[T], /) -> T:
+        """``await awaitable`` if the breaker permits it, and record how it went.
+
+        The lean form of :meth:`call` for a caller that already holds the awaitable
+        (``await breaker.run(fetch(key))``): nothing to forward. A refused coroutine is
+        closed, never awaited, so it neither runs nor warns. Raises
+        :class:`BreakerOpen` when not permitted.
         """
+        if not self._fast:
+            return await self._guarded(None, awaitable)
+        token = self._epoch
         mono = self._mono
-        if self._store is not None and mono() >= self._next_sync:
-            await self.sync()
-        token = self._epoch if self._permit_all else self.acquire_permission()
+        start = mono()
+        if start >= self._next_sync:  # the shared store is due a read (+inf without one)
+            return await self._guarded(None, awaitable)
+        try:
+            result = await awaitable
+        except BaseException as exc:
+            self.on_error(token, exc, mono() - start)
+            if self._pending:
+                await self.flush()
+            raise
+        end = mono()
+        if end - start <= self._slow_duration and token == self._epoch:
+            self._n_success += 1
+            if not self._clean:
+                self._record_success(end)
+        else:
+            self.on_success(token, end - start, end)
+        if self._pending:
+            await self.flush()
+        return result
+
+    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(*args, **kwargs)`` if the breaker permits it, and record how it went.
+
+        Raises :class:`BreakerOpen` when not permitted (``fn`` is then never called);
+        otherwise returns or raises what ``fn`` does.
+        """
+        if not self._fast:
+            return await self._guarded(lambda: fn(*args, **kwargs), None)
+        token = self._epoch
+        mono = self._mono
+        start = mono()
+        if start >= self._next_sync:
+            return await self._guarded(lambda: fn(*args, **kwargs), None)
+        try:
+            # ``fn()`` is a direct vectorcall; ``fn(*(), **{})`` goes the slow generic way.
+            # (mypy cannot see that empty ``args``/``kwargs`` make the two the same call.)
+            result = await (fn(*args, **kwargs) if args or kwargs else fn())  # type: ignore[call-arg]
+        except BaseException as exc:
+            self.on_error(token, exc, mono() - start)
+            if self._pending:
+                await self.flush()
+            raise
+        end = mono()
+        if end - start <= self._slow_duration and token == self._epoch:
+            self._n_success += 1
+            if not self._clean:
+                self._record_success(end)
+        else:
+            self.on_success(token, end - start, end)
+        if self._pending:
+            await self.flush()
+        return result
+
+    async def _guarded(
+        self, factory: Callable[[], Awaitable[T]] | None, ready: Awaitable[T] | None
+    ) -> T:
+        """The whole path: sync with the store, ask for a permit, ask the predicate."""
+        mono = self._mono
+        try:
+            if self._store is not None and mono() >= self._next_sync:
+                await self.sync()
+            token = self._epoch if self._permit_all else self.acquire_permission()
+        except BaseException:
+            if ready is not None:
+                _discard(ready)
+            raise
+        if factory is not None:
+            awaitable = factory()
+        elif ready is not None:
+            awaitable = ready
+        else:
+            raise TypeError("nothing to await")
         start = mono()
         try:
-            result = await fn(*args, **kwargs)
+            result = await awaitable
         except BaseException as exc:
             self.on_error(token, exc, mono() - start)
             if self._pending:
@@ -196,13 +287,7 @@ class CircuitBreaker:
         end = mono()
         predicate = self._record_result
         if predicate is None:
-            # on_success's fast path, inlined: a frame is a fifth of the budget.
-            if end - start <= self._slow_duration and token == self._epoch and self._windowed:
-                self._n_success += 1
-                if self._window_record(0, end):
-                    self._check_thresholds()
-            else:
-                self.on_success(token, end - start, end)
+            self.on_success(token, end - start, end)
         else:
             code = SLOW if end - start > self._slow_duration else 0
             self._record(token, code | FAILED if predicate(result) else code, end)
@@ -262,8 +347,8 @@ class CircuitBreaker:
         if duration <= self._slow_duration and token == self._epoch and self._windowed:
             # The commonest outcome of all, one call frame shorter (see _record).
             self._n_success += 1
-            if self._window_record(0, self._mono() if now is None else now):
-                self._check_thresholds()
+            if not self._clean:
+                self._record_success(self._mono() if now is None else now)
             return
         self._record(token, SLOW if duration > self._slow_duration else 0, now)
 
@@ -314,12 +399,26 @@ class CircuitBreaker:
             return
         if not code:
             self._n_success += 1
+            if self._clean:
+                return
         elif code & FAILED:
             self._n_failure += 1
         else:
             self._n_slow += 1
+        self._clean = False
         if self._window_record(code, self._mono() if now is None else now):
             self._check_thresholds()
+
+    def _record_success(self, now: float) -> None:
+        if self._window_record(0, now):
+            self._check_thresholds()
+        window = self._window
+        self._clean = (
+            self._cleanable
+            and window.calls == self._window_size
+            and not window.failed
+            and not window.slow
+        )
 
     def _check_thresholds(self) -> None:
         if self._can_trip:
@@ -381,9 +480,11 @@ class CircuitBreaker:
         self._changed_at = at if at is not None else self._clock.now()
         self._permit_all = to in _PERMIT_ALL
         self._windowed = to in _WINDOWED
+        self._fast = self._fast_eligible and self._windowed
         self._can_trip = to is _CLOSED
         if to is _CLOSED or to is BreakerState.METRICS_ONLY:
             self._window.clear()  # a fresh start, as resilience4j's new ClosedState
+            self._clean = False
         elif to is _OPEN:
             self._open_until = self._mono() + self.config.wait_duration_in_open_state - open_elapsed
         elif to is _HALF_OPEN:
@@ -526,6 +627,12 @@ class CircuitBreaker:
         if not self._store_healthy:
             self._store_healthy = True
             _log.info("breaker_store_recovered", breaker=self.name)
+
+
+def _discard(awaitable: Awaitable[object]) -> None:
+    """Close a refused coroutine so it never runs (and never warns it was not awaited)."""
+    if inspect.iscoroutine(awaitable):
+        awaitable.close()
 
 
 __all__ = ["BreakerListener", "CircuitBreaker"]

@@ -57,10 +57,16 @@ class Dependency:
         metrics: ResilienceMetrics | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         listeners: tuple[BreakerListener, ...] = (),
+        metrics_name: str | None = None,
     ) -> None:
         self.name = name = config.name
         self.config = config
         metrics = metrics if metrics is not None else default_metrics()
+        # The ``keel_dependency_*`` series are labelled ``metrics_name`` (default: the
+        # name). A pool's members (one per webhook host) share their template's label, so
+        # those series stay bounded however many hosts come and go; the breaker's and the
+        # bulkhead's own series carry the member's name and leave with the member.
+        label = metrics_name if metrics_name is not None else name
         self._clock = clock
         # A timed-out attempt is the dependency's failure whatever the record list says
         # (a list naming only the dependency's own errors would otherwise count a hang as
@@ -78,13 +84,13 @@ class Dependency:
         self.budget = RetryBudget.from_config(config.retry, clock=clock)
 
         self._calls = {
-            outcome: metrics.dependency_calls.labels(name, outcome)
+            outcome: metrics.dependency_calls.labels(label, outcome)
             for outcome in ("success", "failure", "timeout", "rejected", "client_error")
         }
-        self._duration = metrics.dependency_duration.labels(name)
-        self._fallbacks = metrics.dependency_fallbacks.labels(name)
+        self._duration = metrics.dependency_duration.labels(label)
+        self._fallbacks = metrics.dependency_fallbacks.labels(label)
         rejections = {
-            reason: metrics.dependency_rejections.labels(name, reason)
+            reason: metrics.dependency_rejections.labels(label, reason)
             for reason in ("breaker_open", "bulkhead_full", "retry_budget")
         }
         self._rejections = rejections
@@ -93,7 +99,7 @@ class Dependency:
             budget=self.budget,
             clock=clock,
             sleep=sleep,
-            on_retry=metrics.dependency_retries.labels(name).inc,
+            on_retry=metrics.dependency_retries.labels(label).inc,
             on_budget_denied=rejections["retry_budget"].inc,
             also_require=self.breaker.counts_as_failure,
         )
@@ -157,7 +163,7 @@ class Dependency:
     async def _attempt(
         self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> T:
-        return await self.breaker.call(self._bounded, fn, args, kwargs)
+        return await self.breaker.run(self._bounded(fn, args, kwargs))
 
     async def _bounded(
         self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any]

@@ -75,6 +75,11 @@ class BreakerRegistry:
             breaker.add_listener(listener)
         return breaker
 
+    def remove(self, breaker: CircuitBreaker) -> None:
+        """Forget ``breaker`` (a pool evicted it); its record in the store stays."""
+        if self._breakers.get(breaker.name) is breaker:
+            del self._breakers[breaker.name]
+
     def breaker(self, name: str, config: BreakerConfig | None = None) -> CircuitBreaker:
         """The breaker called ``name``, created with ``config`` on first use."""
         existing = self._breakers.get(name)

@@ -10,7 +10,14 @@ timeout, bulkhead, breaker and retry budget, all sharing one breaker state store
   its breaker is open (``guard/ratelimit/fallback.py``), so it waits a short time in OPEN
   and never retries (a GCRA update is not idempotent, and a limit decided locally is
   cheaper than a late one).
-* ``webhooks`` — outbound notifications, wrapped at their call site by the job queue.
+* ``webhooks`` — outbound notifications. Not one dependency but a
+  :class:`DependencyPool` of them, one per webhook host, made from one template
+  (:func:`webhook_template`): one tenant's dead endpoint opens its own host's breaker
+  only. Breakers are named ``webhooks.<host>``; the pool keeps at most
+  ``KEEL_WEBHOOKS_MAX_HOSTS`` of them and forgets hosts idle for
+  ``KEEL_WEBHOOKS_IDLE_SECONDS``. Retries inside a delivery are allowed because every
+  POST carries ``Idempotency-Key: <job id>``; they are short, since the job's own backoff
+  is the long-term retry.
 
 The breaker state store is ``KEEL_BREAKER_STORE_URL``, else ``KEEL_REDIS_URL``, else
 ``memory://`` (one process). With Redis, one process's trip protects the others and
@@ -25,6 +32,9 @@ from keel.guard.ratelimit.errors import LimiterUnavailable
 from keel.resilience._breaker import BreakerListener
 from keel.resilience._config import BreakerConfig, BulkheadConfig, DependencyConfig, RetryConfig
 from keel.resilience._dependency import Dependencies
+from keel.resilience._metrics import ResilienceMetrics
+from keel.resilience._pool import DependencyPool
+from keel.resilience._registry import BreakerRegistry
 from keel.resilience._store import BreakerStateStore, store_from_url
 from keel.settings import Settings
 
@@ -97,7 +107,20 @@ def dependency_configs(settings: Settings) -> list[DependencyConfig]:
         # The limiter is on every request's path: never queue behind a slow Redis.
         bulkhead=BulkheadConfig(max_concurrent_calls=512, max_wait_seconds=0.0),
     )
-    webhooks = DependencyConfig(
+    return [storage, redis]
+
+
+def webhook_template(settings: Settings) -> DependencyConfig:
+    """The configuration every webhook host's dependency is made from.
+
+    In-call retries stop starting after ``KEEL_WEBHOOKS_TIMEOUT_SECONDS`` (so a delivery
+    lasts at most about two timeouts, well inside the job's own 60 s timeout) and honour
+    a ``Retry-After`` of up to 10 s; a longer one ends them, and the job is retried later
+    by its own backoff, which honours the hint too. The bulkhead never waits: a host
+    already busy with ``KEEL_WEBHOOKS_MAX_CONCURRENT_CALLS`` deliveries gets the next one
+    rescheduled, not queued inside a worker slot.
+    """
+    return DependencyConfig(
         name=WEBHOOKS,
         timeout_seconds=settings.webhooks_timeout_seconds,
         failure_retry_after=30,
@@ -107,17 +130,35 @@ def dependency_configs(settings: Settings) -> list[DependencyConfig]:
         ),
         retry=RetryConfig(
             max_attempts=settings.webhooks_retry_attempts,
-            max_total_seconds=max(60.0, settings.webhooks_timeout_seconds),
+            max_total_seconds=settings.webhooks_timeout_seconds,
             initial_backoff=0.5,
-            max_backoff=30.0,
-            max_retry_after=300.0,
+            max_backoff=5.0,
+            max_retry_after=10.0,
             budget_ratio=settings.retry_budget_ratio,
         ),
         bulkhead=BulkheadConfig(
             max_concurrent_calls=settings.webhooks_max_concurrent_calls, max_wait_seconds=0.0
         ),
     )
-    return [storage, redis, webhooks]
+
+
+def build_webhooks(
+    settings: Settings,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    registry: BreakerRegistry | None = None,
+    metrics: ResilienceMetrics | None = None,
+) -> DependencyPool:
+    """The per-host webhook pool; its breakers join ``registry`` (and share its store)."""
+    return DependencyPool(
+        webhook_template(settings),
+        max_members=settings.webhooks_max_hosts,
+        idle_seconds=settings.webhooks_idle_seconds,
+        clock=clock,
+        store=registry.store if registry is not None else None,
+        metrics=metrics,
+        registry=registry,
+    )
 
 
 def build_dependencies(

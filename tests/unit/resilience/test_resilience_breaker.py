@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
@@ -16,6 +19,7 @@ from keel.resilience import (
     BreakerTransition,
     CircuitBreaker,
     IllegalTransition,
+    MemoryBreakerStateStore,
     ResilienceMetrics,
     Transition,
     TransitionReason,
@@ -525,3 +529,126 @@ async def test_protect_decorates_a_coroutine_function() -> None:
 
     assert await double(21) == 42
     assert breaker.stats().calls["success"] == 1
+
+
+# --- run(awaitable): the lean form, and the fast path against the whole path -------------
+
+
+async def drive(breaker: CircuitBreaker, pattern: str, clock: ManualClock, *, lean: bool) -> None:
+    """As :func:`outcomes` (and o = wait out OPEN), through ``run(awaitable)`` when
+    ``lean``, else ``call(fn)``."""
+    for letter in pattern:
+        if letter == "o":
+            clock.advance(31.0)
+            continue
+        fn = ok if letter == "s" else boom if letter == "f" else slow(clock, 2.0)
+        try:
+            if lean:
+                await breaker.run(fn())  # type: ignore[operator]
+            else:
+                await breaker.call(fn)  # type: ignore[arg-type]
+        except (Boom, BreakerOpen):
+            pass
+
+
+async def through_every_path(pattern: str) -> list[tuple[BreakerState, dict[str, int], int]]:
+    results: list[tuple[BreakerState, dict[str, int], int]] = []
+    for lean, store in (
+        (True, None),
+        (False, None),
+        (True, MemoryBreakerStateStore()),
+        (False, MemoryBreakerStateStore()),
+    ):
+        clock = ManualClock()
+        breaker = CircuitBreaker(
+            "dep",
+            make(clock).config,
+            clock=clock,
+            store=store,
+            metrics=ResilienceMetrics(CollectorRegistry()),
+        )
+        await drive(breaker, pattern, clock, lean=lean)
+        stats = breaker.stats()
+        results.append((breaker.state, dict(stats.calls), stats.not_permitted))
+    return results
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "ssss",
+        "ffff",
+        "sfsfsfsf",
+        "wwwws",
+        "ffffossss",
+        "ffffoffs",
+        "sswwffsswwffo",
+        "ffffosfss",
+        "s" * 12 + "f" * 6,  # a full window of successes (the fast path's no-op), then failures
+        "s" * 10 + "w" * 6 + "s" * 10 + "f" * 5,
+    ],
+)
+async def test_run_call_and_the_store_path_agree_on_every_outcome(pattern: str) -> None:
+    """The fast path (no store) decides exactly as the whole path (with a store)."""
+    first, *others = await through_every_path(pattern)
+    assert all(other == first for other in others)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(alphabet="sfwo", max_size=80))
+def test_every_path_agrees_on_any_sequence_of_outcomes(pattern: str) -> None:
+    first, *others = asyncio.run(through_every_path(pattern))
+    assert all(other == first for other in others)
+
+
+async def test_a_refused_coroutine_is_closed_and_never_runs() -> None:
+    clock = ManualClock()
+    breaker = make(clock)
+    await trip(breaker, clock)
+    ran: list[str] = []
+
+    async def effect() -> str:
+        ran.append("ran")
+        return "ok"
+
+    coroutine = effect()
+    with pytest.raises(BreakerOpen):
+        await breaker.run(coroutine)
+    assert ran == []
+    assert inspect.getcoroutinestate(coroutine) == inspect.CORO_CLOSED
+
+
+def reference_trip_index(pattern: str, size: int = 10, minimum: int = 4) -> int | None:
+    """A plain model of ``make``'s count window: the call after which it opens."""
+    window: list[str] = []
+    for index, letter in enumerate(pattern):
+        window = [*window, letter][-size:]
+        if len(window) >= minimum and (
+            window.count("f") * 100 >= 50 * len(window)
+            or window.count("w") * 100 >= 50 * len(window)
+        ):
+            return index
+    return None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="sfw", max_size=80))
+def test_the_fast_path_opens_exactly_when_a_plain_window_says_so(pattern: str) -> None:
+    async def run_until_open() -> int | None:
+        clock = ManualClock()
+        breaker = make(clock)
+        for index, letter in enumerate(pattern):
+            await drive(breaker, letter, clock, lean=True)
+            if breaker.state is S.OPEN:
+                return index
+        return None
+
+    assert asyncio.run(run_until_open()) == reference_trip_index(pattern)
+
+
+async def test_a_success_after_a_full_window_of_successes_still_pushes_failures_out() -> None:
+    clock = ManualClock()
+    breaker = make(clock)
+    await drive(breaker, "s" * 10 + "f" + "s" * 10 + "ffff", clock, lean=True)
+    assert breaker.state is S.CLOSED  # 4 failures in the last 10 calls: under 50 %
+    assert breaker.snapshot().failed == 4

@@ -198,7 +198,7 @@ def test_breaker_state_is_shared_through_redis_when_configured() -> None:
     explicit = Settings(redis_url="redis://a/1", breaker_store_url="redis://b/2")
     assert breaker_store_url(explicit) == "redis://b/2"
     names = [config.name for config in dependency_configs(Settings())]
-    assert names == ["storage", "redis", "webhooks"]
+    assert names == ["storage", "redis"]  # webhooks: a pool, one per host (wiring.py)
 
 
 # --- the gate the rate limiter's fallback uses ---------------------------------------
