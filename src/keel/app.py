@@ -40,6 +40,7 @@ from keel.guard.shed import LoadSheddingMiddleware
 from keel.guard.wiring import OPERATIONS, build_limits
 from keel.jobs.runtime import InProcessWorker, inprocess_enabled
 from keel.observe.tracing import native_telemetry_off
+from keel.observe.watchdog import LoopWatchdog
 from keel.readiness import register_readiness_checks
 from keel.resilience import BreakerGate, BreakerListener
 from keel.resilience.auditing import audit_breaker_transitions
@@ -74,11 +75,14 @@ def build_services(
         timeout=settings.database_timeout_seconds,
     )
     dependencies = build_dependencies(settings, clock=clock, listeners=breaker_listeners)
+    # One loop-lag measurement for the process: /live reports it, load shedding reads it.
+    watchdog = LoopWatchdog()
     limits = build_limits(
         settings,
         database,
         RouteTable(ROUTERS, OPERATIONS),
         clock,
+        watchdog,
         redis_breaker=BreakerGate(dependencies.redis.breaker),
     )
     audit = build_auditor(settings, database, clock=clock)
@@ -103,7 +107,7 @@ def build_services(
         ),
         clock=clock,
         audit=audit,
-        observe=observe.build(settings, database, store, clock),
+        observe=observe.build(settings, database, store, clock, watchdog),
     )
 
 
