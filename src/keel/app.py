@@ -174,7 +174,11 @@ def create_app(
         authenticator=services.authenticator,
         on_failure=services.limits.guard.failed_authentication,
     )
-    app.add_middleware(LoadSheddingMiddleware, shedder=services.limits.shedder)
+    app.add_middleware(
+        LoadSheddingMiddleware,
+        shedder=services.limits.shedder,
+        routes=services.limits.guard.routes,
+    )
     # --- observability (issue 3): endpoints, then trace → metrics as the OUTERMOST
     # middleware. Starlette makes the last added the outermost, so this block stays
     # after every other add_middleware.

@@ -7,7 +7,8 @@ process's one :class:`~keel.observe.watchdog.LoopWatchdog`, which also feeds
 which it is refused — exports and bulk work first, then writes, reads last,
 probes never — so an overloaded Keel stays fast for what it still admits.
 The decision runs before authentication and before any database work, and
-answers ``503`` with ``Retry-After`` and a problem body.
+answers ``503`` with ``Retry-After`` and a problem body; the refused request is
+still labelled with its route template in the metrics, as a limit's 429 is.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from prometheus_client import Counter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from keel.api.problems import from_error
+from keel.api.routing import RouteTable
 from keel.errors import DependencyUnavailable
+from keel.observe.routes_info import ROUTE_TEMPLATE_STATE
 from keel.observe.watchdog import LoopWatchdog
 
 log = structlog.get_logger(__name__)
@@ -98,9 +101,14 @@ class LoadShedder:
 
 
 class LoadSheddingMiddleware:
-    def __init__(self, app: ASGIApp, *, shedder: LoadShedder) -> None:
+    """``routes`` names a refused request's route template for the metrics and access line."""
+
+    def __init__(
+        self, app: ASGIApp, *, shedder: LoadShedder, routes: RouteTable | None = None
+    ) -> None:
         self.app = app
         self.shedder = shedder
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -112,6 +120,7 @@ class LoadSheddingMiddleware:
         reason = shed_reason(priority, shedder.in_flight, lag, shedder.thresholds)
         if reason is not None:
             SHED.labels(priority.name.lower(), reason).inc()
+            self._note_route(scope)
             error = Overloaded("the server is overloaded; retry shortly", retry_after=2)
             await from_error(error, scope["path"])(scope, receive, send)
             return
@@ -120,3 +129,11 @@ class LoadSheddingMiddleware:
             await self.app(scope, receive, send)
         finally:
             shedder.in_flight -= 1
+
+    def _note_route(self, scope: Scope) -> None:
+        """Refused before routing: resolve the template here (only on the refusal path)."""
+        if self.routes is None:
+            return
+        matched = self.routes.match(scope["method"], scope["path"])
+        if matched is not None:
+            scope.setdefault("state", {})[ROUTE_TEMPLATE_STATE] = matched[0].split(" ", 1)[1]
