@@ -1,14 +1,14 @@
 """The outermost Keel middleware: request id, trace ids in every log line, the access line.
 
-It runs inside OpenTelemetry's ASGI middleware (which starts the server span
-from an incoming W3C ``traceparent``), so here the current span already holds
-the trace id. For the length of the request, the request id, trace id and span
-id are bound into structlog's contextvars; every log line written while
-serving the request carries them. When the response ends, one access line is
-written: method, route template, status, duration, ids, and the user and
-organisation as keyed hashes — never raw emails, tokens, IPs or bodies.
-Operational endpoints (probes, ``/metrics``) log at debug, so they stay out of
-the info-level access log.
+It runs inside the server-span middleware (:mod:`keel.observe.server_spans`,
+which starts the span from an incoming W3C ``traceparent``), so here the
+current span already holds the trace id. For the length of the request, the
+request id, trace id and span id are bound into structlog's contextvars;
+every log line written while serving the request carries them. When the
+response ends, one access line is written: method, route template, status,
+duration, ids, and the user and organisation as keyed hashes — never raw
+emails, tokens, IPs or bodies. Operational endpoints (probes, ``/metrics``)
+log at debug, so they stay out of the info-level access log.
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ from typing import Any
 
 import structlog
 from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keel.domain.principal import Principal
 from keel.observe.identity import keyed_hash
-from keel.observe.routes_info import UNMATCHED, is_operational, route_template
+from keel.observe.routes_info import is_operational, route_template
 
 REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
@@ -56,26 +55,6 @@ def current_trace_ids() -> tuple[str | None, str | None, str | None]:
     return trace_id, span_id, traceparent
 
 
-def _name_span(scope: Scope) -> None:
-    """``GET /v1/recognitions/{recognition_id}``: the server span named by its route template."""
-    span = trace.get_current_span()
-    if not span.is_recording():
-        return
-    route = route_template(scope)
-    if route != UNMATCHED:
-        span.set_attribute("http.route", route)
-        span.update_name(f"{scope['method']} {route}")
-
-
-def _record_failure(error: Exception) -> None:
-    """An unhandled exception becomes a 500 outside the span; mark the span here."""
-    span = trace.get_current_span()
-    if span.is_recording():
-        span.record_exception(error)
-        span.set_status(Status(StatusCode.ERROR, type(error).__name__))
-        span.set_attribute("http.response.status_code", 500)
-
-
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, *, identity_key: bytes) -> None:
         self.app = app
@@ -97,7 +76,6 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                _name_span(scope)  # before the body: the span ends with the last chunk
                 message["headers"] = [*message.get("headers", ()), *extra_headers]
             await send(message)
 
@@ -106,9 +84,6 @@ class RequestContextMiddleware:
         ):
             try:
                 await self.app(scope, receive, send_with_ids)
-            except Exception as error:
-                _record_failure(error)
-                raise
             finally:
                 self._log(scope, status, time.perf_counter() - started)
 

@@ -1,14 +1,14 @@
 """OpenTelemetry: one tracer provider per app, instrumentations bound to it.
 
-Incoming W3C ``traceparent``/``tracestate`` are read by the ASGI
-instrumentation — OpenTelemetry's ASGI middleware, which the FastAPI
-instrumentation wraps; Keel adds it directly so routes are matched once. An
+Incoming W3C ``traceparent``/``tracestate`` are read by Keel's server-span
+middleware (:mod:`keel.observe.server_spans`, a lean stand-in for
+OpenTelemetry's ASGI middleware built on the same SDK tracer and propagator). An
 invalid header starts a new trace, as the spec says;
 outgoing calls made with an instrumented httpx client or Redis client carry
 them on. Each app gets its own provider and instruments its own app and
 engine — never the libraries globally — so tests may build many apps in one
 process and nothing is instrumented twice. Probes and ``/metrics`` are not
-traced, and the ASGI per-message ``send``/``receive`` spans are left out.
+traced, and there are no per-message ``send``/``receive`` spans.
 
 The exporter is OTLP over HTTP when ``KEEL_OTEL_ENDPOINT`` is set, none
 otherwise (spans still exist, so trace ids still reach the logs).
@@ -24,7 +24,6 @@ from fastapi import FastAPI
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
@@ -33,14 +32,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.types import Scope
 
 from keel import __version__
-from keel.observe.routes_info import OPERATIONAL_PATHS
+from keel.observe.server_spans import ServerSpanMiddleware
 from keel.settings import Settings
-
-# Matched against scheme://host/path (no query string) by the ASGI instrumentation.
-EXCLUDED_URLS = ",".join(rf"^[a-z]+://[^/]*{path}$" for path in sorted(OPERATIONAL_PATHS))
 
 
 def build_tracer_provider(settings: Settings) -> TracerProvider:
@@ -75,60 +70,57 @@ def native_telemetry_off() -> dict[str, Any]:
     return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
 
 
-def _span_details(scope: Scope) -> tuple[str, dict[str, Any]]:
-    """The span's first name: the method; the route template is added once routing ran.
-
-    The FastAPI instrumentation finds the template by matching every route a
-    second time before the request starts; Keel's request-context middleware
-    names the span from the route the router actually matched instead.
-    """
-    return str(scope.get("method", "HTTP")), {}
-
-
 def add_server_spans(app: FastAPI, provider: TracerProvider) -> None:
-    """The OpenTelemetry ASGI middleware, as the outermost user middleware of ``app``.
+    """The server-span middleware, as the outermost user middleware of ``app``.
 
-    Call it after every other ``add_middleware``. Unhandled exceptions are
-    recorded on the span by :class:`~keel.observe.context.RequestContextMiddleware`,
-    which runs inside it.
+    Call it after every other ``add_middleware``: the span must be current for
+    everything else (ids in the access line, database spans as children).
     """
-    app.add_middleware(
-        OpenTelemetryMiddleware,
-        excluded_urls=EXCLUDED_URLS,
-        default_span_details=_span_details,
-        tracer_provider=provider,
-        meter_provider=otel_metrics.NoOpMeterProvider(),
-        exclude_spans=["send", "receive"],
-    )
+    app.add_middleware(ServerSpanMiddleware, tracer_provider=provider)
 
 
-class _FollowParentTracer:
-    """A tracer for per-statement spans that skips the work when the request is not sampled.
+class _SampledOnlyEngineTracer(EngineTracer):
+    """OpenTelemetry's SQLAlchemy instrumentation, minus its work on unsampled requests.
 
-    Under a parent-based sampler a child of an unsampled span is never
-    recorded anyway; handing back a non-recording span at once avoids building
-    and sampling one per SQL statement on the (usual) unsampled request.
-    Statements with no current span (startup, background work) start their own
-    trace through the real tracer, as before.
+    Under the parent-based sampler a statement inside an unsampled request is
+    never recorded, yet the stock listener resolves connection attributes,
+    parses the operation name and starts (a non-recording) span per statement.
+    Here such a statement returns at once. Statements with no current span
+    (startup, background work) and in sampled requests are traced as before.
+    The pool listeners are no-ops: their connection-usage counter goes to a
+    no-op meter (Keel's pool gauges come from :class:`~keel.observe.metrics.Metrics`).
     """
 
-    def __init__(self, tracer: trace.Tracer) -> None:
-        self._tracer = tracer
+    def _before_cur_exec(
+        self, conn: Any, cursor: Any, statement: Any, params: Any, context: Any, executemany: bool
+    ) -> tuple[Any, Any]:
+        current = trace.get_current_span().get_span_context()
+        if current.is_valid and not current.trace_flags.sampled:
+            return statement, params
+        traced: tuple[Any, Any] = super()._before_cur_exec(  # type: ignore[no-untyped-call]
+            conn, cursor, statement, params, context, executemany
+        )
+        return traced
 
-    def start_span(self, name: str, *args: Any, **kwargs: Any) -> trace.Span:
-        parent = trace.get_current_span()
-        context = parent.get_span_context()
-        if context.is_valid and not context.trace_flags.sampled:
-            return trace.NonRecordingSpan(context)
-        return self._tracer.start_span(name, *args, **kwargs)
+    def _pool_connect(self, *_args: Any) -> None:
+        return None
+
+    def _pool_close(self, *_args: Any) -> None:
+        return None
+
+    def _pool_checkin(self, *_args: Any) -> None:
+        return None
+
+    def _pool_checkout(self, *_args: Any) -> None:
+        return None
 
 
 def instrument_engine(engine: AsyncEngine, provider: TracerProvider) -> None:
     """Database spans as children of the request's span, for this engine only."""
-    tracer = _FollowParentTracer(trace.get_tracer("keel.db", __version__, provider))
+    tracer = trace.get_tracer("keel.db", __version__, provider)
     meter = otel_metrics.NoOpMeterProvider().get_meter("keel.db")
     usage = meter.create_up_down_counter("db.client.connections.usage")
-    EngineTracer(tracer, engine.sync_engine, usage)  # type: ignore[no-untyped-call]
+    _SampledOnlyEngineTracer(tracer, engine.sync_engine, usage)  # type: ignore[no-untyped-call]
 
 
 def instrument_httpx_client(client: httpx.AsyncClient | httpx.Client, provider: Any) -> None:
