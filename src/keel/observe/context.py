@@ -79,13 +79,16 @@ class RequestContextMiddleware:
                 message["headers"] = [*message.get("headers", ()), *extra_headers]
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(
+        # bind/reset rather than the bound_contextvars() context manager: same effect,
+        # without a generator-based context manager on every request.
+        tokens = structlog.contextvars.bind_contextvars(
             request_id=request_id, trace_id=trace_id, span_id=span_id
-        ):
-            try:
-                await self.app(scope, receive, send_with_ids)
-            finally:
-                self._log(scope, status, time.perf_counter() - started)
+        )
+        try:
+            await self.app(scope, receive, send_with_ids)
+        finally:
+            self._log(scope, status, time.perf_counter() - started)
+            structlog.contextvars.reset_contextvars(**tokens)
 
     def _log(self, scope: Scope, status: int, duration: float) -> None:
         fields: dict[str, Any] = {
