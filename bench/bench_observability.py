@@ -222,6 +222,14 @@ def main() -> None:
             f"median requests per server CPU-second: on {cpu_on:.0f}, off {cpu_off:.0f}, "
             f"ratio {cpu_on / cpu_off:.3f}"
         )
+        # Each round's on and off run back to back, so their ratio is less exposed to the
+        # machine's load drifting between rounds than the ratio of the two medians.
+        cpu_rounds = [a / b for a, b in zip(per_cpu["on"], per_cpu["off"], strict=True)]
+        print(
+            "per-round CPU ratios: "
+            + ", ".join(f"{ratio:.3f}" for ratio in cpu_rounds)
+            + f" (median {statistics.median(cpu_rounds):.3f})"
+        )
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
