@@ -95,7 +95,7 @@ def install(
     app.add_middleware(
         RequestContextMiddleware, identity_key=observability.identity_key
     )  # 1. trace
-    # 0. the server span (from traceparent) wraps all of the above.
+    # 0. OpenTelemetry's ASGI middleware wraps all of the above (span from traceparent).
     add_server_spans(app, observability.tracer_provider)
     instrument_engine(database.engine, observability.tracer_provider)
 

@@ -1,14 +1,15 @@
 """The outermost Keel middleware: request id, trace ids in every log line, the access line.
 
-It runs inside the server-span middleware (:mod:`keel.observe.server_spans`,
-which starts the span from an incoming W3C ``traceparent``), so here the
-current span already holds the trace id. For the length of the request, the
-request id, trace id and span id are bound into structlog's contextvars;
-every log line written while serving the request carries them. When the
-response ends, one access line is written: method, route template, status,
-duration, ids, and the user and organisation as keyed hashes — never raw
-emails, tokens, IPs or bodies. Operational endpoints (probes, ``/metrics``)
-log at debug, so they stay out of the info-level access log.
+It runs inside OpenTelemetry's ASGI middleware (which starts the server span
+from an incoming W3C ``traceparent``), so here the current span already holds
+the trace id. For the length of the request, the request id, trace id and span
+id are bound into structlog's contextvars; every log line written while
+serving the request carries them. When the response starts, the server span
+gets its route template as name and ``http.route``. When the response ends,
+one access line is written: method, route template, status, duration, ids, and
+the user and organisation as keyed hashes — never raw emails, tokens, IPs or
+bodies. Operational endpoints (probes, ``/metrics``) log at debug, so they
+stay out of the info-level access log.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keel.domain.principal import Principal
 from keel.observe.identity import keyed_hash
-from keel.observe.routes_info import is_operational, route_template
+from keel.observe.routes_info import UNMATCHED, is_operational, route_template
 
 REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
@@ -53,6 +54,21 @@ def current_trace_ids() -> tuple[str | None, str | None, str | None]:
     span_id = format(context.span_id, "016x")
     traceparent = f"00-{trace_id}-{span_id}-{int(context.trace_flags):02x}"
     return trace_id, span_id, traceparent
+
+
+def name_server_span(scope: Scope) -> None:
+    """``GET /v1/recognitions/{recognition_id}``: the server span named by its route template.
+
+    OpenTelemetry's ASGI middleware starts the span before routing, so it can
+    only name it by the method; the template is known once the router matched.
+    """
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    route = route_template(scope)
+    if route != UNMATCHED:
+        span.set_attribute("http.route", route)
+        span.update_name(f"{scope['method']} {route}")
 
 
 # Enough for every active user and organisation of a busy instance; cleared when full.
@@ -90,6 +106,7 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                name_server_span(scope)  # before the body: the span ends with the last chunk
                 message["headers"] = [*message.get("headers", ()), *extra_headers]
             await send(message)
 
