@@ -1,10 +1,17 @@
-"""Which exporter and sampler the settings give the tracer provider; the server span."""
+"""Which exporter and sampler the settings give the tracer provider; the server span.
+
+The server span comes from OpenTelemetry's ASGI middleware as Keel configures
+it (:func:`keel.observe.tracing.add_server_spans`); these tests drive a small
+in-process app wired the same way as ``keel.observe.install`` does.
+"""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+import re
 
+import httpx
 import pytest
+from fastapi import FastAPI, Response
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -12,10 +19,14 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import StatusCode
-from starlette.types import Message, Receive, Scope, Send
 
-from keel.observe.server_spans import ServerSpanMiddleware
-from keel.observe.tracing import build_tracer_provider
+from keel.observe.context import RequestContextMiddleware
+from keel.observe.tracing import (
+    EXCLUDED_URLS,
+    add_server_spans,
+    build_tracer_provider,
+    native_telemetry_off,
+)
 from keel.settings import Settings
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -52,115 +63,112 @@ def test_sampling_ratio_reaches_the_sampler() -> None:
         provider.shutdown()
 
 
+def test_probe_urls_are_excluded_from_traces_but_api_urls_are_not() -> None:
+    patterns = [re.compile(p) for p in EXCLUDED_URLS.split(",")]
+
+    def excluded(url: str) -> bool:
+        return any(p.search(url) for p in patterns)
+
+    for path in ("/live", "/ready", "/health", "/metrics", "/version"):
+        assert excluded(f"http://keel.test{path}")
+    assert not excluded("http://keel.test/v1/recognitions")
+    assert not excluded("http://keel.test/v1/health")
+
+
+def _app(provider: TracerProvider) -> FastAPI:
+    """Routes standing in for Keel's, behind the request context and the server span."""
+    app = FastAPI(**native_telemetry_off())
+    seen: list[trace.SpanContext] = []
+    app.state.seen = seen
+
+    @app.get("/live")
+    async def live() -> dict[str, str]:
+        seen.append(trace.get_current_span().get_span_context())
+        return {"status": "pass"}
+
+    @app.get("/v1/recognitions/{recognition_id}")
+    async def recognition(recognition_id: str) -> Response:
+        seen.append(trace.get_current_span().get_span_context())
+        return Response(status_code=503 if recognition_id == "down" else 200)
+
+    @app.get("/v1/boom")
+    async def boom() -> None:
+        raise RuntimeError("boom")
+
+    app.add_middleware(RequestContextMiddleware, identity_key=b"k" * 32)
+    add_server_spans(app, provider)
+    return app
+
+
 async def _serve(
-    path: str,
-    *,
-    traceparent: str | None = None,
-    status: int = 200,
-    fail: bool = False,
-    route: str | None = None,
-) -> tuple[list[ReadableSpan], trace.SpanContext | None]:
-    """One request through the middleware around a stub app; (finished spans, inner context)."""
+    path: str, *, traceparent: str | None = None
+) -> tuple[list[ReadableSpan], list[trace.SpanContext], httpx.Response]:
+    """One request through the app; (finished spans, span contexts the route saw, response)."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider(sampler=ParentBased(ALWAYS_ON))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    seen: list[trace.SpanContext] = []
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        seen.append(trace.get_current_span().get_span_context())
-        if route is not None:
-            scope["route"] = SimpleNamespace(path=route)
-        if fail:
-            raise RuntimeError("boom")
-        await send({"type": "http.response.start", "status": status, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
-
-    headers = [(b"host", b"keel.test"), (b"user-agent", b"probe/1")]
+    app = _app(provider)
+    headers = {"user-agent": "probe/1"}
     if traceparent is not None:
-        headers.append((b"traceparent", traceparent.encode()))
-    scope = {
-        "type": "http",
-        "method": "GET",
-        "path": path,
-        "scheme": "http",
-        "http_version": "1.1",
-        "headers": headers,
-        "server": ("keel.test", 80),
-        "client": ("10.0.0.7", 5000),
-    }
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b""}
-
-    async def send(_message: Message) -> None:
-        return None
-
-    middleware = ServerSpanMiddleware(app, tracer_provider=provider)
+        headers["traceparent"] = traceparent
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     try:
-        if fail:
-            with pytest.raises(RuntimeError):
-                await middleware(scope, receive, send)
-        else:
-            await middleware(scope, receive, send)
+        async with httpx.AsyncClient(transport=transport, base_url="http://keel.test") as client:
+            response = await client.get(path, headers=headers)
     finally:
         provider.shutdown()
-    return list(exporter.get_finished_spans()), seen[0] if seen else None
+    return list(exporter.get_finished_spans()), app.state.seen, response
 
 
-@pytest.mark.parametrize("path", ["/live", "/ready", "/health", "/metrics", "/version"])
+@pytest.mark.parametrize("path", ["/live", "/metrics", "/health"])
 async def test_probes_get_no_server_span(path: str) -> None:
-    spans, inner = await _serve(path)
+    spans, seen, _ = await _serve(path, traceparent=f"00-{TRACE_ID}-b7ad6b7169203331-01")
     assert spans == []
-    assert inner is not None
-    assert not inner.is_valid
+    assert all(not context.is_valid for context in seen)
 
 
-@pytest.mark.parametrize("path", ["/v1/recognitions", "/v1/health"])
-async def test_api_requests_get_a_current_server_span(path: str) -> None:
-    spans, inner = await _serve(path)
-    [span] = spans
-    assert span.kind is trace.SpanKind.SERVER
-    assert inner is not None
-    assert inner.span_id == span.context.span_id
-
-
-async def test_the_span_joins_the_incoming_trace_and_carries_http_attributes() -> None:
-    spans, _ = await _serve(
-        "/v1/recognitions/abc",
-        traceparent=f"00-{TRACE_ID}-b7ad6b7169203331-01",
-        route="/v1/recognitions/{recognition_id}",
+async def test_the_server_span_joins_the_incoming_trace_named_by_its_route() -> None:
+    spans, [inner], response = await _serve(
+        "/v1/recognitions/abc", traceparent=f"00-{TRACE_ID}-b7ad6b7169203331-01"
     )
-    [span] = spans
+    [span] = spans  # no per-message send/receive spans
+    assert span.kind is trace.SpanKind.SERVER
     assert format(span.context.trace_id, "032x") == TRACE_ID
     assert span.parent is not None
     assert format(span.parent.span_id, "016x") == "b7ad6b7169203331"
+    assert inner.span_id == span.context.span_id  # current while the route runs
     assert span.name == "GET /v1/recognitions/{recognition_id}"
-    attributes = dict(span.attributes or {})
-    assert attributes["http.route"] == "/v1/recognitions/{recognition_id}"
-    assert attributes["http.request.method"] == "GET"
-    assert attributes["url.path"] == "/v1/recognitions/abc"
-    assert attributes["http.response.status_code"] == 200
-    assert attributes["user_agent.original"] == "probe/1"
-    assert "10.0.0.7" not in str(attributes)  # no raw client address
+    assert dict(span.attributes or {})["http.route"] == "/v1/recognitions/{recognition_id}"
     assert span.status.status_code is StatusCode.UNSET
+    span_id = format(span.context.span_id, "016x")
+    assert response.headers["traceparent"] == f"00-{TRACE_ID}-{span_id}-01"
+
+
+async def test_an_invalid_traceparent_starts_a_new_trace() -> None:
+    [span], _, response = await _serve(
+        "/v1/recognitions/abc", traceparent=f"00-{TRACE_ID}-0000000000000000-01"
+    )
+    assert span.parent is None
+    assert format(span.context.trace_id, "032x") != TRACE_ID
+    assert response.headers["traceparent"].split("-")[1] == format(span.context.trace_id, "032x")
 
 
 async def test_an_unsampled_parent_yields_ids_but_no_recorded_span() -> None:
-    spans, inner = await _serve(
-        "/v1/recognitions", traceparent=f"00-{TRACE_ID}-b7ad6b7169203331-00"
+    spans, [inner], response = await _serve(
+        "/v1/recognitions/abc", traceparent=f"00-{TRACE_ID}-b7ad6b7169203331-00"
     )
     assert spans == []
-    assert inner is not None
     assert inner.is_valid
     assert format(inner.trace_id, "032x") == TRACE_ID
     assert not inner.trace_flags.sampled
+    assert response.headers["traceparent"].endswith("-00")
 
 
 async def test_a_5xx_and_an_unhandled_exception_mark_the_span_as_an_error() -> None:
-    [answered], _ = await _serve("/v1/recognitions", status=503)
+    [answered], _, response = await _serve("/v1/recognitions/down")
+    assert response.status_code == 503
     assert answered.status.status_code is StatusCode.ERROR
-    assert dict(answered.attributes or {})["http.response.status_code"] == 503
-    [failed], _ = await _serve("/v1/recognitions", fail=True)
+    [failed], _, response = await _serve("/v1/boom")
+    assert response.status_code == 500
     assert failed.status.status_code is StatusCode.ERROR
-    assert dict(failed.attributes or {})["http.response.status_code"] == 500
     assert [event.name for event in failed.events] == ["exception"]
