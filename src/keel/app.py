@@ -38,6 +38,7 @@ from keel.guard.shed import LoadSheddingMiddleware
 from keel.guard.wiring import OPERATIONS, build_limits
 from keel.jobs.runtime import InProcessWorker, inprocess_enabled
 from keel.observe.tracing import native_telemetry_off
+from keel.observe.watchdog import LoopWatchdog
 from keel.readiness import register_readiness_checks
 from keel.resilience import BreakerGate, BreakerListener
 from keel.resilience.auditing import audit_breaker_transitions
@@ -73,11 +74,14 @@ def build_services(
     )
     dependencies = build_dependencies(settings, clock=clock, listeners=breaker_listeners)
     routes = RouteTable(ROUTERS, OPERATIONS)  # limits and idempotency resolve templates here
+    # One loop-lag measurement for the process: /live reports it, load shedding reads it.
+    watchdog = LoopWatchdog()
     limits = build_limits(
         settings,
         database,
         routes,
         clock,
+        watchdog,
         redis_breaker=BreakerGate(dependencies.redis.breaker),
     )
     audit = build_auditor(settings, database, clock=clock)
@@ -104,7 +108,7 @@ def build_services(
         ),
         clock=clock,
         audit=audit,
-        observe=observe.build(settings, database, store, clock),
+        observe=observe.build(settings, database, store, clock, watchdog),
     )
 
 
@@ -173,7 +177,11 @@ def create_app(
         authenticator=services.authenticator,
         on_failure=services.limits.guard.failed_authentication,
     )
-    app.add_middleware(LoadSheddingMiddleware, shedder=services.limits.shedder)
+    app.add_middleware(
+        LoadSheddingMiddleware,
+        shedder=services.limits.shedder,
+        routes=services.limits.guard.routes,
+    )
     # --- observability (issue 3): endpoints, then trace → metrics as the OUTERMOST
     # middleware. Starlette makes the last added the outermost, so this block stays
     # after every other add_middleware.

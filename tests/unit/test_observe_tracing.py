@@ -1,14 +1,35 @@
-"""Which exporter and sampler the settings give the tracer provider."""
+"""Which exporter and sampler the settings give the tracer provider; the server span.
+
+The server span comes from OpenTelemetry's ASGI middleware as Keel configures
+it (:func:`keel.observe.tracing.add_server_spans`); these tests drive a small
+in-process app wired the same way as ``keel.observe.install`` does.
+"""
 
 from __future__ import annotations
 
 import re
 
+import httpx
+import pytest
+from fastapi import FastAPI, Response
+from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+from opentelemetry.trace import StatusCode
 
-from keel.observe.tracing import EXCLUDED_URLS, build_tracer_provider
+from keel.observe.context import RequestContextMiddleware
+from keel.observe.tracing import (
+    EXCLUDED_URLS,
+    add_server_spans,
+    build_tracer_provider,
+    native_telemetry_off,
+)
 from keel.settings import Settings
+
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 
 
 def _exporters(settings: Settings) -> list[object]:
@@ -52,3 +73,102 @@ def test_probe_urls_are_excluded_from_traces_but_api_urls_are_not() -> None:
         assert excluded(f"http://keel.test{path}")
     assert not excluded("http://keel.test/v1/recognitions")
     assert not excluded("http://keel.test/v1/health")
+
+
+def _app(provider: TracerProvider) -> FastAPI:
+    """Routes standing in for Keel's, behind the request context and the server span."""
+    app = FastAPI(**native_telemetry_off())
+    seen: list[trace.SpanContext] = []
+    app.state.seen = seen
+
+    @app.get("/live")
+    async def live() -> dict[str, str]:
+        seen.append(trace.get_current_span().get_span_context())
+        return {"status": "pass"}
+
+    @app.get("/v1/recognitions/{recognition_id}")
+    async def recognition(recognition_id: str) -> Response:
+        seen.append(trace.get_current_span().get_span_context())
+        return Response(status_code=503 if recognition_id == "down" else 200)
+
+    @app.get("/v1/boom")
+    async def boom() -> None:
+        raise RuntimeError("boom")
+
+    app.add_middleware(RequestContextMiddleware, identity_key=b"k" * 32)
+    add_server_spans(app, provider)
+    return app
+
+
+async def _serve(
+    path: str, *, traceparent: str | None = None
+) -> tuple[list[ReadableSpan], list[trace.SpanContext], httpx.Response]:
+    """One request through the app; (finished spans, span contexts the route saw, response)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_ON))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = _app(provider)
+    headers = {"user-agent": "probe/1"}
+    if traceparent is not None:
+        headers["traceparent"] = traceparent
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://keel.test") as client:
+            response = await client.get(path, headers=headers)
+    finally:
+        provider.shutdown()
+    return list(exporter.get_finished_spans()), app.state.seen, response
+
+
+@pytest.mark.parametrize("path", ["/live", "/metrics", "/health"])
+async def test_probes_get_no_server_span(path: str) -> None:
+    spans, seen, _ = await _serve(path, traceparent=f"00-{TRACE_ID}-b7ad6b7169203331-01")
+    assert spans == []
+    assert all(not context.is_valid for context in seen)
+
+
+async def test_the_server_span_joins_the_incoming_trace_named_by_its_route() -> None:
+    spans, [inner], response = await _serve(
+        "/v1/recognitions/abc", traceparent=f"00-{TRACE_ID}-b7ad6b7169203331-01"
+    )
+    [span] = spans  # no per-message send/receive spans
+    assert span.kind is trace.SpanKind.SERVER
+    assert format(span.context.trace_id, "032x") == TRACE_ID
+    assert span.parent is not None
+    assert format(span.parent.span_id, "016x") == "b7ad6b7169203331"
+    assert inner.span_id == span.context.span_id  # current while the route runs
+    assert span.name == "GET /v1/recognitions/{recognition_id}"
+    assert dict(span.attributes or {})["http.route"] == "/v1/recognitions/{recognition_id}"
+    assert span.status.status_code is StatusCode.UNSET
+    span_id = format(span.context.span_id, "016x")
+    assert response.headers["traceparent"] == f"00-{TRACE_ID}-{span_id}-01"
+
+
+async def test_an_invalid_traceparent_starts_a_new_trace() -> None:
+    [span], _, response = await _serve(
+        "/v1/recognitions/abc", traceparent=f"00-{TRACE_ID}-0000000000000000-01"
+    )
+    assert span.parent is None
+    assert format(span.context.trace_id, "032x") != TRACE_ID
+    assert response.headers["traceparent"].split("-")[1] == format(span.context.trace_id, "032x")
+
+
+async def test_an_unsampled_parent_yields_ids_but_no_recorded_span() -> None:
+    spans, [inner], response = await _serve(
+        "/v1/recognitions/abc", traceparent=f"00-{TRACE_ID}-b7ad6b7169203331-00"
+    )
+    assert spans == []
+    assert inner.is_valid
+    assert format(inner.trace_id, "032x") == TRACE_ID
+    assert not inner.trace_flags.sampled
+    assert response.headers["traceparent"].endswith("-00")
+
+
+async def test_a_5xx_and_an_unhandled_exception_mark_the_span_as_an_error() -> None:
+    [answered], _, response = await _serve("/v1/recognitions/down")
+    assert response.status_code == 503
+    assert answered.status.status_code is StatusCode.ERROR
+    [failed], _, response = await _serve("/v1/boom")
+    assert response.status_code == 500
+    assert failed.status.status_code is StatusCode.ERROR
+    assert [event.name for event in failed.events] == ["exception"]

@@ -1,35 +1,36 @@
 """Load shedding: refuse work early, by priority, while the process is overloaded.
 
 Pressure is read from two O(1) signals: requests in flight in this process (a
-counter this middleware keeps) and event-loop lag (measured by
-:class:`LoopLagMonitor`). Each priority class has a share of the thresholds at
+counter this middleware keeps) and event-loop lag (the smoothed reading of the
+process's one :class:`~keel.observe.watchdog.LoopWatchdog`, which also feeds
+``/live``). Each priority class has a share of the thresholds at
 which it is refused — exports and bulk work first, then writes, reads last,
 probes never — so an overloaded Keel stays fast for what it still admits.
 The decision runs before authentication and before any database work, and
-answers ``503`` with ``Retry-After`` and a problem body.
+answers ``503`` with ``Retry-After`` and a problem body; the refused request is
+still labelled with its route template in the metrics, as a limit's 429 is.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from dataclasses import dataclass
 from enum import IntEnum
 
 import structlog
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from keel.api.problems import from_error
-from keel.clock import SYSTEM_CLOCK, Clock
+from keel.api.routing import RouteTable
 from keel.errors import DependencyUnavailable
+from keel.observe.routes_info import ROUTE_TEMPLATE_STATE
+from keel.observe.watchdog import LoopWatchdog
 
 log = structlog.get_logger(__name__)
 
 SHED = Counter(
     "keel_shed_requests_total", "Requests refused by load shedding.", ["priority", "reason"]
 )
-LOOP_LAG = Gauge("keel_event_loop_lag_seconds", "Event-loop lag, smoothed.")
 
 PROBE_PATHS = frozenset({"/live", "/ready", "/health", "/metrics", "/version"})
 BULK_PREFIXES = ("/v1/exports",)
@@ -83,59 +84,31 @@ def shed_reason(
     return None
 
 
-class LoopLagMonitor:
-    """Measures how late the event loop wakes a sleeper; smoothed so one hiccup is not overload."""
-
-    def __init__(
-        self, interval: float = 0.05, *, clock: Clock = SYSTEM_CLOCK, smoothing: float = 0.3
-    ):
-        self.interval = interval
-        self.lag = 0.0
-        self._clock = clock
-        self._alpha = smoothing
-        self._task: asyncio.Task[None] | None = None
-
-    def observe(self, overshoot: float) -> None:
-        self.lag = (1 - self._alpha) * self.lag + self._alpha * max(0.0, overshoot)
-        LOOP_LAG.set(self.lag)
-
-    async def _run(self) -> None:
-        while True:
-            started = self._clock.monotonic()
-            await asyncio.sleep(self.interval)
-            self.observe(self._clock.monotonic() - started - self.interval)
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="loop-lag")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-
 class LoadShedder:
     """Holds the in-flight count and the thresholds; shared by the middleware and /ready."""
 
-    def __init__(self, thresholds: ShedThresholds, lag: LoopLagMonitor) -> None:
+    def __init__(self, thresholds: ShedThresholds, watchdog: LoopWatchdog) -> None:
         self.thresholds = thresholds
-        self.lag = lag
+        self.watchdog = watchdog
         self.in_flight = 0
 
     @property
     def pressure(self) -> float:
         """0 when idle, 1 at the read threshold: how close to shedding everything."""
         t = self.thresholds
-        return max(self.in_flight / t.max_in_flight, self.lag.lag / t.max_loop_lag_seconds)
+        lag = self.watchdog.smoothed_lag_seconds
+        return max(self.in_flight / t.max_in_flight, lag / t.max_loop_lag_seconds)
 
 
 class LoadSheddingMiddleware:
-    def __init__(self, app: ASGIApp, *, shedder: LoadShedder) -> None:
+    """``routes`` names a refused request's route template for the metrics and access line."""
+
+    def __init__(
+        self, app: ASGIApp, *, shedder: LoadShedder, routes: RouteTable | None = None
+    ) -> None:
         self.app = app
         self.shedder = shedder
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -143,9 +116,11 @@ class LoadSheddingMiddleware:
             return
         shedder = self.shedder
         priority = classify(scope["method"], scope["path"])
-        reason = shed_reason(priority, shedder.in_flight, shedder.lag.lag, shedder.thresholds)
+        lag = shedder.watchdog.smoothed_lag_seconds
+        reason = shed_reason(priority, shedder.in_flight, lag, shedder.thresholds)
         if reason is not None:
             SHED.labels(priority.name.lower(), reason).inc()
+            self._note_route(scope)
             error = Overloaded("the server is overloaded; retry shortly", retry_after=2)
             await from_error(error, scope["path"])(scope, receive, send)
             return
@@ -154,3 +129,11 @@ class LoadSheddingMiddleware:
             await self.app(scope, receive, send)
         finally:
             shedder.in_flight -= 1
+
+    def _note_route(self, scope: Scope) -> None:
+        """Refused before routing: resolve the template here (only on the refusal path)."""
+        if self.routes is None:
+            return
+        matched = self.routes.match(scope["method"], scope["path"])
+        if matched is not None:
+            scope.setdefault("state", {})[ROUTE_TEMPLATE_STATE] = matched[0].split(" ", 1)[1]

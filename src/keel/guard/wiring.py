@@ -22,9 +22,10 @@ from keel.guard.ratelimit import (
     default_policy,
     load_policy,
 )
-from keel.guard.shed import LoadShedder, LoopLagMonitor, ShedThresholds
+from keel.guard.shed import LoadShedder, ShedThresholds
 from keel.guard.storage_quota import StorageQuota
 from keel.observe.identity import identity_key
+from keel.observe.watchdog import LoopWatchdog
 from keel.settings import Settings
 
 # Operation names the policy file may target besides route templates.
@@ -50,12 +51,10 @@ class LimitsParts:
     async def start(self) -> None:
         await self.guard.overrides.start()
         self.guard.breaches.start()
-        self.shedder.lag.start()
         self.watch.start()
 
     async def stop(self) -> None:
         await self.watch.stop()
-        await self.shedder.lag.stop()
         await self.guard.breaches.stop()
         await self.guard.overrides.stop()
         await self.guard.limiter.backend.aclose()
@@ -86,16 +85,18 @@ def build_limits(
     database: Database,
     routes: RouteTable,
     clock: Clock,
+    watchdog: LoopWatchdog,
     *,
     redis_breaker: Breaker | None = None,
 ) -> LimitsParts:
+    """``watchdog``: the process's one loop-lag measurement (started by ``observe.running``)."""
     policy = (
         load_policy(settings.ratelimit_policy) if settings.ratelimit_policy else default_policy()
     )
     overrides = OverrideCache(database, policy)
     shedder = LoadShedder(
         ShedThresholds(settings.shed_max_in_flight, settings.shed_max_loop_lag_seconds),
-        LoopLagMonitor(),  # physical loop lag: always the real clock, never a test clock
+        watchdog,
     )
     noisy = NoisyNeighbourDetector()
     guard = LimitGuard(

@@ -45,7 +45,14 @@ class Observability:
     identity_key: bytes
 
 
-def build(settings: Settings, database: Database, store: BlobStore, clock: Clock) -> Observability:
+def build(
+    settings: Settings,
+    database: Database,
+    store: BlobStore,
+    clock: Clock,
+    watchdog: LoopWatchdog,
+) -> Observability:
+    """``watchdog`` is shared with load shedding: one loop-lag measurement per process."""
     health = HealthRegistry(
         clock=clock,
         cache_seconds=settings.health_cache_seconds,
@@ -59,7 +66,7 @@ def build(settings: Settings, database: Database, store: BlobStore, clock: Clock
     return Observability(
         health=health,
         lifecycle=Lifecycle(clock),
-        watchdog=LoopWatchdog(),
+        watchdog=watchdog,
         metrics=Metrics(
             slo_threshold=settings.slo_latency_seconds,
             version=__version__,

@@ -1,14 +1,13 @@
 """OpenTelemetry: one tracer provider per app, instrumentations bound to it.
 
-Incoming W3C ``traceparent``/``tracestate`` are read by the ASGI
-instrumentation — OpenTelemetry's ASGI middleware, which the FastAPI
-instrumentation wraps; Keel adds it directly so routes are matched once. An
-invalid header starts a new trace, as the spec says;
-outgoing calls made with an instrumented httpx client or Redis client carry
-them on. Each app gets its own provider and instruments its own app and
-engine — never the libraries globally — so tests may build many apps in one
-process and nothing is instrumented twice. Probes and ``/metrics`` are not
-traced, and the ASGI per-message ``send``/``receive`` spans are left out.
+Incoming W3C ``traceparent``/``tracestate`` are read by OpenTelemetry's ASGI
+instrumentation (the middleware the FastAPI instrumentation wraps; Keel adds it
+directly, see :func:`add_server_spans`). An invalid header starts a new trace,
+as the spec says; outgoing calls made with an instrumented httpx client or
+Redis client carry them on. Each app gets its own provider and instruments its
+own app and engine — never the libraries globally — so tests may build many
+apps in one process and nothing is instrumented twice. Probes and ``/metrics``
+are not traced, and the per-message ``send``/``receive`` spans are left out.
 
 The exporter is OTLP over HTTP when ``KEEL_OTEL_ENDPOINT`` is set, none
 otherwise (spans still exist, so trace ids still reach the logs).
@@ -78,57 +77,85 @@ def native_telemetry_off() -> dict[str, Any]:
 def _span_details(scope: Scope) -> tuple[str, dict[str, Any]]:
     """The span's first name: the method; the route template is added once routing ran.
 
-    The FastAPI instrumentation finds the template by matching every route a
-    second time before the request starts; Keel's request-context middleware
-    names the span from the route the router actually matched instead.
+    The FastAPI instrumentation's default finds the template by matching every
+    route a second time before the request starts; Keel's request-context
+    middleware names the span from the route the router actually matched
+    instead (:func:`keel.observe.context.name_server_span`).
     """
     return str(scope.get("method", "HTTP")), {}
 
 
+def server_span_options(provider: TracerProvider) -> dict[str, Any]:
+    """How Keel configures OpenTelemetry's ASGI middleware (also used by its tests).
+
+    No per-message ``send``/``receive`` spans; probes and ``/metrics`` excluded
+    by URL; and a no-op meter provider, because Keel's HTTP metrics come from
+    :class:`~keel.observe.metrics.MetricsMiddleware` — the instrumentation's own
+    histograms would be a second, unread copy recorded on every request.
+    """
+    return {
+        "excluded_urls": EXCLUDED_URLS,
+        "default_span_details": _span_details,
+        "tracer_provider": provider,
+        "meter_provider": otel_metrics.NoOpMeterProvider(),
+        "exclude_spans": ["receive", "send"],
+    }
+
+
 def add_server_spans(app: FastAPI, provider: TracerProvider) -> None:
-    """The OpenTelemetry ASGI middleware, as the outermost user middleware of ``app``.
+    """OpenTelemetry's ASGI middleware, as the outermost user middleware of ``app``.
 
-    Call it after every other ``add_middleware``. Unhandled exceptions are
-    recorded on the span by :class:`~keel.observe.context.RequestContextMiddleware`,
-    which runs inside it.
+    Call it after every other ``add_middleware``: the span must be current for
+    everything else (ids in the access line, database spans as children). The
+    middleware, not ``FastAPIInstrumentor.instrument_app``: the latter also
+    patches ``BackgroundTask`` for every app in the process and matches every
+    route once more per request to name the span.
     """
-    app.add_middleware(
-        OpenTelemetryMiddleware,
-        excluded_urls=EXCLUDED_URLS,
-        default_span_details=_span_details,
-        tracer_provider=provider,
-        meter_provider=otel_metrics.NoOpMeterProvider(),
-        exclude_spans=["send", "receive"],
-    )
+    app.add_middleware(OpenTelemetryMiddleware, **server_span_options(provider))
 
 
-class _FollowParentTracer:
-    """A tracer for per-statement spans that skips the work when the request is not sampled.
+class _SampledOnlyEngineTracer(EngineTracer):
+    """OpenTelemetry's SQLAlchemy instrumentation, minus its work on unsampled requests.
 
-    Under a parent-based sampler a child of an unsampled span is never
-    recorded anyway; handing back a non-recording span at once avoids building
-    and sampling one per SQL statement on the (usual) unsampled request.
-    Statements with no current span (startup, background work) start their own
-    trace through the real tracer, as before.
+    Under the parent-based sampler a statement inside an unsampled request is
+    never recorded, yet the stock listener resolves connection attributes,
+    parses the operation name and starts (a non-recording) span per statement.
+    Here such a statement returns at once. Statements with no current span
+    (startup, background work) and in sampled requests are traced as before.
+    The pool listeners are no-ops: their connection-usage counter goes to a
+    no-op meter (Keel's pool gauges come from :class:`~keel.observe.metrics.Metrics`).
     """
 
-    def __init__(self, tracer: trace.Tracer) -> None:
-        self._tracer = tracer
+    def _before_cur_exec(
+        self, conn: Any, cursor: Any, statement: Any, params: Any, context: Any, executemany: bool
+    ) -> tuple[Any, Any]:
+        current = trace.get_current_span().get_span_context()
+        if current.is_valid and not current.trace_flags.sampled:
+            return statement, params
+        traced: tuple[Any, Any] = super()._before_cur_exec(  # type: ignore[no-untyped-call]
+            conn, cursor, statement, params, context, executemany
+        )
+        return traced
 
-    def start_span(self, name: str, *args: Any, **kwargs: Any) -> trace.Span:
-        parent = trace.get_current_span()
-        context = parent.get_span_context()
-        if context.is_valid and not context.trace_flags.sampled:
-            return trace.NonRecordingSpan(context)
-        return self._tracer.start_span(name, *args, **kwargs)
+    def _pool_connect(self, *_args: Any) -> None:
+        return None
+
+    def _pool_close(self, *_args: Any) -> None:
+        return None
+
+    def _pool_checkin(self, *_args: Any) -> None:
+        return None
+
+    def _pool_checkout(self, *_args: Any) -> None:
+        return None
 
 
 def instrument_engine(engine: AsyncEngine, provider: TracerProvider) -> None:
     """Database spans as children of the request's span, for this engine only."""
-    tracer = _FollowParentTracer(trace.get_tracer("keel.db", __version__, provider))
+    tracer = trace.get_tracer("keel.db", __version__, provider)
     meter = otel_metrics.NoOpMeterProvider().get_meter("keel.db")
     usage = meter.create_up_down_counter("db.client.connections.usage")
-    EngineTracer(tracer, engine.sync_engine, usage)  # type: ignore[no-untyped-call]
+    _SampledOnlyEngineTracer(tracer, engine.sync_engine, usage)  # type: ignore[no-untyped-call]
 
 
 def instrument_httpx_client(client: httpx.AsyncClient | httpx.Client, provider: Any) -> None:

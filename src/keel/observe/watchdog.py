@@ -1,9 +1,12 @@
-"""Event-loop lag, measured from inside the loop.
+"""Event-loop lag, measured from inside the loop — once per process.
 
 A task sleeps a fixed interval and notes how late it woke up. A loop blocked by
-synchronous work wakes it late; ``/live`` reports the lag, so "the process is
-alive" means "its event loop still answers in time", without touching any
-dependency.
+synchronous work wakes it late. Two readers share this one measurement:
+``/live`` reports the latest reading, so "the process is alive" means "its
+event loop still answers in time" without touching any dependency; load
+shedding (:mod:`keel.guard.shed`) reads the smoothed value, so one hiccup is
+not taken for overload. One sleeper instead of one per reader: fewer wake-ups,
+and the probe and the shedder can never disagree about what the loop is doing.
 """
 
 from __future__ import annotations
@@ -12,12 +15,28 @@ import asyncio
 import contextlib
 import time
 
+from prometheus_client import Gauge
+
+LOOP_LAG = Gauge("keel_event_loop_lag_seconds", "Event-loop lag, smoothed.")
+
 
 class LoopWatchdog:
-    def __init__(self, interval: float = 0.5) -> None:
+    """``interval``: how often the sleeper wakes; short, so shedding reacts within ~50 ms."""
+
+    def __init__(self, interval: float = 0.05, *, smoothing: float = 0.3) -> None:
         self.interval = interval
         self.lag_seconds = 0.0
+        self.smoothed_lag_seconds = 0.0
+        self._alpha = smoothing
         self._task: asyncio.Task[None] | None = None
+
+    def observe(self, overshoot: float) -> None:
+        """One reading: how late the sleeper woke (an early wake-up counts as no lag)."""
+        lag = max(0.0, overshoot)
+        self.lag_seconds = lag
+        smoothed = (1 - self._alpha) * self.smoothed_lag_seconds + self._alpha * lag
+        self.smoothed_lag_seconds = smoothed
+        LOOP_LAG.set(smoothed)
 
     def start(self) -> None:
         if self._task is None:
@@ -35,7 +54,8 @@ class LoopWatchdog:
         return self._task is not None and not self._task.done()
 
     async def _run(self) -> None:
+        # Physical lag: always the real monotonic clock, never a test's manual clock.
         while True:
             before = time.perf_counter()
             await asyncio.sleep(self.interval)
-            self.lag_seconds = max(0.0, time.perf_counter() - before - self.interval)
+            self.observe(time.perf_counter() - before - self.interval)

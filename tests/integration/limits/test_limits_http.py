@@ -252,3 +252,23 @@ async def test_a_refusal_by_a_limit_is_labelled_with_its_route_template(
     assert last.status_code == 429
     body = (await client.get("/metrics")).text
     assert ('http_response_status_code="429",http_route="/v1/recognitions",slo="true"') in body
+
+
+async def test_a_request_shed_under_load_is_labelled_with_its_route_template(
+    limited_app: FastAPI, limited: tuple[httpx.AsyncClient, World]
+) -> None:
+    client, world = limited
+    shedder = limited_app.state.services.limits.shedder
+    shedder.in_flight = shedder.thresholds.max_in_flight  # as if the process were full
+    try:
+        refused = await client.get("/v1/recognitions/some-id", headers=world.alice.headers)
+        assert refused.status_code == 503
+        assert refused.headers["content-type"] == PROBLEM
+        body = (await client.get("/metrics")).text  # probes are never shed
+    finally:
+        shedder.in_flight = 0
+    assert (
+        'http_response_status_code="503",http_route="/v1/recognitions/{recognition_id}",'
+        'slo="true"'
+    ) in body
+    assert 'http_response_status_code="503",http_route="unmatched"' not in body

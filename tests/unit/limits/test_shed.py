@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 
 from keel.guard.shed import (
-    LoopLagMonitor,
+    LoadShedder,
     Priority,
     ShedThresholds,
     classify,
     shed_reason,
 )
+from keel.observe.watchdog import LoopWatchdog
 
 T = ShedThresholds(max_in_flight=100, max_loop_lag_seconds=0.2)
 
@@ -56,12 +57,23 @@ def test_bulk_goes_first_then_writes_then_reads_and_probes_never(
 
 
 def test_lag_is_smoothed_so_one_hiccup_does_not_shed() -> None:
-    monitor = LoopLagMonitor()
-    monitor.observe(1.0)
-    assert monitor.lag < 0.5
+    watchdog = LoopWatchdog()
+    watchdog.observe(1.0)
+    assert watchdog.smoothed_lag_seconds < 0.5
+    assert watchdog.lag_seconds == 1.0  # /live still sees the raw reading
     for _ in range(30):
-        monitor.observe(1.0)
-    assert monitor.lag > 0.9
+        watchdog.observe(1.0)
+    assert watchdog.smoothed_lag_seconds > 0.9
     for _ in range(30):
-        monitor.observe(-0.01)  # an early wake-up counts as no lag, never negative
-    assert 0 <= monitor.lag < 0.01
+        watchdog.observe(-0.01)  # an early wake-up counts as no lag, never negative
+    assert 0 <= watchdog.smoothed_lag_seconds < 0.01
+    assert watchdog.lag_seconds == 0.0
+
+
+def test_the_shedder_reads_the_one_watchdog_that_feeds_live() -> None:
+    watchdog = LoopWatchdog()
+    shedder = LoadShedder(T, watchdog)
+    assert shedder.pressure == 0.0
+    for _ in range(30):
+        watchdog.observe(0.2)
+    assert shedder.pressure > 0.95  # at the read threshold: the lag /live reports sheds reads
