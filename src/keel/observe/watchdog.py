@@ -12,10 +12,11 @@ and the probe and the shedder can never disagree about what the loop is doing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 from prometheus_client import Gauge
+
+from keel.background import BackgroundTask
 
 LOOP_LAG = Gauge("keel_event_loop_lag_seconds", "Event-loop lag, smoothed.")
 
@@ -28,7 +29,7 @@ class LoopWatchdog:
         self.lag_seconds = 0.0
         self.smoothed_lag_seconds = 0.0
         self._alpha = smoothing
-        self._task: asyncio.Task[None] | None = None
+        self._sleeper = BackgroundTask("loop-watchdog", self._run)
 
     def observe(self, overshoot: float) -> None:
         """One reading: how late the sleeper woke (an early wake-up counts as no lag)."""
@@ -39,19 +40,14 @@ class LoopWatchdog:
         LOOP_LAG.set(smoothed)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="loop-watchdog")
+        self._sleeper.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._sleeper.stop()
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._sleeper.running
 
     async def _run(self) -> None:
         # Physical lag: always the real monotonic clock, never a test's manual clock.
