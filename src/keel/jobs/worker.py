@@ -140,16 +140,18 @@ class Worker:
         try:
             async with self._store.write() as connection:
                 if self._store.dialect == "postgresql":
-                    statement = queries.claim_postgresql(
+                    parameters = queries.claim_postgresql_parameters(
                         queue, limit, self.id, now, lease_until, succeeded
                     )
+                    result = await connection.exec_driver_sql(queries.CLAIM_POSTGRESQL, parameters)
                 else:
                     if succeeded:
                         await connection.execute(
                             queries.mark_succeeded_many(succeeded, self.id, now)
                         )
                     statement = queries.claim_sqlite(queue, limit, self.id, now, lease_until)
-                rows = (await connection.execute(statement)).mappings().all()
+                    result = await connection.execute(statement)
+                rows = result.mappings().all()
         except BaseException:
             self._succeeded[:0] = succeeded  # not recorded: keep them for the next write
             raise
@@ -206,7 +208,7 @@ class Worker:
         elapsed = clock.monotonic() - started
         metrics.JOB_DURATION.labels(job.job_type, "succeeded").observe(elapsed)
         if self._defer_success:
-            # Recorded by the queue loop's next claim (see claim_postgresql), at once.
+            # Recorded by the queue loop's next claim (see CLAIM_POSTGRESQL), at once.
             self._succeeded.append((job.id, job.attempt))
             return JobState.SUCCEEDED
         recorded = await self._record(
