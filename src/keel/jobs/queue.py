@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.db.tables_jobs import Job
 from keel.errors import InvalidInput, NotFound
-from keel.ids import is_valid_id, new_id
+from keel.ids import is_valid_id, new_ids
 from keel.jobs import queries
 from keel.jobs.registry import DEFAULT_QUEUE, JobType
 from keel.jobs.retry import RetryPolicy
@@ -67,7 +67,7 @@ class _Row:
     unique_key: str | None
 
 
-def _row(job: NewJob, now: datetime) -> _Row:
+def _row(job: NewJob, job_id: str, now: datetime) -> _Row:
     if isinstance(job.job_type, JobType):
         name, queue, policy = job.job_type.name, job.job_type.queue, job.job_type.retry
     else:
@@ -82,7 +82,7 @@ def _row(job: NewJob, now: datetime) -> _Row:
         raise InvalidInput("run_at must be timezone-aware")
     state = JobState.SCHEDULED if run_at > now else JobState.READY
     return _Row(
-        new_id(),
+        job_id,
         job.queue or queue,
         name,
         dict(job.payload),
@@ -102,7 +102,7 @@ async def _insert_postgresql(
         [row.id for row in rows],
         [row.queue for row in rows],
         [row.job_type for row in rows],
-        [json.dumps(row.payload) for row in rows],
+        [json.dumps(row.payload) if row.payload else "{}" for row in rows],
         [row.state for row in rows],
         [row.priority for row in rows],
         [row.max_attempts for row in rows],
@@ -156,7 +156,7 @@ async def enqueue_many(
         return []
     now = clock.now()
     trace_context = current_trace_context()
-    rows = [_row(job, now) for job in jobs]
+    rows = [_row(job, job_id, now) for job, job_id in zip(jobs, new_ids(len(jobs)), strict=True)]
     # The session's own connection, so the jobs join the caller's transaction;
     # no ORM unit of work, no per-call compilation on PostgreSQL.
     connection = await session.connection()
