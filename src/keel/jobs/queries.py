@@ -278,6 +278,9 @@ def release(job_ids: Sequence[str], worker: str) -> Update:
     )
 
 
+LEASE_EXPIRED = "lease expired: the worker stopped heartbeating"
+
+
 def reclaim_expired(now: datetime) -> Update:
     """``reclaim_expired``: a running job whose lease ran out lost its worker.
 
@@ -296,9 +299,17 @@ def reclaim_expired(now: datetime) -> Update:
             run_at=now,
             lease_owner=None,
             lease_expires_at=None,
-            last_error="lease expired: the worker stopped heartbeating",
+            last_error=LEASE_EXPIRED,
         )
-        .returning(jobs.c.id, jobs.c.job_type, jobs.c.state, jobs.c.queue)
+        .returning(
+            jobs.c.id,
+            jobs.c.job_type,
+            jobs.c.state,
+            jobs.c.queue,
+            jobs.c.attempt,
+            jobs.c.max_attempts,
+            jobs.c.payload,
+        )
     )
 
 

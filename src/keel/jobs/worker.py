@@ -26,6 +26,7 @@ from typing import Any
 import structlog
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.audit import AuditEvent, Auditor, EventCode, build_auditor
 from keel.errors import DatabaseUnavailable
@@ -33,7 +34,14 @@ from keel.jobs import metrics, queries, schedule
 from keel.jobs.errors import PermanentJobError
 from keel.jobs.listener import Listener
 from keel.jobs.queue import stats
-from keel.jobs.registry import JobContext, JobResources, Registry, UnknownJobType
+from keel.jobs.registry import (
+    DeadHook,
+    DeadLetter,
+    JobContext,
+    JobResources,
+    Registry,
+    UnknownJobType,
+)
 from keel.jobs.retry import Outcome, RetryPolicy, after_failure
 from keel.jobs.states import JobState
 from keel.jobs.store import JobStore
@@ -168,15 +176,8 @@ class Worker:
             for row in sorted(rows, key=lambda r: (-r["priority"], r["run_at"], r["id"]))
         ]
 
-    async def execute(self, job: ClaimedJob) -> JobState | None:
-        """Run one claimed attempt and record its outcome; ``None`` if the lease was lost."""
-        clock = self.resources.clock
-        try:
-            job_type = self.registry.get(job.job_type)
-            policy, timeout, handler = job_type.retry, job_type.timeout_seconds, job_type.handler
-        except UnknownJobType as error:
-            return await self._failed(job, RetryPolicy(), error, 0.0)
-        context = JobContext(
+    def _context(self, job: ClaimedJob) -> JobContext:
+        return JobContext(
             job_id=job.id,
             job_type=job.job_type,
             queue=job.queue,
@@ -185,6 +186,19 @@ class Worker:
             payload=job.payload,
             resources=self.resources,
         )
+
+    def _on_dead(self, job_type: str) -> DeadHook | None:
+        return self.registry.get(job_type).on_dead if job_type in self.registry else None
+
+    async def execute(self, job: ClaimedJob) -> JobState | None:
+        """Run one claimed attempt and record its outcome; ``None`` if the lease was lost."""
+        clock = self.resources.clock
+        try:
+            job_type = self.registry.get(job.job_type)
+            policy, timeout, handler = job_type.retry, job_type.timeout_seconds, job_type.handler
+        except UnknownJobType as error:
+            return await self._failed(job, RetryPolicy(), error, 0.0)
+        context = self._context(job)
         started = clock.monotonic()
         with tracer.start_as_current_span(
             f"job {job.job_type}",
@@ -229,17 +243,21 @@ class Worker:
             outcome = after_failure(
                 policy, attempt=job.attempt, max_attempts=job.max_attempts, now=now
             )
-        recorded = await self._record(
-            queries.mark_failed(
-                job.id,
-                self.id,
-                job.attempt,
-                state=outcome.state,
-                run_at=outcome.run_at,
-                error=_error_text(error),
-                now=now,
-            )
+        statement = queries.mark_failed(
+            job.id,
+            self.id,
+            job.attempt,
+            state=outcome.state,
+            run_at=outcome.run_at,
+            error=_error_text(error),
+            now=now,
         )
+        hook = self._on_dead(job.job_type) if outcome.state is JobState.DEAD else None
+        if hook is None:
+            recorded = await self._record(statement)
+        else:
+            letter = DeadLetter(self._context(job), type(error).__name__, _error_text(error))
+            recorded = await self._dead_letter(statement, hook, letter)
         metrics.JOB_DURATION.labels(job.job_type, outcome.state.value).observe(elapsed)
         if not recorded:
             return None
@@ -280,6 +298,37 @@ class Worker:
             log.warning("job_outcome_discarded", reason="lease lost")
             return False
         return True
+
+    async def _dead_letter(self, statement: Any, hook: DeadHook, letter: DeadLetter) -> bool:
+        """Dead-letter a job and run its type's ``on_dead`` in the same transaction.
+
+        Not on the worker's autocommit connections: the two writes commit together.
+        """
+        for attempt in range(3):
+            try:
+                async with self.resources.database.write() as session:
+                    result: Any = await session.execute(statement)
+                    if result.rowcount != 1:
+                        log.warning("job_outcome_discarded", reason="lease lost")
+                        return False
+                    await self._run_dead_hook(session, hook, letter)
+                return True
+            except DatabaseUnavailable:
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.5 * (attempt + 1))
+        return False  # pragma: no cover - the loop returns or raises
+
+    async def _run_dead_hook(
+        self, session: AsyncSession, hook: DeadHook, letter: DeadLetter
+    ) -> None:
+        try:
+            async with session.begin_nested():
+                await hook(session, letter)
+        except Exception:  # the job is dead either way; see DeadHook
+            log.exception(
+                "job_dead_hook_failed", job_id=letter.job.job_id, job_type=letter.job.job_type
+            )
 
     async def heartbeat(self) -> set[str]:
         """Renew the leases of running jobs; returns (and stops) those whose lease was lost."""
@@ -323,14 +372,33 @@ class Worker:
 
     async def reclaim(self) -> int:
         """Hand jobs whose lease expired back to ``ready`` (or ``dead``); any worker may."""
-        async with self._store.write() as session:
+        # In a transaction of the service's database, not on the worker's autocommit
+        # connections: a job dead from its last lease and its type's ``on_dead``
+        # (an export marked failed) commit together.
+        async with self.resources.database.write() as session:
             statement = queries.reclaim_expired(self.resources.clock.now())
             rows = (await session.execute(statement)).all()
+            for row in rows:
+                hook = self._on_dead(row.job_type) if row.state == JobState.DEAD.value else None
+                if hook is not None:
+                    job = ClaimedJob(
+                        id=row.id,
+                        job_type=row.job_type,
+                        queue=row.queue,
+                        attempt=row.attempt,
+                        max_attempts=row.max_attempts,
+                        payload=dict(row.payload or {}),
+                        trace_context={},
+                    )
+                    letter = DeadLetter(self._context(job), "lease expired", queries.LEASE_EXPIRED)
+                    await self._run_dead_hook(session, hook, letter)
         for row in rows:
             metrics.LEASES_RECLAIMED.inc()
             if row.state == JobState.DEAD.value:
                 metrics.JOBS_DEAD.labels(row.job_type).inc()
-                await self._audit_dead(row.id, row.queue, row.job_type, None, "lease expired")
+                await self._audit_dead(
+                    row.id, row.queue, row.job_type, row.attempt, queries.LEASE_EXPIRED
+                )
             log.warning("job_lease_expired", job_id=row.id, job_type=row.job_type, state=row.state)
         return len(rows)
 
