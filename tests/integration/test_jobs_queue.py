@@ -466,3 +466,33 @@ async def test_a_batch_wakes_each_queue_once_at_commit(database: Database, backe
     finally:
         await listening.close()
     assert sorted(heard) == ["a", "b", "c", "d", "d"]
+
+
+async def test_a_success_is_recorded_at_once_while_the_worker_idles(
+    database: Database, tmp_path: Path
+) -> None:
+    """With the queue drained, nothing claims again soon; the success is still written now."""
+    clock, recorder = ManualClock(), Recorder()
+    async with worker_for(
+        database,
+        make_registry(recorder),
+        clock,
+        tmp_path,
+        poll_seconds=0.05,
+        listen_poll_seconds=60,
+        run_periodic=False,
+    ) as worker:
+        task = asyncio.create_task(worker.run())
+        try:
+            await asyncio.sleep(0.3)  # the listener is up: no more polling to ride on
+            async with database.write() as session:
+                job_id = await queue.enqueue(session, "test.record", clock=clock)
+            for _ in range(500):
+                if (await job(database, job_id)).state == JobState.SUCCEEDED:
+                    break
+                await asyncio.sleep(0.01)
+            assert (await job(database, job_id)).state == JobState.SUCCEEDED
+            assert worker.running == 0
+        finally:
+            worker.stop()
+            await asyncio.wait_for(task, timeout=30)

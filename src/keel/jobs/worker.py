@@ -118,6 +118,8 @@ class Worker:
         self._keepers_stop = asyncio.Event()
         self._succeeded: list[tuple[str, int]] = []
         self._defer_success = False
+        self._backlog: dict[str, bool] = {}
+        self._flusher: asyncio.Task[None] | None = None
         pool_size = min(sum(config.queues.values()) + 2, 20)
         self._store = JobStore(resources.database, pool_size=pool_size)
         self._listener: Listener | None = None
@@ -455,6 +457,8 @@ class Worker:
             self.stop()
             await asyncio.gather(*loops, return_exceptions=True)
             await self._finish_running()
+            if self._flusher is not None:
+                await asyncio.gather(self._flusher, return_exceptions=True)
             self._defer_success = False
             await self._flush_succeeded()
             listener_stop.set()
@@ -473,8 +477,12 @@ class Worker:
         try:
             async with self._store.write() as connection:
                 await connection.execute(queries.mark_succeeded_many(succeeded, self.id, now))
-        except DatabaseUnavailable:
-            log.error("job_outcomes_not_recorded", worker=self.id, count=len(succeeded))
+        except Exception:
+            if self._defer_success:  # still running: the next claim records them
+                self._succeeded[:0] = succeeded
+                log.warning("job_outcomes_deferred", worker=self.id, count=len(succeeded))
+            else:
+                log.exception("job_outcomes_not_recorded", worker=self.id, count=len(succeeded))
 
     async def _finish_running(self) -> None:
         tasks = [task for _job, task in self._running.values()]
@@ -502,16 +510,22 @@ class Worker:
                 wake.clear()
                 try:
                     claimed = await self.claim(queue, free)
+                    # A full batch: more may be due, so the next job to finish claims again.
+                    self._backlog[queue] = len(claimed) == free
                 except DatabaseUnavailable:
                     log.warning("job_claim_failed", queue=queue)
-                    claimed = []
+                    claimed, self._backlog[queue] = [], True
                 except Exception:  # the loop must outlive one bad round, or the queue starves
                     log.exception("job_claim_crashed", queue=queue)
-                    claimed = []
+                    claimed, self._backlog[queue] = [], True
                 for job in claimed:
                     self._start(job)
                 if claimed and len(claimed) == free:
                     continue
+            else:
+                # Full: a wake-up arriving now is kept as a backlog, claimed when a job finishes.
+                wake.clear()
+                self._backlog[queue] = True
             await self._wait(wake, self._poll_seconds())
 
     def _poll_seconds(self) -> float:
@@ -534,7 +548,22 @@ class Worker:
         finally:
             self._running.pop(job.id, None)
             self._lost.discard(job.id)
-            self._wake[job.queue].set()
+            self._finished(job.queue)
+
+    def _finished(self, queue: str) -> None:
+        """A slot came free: claim again if work may be waiting, else just record the success.
+
+        While LISTEN is up and the last claim left the queue empty, every new job
+        arrives with a NOTIFY, so a claim now would find nothing — and would sit in
+        front of the claim that a NOTIFY arriving meanwhile asks for (one round trip
+        of latency). The finished attempts are then recorded on their own,
+        concurrently, instead of riding on the next claim.
+        """
+        listening = self._listener is not None and self._listener.connected
+        if self._backlog.get(queue, True) or not listening or not self._defer_success:
+            self._wake[queue].set()
+        elif self._succeeded and (self._flusher is None or self._flusher.done()):
+            self._flusher = asyncio.create_task(self._flush_succeeded(), name="flush-succeeded")
 
     async def _wait(self, event: asyncio.Event, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
