@@ -12,7 +12,7 @@ Measured, for each system, in the same run, each in a fresh database of its own:
 Usage::
 
     .venv/bin/python bench/bench_jobs.py --rounds 3 [--jobs 10000] [--only keel]
-        [--part enqueue --part latency | --part process]
+        [--part enqueue --part latency | --part process | --part process-c1 …]
 
 Prints one JSON line per (round, system, figure) and a table of medians.
 """
@@ -67,6 +67,11 @@ async def fresh(name: str) -> str:
     await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     await admin(f'CREATE DATABASE "{name}"')
     return name
+
+
+def concurrencies(parts: set[str]) -> list[int]:
+    """The worker concurrencies to measure processing at (``--part process-c1`` …)."""
+    return [c for c in (1, 10) if f"process-c{c}" in parts]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -169,7 +174,7 @@ async def bench_keel(db_name: str, jobs: int, parts: set[str]) -> dict[str, floa
         )
         return worker, asyncio.create_task(worker.run())
 
-    for concurrency in (1, 10) if "process" in parts else ():
+    for concurrency in concurrencies(parts):
         async with database.write() as session:
             for _ in range(jobs // 1000):
                 await queue.enqueue_many(session, [queue.NewJob(noop_type)] * 1000)
@@ -225,7 +230,7 @@ async def bench_procrastinate(db_name: str, jobs: int, parts: set[str]) -> dict[
             results["enqueue_batch_per_s"] = 10_000 / (time.perf_counter() - start)
             await app.connector.execute_query_async("DELETE FROM procrastinate_jobs")
 
-        for concurrency in (1, 10) if "process" in parts else ():
+        for concurrency in concurrencies(parts):
             for _ in range(jobs // 1000):
                 await noop.batch_defer_async(*[{} for _ in range(1000)])
             done.reset(jobs)
@@ -289,7 +294,7 @@ async def bench_pgqueuer(db_name: str, jobs: int, parts: set[str]) -> dict[str, 
 
         return qm
 
-    for concurrency in (1, 10) if "process" in parts else ():
+    for concurrency in concurrencies(parts):
         for _ in range(jobs // 1000):
             await queries.enqueue(["noop"] * 1000, [None] * 1000, [0] * 1000)
         done.reset(jobs)
@@ -326,7 +331,7 @@ SYSTEMS: dict[str, Callable[[str, int, set[str]], Awaitable[dict[str, float]]]] 
     "procrastinate": bench_procrastinate,
     "pgqueuer": bench_pgqueuer,
 }
-PARTS = ("enqueue", "process", "latency")
+PARTS = ("enqueue", "process", "process-c1", "process-c10", "latency")
 FIGURES = [
     "enqueue_one_per_s",
     "enqueue_in_open_transaction_per_s",
@@ -351,6 +356,8 @@ async def main() -> None:
     )
     args = parser.parse_args()
     parts = set(args.part or PARTS)
+    if "process" in parts:
+        parts |= {"process-c1", "process-c10"}
     logging.basicConfig(level=logging.WARNING)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     chosen = args.only or list(SYSTEMS)
