@@ -2,7 +2,8 @@
 
 Measured, for each system, in the same run, each in a fresh database of its own:
 
-* enqueue jobs/s, one job per transaction (1,000 jobs);
+* enqueue jobs/s, one job per transaction (1,000 jobs); for Keel also the enqueue alone
+  inside a transaction the caller has open anyway (the API's case);
 * enqueue jobs/s in batches of 1,000 (10 batches);
 * processing jobs/s for 10,000 no-op jobs, one worker (this process), concurrency 1 and 10;
 * enqueue-to-start latency p50/p99: jobs enqueued one at a time into an idle,
@@ -11,6 +12,7 @@ Measured, for each system, in the same run, each in a fresh database of its own:
 Usage::
 
     .venv/bin/python bench/bench_jobs.py --rounds 3 [--jobs 10000] [--only keel]
+        [--part enqueue --part latency | --part process | --part process-c1 …]
 
 Prints one JSON line per (round, system, figure) and a table of medians.
 """
@@ -38,6 +40,7 @@ from pgqueuer.domain.types import QueueExecutionMode
 from pgqueuer.models import Job
 from pgqueuer.qm import QueueManager
 from pgqueuer.queries import Queries
+from sqlalchemy import text
 
 from keel.clock import SYSTEM_CLOCK
 from keel.db import migrate
@@ -64,6 +67,11 @@ async def fresh(name: str) -> str:
     await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     await admin(f'CREATE DATABASE "{name}"')
     return name
+
+
+def concurrencies(parts: set[str]) -> list[int]:
+    """The worker concurrencies to measure processing at (``--part process-c1`` …)."""
+    return [c for c in (1, 10) if f"process-c{c}" in parts]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -111,7 +119,7 @@ async def latency_run(
 # --- Keel ---------------------------------------------------------------------
 
 
-async def bench_keel(db_name: str, jobs: int) -> dict[str, float]:
+async def bench_keel(db_name: str, jobs: int, parts: set[str]) -> dict[str, float]:
 
     url = f"postgresql+asyncpg://{PG}/{db_name}"
     database = Database(url)
@@ -125,19 +133,31 @@ async def bench_keel(db_name: str, jobs: int) -> dict[str, float]:
     registry = Registry([noop_type])
     results: dict[str, float] = {}
 
-    start = time.perf_counter()
-    for _ in range(1000):
-        async with database.write() as session:
-            await queue.enqueue(session, noop_type, {})
-    results["enqueue_one_per_s"] = 1000 / (time.perf_counter() - start)
+    if "enqueue" in parts:
+        start = time.perf_counter()
+        for _ in range(1000):
+            async with database.write() as session:
+                await queue.enqueue(session, noop_type, {})
+        results["enqueue_one_per_s"] = 1000 / (time.perf_counter() - start)
 
-    start = time.perf_counter()
-    for _ in range(10):
+        # Keel only: what one job adds to a transaction the caller has open anyway
+        # (the API's case) — the enqueue call alone, after the caller's own statement.
+        spent = 0.0
+        for _ in range(1000):
+            async with database.write() as session:
+                await session.execute(text("SELECT 1"))
+                start = time.perf_counter()
+                await queue.enqueue(session, noop_type, {})
+                spent += time.perf_counter() - start
+        results["enqueue_in_open_transaction_per_s"] = 1000 / spent
+
+        start = time.perf_counter()
+        for _ in range(10):
+            async with database.write() as session:
+                await queue.enqueue_many(session, [queue.NewJob(noop_type)] * 1000)
+        results["enqueue_batch_per_s"] = 10_000 / (time.perf_counter() - start)
         async with database.write() as session:
-            await queue.enqueue_many(session, [queue.NewJob(noop_type)] * 1000)
-    results["enqueue_batch_per_s"] = 10_000 / (time.perf_counter() - start)
-    async with database.write() as session:
-        await session.execute(queue.queries.jobs.delete())
+            await session.execute(queue.queries.jobs.delete())
 
     async def run_worker(concurrency: int) -> tuple[Worker, asyncio.Task[None]]:
         resources = JobResources(
@@ -154,7 +174,7 @@ async def bench_keel(db_name: str, jobs: int) -> dict[str, float]:
         )
         return worker, asyncio.create_task(worker.run())
 
-    for concurrency in (1, 10):
+    for concurrency in concurrencies(parts):
         async with database.write() as session:
             for _ in range(jobs // 1000):
                 await queue.enqueue_many(session, [queue.NewJob(noop_type)] * 1000)
@@ -167,16 +187,17 @@ async def bench_keel(db_name: str, jobs: int) -> dict[str, float]:
         await task
         await worker.resources.http.aclose()
 
-    worker, task = await run_worker(10)
+    if "latency" in parts:
+        worker, task = await run_worker(10)
 
-    async def enqueue_one(payload: dict[str, Any]) -> None:
-        async with database.write() as session:
-            await queue.enqueue(session, noop_type, payload)
+        async def enqueue_one(payload: dict[str, Any]) -> None:
+            async with database.write() as session:
+                await queue.enqueue(session, noop_type, payload)
 
-    results["latency_p50_ms"], results["latency_p99_ms"] = await latency_run(done, enqueue_one)
-    worker.stop()
-    await task
-    await worker.resources.http.aclose()
+        results["latency_p50_ms"], results["latency_p99_ms"] = await latency_run(done, enqueue_one)
+        worker.stop()
+        await task
+        await worker.resources.http.aclose()
     await database.dispose()
     return results
 
@@ -184,7 +205,7 @@ async def bench_keel(db_name: str, jobs: int) -> dict[str, float]:
 # --- Procrastinate --------------------------------------------------------------
 
 
-async def bench_procrastinate(db_name: str, jobs: int) -> dict[str, float]:
+async def bench_procrastinate(db_name: str, jobs: int, parts: set[str]) -> dict[str, float]:
 
     app = procrastinate.App(
         connector=procrastinate.PsycopgConnector(conninfo=f"postgresql://{PG}/{db_name}")
@@ -198,17 +219,18 @@ async def bench_procrastinate(db_name: str, jobs: int) -> dict[str, float]:
     results: dict[str, float] = {}
     async with app.open_async():
         await app.schema_manager.apply_schema_async()
-        start = time.perf_counter()
-        for _ in range(1000):
-            await noop.defer_async()
-        results["enqueue_one_per_s"] = 1000 / (time.perf_counter() - start)
-        start = time.perf_counter()
-        for _ in range(10):
-            await noop.batch_defer_async(*[{} for _ in range(1000)])
-        results["enqueue_batch_per_s"] = 10_000 / (time.perf_counter() - start)
-        await app.connector.execute_query_async("DELETE FROM procrastinate_jobs")
+        if "enqueue" in parts:
+            start = time.perf_counter()
+            for _ in range(1000):
+                await noop.defer_async()
+            results["enqueue_one_per_s"] = 1000 / (time.perf_counter() - start)
+            start = time.perf_counter()
+            for _ in range(10):
+                await noop.batch_defer_async(*[{} for _ in range(1000)])
+            results["enqueue_batch_per_s"] = 10_000 / (time.perf_counter() - start)
+            await app.connector.execute_query_async("DELETE FROM procrastinate_jobs")
 
-        for concurrency in (1, 10):
+        for concurrency in concurrencies(parts):
             for _ in range(jobs // 1000):
                 await noop.batch_defer_async(*[{} for _ in range(1000)])
             done.reset(jobs)
@@ -222,23 +244,28 @@ async def bench_procrastinate(db_name: str, jobs: int) -> dict[str, float]:
             await done.wait()
             results[f"process_c{concurrency}_per_s"] = jobs / (time.perf_counter() - start)
 
-        worker = asyncio.create_task(
-            app.run_worker_async(queues=["bench"], concurrency=10, install_signal_handlers=False)
-        )
+        if "latency" in parts:
+            worker = asyncio.create_task(
+                app.run_worker_async(
+                    queues=["bench"], concurrency=10, install_signal_handlers=False
+                )
+            )
 
-        async def enqueue_one(payload: dict[str, Any]) -> None:
-            await noop.defer_async(**payload)
+            async def enqueue_one(payload: dict[str, Any]) -> None:
+                await noop.defer_async(**payload)
 
-        results["latency_p50_ms"], results["latency_p99_ms"] = await latency_run(done, enqueue_one)
-        worker.cancel()
-        await asyncio.gather(worker, return_exceptions=True)
+            results["latency_p50_ms"], results["latency_p99_ms"] = await latency_run(
+                done, enqueue_one
+            )
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
     return results
 
 
 # --- PgQueuer -------------------------------------------------------------------
 
 
-async def bench_pgqueuer(db_name: str, jobs: int) -> dict[str, float]:
+async def bench_pgqueuer(db_name: str, jobs: int, parts: set[str]) -> dict[str, float]:
 
     dsn = f"postgresql://{PG}/{db_name}"
     connection = await asyncpg.connect(dsn)
@@ -247,15 +274,16 @@ async def bench_pgqueuer(db_name: str, jobs: int) -> dict[str, float]:
     done = Done()
     results: dict[str, float] = {}
 
-    start = time.perf_counter()
-    for _ in range(1000):
-        await queries.enqueue("noop", None)
-    results["enqueue_one_per_s"] = 1000 / (time.perf_counter() - start)
-    start = time.perf_counter()
-    for _ in range(10):
-        await queries.enqueue(["noop"] * 1000, [None] * 1000, [0] * 1000)
-    results["enqueue_batch_per_s"] = 10_000 / (time.perf_counter() - start)
-    await queries.clear_queue()
+    if "enqueue" in parts:
+        start = time.perf_counter()
+        for _ in range(1000):
+            await queries.enqueue("noop", None)
+        results["enqueue_one_per_s"] = 1000 / (time.perf_counter() - start)
+        start = time.perf_counter()
+        for _ in range(10):
+            await queries.enqueue(["noop"] * 1000, [None] * 1000, [0] * 1000)
+        results["enqueue_batch_per_s"] = 10_000 / (time.perf_counter() - start)
+        await queries.clear_queue()
 
     def manager(concurrency: int, worker_connection: asyncpg.Connection) -> QueueManager:
         qm = QueueManager(Queries(AsyncpgDriver(worker_connection)))
@@ -266,7 +294,7 @@ async def bench_pgqueuer(db_name: str, jobs: int) -> dict[str, float]:
 
         return qm
 
-    for concurrency in (1, 10):
+    for concurrency in concurrencies(parts):
         for _ in range(jobs // 1000):
             await queries.enqueue(["noop"] * 1000, [None] * 1000, [0] * 1000)
         done.reset(jobs)
@@ -282,28 +310,31 @@ async def bench_pgqueuer(db_name: str, jobs: int) -> dict[str, float]:
         results[f"process_c{concurrency}_per_s"] = jobs / (time.perf_counter() - start)
         await worker_connection.close()
 
-    worker_connection = await asyncpg.connect(dsn)
-    qm = manager(10, worker_connection)
-    worker = asyncio.create_task(qm.run(batch_size=10))
+    if "latency" in parts:
+        worker_connection = await asyncpg.connect(dsn)
+        qm = manager(10, worker_connection)
+        worker = asyncio.create_task(qm.run(batch_size=10))
 
-    async def enqueue_one(payload: dict[str, Any]) -> None:
-        await queries.enqueue("noop", json.dumps(payload).encode())
+        async def enqueue_one(payload: dict[str, Any]) -> None:
+            await queries.enqueue("noop", json.dumps(payload).encode())
 
-    results["latency_p50_ms"], results["latency_p99_ms"] = await latency_run(done, enqueue_one)
-    qm.shutdown.set()
-    await asyncio.wait_for(worker, 30)
-    await worker_connection.close()
+        results["latency_p50_ms"], results["latency_p99_ms"] = await latency_run(done, enqueue_one)
+        qm.shutdown.set()
+        await asyncio.wait_for(worker, 30)
+        await worker_connection.close()
     await connection.close()
     return results
 
 
-SYSTEMS: dict[str, Callable[[str, int], Awaitable[dict[str, float]]]] = {
+SYSTEMS: dict[str, Callable[[str, int, set[str]], Awaitable[dict[str, float]]]] = {
     "keel": bench_keel,
     "procrastinate": bench_procrastinate,
     "pgqueuer": bench_pgqueuer,
 }
+PARTS = ("enqueue", "process", "process-c1", "process-c10", "latency")
 FIGURES = [
     "enqueue_one_per_s",
+    "enqueue_in_open_transaction_per_s",
     "enqueue_batch_per_s",
     "process_c1_per_s",
     "process_c10_per_s",
@@ -317,7 +348,16 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--only", action="append", choices=sorted(SYSTEMS))
+    parser.add_argument(
+        "--part",
+        action="append",
+        choices=PARTS,
+        help="measure only these parts (default: all); keeps one invocation short",
+    )
     args = parser.parse_args()
+    parts = set(args.part or PARTS)
+    if "process" in parts:
+        parts |= {"process-c1", "process-c10"}
     logging.basicConfig(level=logging.WARNING)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     chosen = args.only or list(SYSTEMS)
@@ -326,7 +366,7 @@ async def main() -> None:
         for system in chosen:  # interleaved, so drift on the machine hits every system alike
             name = await fresh(f"keel_bench_{os.getpid()}_{system}")
             try:
-                figures = await SYSTEMS[system](name, args.jobs)
+                figures = await SYSTEMS[system](name, args.jobs, parts)
             finally:
                 await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             for figure, value in figures.items():
@@ -334,8 +374,13 @@ async def main() -> None:
             print(json.dumps({"round": round_number, "system": system, **figures}), flush=True)
     print(f"\nmedians over {args.rounds} rounds, {args.jobs} jobs to process")
     print(f"{'figure':<22}" + "".join(f"{s:>16}" for s in chosen))
-    for figure in FIGURES:
-        row = "".join(f"{statistics.median(collected[s][figure]):>16.1f}" for s in chosen)
+    for figure in (f for f in FIGURES if any(collected[s][f] for s in chosen)):
+        row = "".join(
+            f"{statistics.median(collected[s][figure]):>16.1f}"
+            if collected[s][figure]
+            else f"{'-':>16}"
+            for s in chosen
+        )
         print(f"{figure:<22}{row}")
 
 

@@ -44,7 +44,8 @@ def pg_url(templates: Templates, tmp_path: Path) -> Iterator[str]:
 def start_worker(url: str, tmp_path: Path) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
-        "PYTHONPATH": str(REPO),
+        # This checkout's code (src) and its tests package, whatever keel is installed.
+        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]),
         "KEEL_DATABASE_URL": url,
         "KEEL_STORAGE_DIR": str(tmp_path / "blobs"),
         "KEEL_JOBS_MODULES": "tests.support.jobs_fault",

@@ -3,26 +3,33 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from tests.support.app import World, make_settings
 from tests.support.jobs import Recorder, make_registry, worker_for
 
 from keel.db.engine import Database
+from keel.db.tables import Export
+from keel.db.tables_audit import AuditEvent as AuditEventRow
 from keel.db.tables_jobs import Job
 from keel.domain import orgs
 from keel.jobs import queue
 from keel.jobs.notifications import enqueue_quota_warning
+from keel.jobs.registry import DeadLetter
 from keel.jobs.states import JobState
 from keel.resilience import BreakerRegistry, ResilienceMetrics
 from keel.resilience.wiring import build_webhooks
 from keel.settings import Settings
+from keel.storage import LocalDirectoryStore
 from keel.testing import ManualClock
 
 
@@ -306,3 +313,104 @@ async def test_a_delivery_whose_retry_the_breaker_refused_still_spends_its_attem
     assert job.run_at.replace(tzinfo=None) >= clock.now().replace(tzinfo=None) + timedelta(
         seconds=settings.breaker_wait_seconds
     )
+
+
+class RefusingStore(LocalDirectoryStore):
+    """A blob store that cannot open a blob (a full disk, an open storage breaker)."""
+
+    async def begin_write(self, namespace: str) -> Any:
+        raise OSError("no space left on device")
+
+
+async def dead_letters(database: Database) -> list[dict[str, Any]]:
+    async with database.read() as session:
+        query = select(AuditEventRow.fields).where(AuditEventRow.code == "job.dead_lettered")
+        return [json.loads(fields) for fields in await session.scalars(query)]
+
+
+async def test_export_whose_job_fails_its_last_attempt_becomes_failed(
+    app: FastAPI, client: httpx.AsyncClient, world: World, settings: Settings, tmp_path: Path
+) -> None:
+    """The export run cannot even open its blob, five times: the job dies, the export fails."""
+    database: Database = app.state.services.database
+    created = (
+        await client.post("/v1/exports", json={"format": "csv"}, headers=world.alice.headers)
+    ).json()
+    [job] = await jobs_of(database, "exports.run")
+    clock = ManualClock()
+    async with worker_for(
+        database, make_registry(Recorder()), clock, tmp_path, settings=settings
+    ) as worker:
+        worker.resources = replace(worker.resources, store=RefusingStore(tmp_path / "refusing"))
+        for attempt in range(1, job.max_attempts + 1):
+            assert await worker.run_until_idle("exports") == 1
+            shown = (
+                await client.get(f"/v1/exports/{created['id']}", headers=world.alice.headers)
+            ).json()
+            if attempt < job.max_attempts:
+                assert shown["status"] == "running"  # retrying: the export is still on its way
+            clock.advance(3600)
+    async with database.read() as session:
+        assert (await queue.get(session, job.id)).state == JobState.DEAD
+    assert shown["status"] == "failed"
+    assert shown["error"] == "the export job failed on its last attempt (5): OSError"
+    assert shown["finished_at"] is not None
+    assert [letter["job_id"] for letter in await dead_letters(database)] == [job.id]
+
+
+async def test_export_whose_worker_dies_on_the_last_attempt_becomes_failed(
+    app: FastAPI, client: httpx.AsyncClient, world: World, settings: Settings, tmp_path: Path
+) -> None:
+    """Every attempt's worker dies mid-export (its lease expires): the export fails, not hangs."""
+    database: Database = app.state.services.database
+    created = (
+        await client.post("/v1/exports", json={"format": "json"}, headers=world.alice.headers)
+    ).json()
+    [job] = await jobs_of(database, "exports.run")
+    clock = ManualClock()
+    registry = make_registry(Recorder())
+    async with (
+        worker_for(database, registry, clock, tmp_path, settings=settings) as dying,
+        worker_for(database, registry, clock, tmp_path, settings=settings) as rescuer,
+    ):
+        for attempt in range(1, job.max_attempts + 1):
+            [claimed] = await dying.claim("exports", 1)
+            assert claimed.attempt == attempt
+            async with database.write() as session:  # the run got as far as starting the export
+                await session.execute(
+                    update(Export)
+                    .where(Export.id == created["id"])
+                    .values(status="running", started_at=clock.now())
+                )
+            clock.advance(dying.config.lease_seconds + 1)  # …and its worker died
+            assert await rescuer.reclaim() == 1
+    async with database.read() as session:
+        dead = await queue.get(session, job.id)
+    assert (dead.state, dead.attempt) == (JobState.DEAD, job.max_attempts)
+    shown = (await client.get(f"/v1/exports/{created['id']}", headers=world.alice.headers)).json()
+    assert shown["status"] == "failed"
+    assert shown["error"] == "the export job failed on its last attempt (5): lease expired"
+    [letter] = await dead_letters(database)
+    assert (letter["job_id"], letter["attempts"]) == (job.id, job.max_attempts)
+
+
+async def test_a_failing_dead_hook_still_dead_letters_the_job(
+    database: Database, tmp_path: Path
+) -> None:
+    clock = ManualClock()
+
+    async def broken_hook(session: AsyncSession, letter: DeadLetter) -> None:
+        await session.execute(update(Export).values(error="half-done"))
+        raise RuntimeError("the hook itself fails")
+
+    recorder = Recorder()
+    doomed = replace(recorder.record, name="test.doomed", on_dead=broken_hook)
+    async with database.write() as session:
+        job_id = await queue.enqueue(session, doomed, max_attempts=1, clock=clock)
+    recorder.fail_times[job_id] = 1
+    registry = make_registry(recorder)
+    registry.add(doomed)
+    async with worker_for(database, registry, clock, tmp_path) as worker:
+        assert await worker.run_until_idle("default") == 1
+    async with database.read() as session:
+        assert (await queue.get(session, job_id)).state == JobState.DEAD

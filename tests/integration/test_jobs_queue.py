@@ -6,6 +6,7 @@ import asyncio
 from datetime import timedelta
 from pathlib import Path
 
+import asyncpg
 import pytest
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
@@ -19,6 +20,7 @@ from keel.db.tables_jobs import Job
 from keel.errors import NotFound
 from keel.jobs import queue
 from keel.jobs.health import check_job_store
+from keel.jobs.listener import CHANNEL, asyncpg_dsn
 from keel.jobs.registry import JobContext, JobType, Periodic
 from keel.jobs.states import IllegalTransition, JobState
 from keel.testing import ManualClock
@@ -426,3 +428,71 @@ async def test_metrics_count_outcomes_and_sample_depth(database: Database, tmp_p
     assert value("keel_jobs_queue_depth", {"queue": "default", "state": "succeeded"}) == 2
     assert value("keel_jobs_queue_depth", {"queue": "default", "state": "ready"}) == 1
     assert value("keel_jobs_oldest_ready_age_seconds", {"queue": "default"}) == 0.5
+
+
+async def test_a_batch_wakes_each_queue_once_at_commit(database: Database, backend: str) -> None:
+    """PostgreSQL: one notification per queue per INSERT statement, sent only at commit."""
+    if backend != "postgres":
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite workers poll")
+    heard: list[str] = []
+    listening = await asyncpg.connect(asyncpg_dsn(database.url))
+    try:
+        await listening.add_listener(CHANNEL, lambda *args: heard.append(args[3]))
+        async with database.write() as session:
+            await queue.enqueue_many(
+                session,
+                [queue.NewJob("test.record", queue=name) for name in ["a", "b"] * 500]
+                + [queue.NewJob("test.record", queue="c", run_at=ManualClock().now())],
+            )
+            await asyncio.sleep(0.2)
+            assert heard == []  # nothing before the commit
+        async with database.write() as session:
+            requeued = await queue.enqueue(session, "test.record", queue="d")
+            await session.execute(
+                queue.queries.jobs.update()
+                .where(queue.queries.jobs.c.id == requeued)
+                .values(state=JobState.RUNNING)
+            )
+        async with database.write() as session:  # a row that becomes ready by an UPDATE
+            await session.execute(
+                queue.queries.jobs.update()
+                .where(queue.queries.jobs.c.id == requeued)
+                .values(state=JobState.READY)
+            )
+        for _ in range(200):
+            if len(heard) >= 5:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await listening.close()
+    assert sorted(heard) == ["a", "b", "c", "d", "d"]
+
+
+async def test_a_success_is_recorded_at_once_while_the_worker_idles(
+    database: Database, tmp_path: Path
+) -> None:
+    """With the queue drained, nothing claims again soon; the success is still written now."""
+    clock, recorder = ManualClock(), Recorder()
+    async with worker_for(
+        database,
+        make_registry(recorder),
+        clock,
+        tmp_path,
+        poll_seconds=0.05,
+        listen_poll_seconds=60,
+        run_periodic=False,
+    ) as worker:
+        task = asyncio.create_task(worker.run())
+        try:
+            await asyncio.sleep(0.3)  # the listener is up: no more polling to ride on
+            async with database.write() as session:
+                job_id = await queue.enqueue(session, "test.record", clock=clock)
+            for _ in range(500):
+                if (await job(database, job_id)).state == JobState.SUCCEEDED:
+                    break
+                await asyncio.sleep(0.01)
+            assert (await job(database, job_id)).state == JobState.SUCCEEDED
+            assert worker.running == 0
+        finally:
+            worker.stop()
+            await asyncio.wait_for(task, timeout=30)

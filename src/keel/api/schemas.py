@@ -60,6 +60,8 @@ class ExportOut(_Out):
     finished_at: datetime | None = None
     size: int | None = None
     row_count: int | None = None
+    error: str | None = None
+    """Why the export's last run failed (the failure's kind, never its internals)."""
 
 
 class UserOut(_Out):

@@ -230,6 +230,40 @@ async def run(
     log.info("export_succeeded", export_id=export_id, rows=count, bytes=blob.size)
 
 
+async def fail_abandoned(
+    session: AsyncSession,
+    export_id: str,
+    reason: str,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    audit: Auditor | None = None,
+) -> bool:
+    """Mark an export ``failed`` because nothing will run it any more (its job is dead).
+
+    In the caller's transaction. An export that already finished is left alone;
+    returns whether this call failed it.
+    """
+    row = await session.get(Export, export_id) if is_valid_id(export_id) else None
+    if row is None:
+        return False
+    failed = await session.execute(
+        update(Export)
+        .where(
+            Export.id == export_id,
+            Export.status.in_([ExportStatus.PENDING, ExportStatus.RUNNING]),
+        )
+        .values(status=ExportStatus.FAILED, finished_at=clock.now(), error=reason)
+        .execution_options(synchronize_session=False)
+    )
+    if failed.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    if audit is not None:
+        event = _completed(row.org_id, row.requested_by, export_id, ExportStatus.FAILED)
+        await audit.record(session, event)
+    log.error("export_failed", export_id=export_id, reason=reason)
+    return True
+
+
 def _ours(export_id: str, started_at: datetime) -> ColumnElement[bool]:
     return and_(
         Export.id == export_id,

@@ -9,6 +9,7 @@ at commit, so a worker wakes only for jobs that exist.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -16,12 +17,12 @@ from typing import Any
 
 from opentelemetry import propagate
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.db.tables_jobs import Job
 from keel.errors import InvalidInput, NotFound
-from keel.ids import is_valid_id, new_id
+from keel.ids import is_valid_id, new_ids
 from keel.jobs import queries
 from keel.jobs.registry import DEFAULT_QUEUE, JobType
 from keel.jobs.retry import RetryPolicy
@@ -51,7 +52,22 @@ def current_trace_context() -> dict[str, str]:
     return {key: value for key, value in carrier.items() if key in TRACE_CONTEXT_KEYS}
 
 
-def _row(job: NewJob, now: datetime, trace_context: dict[str, str]) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """One validated job, the columns the caller chooses; the rest have fixed starts."""
+
+    id: str
+    queue: str
+    job_type: str
+    payload: dict[str, Any]
+    state: str
+    priority: int
+    max_attempts: int
+    run_at: datetime
+    unique_key: str | None
+
+
+def _row(job: NewJob, job_id: str, now: datetime) -> _Row:
     if isinstance(job.job_type, JobType):
         name, queue, policy = job.job_type.name, job.job_type.queue, job.job_type.retry
     else:
@@ -64,25 +80,68 @@ def _row(job: NewJob, now: datetime, trace_context: dict[str, str]) -> dict[str,
     run_at = job.run_at or now
     if run_at.tzinfo is None:
         raise InvalidInput("run_at must be timezone-aware")
-    return {
-        "id": new_id(),
-        "queue": job.queue or queue,
-        "job_type": name,
-        "payload": dict(job.payload),
-        "state": (JobState.SCHEDULED if run_at > now else JobState.READY).value,
-        "priority": job.priority,
-        "attempt": 0,
-        "max_attempts": max_attempts,
-        "run_at": run_at,
-        "unique_key": job.unique_key,
-        "lease_owner": None,
-        "lease_expires_at": None,
-        "trace_context": trace_context,
-        "last_error": None,
-        "created_at": now,
-        "started_at": None,
-        "finished_at": None,
-    }
+    state = JobState.SCHEDULED if run_at > now else JobState.READY
+    return _Row(
+        job_id,
+        job.queue or queue,
+        name,
+        dict(job.payload),
+        state.value,
+        job.priority,
+        max_attempts,
+        run_at,
+        job.unique_key,
+    )
+
+
+async def _insert_postgresql(
+    connection: AsyncConnection, rows: list[_Row], now: datetime, trace_context: dict[str, str]
+) -> set[str]:
+    """One ``insert_jobs_postgresql`` for the whole batch; returns the ids inserted."""
+    parameters = (
+        [row.id for row in rows],
+        [row.queue for row in rows],
+        [row.job_type for row in rows],
+        [json.dumps(row.payload) if row.payload else "{}" for row in rows],
+        [row.state for row in rows],
+        [row.priority for row in rows],
+        [row.max_attempts for row in rows],
+        [row.run_at for row in rows],
+        [row.unique_key for row in rows],
+        json.dumps(trace_context),
+        now,
+    )
+    result = await connection.exec_driver_sql(queries.INSERT_JOBS_POSTGRESQL, parameters)
+    return {id_ for (id_,) in result}
+
+
+async def _insert_core(
+    connection: AsyncConnection, rows: list[_Row], now: datetime, trace_context: dict[str, str]
+) -> set[str]:
+    values = [
+        {
+            "id": row.id,
+            "queue": row.queue,
+            "job_type": row.job_type,
+            "payload": row.payload,
+            "state": row.state,
+            "priority": row.priority,
+            "attempt": 0,
+            "max_attempts": row.max_attempts,
+            "run_at": row.run_at,
+            "unique_key": row.unique_key,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "trace_context": trace_context,
+            "last_error": None,
+            "created_at": now,
+            "started_at": None,
+            "finished_at": None,
+        }
+        for row in rows
+    ]
+    result = await connection.execute(queries.insert_jobs(connection.dialect.name), values)
+    return {row.id for row in result}
 
 
 async def enqueue_many(
@@ -97,21 +156,24 @@ async def enqueue_many(
         return []
     now = clock.now()
     trace_context = current_trace_context()
-    rows = [_row(job, now, trace_context) for job in jobs]
-    dialect = session.get_bind().dialect.name
-    # Core on the session's connection: the same transaction, without ORM overhead.
+    rows = [_row(job, job_id, now) for job, job_id in zip(jobs, new_ids(len(jobs)), strict=True)]
+    # The session's own connection, so the jobs join the caller's transaction;
+    # no ORM unit of work, no per-call compilation on PostgreSQL.
     connection = await session.connection()
-    result = await connection.execute(queries.insert_jobs(dialect), rows)
-    inserted = {row.id for row in result}
-    ids = [row["id"] for row in rows]
-    missing = [i for i, row in enumerate(rows) if row["id"] not in inserted]
-    if missing:
-        keys = sorted({rows[i]["unique_key"] for i in missing})
-        found = {
-            row.unique_key: row.id for row in await session.execute(queries.ids_by_unique_key(keys))
-        }
-        for index in missing:
-            ids[index] = found[rows[index]["unique_key"]]
+    if connection.dialect.name == "postgresql":
+        inserted = await _insert_postgresql(connection, rows, now, trace_context)
+    else:
+        inserted = await _insert_core(connection, rows, now, trace_context)
+    ids = [row.id for row in rows]
+    if len(inserted) == len(rows):
+        return ids
+    missing = [i for i, row in enumerate(rows) if row.id not in inserted]
+    keys = sorted({key for i in missing if (key := rows[i].unique_key) is not None})
+    found = {
+        row.unique_key: row.id for row in await session.execute(queries.ids_by_unique_key(keys))
+    }
+    for index in missing:
+        ids[index] = found[rows[index].unique_key]
     return ids
 
 

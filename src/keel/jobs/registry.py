@@ -28,6 +28,7 @@ from keel.jobs.retry import RetryPolicy
 
 if TYPE_CHECKING:
     import httpx
+    from sqlalchemy.ext.asyncio import AsyncSession
 
     from keel.clock import Clock
     from keel.db.engine import Database
@@ -78,12 +79,34 @@ Handler = Callable[[JobContext], Awaitable[None]]
 
 
 @dataclass(frozen=True)
+class DeadLetter:
+    """A job that just went ``dead``, as its job type's ``on_dead`` hook sees it."""
+
+    job: JobContext
+    """The last attempt (its number, the payload, the worker's resources)."""
+    cause: str
+    """Short and safe to show a user: the failure's exception type, or ``lease expired``."""
+    error: str
+    """The full error text kept on the job row, for operators."""
+
+
+DeadHook = Callable[["AsyncSession", DeadLetter], Awaitable[None]]
+"""Runs inside the transaction that dead-letters the job, so a domain row that
+tracks the job (an export) can never be left saying the work is still going on.
+It runs in a savepoint: if it fails, the job is dead-lettered anyway and the
+failure logged, rather than the dead-lettering (and the reclaimer) wedging."""
+
+
+@dataclass(frozen=True)
 class JobType:
     name: str
     handler: Handler
     queue: str = DEFAULT_QUEUE
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout_seconds: float = 300.0
+    on_dead: DeadHook | None = None
+    """Called when a job of this type goes dead, from a failed last attempt or an
+    expired lease on its last attempt (its worker died)."""
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from typing import Any
 import structlog
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.audit import AuditEvent, Auditor, EventCode, build_auditor
 from keel.errors import DatabaseUnavailable
@@ -33,7 +34,14 @@ from keel.jobs import metrics, queries, schedule
 from keel.jobs.errors import JobDeferred, PermanentJobError
 from keel.jobs.listener import Listener
 from keel.jobs.queue import stats
-from keel.jobs.registry import JobContext, JobResources, Registry, UnknownJobType
+from keel.jobs.registry import (
+    DeadHook,
+    DeadLetter,
+    JobContext,
+    JobResources,
+    Registry,
+    UnknownJobType,
+)
 from keel.jobs.retry import Outcome, RetryPolicy, after_failure, deferral
 from keel.jobs.states import JobState
 from keel.jobs.store import JobStore
@@ -118,6 +126,8 @@ class Worker:
         self._keepers_stop = asyncio.Event()
         self._succeeded: list[tuple[str, int]] = []
         self._defer_success = False
+        self._backlog: dict[str, bool] = {}
+        self._flusher: asyncio.Task[None] | None = None
         pool_size = min(sum(config.queues.values()) + 2, 20)
         self._store = JobStore(resources.database, pool_size=pool_size)
         self._listener: Listener | None = None
@@ -148,16 +158,18 @@ class Worker:
         try:
             async with self._store.write() as connection:
                 if self._store.dialect == "postgresql":
-                    statement = queries.claim_postgresql(
+                    parameters = queries.claim_postgresql_parameters(
                         queue, limit, self.id, now, lease_until, succeeded
                     )
+                    result = await connection.exec_driver_sql(queries.CLAIM_POSTGRESQL, parameters)
                 else:
                     if succeeded:
                         await connection.execute(
                             queries.mark_succeeded_many(succeeded, self.id, now)
                         )
                     statement = queries.claim_sqlite(queue, limit, self.id, now, lease_until)
-                rows = (await connection.execute(statement)).mappings().all()
+                    result = await connection.execute(statement)
+                rows = result.mappings().all()
         except BaseException:
             self._succeeded[:0] = succeeded  # not recorded: keep them for the next write
             raise
@@ -174,15 +186,8 @@ class Worker:
             for row in sorted(rows, key=lambda r: (-r["priority"], r["run_at"], r["id"]))
         ]
 
-    async def execute(self, job: ClaimedJob) -> JobState | None:
-        """Run one claimed attempt and record its outcome; ``None`` if the lease was lost."""
-        clock = self.resources.clock
-        try:
-            job_type = self.registry.get(job.job_type)
-            policy, timeout, handler = job_type.retry, job_type.timeout_seconds, job_type.handler
-        except UnknownJobType as error:
-            return await self._failed(job, RetryPolicy(), error, 0.0)
-        context = JobContext(
+    def _context(self, job: ClaimedJob) -> JobContext:
+        return JobContext(
             job_id=job.id,
             job_type=job.job_type,
             queue=job.queue,
@@ -191,6 +196,19 @@ class Worker:
             payload=job.payload,
             resources=self.resources,
         )
+
+    def _on_dead(self, job_type: str) -> DeadHook | None:
+        return self.registry.get(job_type).on_dead if job_type in self.registry else None
+
+    async def execute(self, job: ClaimedJob) -> JobState | None:
+        """Run one claimed attempt and record its outcome; ``None`` if the lease was lost."""
+        clock = self.resources.clock
+        try:
+            job_type = self.registry.get(job.job_type)
+            policy, timeout, handler = job_type.retry, job_type.timeout_seconds, job_type.handler
+        except UnknownJobType as error:
+            return await self._failed(job, RetryPolicy(), error, 0.0)
+        context = self._context(job)
         started = clock.monotonic()
         with tracer.start_as_current_span(
             f"job {job.job_type}",
@@ -217,7 +235,7 @@ class Worker:
         elapsed = clock.monotonic() - started
         metrics.JOB_DURATION.labels(job.job_type, "succeeded").observe(elapsed)
         if self._defer_success:
-            # Recorded by the queue loop's next claim (see claim_postgresql), at once.
+            # Recorded by the queue loop's next claim (see CLAIM_POSTGRESQL), at once.
             self._succeeded.append((job.id, job.attempt))
             return JobState.SUCCEEDED
         recorded = await self._record(
@@ -265,17 +283,21 @@ class Worker:
                 now=now,
                 not_before=_retry_after(error),
             )
-        recorded = await self._record(
-            queries.mark_failed(
-                job.id,
-                self.id,
-                job.attempt,
-                state=outcome.state,
-                run_at=outcome.run_at,
-                error=_error_text(error),
-                now=now,
-            )
+        statement = queries.mark_failed(
+            job.id,
+            self.id,
+            job.attempt,
+            state=outcome.state,
+            run_at=outcome.run_at,
+            error=_error_text(error),
+            now=now,
         )
+        hook = self._on_dead(job.job_type) if outcome.state is JobState.DEAD else None
+        if hook is None:
+            recorded = await self._record(statement)
+        else:
+            letter = DeadLetter(self._context(job), type(error).__name__, _error_text(error))
+            recorded = await self._dead_letter(statement, hook, letter)
         metrics.JOB_DURATION.labels(job.job_type, outcome.state.value).observe(elapsed)
         if not recorded:
             return None
@@ -316,6 +338,37 @@ class Worker:
             log.warning("job_outcome_discarded", reason="lease lost")
             return False
         return True
+
+    async def _dead_letter(self, statement: Any, hook: DeadHook, letter: DeadLetter) -> bool:
+        """Dead-letter a job and run its type's ``on_dead`` in the same transaction.
+
+        Not on the worker's autocommit connections: the two writes commit together.
+        """
+        for attempt in range(3):
+            try:
+                async with self.resources.database.write() as session:
+                    result: Any = await session.execute(statement)
+                    if result.rowcount != 1:
+                        log.warning("job_outcome_discarded", reason="lease lost")
+                        return False
+                    await self._run_dead_hook(session, hook, letter)
+                return True
+            except DatabaseUnavailable:
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.5 * (attempt + 1))
+        return False  # pragma: no cover - the loop returns or raises
+
+    async def _run_dead_hook(
+        self, session: AsyncSession, hook: DeadHook, letter: DeadLetter
+    ) -> None:
+        try:
+            async with session.begin_nested():
+                await hook(session, letter)
+        except Exception:  # the job is dead either way; see DeadHook
+            log.exception(
+                "job_dead_hook_failed", job_id=letter.job.job_id, job_type=letter.job.job_type
+            )
 
     async def heartbeat(self) -> set[str]:
         """Renew the leases of running jobs; returns (and stops) those whose lease was lost."""
@@ -359,14 +412,33 @@ class Worker:
 
     async def reclaim(self) -> int:
         """Hand jobs whose lease expired back to ``ready`` (or ``dead``); any worker may."""
-        async with self._store.write() as session:
+        # In a transaction of the service's database, not on the worker's autocommit
+        # connections: a job dead from its last lease and its type's ``on_dead``
+        # (an export marked failed) commit together.
+        async with self.resources.database.write() as session:
             statement = queries.reclaim_expired(self.resources.clock.now())
             rows = (await session.execute(statement)).all()
+            for row in rows:
+                hook = self._on_dead(row.job_type) if row.state == JobState.DEAD.value else None
+                if hook is not None:
+                    job = ClaimedJob(
+                        id=row.id,
+                        job_type=row.job_type,
+                        queue=row.queue,
+                        attempt=row.attempt,
+                        max_attempts=row.max_attempts,
+                        payload=dict(row.payload or {}),
+                        trace_context={},
+                    )
+                    letter = DeadLetter(self._context(job), "lease expired", queries.LEASE_EXPIRED)
+                    await self._run_dead_hook(session, hook, letter)
         for row in rows:
             metrics.LEASES_RECLAIMED.inc()
             if row.state == JobState.DEAD.value:
                 metrics.JOBS_DEAD.labels(row.job_type).inc()
-                await self._audit_dead(row.id, row.queue, row.job_type, None, "lease expired")
+                await self._audit_dead(
+                    row.id, row.queue, row.job_type, row.attempt, queries.LEASE_EXPIRED
+                )
             log.warning("job_lease_expired", job_id=row.id, job_type=row.job_type, state=row.state)
         return len(rows)
 
@@ -423,6 +495,8 @@ class Worker:
             self.stop()
             await asyncio.gather(*loops, return_exceptions=True)
             await self._finish_running()
+            if self._flusher is not None:
+                await asyncio.gather(self._flusher, return_exceptions=True)
             self._defer_success = False
             await self._flush_succeeded()
             listener_stop.set()
@@ -441,8 +515,12 @@ class Worker:
         try:
             async with self._store.write() as connection:
                 await connection.execute(queries.mark_succeeded_many(succeeded, self.id, now))
-        except DatabaseUnavailable:
-            log.error("job_outcomes_not_recorded", worker=self.id, count=len(succeeded))
+        except Exception:
+            if self._defer_success:  # still running: the next claim records them
+                self._succeeded[:0] = succeeded
+                log.warning("job_outcomes_deferred", worker=self.id, count=len(succeeded))
+            else:
+                log.exception("job_outcomes_not_recorded", worker=self.id, count=len(succeeded))
 
     async def _finish_running(self) -> None:
         tasks = [task for _job, task in self._running.values()]
@@ -470,16 +548,22 @@ class Worker:
                 wake.clear()
                 try:
                     claimed = await self.claim(queue, free)
+                    # A full batch: more may be due, so the next job to finish claims again.
+                    self._backlog[queue] = len(claimed) == free
                 except DatabaseUnavailable:
                     log.warning("job_claim_failed", queue=queue)
-                    claimed = []
+                    claimed, self._backlog[queue] = [], True
                 except Exception:  # the loop must outlive one bad round, or the queue starves
                     log.exception("job_claim_crashed", queue=queue)
-                    claimed = []
+                    claimed, self._backlog[queue] = [], True
                 for job in claimed:
                     self._start(job)
                 if claimed and len(claimed) == free:
                     continue
+            else:
+                # Full: a wake-up arriving now is kept as a backlog, claimed when a job finishes.
+                wake.clear()
+                self._backlog[queue] = True
             await self._wait(wake, self._poll_seconds())
 
     def _poll_seconds(self) -> float:
@@ -502,7 +586,22 @@ class Worker:
         finally:
             self._running.pop(job.id, None)
             self._lost.discard(job.id)
-            self._wake[job.queue].set()
+            self._finished(job.queue)
+
+    def _finished(self, queue: str) -> None:
+        """A slot came free: claim again if work may be waiting, else just record the success.
+
+        While LISTEN is up and the last claim left the queue empty, every new job
+        arrives with a NOTIFY, so a claim now would find nothing — and would sit in
+        front of the claim that a NOTIFY arriving meanwhile asks for (one round trip
+        of latency). The finished attempts are then recorded on their own,
+        concurrently, instead of riding on the next claim.
+        """
+        listening = self._listener is not None and self._listener.connected
+        if self._backlog.get(queue, True) or not listening or not self._defer_success:
+            self._wake[queue].set()
+        elif self._succeeded and (self._flusher is None or self._flusher.done()):
+            self._flusher = asyncio.create_task(self._flush_succeeded(), name="flush-succeeded")
 
     async def _wait(self, event: asyncio.Event, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

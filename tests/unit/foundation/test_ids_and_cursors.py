@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from keel.domain.pagination import decode_cursor, encode_cursor
 from keel.errors import BadRequest
-from keel.ids import is_valid_id, new_id, uuid7
+from keel.ids import is_valid_id, new_id, new_ids, uuid7
 
 
 def test_ids_are_version_7_and_strictly_increasing_within_a_process() -> None:
@@ -18,6 +18,13 @@ def test_ids_are_version_7_and_strictly_increasing_within_a_process() -> None:
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
     assert all(uuid.UUID(i).version == 7 for i in ids[:10])
+
+
+def test_a_batch_of_ids_is_what_one_by_one_would_give() -> None:
+    batch = [new_id(), *new_ids(5000), new_id()]
+    assert batch == sorted(batch)
+    assert len(set(batch)) == len(batch)
+    assert all(is_valid_id(i) and uuid.UUID(i).version == 7 for i in batch)
 
 
 @given(st.integers(min_value=0, max_value=2**48 - 1))
