@@ -9,14 +9,18 @@ recently. A hard ``max_keys`` cap evicts the oldest entries past that — it
 trades exactness for a bound (an evicted GCRA key gets its burst back), which
 only matters under a flood of distinct keys.
 
-Being synchronous under the hood, every operation is atomic on the event loop.
+Being synchronous under the hood, every operation is atomic on the event loop
+— :meth:`MemoryBackend.admit` included, which is what makes a request's whole
+set of limits all or nothing here without any locking.
 """
 
 from __future__ import annotations
 
+import itertools
 import uuid
+from collections.abc import Sequence
 
-from keel.guard.ratelimit.backend import SlotDecision
+from keel.guard.ratelimit.backend import Admission, QuotaCheck, RateCheck, SlotClaim, SlotDecision
 from keel.guard.ratelimit.gcra import GcraDecision, Rate, gcra
 from keel.guard.ratelimit.quota import (
     QuotaDecision,
@@ -43,10 +47,116 @@ class MemoryBackend:
         self._slots: dict[str, dict[str, float]] = {}
         self._ops = 0
         self._sweep_at = _MIN_SWEEP_INTERVAL
+        # Slot ids: a random prefix and a counter, unique without a uuid4 per slot.
+        self._slot_prefix = uuid.uuid4().hex[:12] + "-"
+        self._slot_ids = itertools.count(1)
 
     def __len__(self) -> int:
         """Entries held, expired or not (until the next sweep)."""
         return len(self._tats) + len(self._counts) + len(self._slots)
+
+    # --- one request, every limit ---------------------------------------------
+
+    async def admit(
+        self,
+        rates: Sequence[RateCheck],
+        quotas: Sequence[QuotaCheck],
+        slots: Sequence[SlotClaim],
+        now: float,
+        n: int = 1,
+    ) -> Admission:
+        # Kept flat on purpose: this is the per-request hot path. Read
+        # everything, decide, and only then write — so a refusal by any check
+        # leaves every other one untouched.
+        self._ops += 1
+        if self._ops >= self._sweep_at:
+            self.sweep(now)
+        tats = self._tats
+        allowed = True
+        readings = []
+        for key, rate in rates:
+            decision = gcra(tats.get(key), now, rate, n)
+            if not decision.allowed:
+                allowed = False
+            readings.append(decision)
+        peeks: tuple[QuotaDecision, ...] = ()
+        if quotas:
+            peeks = tuple(self._peek(check, now, n) for check in quotas)
+            if allowed:
+                allowed = all(q.allowed for q in peeks)
+        leases: list[dict[str, float]] = []
+        if slots:
+            leases = [self._live_leases(claim.key, now) for claim in slots]
+            if allowed:
+                allowed = all(
+                    len(held) < claim.limit for claim, held in zip(slots, leases, strict=True)
+                )
+        if allowed:
+            if n > 0:
+                for (key, _), decision in zip(rates, readings, strict=True):
+                    if key not in tats and len(self) >= self._max_keys:
+                        self._evict()
+                    tats[key] = decision.tat
+            taken: tuple[SlotDecision, ...] = ()
+            if slots:
+                taken = tuple(
+                    self._take(claim, held, now) for claim, held in zip(slots, leases, strict=True)
+                )
+            return Admission(True, tuple(readings), peeks, taken)
+        return self._refusal(rates, readings, peeks, slots, leases, now)
+
+    def _refusal(
+        self,
+        rates: Sequence[RateCheck],
+        readings: list[GcraDecision],
+        peeks: tuple[QuotaDecision, ...],
+        slots: Sequence[SlotClaim],
+        leases: list[dict[str, float]],
+        now: float,
+    ) -> Admission:
+        tats = self._tats
+        unspent = []
+        for (key, rate), reading in zip(rates, readings, strict=True):
+            tat = tats.get(key)
+            # One that would have passed spent nothing: report the peek.
+            decision = gcra(tat, now, rate, 0) if reading.allowed else reading
+            if tat is not None and decision.tat < tat:
+                tats[key] = decision.tat  # the backwards-clock clamp, as gcra() does
+            unspent.append(decision)
+        refused = tuple(
+            SlotDecision(
+                False,
+                None,
+                len(held),
+                limit,
+                max(0.0, min(held.values()) - now) if len(held) >= limit else 0.0,
+            )
+            for (_, limit, _), held in zip(slots, leases, strict=True)
+        )
+        return Admission(False, tuple(unspent), peeks, refused)
+
+    def _peek(self, check: QuotaCheck, now: float, n: int) -> QuotaDecision:
+        bounds = check.window.bounds(now)
+        used = self._count(counter_key(check.key, bounds), now)
+        return quota_decision(used, check.limit, n, now, bounds)
+
+    def _live_leases(self, key: str, now: float) -> dict[str, float]:
+        leases = self._slots.get(key)
+        if leases is None:
+            return {}
+        for slot_id, expiry in list(leases.items()):
+            if expiry <= now:
+                del leases[slot_id]
+        return leases
+
+    def _take(self, claim: SlotClaim, held: dict[str, float], now: float) -> SlotDecision:
+        if not held:
+            if len(self) >= self._max_keys:
+                self._evict()
+            held = self._slots.setdefault(claim.key, held)
+        slot_id = f"{self._slot_prefix}{next(self._slot_ids)}"
+        held[slot_id] = now + claim.lease
+        return SlotDecision(True, slot_id, len(held), claim.limit, 0.0)
 
     # --- GCRA ---------------------------------------------------------------
 
@@ -123,7 +233,7 @@ class MemoryBackend:
         if len(leases) >= limit:
             earliest = min(leases.values())
             return SlotDecision(False, None, len(leases), limit, max(0.0, earliest - now))
-        slot_id = uuid.uuid4().hex
+        slot_id = f"{self._slot_prefix}{next(self._slot_ids)}"
         leases[slot_id] = now + lease
         return SlotDecision(True, slot_id, len(leases), limit, 0.0)
 
