@@ -5,19 +5,30 @@ rules and the backend, nothing of HTTP: the request arrives as a
 :class:`RequestContext` and leaves as a :class:`Decision`, which
 :mod:`keel.guard.ratelimit.headers` turns into response headers.
 
-Order inside :meth:`RateLimiter.decide`: quotas are *peeked* first (free, and
-an exhausted quota should not spend rate cells), then rate limits are
-*consumed* in policy order, stopping at the first refusal. Quotas are consumed
-later, by :meth:`RateLimiter.commit_quota`, once the operation succeeded.
+:meth:`RateLimiter.decide` hands every applicable rule — and the request's
+concurrency slots, when the caller asks for them — to the backend as one
+all-or-nothing :meth:`~keel.guard.ratelimit.backend.LimiterBackend.admit`
+(one Lua script call on Redis): quotas are *peeked*, rate cells are *spent*
+and slots *taken* only if nothing refuses. A request refused by its org's
+limit has therefore spent nothing of its user's. Quotas are consumed later,
+by :meth:`RateLimiter.commit_quota`, once the operation succeeded (quotas
+count successes). When several rules refuse, the one reported is the first in
+policy order, quotas before rates, as a client would hit them one by one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from keel.guard.ratelimit.backend import LimiterBackend
+from keel.guard.ratelimit.backend import (
+    LimiterBackend,
+    QuotaCheck,
+    RateCheck,
+    SlotClaim,
+    SlotDecision,
+)
 from keel.guard.ratelimit.headers import quota_threshold_crossed
 from keel.guard.ratelimit.policy import (
     EffectiveLimit,
@@ -83,7 +94,11 @@ class LimitResult:
 class Decision:
     """The verdict on a request: allowed or not, and every rule's reading.
 
-    ``breached`` is the rule that refused (``None`` when allowed);
+    ``breached`` is the rule that refused (``None`` when allowed, or when
+    only a concurrency slot refused). On a refusal ``results`` stops at the
+    breach, and no reading reflects a spend, since nothing was spent.
+    ``slots`` answers the slot claims passed to :meth:`RateLimiter.decide`,
+    in order; ``refused_slot`` is the index of the first one that was full.
     ``most_restrictive`` is the reading to report in the single-policy
     headers (``X-RateLimit-*``): the breach, else the fewest remaining.
     """
@@ -91,6 +106,16 @@ class Decision:
     allowed: bool
     results: tuple[LimitResult, ...]
     breached: LimitResult | None = None
+    slots: tuple[SlotDecision, ...] = ()
+
+    @property
+    def refused_slot(self) -> int | None:
+        if self.allowed or self.breached is not None:
+            return None
+        for index, slot in enumerate(self.slots):
+            if slot.in_flight >= slot.limit:
+                return index
+        return None
 
     @property
     def most_restrictive(self) -> LimitResult | None:
@@ -152,52 +177,57 @@ class RateLimiter:
         now: float,
         *,
         cost: int = 1,
+        slots: Sequence[SlotClaim] = (),
     ) -> Decision:
-        """Admit or refuse a request: peek quotas, consume rate limits.
+        """Admit or refuse a request: every rule and slot claim, all or nothing.
 
-        A request refused by a later rate limit has still spent a cell of the
-        earlier ones; that is deliberate (a refused request still cost us
-        something) and keeps each limit one atomic step.
+        One backend call: nothing is spent or taken unless everything fits.
         """
-        applicable = self.applicable(limits, context)
-        results: list[LimitResult] = []
-        for effective, key in applicable:
+        quota_rules: list[tuple[EffectiveLimit, str]] = []
+        rate_rules: list[tuple[EffectiveLimit, str]] = []
+        quotas: list[QuotaCheck] = []
+        rates: list[RateCheck] = []
+        for effective, key in self.applicable(limits, context):
             if isinstance(effective.rule, QuotaRule):
-                window = effective.window(context.timezone)
-                q = await self.backend.quota_check(key, effective.limit, window, now, cost)
-                result = LimitResult(
-                    name=effective.name,
-                    algorithm="quota",
-                    key=key,
-                    allowed=q.allowed,
-                    quota=effective.limit,
-                    window=q.window_end - q.window_start,
-                    remaining=q.remaining,
-                    reset_after=q.reset_after,
-                    retry_after=q.retry_after,
-                )
-                results.append(result)
-                if not result.allowed:
-                    return Decision(False, tuple(results), result)
-        for effective, key in applicable:
-            if isinstance(effective.rule, RateRule):
-                rate = effective.rate
-                g = await self.backend.gcra(key, rate, now, cost)
-                result = LimitResult(
-                    name=effective.name,
-                    algorithm="rate",
-                    key=key,
-                    allowed=g.allowed,
-                    quota=rate.limit,
-                    window=rate.period,
-                    remaining=g.remaining,
-                    reset_after=g.reset_after,
-                    retry_after=g.retry_after,
-                )
-                results.append(result)
-                if not result.allowed:
-                    return Decision(False, tuple(results), result)
-        return Decision(True, tuple(results))
+                quota_rules.append((effective, key))
+                quotas.append(QuotaCheck(key, effective.limit, effective.window(context.timezone)))
+            else:
+                rate_rules.append((effective, key))
+                rates.append(RateCheck(key, effective.rate))
+        admission = await self.backend.admit(rates, quotas, slots, now, cost)
+        results: list[LimitResult] = []
+        for (effective, key), q in zip(quota_rules, admission.quotas, strict=True):
+            result = LimitResult(
+                name=effective.name,
+                algorithm="quota",
+                key=key,
+                allowed=q.allowed,
+                quota=effective.limit,
+                window=q.window_end - q.window_start,
+                remaining=q.remaining,
+                reset_after=q.reset_after,
+                retry_after=q.retry_after,
+            )
+            results.append(result)
+            if not result.allowed:
+                return Decision(False, tuple(results), result, admission.slots)
+        for (effective, key), check, g in zip(rate_rules, rates, admission.rates, strict=True):
+            rate = check.rate
+            result = LimitResult(
+                name=effective.name,
+                algorithm="rate",
+                key=key,
+                allowed=g.allowed,
+                quota=rate.limit,
+                window=rate.period,
+                remaining=g.remaining,
+                reset_after=g.reset_after,
+                retry_after=g.retry_after,
+            )
+            results.append(result)
+            if not result.allowed:
+                return Decision(False, tuple(results), result, admission.slots)
+        return Decision(admission.allowed, tuple(results), None, admission.slots)
 
     async def commit_quota(
         self,
