@@ -43,7 +43,12 @@ class SlotDecision:
 
 
 class RateCheck(NamedTuple):
-    """A rate limit to pass: ``n`` GCRA cells for ``key`` (named tuples: cheap per request)."""
+    """A rate limit to pass: ``n`` GCRA cells for ``key``.
+
+    ``admit`` takes any ``(key, rate)`` tuple; this names the fields. A hot
+    caller may pass plain tuples and skip the named tuple's Python-level
+    constructor, which is a measurable share of a memory-backend decision.
+    """
 
     key: str
     rate: Rate
@@ -88,9 +93,9 @@ class LimiterBackend(Protocol):
 
     async def admit(
         self,
-        rates: Sequence[RateCheck],
-        quotas: Sequence[QuotaCheck],
-        slots: Sequence[SlotClaim],
+        rates: Sequence[tuple[str, Rate]],
+        quotas: Sequence[tuple[str, int, QuotaWindow]],
+        slots: Sequence[tuple[str, int, float]],
         now: float,
         n: int = 1,
     ) -> Admission:
@@ -103,7 +108,8 @@ class LimiterBackend(Protocol):
         far ahead, neither of which grants or spends anything). Quotas are only
         peeked: they count successes, committed later with :meth:`quota_consume`.
         Keys within one call must be distinct (the limiter's keys carry the
-        rule name, so they are).
+        rule name, so they are). Checks are :class:`RateCheck`,
+        :class:`QuotaCheck` and :class:`SlotClaim`, or the same plain tuples.
         """
         ...
 

@@ -195,9 +195,9 @@ class FallbackBackend:
 
     async def admit(
         self,
-        rates: Sequence[RateCheck],
-        quotas: Sequence[QuotaCheck],
-        slots: Sequence[SlotClaim],
+        rates: Sequence[tuple[str, Rate]],
+        quotas: Sequence[tuple[str, int, QuotaWindow]],
+        slots: Sequence[tuple[str, int, float]],
         now: float,
         n: int = 1,
     ) -> Admission:

@@ -20,7 +20,7 @@ import itertools
 import uuid
 from collections.abc import Sequence
 
-from keel.guard.ratelimit.backend import Admission, QuotaCheck, RateCheck, SlotClaim, SlotDecision
+from keel.guard.ratelimit.backend import Admission, SlotDecision
 from keel.guard.ratelimit.gcra import GcraDecision, Rate, gcra
 from keel.guard.ratelimit.quota import (
     QuotaDecision,
@@ -31,6 +31,7 @@ from keel.guard.ratelimit.quota import (
 )
 
 _MIN_SWEEP_INTERVAL = 1024
+_new = tuple.__new__  # as in gcra.py: the named tuple without its Python-level __new__
 
 
 class MemoryBackend:
@@ -59,9 +60,9 @@ class MemoryBackend:
 
     async def admit(
         self,
-        rates: Sequence[RateCheck],
-        quotas: Sequence[QuotaCheck],
-        slots: Sequence[SlotClaim],
+        rates: Sequence[tuple[str, Rate]],
+        quotas: Sequence[tuple[str, int, QuotaWindow]],
+        slots: Sequence[tuple[str, int, float]],
         now: float,
         n: int = 1,
     ) -> Admission:
@@ -79,38 +80,38 @@ class MemoryBackend:
             if not decision.allowed:
                 allowed = False
             readings.append(decision)
-        peeks: tuple[QuotaDecision, ...] = ()
+        peeks: list[QuotaDecision] = []
         if quotas:
-            peeks = tuple(self._peek(check, now, n) for check in quotas)
+            peeks = self._peek(quotas, now, n)
             if allowed:
-                allowed = all(q.allowed for q in peeks)
+                allowed = all(quota.allowed for quota in peeks)
         leases: list[dict[str, float]] = []
         if slots:
-            leases = [self._live_leases(claim.key, now) for claim in slots]
+            leases = [self._live_leases(claim[0], now) for claim in slots]
             if allowed:
                 allowed = all(
-                    len(held) < claim.limit for claim, held in zip(slots, leases, strict=True)
+                    len(held) < claim[1] for claim, held in zip(slots, leases, strict=True)
                 )
-        if allowed:
-            if n > 0:
-                for (key, _), decision in zip(rates, readings, strict=True):
-                    if key not in tats and len(self) >= self._max_keys:
-                        self._evict()
-                    tats[key] = decision.tat
-            taken: tuple[SlotDecision, ...] = ()
-            if slots:
-                taken = tuple(
-                    self._take(claim, held, now) for claim, held in zip(slots, leases, strict=True)
-                )
-            return Admission(True, tuple(readings), peeks, taken)
-        return self._refusal(rates, readings, peeks, slots, leases, now)
+        if not allowed:
+            return self._refusal(rates, readings, tuple(peeks), slots, leases, now)
+        if n > 0:
+            if len(tats) + len(rates) >= self._max_keys:
+                self._evict(room=len(rates))
+            for i, (key, _) in enumerate(rates):
+                tats[key] = readings[i].tat
+        taken: tuple[SlotDecision, ...] = ()
+        if slots:
+            taken = tuple(
+                self._take(claim, held, now) for claim, held in zip(slots, leases, strict=True)
+            )
+        return _new(Admission, (True, tuple(readings), tuple(peeks), taken))
 
     def _refusal(
         self,
-        rates: Sequence[RateCheck],
+        rates: Sequence[tuple[str, Rate]],
         readings: list[GcraDecision],
         peeks: tuple[QuotaDecision, ...],
-        slots: Sequence[SlotClaim],
+        slots: Sequence[tuple[str, int, float]],
         leases: list[dict[str, float]],
         now: float,
     ) -> Admission:
@@ -135,10 +136,17 @@ class MemoryBackend:
         )
         return Admission(False, tuple(unspent), peeks, refused)
 
-    def _peek(self, check: QuotaCheck, now: float, n: int) -> QuotaDecision:
-        bounds = check.window.bounds(now)
-        used = self._count(counter_key(check.key, bounds), now)
-        return quota_decision(used, check.limit, n, now, bounds)
+    def _peek(
+        self, quotas: Sequence[tuple[str, int, QuotaWindow]], now: float, n: int
+    ) -> list[QuotaDecision]:
+        counts = self._counts
+        peeks = []
+        for key, limit, window in quotas:
+            bounds = window.bounds(now)
+            entry = counts.get(counter_key(key, bounds))
+            used = entry[0] if entry is not None and entry[1] > now else 0
+            peeks.append(quota_decision(used, limit, n, now, bounds))
+        return peeks
 
     def _live_leases(self, key: str, now: float) -> dict[str, float]:
         leases = self._slots.get(key)
@@ -149,14 +157,17 @@ class MemoryBackend:
                 del leases[slot_id]
         return leases
 
-    def _take(self, claim: SlotClaim, held: dict[str, float], now: float) -> SlotDecision:
+    def _take(
+        self, claim: tuple[str, int, float], held: dict[str, float], now: float
+    ) -> SlotDecision:
+        key, limit, lease = claim
         if not held:
             if len(self) >= self._max_keys:
                 self._evict()
-            held = self._slots.setdefault(claim.key, held)
+            held = self._slots.setdefault(key, held)
         slot_id = f"{self._slot_prefix}{next(self._slot_ids)}"
-        held[slot_id] = now + claim.lease
-        return SlotDecision(True, slot_id, len(held), claim.limit, 0.0)
+        held[slot_id] = now + lease
+        return SlotDecision(True, slot_id, len(held), limit, 0.0)
 
     # --- GCRA ---------------------------------------------------------------
 
@@ -275,10 +286,10 @@ class MemoryBackend:
         self._sweep_at = max(_MIN_SWEEP_INTERVAL, len(self))
         return before - len(self)
 
-    def _evict(self) -> None:
+    def _evict(self, room: int = 1) -> None:
         # Oldest-inserted first (dicts keep insertion order); rate state goes
         # before quota counts because losing it costs only one burst.
         for store in (self._tats, self._slots, self._counts):
-            # Leave room for the entry the current operation may add.
-            while len(self) >= self._max_keys and store:
+            # Leave room for the entries the current operation may add.
+            while len(self) + room > self._max_keys and store:
                 del store[next(iter(store))]

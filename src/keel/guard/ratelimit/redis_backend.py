@@ -40,7 +40,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
 from keel.guard.ratelimit import _lua
-from keel.guard.ratelimit.backend import Admission, QuotaCheck, RateCheck, SlotClaim, SlotDecision
+from keel.guard.ratelimit.backend import Admission, SlotDecision
 from keel.guard.ratelimit.errors import LimiterUnavailable
 from keel.guard.ratelimit.gcra import EPSILON, GcraDecision, Rate, gcra
 from keel.guard.ratelimit.quota import (
@@ -171,9 +171,9 @@ class RedisBackend:
 
     async def admit(
         self,
-        rates: Sequence[RateCheck],
-        quotas: Sequence[QuotaCheck],
-        slots: Sequence[SlotClaim],
+        rates: Sequence[tuple[str, Rate]],
+        quotas: Sequence[tuple[str, int, QuotaWindow]],
+        slots: Sequence[tuple[str, int, float]],
         now: float,
         n: int = 1,
     ) -> Admission:
@@ -288,9 +288,9 @@ class RedisBackend:
 
 def _admission(
     reply: list[Any],
-    rates: Sequence[RateCheck],
-    quotas: Sequence[QuotaCheck],
-    slots: Sequence[SlotClaim],
+    rates: Sequence[tuple[str, Rate]],
+    quotas: Sequence[tuple[str, int, QuotaWindow]],
+    slots: Sequence[tuple[str, int, float]],
     windows: list[tuple[float, float]],
     ids: list[str],
     now: float,
