@@ -6,11 +6,14 @@ idempotency and the routes. For each ``/v1`` request it
 1. resolves the route template and operation, and builds the limiter context
    (user, org, plan, IP, token, the org's time zone and overrides — scaled down
    while the org is flagged noisy and the process is under pressure);
-2. asks the :class:`~keel.guard.ratelimit.RateLimiter`: rate limits consume a
-   cell, quotas only peek; a refusal answers 429 with ``Retry-After`` and is
-   recorded as a breach (in batches, off the path);
-3. takes an in-flight slot for the user and for the organisation (leased, so
-   a crashed process cannot leak them);
+2. asks the :class:`~keel.guard.ratelimit.RateLimiter` for one all-or-nothing
+   decision (one Redis round trip): rate limits spend a cell, quotas only
+   peek, and an in-flight slot is taken for the user and for the
+   organisation (leased, so a crashed process cannot leak them); if any of
+   them refuses nothing is spent or taken. A rule's refusal answers 429 with
+   ``Retry-After`` and is recorded as a breach (in batches, off the path); a
+   full slot answers 429 naming the concurrency limit;
+3. gives the slots back when the response is done;
 4. when the response starts with a 2xx that was not an idempotent replay,
    consumes the quotas (quotas count successes) and adds ``Keel-Quota-Warning``
    when 80/90/100 % is crossed — which happens once per threshold per window;
@@ -46,6 +49,7 @@ from keel.guard.ratelimit import (
     RateLimiter,
     RateRule,
     RequestContext,
+    SlotClaim,
     quota_warning_headers,
     ratelimit_headers,
 )
@@ -184,6 +188,20 @@ def _exceeded(decision: Decision) -> LimitExceeded:
     )
 
 
+def _concurrency_exceeded(
+    decision: Decision, claims: list[SlotClaim], scopes: list[str]
+) -> LimitExceeded:
+    index = decision.refused_slot
+    assert index is not None  # refused, and by no rule: a slot was full
+    scope_name, limit = scopes[index], claims[index].limit
+    CONCURRENCY_REFUSED.labels(scope_name).inc()
+    return LimitExceeded(
+        f"too many requests in flight for this {scope_name} (at most {limit})",
+        limit_name=f"concurrency-{scope_name}",
+        retry_after=1.0,
+    )
+
+
 def client_ip(scope: Scope) -> str | None:
     client = scope.get("client")
     return str(client[0]) if client else None
@@ -207,16 +225,24 @@ class LimitsMiddleware:
             state[ROUTE_TEMPLATE_STATE] = route.split(" ", 1)[1]
         context = guard.context(principal, route, operation, client_ip(scope))
         now = guard.clock.now()
-        decision = await guard.limiter.decide(guard.policy.limits, context, now.timestamp())
+        claims, scopes = self._slot_claims(context)
+        decision = await guard.limiter.decide(
+            guard.policy.limits, context, now.timestamp(), slots=claims
+        )
         if not decision.allowed:
-            guard.record_breach(context, decision, now)
-            await from_error(_exceeded(decision), scope["path"])(scope, receive, send)
+            if decision.breached is not None:
+                guard.record_breach(context, decision, now)
+                refusal = _exceeded(decision)
+            else:
+                refusal = _concurrency_exceeded(decision, claims, scopes)
+            await from_error(refusal, scope["path"])(scope, receive, send)
             return
         headers = ratelimit_headers(decision)
-        slots = await self._acquire_slots(context, now.timestamp())
-        if isinstance(slots, LimitExceeded):
-            await from_error(slots, scope["path"])(scope, receive, send)
-            return
+        slots = [
+            (claim.key, slot.slot_id)
+            for claim, slot in zip(claims, decision.slots, strict=True)
+            if slot.slot_id is not None
+        ]
 
         async def send_with_limits(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -261,32 +287,23 @@ class LimitsMiddleware:
                         log.exception("quota_threshold_hook_failed", limit=commit.name)
         return quota_warning_headers(commits)
 
-    async def _acquire_slots(
-        self, context: RequestContext, now: float
-    ) -> list[tuple[str, str]] | LimitExceeded:
-        guard = self.guard
-        limits = guard.concurrency
-        wanted = []
+    def _slot_claims(self, context: RequestContext) -> tuple[list[SlotClaim], list[str]]:
+        """The in-flight slots this request takes with its decision, and their scopes."""
+        limits = self.guard.concurrency
+        claims: list[SlotClaim] = []
+        scopes: list[str] = []
         if context.user_id is not None:
-            wanted.append(("user", f"slots:user:{context.user_id}", limits.per_user))
+            claims.append(
+                SlotClaim(f"slots:user:{context.user_id}", limits.per_user, limits.lease_seconds)
+            )
+            scopes.append("user")
         if context.org_id is not None:
-            wanted.append(("org", f"slots:org:{context.org_id}", limits.per_org))
-        taken: list[tuple[str, str]] = []
-        for scope_name, key, limit in wanted:
-            slot = await guard.limiter.backend.slot_acquire(key, limit, limits.lease_seconds, now)
-            if not slot.acquired or slot.slot_id is None:
-                await self._release_slots(taken)
-                CONCURRENCY_REFUSED.labels(scope_name).inc()
-                return LimitExceeded(
-                    f"too many requests in flight for this {scope_name} (at most {limit})",
-                    limit_name=f"concurrency-{scope_name}",
-                    retry_after=1.0,
-                )
-            taken.append((key, slot.slot_id))
-        return taken
+            claims.append(
+                SlotClaim(f"slots:org:{context.org_id}", limits.per_org, limits.lease_seconds)
+            )
+            scopes.append("org")
+        return claims, scopes
 
-    async def _release_slots(self, slots: list[tuple[str, str]] | LimitExceeded) -> None:
-        if isinstance(slots, LimitExceeded):
-            return
+    async def _release_slots(self, slots: list[tuple[str, str]]) -> None:
         for key, slot_id in slots:
             await self.guard.limiter.backend.slot_release(key, slot_id)

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from redis import Redis
-from tests.integration.guard.ratelimit_hammer import QUOTA_LIMIT, RATE, SLOT_LIMIT
+from tests.integration.guard.ratelimit_hammer import (
+    ADMIT_ORG,
+    ADMIT_USER,
+    QUOTA_LIMIT,
+    RATE,
+    SLOT_LIMIT,
+)
 from tests.support.services import redis_url
+
+from keel.guard.ratelimit.gcra import GcraDecision
+from keel.guard.ratelimit.redis_backend import RedisBackend
 
 pytestmark = pytest.mark.redis
 
@@ -57,6 +67,17 @@ def test_processes_together_admit_exactly_the_limit(url: str) -> None:
             if worker.poll() is None:
                 worker.kill()
                 worker.wait(timeout=10)
-    # Together exactly the limits: 50 GCRA cells, 37 quota units, 5 slots.
+    # Together exactly the limits: 50 GCRA cells, 37 quota units, 5 slots, and
+    # 30 admissions of user+org (the org's burst) ...
     totals = tuple(sum(column) for column in zip(*admitted, strict=True))
-    assert totals == (RATE.burst, QUOTA_LIMIT, SLOT_LIMIT)
+    assert totals == (RATE.burst, QUOTA_LIMIT, SLOT_LIMIT, ADMIT_ORG.burst)
+    # ... which spent exactly 30 of the user's 45: the org's 370 refusals spent none.
+    assert asyncio.run(peek(url, "admit-user")).remaining == ADMIT_USER.burst - ADMIT_ORG.burst
+
+
+async def peek(url: str, key: str) -> GcraDecision:
+    backend = RedisBackend.from_url(url)
+    try:
+        return await backend.gcra(key, ADMIT_USER, 1_800_000_000.0, 0)
+    finally:
+        await backend.aclose()

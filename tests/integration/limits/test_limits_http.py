@@ -272,3 +272,31 @@ async def test_a_request_shed_under_load_is_labelled_with_its_route_template(
         'slo="true"'
     ) in body
     assert 'http_response_status_code="503",http_route="unmatched"' not in body
+
+
+async def test_a_request_refused_for_want_of_a_slot_spends_no_rate_cell(
+    limited_app: FastAPI, limited: tuple[httpx.AsyncClient, World], clock: ManualClock
+) -> None:
+    client, world = limited
+    guard = limited_app.state.services.limits.guard
+    before = await client.get("/v1/recognitions", headers=world.alice.headers)
+    assert before.status_code == 200
+    # Other requests of Alice's hold every one of her in-flight slots.
+    key, now = f"slots:user:{world.alice.id}", clock.now().timestamp()
+    held = [
+        await guard.limiter.backend.slot_acquire(key, guard.concurrency.per_user, 120, now)
+        for _ in range(guard.concurrency.per_user)
+    ]
+    refused = await client.get("/v1/recognitions", headers=world.alice.headers)
+    assert refused.status_code == 429
+    assert refused.json()["limit"] == "concurrency-user"
+    for slot in held:
+        assert slot.slot_id is not None
+        await guard.limiter.backend.slot_release(key, slot.slot_id)
+    after = await client.get("/v1/recognitions", headers=world.alice.headers)
+    assert after.status_code == 200
+    # Same instant, one admitted request later: the refusal spent nothing.
+    spent = int(before.headers["x-ratelimit-remaining"]) - int(
+        after.headers["x-ratelimit-remaining"]
+    )
+    assert spent == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
+from keel.guard.ratelimit.backend import QuotaCheck, RateCheck, SlotClaim
 from keel.guard.ratelimit.errors import LimiterUnavailable
 from keel.guard.ratelimit.fallback import Cooldown, CooldownState, FallbackBackend, FallbackMetrics
 from keel.guard.ratelimit.gcra import Rate
@@ -32,6 +33,10 @@ class FlakyBackend(MemoryBackend):
     async def gcra(self, key: str, rate: Rate, now: float, n: int = 1):  # type: ignore[no-untyped-def]
         self._maybe_fail()
         return await super().gcra(key, rate, now, n)
+
+    async def admit(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self._maybe_fail()
+        return await super().admit(*args, **kwargs)
 
     async def slot_acquire(self, key: str, limit: int, lease: float, now: float):  # type: ignore[no-untyped-def]
         self._maybe_fail()
@@ -129,6 +134,27 @@ async def test_local_quota_share() -> None:
     window = QuotaWindow("day")
     results = [(await fallback.quota_consume("q", 10, window, NOW)).allowed for _ in range(7)]
     assert results.count(True) == 5
+
+
+async def test_a_whole_admission_goes_local_with_a_share_of_every_limit() -> None:
+    registry = CollectorRegistry()
+    fallback, primary = make(ManualClock(), registry)
+    assert (await fallback.admit([RateCheck("k", RATE)], [], [], NOW)).allowed
+    primary.down = True
+    rates = [RateCheck("k", RATE), RateCheck("org", Rate(60, 60, 4))]
+    quotas = [QuotaCheck("q", 10, QuotaWindow("day"))]
+    claims = [SlotClaim("s", 6, 30)]
+    outcomes = [await fallback.admit(rates, quotas, claims, NOW) for _ in range(4)]
+    # Two instances: the org's burst of 4 gives 2 locally; the refusals spent nothing.
+    assert [a.allowed for a in outcomes] == [True, True, False, False]
+    assert fallback_count(registry, "admit") == 4
+    assert (await fallback.local.gcra("k", RATE.scaled(2), NOW, 0)).remaining == 3
+    assert outcomes[0].quotas[0].limit == 5
+    slot_id = outcomes[0].slots[0].slot_id
+    assert slot_id is not None
+    assert slot_id.startswith("local:")
+    await fallback.slot_release("s", slot_id)
+    assert len(fallback.local._slots["s"]) == 1
 
 
 class CountingBreaker:

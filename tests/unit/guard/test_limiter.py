@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from keel.guard.ratelimit.backend import SlotClaim
 from keel.guard.ratelimit.errors import LimitExceeded
 from keel.guard.ratelimit.headers import quota_warning_headers, ratelimit_headers
 from keel.guard.ratelimit.limiter import RateLimiter, RequestContext
@@ -137,6 +138,33 @@ async def test_quota_is_peeked_by_decide_and_consumed_by_commit(limiter: RateLim
     assert [r.name for r in refused.results] == ["quota-daily"]
     # The next UTC day starts fresh.
     assert (await limiter.decide(POLICY.limits, create, NOW + 12 * 3600)).allowed
+
+
+async def test_a_refusal_by_the_org_limit_spends_nothing_of_the_users(
+    limiter: RateLimiter,
+) -> None:
+    create = ctx(route="POST /v1/things")  # user-rate (burst 5) and org-rate (burst 2)
+    outcomes = [await limiter.decide(POLICY.limits, create, NOW) for _ in range(4)]
+    assert [d.allowed for d in outcomes] == [True, True, False, False]
+    refused = outcomes[-1]
+    assert refused.breached is not None
+    assert refused.breached.name == "org-rate"
+    # The user's reading on the refusal is what is really left: 5 - 2 admitted.
+    assert [(r.name, r.remaining) for r in refused.results] == [("user-rate", 3), ("org-rate", 0)]
+    plain = await limiter.decide(POLICY.limits, ctx(), NOW)  # only user-rate applies
+    assert plain.results[0].remaining == 2
+
+
+async def test_a_full_slot_refuses_the_request_and_spends_no_cell(limiter: RateLimiter) -> None:
+    claims = [SlotClaim("slots:org:o1", 10, 30.0), SlotClaim("slots:user:u1", 1, 30.0)]
+    first = await limiter.decide(POLICY.limits, ctx(), NOW, slots=claims)
+    assert first.allowed
+    assert [s.acquired for s in first.slots] == [True, True]
+    assert first.refused_slot is None
+    second = await limiter.decide(POLICY.limits, ctx(), NOW, slots=claims)
+    assert (second.allowed, second.breached, second.refused_slot) == (False, None, 1)
+    assert second.slots[0].in_flight == 1  # the org's slot was not taken either
+    assert (await limiter.decide(POLICY.limits, ctx(), NOW)).results[0].remaining == 3
 
 
 async def test_refund_gives_back_what_was_committed(limiter: RateLimiter) -> None:

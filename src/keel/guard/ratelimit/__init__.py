@@ -6,7 +6,8 @@ storage):
 * pure arithmetic — :func:`gcra` (generic cell rate algorithm) and
   :func:`window_bounds` / :func:`quota_decision` (calendar quotas in an IANA
   time zone). Time is always an argument.
-* storage — the :class:`LimiterBackend` protocol; :class:`MemoryBackend`
+* storage — the :class:`LimiterBackend` protocol, whose ``admit`` decides a
+  request's every limit and slot at once, all or nothing; :class:`MemoryBackend`
   (one process), :class:`RedisBackend` (shared; one Lua script per decision)
   and :class:`FallbackBackend` (Redis, falling back to a local share of each
   limit when Redis is down; ``degraded`` for ``/ready``).
@@ -24,21 +25,29 @@ How the middleware uses it::
                          user_id=..., org_id=..., plan="team", ip=..., token_id=...,
                          timezone=org.timezone, overrides=org_overrides)
     now = clock.now().timestamp()
-    decision = await limiter.decide(policy.limits, ctx, now)
+    slots = [SlotClaim(f"slots:user:{user_id}", 20, 120.0)]  # optional, taken with the rest
+    decision = await limiter.decide(policy.limits, ctx, now, slots=slots)
     headers = ratelimit_headers(decision)                    # on every response
-    if not decision.allowed:
+    if not decision.allowed:                                 # nothing was spent anywhere
         raise LimitExceeded(limit_name=decision.breached.name,
                             retry_after=decision.retry_after, headers=headers)
-    ...run the operation...
+    ...run the operation, then slot_release(key, slot_id) for each decision.slots...
     if succeeded:
         commits = await limiter.commit_quota(policy.limits, ctx, now)
         headers |= quota_warning_headers(commits)            # 80/90/100 % once each
 
-Concurrency slots (for the shed middleware) are on the backend directly:
+Concurrency slots can also be taken on their own, on the backend:
 ``slot_acquire(key, limit, lease, now)`` then ``slot_release(key, slot_id)``.
 """
 
-from keel.guard.ratelimit.backend import LimiterBackend, SlotDecision
+from keel.guard.ratelimit.backend import (
+    Admission,
+    LimiterBackend,
+    QuotaCheck,
+    RateCheck,
+    SlotClaim,
+    SlotDecision,
+)
 from keel.guard.ratelimit.errors import LimiterUnavailable, LimitExceeded, PolicyError
 from keel.guard.ratelimit.fallback import (
     Breaker,
@@ -92,6 +101,7 @@ from keel.guard.ratelimit.redis_backend import RedisBackend
 
 __all__ = [
     "WARNING_THRESHOLDS",
+    "Admission",
     "Breaker",
     "Cooldown",
     "CooldownState",
@@ -112,15 +122,18 @@ __all__ = [
     "PlanMultipliers",
     "Policy",
     "PolicyError",
+    "QuotaCheck",
     "QuotaCommit",
     "QuotaDecision",
     "QuotaRule",
     "QuotaWindow",
     "Rate",
+    "RateCheck",
     "RateLimiter",
     "RateRule",
     "RedisBackend",
     "RequestContext",
+    "SlotClaim",
     "SlotDecision",
     "WindowPeriod",
     "default_policy",

@@ -1,6 +1,7 @@
 """The Redis backend's Lua scripts, kept together as reviewed data.
 
-Each script is one decision and so one round trip. None reads Redis's clock:
+Each script is one decision and so one round trip; :data:`ADMIT` is a whole
+request's decision (every rate limit, quota and slot it passes). None reads Redis's clock:
 ``now`` arrives as an argument, so every instance and every test agrees on the
 arithmetic. Floats travel as Python ``repr`` strings (shortest round-trip form,
 parsed exactly by ``tonumber``) and come back as ``%.17g`` strings, because
@@ -8,6 +9,93 @@ Redis truncates Lua numbers to integers in replies.
 """
 
 from __future__ import annotations
+
+ADMIT = """
+-- One request's admission, all or nothing: every check is read first, and
+-- only if all pass are cells spent and slots taken.
+-- KEYS: rate TAT keys, then quota counter keys, then slot sets.
+-- ARGV: now, n, #rates, #quotas, #slots, then per rate: emission interval,
+--   tolerance; per quota: limit; per slot: limit, lease expiry, slot id.
+-- Reply: {admitted, stored TAT or false per rate, count per quota,
+--   live leases and '%.17g' wait to the earliest expiry per slot}. Python
+--   derives every reading from these with the same code the memory backend
+--   uses, so the GCRA arithmetic below mirrors keel.guard.ratelimit.gcra.
+local now = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
+local nr, nq, ns = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local epsilon = 1e-06
+local ok = 1
+local reply = {0}
+local stored, base, fresh, tolerance = {}, {}, {}, {}
+local a = 6
+for i = 1, nr do
+  local interval = tonumber(ARGV[a])
+  tolerance[i] = tonumber(ARGV[a + 1])
+  a = a + 2
+  local raw = redis.call('GET', KEYS[i])
+  local b = now
+  if raw then
+    stored[i] = tonumber(raw)
+    b = math.min(math.max(stored[i], now), now + tolerance[i])
+  end
+  base[i] = b
+  fresh[i] = b + n * interval
+  if fresh[i] - tolerance[i] - now > epsilon then
+    ok = 0
+  end
+  reply[i + 1] = raw or false
+end
+for i = 1, nq do
+  local used = tonumber(redis.call('GET', KEYS[nr + i]) or '0')
+  if used + n > tonumber(ARGV[a]) then
+    ok = 0
+  end
+  a = a + 1
+  reply[nr + i + 1] = used
+end
+for i = 1, ns do
+  local key = KEYS[nr + nq + i]
+  -- Expired leases go first: that is how a crashed holder's slot returns.
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  local count = redis.call('ZCARD', key)
+  local wait = '0'
+  if count >= tonumber(ARGV[a + 3 * (i - 1)]) then
+    ok = 0
+    local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    wait = string.format('%.17g', tonumber(first[2]) - now)
+  end
+  reply[nr + nq + 2 * i] = count
+  reply[nr + nq + 2 * i + 1] = wait
+end
+reply[1] = ok
+if ok == 1 then
+  if n > 0 then
+    for i = 1, nr do
+      -- The key means nothing once its TAT has passed, so that is its TTL,
+      -- padded to a second for instances whose clocks differ a little.
+      local ttl = math.max(1000, math.ceil((fresh[i] - now) * 1000))
+      redis.call('SET', KEYS[i], string.format('%.17g', fresh[i]), 'PX', ttl)
+    end
+  end
+  for i = 1, ns do
+    local key = KEYS[nr + nq + i]
+    local s = a + 3 * (i - 1)
+    redis.call('ZADD', key, ARGV[s + 1], ARGV[s + 2])
+    -- The set lives as long as its longest lease.
+    local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+    redis.call('PEXPIRE', key, math.max(1, math.ceil((tonumber(last[2]) - now) * 1000)))
+  end
+else
+  for i = 1, nr do
+    if stored[i] and base[i] < stored[i] then
+      -- A clock that went backwards: keep the clamped TAT so the key recovers.
+      local ttl = math.max(1000, math.ceil((base[i] - now) * 1000))
+      redis.call('SET', KEYS[i], string.format('%.17g', base[i]), 'PX', ttl)
+    end
+  end
+end
+return reply
+"""
 
 GCRA = """
 -- KEYS[1]: the key's TAT. ARGV: now, emission interval, tolerance, n, epsilon.

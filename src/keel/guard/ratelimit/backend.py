@@ -8,12 +8,18 @@ which wraps the two. The same contract test suite runs against each.
 Every method takes ``now`` (epoch seconds) instead of reading a clock, so
 tests drive time and Redis never uses its own ``TIME``: all instances agree on
 the arithmetic as long as their clocks roughly agree, and a test can jump time.
+
+:meth:`LimiterBackend.admit` is the request path: every limit a request
+passes, decided at once, all or nothing (one Lua script call on Redis). The
+single-limit methods serve peeks (``/v1/quotas``), quota commits after
+success, slot releases, and tests of each algorithm on its own.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from keel.guard.ratelimit.gcra import GcraDecision, Rate
 from keel.guard.ratelimit.quota import QuotaDecision, QuotaWindow
@@ -36,12 +42,76 @@ class SlotDecision:
     retry_after: float
 
 
+class RateCheck(NamedTuple):
+    """A rate limit to pass: ``n`` GCRA cells for ``key``.
+
+    ``admit`` takes any ``(key, rate)`` tuple; this names the fields. A hot
+    caller may pass plain tuples and skip the named tuple's Python-level
+    constructor, which is a measurable share of a memory-backend decision.
+    """
+
+    key: str
+    rate: Rate
+
+
+class QuotaCheck(NamedTuple):
+    """A quota to peek at: would ``n`` more fit in the window holding ``now``?"""
+
+    key: str
+    limit: int
+    window: QuotaWindow
+
+
+class SlotClaim(NamedTuple):
+    """An in-flight slot to take for ``lease`` seconds, one of ``limit`` for ``key``."""
+
+    key: str
+    limit: int
+    lease: float
+
+
+class Admission(NamedTuple):
+    """The outcome of :meth:`LimiterBackend.admit`, one reading per check, in order.
+
+    When ``allowed`` is false nothing was consumed anywhere, and every reading
+    says so: a rate check that would have passed reads as a peek (``n = 0``),
+    a slot that would have been free reads ``acquired=False, retry_after=0``.
+    """
+
+    allowed: bool
+    rates: tuple[GcraDecision, ...]
+    quotas: tuple[QuotaDecision, ...]
+    slots: tuple[SlotDecision, ...]
+
+
 class LimiterBackend(Protocol):
     """State for rate limits (GCRA), calendar quotas and concurrency slots.
 
     Implementations raise :class:`~keel.guard.ratelimit.errors.LimiterUnavailable`
     (and nothing backend-specific) when their store fails.
     """
+
+    async def admit(
+        self,
+        rates: Sequence[tuple[str, Rate]],
+        quotas: Sequence[tuple[str, int, QuotaWindow]],
+        slots: Sequence[tuple[str, int, float]],
+        now: float,
+        n: int = 1,
+    ) -> Admission:
+        """Decide every limit of one request at once, all or nothing.
+
+        Admitted only if every rate check has ``n`` cells, every quota has room
+        for ``n`` more and every slot claim finds a free slot; then the cells
+        are spent and the slots taken. Otherwise nothing is written (beyond
+        dropping expired leases and clamping a TAT a backwards clock left too
+        far ahead, neither of which grants or spends anything). Quotas are only
+        peeked: they count successes, committed later with :meth:`quota_consume`.
+        Keys within one call must be distinct (the limiter's keys carry the
+        rule name, so they are). Checks are :class:`RateCheck`,
+        :class:`QuotaCheck` and :class:`SlotClaim`, or the same plain tuples.
+        """
+        ...
 
     async def gcra(self, key: str, rate: Rate, now: float, n: int = 1) -> GcraDecision:
         """Admit ``n`` cells for ``key`` if they fit; store the new TAT only if admitted."""

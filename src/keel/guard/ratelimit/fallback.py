@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import cache
 from typing import Protocol, TypeVar
 
@@ -30,7 +30,14 @@ import structlog
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
 from keel.clock import SYSTEM_CLOCK, Clock
-from keel.guard.ratelimit.backend import LimiterBackend, SlotDecision
+from keel.guard.ratelimit.backend import (
+    Admission,
+    LimiterBackend,
+    QuotaCheck,
+    RateCheck,
+    SlotClaim,
+    SlotDecision,
+)
 from keel.guard.ratelimit.errors import LimiterUnavailable
 from keel.guard.ratelimit.gcra import GcraDecision, Rate
 from keel.guard.ratelimit.memory import MemoryBackend
@@ -185,6 +192,38 @@ class FallbackBackend:
         return max(1, math.floor(limit / self.instances))
 
     # --- LimiterBackend ------------------------------------------------------
+
+    async def admit(
+        self,
+        rates: Sequence[tuple[str, Rate]],
+        quotas: Sequence[tuple[str, int, QuotaWindow]],
+        slots: Sequence[tuple[str, int, float]],
+        now: float,
+        n: int = 1,
+    ) -> Admission:
+        async def local() -> Admission:
+            # The whole request is decided in one place: all on Redis or all
+            # locally, never split, so all-or-nothing holds either way.
+            share = self.instances
+            admission = await self.local.admit(
+                [RateCheck(key, rate.scaled(share)) for key, rate in rates],
+                [QuotaCheck(key, self._share(limit), window) for key, limit, window in quotas],
+                [SlotClaim(key, self._share(limit), lease) for key, limit, lease in slots],
+                now,
+                n,
+            )
+            if not admission.allowed:
+                return admission
+            # Tag the ids so their release goes back to the local backend.
+            tagged = tuple(
+                SlotDecision(True, LOCAL_SLOT_PREFIX + str(d.slot_id), d.in_flight, d.limit, 0.0)
+                for d in admission.slots
+            )
+            return admission._replace(slots=tagged)
+
+        return await self._route(
+            "admit", lambda: self.primary.admit(rates, quotas, slots, now, n), local
+        )
 
     async def gcra(self, key: str, rate: Rate, now: float, n: int = 1) -> GcraDecision:
         return await self._route(

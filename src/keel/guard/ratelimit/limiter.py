@@ -5,19 +5,30 @@ rules and the backend, nothing of HTTP: the request arrives as a
 :class:`RequestContext` and leaves as a :class:`Decision`, which
 :mod:`keel.guard.ratelimit.headers` turns into response headers.
 
-Order inside :meth:`RateLimiter.decide`: quotas are *peeked* first (free, and
-an exhausted quota should not spend rate cells), then rate limits are
-*consumed* in policy order, stopping at the first refusal. Quotas are consumed
-later, by :meth:`RateLimiter.commit_quota`, once the operation succeeded.
+:meth:`RateLimiter.decide` hands every applicable rule — and the request's
+concurrency slots, when the caller asks for them — to the backend as one
+all-or-nothing :meth:`~keel.guard.ratelimit.backend.LimiterBackend.admit`
+(one Lua script call on Redis): quotas are *peeked*, rate cells are *spent*
+and slots *taken* only if nothing refuses. A request refused by its org's
+limit has therefore spent nothing of its user's. Quotas are consumed later,
+by :meth:`RateLimiter.commit_quota`, once the operation succeeded (quotas
+count successes). When several rules refuse, the one reported is the first in
+policy order, quotas before rates, as a client would hit them one by one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from functools import cache
+from typing import Literal, NamedTuple
 
-from keel.guard.ratelimit.backend import LimiterBackend
+from keel.guard.ratelimit.backend import (
+    LimiterBackend,
+    SlotClaim,
+    SlotDecision,
+)
+from keel.guard.ratelimit.gcra import Rate
 from keel.guard.ratelimit.headers import quota_threshold_crossed
 from keel.guard.ratelimit.policy import (
     EffectiveLimit,
@@ -27,6 +38,12 @@ from keel.guard.ratelimit.policy import (
     RateRule,
     effective_limit,
 )
+from keel.guard.ratelimit.quota import QuotaWindow, WindowPeriod
+
+_new = tuple.__new__  # a named tuple without its Python-level __new__, as in gcra.py
+
+_CACHE_BOUND = 4096
+"""Entries each of the limiter's memo tables may hold before it starts afresh."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,18 +71,19 @@ class RequestContext:
         return self.user_id is None
 
     def key_for(self, kind: Literal["user", "org", "ip", "token"]) -> str | None:
-        return {"user": self.user_id, "org": self.org_id, "ip": self.ip, "token": self.token_id}[
-            kind
-        ]
+        value: str | None = getattr(self, _SUBJECT_FIELDS[kind])
+        return value
 
 
-@dataclass(frozen=True, slots=True)
-class LimitResult:
+_SUBJECT_FIELDS = {"user": "user_id", "org": "org_id", "ip": "ip", "token": "token_id"}
+
+
+class LimitResult(NamedTuple):
     """One rule's reading for one request, in the units headers need.
 
     ``quota`` and ``window`` are the policy's numbers (``q``/``w`` of
     RateLimit-Policy); ``remaining`` and ``reset_after`` the live ones
-    (``r``/``t`` of RateLimit).
+    (``r``/``t`` of RateLimit). A named tuple: built per rule per request.
     """
 
     name: str
@@ -83,7 +101,11 @@ class LimitResult:
 class Decision:
     """The verdict on a request: allowed or not, and every rule's reading.
 
-    ``breached`` is the rule that refused (``None`` when allowed);
+    ``breached`` is the rule that refused (``None`` when allowed, or when
+    only a concurrency slot refused). On a refusal ``results`` stops at the
+    breach, and no reading reflects a spend, since nothing was spent.
+    ``slots`` answers the slot claims passed to :meth:`RateLimiter.decide`,
+    in order; ``refused_slot`` is the index of the first one that was full.
     ``most_restrictive`` is the reading to report in the single-policy
     headers (``X-RateLimit-*``): the breach, else the fewest remaining.
     """
@@ -91,6 +113,16 @@ class Decision:
     allowed: bool
     results: tuple[LimitResult, ...]
     breached: LimitResult | None = None
+    slots: tuple[SlotDecision, ...] = ()
+
+    @property
+    def refused_slot(self) -> int | None:
+        if self.allowed or self.breached is not None:
+            return None
+        for index, slot in enumerate(self.slots):
+            if slot.in_flight >= slot.limit:
+                return index
+        return None
 
     @property
     def most_restrictive(self) -> LimitResult | None:
@@ -123,27 +155,75 @@ class RateLimiter:
     def __init__(self, backend: LimiterBackend, *, key_prefix: str = "") -> None:
         self.backend = backend
         self._prefix = key_prefix
+        # Memo tables for the per-request work that depends only on the policy:
+        # which rules a route matches, and each rule's numbers for a plan and
+        # override. Keyed by identity (checked on hit, so a reused id never
+        # aliases) and bounded; the policy and override objects are long-lived.
+        self._matching: dict[tuple[int, str | None, str | None, bool], _Matched] = {}
+        self._numbers: dict[tuple[int, str, int], _Numbers] = {}
 
     def applicable(
         self, limits: Iterable[RateRule | QuotaRule], context: RequestContext
     ) -> list[tuple[EffectiveLimit, str]]:
         """The rules covering this request, with enforced numbers and storage keys."""
-        chosen: list[tuple[EffectiveLimit, str]] = []
-        for rule in limits:
-            if not rule.applies(route=context.route, operation=context.operation):
-                continue
-            if rule.principal == "anonymous" and not context.anonymous:
-                continue
-            if rule.principal == "authenticated" and context.anonymous:
-                continue
+        return [(numbers.effective, key) for numbers, key in self._applicable(limits, context)]
+
+    def _applicable(
+        self, limits: Iterable[RateRule | QuotaRule], context: RequestContext
+    ) -> list[tuple[_Numbers, str]]:
+        chosen: list[tuple[_Numbers, str]] = []
+        overrides = context.overrides
+        for rule in self._matching_rules(limits, context):
             subject = context.key_for(rule.key)
             if subject is None:
                 continue
-            effective = effective_limit(rule, context.plan, context.overrides.get(rule.name))
-            if effective is None:
+            numbers = self._numbers_for(rule, context.plan, overrides.get(rule.name))
+            if numbers is None:
                 continue
-            chosen.append((effective, f"{self._prefix}{rule.name}:{rule.key}:{subject}"))
+            chosen.append((numbers, f"{self._prefix}{rule.name}:{rule.key}:{subject}"))
         return chosen
+
+    def _matching_rules(
+        self, limits: Iterable[RateRule | QuotaRule], context: RequestContext
+    ) -> tuple[RateRule | QuotaRule, ...]:
+        anonymous = context.anonymous
+        memo = None
+        if isinstance(limits, tuple):  # a policy's rules: immutable, so memoisable
+            memo = (id(limits), context.route, context.operation, anonymous)
+            found = self._matching.get(memo)
+            if found is not None and found.limits is limits:
+                return found.rules
+        rules = tuple(
+            rule
+            for rule in limits
+            if rule.applies(route=context.route, operation=context.operation)
+            and not (rule.principal == "anonymous" and not anonymous)
+            and not (rule.principal == "authenticated" and anonymous)
+        )
+        if memo is not None:
+            if len(self._matching) >= _CACHE_BOUND:
+                self._matching.clear()
+            self._matching[memo] = _Matched(limits, rules)
+        return rules
+
+    def _numbers_for(
+        self, rule: RateRule | QuotaRule, plan: Plan, override: LimitOverride | None
+    ) -> _Numbers | None:
+        memo = (id(rule), plan, id(override))
+        found = self._numbers.get(memo)
+        if found is not None and found.rule is rule and found.override is override:
+            return found
+        effective = effective_limit(rule, plan, override)
+        if effective is None:
+            return None
+        if isinstance(rule, RateRule):
+            numbers = _Numbers(rule, override, effective, effective.rate, "day")
+        else:
+            numbers = _Numbers(rule, override, effective, None, rule.window)
+        if len(self._numbers) >= _CACHE_BOUND:
+            self._numbers.clear()
+        self._numbers[memo] = numbers
+        return numbers
 
     async def decide(
         self,
@@ -152,52 +232,66 @@ class RateLimiter:
         now: float,
         *,
         cost: int = 1,
+        slots: Sequence[SlotClaim] = (),
     ) -> Decision:
-        """Admit or refuse a request: peek quotas, consume rate limits.
+        """Admit or refuse a request: every rule and slot claim, all or nothing.
 
-        A request refused by a later rate limit has still spent a cell of the
-        earlier ones; that is deliberate (a refused request still cost us
-        something) and keeps each limit one atomic step.
+        One backend call: nothing is spent or taken unless everything fits.
         """
-        applicable = self.applicable(limits, context)
+        # Plain tuples throughout (the backend takes them as checks; LimitResult
+        # is built without its keyword constructor): this runs on every request.
+        quota_rules: list[tuple[_Numbers, str]] = []
+        rate_rules: list[tuple[str, str, Rate]] = []
+        quotas: list[tuple[str, int, QuotaWindow]] = []
+        rates: list[tuple[str, Rate]] = []
+        timezone = context.timezone
+        for numbers, key in self._applicable(limits, context):
+            rate = numbers.rate
+            if rate is None:
+                quota_rules.append((numbers, key))
+                quotas.append((key, numbers.effective.limit, _window(numbers.period, timezone)))
+            else:
+                rate_rules.append((numbers.effective.name, key, rate))
+                rates.append((key, rate))
+        admission = await self.backend.admit(rates, quotas, slots, now, cost)
         results: list[LimitResult] = []
-        for effective, key in applicable:
-            if isinstance(effective.rule, QuotaRule):
-                window = effective.window(context.timezone)
-                q = await self.backend.quota_check(key, effective.limit, window, now, cost)
-                result = LimitResult(
-                    name=effective.name,
-                    algorithm="quota",
-                    key=key,
-                    allowed=q.allowed,
-                    quota=effective.limit,
-                    window=q.window_end - q.window_start,
-                    remaining=q.remaining,
-                    reset_after=q.reset_after,
-                    retry_after=q.retry_after,
-                )
-                results.append(result)
-                if not result.allowed:
-                    return Decision(False, tuple(results), result)
-        for effective, key in applicable:
-            if isinstance(effective.rule, RateRule):
-                rate = effective.rate
-                g = await self.backend.gcra(key, rate, now, cost)
-                result = LimitResult(
-                    name=effective.name,
-                    algorithm="rate",
-                    key=key,
-                    allowed=g.allowed,
-                    quota=rate.limit,
-                    window=rate.period,
-                    remaining=g.remaining,
-                    reset_after=g.reset_after,
-                    retry_after=g.retry_after,
-                )
-                results.append(result)
-                if not result.allowed:
-                    return Decision(False, tuple(results), result)
-        return Decision(True, tuple(results))
+        for (numbers, key), q in zip(quota_rules, admission.quotas, strict=True):
+            result = _new(
+                LimitResult,
+                (
+                    numbers.effective.name,
+                    "quota",
+                    key,
+                    q.allowed,
+                    numbers.effective.limit,
+                    q.window_end - q.window_start,
+                    q.remaining,
+                    q.reset_after,
+                    q.retry_after,
+                ),
+            )
+            results.append(result)
+            if not q.allowed:
+                return Decision(False, tuple(results), result, admission.slots)
+        for (name, key, rate), g in zip(rate_rules, admission.rates, strict=True):
+            result = _new(
+                LimitResult,
+                (
+                    name,
+                    "rate",
+                    key,
+                    g.allowed,
+                    rate.limit,
+                    rate.period,
+                    g.remaining,
+                    g.reset_after,
+                    g.retry_after,
+                ),
+            )
+            results.append(result)
+            if not g.allowed:
+                return Decision(False, tuple(results), result, admission.slots)
+        return Decision(admission.allowed, tuple(results), None, admission.slots)
 
     async def commit_quota(
         self,
@@ -243,3 +337,23 @@ class RateLimiter:
             if isinstance(effective.rule, QuotaRule):
                 window = effective.window(context.timezone)
                 await self.backend.quota_refund(key, window, consumed_at, n)
+
+
+class _Matched(NamedTuple):
+    limits: object  # compared by identity only
+    rules: tuple[RateRule | QuotaRule, ...]
+
+
+class _Numbers(NamedTuple):
+    """A rule's enforced numbers for a plan and override, with what a check needs."""
+
+    rule: RateRule | QuotaRule
+    override: LimitOverride | None
+    effective: EffectiveLimit
+    rate: Rate | None  # rate rules
+    period: WindowPeriod  # quota rules (the rule's window; "day" is a placeholder otherwise)
+
+
+@cache
+def _window(period: WindowPeriod, timezone: str) -> QuotaWindow:
+    return QuotaWindow(period, timezone)

@@ -9,14 +9,18 @@ recently. A hard ``max_keys`` cap evicts the oldest entries past that — it
 trades exactness for a bound (an evicted GCRA key gets its burst back), which
 only matters under a flood of distinct keys.
 
-Being synchronous under the hood, every operation is atomic on the event loop.
+Being synchronous under the hood, every operation is atomic on the event loop
+— :meth:`MemoryBackend.admit` included, which is what makes a request's whole
+set of limits all or nothing here without any locking.
 """
 
 from __future__ import annotations
 
+import itertools
 import uuid
+from collections.abc import Sequence
 
-from keel.guard.ratelimit.backend import SlotDecision
+from keel.guard.ratelimit.backend import Admission, SlotDecision
 from keel.guard.ratelimit.gcra import GcraDecision, Rate, gcra
 from keel.guard.ratelimit.quota import (
     QuotaDecision,
@@ -27,6 +31,7 @@ from keel.guard.ratelimit.quota import (
 )
 
 _MIN_SWEEP_INTERVAL = 1024
+_new = tuple.__new__  # as in gcra.py: the named tuple without its Python-level __new__
 
 
 class MemoryBackend:
@@ -43,10 +48,126 @@ class MemoryBackend:
         self._slots: dict[str, dict[str, float]] = {}
         self._ops = 0
         self._sweep_at = _MIN_SWEEP_INTERVAL
+        # Slot ids: a random prefix and a counter, unique without a uuid4 per slot.
+        self._slot_prefix = uuid.uuid4().hex[:12] + "-"
+        self._slot_ids = itertools.count(1)
 
     def __len__(self) -> int:
         """Entries held, expired or not (until the next sweep)."""
         return len(self._tats) + len(self._counts) + len(self._slots)
+
+    # --- one request, every limit ---------------------------------------------
+
+    async def admit(
+        self,
+        rates: Sequence[tuple[str, Rate]],
+        quotas: Sequence[tuple[str, int, QuotaWindow]],
+        slots: Sequence[tuple[str, int, float]],
+        now: float,
+        n: int = 1,
+    ) -> Admission:
+        # Kept flat on purpose: this is the per-request hot path. Read
+        # everything, decide, and only then write — so a refusal by any check
+        # leaves every other one untouched.
+        self._ops += 1
+        if self._ops >= self._sweep_at:
+            self.sweep(now)
+        tats = self._tats
+        allowed = True
+        readings = []
+        for key, rate in rates:
+            decision = gcra(tats.get(key), now, rate, n)
+            if not decision.allowed:
+                allowed = False
+            readings.append(decision)
+        peeks: list[QuotaDecision] = []
+        if quotas:
+            peeks = self._peek(quotas, now, n)
+            if allowed:
+                allowed = all(quota.allowed for quota in peeks)
+        leases: list[dict[str, float]] = []
+        if slots:
+            leases = [self._live_leases(claim[0], now) for claim in slots]
+            if allowed:
+                allowed = all(
+                    len(held) < claim[1] for claim, held in zip(slots, leases, strict=True)
+                )
+        if not allowed:
+            return self._refusal(rates, readings, tuple(peeks), slots, leases, now)
+        if n > 0:
+            if len(tats) + len(rates) >= self._max_keys:
+                self._evict(room=len(rates))
+            for i, (key, _) in enumerate(rates):
+                tats[key] = readings[i].tat
+        taken: tuple[SlotDecision, ...] = ()
+        if slots:
+            taken = tuple(
+                self._take(claim, held, now) for claim, held in zip(slots, leases, strict=True)
+            )
+        return _new(Admission, (True, tuple(readings), tuple(peeks), taken))
+
+    def _refusal(
+        self,
+        rates: Sequence[tuple[str, Rate]],
+        readings: list[GcraDecision],
+        peeks: tuple[QuotaDecision, ...],
+        slots: Sequence[tuple[str, int, float]],
+        leases: list[dict[str, float]],
+        now: float,
+    ) -> Admission:
+        tats = self._tats
+        unspent = []
+        for (key, rate), reading in zip(rates, readings, strict=True):
+            tat = tats.get(key)
+            # One that would have passed spent nothing: report the peek.
+            decision = gcra(tat, now, rate, 0) if reading.allowed else reading
+            if tat is not None and decision.tat < tat:
+                tats[key] = decision.tat  # the backwards-clock clamp, as gcra() does
+            unspent.append(decision)
+        refused = tuple(
+            SlotDecision(
+                False,
+                None,
+                len(held),
+                limit,
+                max(0.0, min(held.values()) - now) if len(held) >= limit else 0.0,
+            )
+            for (_, limit, _), held in zip(slots, leases, strict=True)
+        )
+        return Admission(False, tuple(unspent), peeks, refused)
+
+    def _peek(
+        self, quotas: Sequence[tuple[str, int, QuotaWindow]], now: float, n: int
+    ) -> list[QuotaDecision]:
+        counts = self._counts
+        peeks = []
+        for key, limit, window in quotas:
+            bounds = window.bounds(now)
+            entry = counts.get(counter_key(key, bounds))
+            used = entry[0] if entry is not None and entry[1] > now else 0
+            peeks.append(quota_decision(used, limit, n, now, bounds))
+        return peeks
+
+    def _live_leases(self, key: str, now: float) -> dict[str, float]:
+        leases = self._slots.get(key)
+        if leases is None:
+            return {}
+        for slot_id, expiry in list(leases.items()):
+            if expiry <= now:
+                del leases[slot_id]
+        return leases
+
+    def _take(
+        self, claim: tuple[str, int, float], held: dict[str, float], now: float
+    ) -> SlotDecision:
+        key, limit, lease = claim
+        if not held:
+            if len(self) >= self._max_keys:
+                self._evict()
+            held = self._slots.setdefault(key, held)
+        slot_id = f"{self._slot_prefix}{next(self._slot_ids)}"
+        held[slot_id] = now + lease
+        return SlotDecision(True, slot_id, len(held), limit, 0.0)
 
     # --- GCRA ---------------------------------------------------------------
 
@@ -123,7 +244,7 @@ class MemoryBackend:
         if len(leases) >= limit:
             earliest = min(leases.values())
             return SlotDecision(False, None, len(leases), limit, max(0.0, earliest - now))
-        slot_id = uuid.uuid4().hex
+        slot_id = f"{self._slot_prefix}{next(self._slot_ids)}"
         leases[slot_id] = now + lease
         return SlotDecision(True, slot_id, len(leases), limit, 0.0)
 
@@ -165,10 +286,10 @@ class MemoryBackend:
         self._sweep_at = max(_MIN_SWEEP_INTERVAL, len(self))
         return before - len(self)
 
-    def _evict(self) -> None:
+    def _evict(self, room: int = 1) -> None:
         # Oldest-inserted first (dicts keep insertion order); rate state goes
         # before quota counts because losing it costs only one burst.
         for store in (self._tats, self._slots, self._counts):
-            # Leave room for the entry the current operation may add.
-            while len(self) >= self._max_keys and store:
+            # Leave room for the entries the current operation may add.
+            while len(self) + room > self._max_keys and store:
                 del store[next(iter(store))]

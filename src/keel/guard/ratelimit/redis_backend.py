@@ -1,11 +1,23 @@
 """The shared limiter backend: Redis, one Lua script per decision.
 
 Every decision is a single ``EVALSHA`` (one round trip, atomic across all
-instances). The script's SHA1 is computed locally, so the steady state never
-sends the script body; on ``NOSCRIPT`` (a restarted or flushed Redis) the
-script is loaded with ``SCRIPT LOAD`` and the call retried once. All keys carry
-TTLs so abandoned keys vanish on their own, and ``now`` is an argument:
-Redis's clock is never consulted.
+instances); a request's whole admission — every rate limit, quota and slot
+it passes — is one call of the ``ADMIT`` script, all or nothing. The script's
+SHA1 is computed locally, so the steady state never sends the script body;
+on ``NOSCRIPT`` (a restarted or flushed Redis) the script is loaded with
+``SCRIPT LOAD`` and the call retried once. All keys carry TTLs so abandoned
+keys vanish on their own, and ``now`` is an argument: Redis's clock is never
+consulted.
+
+Script calls go over a *lane*: one connection the backend checks out of
+redis-py's pool once and keeps, driven with redis-py's own
+``send_command``/``read_response``. That skips the pool checkout, retry wrapper
+and per-command bookkeeping ``execute_command`` does each time, which is most
+of redis-py's cost on a path taken once per request. The lane serves one call
+at a time; a call that finds it busy takes the ordinary pool path instead of
+waiting, so concurrency never queues behind it. redis-py disconnects a
+connection whose command was interrupted (error, timeout, cancellation), and
+the next call reconnects it, so no stale reply can be read by a later call.
 
 Redis failures and timeouts leave this module only as
 :class:`~keel.guard.ratelimit.errors.LimiterUnavailable`.
@@ -15,17 +27,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import math
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
 from keel.guard.ratelimit import _lua
-from keel.guard.ratelimit.backend import SlotDecision
+from keel.guard.ratelimit.backend import Admission, SlotDecision
 from keel.guard.ratelimit.errors import LimiterUnavailable
 from keel.guard.ratelimit.gcra import EPSILON, GcraDecision, Rate, gcra
 from keel.guard.ratelimit.quota import (
@@ -54,11 +69,12 @@ class _Script:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
 
 
+_ADMIT = _Script(_lua.ADMIT)
 _GCRA = _Script(_lua.GCRA)
 _QUOTA_CONSUME = _Script(_lua.QUOTA_CONSUME)
 _QUOTA_REFUND = _Script(_lua.QUOTA_REFUND)
 _SLOT_ACQUIRE = _Script(_lua.SLOT_ACQUIRE)
-_SCRIPTS = (_GCRA, _QUOTA_CONSUME, _QUOTA_REFUND, _SLOT_ACQUIRE)
+_SCRIPTS = (_ADMIT, _GCRA, _QUOTA_CONSUME, _QUOTA_REFUND, _SLOT_ACQUIRE)
 
 
 class RedisBackend:
@@ -84,6 +100,11 @@ class RedisBackend:
         self._prefix = prefix
         self._timeout = timeout
         self._owns_client = owns_client
+        self._lane: AbstractConnection | None = None
+        self._lane_busy = False
+        # Slot ids: random per backend (so per process), then a counter.
+        self._slot_prefix = uuid.uuid4().hex[:12] + "-"
+        self._slot_ids = itertools.count(1)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "keel:rl:", timeout: float = 0.25) -> RedisBackend:
@@ -112,6 +133,28 @@ class RedisBackend:
         for script in _SCRIPTS:
             await self._client.script_load(script.source)
 
+    async def _evalsha(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
+        """Run ``script`` on the lane if it is free, else through the pool."""
+        if self._lane_busy:
+            return await script(self._client, keys, args)
+        self._lane_busy = True
+        try:
+            lane = self._lane
+            if lane is None:
+                # redis-py leaves get_connection unannotated; it returns a connection.
+                pool = self._client.connection_pool
+                lane = self._lane = await pool.get_connection()  # type: ignore[no-untyped-call]
+            try:
+                await lane.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                return await lane.read_response()
+            except NoScriptError:
+                await lane.send_command("SCRIPT", "LOAD", script.source)
+                await lane.read_response()
+                await lane.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                return await lane.read_response()
+        finally:
+            self._lane_busy = False
+
     async def _call(self, awaitable: Any) -> Any:
         try:
             if self._timeout is None:
@@ -121,14 +164,52 @@ class RedisBackend:
         except (RedisError, OSError, TimeoutError) as exc:
             raise LimiterUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
 
+    def _new_slot_id(self) -> str:
+        return f"{self._slot_prefix}{next(self._slot_ids)}"
+
+    # --- one request, every limit ---------------------------------------------
+
+    async def admit(
+        self,
+        rates: Sequence[tuple[str, Rate]],
+        quotas: Sequence[tuple[str, int, QuotaWindow]],
+        slots: Sequence[tuple[str, int, float]],
+        now: float,
+        n: int = 1,
+    ) -> Admission:
+        if n < 0:
+            raise ValueError("n must not be negative")
+        prefix = self._prefix
+        keys = [prefix + "g:" + key for key, _ in rates]
+        # Floats go as they are: redis-py encodes them with repr(), the shortest
+        # form that round-trips, which Lua's tonumber reads back exactly.
+        args: list[Any] = [now, n, len(rates), len(quotas), len(slots)]
+        for _, rate in rates:
+            args.append(rate.emission_interval)
+            args.append(rate.tolerance)
+        windows = []
+        for key, limit, window in quotas:
+            bounds = window.bounds(now)
+            windows.append(bounds)
+            keys.append(prefix + "q:" + counter_key(key, bounds))
+            args.append(limit)
+        ids = []
+        for key, limit, lease in slots:
+            slot_id = self._new_slot_id()
+            ids.append(slot_id)
+            keys.append(prefix + "s:" + key)
+            args += (limit, now + lease, slot_id)
+        reply = await self._call(self._evalsha(_ADMIT, keys, args))
+        return _admission(reply, rates, quotas, slots, windows, ids, now, n)
+
     # --- GCRA ---------------------------------------------------------------
 
     async def gcra(self, key: str, rate: Rate, now: float, n: int = 1) -> GcraDecision:
         if n < 0:
             raise ValueError("n must not be negative")
         allowed, stored = await self._call(
-            _GCRA(
-                self._client,
+            self._evalsha(
+                _GCRA,
                 [self._prefix + "g:" + key],
                 [repr(now), repr(rate.emission_interval), repr(rate.tolerance), n, repr(EPSILON)],
             )
@@ -160,8 +241,8 @@ class RedisBackend:
         bounds = window.bounds(now)
         ttl_ms = max(1, math.ceil((bounds[1] - now) * 1000))
         ok, used = await self._call(
-            _QUOTA_CONSUME(
-                self._client,
+            self._evalsha(
+                _QUOTA_CONSUME,
                 [self._quota_key(key, bounds)],
                 [limit, n, ttl_ms, 1 if overdraft else 0],
             )
@@ -174,7 +255,7 @@ class RedisBackend:
         self, key: str, window: QuotaWindow, consumed_at: float, n: int = 1
     ) -> None:
         bounds = window.bounds(consumed_at)
-        await self._call(_QUOTA_REFUND(self._client, [self._quota_key(key, bounds)], [n]))
+        await self._call(self._evalsha(_QUOTA_REFUND, [self._quota_key(key, bounds)], [n]))
 
     def _quota_key(self, key: str, bounds: tuple[float, float]) -> str:
         return self._prefix + "q:" + counter_key(key, bounds)
@@ -182,10 +263,10 @@ class RedisBackend:
     # --- concurrency slots ----------------------------------------------------
 
     async def slot_acquire(self, key: str, limit: int, lease: float, now: float) -> SlotDecision:
-        slot_id = uuid.uuid4().hex
+        slot_id = self._new_slot_id()
         ok, count, wait = await self._call(
-            _SLOT_ACQUIRE(
-                self._client,
+            self._evalsha(
+                _SLOT_ACQUIRE,
                 [self._prefix + "s:" + key],
                 [repr(now), limit, repr(now + lease), slot_id],
             )
@@ -198,5 +279,54 @@ class RedisBackend:
         await self._call(self._client.zrem(self._prefix + "s:" + key, slot_id))
 
     async def aclose(self) -> None:
+        lane, self._lane = self._lane, None
+        if lane is not None:
+            await self._client.connection_pool.release(lane)
         if self._owns_client:
             await self._client.aclose()
+
+
+def _admission(
+    reply: list[Any],
+    rates: Sequence[tuple[str, Rate]],
+    quotas: Sequence[tuple[str, int, QuotaWindow]],
+    slots: Sequence[tuple[str, int, float]],
+    windows: list[tuple[float, float]],
+    ids: list[str],
+    now: float,
+    n: int,
+) -> Admission:
+    """Readings from the ``ADMIT`` reply, computed with the memory backend's arithmetic."""
+    admitted = reply[0] == 1
+    expected = True
+    readings = []
+    for i, (_, rate) in enumerate(rates, start=1):
+        raw = reply[i]
+        tat = None if raw is None else float(raw)
+        decision = gcra(tat, now, rate, n)
+        if not decision.allowed:
+            expected = False
+        elif not admitted:
+            decision = gcra(tat, now, rate, 0)  # nothing was spent: the peek
+        readings.append(decision)
+    at = len(rates) + 1
+    peeks = []
+    for (_, limit, _), bounds in zip(quotas, windows, strict=True):
+        quota = quota_decision(int(reply[at]), limit, n, now, bounds)
+        expected = expected and quota.allowed
+        peeks.append(quota)
+        at += 1
+    taken = []
+    for (_, limit, _), slot_id in zip(slots, ids, strict=True):
+        count = int(reply[at])
+        wait = float(reply[at + 1])
+        at += 2
+        if count >= limit:
+            expected = False
+        if admitted:
+            taken.append(SlotDecision(True, slot_id, count + 1, limit, 0.0))
+        else:
+            taken.append(SlotDecision(False, None, count, limit, max(0.0, wait)))
+    if admitted != expected:  # pragma: no cover - float parity is tested
+        raise LimiterUnavailable("redis: ADMIT script and arithmetic disagree")
+    return Admission(admitted, tuple(readings), tuple(peeks), tuple(taken))

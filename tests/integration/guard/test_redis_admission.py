@@ -1,0 +1,104 @@
+"""What the Redis backend promises about admission: one round trip, whatever the request.
+
+Round trips are counted on the wire, by a redis-py connection class that
+records every command it sends — the kept connection and pooled ones alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import Connection
+from tests.integration.guard.conftest import CONTRACT_DB
+from tests.support.services import redis_url
+
+from keel.guard.ratelimit import (
+    RateCheck,
+    RateLimiter,
+    RedisBackend,
+    RequestContext,
+    SlotClaim,
+    default_policy,
+)
+from keel.guard.ratelimit.gcra import Rate
+from keel.guard.ratelimit.redis_backend import _Script
+
+pytestmark = pytest.mark.redis
+
+NOW = 1_800_000_000.0
+SENT: list[str] = []
+
+
+class CountingConnection(Connection):
+    """Records the name of every command written to the socket."""
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        SENT.append(
+            bytes(command[0] if isinstance(command, list) else command).split(b"\r\n")[2].decode()
+        )
+        await super().send_packed_command(command, check_health)
+
+
+@pytest.fixture
+async def counted(redis_client: Redis) -> AsyncIterator[RedisBackend]:
+    pool = ConnectionPool.from_url(redis_url(CONTRACT_DB), connection_class=CountingConnection)
+    client = Redis(connection_pool=pool)
+    backend = RedisBackend(client, prefix="t:", timeout=2.0)
+    await backend.load_scripts()
+    await backend.admit([RateCheck("warm", Rate(60, 60, 5))], [], [], NOW)  # connect the lane
+    SENT.clear()
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+        await client.aclose()
+        await pool.disconnect()
+
+
+async def test_a_request_with_every_kind_of_limit_is_one_round_trip(
+    counted: RedisBackend,
+) -> None:
+    limiter = RateLimiter(counted)
+    # The default policy on a create: api-user and api-org rates, the daily quota.
+    context = RequestContext(
+        route="POST /v1/recognitions",
+        operation="recognitions.create",
+        user_id="u1",
+        org_id="o1",
+        plan="team",
+    )
+    claims = [SlotClaim("slots:user:u1", 20, 120.0), SlotClaim("slots:org:o1", 200, 120.0)]
+    decision = await limiter.decide(default_policy().limits, context, NOW, slots=claims)
+    assert decision.allowed
+    assert [r.name for r in decision.results] == ["recognitions-daily", "api-user", "api-org"]
+    assert [s.acquired for s in decision.slots] == [True, True]
+    assert SENT == ["EVALSHA"]
+
+
+async def test_a_refusal_is_one_round_trip_too(counted: RedisBackend) -> None:
+    checks = [RateCheck("u", Rate(60, 60, 5)), RateCheck("o", Rate(60, 60, 1))]
+    await counted.admit(checks, [], [], NOW)
+    assert not (await counted.admit(checks, [], [], NOW)).allowed
+    assert SENT == ["EVALSHA", "EVALSHA"]
+
+
+async def test_concurrent_decisions_share_the_kept_connection_safely(
+    counted: RedisBackend,
+) -> None:
+    # Forty at once: one rides the kept connection, the rest take the pool,
+    # and together they still admit exactly the burst.
+    checks = [RateCheck("u", Rate(60, 60, 50)), RateCheck("o", Rate(60, 60, 17))]
+    outcomes = await asyncio.gather(*(counted.admit(checks, [], [], NOW) for _ in range(40)))
+    assert sum(a.allowed for a in outcomes) == 17
+    assert (await counted.gcra("u", Rate(60, 60, 50), NOW, 0)).remaining == 33
+
+
+async def test_noscript_on_the_kept_connection_loads_and_retries(counted: RedisBackend) -> None:
+    # A script unique to this run, so the test never flushes the shared script cache.
+    script = _Script(f"-- {id(counted)} {NOW} lane\nreturn tonumber(ARGV[1]) * 2")
+    assert await counted._evalsha(script, [], [21]) == 42
+    assert SENT == ["EVALSHA", "SCRIPT", "EVALSHA"]
