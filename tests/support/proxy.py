@@ -24,22 +24,30 @@ class TcpProxy:
         return self
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_writer: asyncio.StreamWriter | None = None
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
+            if self._server is None:  # cut while this connection was being made
+                return
+            self._writers.update((writer, up_writer))
+
+            async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+                with contextlib.suppress(OSError, asyncio.CancelledError):
+                    while data := await source.read(65536):
+                        sink.write(data)
+                        await sink.drain()
+                sink.close()
+
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         except OSError:
-            writer.close()
-            return
-        self._writers.update((writer, up_writer))
-
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, asyncio.CancelledError):
-                while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
-            sink.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self._writers.difference_update((writer, up_writer))
+            pass
+        finally:
+            # Whatever ended this connection (EOF, a cut, a refused upstream, cancellation
+            # when the proxy stops), both sockets are closed here and nowhere is one left open.
+            for each in (writer, up_writer):
+                if each is not None:
+                    self._writers.discard(each)
+                    each.close()
 
     async def cut(self) -> None:
         """Stop accepting and drop every open connection."""

@@ -62,6 +62,9 @@ class ThreadedProxy:
         for task in left:
             task.cancel()
         await asyncio.gather(*left, return_exceptions=True)
+        # Closed transports release their sockets in a callback on this loop: let it run
+        # before the loop stops, or they are reported (and leaked) as unclosed.
+        await asyncio.sleep(0.05)
 
 
 @contextmanager

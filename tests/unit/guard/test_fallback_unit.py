@@ -197,3 +197,22 @@ def test_cooldown_state_machine() -> None:
     cooldown.record_success()
     assert cooldown.state is CooldownState.CLOSED
     assert cooldown.allow()
+
+
+async def test_a_breaker_opened_by_another_redis_user_still_engages_the_fallback() -> None:
+    """The Redis breaker is shared: the state store may open it before the limiter fails."""
+    primary = FlakyBackend()
+    breaker = CountingBreaker()
+    breaker.open = True
+    fallback = FallbackBackend(primary, breaker=breaker, metrics=FallbackMetrics(None))
+    with capture_logs() as logs:
+        assert (await fallback.gcra("k", RATE, NOW)).allowed
+        await fallback.gcra("k", RATE, NOW)
+    assert primary.calls == 0
+    assert fallback.degraded  # so /ready says warn
+    assert [entry["event"] for entry in logs] == ["ratelimit.fallback.engaged"]
+    breaker.open = False
+    with capture_logs() as logs:
+        await fallback.gcra("k", RATE, NOW)
+    assert not fallback.degraded
+    assert [entry["event"] for entry in logs] == ["ratelimit.fallback.recovered"]

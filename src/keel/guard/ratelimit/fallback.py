@@ -164,21 +164,25 @@ class FallbackBackend:
                 result = await remote()
             except LimiterUnavailable as exc:
                 self.breaker.record_failure()
-                self._engage(operation, exc)
+                self._engage(operation, exc.detail)
             else:
                 self.breaker.record_success()
                 self._recover()
                 return result
+        else:
+            # Another Redis user (the breaker state store, say) may have opened the
+            # shared breaker first: deciding locally is degraded all the same.
+            self._engage(operation, "the Redis circuit breaker is open")
         self._metrics.decisions.labels(operation=operation).inc()
         return await local()
 
-    def _engage(self, operation: str, exc: LimiterUnavailable) -> None:
+    def _engage(self, operation: str, reason: str) -> None:
         if self._degraded_since is None:
             self._degraded_since = self._clock.monotonic()
             _log.warning(
                 "ratelimit.fallback.engaged",
                 operation=operation,
-                error=exc.detail,
+                error=reason,
                 instances=self.instances,
             )
 
