@@ -93,9 +93,7 @@ async def test_notify_wakes_a_listener(database: Database, backend: str) -> None
 async def test_no_transaction_is_left_open(database: Database, backend: str) -> None:
     only_postgres(backend)
     await enqueue_now(database, "test.record")
-    async with database.autocommit_connection() as connection:
-        driver = (await connection.get_raw_connection()).driver_connection
-        assert driver is not None
+    async with database.autocommit_driver() as driver:
         assert not driver.is_in_transaction()
 
 
@@ -105,9 +103,7 @@ async def test_a_connection_closed_by_the_server_is_replaced(
     """The autocommit pool skips the pre-ping: a dead pooled connection must still not fail."""
     only_postgres(backend)
     await enqueue_now(database, "test.record")
-    async with database.autocommit_connection() as connection:
-        driver = (await connection.get_raw_connection()).driver_connection
-        assert driver is not None
+    async with database.autocommit_driver() as driver:
         pid = driver.get_server_pid()
     admin = await asyncpg.connect(asyncpg_dsn(database.url))
     try:

@@ -7,7 +7,7 @@ would otherwise pay for a whole transaction around one row: on PostgreSQL the
 pool's pre-ping (BEGIN, ``;``, ROLLBACK), then BEGIN, the INSERT and COMMIT.
 Here that is ONE autocommit statement — the same prepared ``unnest`` INSERT the
 batch path uses, sent through the asyncpg connection of a pool that checks its
-sockets locally instead of pinging (:meth:`keel.db.engine.Database.autocommit_connection`).
+sockets locally instead of pinging (:meth:`keel.db.engine.Database.autocommit_driver`).
 
 The statement-level trigger of migration 0007 still sends ``NOTIFY keel_jobs``,
 delivered when the statement commits. ``unique_key`` keeps its meaning: when the
@@ -78,9 +78,8 @@ async def enqueue_now(
     now = clock.now()
     row = validated_row(job, new_ids(1)[0], now)
     parameters = postgresql_parameters([row], now, current_trace_context())
-    async with database.autocommit_connection() as connection:
-        driver: Any = (await connection.get_raw_connection()).driver_connection
-        try:
+    try:
+        async with database.autocommit_driver() as driver:
             for _ in range(_KEY_RACE_ATTEMPTS):
                 # No transaction is open on ``driver``: asyncpg runs the statement in
                 # autocommit, so the INSERT and its NOTIFY commit right here.
@@ -89,12 +88,11 @@ async def enqueue_now(
                 holder = await driver.fetchval(queries.ID_BY_UNIQUE_KEY_POSTGRESQL, unique_key)
                 if holder is not None:
                     return str(holder)
-        except _LOST as error:
-            # Never retried: without a unique key a resent INSERT could add the job twice.
-            await connection.invalidate()
-            raise DatabaseUnavailable(
-                "the database is not answering; retry shortly", retry_after=2
-            ) from error
+    except _LOST as error:
+        # Never retried: without a unique key a resent INSERT could add the job twice.
+        raise DatabaseUnavailable(
+            "the database is not answering; retry shortly", retry_after=2
+        ) from error
     raise DatabaseUnavailable(f"unique key {unique_key!r} kept changing hands", retry_after=1)
 
 
