@@ -64,6 +64,11 @@ ON CONFLICT (unique_key) DO NOTHING
 RETURNING id"""
 
 
+# ``id_by_unique_key_postgresql``: the job holding a key, after ``enqueue_now``'s
+# insert met it (a second statement only on that path).
+ID_BY_UNIQUE_KEY_POSTGRESQL = "SELECT id FROM jobs WHERE unique_key = $1"
+
+
 def insert_jobs(dialect: str) -> Insert:
     """``insert_jobs``: the same insert as Core, for SQLite (the embedded, small-scale case).
 

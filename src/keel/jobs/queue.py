@@ -53,7 +53,7 @@ def current_trace_context() -> dict[str, str]:
 
 
 @dataclass(frozen=True, slots=True)
-class _Row:
+class ValidatedRow:
     """One validated job, the columns the caller chooses; the rest have fixed starts."""
 
     id: str
@@ -67,7 +67,7 @@ class _Row:
     unique_key: str | None
 
 
-def _row(job: NewJob, job_id: str, now: datetime) -> _Row:
+def validated_row(job: NewJob, job_id: str, now: datetime) -> ValidatedRow:
     if isinstance(job.job_type, JobType):
         name, queue, policy = job.job_type.name, job.job_type.queue, job.job_type.retry
     else:
@@ -81,7 +81,7 @@ def _row(job: NewJob, job_id: str, now: datetime) -> _Row:
     if run_at.tzinfo is None:
         raise InvalidInput("run_at must be timezone-aware")
     state = JobState.SCHEDULED if run_at > now else JobState.READY
-    return _Row(
+    return ValidatedRow(
         job_id,
         job.queue or queue,
         name,
@@ -94,11 +94,11 @@ def _row(job: NewJob, job_id: str, now: datetime) -> _Row:
     )
 
 
-async def _insert_postgresql(
-    connection: AsyncConnection, rows: list[_Row], now: datetime, trace_context: dict[str, str]
-) -> set[str]:
-    """One ``insert_jobs_postgresql`` for the whole batch; returns the ids inserted."""
-    parameters = (
+def postgresql_parameters(
+    rows: Sequence[ValidatedRow], now: datetime, trace_context: Mapping[str, str]
+) -> tuple[Any, ...]:
+    """The bound parameters of ``INSERT_JOBS_POSTGRESQL`` for ``rows`` (one array per column)."""
+    return (
         [row.id for row in rows],
         [row.queue for row in rows],
         [row.job_type for row in rows],
@@ -111,12 +111,25 @@ async def _insert_postgresql(
         json.dumps(trace_context),
         now,
     )
+
+
+async def _insert_postgresql(
+    connection: AsyncConnection,
+    rows: list[ValidatedRow],
+    now: datetime,
+    trace_context: dict[str, str],
+) -> set[str]:
+    """One ``insert_jobs_postgresql`` for the whole batch; returns the ids inserted."""
+    parameters = postgresql_parameters(rows, now, trace_context)
     result = await connection.exec_driver_sql(queries.INSERT_JOBS_POSTGRESQL, parameters)
     return {id_ for (id_,) in result}
 
 
 async def _insert_core(
-    connection: AsyncConnection, rows: list[_Row], now: datetime, trace_context: dict[str, str]
+    connection: AsyncConnection,
+    rows: list[ValidatedRow],
+    now: datetime,
+    trace_context: dict[str, str],
 ) -> set[str]:
     values = [
         {
@@ -156,7 +169,10 @@ async def enqueue_many(
         return []
     now = clock.now()
     trace_context = current_trace_context()
-    rows = [_row(job, job_id, now) for job, job_id in zip(jobs, new_ids(len(jobs)), strict=True)]
+    rows = [
+        validated_row(job, job_id, now)
+        for job, job_id in zip(jobs, new_ids(len(jobs)), strict=True)
+    ]
     # The session's own connection, so the jobs join the caller's transaction;
     # no ORM unit of work, no per-call compilation on PostgreSQL.
     connection = await session.connection()
