@@ -20,7 +20,7 @@ setup: $(STAMP)
 ## run: set up, migrate, seed the demo organisation, serve on 127.0.0.1:8000
 run: setup
 	$(BIN)/keel migrate apply
-	$(BIN)/keel admin seed-demo
+	$(BIN)/keel admin seed-demo --base-url http://127.0.0.1:$(KEEL_PORT)
 	$(BIN)/keel serve --host 127.0.0.1 --port $(KEEL_PORT)
 
 ## test: set up, then ruff, mypy --strict and pytest

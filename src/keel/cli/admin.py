@@ -238,6 +238,9 @@ def seed_demo(
     tokens_file: Path = typer.Option(
         Path("./keel-data/demo-tokens.json"), help="Where the demo tokens are kept (dev only)."
     ),
+    base_url: str = typer.Option(
+        "http://127.0.0.1:8000", "--base-url", help="Where the server will listen (for the curl)."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Create the demo organisation with two users (idempotent) and print their tokens."""
@@ -260,8 +263,9 @@ def seed_demo(
         out.print(f"          token: {user.token or '(not saved; use keel admin create-token)'}")
     giver, recipient = result.users[0], result.users[1]
     if giver.token:
-        out.print("\nTry it (the server listens on 127.0.0.1:8000):", highlight=False)
-        out.print(curl_example(giver.token, recipient.id), highlight=False, soft_wrap=True)
+        out.print(f"\nTry it (the server listens on {base_url}):", highlight=False)
+        example = curl_example(giver.token, recipient.id, base_url)
+        out.print(example, highlight=False, soft_wrap=True)
 
 
 def curl_example(token: str, recipient_id: str, base: str = "http://127.0.0.1:8000") -> str:
