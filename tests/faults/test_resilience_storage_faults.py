@@ -10,14 +10,14 @@ back and the wait is over — all on the app's manual clock, nothing sleeps for 
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
-from tests.support.app import World, app_for, make_settings, running, seed_world
+from tests.support.app import World, make_settings
 
 from keel.db.tables_audit import AuditEvent as AuditEventRow
 from keel.resilience import BreakerState, BreakerTransition
@@ -45,27 +45,6 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         storage_retry_attempts=2,
         health_cache_seconds=0,
     )
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def app(settings: Settings, clock: ManualClock) -> FastAPI:
-    return app_for(settings, clock)
-
-
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with running(app) as http:
-        yield http
-
-
-@pytest.fixture
-async def world(app: FastAPI, client: httpx.AsyncClient) -> World:
-    return await seed_world(app.state.services.database)
 
 
 def replace_with_file(blobs: Path, parked: Path) -> None:

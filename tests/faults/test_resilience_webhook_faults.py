@@ -26,7 +26,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
-from tests.support.app import Member, World, app_for, make_settings, running, seed_world
+from tests.support.app import Member, World, make_settings, seed_world
 from tests.support.webhook_server import WebhookServer
 
 from keel.api.services import Services
@@ -57,22 +57,6 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         webhooks_timeout_seconds=1.0,
         webhook_timeout_seconds=1.0,
     )
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def app(settings: Settings, clock: ManualClock) -> FastAPI:
-    return app_for(settings, clock)
-
-
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with running(app) as http:
-        yield http
 
 
 @pytest.fixture
