@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -33,9 +32,9 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+from bench_support import unlimited_policy
 from fastapi import FastAPI
 
-import keel.guard
 from keel.app import create_app
 from keel.db import migrate
 from keel.db.engine import Database
@@ -55,24 +54,11 @@ async def _admin(sql: str) -> None:
         await connection.close()
 
 
-def _unlimited_policy(directory: str) -> Path:
-    """The shipped rate-limit policy with every number raised out of reach.
-
-    The limits layer still runs (its cost is in both cases, as in production),
-    but the few thousand requests of a run, all from one user, never meet a 429.
-    """
-    shipped = (Path(keel.guard.__file__).parent / "default_policy.toml").read_text()
-    raised = re.sub(r"^(limit|burst) = \d+", r"\1 = 50000", shipped, flags=re.MULTILINE)
-    path = Path(directory) / "bench_policy.toml"
-    path.write_text(raised)
-    return path
-
-
 def _settings(url: str, storage: str, *, enabled: bool) -> Settings:
     return Settings.model_validate(
         {
             "database_url": url,
-            "ratelimit_policy": str(_unlimited_policy(storage)),
+            "ratelimit_policy": str(unlimited_policy(storage)),
             "secret_key": SECRET,
             "storage_dir": storage,
             "auth_cache_seconds": 60,

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import httpx
+from bench_support import unlimited_policy
 
 from keel.db import migrate
 from keel.db.engine import Database
@@ -40,36 +41,6 @@ from keel.domain.tokens import issue_token
 from keel.testing import ManualClock
 
 SECRET = "bench-secret-that-is-long-enough-0123456789"
-# The same rate-limit rules as the default policy, with numbers no bench run can reach:
-# limits are decided on every request in both servers (same cost), never refused.
-GENEROUS_POLICY = """
-version = 1
-
-[plans]
-free = 1.0
-team = 1.0
-enterprise = 1.0
-
-[[limits]]
-name = "api-user"
-key = "user"
-applies_to = ["*"]
-algorithm = "rate"
-limit = 3600000
-period_seconds = 3600
-burst = 1000000
-
-[[limits]]
-name = "api-org"
-key = "org"
-applies_to = ["*"]
-algorithm = "rate"
-limit = 3600000
-period_seconds = 3600
-burst = 1000000
-"""
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -101,8 +72,7 @@ def start(
     workdir: Path, database: Path, observe: bool, sampling: float
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    policy = workdir / "policy.toml"
-    policy.write_text(GENEROUS_POLICY)
+    policy = unlimited_policy(workdir)
     env = {
         **os.environ,
         "KEEL_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
