@@ -45,6 +45,7 @@ from pgqueuer.qm import QueueManager
 from pgqueuer.queries import Queries
 from sqlalchemy import text
 
+from keel.audit import build_auditor
 from keel.clock import SYSTEM_CLOCK
 from keel.db import migrate
 from keel.db.engine import Database
@@ -187,6 +188,7 @@ async def bench_keel(db_name: str, jobs: int, parts: set[str]) -> dict[str, floa
             store=LocalDirectoryStore(Path("/tmp/keel-bench-blobs")),  # unused by noop
             http=httpx.AsyncClient(),
             webhooks=build_webhooks(settings),  # unused by noop
+            audit=build_auditor(settings, database),  # unused by noop
         )
         worker = Worker(
             resources,

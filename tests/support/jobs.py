@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from keel.audit import build_auditor
 from keel.db.engine import Database
 from keel.jobs.catalog import JOB_TYPES, PERIODIC
 from keel.jobs.registry import JobContext, JobResources, JobType, Periodic, Registry
@@ -76,6 +77,7 @@ async def worker_for(
             store=LocalDirectoryStore(settings.storage_dir),
             http=client,
             webhooks=webhooks,
+            audit=build_auditor(settings, database, clock=clock),
         )
         worker = Worker(
             resources,

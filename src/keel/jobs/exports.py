@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from keel.audit import build_auditor
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.db.tables import Export
 from keel.domain import exports
@@ -37,7 +36,7 @@ async def run_export(context: JobContext) -> None:
         reclaim_running=True,
         final=context.is_last_attempt,
         on_succeeded=ready,
-        audit=build_auditor(resources.settings, resources.database, clock=resources.clock),
+        audit=resources.audit,
     )
 
 
@@ -55,7 +54,7 @@ async def fail_export(session: AsyncSession, letter: DeadLetter) -> None:
         str(letter.job.payload["export_id"]),
         f"the export job failed on its last attempt ({letter.job.attempt}): {letter.cause}",
         clock=resources.clock,
-        audit=build_auditor(resources.settings, resources.database, clock=resources.clock),
+        audit=resources.audit,
     )
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import structlog
 
-from keel.audit import build_auditor
 from keel.guard.idempotency import purge_expired
 from keel.jobs.registry import JobContext, JobType, Periodic
 
@@ -24,9 +23,7 @@ async def purge_idempotency_keys(context: JobContext) -> None:
 
 
 async def seal_audit_log(context: JobContext) -> None:
-    resources = context.resources
-    auditor = build_auditor(resources.settings, resources.database, clock=resources.clock)
-    digests = await auditor.seal_all()
+    digests = await context.resources.audit.seal_all()
     log.info("audit_digests_sealed", digests=len(digests))
 
 

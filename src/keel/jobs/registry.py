@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import httpx
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from keel.audit import Auditor
     from keel.clock import Clock
     from keel.db.engine import Database
     from keel.resilience import DependencyPool
@@ -56,6 +57,8 @@ class JobResources:
     http: httpx.AsyncClient
     webhooks: DependencyPool
     """One dependency (timeout, bulkhead, breaker, retry) per webhook host."""
+    audit: Auditor
+    """The audit log's write side: handlers, breaker transitions and dead-lettering share it."""
 
 
 @dataclass(frozen=True)

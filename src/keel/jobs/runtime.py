@@ -59,16 +59,15 @@ async def resources(
     clock: Clock = SYSTEM_CLOCK,
     webhooks: DependencyPool | None = None,
 ) -> AsyncIterator[JobResources]:
-    """Handlers' resources. ``webhooks`` is the app's pool inside ``keel serve`` (its
-    breakers in the app's registry, metrics and audit); otherwise the worker's own,
-    sharing breaker state through the configured store, its transitions audited as the
-    app's are."""
+    """Handlers' resources, one set per worker (one auditor among them). ``webhooks``
+    is the app's pool inside ``keel serve`` (its breakers in the app's registry,
+    metrics and audit); otherwise the worker's own, sharing breaker state through the
+    configured store, its transitions audited as the app's are."""
+    audit = build_auditor(settings, database, clock=clock)
     registry: BreakerRegistry | None = None
     if webhooks is None:
         registry = BreakerRegistry(store=breaker_store(settings), clock=clock)
-        registry.add_listener(
-            audit_breaker_transitions(build_auditor(settings, database, clock=clock))
-        )
+        registry.add_listener(audit_breaker_transitions(audit))
         webhooks = build_webhooks(settings, clock=clock, registry=registry)
     try:
         async with httpx.AsyncClient(timeout=settings.webhook_timeout_seconds) as http:
@@ -79,6 +78,7 @@ async def resources(
                 store=store,
                 http=http,
                 webhooks=webhooks,
+                audit=audit,
             )
     finally:
         if registry is not None and registry.store is not None:

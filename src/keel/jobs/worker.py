@@ -28,7 +28,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from keel.audit import AuditEvent, Auditor, EventCode, build_auditor
+from keel.audit import AuditEvent, EventCode
 from keel.errors import DatabaseUnavailable
 from keel.jobs import metrics, queries, schedule
 from keel.jobs.errors import JobDeferred, PermanentJobError
@@ -115,7 +115,6 @@ class Worker:
         worker_id: str | None = None,
     ) -> None:
         self.resources = resources
-        self._auditor: Auditor | None = None
         self.registry = registry
         self.config = config
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -401,12 +400,7 @@ class Worker:
             },
         )
         try:
-            if self._auditor is None:
-                resources = self.resources
-                self._auditor = build_auditor(
-                    resources.settings, resources.database, clock=resources.clock
-                )
-            await self._auditor.record_now(event)
+            await self.resources.audit.record_now(event)
         except Exception:
             log.exception("job_dead_audit_failed", job_id=job_id)
 
