@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tests.support.app import World, make_settings
@@ -328,6 +328,12 @@ async def dead_letters(database: Database) -> list[dict[str, Any]]:
         return [json.loads(fields) for fields in await session.scalars(query)]
 
 
+def dead_exports_counted() -> float:
+    """``keel_jobs_dead_total`` for the export job (process-wide: compare before and after)."""
+    sample = REGISTRY.get_sample_value("keel_jobs_dead_total", {"job_type": "exports.run"})
+    return sample or 0.0
+
+
 async def test_export_whose_job_fails_its_last_attempt_becomes_failed(
     app: FastAPI, client: httpx.AsyncClient, world: World, settings: Settings, tmp_path: Path
 ) -> None:
@@ -337,6 +343,7 @@ async def test_export_whose_job_fails_its_last_attempt_becomes_failed(
         await client.post("/v1/exports", json={"format": "csv"}, headers=world.alice.headers)
     ).json()
     [job] = await jobs_of(database, "exports.run")
+    counted = dead_exports_counted()
     clock = ManualClock()
     async with worker_for(
         database, make_registry(Recorder()), clock, tmp_path, settings=settings
@@ -356,6 +363,7 @@ async def test_export_whose_job_fails_its_last_attempt_becomes_failed(
     assert shown["error"] == "the export job failed on its last attempt (5): OSError"
     assert shown["finished_at"] is not None
     assert [letter["job_id"] for letter in await dead_letters(database)] == [job.id]
+    assert dead_exports_counted() == counted + 1
 
 
 async def test_export_whose_worker_dies_on_the_last_attempt_becomes_failed(
@@ -367,6 +375,7 @@ async def test_export_whose_worker_dies_on_the_last_attempt_becomes_failed(
         await client.post("/v1/exports", json={"format": "json"}, headers=world.alice.headers)
     ).json()
     [job] = await jobs_of(database, "exports.run")
+    counted = dead_exports_counted()
     clock = ManualClock()
     registry = make_registry(Recorder())
     async with (
@@ -392,6 +401,7 @@ async def test_export_whose_worker_dies_on_the_last_attempt_becomes_failed(
     assert shown["error"] == "the export job failed on its last attempt (5): lease expired"
     [letter] = await dead_letters(database)
     assert (letter["job_id"], letter["attempts"]) == (job.id, job.max_attempts)
+    assert dead_exports_counted() == counted + 1
 
 
 async def test_a_failing_dead_hook_still_dead_letters_the_job(

@@ -1,6 +1,7 @@
 """Prometheus metrics of the job queue.
 
-Durations, retries and dead jobs are counted where they happen, in the worker.
+Durations and retries are counted where they happen, in the worker, and dead jobs
+in dead-lettering (``keel.jobs.dead_letter``).
 Queue depth and the age of the oldest ready job are facts of the database, so a
 worker samples them periodically (every worker sees the same numbers: aggregate
 them with ``max``, never ``sum``).

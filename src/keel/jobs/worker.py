@@ -26,16 +26,14 @@ from typing import Any
 import structlog
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from keel.audit import AuditEvent, EventCode
 from keel.errors import DatabaseUnavailable
 from keel.jobs import metrics, queries, schedule
+from keel.jobs.dead_letter import DeadLetters, lease_expired
 from keel.jobs.errors import JobDeferred, PermanentJobError
 from keel.jobs.listener import Listener
 from keel.jobs.queue import stats
 from keel.jobs.registry import (
-    DeadHook,
     DeadLetter,
     JobContext,
     JobResources,
@@ -116,6 +114,7 @@ class Worker:
     ) -> None:
         self.resources = resources
         self.registry = registry
+        self._dead_letters = DeadLetters(registry)
         self.config = config
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._stopping = asyncio.Event()
@@ -195,9 +194,6 @@ class Worker:
             payload=job.payload,
             resources=self.resources,
         )
-
-    def _on_dead(self, job_type: str) -> DeadHook | None:
-        return self.registry.get(job_type).on_dead if job_type in self.registry else None
 
     async def execute(self, job: ClaimedJob) -> JobState | None:
         """Run one claimed attempt and record its outcome; ``None`` if the lease was lost."""
@@ -291,17 +287,17 @@ class Worker:
             error=_error_text(error),
             now=now,
         )
-        hook = self._on_dead(job.job_type) if outcome.state is JobState.DEAD else None
-        if hook is None:
-            recorded = await self._record(statement)
-        else:
+        letter: DeadLetter | None = None
+        if outcome.state is JobState.DEAD:
             letter = DeadLetter(self._context(job), type(error).__name__, _error_text(error))
-            recorded = await self._dead_letter(statement, hook, letter)
+        if letter is not None and self._dead_letters.has_hook(job.job_type):
+            recorded = await self._dead_letters.write(statement, letter)
+        else:
+            recorded = await self._record(statement)
         metrics.JOB_DURATION.labels(job.job_type, outcome.state.value).observe(elapsed)
         if not recorded:
             return None
-        if outcome.state is JobState.DEAD:
-            metrics.JOBS_DEAD.labels(job.job_type).inc()
+        if letter is not None:
             log.error(
                 "job_dead",
                 job_id=job.id,
@@ -309,7 +305,7 @@ class Worker:
                 attempt=job.attempt,
                 error=_error_text(error),
             )
-            await self._audit_dead(job.id, job.queue, job.job_type, job.attempt, _error_text(error))
+            await self._dead_letters.dead_lettered(letter)
         else:
             metrics.JOB_RETRIES.labels(job.job_type).inc()
             log.warning(
@@ -338,37 +334,6 @@ class Worker:
             return False
         return True
 
-    async def _dead_letter(self, statement: Any, hook: DeadHook, letter: DeadLetter) -> bool:
-        """Dead-letter a job and run its type's ``on_dead`` in the same transaction.
-
-        Not on the worker's autocommit connections: the two writes commit together.
-        """
-        for attempt in range(3):
-            try:
-                async with self.resources.database.write() as session:
-                    result: Any = await session.execute(statement)
-                    if result.rowcount != 1:
-                        log.warning("job_outcome_discarded", reason="lease lost")
-                        return False
-                    await self._run_dead_hook(session, hook, letter)
-                return True
-            except DatabaseUnavailable:
-                if attempt == 2:
-                    raise
-                await asyncio.sleep(0.5 * (attempt + 1))
-        return False  # pragma: no cover - the loop returns or raises
-
-    async def _run_dead_hook(
-        self, session: AsyncSession, hook: DeadHook, letter: DeadLetter
-    ) -> None:
-        try:
-            async with session.begin_nested():
-                await hook(session, letter)
-        except Exception:  # the job is dead either way; see DeadHook
-            log.exception(
-                "job_dead_hook_failed", job_id=letter.job.job_id, job_type=letter.job.job_type
-            )
-
     async def heartbeat(self) -> set[str]:
         """Renew the leases of running jobs; returns (and stops) those whose lease was lost."""
         ids = list(self._running)
@@ -385,25 +350,6 @@ class Worker:
             log.warning("job_lease_lost", job_id=job_id)
         return lost
 
-    async def _audit_dead(
-        self, job_id: str, queue: str, job_type: str, attempts: int | None, error: str | None
-    ) -> None:
-        """``job.dead_lettered`` on the system chain; never fails the worker."""
-        event = AuditEvent(
-            EventCode.JOB_DEAD_LETTERED,
-            fields={
-                "job_id": job_id,
-                "queue": queue,
-                "task": job_type,
-                "attempts": attempts,
-                "error": (error or "")[:500],
-            },
-        )
-        try:
-            await self.resources.audit.record_now(event)
-        except Exception:
-            log.exception("job_dead_audit_failed", job_id=job_id)
-
     async def reclaim(self) -> int:
         """Hand jobs whose lease expired back to ``ready`` (or ``dead``); any worker may."""
         # In a transaction of the service's database, not on the worker's autocommit
@@ -412,27 +358,17 @@ class Worker:
         async with self.resources.database.write() as session:
             statement = queries.reclaim_expired(self.resources.clock.now())
             rows = (await session.execute(statement)).all()
-            for row in rows:
-                hook = self._on_dead(row.job_type) if row.state == JobState.DEAD.value else None
-                if hook is not None:
-                    job = ClaimedJob(
-                        id=row.id,
-                        job_type=row.job_type,
-                        queue=row.queue,
-                        attempt=row.attempt,
-                        max_attempts=row.max_attempts,
-                        payload=dict(row.payload or {}),
-                        trace_context={},
-                    )
-                    letter = DeadLetter(self._context(job), "lease expired", queries.LEASE_EXPIRED)
-                    await self._run_dead_hook(session, hook, letter)
+            dead = {
+                row.id: lease_expired(row, self.resources)
+                for row in rows
+                if row.state == JobState.DEAD.value
+            }
+            for letter in dead.values():
+                await self._dead_letters.run_hook(session, letter)
         for row in rows:
             metrics.LEASES_RECLAIMED.inc()
-            if row.state == JobState.DEAD.value:
-                metrics.JOBS_DEAD.labels(row.job_type).inc()
-                await self._audit_dead(
-                    row.id, row.queue, row.job_type, row.attempt, queries.LEASE_EXPIRED
-                )
+            if row.id in dead:
+                await self._dead_letters.dead_lettered(dead[row.id])
             log.warning("job_lease_expired", job_id=row.id, job_type=row.job_type, state=row.state)
         return len(rows)
 

@@ -1,0 +1,115 @@
+"""Dead-lettering: what follows when a job goes ``dead``.
+
+A job dies when an attempt fails for good (its last attempt, or a
+:class:`~keel.jobs.errors.PermanentJobError`) or when its lease expires on its
+last attempt (its worker died). The worker decides that; this module is what
+dying does. The job type's ``on_dead`` hook runs in the transaction that marks
+the job dead, so a domain row that tracks the job (an export) never says the
+work is still going on. Once that has committed, the dead-job counter moves and
+``job.dead_lettered`` goes to the audit log's system chain. The job itself stays
+in the table until an operator requeues it (``keel jobs dead requeue``).
+
+Everything a letter needs beyond its job type's hook (the database, the auditor)
+comes from the worker's resources that the letter carries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from keel.audit import AuditEvent, EventCode
+from keel.errors import DatabaseUnavailable
+from keel.jobs import metrics, queries
+from keel.jobs.registry import DeadHook, DeadLetter, JobContext, JobResources, Registry
+
+log = structlog.get_logger(__name__)
+
+MAX_AUDITED_ERROR_CHARS = 500
+
+
+def lease_expired(row: Row[Any], resources: JobResources) -> DeadLetter:
+    """The letter of a job that a reclaim found dead: its worker died on the last attempt."""
+    job = JobContext(
+        job_id=row.id,
+        job_type=row.job_type,
+        queue=row.queue,
+        attempt=row.attempt,
+        max_attempts=row.max_attempts,
+        payload=dict(row.payload or {}),
+        resources=resources,
+    )
+    return DeadLetter(job, "lease expired", queries.LEASE_EXPIRED)
+
+
+class DeadLetters:
+    """Runs the ``on_dead`` hooks of a worker's job types and reports each dead job."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def _hook(self, job_type: str) -> DeadHook | None:
+        return self.registry.get(job_type).on_dead if job_type in self.registry else None
+
+    def has_hook(self, job_type: str) -> bool:
+        return self._hook(job_type) is not None
+
+    async def write(self, statement: Any, letter: DeadLetter) -> bool:
+        """Dead-letter a job with ``statement`` and run its ``on_dead`` in the same transaction.
+
+        Not on the worker's autocommit connections: the two writes commit together.
+        ``False`` when the fence says the lease is gone.
+        """
+        for attempt in range(3):
+            try:
+                async with letter.job.resources.database.write() as session:
+                    result: Any = await session.execute(statement)
+                    if result.rowcount != 1:
+                        log.warning("job_outcome_discarded", reason="lease lost")
+                        return False
+                    await self.run_hook(session, letter)
+                return True
+            except DatabaseUnavailable:
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.5 * (attempt + 1))
+        return False  # pragma: no cover - the loop returns or raises
+
+    async def run_hook(self, session: AsyncSession, letter: DeadLetter) -> None:
+        """Run the job type's ``on_dead`` (if it has one) in a savepoint of ``session``."""
+        hook = self._hook(letter.job.job_type)
+        if hook is None:
+            return
+        try:
+            async with session.begin_nested():
+                await hook(session, letter)
+        except Exception:  # the job is dead either way; see DeadHook
+            log.exception(
+                "job_dead_hook_failed", job_id=letter.job.job_id, job_type=letter.job.job_type
+            )
+
+    async def dead_lettered(self, letter: DeadLetter) -> None:
+        """After the job's death committed: count it, and audit ``job.dead_lettered``.
+
+        The audit goes on the system chain and never fails the worker.
+        """
+        job = letter.job
+        metrics.JOBS_DEAD.labels(job.job_type).inc()
+        event = AuditEvent(
+            EventCode.JOB_DEAD_LETTERED,
+            fields={
+                "job_id": job.job_id,
+                "queue": job.queue,
+                "task": job.job_type,
+                "attempts": job.attempt,
+                "error": letter.error[:MAX_AUDITED_ERROR_CHARS],
+            },
+        )
+        try:
+            await job.resources.audit.record_now(event)
+        except Exception:
+            log.exception("job_dead_audit_failed", job_id=job.job_id)
