@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, replace
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from keel.jobs import queue
 from keel.jobs.notifications import enqueue_quota_warning
 from keel.jobs.registry import DeadLetter
 from keel.jobs.states import JobState
+from keel.jobs.worker import Worker
 from keel.resilience import BreakerRegistry, ResilienceMetrics
 from keel.resilience.wiring import build_webhooks
 from keel.settings import Settings
@@ -64,74 +68,97 @@ async def set_webhook(database: Database, org_id: str, url: str | None) -> None:
         await orgs.set_webhook(session, org_id, url)
 
 
-async def test_export_is_enqueued_with_its_row_and_produced_by_the_exports_queue(
+@dataclass(frozen=True)
+class RequestedExport:
+    """An export Alice requested through the API, its one ``exports.run`` job, and
+    what it takes to run that job by hand: a manual clock and workers on one registry."""
+
+    id: str
+    job: Job
+    database: Database
+    clock: ManualClock
+    worker: Callable[..., AbstractAsyncContextManager[Worker]]
+    """``worker_for`` on this export's database, registry and clock."""
+    shown: Callable[[], Awaitable[dict[str, Any]]]
+    """The export as the API shows it to Alice."""
+
+
+RequestExport = Callable[[str], Awaitable[RequestedExport]]
+
+
+@pytest.fixture
+def request_export(
     app: FastAPI, client: httpx.AsyncClient, world: World, settings: Settings, tmp_path: Path
-) -> None:
+) -> RequestExport:
+    """``await request_export(format)``: Alice asks for an export; its job is waiting."""
     database: Database = app.state.services.database
+    headers = world.alice.headers
+
+    async def request(export_format: str) -> RequestedExport:
+        body = {"format": export_format}
+        export_id = (await client.post("/v1/exports", json=body, headers=headers)).json()["id"]
+        [job] = await jobs_of(database, "exports.run")
+
+        async def shown() -> dict[str, Any]:
+            return dict((await client.get(f"/v1/exports/{export_id}", headers=headers)).json())
+
+        clock = ManualClock()
+        registry = make_registry(Recorder())
+        worker = partial(worker_for, database, registry, clock, tmp_path, settings=settings)
+        return RequestedExport(export_id, job, database, clock, worker, shown)
+
+    return request
+
+
+async def test_export_is_enqueued_with_its_row_and_produced_by_the_exports_queue(
+    client: httpx.AsyncClient, world: World, request_export: RequestExport
+) -> None:
     await client.post(
         "/v1/recognitions",
         json={"recipient_id": world.bob.id, "message": "thanks"},
         headers=world.alice.headers,
     )
-    created = (
-        await client.post("/v1/exports", json={"format": "json"}, headers=world.alice.headers)
-    ).json()
-    [job] = await jobs_of(database, "exports.run")
-    assert (job.queue, job.state, job.unique_key) == (
+    export = await request_export("json")
+    assert (export.job.queue, export.job.state, export.job.unique_key) == (
         "exports",
         JobState.READY,
-        f"export:{created['id']}",
+        f"export:{export.id}",
     )
-    await set_webhook(database, world.alice.org_id, "https://hooks.example.test/keel")
-    hook, clock = Webhook(), ManualClock()
-    async with worker_for(
-        database, make_registry(Recorder()), clock, tmp_path, http=hook.client(), settings=settings
-    ) as worker:
+    await set_webhook(export.database, world.alice.org_id, "https://hooks.example.test/keel")
+    hook = Webhook()
+    async with export.worker(http=hook.client()) as worker:
         assert await worker.run_until_idle("exports") == 1
-        done = (
-            await client.get(f"/v1/exports/{created['id']}", headers=world.alice.headers)
-        ).json()
+        done = await export.shown()
         assert (done["status"], done["row_count"]) == ("succeeded", 1)
         assert await worker.run_until_idle("default") == 1
     [request] = hook.requests
-    [ready] = await jobs_of(database, "notifications.export_ready")
+    [ready] = await jobs_of(export.database, "notifications.export_ready")
     body = json.loads(request.content)
     assert str(request.url) == "https://hooks.example.test/keel"
     assert request.headers["Idempotency-Key"] == ready.id == body["id"]
     assert request.headers["Keel-Event"] == "export.ready"
     assert body["type"] == "export.ready"
     assert body["org_id"] == world.alice.org_id
-    assert body["data"]["export_id"] == created["id"]
+    assert body["data"]["export_id"] == export.id
     assert body["data"]["row_count"] == 1
 
 
-async def test_export_job_run_twice_is_harmless(
-    app: FastAPI, client: httpx.AsyncClient, world: World, settings: Settings, tmp_path: Path
-) -> None:
+async def test_export_job_run_twice_is_harmless(request_export: RequestExport) -> None:
     """At-least-once: a second delivery of the same export job changes nothing."""
-    database: Database = app.state.services.database
-    created = (
-        await client.post("/v1/exports", json={"format": "csv"}, headers=world.alice.headers)
-    ).json()
-    [job] = await jobs_of(database, "exports.run")
-    clock = ManualClock()
-    async with worker_for(
-        database, make_registry(Recorder()), clock, tmp_path, settings=settings
-    ) as worker:
+    export = await request_export("csv")
+    async with export.worker() as worker:
         await worker.run_until_idle("exports")
-        first = (
-            await client.get(f"/v1/exports/{created['id']}", headers=world.alice.headers)
-        ).json()
-        async with database.write() as session:  # the same job delivered again
+        first = await export.shown()
+        async with export.database.write() as session:  # the same job delivered again
             await session.execute(
                 queue.queries.jobs.update()
-                .where(queue.queries.jobs.c.id == job.id)
+                .where(queue.queries.jobs.c.id == export.job.id)
                 .values(state="ready")
             )
         await worker.run_until_idle("exports")
-    second = (await client.get(f"/v1/exports/{created['id']}", headers=world.alice.headers)).json()
+    second = await export.shown()
     assert second == first
-    assert len(await jobs_of(database, "notifications.export_ready")) == 1
+    assert len(await jobs_of(export.database, "notifications.export_ready")) == 1
 
 
 async def test_webhook_5xx_retries_in_the_call_then_by_the_job_and_4xx_dead_letters(
@@ -335,60 +362,44 @@ def dead_exports_counted() -> float:
 
 
 async def test_export_whose_job_fails_its_last_attempt_becomes_failed(
-    app: FastAPI, client: httpx.AsyncClient, world: World, settings: Settings, tmp_path: Path
+    request_export: RequestExport, tmp_path: Path
 ) -> None:
     """The export run cannot even open its blob, five times: the job dies, the export fails."""
-    database: Database = app.state.services.database
-    created = (
-        await client.post("/v1/exports", json={"format": "csv"}, headers=world.alice.headers)
-    ).json()
-    [job] = await jobs_of(database, "exports.run")
+    export = await request_export("csv")
+    job = export.job
     counted = dead_exports_counted()
-    clock = ManualClock()
-    async with worker_for(
-        database, make_registry(Recorder()), clock, tmp_path, settings=settings
-    ) as worker:
+    async with export.worker() as worker:
         worker.resources = replace(worker.resources, store=RefusingStore(tmp_path / "refusing"))
         for attempt in range(1, job.max_attempts + 1):
             assert await worker.run_until_idle("exports") == 1
-            shown = (
-                await client.get(f"/v1/exports/{created['id']}", headers=world.alice.headers)
-            ).json()
+            shown = await export.shown()
             if attempt < job.max_attempts:
                 assert shown["status"] == "running"  # retrying: the export is still on its way
-            clock.advance(3600)
-    async with database.read() as session:
+            export.clock.advance(3600)
+    async with export.database.read() as session:
         assert (await queue.get(session, job.id)).state == JobState.DEAD
     assert shown["status"] == "failed"
     assert shown["error"] == "the export job failed on its last attempt (5): OSError"
     assert shown["finished_at"] is not None
-    assert [letter["job_id"] for letter in await dead_letters(database)] == [job.id]
+    assert [letter["job_id"] for letter in await dead_letters(export.database)] == [job.id]
     assert dead_exports_counted() == counted + 1
 
 
 async def test_export_whose_worker_dies_on_the_last_attempt_becomes_failed(
-    app: FastAPI, client: httpx.AsyncClient, world: World, settings: Settings, tmp_path: Path
+    request_export: RequestExport,
 ) -> None:
     """Every attempt's worker dies mid-export (its lease expires): the export fails, not hangs."""
-    database: Database = app.state.services.database
-    created = (
-        await client.post("/v1/exports", json={"format": "json"}, headers=world.alice.headers)
-    ).json()
-    [job] = await jobs_of(database, "exports.run")
+    export = await request_export("json")
+    job, database, clock = export.job, export.database, export.clock
     counted = dead_exports_counted()
-    clock = ManualClock()
-    registry = make_registry(Recorder())
-    async with (
-        worker_for(database, registry, clock, tmp_path, settings=settings) as dying,
-        worker_for(database, registry, clock, tmp_path, settings=settings) as rescuer,
-    ):
+    async with export.worker() as dying, export.worker() as rescuer:
         for attempt in range(1, job.max_attempts + 1):
             [claimed] = await dying.claim("exports", 1)
             assert claimed.attempt == attempt
             async with database.write() as session:  # the run got as far as starting the export
                 await session.execute(
                     update(Export)
-                    .where(Export.id == created["id"])
+                    .where(Export.id == export.id)
                     .values(status="running", started_at=clock.now())
                 )
             clock.advance(dying.config.lease_seconds + 1)  # …and its worker died
@@ -396,7 +407,7 @@ async def test_export_whose_worker_dies_on_the_last_attempt_becomes_failed(
     async with database.read() as session:
         dead = await queue.get(session, job.id)
     assert (dead.state, dead.attempt) == (JobState.DEAD, job.max_attempts)
-    shown = (await client.get(f"/v1/exports/{created['id']}", headers=world.alice.headers)).json()
+    shown = await export.shown()
     assert shown["status"] == "failed"
     assert shown["error"] == "the export job failed on its last attempt (5): lease expired"
     [letter] = await dead_letters(database)
