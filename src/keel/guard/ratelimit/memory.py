@@ -68,7 +68,9 @@ class MemoryBackend:
     ) -> Admission:
         # Kept flat on purpose: this is the per-request hot path. Read
         # everything, decide, and only then write — so a refusal by any check
-        # leaves every other one untouched.
+        # leaves every other one untouched. Fields are read by index (``[0]``
+        # is ``allowed``, ``[4]`` a GCRA reading's ``tat``) and loops written
+        # out where all() and enumerate() would cost a call each.
         self._ops += 1
         if self._ops >= self._sweep_at:
             self.sweep(now)
@@ -77,28 +79,31 @@ class MemoryBackend:
         readings = []
         for key, rate in rates:
             decision = gcra(tats.get(key), now, rate, n)
-            if not decision.allowed:
+            if not decision[0]:
                 allowed = False
             readings.append(decision)
-        peeks: list[QuotaDecision] = []
+        peeks = []
         if quotas:
-            peeks = self._peek(quotas, now, n)
-            if allowed:
-                allowed = all(quota.allowed for quota in peeks)
+            counts = self._counts
+            for key, limit, window in quotas:
+                bounds, suffix = window.span(now)
+                entry = counts.get(key + suffix)  # counter_key(key, bounds)
+                used = entry[0] if entry is not None and entry[1] > now else 0
+                peek = quota_decision(used, limit, n, now, bounds)
+                if not peek[0]:
+                    allowed = False
+                peeks.append(peek)
         leases: list[dict[str, float]] = []
         if slots:
-            leases = [self._live_leases(claim[0], now) for claim in slots]
-            if allowed:
-                allowed = all(
-                    len(held) < claim[1] for claim, held in zip(slots, leases, strict=True)
-                )
+            leases, free = self._leases(slots, now)
+            allowed = allowed and free
         if not allowed:
             return self._refusal(rates, readings, tuple(peeks), slots, leases, now)
         if n > 0:
             if len(tats) + len(rates) >= self._max_keys:
                 self._evict(room=len(rates))
-            for i, (key, _) in enumerate(rates):
-                tats[key] = readings[i].tat
+            for (key, _), reading in zip(rates, readings, strict=True):
+                tats[key] = reading[4]
         taken: tuple[SlotDecision, ...] = ()
         if slots:
             taken = tuple(
@@ -136,17 +141,13 @@ class MemoryBackend:
         )
         return Admission(False, tuple(unspent), peeks, refused)
 
-    def _peek(
-        self, quotas: Sequence[tuple[str, int, QuotaWindow]], now: float, n: int
-    ) -> list[QuotaDecision]:
-        counts = self._counts
-        peeks = []
-        for key, limit, window in quotas:
-            bounds = window.bounds(now)
-            entry = counts.get(counter_key(key, bounds))
-            used = entry[0] if entry is not None and entry[1] > now else 0
-            peeks.append(quota_decision(used, limit, n, now, bounds))
-        return peeks
+    def _leases(
+        self, slots: Sequence[tuple[str, int, float]], now: float
+    ) -> tuple[list[dict[str, float]], bool]:
+        """Each claim's live leases, and whether every claim finds a free slot."""
+        leases = [self._live_leases(claim[0], now) for claim in slots]
+        free = all(len(held) < claim[1] for claim, held in zip(slots, leases, strict=True))
+        return leases, free
 
     def _live_leases(self, key: str, now: float) -> dict[str, float]:
         leases = self._slots.get(key)
