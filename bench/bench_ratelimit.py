@@ -26,8 +26,9 @@ organisations, round-robin; ``now`` read from the clock on each decision;
 one awaited decision at a time (latency bound, as a request path is). Limits
 are generous enough that nothing is refused (checked: refusals are counted
 and must be 0). Redis work uses db 3 on 127.0.0.1:6379, flushed before and
-after. Each figure is the median of ``--rounds`` rounds; rounds interleave the
-contenders so drift in machine load hits all of them alike.
+after. Each figure is the median of ``--rounds`` rounds; within a round the
+contenders take turns in 25 slices (the order rotating slice by slice), so
+drift in machine load hits all of them alike.
 """
 
 from __future__ import annotations
@@ -73,19 +74,22 @@ USER_ITEM = RateLimitItemPerMinute(6000)
 ORG_ITEM = RateLimitItemPerMinute(60000)
 QUOTA_ITEM = RateLimitItemPerDay(QUOTA)
 
+SLICES = 25
+"""Slices per round: each contender's decisions of a round are spread over them."""
+
 Step = Callable[[int], Awaitable[bool]]
 """One decision for the i-th caller: True when admitted."""
 
 
-async def measure(step: Step, decisions: int) -> tuple[float, int]:
-    """Decisions per second over ``decisions`` sequential awaits, and refusals seen."""
+async def measure(step: Step, decisions: int, first: int = 0) -> tuple[float, int]:
+    """Seconds for ``decisions`` sequential awaits (callers ``first``, ``first + 1``, …)."""
     count = len(USERS)
     refused = 0
     start = time.perf_counter()
-    for i in range(decisions):
+    for i in range(first, first + decisions):
         if not await step(i % count):
             refused += 1
-    return decisions / (time.perf_counter() - start), refused
+    return time.perf_counter() - start, refused
 
 
 # --- Keel ------------------------------------------------------------------------
@@ -257,13 +261,25 @@ async def run(decisions: int, redis_decisions: int, rounds: int) -> dict[str, li
         if refused:
             raise SystemExit(f"{name} refused {refused} in the warm-up: limits too tight")
 
+    # Each round is cut into SLICES slices; within a slice every contender runs
+    # its share back to back, in an order that rotates slice by slice. Load
+    # from other processes changes over seconds, so this spreads it over all
+    # contenders alike instead of letting it land on whichever ran during a spike.
     samples: dict[str, list[float]] = {name: [] for name in contenders}
     refusals = dict.fromkeys(contenders, 0)
+    names = list(contenders)
     for _ in range(rounds):
-        for name, (step, n) in contenders.items():
-            rate, refused = await measure(step, n)
-            samples[name].append(rate)
-            refusals[name] += refused
+        elapsed = dict.fromkeys(contenders, 0.0)
+        for slice_ in range(SLICES):
+            shift = slice_ % len(names)
+            for name in names[shift:] + names[:shift]:
+                step, n = contenders[name]
+                share = n // SLICES
+                seconds, refused = await measure(step, share, slice_ * share)
+                elapsed[name] += seconds
+                refusals[name] += refused
+        for name, (_, n) in contenders.items():
+            samples[name].append(n // SLICES * SLICES / elapsed[name])
     if any(refusals.values()):
         raise SystemExit(f"refusals during the run (limits too tight): {refusals}")
 
