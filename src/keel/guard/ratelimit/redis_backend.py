@@ -188,17 +188,19 @@ class RedisBackend:
             raise ValueError("n must not be negative")
         prefix = self._prefix
         keys = [prefix + "g:" + key for key, _ in rates]
-        # Floats go as they are: redis-py encodes them with repr(), the shortest
-        # form that round-trips, which Lua's tonumber reads back exactly.
+        # Floats go as they are: hiredis encodes them as redis-py does, with
+        # repr(), the shortest form that round-trips, which Lua's tonumber
+        # reads back exactly.
         args: list[Any] = [now, n, len(rates), len(quotas)]  # the slots: the keys left
         for _, rate in rates:
             args.append(rate.emission_interval)
             args.append(rate.tolerance)
         windows = []
+        quota_prefix = prefix + "q:"
         for key, limit, window in quotas:
-            bounds = window.bounds(now)
+            bounds, suffix = window.span(now)
             windows.append(bounds)
-            keys.append(prefix + "q:" + counter_key(key, bounds))
+            keys.append(quota_prefix + key + suffix)  # _quota_key(key, bounds)
             args.append(limit)
         ids = []
         for key, limit, lease in slots:
@@ -307,20 +309,22 @@ def _admission(
     admitted = reply[0] == 1
     expected = True
     readings = []
-    for i, (_, rate) in enumerate(rates, start=1):
-        raw = reply[i]
+    at = 1
+    for _, rate in rates:
+        raw = reply[at]
+        at += 1
         tat = None if raw is None else float(raw)
         decision = gcra(tat, now, rate, n)
-        if not decision.allowed:
+        if not decision[0]:  # allowed
             expected = False
         elif not admitted:
             decision = gcra(tat, now, rate, 0)  # nothing was spent: the peek
         readings.append(decision)
-    at = len(rates) + 1
     peeks = []
     for (_, limit, _), bounds in zip(quotas, windows, strict=True):
         quota = quota_decision(int(reply[at]), limit, n, now, bounds)
-        expected = expected and quota.allowed
+        if not quota[0]:  # allowed
+            expected = False
         peeks.append(quota)
         at += 1
     taken = []
@@ -336,4 +340,7 @@ def _admission(
             taken.append(SlotDecision(False, None, count, limit, max(0.0, wait)))
     if admitted != expected:  # pragma: no cover - float parity is tested
         raise LimiterUnavailable("redis: ADMIT script and arithmetic disagree")
-    return Admission(admitted, tuple(readings), tuple(peeks), tuple(taken))
+    return _new(Admission, (admitted, tuple(readings), tuple(peeks), tuple(taken)))
+
+
+_new = tuple.__new__  # as in gcra.py: the named tuple without its Python-level __new__
