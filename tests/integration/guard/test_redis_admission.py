@@ -25,6 +25,7 @@ from keel.guard.ratelimit import (
     default_policy,
 )
 from keel.guard.ratelimit.gcra import Rate
+from keel.guard.ratelimit.memory import MemoryBackend
 from keel.guard.ratelimit.redis_backend import _Script
 
 pytestmark = pytest.mark.redis
@@ -102,3 +103,40 @@ async def test_noscript_on_the_kept_connection_loads_and_retries(counted: RedisB
     script = _Script(f"-- {id(counted)} {NOW} lane\nreturn tonumber(ARGV[1]) * 2")
     assert await counted._evalsha(script, [], [21]) == 42
     assert SENT == ["EVALSHA", "SCRIPT", "EVALSHA"]
+
+
+async def test_state_either_script_writes_is_read_alike_by_the_other(
+    counted: RedisBackend,
+) -> None:
+    # The GCRA and ADMIT scripts share one stored TAT per key. Driven in
+    # lockstep with the memory backend over made-up times (a burst, refusals,
+    # a clock that jumps back past the tolerance, recovery), every reading of
+    # either script must equal the memory backend's, field for field, so each
+    # script reads exactly what the other wrote.
+    memory = MemoryBackend()
+    rate = Rate(limit=7, period=3, burst=3)  # an interval of 3/7 s: no round number
+    other = Rate(limit=60, period=60, burst=100)
+    steps = [
+        ("gcra", NOW),
+        ("admit", NOW + 0.001),
+        ("gcra", NOW + 0.002),
+        ("admit", NOW + 0.003),  # refused: the burst is spent
+        ("gcra", NOW + 0.4),
+        ("admit", NOW + 0.43),
+        ("admit", NOW - 120.000_1),  # backwards: the refusal stores the clamped TAT
+        ("gcra", NOW - 119.5),
+        ("admit", NOW - 119.0),
+        ("gcra", NOW - 118.9),
+    ]
+    for op, now in steps:
+        if op == "gcra":
+            readings = [await backend.gcra("k", rate, now) for backend in (counted, memory)]
+        else:
+            checks = [("k", rate), ("o", other)]
+            admissions = [await b.admit(checks, [], [], now) for b in (counted, memory)]
+            assert admissions[0].allowed == admissions[1].allowed, (op, now)
+            readings = [a.rates[0] for a in admissions]
+        assert readings[0] == readings[1], (op, now)
+    raw = await counted.client.get("t:g:k")
+    assert raw is not None
+    assert float(raw) == memory._tats["k"]  # the stored text round-trips the float exactly

@@ -132,3 +132,34 @@ def test_quota_decision_table() -> None:
 
 def test_each_window_counts_on_its_own_key() -> None:
     assert counter_key("u1", (1000.7, 2000.0)) != counter_key("u1", (2000.0, 3000.0))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    zone=st.sampled_from(ZONES),
+    period=st.sampled_from(["hour", "day", "month"]),
+    # A clock that moves forwards, stands still and jumps backwards, by up to ~40 days.
+    steps=st.lists(st.floats(-3.5e6, 3.5e6, allow_nan=False), min_size=1, max_size=30),
+)
+def test_a_windows_memo_always_answers_what_the_calendar_says(
+    zone: str, period: WindowPeriod, steps: list[float]
+) -> None:
+    window = QuotaWindow(period, zone)
+    other = QuotaWindow(period, zone)  # shares the module-wide memo, not this instance's
+    now = ts(2026, 3, 1)
+    for step in steps:
+        now += step
+        bounds = window_bounds(now, period, ZoneInfo(zone))
+        assert window.bounds(now) == bounds
+        assert window.span(now) == (bounds, counter_key("", bounds))
+        assert other.span(now)[0] == bounds
+        assert "u1" + window.span(now)[1] == counter_key("u1", bounds)
+
+
+def test_the_memo_takes_no_part_in_equality_or_hashing() -> None:
+    used = QuotaWindow("day", "Europe/London")
+    used.span(ts(2026, 6, 2))
+    fresh = QuotaWindow("day", "Europe/London")
+    assert used == fresh
+    assert hash(used) == hash(fresh)
+    assert repr(used) == repr(fresh)

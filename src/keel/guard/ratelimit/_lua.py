@@ -14,33 +14,44 @@ ADMIT = """
 -- One request's admission, all or nothing: every check is read first, and
 -- only if all pass are cells spent and slots taken.
 -- KEYS: rate TAT keys, then quota counter keys, then slot sets.
--- ARGV: now, n, #rates, #quotas, #slots, then per rate: emission interval,
---   tolerance; per quota: limit; per slot: limit, lease expiry, slot id.
+-- ARGV: now, n, #rates, #quotas (the slots are the keys left), then per
+--   rate: emission interval, tolerance; per quota: limit; per slot: limit,
+--   lease expiry, slot id.
 -- Reply: {admitted, stored TAT or false per rate, count per quota,
 --   live leases and '%.17g' wait to the earliest expiry per slot}. Python
 --   derives every reading from these with the same code the memory backend
 --   uses, so the GCRA arithmetic below mirrors keel.guard.ratelimit.gcra.
+-- Written for the per-request path: comparisons where math.min/max would be
+-- calls, and one table of pending TATs, filled only when there is one to write.
 local now = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
-local nr, nq, ns = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local epsilon = 1e-06
+local nr, nq = tonumber(ARGV[3]), tonumber(ARGV[4])
+local ns = #KEYS - nr - nq
 local ok = 1
 local reply = {0}
-local stored, base, fresh, tolerance = {}, {}, {}, {}
-local a = 6
+-- The TAT to store per rate: the new one (written if admitted), or the one
+-- a backwards clock clamped (written if refused); false when there is none.
+local fresh, clamped = {}, {}
+local a = 5
 for i = 1, nr do
-  local interval = tonumber(ARGV[a])
-  tolerance[i] = tonumber(ARGV[a + 1])
+  local interval, tolerance = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   a = a + 2
   local raw = redis.call('GET', KEYS[i])
-  local b = now
+  -- base = min(max(stored, now), now + tolerance), as gcra() computes it.
+  local base = now
   if raw then
-    stored[i] = tonumber(raw)
-    b = math.min(math.max(stored[i], now), now + tolerance[i])
+    local stored = tonumber(raw)
+    if stored > now then
+      base = stored
+    end
+    if base > now + tolerance then
+      base = now + tolerance
+      clamped[i] = base  -- below the stored TAT: only a backwards clock does that
+    end
   end
-  base[i] = b
-  fresh[i] = b + n * interval
-  if fresh[i] - tolerance[i] - now > epsilon then
+  local tat = base + n * interval
+  fresh[i] = tat
+  if tat - tolerance - now > 1e-06 then
     ok = 0
   end
   reply[i + 1] = raw or false
@@ -73,7 +84,10 @@ if ok == 1 then
     for i = 1, nr do
       -- The key means nothing once its TAT has passed, so that is its TTL,
       -- padded to a second for instances whose clocks differ a little.
-      local ttl = math.max(1000, math.ceil((fresh[i] - now) * 1000))
+      local ttl = math.ceil((fresh[i] - now) * 1000)
+      if ttl < 1000 then
+        ttl = 1000
+      end
       redis.call('SET', KEYS[i], string.format('%.17g', fresh[i]), 'PX', ttl)
     end
   end
@@ -87,10 +101,14 @@ if ok == 1 then
   end
 else
   for i = 1, nr do
-    if stored[i] and base[i] < stored[i] then
+    local base = clamped[i]
+    if base then
       -- A clock that went backwards: keep the clamped TAT so the key recovers.
-      local ttl = math.max(1000, math.ceil((base[i] - now) * 1000))
-      redis.call('SET', KEYS[i], string.format('%.17g', base[i]), 'PX', ttl)
+      local ttl = math.ceil((base - now) * 1000)
+      if ttl < 1000 then
+        ttl = 1000
+      end
+      redis.call('SET', KEYS[i], string.format('%.17g', base), 'PX', ttl)
     end
   end
 end

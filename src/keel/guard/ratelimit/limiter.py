@@ -155,12 +155,12 @@ class RateLimiter:
     def __init__(self, backend: LimiterBackend, *, key_prefix: str = "") -> None:
         self.backend = backend
         self._prefix = key_prefix
-        # Memo tables for the per-request work that depends only on the policy:
-        # which rules a route matches, and each rule's numbers for a plan and
-        # override. Keyed by identity (checked on hit, so a reused id never
-        # aliases) and bounded; the policy and override objects are long-lived.
+        # Memo of the per-request work that depends only on the policy: which
+        # rules a route matches, each with its key prefix and (in the entry)
+        # its numbers per plan and override. Keyed by identity (checked on
+        # hit, so a reused id never aliases) and bounded; the policy and
+        # override objects are long-lived.
         self._matching: dict[tuple[int, str | None, str | None, bool], _Matched] = {}
-        self._numbers: dict[tuple[int, str, int], _Numbers] = {}
 
     def applicable(
         self, limits: Iterable[RateRule | QuotaRule], context: RequestContext
@@ -173,28 +173,34 @@ class RateLimiter:
     ) -> list[tuple[_Numbers, str]]:
         chosen: list[tuple[_Numbers, str]] = []
         overrides = context.overrides
-        for rule in self._matching_rules(limits, context):
-            subject = context.key_for(rule.key)
+        plan = context.plan
+        for entry in self._matching_entries(limits, context):
+            subject: str | None = getattr(context, entry.subject)
             if subject is None:
                 continue
-            numbers = self._numbers_for(rule, context.plan, overrides.get(rule.name))
-            if numbers is None:
-                continue
-            chosen.append((numbers, f"{self._prefix}{rule.name}:{rule.key}:{subject}"))
+            override = overrides.get(entry.name) if overrides else None
+            # The plan alone keys the common case (no override): no tuple to build.
+            memo: object = plan if override is None else (plan, id(override))
+            known = entry.numbers.get(memo)
+            if known is None or known[0] is not override:
+                known = entry.remember(memo, plan, override)
+            numbers = known[1]
+            if numbers is not None:
+                chosen.append((numbers, entry.key_prefix + subject))
         return chosen
 
-    def _matching_rules(
+    def _matching_entries(
         self, limits: Iterable[RateRule | QuotaRule], context: RequestContext
-    ) -> tuple[RateRule | QuotaRule, ...]:
-        anonymous = context.anonymous
+    ) -> tuple[_Entry, ...]:
+        anonymous = context.user_id is None
         memo = None
         if isinstance(limits, tuple):  # a policy's rules: immutable, so memoisable
             memo = (id(limits), context.route, context.operation, anonymous)
             found = self._matching.get(memo)
             if found is not None and found.limits is limits:
-                return found.rules
-        rules = tuple(
-            rule
+                return found.entries
+        entries = tuple(
+            _Entry(rule, self._prefix)
             for rule in limits
             if rule.applies(route=context.route, operation=context.operation)
             and not (rule.principal == "anonymous" and not anonymous)
@@ -203,27 +209,8 @@ class RateLimiter:
         if memo is not None:
             if len(self._matching) >= _CACHE_BOUND:
                 self._matching.clear()
-            self._matching[memo] = _Matched(limits, rules)
-        return rules
-
-    def _numbers_for(
-        self, rule: RateRule | QuotaRule, plan: Plan, override: LimitOverride | None
-    ) -> _Numbers | None:
-        memo = (id(rule), plan, id(override))
-        found = self._numbers.get(memo)
-        if found is not None and found.rule is rule and found.override is override:
-            return found
-        effective = effective_limit(rule, plan, override)
-        if effective is None:
-            return None
-        if isinstance(rule, RateRule):
-            numbers = _Numbers(rule, override, effective, effective.rate, "day")
-        else:
-            numbers = _Numbers(rule, override, effective, None, rule.window)
-        if len(self._numbers) >= _CACHE_BOUND:
-            self._numbers.clear()
-        self._numbers[memo] = numbers
-        return numbers
+            self._matching[memo] = _Matched(limits, entries)
+        return entries
 
     async def decide(
         self,
@@ -240,56 +227,50 @@ class RateLimiter:
         """
         # Plain tuples throughout (the backend takes them as checks; LimitResult
         # is built without its keyword constructor): this runs on every request.
+        chosen = self._applicable(limits, context)
         quota_rules: list[tuple[_Numbers, str]] = []
-        rate_rules: list[tuple[str, str, Rate]] = []
+        rate_rules: list[tuple[_Numbers, str]] = []
         quotas: list[tuple[str, int, QuotaWindow]] = []
         rates: list[tuple[str, Rate]] = []
         timezone = context.timezone
-        for numbers, key in self._applicable(limits, context):
+        for numbers, key in chosen:
             rate = numbers.rate
             if rate is None:
                 quota_rules.append((numbers, key))
-                quotas.append((key, numbers.effective.limit, _window(numbers.period, timezone)))
+                quotas.append((key, numbers.limit, _window(numbers.period, timezone)))
             else:
-                rate_rules.append((numbers.effective.name, key, rate))
+                rate_rules.append((numbers, key))
                 rates.append((key, rate))
         admission = await self.backend.admit(rates, quotas, slots, now, cost)
         results: list[LimitResult] = []
         for (numbers, key), q in zip(quota_rules, admission.quotas, strict=True):
+            # q is a QuotaDecision: (allowed, used, limit, reset_after,
+            # retry_after, window_start, window_end), read by index.
             result = _new(
                 LimitResult,
                 (
-                    numbers.effective.name,
+                    numbers.name,
                     "quota",
                     key,
-                    q.allowed,
-                    numbers.effective.limit,
-                    q.window_end - q.window_start,
-                    q.remaining,
-                    q.reset_after,
-                    q.retry_after,
+                    q[0],
+                    numbers.limit,
+                    q[6] - q[5],
+                    q[2] - q[1] if q[2] > q[1] else 0,  # QuotaDecision.remaining
+                    q[3],
+                    q[4],
                 ),
             )
             results.append(result)
-            if not q.allowed:
+            if not q[0]:
                 return Decision(False, tuple(results), result, admission.slots)
-        for (name, key, rate), g in zip(rate_rules, admission.rates, strict=True):
+        for (numbers, key), g in zip(rate_rules, admission.rates, strict=True):
+            # g is a GcraDecision: (allowed, remaining, reset_after, retry_after, tat).
             result = _new(
                 LimitResult,
-                (
-                    name,
-                    "rate",
-                    key,
-                    g.allowed,
-                    rate.limit,
-                    rate.period,
-                    g.remaining,
-                    g.reset_after,
-                    g.retry_after,
-                ),
+                (numbers.name, "rate", key, g[0], numbers.limit, numbers.window, g[1], g[2], g[3]),
             )
             results.append(result)
-            if not g.allowed:
+            if not g[0]:
                 return Decision(False, tuple(results), result, admission.slots)
         return Decision(admission.allowed, tuple(results), None, admission.slots)
 
@@ -339,19 +320,58 @@ class RateLimiter:
                 await self.backend.quota_refund(key, window, consumed_at, n)
 
 
-class _Matched(NamedTuple):
-    limits: object  # compared by identity only
-    rules: tuple[RateRule | QuotaRule, ...]
-
-
 class _Numbers(NamedTuple):
     """A rule's enforced numbers for a plan and override, with what a check needs."""
 
-    rule: RateRule | QuotaRule
-    override: LimitOverride | None
     effective: EffectiveLimit
+    name: str
+    limit: int
     rate: Rate | None  # rate rules
+    window: float  # rate rules: the period (RateLimit-Policy's w)
     period: WindowPeriod  # quota rules (the rule's window; "day" is a placeholder otherwise)
+
+
+class _Entry:
+    """A rule that matched a route, with what every request through it needs.
+
+    Built once per (policy, route, operation, principal kind): the field of
+    :class:`RequestContext` holding the rule's subject, the storage key up to
+    that subject, and the rule's numbers per plan and override, so that a
+    request only reads its subject and joins one string.
+    """
+
+    __slots__ = ("key_prefix", "name", "numbers", "rule", "subject")
+
+    def __init__(self, rule: RateRule | QuotaRule, prefix: str) -> None:
+        self.rule = rule
+        self.name = rule.name
+        self.subject = _SUBJECT_FIELDS[rule.key]
+        self.key_prefix = f"{prefix}{rule.name}:{rule.key}:"
+        # plan, or (plan, id(override)) -> (override, numbers; None if disabled).
+        # The override is kept to check identity on a hit.
+        self.numbers: dict[object, tuple[LimitOverride | None, _Numbers | None]] = {}
+
+    def remember(
+        self, memo: object, plan: Plan, override: LimitOverride | None
+    ) -> tuple[LimitOverride | None, _Numbers | None]:
+        rule = self.rule
+        effective = effective_limit(rule, plan, override)
+        numbers = None
+        if effective is not None:
+            if isinstance(rule, RateRule):
+                rate = effective.rate
+                numbers = _Numbers(effective, rule.name, rate.limit, rate, rate.period, "day")
+            else:
+                numbers = _Numbers(effective, rule.name, effective.limit, None, 0.0, rule.window)
+        if len(self.numbers) >= _CACHE_BOUND:
+            self.numbers.clear()
+        known = self.numbers[memo] = (override, numbers)
+        return known
+
+
+class _Matched(NamedTuple):
+    limits: object  # compared by identity only
+    entries: tuple[_Entry, ...]
 
 
 @cache

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Sequence
 
 from keel.guard.ratelimit.backend import Admission, SlotDecision
-from keel.guard.ratelimit.gcra import GcraDecision, Rate, gcra
+from keel.guard.ratelimit.gcra import EPSILON, GcraDecision, Rate, gcra
 from keel.guard.ratelimit.quota import (
     QuotaDecision,
     QuotaWindow,
@@ -58,7 +58,7 @@ class MemoryBackend:
 
     # --- one request, every limit ---------------------------------------------
 
-    async def admit(
+    async def admit(  # noqa: PLR0912 - one frame on purpose: calls are the cost here
         self,
         rates: Sequence[tuple[str, Rate]],
         quotas: Sequence[tuple[str, int, QuotaWindow]],
@@ -66,9 +66,15 @@ class MemoryBackend:
         now: float,
         n: int = 1,
     ) -> Admission:
-        # Kept flat on purpose: this is the per-request hot path. Read
-        # everything, decide, and only then write — so a refusal by any check
-        # leaves every other one untouched.
+        # The per-request hot path, kept flat: read everything, decide, and only
+        # then write, so a refusal by any check leaves every other one
+        # untouched. The admitted branch of gcra() and of quota_decision() is
+        # written out here (function calls are a large share of a decision
+        # this size); anything else — a refusal, a peek past a backwards
+        # clock's clamp — goes to those functions themselves, which stay the
+        # reference. tests/unit/guard/test_memory_admit.py holds the two equal.
+        if n < 0:
+            raise ValueError("n must not be negative")
         self._ops += 1
         if self._ops >= self._sweep_at:
             self.sweep(now)
@@ -76,15 +82,58 @@ class MemoryBackend:
         allowed = True
         readings = []
         for key, rate in rates:
-            decision = gcra(tats.get(key), now, rate, n)
-            if not decision.allowed:
+            tat = tats.get(key)
+            tolerance = rate.tolerance
+            if tat is None or tat < now:
+                base = now
+            elif tat > now + tolerance:
+                base = now + tolerance
+            else:
+                base = tat
+            new_tat = base + n * rate.emission_interval
+            if new_tat - tolerance - now > EPSILON:
+                decision = gcra(tat, now, rate, n)  # refused: the reference builds it
                 allowed = False
+            else:
+                spare = (now + tolerance - new_tat) / rate.emission_interval + 1e-9
+                remaining = min(rate.burst, int(spare)) if spare > 0 else 0
+                decision = _new(GcraDecision, (True, remaining, new_tat - now, 0.0, new_tat))
             readings.append(decision)
-        peeks: list[QuotaDecision] = []
+        peeks = []
         if quotas:
-            peeks = self._peek(quotas, now, n)
-            if allowed:
-                allowed = all(quota.allowed for quota in peeks)
+            counts = self._counts
+            for key, limit, window in quotas:
+                bounds, suffix = window.span(now)
+                entry = counts.get(key + suffix)  # counter_key(key, bounds)
+                used = entry[0] if entry is not None and entry[1] > now else 0
+                if used + n <= limit:
+                    start, end = bounds
+                    reset_after = end - now if end > now else 0.0
+                    peek = _new(QuotaDecision, (True, used, limit, reset_after, 0.0, start, end))
+                else:
+                    peek = quota_decision(used, limit, n, now, bounds)
+                    allowed = False
+                peeks.append(peek)
+        if slots or not allowed:
+            return self._settle(allowed, rates, readings, tuple(peeks), slots, now, n)
+        if n > 0:
+            if len(tats) + len(rates) >= self._max_keys:
+                self._evict(room=len(rates))
+            for (key, _), reading in zip(rates, readings, strict=True):
+                tats[key] = reading[4]  # GcraDecision.tat
+        return _new(Admission, (True, tuple(readings), tuple(peeks), ()))
+
+    def _settle(
+        self,
+        allowed: bool,
+        rates: Sequence[tuple[str, Rate]],
+        readings: list[GcraDecision],
+        peeks: tuple[QuotaDecision, ...],
+        slots: Sequence[tuple[str, int, float]],
+        now: float,
+        n: int,
+    ) -> Admission:
+        """The rest of :meth:`admit` when it has slots to claim or a check refused."""
         leases: list[dict[str, float]] = []
         if slots:
             leases = [self._live_leases(claim[0], now) for claim in slots]
@@ -93,18 +142,17 @@ class MemoryBackend:
                     len(held) < claim[1] for claim, held in zip(slots, leases, strict=True)
                 )
         if not allowed:
-            return self._refusal(rates, readings, tuple(peeks), slots, leases, now)
+            return self._refusal(rates, readings, peeks, slots, leases, now)
+        tats = self._tats
         if n > 0:
             if len(tats) + len(rates) >= self._max_keys:
                 self._evict(room=len(rates))
-            for i, (key, _) in enumerate(rates):
-                tats[key] = readings[i].tat
-        taken: tuple[SlotDecision, ...] = ()
-        if slots:
-            taken = tuple(
-                self._take(claim, held, now) for claim, held in zip(slots, leases, strict=True)
-            )
-        return _new(Admission, (True, tuple(readings), tuple(peeks), taken))
+            for (key, _), reading in zip(rates, readings, strict=True):
+                tats[key] = reading.tat
+        taken = tuple(
+            self._take(claim, held, now) for claim, held in zip(slots, leases, strict=True)
+        )
+        return _new(Admission, (True, tuple(readings), peeks, taken))
 
     def _refusal(
         self,
@@ -135,18 +183,6 @@ class MemoryBackend:
             for (_, limit, _), held in zip(slots, leases, strict=True)
         )
         return Admission(False, tuple(unspent), peeks, refused)
-
-    def _peek(
-        self, quotas: Sequence[tuple[str, int, QuotaWindow]], now: float, n: int
-    ) -> list[QuotaDecision]:
-        counts = self._counts
-        peeks = []
-        for key, limit, window in quotas:
-            bounds = window.bounds(now)
-            entry = counts.get(counter_key(key, bounds))
-            used = entry[0] if entry is not None and entry[1] > now else 0
-            peeks.append(quota_decision(used, limit, n, now, bounds))
-        return peeks
 
     def _live_leases(self, key: str, now: float) -> dict[str, float]:
         leases = self._slots.get(key)

@@ -13,13 +13,15 @@ failure. This module is the pure arithmetic; backends keep the counts.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
 from functools import cache
 from typing import Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
 WindowPeriod = Literal["hour", "day", "month"]
+_Span = tuple[tuple[float, float], str]
+_Located = tuple[float, float, _Span]
 
 
 @cache
@@ -33,31 +35,54 @@ class QuotaWindow:
 
     period: WindowPeriod
     timezone: str = "UTC"
+    # The last window this instance located, with its counter-key suffix:
+    # one (start, end, ((start, end), "@start")) tuple in a one-slot list, so it
+    # is replaced in one step. A memo of a pure function: it takes no part in
+    # equality, hashing or repr.
+    _last: list[_Located] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         # Fail at construction, not on the first request of the day.
         _zone(self.timezone)
+        object.__setattr__(self, "_last", [(math.inf, -math.inf, ((0.0, 0.0), ""))])
 
     def bounds(self, now: float) -> tuple[float, float]:
-        """Epoch seconds ``[start, end)`` of the window holding ``now``.
+        """Epoch seconds ``[start, end)`` of the window holding ``now``."""
+        last = self._last[0]
+        if last[0] <= now < last[1]:
+            return last[2][0]
+        return self._locate(now)[0]
 
-        Memoised per period and zone: windows partition the timeline, so the
-        last window computed is still the answer whenever it holds ``now`` —
-        true for nearly every request, and the calendar arithmetic costs
-        several times more than the rest of a memory-backend decision.
+    def span(self, now: float) -> _Span:
+        """The window holding ``now`` and the suffix of its counter's key.
+
+        ``key + suffix`` is :func:`counter_key` ``(key, bounds)``, with the
+        suffix formatted once per window instead of once per request.
+        Memoised: windows partition the timeline, so the last window located
+        is still the answer whenever it holds ``now`` — true for nearly every
+        request, and the calendar arithmetic costs several times more than
+        the rest of a memory-backend decision.
         """
+        last = self._last[0]
+        if last[0] <= now < last[1]:
+            return last[2]
+        return self._locate(now)
+
+    def _locate(self, now: float) -> _Span:
         memo = (self.period, self.timezone)
-        last = _LAST_WINDOW.get(memo)
-        if last is not None and last[0] <= now < last[1]:
-            return last
-        bounds = window_bounds(now, self.period, _zone(self.timezone))
-        _LAST_WINDOW[memo] = bounds
-        return bounds
+        bounds = _LAST_WINDOW.get(memo)
+        if bounds is None or not bounds[0] <= now < bounds[1]:
+            bounds = window_bounds(now, self.period, _zone(self.timezone))
+            _LAST_WINDOW[memo] = bounds
+        span = (bounds, _counter_suffix(bounds))
+        self._last[0] = (bounds[0], bounds[1], span)
+        return span
 
 
 _LAST_WINDOW: dict[tuple[str, str], tuple[float, float]] = {}
-"""The last window computed per (period, zone): a memo of a pure function, bounded
-by the number of zones in use times three periods."""
+"""The last window computed per (period, zone), shared by every instance (windows
+built per call, as the quota commit path does, still find it): a memo of a pure
+function, bounded by the number of zones in use times three periods."""
 
 
 def window_bounds(now: float, period: WindowPeriod, tz: tzinfo) -> tuple[float, float]:
@@ -134,4 +159,8 @@ def counted(used: int, limit: int, now: float, window: tuple[float, float]) -> Q
 
 def counter_key(key: str, window: tuple[float, float]) -> str:
     """The storage key of one window's counter: each window counts on its own key."""
-    return f"{key}@{math.floor(window[0])}"
+    return key + _counter_suffix(window)
+
+
+def _counter_suffix(window: tuple[float, float]) -> str:
+    return f"@{math.floor(window[0])}"

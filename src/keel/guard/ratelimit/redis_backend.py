@@ -11,13 +11,17 @@ consulted.
 
 Script calls go over a *lane*: one connection the backend checks out of
 redis-py's pool once and keeps, driven with redis-py's own
-``send_command``/``read_response``. That skips the pool checkout, retry wrapper
-and per-command bookkeeping ``execute_command`` does each time, which is most
-of redis-py's cost on a path taken once per request. The lane serves one call
-at a time; a call that finds it busy takes the ordinary pool path instead of
-waiting, so concurrency never queues behind it. redis-py disconnects a
-connection whose command was interrupted (error, timeout, cancellation), and
-the next call reconnects it, so no stale reply can be read by a later call.
+``send_packed_command``/``read_response``. That skips the pool checkout, retry
+wrapper and per-command bookkeeping ``execute_command`` does each time, which
+is most of redis-py's cost on a path taken once per request. The command is
+packed by ``hiredis`` in C, as redis-py's synchronous client packs; its
+asyncio connection packs in Python, which cost more than the rest of a
+decision's Python. redis-py reads the reply with hiredis's parser too, since it
+is installed. The lane serves one call at a time; a call that finds it busy
+takes the ordinary pool path instead of waiting, so concurrency never queues
+behind it. redis-py disconnects a connection whose command was interrupted
+(error, timeout, cancellation), and the next call reconnects it, so no stale
+reply can be read by a later call.
 
 Redis failures and timeouts leave this module only as
 :class:`~keel.guard.ratelimit.errors.LimiterUnavailable`.
@@ -33,6 +37,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from hiredis import pack_command
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
@@ -144,13 +149,15 @@ class RedisBackend:
                 # redis-py leaves get_connection unannotated; it returns a connection.
                 pool = self._client.connection_pool
                 lane = self._lane = await pool.get_connection()  # type: ignore[no-untyped-call]
+            # Packed by hiredis in C (see the module docstring).
+            command = pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
             try:
-                await lane.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                await lane.send_packed_command(command)
                 return await lane.read_response()
             except NoScriptError:
                 await lane.send_command("SCRIPT", "LOAD", script.source)
                 await lane.read_response()
-                await lane.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                await lane.send_packed_command(command)
                 return await lane.read_response()
         finally:
             self._lane_busy = False
@@ -181,17 +188,19 @@ class RedisBackend:
             raise ValueError("n must not be negative")
         prefix = self._prefix
         keys = [prefix + "g:" + key for key, _ in rates]
-        # Floats go as they are: redis-py encodes them with repr(), the shortest
-        # form that round-trips, which Lua's tonumber reads back exactly.
-        args: list[Any] = [now, n, len(rates), len(quotas), len(slots)]
+        # Floats go as they are: hiredis encodes them as redis-py does, with
+        # repr(), the shortest form that round-trips, which Lua's tonumber
+        # reads back exactly.
+        args: list[Any] = [now, n, len(rates), len(quotas)]  # the slots: the keys left
         for _, rate in rates:
             args.append(rate.emission_interval)
             args.append(rate.tolerance)
         windows = []
+        quota_prefix = prefix + "q:"
         for key, limit, window in quotas:
-            bounds = window.bounds(now)
+            bounds, suffix = window.span(now)
             windows.append(bounds)
-            keys.append(prefix + "q:" + counter_key(key, bounds))
+            keys.append(quota_prefix + key + suffix)  # _quota_key(key, bounds)
             args.append(limit)
         ids = []
         for key, limit, lease in slots:
@@ -300,20 +309,22 @@ def _admission(
     admitted = reply[0] == 1
     expected = True
     readings = []
-    for i, (_, rate) in enumerate(rates, start=1):
-        raw = reply[i]
+    at = 1
+    for _, rate in rates:
+        raw = reply[at]
+        at += 1
         tat = None if raw is None else float(raw)
         decision = gcra(tat, now, rate, n)
-        if not decision.allowed:
+        if not decision[0]:  # allowed
             expected = False
         elif not admitted:
             decision = gcra(tat, now, rate, 0)  # nothing was spent: the peek
         readings.append(decision)
-    at = len(rates) + 1
     peeks = []
     for (_, limit, _), bounds in zip(quotas, windows, strict=True):
         quota = quota_decision(int(reply[at]), limit, n, now, bounds)
-        expected = expected and quota.allowed
+        if not quota[0]:  # allowed
+            expected = False
         peeks.append(quota)
         at += 1
     taken = []
@@ -329,4 +340,7 @@ def _admission(
             taken.append(SlotDecision(False, None, count, limit, max(0.0, wait)))
     if admitted != expected:  # pragma: no cover - float parity is tested
         raise LimiterUnavailable("redis: ADMIT script and arithmetic disagree")
-    return Admission(admitted, tuple(readings), tuple(peeks), tuple(taken))
+    return _new(Admission, (admitted, tuple(readings), tuple(peeks), tuple(taken)))
+
+
+_new = tuple.__new__  # as in gcra.py: the named tuple without its Python-level __new__

@@ -1,0 +1,83 @@
+"""MemoryBackend.admit writes the admitted branch of gcra() and quota_decision() out
+inline (calls are most of its cost). These properties hold it to the pure functions:
+over random requests and made-up clocks — bursts, refusals, peeks, a clock that jumps
+backwards — every reading and every stored TAT is what the reference arithmetic gives."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from keel.guard.ratelimit.backend import Admission
+from keel.guard.ratelimit.gcra import GcraDecision, Rate, gcra
+from keel.guard.ratelimit.memory import MemoryBackend
+from keel.guard.ratelimit.quota import QuotaWindow, counter_key, quota_decision
+
+NOW = 1_800_000_000.0
+RATES = [Rate(7, 3, 3), Rate(60, 60, 1), Rate(1000, 1, 50)]
+WINDOW = QuotaWindow("hour", "Europe/London")
+
+request = st.tuples(
+    st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from(RATES)), max_size=3),
+    st.floats(-400.0, 30.0, allow_nan=False),  # time step: mostly forwards, sometimes far back
+    st.integers(0, 4),  # n
+    st.integers(0, 3),  # quota limit
+)
+
+
+def reference(
+    tats: dict[str, float],
+    used: dict[str, int],
+    rates: list[tuple[str, Rate]],
+    limit: int,
+    now: float,
+    n: int,
+) -> tuple[bool, list[GcraDecision], bool]:
+    """admit() in terms of gcra() and quota_decision(), updating the shadow state."""
+    decisions = [gcra(tats.get(key), now, rate, n) for key, rate in rates]
+    bounds = WINDOW.bounds(now)
+    quota = quota_decision(used.get(counter_key("q", bounds), 0), limit, n, now, bounds)
+    allowed = all(d.allowed for d in decisions) and quota.allowed
+    if allowed:
+        if n > 0:
+            for (key, _), decision in zip(rates, decisions, strict=True):
+                tats[key] = decision.tat
+        return True, decisions, quota.allowed
+    readings = []
+    for (key, rate), decision in zip(rates, decisions, strict=True):
+        tat = tats.get(key)
+        reading = gcra(tat, now, rate, 0) if decision.allowed else decision
+        if tat is not None and reading.tat < tat:
+            tats[key] = reading.tat  # the backwards-clock clamp
+        readings.append(reading)
+    return False, readings, quota.allowed
+
+
+@settings(max_examples=300, deadline=None)
+@given(requests=st.lists(request, min_size=1, max_size=25))
+def test_admit_equals_the_reference_arithmetic(
+    requests: list[tuple[list[tuple[str, Rate]], float, int, int]],
+) -> None:
+    backend = MemoryBackend()
+    tats: dict[str, float] = {}
+    used: dict[str, int] = {}
+    now = NOW
+    for checks, step, n, limit in requests:
+        rates = list({key: (key, rate) for key, rate in checks}.values())  # distinct keys
+        now += step
+        admission: Admission = asyncio.run(backend.admit(rates, [("q", limit, WINDOW)], [], now, n))
+        allowed, readings, quota_fits = reference(tats, used, rates, limit, now, n)
+        assert admission.allowed == allowed
+        assert list(admission.rates) == readings
+        assert admission.quotas[0].allowed == quota_fits
+        assert admission.quotas[0] == quota_decision(0, limit, n, now, WINDOW.bounds(now))
+        for key, _ in rates:
+            assert backend._tats.get(key) == tats.get(key)
+
+
+def test_a_negative_cost_is_refused_even_with_nothing_to_check() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        asyncio.run(MemoryBackend().admit([], [], [], NOW, -1))
