@@ -3,11 +3,11 @@
 :func:`keel.jobs.enqueue` stays the primary API — a job that belongs to a
 write must commit with it. But a caller with nothing else to write (a CLI
 command, a periodic job fanning out work, an integration that only queues)
-would otherwise pay for a whole transaction around one row: on PostgreSQL the
-pool's pre-ping (BEGIN, ``;``, ROLLBACK), then BEGIN, the INSERT and COMMIT.
-Here that is ONE autocommit statement — the same prepared ``unnest`` INSERT the
-batch path uses, sent through the asyncpg connection of a pool that checks its
-sockets locally instead of pinging (:meth:`keel.db.engine.Database.autocommit_driver`).
+would otherwise pay for a whole transaction around one row: on PostgreSQL
+BEGIN, the INSERT and COMMIT, plus the session's bookkeeping. Here that is ONE
+autocommit statement — the same prepared ``unnest`` INSERT the batch path uses,
+sent on the asyncpg connection of a connection from the main pool, with no
+``AsyncConnection`` around it (:meth:`keel.db.engine.Database.autocommit_driver`).
 
 The statement-level trigger of migration 0007 still sends ``NOTIFY keel_jobs``,
 delivered when the statement commits. ``unique_key`` keeps its meaning: when the
