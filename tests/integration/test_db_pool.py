@@ -34,6 +34,7 @@ from keel.errors import DatabaseUnavailable
 from keel.guard.idempotency import ClaimResult, KeyRef, SqlIdempotencyStore
 from keel.jobs import enqueue_now
 from keel.jobs.listener import asyncpg_dsn
+from keel.jobs.store import JobStore
 
 
 def only_postgres(backend: str) -> None:
@@ -138,3 +139,24 @@ def test_the_pool_has_no_pre_ping_on_asyncpg() -> None:
     """The review finding this pool answers: no BEGIN/``;``/ROLLBACK per checkout."""
     database = Database(f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/postgres")
     assert database.engine.sync_engine.pool._pre_ping is False
+
+
+async def test_the_worker_claim_connection_fails_once_as_unavailable_then_is_replaced(
+    database: Database, backend: str
+) -> None:
+    """The worker's claim goes to the driver of its own pool (``JobStore.driver``): a
+    dead connection there is a ``DatabaseUnavailable`` the claim loop retries, not a crash."""
+    only_postgres(backend)
+    store = JobStore(database, pool_size=1)
+    try:
+        async with store.driver() as driver:
+            before = driver.get_server_pid()
+        terminate_behind_the_loops_back(asyncpg_dsn(database.url), before)
+        with pytest.raises(DatabaseUnavailable):
+            async with store.driver() as driver:
+                await driver.fetchval("SELECT 1")
+        async with store.driver() as driver:
+            assert await driver.fetchval("SELECT 1") == 1
+            assert driver.get_server_pid() != before
+    finally:
+        await store.dispose()

@@ -124,6 +124,28 @@ def _configure_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+@asynccontextmanager
+async def pooled_driver(engine: AsyncEngine) -> AsyncIterator[Any]:
+    """The asyncpg connection of a connection checked out of ``engine``'s pool.
+
+    For one hand-written statement on a hot path, without an ``AsyncConnection``
+    around it: no BEGIN is sent, so the statement runs in autocommit, and the
+    checkout costs a quarter of ``engine.connect()``'s Python overhead. A
+    connection the failed statement left closed is invalidated, so the pool
+    never hands it out again; the caller translates the error.
+    """
+    pooled = await greenlet_spawn(engine.sync_engine.pool.connect)
+    driver: Any = pooled.driver_connection
+    try:
+        yield driver
+    except BaseException as error:
+        if driver.is_closed():
+            await greenlet_spawn(pooled.invalidate, error)
+        raise
+    finally:
+        await greenlet_spawn(pooled.close)
+
+
 class Database:
     """Owns the engine; hands out read and write sessions."""
 
@@ -158,25 +180,11 @@ class Database:
         """The asyncpg connection of a pooled connection, for single autocommit
         statements (``enqueue_now``); PostgreSQL with asyncpg only.
 
-        It comes from the main pool, without an ``AsyncConnection`` around it:
-        the caller sends its statement on the driver connection itself, so no
-        BEGIN is sent and the checkout costs a quarter of ``engine.connect()``'s
-        Python overhead. A connection the failed statement left closed is
-        invalidated, so the pool never hands it out again; the error itself goes
-        through :meth:`_guard` like any other.
+        It comes from the main pool (:func:`pooled_driver`); errors go through
+        :meth:`_guard` like any other.
         """
-        pool = self.engine.sync_engine.pool
-        async with self._guard():
-            pooled = await greenlet_spawn(pool.connect)
-            driver: Any = pooled.driver_connection
-            try:
-                yield driver
-            except BaseException as error:
-                if driver.is_closed():
-                    await greenlet_spawn(pooled.invalidate, error)
-                raise
-            finally:
-                await greenlet_spawn(pooled.close)
+        async with self._guard(), pooled_driver(self.engine) as driver:
+            yield driver
 
     @asynccontextmanager
     async def _guard(self) -> AsyncIterator[None]:

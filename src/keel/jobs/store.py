@@ -16,15 +16,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from keel.db.engine import _IMMEDIATE, UNAVAILABLE_ERRORS, Database
+from keel.db.engine import _IMMEDIATE, UNAVAILABLE_ERRORS, Database, pooled_driver
 from keel.errors import DatabaseUnavailable
+
+# The driver's own errors for a connection that is gone (raised by statements
+# sent on the asyncpg connection itself, which SQLAlchemy does not wrap).
+_LOST = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 
 
 class JobStore:
     def __init__(self, database: Database, *, pool_size: int) -> None:
         self.dialect = database.dialect
+        self.asyncpg = database.dialect == "postgresql" and "+asyncpg" in database.url
         self._own: AsyncEngine | None = None
         if database.dialect == "postgresql":
             connect_args: dict[str, Any] = {}
@@ -57,6 +63,26 @@ class JobStore:
         except asyncio.CancelledError:
             raise
         except UNAVAILABLE_ERRORS as error:
+            raise DatabaseUnavailable("the job store is not answering", retry_after=2) from error
+
+    @asynccontextmanager
+    async def driver(self) -> AsyncIterator[Any]:
+        """The asyncpg connection of one of the worker's own (autocommit) connections,
+        for ONE statement on the hot path: the claim. PostgreSQL with asyncpg only.
+
+        Between a NOTIFY and the handler's start, the claim is the only work; sent
+        on the driver connection it skips SQLAlchemy's ``AsyncConnection``, cursor
+        and result objects (:func:`keel.db.engine.pooled_driver`). JSON columns
+        still arrive decoded: SQLAlchemy set the codecs when it opened the connection.
+        """
+        if self._own is None or not self.asyncpg:
+            raise RuntimeError("JobStore.driver() needs PostgreSQL with asyncpg")
+        try:
+            async with pooled_driver(self._own) as driver:
+                yield driver
+        except asyncio.CancelledError:
+            raise
+        except (*UNAVAILABLE_ERRORS, *_LOST) as error:
             raise DatabaseUnavailable("the job store is not answering", retry_after=2) from error
 
     async def dispose(self) -> None:

@@ -18,7 +18,7 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -155,21 +155,31 @@ class Worker:
         now = self.resources.clock.now()
         lease_until = now + timedelta(seconds=self.config.lease_seconds)
         succeeded, self._succeeded = self._succeeded, []
+        rows: Sequence[Mapping[Any, Any]]
         try:
-            async with self._store.write() as connection:
-                if self._store.dialect == "postgresql":
-                    parameters = queries.claim_postgresql_parameters(
-                        queue, limit, self.id, now, lease_until, succeeded
-                    )
-                    result = await connection.exec_driver_sql(queries.CLAIM_POSTGRESQL, parameters)
-                else:
-                    if succeeded:
-                        await connection.execute(
-                            queries.mark_succeeded_many(succeeded, self.id, now)
+            if self._store.dialect == "postgresql":
+                parameters = queries.claim_postgresql_parameters(
+                    queue, limit, self.id, now, lease_until, succeeded
+                )
+            if self._store.asyncpg:
+                # The driver connection: nothing but the statement between a NOTIFY
+                # and the handler's start (see JobStore.driver).
+                async with self._store.driver() as driver:
+                    rows = await driver.fetch(queries.CLAIM_POSTGRESQL, *parameters)
+            else:
+                async with self._store.write() as connection:
+                    if self._store.dialect == "postgresql":
+                        result = await connection.exec_driver_sql(
+                            queries.CLAIM_POSTGRESQL, parameters
                         )
-                    statement = queries.claim_sqlite(queue, limit, self.id, now, lease_until)
-                    result = await connection.execute(statement)
-                rows = result.mappings().all()
+                    else:
+                        if succeeded:
+                            await connection.execute(
+                                queries.mark_succeeded_many(succeeded, self.id, now)
+                            )
+                        statement = queries.claim_sqlite(queue, limit, self.id, now, lease_until)
+                        result = await connection.execute(statement)
+                    rows = result.mappings().all()
         except BaseException:
             self._succeeded[:0] = succeeded  # not recorded: keep them for the next write
             raise
@@ -604,8 +614,11 @@ class Worker:
             self._flusher = asyncio.create_task(self._flush_succeeded(), name="flush-succeeded")
 
     async def _wait(self, event: asyncio.Event, seconds: float) -> None:
+        # ``asyncio.timeout``, not ``wait_for``: on Python 3.11 ``wait_for`` wraps the
+        # wait in a task of its own, one more loop turn between a NOTIFY and the claim.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await event.wait()
 
     async def _every(
         self, interval: float, action: Callable[[], Awaitable[object]], name: str
