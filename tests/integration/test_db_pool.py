@@ -160,3 +160,31 @@ async def test_the_worker_claim_connection_fails_once_as_unavailable_then_is_rep
             assert driver.get_server_pid() != before
     finally:
         await store.dispose()
+
+
+async def test_warming_the_worker_store_opens_that_many_connections(
+    database: Database, backend: str
+) -> None:
+    only_postgres(backend)
+    store = JobStore(database, pool_size=4)
+    try:
+        await store.warm(3)
+        pool = store._own.sync_engine.pool if store._own is not None else None
+        assert pool is not None
+        assert (pool.checkedin(), pool.checkedout()) == (3, 0)
+    finally:
+        await store.dispose()
+
+
+async def test_warming_a_worker_store_that_cannot_connect_fails_without_hanging(
+    backend: str,
+) -> None:
+    only_postgres(backend)
+    nowhere = Database("postgresql+asyncpg://postgres@127.0.0.1:9/none", timeout=1.0)
+    store = JobStore(nowhere, pool_size=2)
+    try:
+        with pytest.raises(DatabaseUnavailable):
+            await asyncio.wait_for(store.warm(2), timeout=20)
+    finally:
+        await store.dispose()
+        await nowhere.dispose()

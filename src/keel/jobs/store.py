@@ -85,6 +85,34 @@ class JobStore:
         except (*UNAVAILABLE_ERRORS, *_LOST) as error:
             raise DatabaseUnavailable("the job store is not answering", retry_after=2) from error
 
+    async def warm(self, connections: int) -> None:
+        """Open ``connections`` of the worker's own connections now, all at once.
+
+        The pool opens connections on demand, so the first time two statements
+        overlap (a claim and a success being written) the claim waited for a new
+        connection: connect, and SQLAlchemy's type introspection for the JSON
+        codecs, tens of milliseconds on a busy server — a stall some early job's
+        start paid for, long after the worker had started. Opened here, before
+        the first claim, that cost is part of starting the worker.
+        """
+        if self._own is None or not self.asyncpg or connections < 1:
+            return
+        ready = asyncio.Event()
+        opened = 0
+
+        async def hold() -> None:
+            nonlocal opened
+            try:
+                async with self.driver():
+                    opened += 1
+                    if opened == connections:
+                        ready.set()
+                    await ready.wait()  # held until all are open, so each is a new one
+            finally:
+                ready.set()  # one failed: the others let go too, none is left waiting
+
+        await asyncio.gather(*(hold() for _ in range(connections)))
+
     async def dispose(self) -> None:
         if self._own is not None:
             await self._own.dispose()

@@ -488,6 +488,10 @@ class Worker:
     async def run(self) -> None:
         """Work until :meth:`stop`; then stop claiming, finish or release, and return."""
         log.info("worker_started", worker=self.id, queues=self.config.queues)
+        try:  # one connection per queue loop and one for outcome writes, opened up front
+            await self._store.warm(len(self.config.queues) + 1)
+        except DatabaseUnavailable:
+            log.warning("job_store_warm_failed", worker=self.id)  # opened on demand later
         self._defer_success = True
         loops = [
             asyncio.create_task(self._queue_loop(queue, n), name=f"claim:{queue}")
