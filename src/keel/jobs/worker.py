@@ -490,8 +490,8 @@ class Worker:
         log.info("worker_started", worker=self.id, queues=self.config.queues)
         try:  # one connection per queue loop and one for outcome writes, opened up front
             await self._store.warm(len(self.config.queues) + 1)
-        except DatabaseUnavailable:
-            log.warning("job_store_warm_failed", worker=self.id)  # opened on demand later
+        except Exception as error:  # never fatal: the loops open them on demand, as before
+            log.warning("job_store_warm_failed", worker=self.id, error=type(error).__name__)
         self._defer_success = True
         loops = [
             asyncio.create_task(self._queue_loop(queue, n), name=f"claim:{queue}")
