@@ -100,7 +100,7 @@ async def test_no_transaction_is_left_open(database: Database, backend: str) -> 
 async def test_a_connection_closed_by_the_server_is_replaced(
     database: Database, backend: str
 ) -> None:
-    """The autocommit pool skips the pre-ping: a dead pooled connection must still not fail."""
+    """The pool has no pre-ping: a pooled connection the server closed must still not fail."""
     only_postgres(backend)
     await enqueue_now(database, "test.record")
     async with database.autocommit_driver() as driver:

@@ -18,7 +18,7 @@ from keel.db.engine import Database
 from keel.db.tables_audit import AuditEvent as AuditEventRow
 from keel.db.tables_jobs import Job
 from keel.errors import NotFound
-from keel.jobs import queue
+from keel.jobs import enqueue_now, queue
 from keel.jobs.health import check_job_store
 from keel.jobs.listener import CHANNEL, asyncpg_dsn
 from keel.jobs.registry import JobContext, JobType, Periodic
@@ -471,7 +471,8 @@ async def test_a_batch_wakes_each_queue_once_at_commit(database: Database, backe
 async def test_a_success_is_recorded_at_once_while_the_worker_idles(
     database: Database, tmp_path: Path
 ) -> None:
-    """With the queue drained, nothing claims again soon; the success is still written now."""
+    """With the queue drained, nothing claims again soon; the success is still written within
+    ``success_flush_seconds`` (not at the next poll, a minute away here)."""
     clock, recorder = ManualClock(), Recorder()
     async with worker_for(
         database,
@@ -496,3 +497,43 @@ async def test_a_success_is_recorded_at_once_while_the_worker_idles(
         finally:
             worker.stop()
             await asyncio.wait_for(task, timeout=30)
+
+
+async def test_a_waiting_success_rides_on_the_next_claim(
+    database: Database, backend: str, tmp_path: Path
+) -> None:
+    """Within ``success_flush_seconds`` a success is not written on its own: the claim of
+    the next NOTIFY records it (one commit for both); stopping writes whatever still waits."""
+    if backend != "postgres":
+        pytest.skip("LISTEN/NOTIFY wake-ups are PostgreSQL's")
+    clock, recorder = ManualClock(), Recorder()
+    async with worker_for(
+        database,
+        make_registry(recorder),
+        clock,
+        tmp_path,
+        poll_seconds=0.05,
+        listen_poll_seconds=60,
+        run_periodic=False,
+        success_flush_seconds=20,
+    ) as worker:
+        task = asyncio.create_task(worker.run())
+        try:
+            await asyncio.sleep(0.3)  # the listener is up: no more polling to ride on
+            first = await enqueue_now(database, "test.record", clock=clock)
+            for _ in range(500):
+                if recorder.calls and worker.running == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert [call[0] for call in recorder.calls] == [first]
+            assert (await job(database, first)).state == JobState.RUNNING  # not written yet
+            second = await enqueue_now(database, "test.record", clock=clock)
+            for _ in range(500):
+                if (await job(database, first)).state == JobState.SUCCEEDED:
+                    break
+                await asyncio.sleep(0.01)
+            assert (await job(database, first)).state == JobState.SUCCEEDED
+        finally:
+            worker.stop()
+            await asyncio.wait_for(task, timeout=30)
+    assert (await job(database, second)).state == JobState.SUCCEEDED

@@ -61,26 +61,41 @@ def create_engine(url: str, *, pool_size: int = 10, timeout: float = 5.0) -> Asy
         engine = create_async_engine(url, connect_args={"timeout": timeout})
         _configure_sqlite(engine, busy_timeout_ms=int(timeout * 1000))
         return engine
+    asyncpg_driver = "+asyncpg" in url
     connect_args: dict[str, Any] = {}
-    if "+asyncpg" in url:
+    if asyncpg_driver:
         connect_args = {"timeout": timeout, "command_timeout": 30}
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # asyncpg gets a local check instead of the ping's three round trips
+        # (BEGIN, ``;``, ROLLBACK on every checkout); other drivers keep the ping.
+        pool_pre_ping=not asyncpg_driver,
         pool_timeout=timeout,
         connect_args=connect_args,
     )
+    if asyncpg_driver:
+        _refuse_closed_on_checkout(engine)
+    return engine
 
 
 def _refuse_closed_on_checkout(engine: AsyncEngine) -> None:
-    """Replace the pre-ping's round trip with asyncpg's own view of its socket.
+    """Replace the pre-ping's round trips with asyncpg's own view of its socket.
 
     An asyncpg connection learns that the server closed it (restart, idle
-    timeout, terminated backend) as soon as the event loop reads the EOF, so
-    ``is_closed()`` is a local check that catches what a pre-ping catches in
-    practice; a connection that fails anyway is invalidated by the caller.
+    timeout, terminated backend, a cut network path that sends a FIN or RST)
+    as soon as the event loop reads the EOF, so ``is_closed()`` is a local check
+    that catches what a pre-ping catches in practice; the pool then replaces the
+    connection (a ``DisconnectionError`` raised on checkout makes it reconnect).
+    A connection whose death the loop has not read yet fails its first
+    statement instead: SQLAlchemy sees the closed asyncpg connection, marks the
+    error ``connection_invalidated`` and discards the connection, and
+    :meth:`Database._guard` turns the error into ``DatabaseUnavailable`` (503
+    with ``Retry-After``), the same answer the ping would have led to a moment
+    later. A path hidden by a silent network drop (no FIN, no RST) escapes
+    both: the ping would have waited its own timeout too, and the statement's
+    ``command_timeout`` bounds it here.
     """
 
     @event.listens_for(engine.sync_engine, "checkout")
@@ -109,6 +124,28 @@ def _configure_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+@asynccontextmanager
+async def pooled_driver(engine: AsyncEngine) -> AsyncIterator[Any]:
+    """The asyncpg connection of a connection checked out of ``engine``'s pool.
+
+    For one hand-written statement on a hot path, without an ``AsyncConnection``
+    around it: no BEGIN is sent, so the statement runs in autocommit, and the
+    checkout costs a quarter of ``engine.connect()``'s Python overhead. A
+    connection the failed statement left closed is invalidated, so the pool
+    never hands it out again; the caller translates the error.
+    """
+    pooled = await greenlet_spawn(engine.sync_engine.pool.connect)
+    driver: Any = pooled.driver_connection
+    try:
+        yield driver
+    except BaseException as error:
+        if driver.is_closed():
+            await greenlet_spawn(pooled.invalidate, error)
+        raise
+    finally:
+        await greenlet_spawn(pooled.close)
+
+
 class Database:
     """Owns the engine; hands out read and write sessions."""
 
@@ -119,9 +156,6 @@ class Database:
         write_bind = self.engine.execution_options(**{_IMMEDIATE: True})
         self._reader = async_sessionmaker(self.engine, expire_on_commit=False)
         self._writer = async_sessionmaker(write_bind, expire_on_commit=False)
-        self._pool_size = pool_size
-        self._timeout = timeout
-        self._unpinged: AsyncEngine | None = None
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -143,38 +177,14 @@ class Database:
 
     @asynccontextmanager
     async def autocommit_driver(self) -> AsyncIterator[Any]:
-        """An asyncpg connection from a pool that skips the pre-ping, for single
-        autocommit statements (``enqueue_now``); PostgreSQL with asyncpg only.
+        """The asyncpg connection of a pooled connection, for single autocommit
+        statements (``enqueue_now``); PostgreSQL with asyncpg only.
 
-        The main pool's pre-ping costs three round trips (BEGIN, ``;``, ROLLBACK),
-        more than the one statement it guards. This small, lazily created pool
-        checks the socket locally instead (:func:`_refuse_closed_on_checkout`),
-        and is used without an ``AsyncConnection`` around it: the caller sends its
-        statement on the driver connection itself, so no BEGIN is sent, and the
-        checkout costs a quarter of ``engine.connect()``'s Python overhead.
-        A connection that the failed statement left closed is invalidated.
+        It comes from the main pool (:func:`pooled_driver`); errors go through
+        :meth:`_guard` like any other.
         """
-        if self._unpinged is None:
-            self._unpinged = create_async_engine(
-                self.url,
-                pool_size=max(1, self._pool_size // 2),
-                max_overflow=self._pool_size,
-                pool_timeout=self._timeout,
-                connect_args={"timeout": self._timeout, "command_timeout": 30},
-            )
-            _refuse_closed_on_checkout(self._unpinged)
-        pool = self._unpinged.sync_engine.pool
-        async with self._guard():
-            pooled = await greenlet_spawn(pool.connect)
-            driver: Any = pooled.driver_connection
-            try:
-                yield driver
-            except BaseException as error:
-                if driver.is_closed():
-                    await greenlet_spawn(pooled.invalidate, error)
-                raise
-            finally:
-                await greenlet_spawn(pooled.close)
+        async with self._guard(), pooled_driver(self.engine) as driver:
+            yield driver
 
     @asynccontextmanager
     async def _guard(self) -> AsyncIterator[None]:
@@ -200,5 +210,3 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-        if self._unpinged is not None:
-            await self._unpinged.dispose()

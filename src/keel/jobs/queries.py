@@ -64,6 +64,23 @@ ON CONFLICT (unique_key) DO NOTHING
 RETURNING id"""
 
 
+# ``insert_job_postgresql``: the same insert for ONE job, the common case
+# (``enqueue_now``, a request enqueueing its one job). A plain VALUES row skips
+# what the batch form pays for even at one row — nine one-element arrays for
+# asyncpg to encode and the server to decode, and a function scan over
+# ``unnest`` — about a tenth of the statement's server time on the development
+# box. Same columns, same conflict rule, same RETURNING. Parameters: $1 id,
+# $2 queue, $3 job_type, $4 payload (JSON text), $5 state, $6 priority,
+# $7 max_attempts, $8 run_at, $9 unique_key, $10 trace_context (JSON text),
+# $11 created_at.
+INSERT_JOB_POSTGRESQL = """\
+INSERT INTO jobs (id, queue, job_type, payload, state, priority, attempt, max_attempts,
+                  run_at, unique_key, trace_context, created_at)
+VALUES ($1, $2, $3, $4::json, $5, $6, 0, $7, $8::timestamptz, $9, $10::json, $11::timestamptz)
+ON CONFLICT (unique_key) DO NOTHING
+RETURNING id"""
+
+
 # ``id_by_unique_key_postgresql``: the job holding a key, after ``enqueue_now``'s
 # insert met it (a second statement only on that path).
 ID_BY_UNIQUE_KEY_POSTGRESQL = "SELECT id FROM jobs WHERE unique_key = $1"

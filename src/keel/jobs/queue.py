@@ -113,15 +113,42 @@ def postgresql_parameters(
     )
 
 
+def postgresql_row_parameters(
+    row: ValidatedRow, now: datetime, trace_context: Mapping[str, str]
+) -> tuple[Any, ...]:
+    """The bound parameters of ``INSERT_JOB_POSTGRESQL`` for one ``row``."""
+    return (
+        row.id,
+        row.queue,
+        row.job_type,
+        json.dumps(row.payload) if row.payload else "{}",
+        row.state,
+        row.priority,
+        row.max_attempts,
+        row.run_at,
+        row.unique_key,
+        json.dumps(trace_context),
+        now,
+    )
+
+
 async def _insert_postgresql(
     connection: AsyncConnection,
     rows: list[ValidatedRow],
     now: datetime,
     trace_context: dict[str, str],
 ) -> set[str]:
-    """One ``insert_jobs_postgresql`` for the whole batch; returns the ids inserted."""
-    parameters = postgresql_parameters(rows, now, trace_context)
-    result = await connection.exec_driver_sql(queries.INSERT_JOBS_POSTGRESQL, parameters)
+    """One INSERT statement for the whole batch; returns the ids inserted.
+
+    One job takes the single-row statement, a batch the ``unnest`` one.
+    """
+    if len(rows) == 1:
+        statement = queries.INSERT_JOB_POSTGRESQL
+        parameters = postgresql_row_parameters(rows[0], now, trace_context)
+    else:
+        statement = queries.INSERT_JOBS_POSTGRESQL
+        parameters = postgresql_parameters(rows, now, trace_context)
+    result = await connection.exec_driver_sql(statement, parameters)
     return {id_ for (id_,) in result}
 
 

@@ -3,11 +3,12 @@
 :func:`keel.jobs.enqueue` stays the primary API — a job that belongs to a
 write must commit with it. But a caller with nothing else to write (a CLI
 command, a periodic job fanning out work, an integration that only queues)
-would otherwise pay for a whole transaction around one row: on PostgreSQL the
-pool's pre-ping (BEGIN, ``;``, ROLLBACK), then BEGIN, the INSERT and COMMIT.
-Here that is ONE autocommit statement — the same prepared ``unnest`` INSERT the
-batch path uses, sent through the asyncpg connection of a pool that checks its
-sockets locally instead of pinging (:meth:`keel.db.engine.Database.autocommit_driver`).
+would otherwise pay for a whole transaction around one row: on PostgreSQL
+BEGIN, the INSERT and COMMIT, plus the session's bookkeeping. Here that is ONE
+autocommit statement — the prepared single-row INSERT that ``enqueue`` uses for
+one job (``queries.INSERT_JOB_POSTGRESQL``), sent on the asyncpg connection of a
+connection from the main pool, with no ``AsyncConnection`` around it
+(:meth:`keel.db.engine.Database.autocommit_driver`).
 
 The statement-level trigger of migration 0007 still sends ``NOTIFY keel_jobs``,
 delivered when the statement commits. ``unique_key`` keeps its meaning: when the
@@ -33,7 +34,7 @@ from keel.jobs.queue import (
     NewJob,
     current_trace_context,
     enqueue,
-    postgresql_parameters,
+    postgresql_row_parameters,
     validated_row,
 )
 from keel.jobs.registry import JobType
@@ -77,13 +78,13 @@ async def enqueue_now(
     job = NewJob(job_type, payload or {}, queue, priority, run_at, unique_key, max_attempts)
     now = clock.now()
     row = validated_row(job, new_ids(1)[0], now)
-    parameters = postgresql_parameters([row], now, current_trace_context())
+    parameters = postgresql_row_parameters(row, now, current_trace_context())
     try:
         async with database.autocommit_driver() as driver:
             for _ in range(_KEY_RACE_ATTEMPTS):
                 # No transaction is open on ``driver``: asyncpg runs the statement in
                 # autocommit, so the INSERT and its NOTIFY commit right here.
-                if await driver.fetchval(queries.INSERT_JOBS_POSTGRESQL, *parameters) is not None:
+                if await driver.fetchval(queries.INSERT_JOB_POSTGRESQL, *parameters) is not None:
                     return row.id
                 holder = await driver.fetchval(queries.ID_BY_UNIQUE_KEY_POSTGRESQL, unique_key)
                 if holder is not None:

@@ -16,15 +16,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from keel.db.engine import _IMMEDIATE, UNAVAILABLE_ERRORS, Database
+from keel.db.engine import _IMMEDIATE, UNAVAILABLE_ERRORS, Database, pooled_driver
 from keel.errors import DatabaseUnavailable
+
+# The driver's own errors for a connection that is gone (raised by statements
+# sent on the asyncpg connection itself, which SQLAlchemy does not wrap).
+_LOST = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 
 
 class JobStore:
     def __init__(self, database: Database, *, pool_size: int) -> None:
         self.dialect = database.dialect
+        self.asyncpg = database.dialect == "postgresql" and "+asyncpg" in database.url
         self._own: AsyncEngine | None = None
         if database.dialect == "postgresql":
             connect_args: dict[str, Any] = {}
@@ -58,6 +64,54 @@ class JobStore:
             raise
         except UNAVAILABLE_ERRORS as error:
             raise DatabaseUnavailable("the job store is not answering", retry_after=2) from error
+
+    @asynccontextmanager
+    async def driver(self) -> AsyncIterator[Any]:
+        """The asyncpg connection of one of the worker's own (autocommit) connections,
+        for ONE statement on the hot path: the claim. PostgreSQL with asyncpg only.
+
+        Between a NOTIFY and the handler's start, the claim is the only work; sent
+        on the driver connection it skips SQLAlchemy's ``AsyncConnection``, cursor
+        and result objects (:func:`keel.db.engine.pooled_driver`). JSON columns
+        still arrive decoded: SQLAlchemy set the codecs when it opened the connection.
+        """
+        if self._own is None or not self.asyncpg:
+            raise RuntimeError("JobStore.driver() needs PostgreSQL with asyncpg")
+        try:
+            async with pooled_driver(self._own) as driver:
+                yield driver
+        except asyncio.CancelledError:
+            raise
+        except (*UNAVAILABLE_ERRORS, *_LOST) as error:
+            raise DatabaseUnavailable("the job store is not answering", retry_after=2) from error
+
+    async def warm(self, connections: int) -> None:
+        """Open ``connections`` of the worker's own connections now, all at once.
+
+        The pool opens connections on demand, so the first time two statements
+        overlap (a claim and a success being written) the claim waited for a new
+        connection: connect, and SQLAlchemy's type introspection for the JSON
+        codecs, tens of milliseconds on a busy server — a stall some early job's
+        start paid for, long after the worker had started. Opened here, before
+        the first claim, that cost is part of starting the worker.
+        """
+        if self._own is None or not self.asyncpg or connections < 1:
+            return
+        ready = asyncio.Event()
+        opened = 0
+
+        async def hold() -> None:
+            nonlocal opened
+            try:
+                async with self.driver():
+                    opened += 1
+                    if opened == connections:
+                        ready.set()
+                    await ready.wait()  # held until all are open, so each is a new one
+            finally:
+                ready.set()  # one failed: the others let go too, none is left waiting
+
+        await asyncio.gather(*(hold() for _ in range(connections)))
 
     async def dispose(self) -> None:
         if self._own is not None:

@@ -18,7 +18,7 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -61,12 +61,17 @@ class WorkerConfig:
     schedule_tick_seconds: float = 10.0
     metrics_seconds: float = 15.0
     run_periodic: bool = True
+    success_flush_seconds: float = 0.05
+    """How long a finished attempt's success may wait to ride on the next claim
+    before it is written on its own (LISTEN up, queue drained)."""
 
     def __post_init__(self) -> None:
         if not self.queues or any(n < 1 for n in self.queues.values()):
             raise ValueError("a worker needs at least one queue, each with concurrency ≥ 1")
         if self.lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
+        if not 0 <= self.success_flush_seconds < self.lease_seconds:
+            raise ValueError("success_flush_seconds must be at least 0 and below lease_seconds")
 
 
 def parse_queues(spec: str, default_concurrency: int) -> dict[str, int]:
@@ -153,21 +158,31 @@ class Worker:
         now = self.resources.clock.now()
         lease_until = now + timedelta(seconds=self.config.lease_seconds)
         succeeded, self._succeeded = self._succeeded, []
+        rows: Sequence[Mapping[Any, Any]]
         try:
-            async with self._store.write() as connection:
-                if self._store.dialect == "postgresql":
-                    parameters = queries.claim_postgresql_parameters(
-                        queue, limit, self.id, now, lease_until, succeeded
-                    )
-                    result = await connection.exec_driver_sql(queries.CLAIM_POSTGRESQL, parameters)
-                else:
-                    if succeeded:
-                        await connection.execute(
-                            queries.mark_succeeded_many(succeeded, self.id, now)
+            if self._store.dialect == "postgresql":
+                parameters = queries.claim_postgresql_parameters(
+                    queue, limit, self.id, now, lease_until, succeeded
+                )
+            if self._store.asyncpg:
+                # The driver connection: nothing but the statement between a NOTIFY
+                # and the handler's start (see JobStore.driver).
+                async with self._store.driver() as driver:
+                    rows = await driver.fetch(queries.CLAIM_POSTGRESQL, *parameters)
+            else:
+                async with self._store.write() as connection:
+                    if self._store.dialect == "postgresql":
+                        result = await connection.exec_driver_sql(
+                            queries.CLAIM_POSTGRESQL, parameters
                         )
-                    statement = queries.claim_sqlite(queue, limit, self.id, now, lease_until)
-                    result = await connection.execute(statement)
-                rows = result.mappings().all()
+                    else:
+                        if succeeded:
+                            await connection.execute(
+                                queries.mark_succeeded_many(succeeded, self.id, now)
+                            )
+                        statement = queries.claim_sqlite(queue, limit, self.id, now, lease_until)
+                        result = await connection.execute(statement)
+                    rows = result.mappings().all()
         except BaseException:
             self._succeeded[:0] = succeeded  # not recorded: keep them for the next write
             raise
@@ -403,6 +418,10 @@ class Worker:
     async def run(self) -> None:
         """Work until :meth:`stop`; then stop claiming, finish or release, and return."""
         log.info("worker_started", worker=self.id, queues=self.config.queues)
+        try:  # one connection per queue loop and one for outcome writes, opened up front
+            await self._store.warm(len(self.config.queues) + 1)
+        except Exception as error:  # never fatal: the loops open them on demand, as before
+            log.warning("job_store_warm_failed", worker=self.id, error=type(error).__name__)
         self._defer_success = True
         loops = [
             asyncio.create_task(self._queue_loop(queue, n), name=f"claim:{queue}")
@@ -524,18 +543,36 @@ class Worker:
         While LISTEN is up and the last claim left the queue empty, every new job
         arrives with a NOTIFY, so a claim now would find nothing — and would sit in
         front of the claim that a NOTIFY arriving meanwhile asks for (one round trip
-        of latency). The finished attempts are then recorded on their own,
-        concurrently, instead of riding on the next claim.
+        of latency). The finished attempts then ride on the claim of the next
+        NOTIFY if one comes within ``success_flush_seconds``, and are otherwise
+        recorded on their own, concurrently (:meth:`_flush_succeeded_soon`).
         """
         listening = self._listener is not None and self._listener.connected
         if self._backlog.get(queue, True) or not listening or not self._defer_success:
             self._wake[queue].set()
         elif self._succeeded and (self._flusher is None or self._flusher.done()):
-            self._flusher = asyncio.create_task(self._flush_succeeded(), name="flush-succeeded")
+            self._flusher = asyncio.create_task(
+                self._flush_succeeded_soon(), name="flush-succeeded"
+            )
+
+    async def _flush_succeeded_soon(self) -> None:
+        """Write the finished attempts ``success_flush_seconds`` from now, unless a claim
+        carries them first.
+
+        Written at once, each success is one more commit — one more WAL flush —
+        and it lands between a NOTIFY and its claim, which then wait for the disk
+        behind it. A job enqueued within the moment is claimed by a statement that
+        records the success too (``CLAIM_POSTGRESQL``): one commit instead of two.
+        """
+        await self._wait(self._stopping, self.config.success_flush_seconds)
+        await self._flush_succeeded()
 
     async def _wait(self, event: asyncio.Event, seconds: float) -> None:
+        # ``asyncio.timeout``, not ``wait_for``: on Python 3.11 ``wait_for`` wraps the
+        # wait in a task of its own, one more loop turn between a NOTIFY and the claim.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await event.wait()
 
     async def _every(
         self, interval: float, action: Callable[[], Awaitable[object]], name: str

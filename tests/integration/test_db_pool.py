@@ -1,0 +1,190 @@
+"""The main pool on asyncpg has no pre-ping: dead connections are refused or invalidated.
+
+Two ways a pooled connection can be dead when it is checked out, both made here
+with a real ``pg_terminate_backend`` (no fake drivers):
+
+- the event loop has already read the server's EOF: the checkout's local
+  ``is_closed()`` check refuses it and the pool reconnects; the caller never
+  notices;
+- the loop has not read it yet (the window right after a restart or a cut): the
+  first statement fails, the error is a 503-shaped ``DatabaseUnavailable``
+  (never a bare driver error, which the API would answer with a 500), the
+  connection is invalidated, and the next checkout gets a fresh one.
+
+The second case is made by terminating the backend from another thread while
+the loop is blocked, so the EOF is waiting on the socket, unread, when the
+pooled connection is checked out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from tests.support.services import PG_HOST, PG_PORT
+
+from keel.db.engine import Database
+from keel.errors import DatabaseUnavailable
+from keel.guard.idempotency import ClaimResult, KeyRef, SqlIdempotencyStore
+from keel.jobs import enqueue_now
+from keel.jobs.listener import asyncpg_dsn
+from keel.jobs.store import JobStore
+
+
+def only_postgres(backend: str) -> None:
+    if backend != "postgres":
+        pytest.skip("the asyncpg pool; SQLite has no server to lose")
+
+
+async def pooled_pid(database: Database) -> int:
+    """The backend pid of the one idle connection in ``database``'s pool."""
+    async with database.read() as session:
+        return int(await session.scalar(text("SELECT pg_backend_pid()")) or 0)
+
+
+async def terminate_and_wait(dsn: str, pid: int) -> None:
+    """Terminate ``pid`` and return once the server has no such backend left."""
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute("SELECT pg_terminate_backend($1)", pid)
+        for _ in range(500):
+            if not await admin.fetchval("SELECT 1 FROM pg_stat_activity WHERE pid = $1", pid):
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"backend {pid} did not exit")
+    finally:
+        await admin.close()
+
+
+def terminate_behind_the_loops_back(dsn: str, pid: int) -> None:
+    """Terminate ``pid`` from another thread while this thread's event loop is blocked.
+
+    The server's EOF then sits unread on the pooled connection's socket: asyncpg
+    still reports the connection open, exactly as in the moments after a restart.
+    """
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(terminate_and_wait(dsn, pid))
+        except BaseException as error:
+            failure.append(error)  # re-raised in the caller's thread
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join()
+    if failure:
+        raise failure[0]
+
+
+async def select_one(database: Database) -> int:
+    async with database.read() as session:
+        return int(await session.scalar(text("SELECT 1")) or 0)
+
+
+async def enqueue_one(database: Database) -> int:
+    await enqueue_now(database, "test.record")
+    return 1
+
+
+async def claim_a_key(database: Database) -> int:
+    """The idempotency hot path: ``Database.connection()`` and statements on its driver."""
+    store = SqlIdempotencyStore(database, lease_seconds=60, retention_seconds=3600)
+    ref = KeyRef("user-1", "org-1", "POST /v1/recognitions", uuid.uuid4().hex)
+    claim = await store.claim(ref, owner="a", fingerprint=None, now=datetime.now(UTC))
+    return int(claim.result is ClaimResult.CLAIMED)
+
+
+PATHS: dict[str, Callable[[Database], Awaitable[int]]] = {
+    "session": select_one,
+    "enqueue_now": enqueue_one,
+    "idempotency claim": claim_a_key,
+}
+
+
+async def test_a_connection_the_loop_saw_closed_is_replaced_on_checkout(
+    database: Database, backend: str
+) -> None:
+    only_postgres(backend)
+    before = await pooled_pid(database)
+    # Awaited on this loop: by the time the server has no such backend, the loop
+    # has read the EOF, as it does between two requests.
+    await terminate_and_wait(asyncpg_dsn(database.url), before)
+    after = await pooled_pid(database)
+    assert after != before
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+async def test_a_connection_that_died_unseen_fails_once_as_unavailable_then_is_replaced(
+    database: Database, backend: str, path: str
+) -> None:
+    only_postgres(backend)
+    use = PATHS[path]
+    before = await pooled_pid(database)
+    terminate_behind_the_loops_back(asyncpg_dsn(database.url), before)
+    with pytest.raises(DatabaseUnavailable) as raised:
+        await use(database)
+    assert raised.value.retry_after is not None
+    assert await use(database) == 1
+    assert await pooled_pid(database) != before
+
+
+def test_the_pool_has_no_pre_ping_on_asyncpg() -> None:
+    """The review finding this pool answers: no BEGIN/``;``/ROLLBACK per checkout."""
+    database = Database(f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/postgres")
+    assert database.engine.sync_engine.pool._pre_ping is False
+
+
+async def test_the_worker_claim_connection_fails_once_as_unavailable_then_is_replaced(
+    database: Database, backend: str
+) -> None:
+    """The worker's claim goes to the driver of its own pool (``JobStore.driver``): a
+    dead connection there is a ``DatabaseUnavailable`` the claim loop retries, not a crash."""
+    only_postgres(backend)
+    store = JobStore(database, pool_size=1)
+    try:
+        async with store.driver() as driver:
+            before = driver.get_server_pid()
+        terminate_behind_the_loops_back(asyncpg_dsn(database.url), before)
+        with pytest.raises(DatabaseUnavailable):
+            async with store.driver() as driver:
+                await driver.fetchval("SELECT 1")
+        async with store.driver() as driver:
+            assert await driver.fetchval("SELECT 1") == 1
+            assert driver.get_server_pid() != before
+    finally:
+        await store.dispose()
+
+
+async def test_warming_the_worker_store_opens_that_many_connections(
+    database: Database, backend: str
+) -> None:
+    only_postgres(backend)
+    store = JobStore(database, pool_size=4)
+    try:
+        await store.warm(3)
+        pool = store._own.sync_engine.pool if store._own is not None else None
+        assert pool is not None
+        assert (pool.checkedin(), pool.checkedout()) == (3, 0)
+    finally:
+        await store.dispose()
+
+
+async def test_warming_a_worker_store_that_cannot_connect_fails_without_hanging(
+    backend: str,
+) -> None:
+    only_postgres(backend)
+    nowhere = Database("postgresql+asyncpg://postgres@127.0.0.1:9/none", timeout=1.0)
+    store = JobStore(nowhere, pool_size=2)
+    try:
+        with pytest.raises(DatabaseUnavailable):
+            await asyncio.wait_for(store.warm(2), timeout=20)
+    finally:
+        await store.dispose()
+        await nowhere.dispose()
