@@ -36,10 +36,14 @@ from keel.jobs import enqueue_now
 from keel.jobs.listener import asyncpg_dsn
 from keel.jobs.store import JobStore
 
+pytestmark = pytest.mark.postgres
 
-def only_postgres(backend: str) -> None:
-    if backend != "postgres":
-        pytest.skip("the asyncpg pool; SQLite has no server to lose")
+
+@pytest.fixture
+def backend() -> str:
+    """The asyncpg pool only: SQLite has no server to lose, so the shared ``database``
+    fixture is narrowed to PostgreSQL here instead of skipping its SQLite half."""
+    return "postgres"
 
 
 async def pooled_pid(database: Database) -> int:
@@ -109,9 +113,8 @@ PATHS: dict[str, Callable[[Database], Awaitable[int]]] = {
 
 
 async def test_a_connection_the_loop_saw_closed_is_replaced_on_checkout(
-    database: Database, backend: str
+    database: Database,
 ) -> None:
-    only_postgres(backend)
     before = await pooled_pid(database)
     # Awaited on this loop: by the time the server has no such backend, the loop
     # has read the EOF, as it does between two requests.
@@ -122,9 +125,8 @@ async def test_a_connection_the_loop_saw_closed_is_replaced_on_checkout(
 
 @pytest.mark.parametrize("path", sorted(PATHS))
 async def test_a_connection_that_died_unseen_fails_once_as_unavailable_then_is_replaced(
-    database: Database, backend: str, path: str
+    database: Database, path: str
 ) -> None:
-    only_postgres(backend)
     use = PATHS[path]
     before = await pooled_pid(database)
     terminate_behind_the_loops_back(asyncpg_dsn(database.url), before)
@@ -142,11 +144,10 @@ def test_the_pool_has_no_pre_ping_on_asyncpg() -> None:
 
 
 async def test_the_worker_claim_connection_fails_once_as_unavailable_then_is_replaced(
-    database: Database, backend: str
+    database: Database,
 ) -> None:
     """The worker's claim goes to the driver of its own pool (``JobStore.driver``): a
     dead connection there is a ``DatabaseUnavailable`` the claim loop retries, not a crash."""
-    only_postgres(backend)
     store = JobStore(database, pool_size=1)
     try:
         async with store.driver() as driver:
@@ -163,9 +164,8 @@ async def test_the_worker_claim_connection_fails_once_as_unavailable_then_is_rep
 
 
 async def test_warming_the_worker_store_opens_that_many_connections(
-    database: Database, backend: str
+    database: Database,
 ) -> None:
-    only_postgres(backend)
     store = JobStore(database, pool_size=4)
     try:
         await store.warm(3)
@@ -176,10 +176,7 @@ async def test_warming_the_worker_store_opens_that_many_connections(
         await store.dispose()
 
 
-async def test_warming_a_worker_store_that_cannot_connect_fails_without_hanging(
-    backend: str,
-) -> None:
-    only_postgres(backend)
+async def test_warming_a_worker_store_that_cannot_connect_fails_without_hanging() -> None:
     nowhere = Database("postgresql+asyncpg://postgres@127.0.0.1:9/none", timeout=1.0)
     store = JobStore(nowhere, pool_size=2)
     try:
