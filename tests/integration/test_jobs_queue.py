@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -23,6 +26,7 @@ from keel.jobs.health import check_job_store
 from keel.jobs.listener import CHANNEL, asyncpg_dsn
 from keel.jobs.registry import JobContext, JobType, Periodic
 from keel.jobs.states import IllegalTransition, JobState
+from keel.jobs.worker import Worker
 from keel.testing import ManualClock
 
 
@@ -468,12 +472,12 @@ async def test_a_batch_wakes_each_queue_once_at_commit(database: Database, backe
     assert sorted(heard) == ["a", "b", "c", "d", "d"]
 
 
-async def test_a_success_is_recorded_at_once_while_the_worker_idles(
-    database: Database, tmp_path: Path
-) -> None:
-    """With the queue drained, nothing claims again soon; the success is still written within
-    ``success_flush_seconds`` (not at the next poll, a minute away here)."""
-    clock, recorder = ManualClock(), Recorder()
+@asynccontextmanager
+async def idle_listening_worker(
+    database: Database, recorder: Recorder, clock: ManualClock, tmp_path: Path, **config: Any
+) -> AsyncIterator[Worker]:
+    """A running worker whose queue is drained and whose LISTEN is up, polling a minute
+    apart: whatever it writes next is not carried by a poll. Stopped (and awaited) on exit."""
     async with worker_for(
         database,
         make_registry(recorder),
@@ -482,21 +486,32 @@ async def test_a_success_is_recorded_at_once_while_the_worker_idles(
         poll_seconds=0.05,
         listen_poll_seconds=60,
         run_periodic=False,
+        **config,
     ) as worker:
         task = asyncio.create_task(worker.run())
         try:
             await asyncio.sleep(0.3)  # the listener is up: no more polling to ride on
-            async with database.write() as session:
-                job_id = await queue.enqueue(session, "test.record", clock=clock)
-            for _ in range(500):
-                if (await job(database, job_id)).state == JobState.SUCCEEDED:
-                    break
-                await asyncio.sleep(0.01)
-            assert (await job(database, job_id)).state == JobState.SUCCEEDED
-            assert worker.running == 0
+            yield worker
         finally:
             worker.stop()
             await asyncio.wait_for(task, timeout=30)
+
+
+async def test_a_success_is_recorded_at_once_while_the_worker_idles(
+    database: Database, tmp_path: Path
+) -> None:
+    """With the queue drained, nothing claims again soon; the success is still written within
+    ``success_flush_seconds`` (not at the next poll, a minute away here)."""
+    clock, recorder = ManualClock(), Recorder()
+    async with idle_listening_worker(database, recorder, clock, tmp_path) as worker:
+        async with database.write() as session:
+            job_id = await queue.enqueue(session, "test.record", clock=clock)
+        for _ in range(500):
+            if (await job(database, job_id)).state == JobState.SUCCEEDED:
+                break
+            await asyncio.sleep(0.01)
+        assert (await job(database, job_id)).state == JobState.SUCCEEDED
+        assert worker.running == 0
 
 
 async def test_a_waiting_success_rides_on_the_next_claim(
@@ -507,33 +522,20 @@ async def test_a_waiting_success_rides_on_the_next_claim(
     if backend != "postgres":
         pytest.skip("LISTEN/NOTIFY wake-ups are PostgreSQL's")
     clock, recorder = ManualClock(), Recorder()
-    async with worker_for(
-        database,
-        make_registry(recorder),
-        clock,
-        tmp_path,
-        poll_seconds=0.05,
-        listen_poll_seconds=60,
-        run_periodic=False,
-        success_flush_seconds=20,
+    async with idle_listening_worker(
+        database, recorder, clock, tmp_path, success_flush_seconds=20
     ) as worker:
-        task = asyncio.create_task(worker.run())
-        try:
-            await asyncio.sleep(0.3)  # the listener is up: no more polling to ride on
-            first = await enqueue_now(database, "test.record", clock=clock)
-            for _ in range(500):
-                if recorder.calls and worker.running == 0:
-                    break
-                await asyncio.sleep(0.01)
-            assert [call[0] for call in recorder.calls] == [first]
-            assert (await job(database, first)).state == JobState.RUNNING  # not written yet
-            second = await enqueue_now(database, "test.record", clock=clock)
-            for _ in range(500):
-                if (await job(database, first)).state == JobState.SUCCEEDED:
-                    break
-                await asyncio.sleep(0.01)
-            assert (await job(database, first)).state == JobState.SUCCEEDED
-        finally:
-            worker.stop()
-            await asyncio.wait_for(task, timeout=30)
+        first = await enqueue_now(database, "test.record", clock=clock)
+        for _ in range(500):
+            if recorder.calls and worker.running == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert [call[0] for call in recorder.calls] == [first]
+        assert (await job(database, first)).state == JobState.RUNNING  # not written yet
+        second = await enqueue_now(database, "test.record", clock=clock)
+        for _ in range(500):
+            if (await job(database, first)).state == JobState.SUCCEEDED:
+                break
+            await asyncio.sleep(0.01)
+        assert (await job(database, first)).state == JobState.SUCCEEDED
     assert (await job(database, second)).state == JobState.SUCCEEDED
