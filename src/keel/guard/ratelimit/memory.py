@@ -58,7 +58,7 @@ class MemoryBackend:
 
     # --- one request, every limit ---------------------------------------------
 
-    async def admit(  # noqa: PLR0912 - one frame on purpose: calls are the cost here
+    async def admit(  # noqa: PLR0912, PLR0915 - one frame on purpose: calls are the cost here
         self,
         rates: Sequence[tuple[str, Rate]],
         quotas: Sequence[tuple[str, int, QuotaWindow]],
@@ -90,13 +90,23 @@ class MemoryBackend:
                 base = now + tolerance
             else:
                 base = tat
-            new_tat = base + n * rate.emission_interval
+            interval = rate.emission_interval
+            new_tat = base + n * interval
             if new_tat - tolerance - now > EPSILON:
                 decision = gcra(tat, now, rate, n)  # refused: the reference builds it
                 allowed = False
             else:
-                spare = (now + tolerance - new_tat) / rate.emission_interval + 1e-9
-                remaining = min(rate.burst, int(spare)) if spare > 0 else 0
+                # min(burst, int(spare)) if spare > 0 else 0, without the two
+                # builtin calls when the key is rested (burst is an int, so
+                # spare >= burst means int(spare) >= burst).
+                spare = (now + tolerance - new_tat) / interval + 1e-9
+                burst = rate.burst
+                if spare >= burst:
+                    remaining = burst
+                elif spare > 0:
+                    remaining = int(spare)
+                else:
+                    remaining = 0
                 decision = _new(GcraDecision, (True, remaining, new_tat - now, 0.0, new_tat))
             readings.append(decision)
         peeks = []
@@ -119,8 +129,10 @@ class MemoryBackend:
         if n > 0:
             if len(tats) + len(rates) >= self._max_keys:
                 self._evict(room=len(rates))
-            for (key, _), reading in zip(rates, readings, strict=True):
-                tats[key] = reading[4]  # GcraDecision.tat
+            # enumerate, not zip(..., strict=True): zip's keyword argument
+            # takes its slow argument-parsing path, a measurable share here.
+            for i, (key, _) in enumerate(rates):
+                tats[key] = readings[i][4]  # GcraDecision.tat
         return _new(Admission, (True, tuple(readings), tuple(peeks), ()))
 
     def _settle(
