@@ -113,15 +113,18 @@ class MemoryBackend:
         if quotas:
             counts = self._counts
             for key, limit, window in quotas:
-                bounds, suffix = window.span(now)
+                # window.span(now), its memo hit read here without the call.
+                start, end, span, suffix = window._last[0]
+                if not start <= now < end:
+                    span = window._locate(now)
+                    (start, end), suffix = span
                 entry = counts.get(key + suffix)  # counter_key(key, bounds)
                 used = entry[0] if entry is not None and entry[1] > now else 0
                 if used + n <= limit:
-                    start, end = bounds
                     reset_after = end - now if end > now else 0.0
                     peek = _new(QuotaDecision, (True, used, limit, reset_after, 0.0, start, end))
                 else:
-                    peek = quota_decision(used, limit, n, now, bounds)
+                    peek = quota_decision(used, limit, n, now, span[0])
                     allowed = False
                 peeks.append(peek)
         if slots or not allowed:
