@@ -81,3 +81,38 @@ def test_admit_equals_the_reference_arithmetic(
 def test_a_negative_cost_is_refused_even_with_nothing_to_check() -> None:
     with pytest.raises(ValueError, match="negative"):
         asyncio.run(MemoryBackend().admit([], [], [], NOW, -1))
+
+
+def test_admit_reads_each_window_own_count_across_memo_misses() -> None:
+    """admit reads QuotaWindow's memo inline; crossing a window edge (a memo miss),
+    forwards and back, must land on that window's own counter, as quota_check does."""
+    backend = MemoryBackend()
+    window = QuotaWindow("hour", "Europe/London")  # fresh: its memo starts empty
+    start, end = window.bounds(NOW + 10)
+
+    async def scenario() -> list[int]:
+        await backend.quota_consume("q", 5, window, start + 10, 2)
+        readings = []
+        for now in (start + 20, end + 1, start + 30, end - 0.5, end):
+            admission = await backend.admit([], [("q", 5, window)], [], now)
+            check = await backend.quota_check("q", 5, window, now)
+            assert admission.quotas == (check,)
+            readings.append(admission.quotas[0].used)
+        return readings
+
+    assert asyncio.run(scenario()) == [2, 0, 2, 2, 0]
+
+
+def test_admit_refuses_a_full_quota_with_the_reference_reading() -> None:
+    backend = MemoryBackend()
+    window = QuotaWindow("day")
+
+    async def scenario() -> Admission:
+        await backend.quota_consume("q", 3, window, NOW, 3)
+        return await backend.admit([("r", RATES[0])], [("q", 3, window)], [], NOW + 1)
+
+    admission = asyncio.run(scenario())
+    assert not admission.allowed
+    assert admission.quotas == (quota_decision(3, 3, 1, NOW + 1, window.bounds(NOW + 1)),)
+    assert admission.rates == (gcra(None, NOW + 1, RATES[0], 0),)  # nothing spent
+    assert "r" not in backend._tats

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 WindowPeriod = Literal["hour", "day", "month"]
 _Span = tuple[tuple[float, float], str]
-_Located = tuple[float, float, _Span]
+_Located = tuple[float, float, _Span, str]
 
 
 @cache
@@ -36,15 +36,18 @@ class QuotaWindow:
     period: WindowPeriod
     timezone: str = "UTC"
     # The last window this instance located, with its counter-key suffix:
-    # one (start, end, ((start, end), "@start")) tuple in a one-slot list, so it
-    # is replaced in one step. A memo of a pure function: it takes no part in
-    # equality, hashing or repr.
+    # one (start, end, ((start, end), "@start"), "@start") tuple in a one-slot
+    # list, so it is replaced in one step. The span is stored whole so span()
+    # returns it without building a tuple; the bare suffix so that
+    # MemoryBackend.admit, which reads this memo inline, gets all it needs in
+    # one unpacking. A memo of a pure function: it takes no part in equality,
+    # hashing or repr.
     _last: list[_Located] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         # Fail at construction, not on the first request of the day.
         _zone(self.timezone)
-        object.__setattr__(self, "_last", [(math.inf, -math.inf, ((0.0, 0.0), ""))])
+        object.__setattr__(self, "_last", [(math.inf, -math.inf, ((0.0, 0.0), ""), "")])
 
     def bounds(self, now: float) -> tuple[float, float]:
         """Epoch seconds ``[start, end)`` of the window holding ``now``."""
@@ -74,8 +77,9 @@ class QuotaWindow:
         if bounds is None or not bounds[0] <= now < bounds[1]:
             bounds = window_bounds(now, self.period, _zone(self.timezone))
             _LAST_WINDOW[memo] = bounds
-        span = (bounds, _counter_suffix(bounds))
-        self._last[0] = (bounds[0], bounds[1], span)
+        suffix = _counter_suffix(bounds)
+        span = (bounds, suffix)
+        self._last[0] = (bounds[0], bounds[1], span, suffix)
         return span
 
 
