@@ -52,16 +52,55 @@ def new_id() -> str:
     return str(uuid7())
 
 
+# The fourth group of a UUIDv7 string: version nibble 7, then the 12-bit counter.
+_COUNTER_HEX = [f"7{counter:03x}" for counter in range(0x1000)]
+# The first hex digit of the fifth group: variant bits ``10``, then two random bits.
+_VARIANT_HEX = {digit: "89ab"[int(digit, 16) & 0b11] for digit in "0123456789abcdef"}
+
+
 def new_ids(count: int) -> list[str]:
     """``count`` new ids, strictly increasing, as :func:`new_id` would give them one by one.
 
-    For batches (1,000 jobs enqueued at once): one lock and one read of the
-    random source for the lot, and the canonical string formatted directly.
+    For batches (1,000 jobs enqueued at once), where the per-id cost shows: one
+    lock and one read of the random source for the lot, and each string put
+    together from ready-made pieces — the timestamp groups once per
+    millisecond, the counter group from a table, the random groups sliced from
+    the hex of the random bytes — instead of integer arithmetic and formatting
+    per id. Same sequence state as :func:`uuid7`, so ids from both interleave
+    in order.
     """
+    global _last_ms, _counter  # noqa: PLW0603 - process-wide monotonic sequence by design
+    if count <= 0:
+        return []
+    random = os.urandom(8 * count).hex()
     ids: list[str] = []
-    for value in _uuid7_ints(count, None):
-        text = f"{value:032x}"
-        ids.append(f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}")
+    append = ids.append
+    counter_hex, variant_hex = _COUNTER_HEX, _VARIANT_HEX
+    with _lock:
+        ms = time.time_ns() // 1_000_000
+        if ms <= _last_ms:
+            ms = _last_ms
+        else:
+            _counter = (int.from_bytes(os.urandom(2), "big") & 0x3FF) - 1  # the loop adds 1
+            _last_ms = ms
+        counter = _counter
+        prefix = ""
+        prefix_ms = -1
+        for start in range(0, 16 * count, 16):
+            counter += 1
+            if counter > 0xFFF:  # 12-bit rand_a exhausted: borrow the next millisecond
+                ms += 1
+                counter = 0
+            if ms != prefix_ms:
+                text = f"{ms & 0xFFFFFFFFFFFF:012x}"
+                prefix = f"{text[:8]}-{text[8:]}-"
+                prefix_ms = ms
+            append(
+                f"{prefix}{counter_hex[counter]}-{variant_hex[random[start]]}"
+                f"{random[start + 1 : start + 4]}-{random[start + 4 : start + 16]}"
+            )
+        _counter = counter
+        _last_ms = ms
     return ids
 
 

@@ -20,7 +20,7 @@ from tests.support.jobs import Recorder, make_registry, worker_for
 from keel.db.engine import Database
 from keel.db.tables_audit import AuditEvent as AuditEventRow
 from keel.db.tables_jobs import Job
-from keel.errors import NotFound
+from keel.errors import InvalidInput, NotFound
 from keel.jobs import enqueue_now, queue
 from keel.jobs.health import check_job_store
 from keel.jobs.listener import CHANNEL, asyncpg_dsn
@@ -87,6 +87,45 @@ async def test_batch_of_a_thousand_commits_together(database: Database) -> None:
         )
     assert len(set(ids)) == 1500
     assert await count_jobs(database) == 1500
+
+
+async def test_a_batch_repeating_one_job_or_payload_gets_one_row_each(database: Database) -> None:
+    """``enqueue_many`` validates a repeated ``NewJob`` and encodes a shared payload
+    once; every position must still be its own row with its own columns."""
+    clock = ManualClock()
+    later = clock.now() + timedelta(minutes=5)
+    shared = {"n": 1}
+    typed = JobType("test.typed", lambda _context: asyncio.sleep(0), queue="q2")
+    repeated = queue.NewJob("test.record", shared, priority=3)
+    jobs = [
+        repeated,
+        queue.NewJob(typed, shared, run_at=later, max_attempts=2),
+        repeated,
+        queue.NewJob("test.record", {"n": 2}),
+        repeated,
+    ]
+    async with database.write() as session:
+        ids = await queue.enqueue_many(session, jobs, clock=clock)
+    shared["n"] = 99  # the caller's mapping changing afterwards changes no job
+    assert len(set(ids)) == 5
+    assert ids == sorted(ids)
+    rows = [await job(database, job_id) for job_id in ids]
+    columns = [(r.queue, r.job_type, r.payload, r.state, r.priority, r.max_attempts) for r in rows]
+    assert columns == [
+        ("default", "test.record", {"n": 1}, JobState.READY, 3, 5),
+        ("q2", "test.typed", {"n": 1}, JobState.SCHEDULED, 0, 2),
+        ("default", "test.record", {"n": 1}, JobState.READY, 3, 5),
+        ("default", "test.record", {"n": 2}, JobState.READY, 0, 5),
+        ("default", "test.record", {"n": 1}, JobState.READY, 3, 5),
+    ]
+
+
+async def test_a_batch_with_an_invalid_job_adds_nothing(database: Database) -> None:
+    bad = queue.NewJob("test.record", max_attempts=0)
+    with pytest.raises(InvalidInput, match="max_attempts"):
+        async with database.write() as session:
+            await queue.enqueue_many(session, [queue.NewJob("test.record"), bad, bad])
+    assert await count_jobs(database) == 0
 
 
 async def test_job_runs_and_succeeds_with_id_and_attempt(

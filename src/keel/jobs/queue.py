@@ -52,81 +52,147 @@ def current_trace_context() -> dict[str, str]:
     return {key: value for key, value in carrier.items() if key in TRACE_CONTEXT_KEYS}
 
 
-@dataclass(frozen=True, slots=True)
-class ValidatedRow:
-    """One validated job, the columns the caller chooses; the rest have fixed starts."""
-
-    id: str
-    queue: str
-    job_type: str
-    payload: dict[str, Any]
-    state: str
-    priority: int
-    max_attempts: int
-    run_at: datetime
-    unique_key: str | None
+# One job's columns after validation, in the order of the insert's parameters
+# from ``queue`` on: queue, job_type, payload, state, priority, max_attempts,
+# run_at, unique_key. A plain tuple, not a dataclass: a batch makes one per
+# distinct job and transposes them into columns with ``zip``.
+ResolvedJob = tuple[str, str, dict[str, Any], str, int, int, datetime, str | None]
 
 
-def validated_row(job: NewJob, job_id: str, now: datetime) -> ValidatedRow:
-    if isinstance(job.job_type, JobType):
-        name, queue, policy = job.job_type.name, job.job_type.queue, job.job_type.retry
+def resolve_job(
+    job_type: JobType | str,
+    payload: dict[str, Any],
+    queue: str | None,
+    priority: int,
+    run_at: datetime | None,
+    unique_key: str | None,
+    max_attempts: int | None,
+    now: datetime,
+) -> ResolvedJob:
+    """Validate one job and fill in its type's defaults; ``payload`` is stored as given."""
+    if isinstance(job_type, JobType):
+        name, default_queue, policy = job_type.name, job_type.queue, job_type.retry
     else:
-        name, queue, policy = job.job_type, DEFAULT_QUEUE, DEFAULT_POLICY
+        name, default_queue, policy = job_type, DEFAULT_QUEUE, DEFAULT_POLICY
     if not name:
         raise InvalidInput("a job needs a type")
-    max_attempts = job.max_attempts if job.max_attempts is not None else policy.max_attempts
-    if max_attempts < 1:
+    attempts = max_attempts if max_attempts is not None else policy.max_attempts
+    if attempts < 1:
         raise InvalidInput("max_attempts must be at least 1")
-    run_at = job.run_at or now
-    if run_at.tzinfo is None:
+    due = run_at or now
+    if due.tzinfo is None:
         raise InvalidInput("run_at must be timezone-aware")
-    state = JobState.SCHEDULED if run_at > now else JobState.READY
-    return ValidatedRow(
-        job_id,
-        job.queue or queue,
-        name,
-        dict(job.payload),
-        state.value,
-        job.priority,
-        max_attempts,
-        run_at,
-        job.unique_key,
+    state = _SCHEDULED if due > now else _READY
+    return (queue or default_queue, name, payload, state, priority, attempts, due, unique_key)
+
+
+_SCHEDULED = JobState.SCHEDULED.value
+_READY = JobState.READY.value
+
+
+@dataclass(frozen=True, slots=True)
+class JobColumns:
+    """A validated batch, one list per column (what the ``unnest`` insert binds)."""
+
+    ids: list[str]
+    queues: list[str]
+    job_types: list[str]
+    payloads: list[dict[str, Any]]
+    states: list[str]
+    priorities: list[int]
+    max_attempts: list[int]
+    run_ats: list[datetime]
+    unique_keys: list[str | None]
+
+
+def job_columns(jobs: Sequence[NewJob], ids: list[str], now: datetime) -> JobColumns:
+    """Validate ``jobs`` and lay them out as columns, paying once per distinct job.
+
+    A batch often repeats one ``NewJob`` (``[NewJob(t)] * 1000``) or one payload
+    object; each distinct ``NewJob`` is validated once and each distinct payload
+    copied once (keyed by identity: ``jobs`` holds them alive for the whole call,
+    so an ``id()`` cannot be reused meanwhile). The copy is the snapshot stored,
+    so a caller mutating its mapping afterwards does not change the job.
+    """
+    by_job: dict[int, ResolvedJob] = {}
+    copies: dict[int, dict[str, Any]] = {}
+    resolved: list[ResolvedJob] = []
+    append = resolved.append
+    for job in jobs:
+        row = by_job.get(id(job))
+        if row is None:
+            payload = copies.get(id(job.payload))
+            if payload is None:
+                payload = copies[id(job.payload)] = dict(job.payload)
+            row = by_job[id(job)] = resolve_job(
+                job.job_type,
+                payload,
+                job.queue,
+                job.priority,
+                job.run_at,
+                job.unique_key,
+                job.max_attempts,
+                now,
+            )
+        append(row)
+    queues, job_types, payloads, states, priorities, max_attempts, run_ats, unique_keys = (
+        list(column) for column in zip(*resolved, strict=True)
+    )
+    return JobColumns(
+        ids, queues, job_types, payloads, states, priorities, max_attempts, run_ats, unique_keys
     )
 
 
+def payload_json(payload: Mapping[str, Any]) -> str:
+    return json.dumps(payload) if payload else "{}"
+
+
 def postgresql_parameters(
-    rows: Sequence[ValidatedRow], now: datetime, trace_context: Mapping[str, str]
+    columns: JobColumns, now: datetime, trace_context: Mapping[str, str]
 ) -> tuple[Any, ...]:
-    """The bound parameters of ``INSERT_JOBS_POSTGRESQL`` for ``rows`` (one array per column)."""
+    """The bound parameters of ``INSERT_JOBS_POSTGRESQL`` (one array per column).
+
+    Each distinct payload object is JSON-encoded once (``job_columns`` already
+    shares one copy between the jobs that shared a payload).
+    """
+    encoded: dict[int, str] = {}
+    payloads: list[str] = []
+    append = payloads.append
+    for payload in columns.payloads:
+        text = encoded.get(id(payload))
+        if text is None:
+            text = encoded[id(payload)] = payload_json(payload)
+        append(text)
     return (
-        [row.id for row in rows],
-        [row.queue for row in rows],
-        [row.job_type for row in rows],
-        [json.dumps(row.payload) if row.payload else "{}" for row in rows],
-        [row.state for row in rows],
-        [row.priority for row in rows],
-        [row.max_attempts for row in rows],
-        [row.run_at for row in rows],
-        [row.unique_key for row in rows],
+        columns.ids,
+        columns.queues,
+        columns.job_types,
+        payloads,
+        columns.states,
+        columns.priorities,
+        columns.max_attempts,
+        columns.run_ats,
+        columns.unique_keys,
         json.dumps(trace_context),
         now,
     )
 
 
 def postgresql_row_parameters(
-    row: ValidatedRow, now: datetime, trace_context: Mapping[str, str]
+    job_id: str, row: ResolvedJob, now: datetime, trace_context: Mapping[str, str]
 ) -> tuple[Any, ...]:
-    """The bound parameters of ``INSERT_JOB_POSTGRESQL`` for one ``row``."""
+    """The bound parameters of ``INSERT_JOB_POSTGRESQL`` for one job."""
+    queue, job_type, payload, state, priority, max_attempts, run_at, unique_key = row
     return (
-        row.id,
-        row.queue,
-        row.job_type,
-        json.dumps(row.payload) if row.payload else "{}",
-        row.state,
-        row.priority,
-        row.max_attempts,
-        row.run_at,
-        row.unique_key,
+        job_id,
+        queue,
+        job_type,
+        payload_json(payload),
+        state,
+        priority,
+        max_attempts,
+        run_at,
+        unique_key,
         json.dumps(trace_context),
         now,
     )
@@ -134,7 +200,7 @@ def postgresql_row_parameters(
 
 async def _insert_postgresql(
     connection: AsyncConnection,
-    rows: list[ValidatedRow],
+    columns: JobColumns,
     now: datetime,
     trace_context: dict[str, str],
 ) -> set[str]:
@@ -142,34 +208,44 @@ async def _insert_postgresql(
 
     One job takes the single-row statement, a batch the ``unnest`` one.
     """
-    if len(rows) == 1:
+    if len(columns.ids) == 1:
         statement = queries.INSERT_JOB_POSTGRESQL
-        parameters = postgresql_row_parameters(rows[0], now, trace_context)
+        row: ResolvedJob = (
+            columns.queues[0],
+            columns.job_types[0],
+            columns.payloads[0],
+            columns.states[0],
+            columns.priorities[0],
+            columns.max_attempts[0],
+            columns.run_ats[0],
+            columns.unique_keys[0],
+        )
+        parameters = postgresql_row_parameters(columns.ids[0], row, now, trace_context)
     else:
         statement = queries.INSERT_JOBS_POSTGRESQL
-        parameters = postgresql_parameters(rows, now, trace_context)
+        parameters = postgresql_parameters(columns, now, trace_context)
     result = await connection.exec_driver_sql(statement, parameters)
     return {id_ for (id_,) in result}
 
 
 async def _insert_core(
     connection: AsyncConnection,
-    rows: list[ValidatedRow],
+    columns: JobColumns,
     now: datetime,
     trace_context: dict[str, str],
 ) -> set[str]:
     values = [
         {
-            "id": row.id,
-            "queue": row.queue,
-            "job_type": row.job_type,
-            "payload": row.payload,
-            "state": row.state,
-            "priority": row.priority,
+            "id": job_id,
+            "queue": queue,
+            "job_type": job_type,
+            "payload": payload,
+            "state": state,
+            "priority": priority,
             "attempt": 0,
-            "max_attempts": row.max_attempts,
-            "run_at": row.run_at,
-            "unique_key": row.unique_key,
+            "max_attempts": attempts,
+            "run_at": due,
+            "unique_key": key,
             "lease_owner": None,
             "lease_expires_at": None,
             "trace_context": trace_context,
@@ -178,7 +254,18 @@ async def _insert_core(
             "started_at": None,
             "finished_at": None,
         }
-        for row in rows
+        for job_id, queue, job_type, payload, state, priority, attempts, due, key in zip(
+            columns.ids,
+            columns.queues,
+            columns.job_types,
+            columns.payloads,
+            columns.states,
+            columns.priorities,
+            columns.max_attempts,
+            columns.run_ats,
+            columns.unique_keys,
+            strict=True,
+        )
     ]
     result = await connection.execute(queries.insert_jobs(connection.dialect.name), values)
     return {row.id for row in result}
@@ -196,27 +283,25 @@ async def enqueue_many(
         return []
     now = clock.now()
     trace_context = current_trace_context()
-    rows = [
-        validated_row(job, job_id, now)
-        for job, job_id in zip(jobs, new_ids(len(jobs)), strict=True)
-    ]
+    columns = job_columns(jobs, new_ids(len(jobs)), now)
     # The session's own connection, so the jobs join the caller's transaction;
     # no ORM unit of work, no per-call compilation on PostgreSQL.
     connection = await session.connection()
     if connection.dialect.name == "postgresql":
-        inserted = await _insert_postgresql(connection, rows, now, trace_context)
+        inserted = await _insert_postgresql(connection, columns, now, trace_context)
     else:
-        inserted = await _insert_core(connection, rows, now, trace_context)
-    ids = [row.id for row in rows]
-    if len(inserted) == len(rows):
-        return ids
-    missing = [i for i, row in enumerate(rows) if row.id not in inserted]
-    keys = sorted({key for i in missing if (key := rows[i].unique_key) is not None})
+        inserted = await _insert_core(connection, columns, now, trace_context)
+    if len(inserted) == len(columns.ids):
+        return columns.ids
+    ids = list(columns.ids)
+    keys_by_index = columns.unique_keys
+    missing = [i for i, job_id in enumerate(ids) if job_id not in inserted]
+    keys = sorted({key for i in missing if (key := keys_by_index[i]) is not None})
     found = {
         row.unique_key: row.id for row in await session.execute(queries.ids_by_unique_key(keys))
     }
     for index in missing:
-        ids[index] = found[rows[index].unique_key]
+        ids[index] = found[keys_by_index[index]]
     return ids
 
 

@@ -31,11 +31,10 @@ from keel.errors import DatabaseUnavailable
 from keel.ids import new_ids
 from keel.jobs import queries
 from keel.jobs.queue import (
-    NewJob,
     current_trace_context,
     enqueue,
     postgresql_row_parameters,
-    validated_row,
+    resolve_job,
 )
 from keel.jobs.registry import JobType
 
@@ -75,17 +74,27 @@ async def enqueue_now(
                 max_attempts=max_attempts,
                 clock=clock,
             )
-    job = NewJob(job_type, payload or {}, queue, priority, run_at, unique_key, max_attempts)
     now = clock.now()
-    row = validated_row(job, new_ids(1)[0], now)
-    parameters = postgresql_row_parameters(row, now, current_trace_context())
+    # Straight to the statement's parameters: no ``NewJob`` or batch columns for one job.
+    row = resolve_job(
+        job_type,
+        dict(payload) if payload else {},
+        queue,
+        priority,
+        run_at,
+        unique_key,
+        max_attempts,
+        now,
+    )
+    job_id = new_ids(1)[0]
+    parameters = postgresql_row_parameters(job_id, row, now, current_trace_context())
     try:
         async with database.autocommit_driver() as driver:
             for _ in range(_KEY_RACE_ATTEMPTS):
                 # No transaction is open on ``driver``: asyncpg runs the statement in
                 # autocommit, so the INSERT and its NOTIFY commit right here.
                 if await driver.fetchval(queries.INSERT_JOB_POSTGRESQL, *parameters) is not None:
-                    return row.id
+                    return job_id
                 holder = await driver.fetchval(queries.ID_BY_UNIQUE_KEY_POSTGRESQL, unique_key)
                 if holder is not None:
                     return str(holder)

@@ -25,6 +25,17 @@ def test_a_batch_of_ids_is_what_one_by_one_would_give() -> None:
     assert batch == sorted(batch)
     assert len(set(batch)) == len(batch)
     assert all(is_valid_id(i) and uuid.UUID(i).version == 7 for i in batch)
+    assert all(uuid.UUID(i).variant == uuid.RFC_4122 for i in batch)
+
+
+def test_a_batch_past_the_counter_borrows_the_next_millisecond_and_stays_ordered() -> None:
+    batch = new_ids(3 * 4096)  # more ids than one millisecond's 12-bit counter holds
+    assert batch == sorted(batch)
+    assert len(set(batch)) == len(batch)
+    stamps = [uuid.UUID(i).int >> 80 for i in batch]
+    assert stamps[-1] - stamps[0] >= 2
+    assert new_id() > batch[-1]
+    assert new_ids(0) == []
 
 
 @given(st.integers(min_value=0, max_value=2**48 - 1))
