@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
@@ -31,7 +32,16 @@ from keel.errors import DatabaseUnavailable
 
 _IMMEDIATE = "keel_sqlite_begin_immediate"
 
+DRIVER_CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+)
+"""asyncpg's own errors for a connection that is gone: what a statement sent on the
+driver connection itself (:func:`pooled_driver`, the idempotency hot path) raises,
+unwrapped by SQLAlchemy."""
+
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    *DRIVER_CONNECTION_LOST,
     exc.OperationalError,
     exc.InterfaceError,
     exc.TimeoutError,
@@ -132,7 +142,8 @@ async def pooled_driver(engine: AsyncEngine) -> AsyncIterator[Any]:
     around it: no BEGIN is sent, so the statement runs in autocommit, and the
     checkout costs a quarter of ``engine.connect()``'s Python overhead. A
     connection the failed statement left closed is invalidated, so the pool
-    never hands it out again; the caller translates the error.
+    never hands it out again; the caller translates the error
+    (``DRIVER_CONNECTION_LOST`` is part of ``UNAVAILABLE_ERRORS``).
     """
     pooled = await greenlet_spawn(engine.sync_engine.pool.connect)
     driver: Any = pooled.driver_connection

@@ -23,8 +23,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-import asyncpg
-
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.db.engine import Database
 from keel.errors import DatabaseUnavailable
@@ -41,7 +39,6 @@ from keel.jobs.registry import JobType
 # The holder of a key can be purged between the insert that met it and the read
 # that looks for it; the insert is then simply tried again, a bounded number of times.
 _KEY_RACE_ATTEMPTS = 3
-_LOST = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 
 
 async def enqueue_now(
@@ -88,21 +85,17 @@ async def enqueue_now(
     )
     job_id = new_ids(1)[0]
     parameters = postgresql_row_parameters(job_id, row, now, current_trace_context())
-    try:
-        async with database.autocommit_driver() as driver:
-            for _ in range(_KEY_RACE_ATTEMPTS):
-                # No transaction is open on ``driver``: asyncpg runs the statement in
-                # autocommit, so the INSERT and its NOTIFY commit right here.
-                if await driver.fetchval(queries.INSERT_JOB_POSTGRESQL, *parameters) is not None:
-                    return job_id
-                holder = await driver.fetchval(queries.ID_BY_UNIQUE_KEY_POSTGRESQL, unique_key)
-                if holder is not None:
-                    return str(holder)
-    except _LOST as error:
-        # Never retried: without a unique key a resent INSERT could add the job twice.
-        raise DatabaseUnavailable(
-            "the database is not answering; retry shortly", retry_after=2
-        ) from error
+    # A lost connection is a DatabaseUnavailable (``autocommit_driver``'s guard), never
+    # retried here: without a unique key a resent INSERT could add the job twice.
+    async with database.autocommit_driver() as driver:
+        for _ in range(_KEY_RACE_ATTEMPTS):
+            # No transaction is open on ``driver``: asyncpg runs the statement in
+            # autocommit, so the INSERT and its NOTIFY commit right here.
+            if await driver.fetchval(queries.INSERT_JOB_POSTGRESQL, *parameters) is not None:
+                return job_id
+            holder = await driver.fetchval(queries.ID_BY_UNIQUE_KEY_POSTGRESQL, unique_key)
+            if holder is not None:
+                return str(holder)
     raise DatabaseUnavailable(f"unique key {unique_key!r} kept changing hands", retry_after=1)
 
 

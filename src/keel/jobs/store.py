@@ -16,15 +16,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from keel.db.engine import _IMMEDIATE, UNAVAILABLE_ERRORS, Database, pooled_driver
 from keel.errors import DatabaseUnavailable
-
-# The driver's own errors for a connection that is gone (raised by statements
-# sent on the asyncpg connection itself, which SQLAlchemy does not wrap).
-_LOST = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 
 
 class JobStore:
@@ -82,7 +77,7 @@ class JobStore:
                 yield driver
         except asyncio.CancelledError:
             raise
-        except (*UNAVAILABLE_ERRORS, *_LOST) as error:
+        except UNAVAILABLE_ERRORS as error:
             raise DatabaseUnavailable("the job store is not answering", retry_after=2) from error
 
     async def warm(self, connections: int) -> None:

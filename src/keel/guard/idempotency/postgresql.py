@@ -25,10 +25,9 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, Final, Literal, NamedTuple
 
-import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from keel.db.engine import Database
+from keel.db.engine import DRIVER_CONNECTION_LOST, Database
 from keel.errors import DatabaseUnavailable
 
 CLAIM = """
@@ -57,10 +56,6 @@ RETURNING owner
 
 RELAX_DURABILITY = "SET LOCAL synchronous_commit TO OFF"
 
-# The connection is gone or unusable: the request gets a 503, the pool a fresh one.
-_LOST = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
-
-
 async def _driver(connection: AsyncConnection) -> Any:
     """The asyncpg connection under SQLAlchemy's (typed ``Any``: asyncpg ships no types)."""
     raw = await connection.get_raw_connection()
@@ -71,7 +66,7 @@ async def _driver(connection: AsyncConnection) -> Any:
 async def _translated(connection: AsyncConnection) -> AsyncIterator[None]:
     try:
         yield
-    except _LOST as error:
+    except DRIVER_CONNECTION_LOST as error:  # the request gets a 503, the pool a fresh one
         await connection.invalidate()
         raise DatabaseUnavailable(
             "the database is not answering; retry shortly", retry_after=2
