@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tests.support.app import World, make_settings
@@ -30,8 +30,6 @@ from keel.jobs.notifications import enqueue_quota_warning
 from keel.jobs.registry import DeadLetter
 from keel.jobs.states import JobState
 from keel.jobs.worker import Worker
-from keel.resilience import BreakerRegistry, ResilienceMetrics
-from keel.resilience.wiring import build_webhooks
 from keel.settings import Settings
 from keel.storage import LocalDirectoryStore
 from keel.testing import ManualClock
@@ -272,22 +270,15 @@ async def test_a_job_for_an_open_breaker_is_deferred_without_a_request_or_an_att
 ) -> None:
     clock = ManualClock()
     job_id = await quota_warning_for(database, clock, "https://hooks.example.test/keel")
-    settings = make_settings(database.url, str(tmp_path / "blobs"))
-    registry = BreakerRegistry(clock=clock)
-    webhooks = build_webhooks(
-        settings, clock=clock, registry=registry, metrics=ResilienceMetrics(CollectorRegistry())
-    )
-    breaker = webhooks.get("hooks.example.test").breaker
-    await registry.force_open(breaker.name)  # an operator's `keel breakers force-open`
     hook = Webhook()
     async with worker_for(
-        database,
-        make_registry(Recorder()),
-        clock,
-        tmp_path,
-        http=hook.client(),
-        webhooks=webhooks,
+        database, make_registry(Recorder()), clock, tmp_path, http=hook.client()
     ) as worker:
+        webhooks = worker.resources.webhooks
+        registry = webhooks.registry
+        assert registry is not None
+        breaker = webhooks.get("hooks.example.test").breaker
+        await registry.force_open(breaker.name)  # an operator's `keel breakers force-open`
         assert await worker.run_until_idle("critical") == 1
         async with database.read() as session:
             deferred = await queue.get(session, job_id)
@@ -315,12 +306,6 @@ async def test_a_delivery_whose_retry_the_breaker_refused_still_spends_its_attem
         breaker_minimum_calls=1,
         webhooks_retry_attempts=3,
     )
-    webhooks = build_webhooks(
-        settings,
-        clock=clock,
-        registry=BreakerRegistry(clock=clock),
-        metrics=ResilienceMetrics(CollectorRegistry()),
-    )
     hook = Webhook(503, 503, 503)
     async with worker_for(
         database,
@@ -329,7 +314,6 @@ async def test_a_delivery_whose_retry_the_breaker_refused_still_spends_its_attem
         tmp_path,
         http=hook.client(),
         settings=settings,
-        webhooks=webhooks,
     ) as worker:
         assert await worker.run_until_idle("critical") == 1
     async with database.read() as session:
