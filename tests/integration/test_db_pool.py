@@ -23,6 +23,7 @@ import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import pytest
@@ -87,6 +88,10 @@ def terminate_behind_the_loops_back(dsn: str, pid: int) -> None:
         raise failure[0]
 
 
+async def server_pid(driver: Any) -> int:
+    return int(driver.get_server_pid())
+
+
 async def select_one(database: Database) -> int:
     async with database.read() as session:
         return int(await session.scalar(text("SELECT 1")) or 0)
@@ -146,19 +151,16 @@ def test_the_pool_has_no_pre_ping_on_asyncpg() -> None:
 async def test_the_worker_claim_connection_fails_once_as_unavailable_then_is_replaced(
     database: Database,
 ) -> None:
-    """The worker's claim goes to the driver of its own pool (``JobStore.driver``): a
+    """The worker's claim goes to the driver of its own pool (``JobStore.claim``): a
     dead connection there is a ``DatabaseUnavailable`` the claim loop retries, not a crash."""
     store = JobStore(database, pool_size=1)
     try:
-        async with store.driver() as driver:
-            before = driver.get_server_pid()
+        before = await store._on_driver(server_pid)
         terminate_behind_the_loops_back(asyncpg_dsn(database.url), before)
         with pytest.raises(DatabaseUnavailable):
-            async with store.driver() as driver:
-                await driver.fetchval("SELECT 1")
-        async with store.driver() as driver:
-            assert await driver.fetchval("SELECT 1") == 1
-            assert driver.get_server_pid() != before
+            await store.claim("none", 1, "w", datetime.now(UTC), datetime.now(UTC), [])
+        assert await store.claim("none", 1, "w", datetime.now(UTC), datetime.now(UTC), []) == []
+        assert await store._on_driver(server_pid) != before
     finally:
         await store.dispose()
 

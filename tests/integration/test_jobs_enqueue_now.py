@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 import pytest
@@ -69,6 +70,14 @@ async def test_invalid_jobs_are_refused_before_reaching_the_database(database: D
     assert await count_jobs(database) == 0
 
 
+async def in_transaction(driver: Any) -> bool:
+    return bool(driver.is_in_transaction())
+
+
+async def the_driver(driver: Any) -> Any:
+    return driver
+
+
 def only_postgres(backend: str) -> None:
     if backend != "postgres":
         pytest.skip("PostgreSQL's autocommit path; SQLite uses a write transaction")
@@ -93,8 +102,7 @@ async def test_notify_wakes_a_listener(database: Database, backend: str) -> None
 async def test_no_transaction_is_left_open(database: Database, backend: str) -> None:
     only_postgres(backend)
     await enqueue_now(database, "test.record")
-    async with database.autocommit_driver() as driver:
-        assert not driver.is_in_transaction()
+    assert not await database.on_autocommit_driver(in_transaction)
 
 
 async def test_a_connection_closed_by_the_server_is_replaced(
@@ -103,8 +111,8 @@ async def test_a_connection_closed_by_the_server_is_replaced(
     """The pool has no pre-ping: a pooled connection the server closed must still not fail."""
     only_postgres(backend)
     await enqueue_now(database, "test.record")
-    async with database.autocommit_driver() as driver:
-        pid = driver.get_server_pid()
+    driver = await database.on_autocommit_driver(the_driver)
+    pid = driver.get_server_pid()
     admin = await asyncpg.connect(asyncpg_dsn(database.url))
     try:
         await admin.execute("SELECT pg_terminate_backend($1)", pid)

@@ -8,7 +8,7 @@ BEGIN, the INSERT and COMMIT, plus the session's bookkeeping. Here that is ONE
 autocommit statement — the prepared single-row INSERT that ``enqueue`` uses for
 one job (``queries.INSERT_JOB_POSTGRESQL``), sent on the asyncpg connection of a
 connection from the main pool, with no ``AsyncConnection`` around it
-(:meth:`keel.db.engine.Database.autocommit_driver`).
+(:meth:`keel.db.engine.Database.on_autocommit_driver`).
 
 The statement-level trigger of migration 0007 still sends ``NOTIFY keel_jobs``,
 delivered when the statement commits. ``unique_key`` keeps its meaning: when the
@@ -85,9 +85,8 @@ async def enqueue_now(
     )
     job_id = new_ids(1)[0]
     parameters = postgresql_row_parameters(job_id, row, now, current_trace_context())
-    # A lost connection is a DatabaseUnavailable (``autocommit_driver``'s guard), never
-    # retried here: without a unique key a resent INSERT could add the job twice.
-    async with database.autocommit_driver() as driver:
+
+    async def insert(driver: Any) -> str:
         for _ in range(_KEY_RACE_ATTEMPTS):
             # No transaction is open on ``driver``: asyncpg runs the statement in
             # autocommit, so the INSERT and its NOTIFY commit right here.
@@ -96,7 +95,11 @@ async def enqueue_now(
             holder = await driver.fetchval(queries.ID_BY_UNIQUE_KEY_POSTGRESQL, unique_key)
             if holder is not None:
                 return str(holder)
-    raise DatabaseUnavailable(f"unique key {unique_key!r} kept changing hands", retry_after=1)
+        raise DatabaseUnavailable(f"unique key {unique_key!r} kept changing hands", retry_after=1)
+
+    # A lost connection is a DatabaseUnavailable (``on_autocommit_driver``'s guard),
+    # never retried here: without a unique key a resent INSERT could add the job twice.
+    return await database.on_autocommit_driver(insert)
 
 
 __all__ = ["enqueue_now"]

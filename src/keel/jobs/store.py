@@ -12,14 +12,18 @@ loops already retry. On SQLite the writes go through the service's engine with
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from keel.db.engine import _IMMEDIATE, UNAVAILABLE_ERRORS, Database, pooled_driver
+from keel.db.engine import _IMMEDIATE, UNAVAILABLE_ERRORS, Database, on_pooled_driver
 from keel.errors import DatabaseUnavailable
+from keel.jobs import queries
+
+T = TypeVar("T")
 
 
 class JobStore:
@@ -60,21 +64,50 @@ class JobStore:
         except UNAVAILABLE_ERRORS as error:
             raise DatabaseUnavailable("the job store is not answering", retry_after=2) from error
 
-    @asynccontextmanager
-    async def driver(self) -> AsyncIterator[Any]:
-        """The asyncpg connection of one of the worker's own (autocommit) connections,
-        for ONE statement on the hot path: the claim. PostgreSQL with asyncpg only.
+    async def claim(
+        self,
+        queue: str,
+        limit: int,
+        worker: str,
+        now: datetime,
+        lease_until: datetime,
+        succeeded: Sequence[tuple[str, int]],
+    ) -> Sequence[Mapping[Any, Any]]:
+        """Claim up to ``limit`` due jobs of ``queue`` for ``worker`` and record the
+        attempts in ``succeeded`` (job id, attempt) as succeeded, in one write.
 
-        Between a NOTIFY and the handler's start, the claim is the only work; sent
-        on the driver connection it skips SQLAlchemy's ``AsyncConnection``, cursor
-        and result objects (:func:`keel.db.engine.pooled_driver`). JSON columns
-        still arrive decoded: SQLAlchemy set the codecs when it opened the connection.
+        On PostgreSQL with asyncpg the claim goes to the driver connection: between
+        a NOTIFY and the handler's start it is the only work, and sent there it
+        skips SQLAlchemy's ``AsyncConnection``, cursor and result objects. JSON
+        columns still arrive decoded: SQLAlchemy set the codecs when it opened the
+        connection.
         """
+        if self.dialect == "postgresql":
+            parameters = queries.claim_postgresql_parameters(
+                queue, limit, worker, now, lease_until, succeeded
+            )
+            if self.asyncpg:
+                return await self._on_driver(
+                    lambda driver: driver.fetch(queries.CLAIM_POSTGRESQL, *parameters)
+                )
+            async with self.write() as connection:
+                result = await connection.exec_driver_sql(queries.CLAIM_POSTGRESQL, parameters)
+                return result.mappings().all()
+        async with self.write() as connection:
+            if succeeded:
+                await connection.execute(queries.mark_succeeded_many(succeeded, worker, now))
+            result = await connection.execute(
+                queries.claim_sqlite(queue, limit, worker, now, lease_until)
+            )
+            return result.mappings().all()
+
+    async def _on_driver(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``work`` on the asyncpg connection of one of the worker's own
+        (autocommit) connections. PostgreSQL with asyncpg only."""
         if self._own is None or not self.asyncpg:
-            raise RuntimeError("JobStore.driver() needs PostgreSQL with asyncpg")
+            raise RuntimeError("JobStore needs PostgreSQL with asyncpg for driver statements")
         try:
-            async with pooled_driver(self._own) as driver:
-                yield driver
+            return await on_pooled_driver(self._own, work)
         except asyncio.CancelledError:
             raise
         except UNAVAILABLE_ERRORS as error:
@@ -95,14 +128,16 @@ class JobStore:
         ready = asyncio.Event()
         opened = 0
 
-        async def hold() -> None:
+        async def opened_and_held(_driver: Any) -> None:
             nonlocal opened
+            opened += 1
+            if opened == connections:
+                ready.set()
+            await ready.wait()  # held until all are open, so each is a new one
+
+        async def hold() -> None:
             try:
-                async with self.driver():
-                    opened += 1
-                    if opened == connections:
-                        ready.set()
-                    await ready.wait()  # held until all are open, so each is a new one
+                await self._on_driver(opened_and_held)
             finally:
                 ready.set()  # one failed: the others let go too, none is left waiting
 

@@ -18,7 +18,7 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -158,31 +158,8 @@ class Worker:
         now = self.resources.clock.now()
         lease_until = now + timedelta(seconds=self.config.lease_seconds)
         succeeded, self._succeeded = self._succeeded, []
-        rows: Sequence[Mapping[Any, Any]]
         try:
-            if self._store.dialect == "postgresql":
-                parameters = queries.claim_postgresql_parameters(
-                    queue, limit, self.id, now, lease_until, succeeded
-                )
-            if self._store.asyncpg:
-                # The driver connection: nothing but the statement between a NOTIFY
-                # and the handler's start (see JobStore.driver).
-                async with self._store.driver() as driver:
-                    rows = await driver.fetch(queries.CLAIM_POSTGRESQL, *parameters)
-            else:
-                async with self._store.write() as connection:
-                    if self._store.dialect == "postgresql":
-                        result = await connection.exec_driver_sql(
-                            queries.CLAIM_POSTGRESQL, parameters
-                        )
-                    else:
-                        if succeeded:
-                            await connection.execute(
-                                queries.mark_succeeded_many(succeeded, self.id, now)
-                            )
-                        statement = queries.claim_sqlite(queue, limit, self.id, now, lease_until)
-                        result = await connection.execute(statement)
-                    rows = result.mappings().all()
+            rows = await self._store.claim(queue, limit, self.id, now, lease_until, succeeded)
         except BaseException:
             self._succeeded[:0] = succeeded  # not recorded: keep them for the next write
             raise
