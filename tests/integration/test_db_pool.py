@@ -19,21 +19,20 @@ pooled connection is checked out.
 from __future__ import annotations
 
 import asyncio
-import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 import pytest
 from sqlalchemy import text
+from tests.support.pg_terminate import terminate_and_wait, terminate_behind_the_loops_back
 from tests.support.services import PG_HOST, PG_PORT
 
 from keel.db.engine import Database
 from keel.errors import DatabaseUnavailable
 from keel.guard.idempotency import ClaimResult, KeyRef, SqlIdempotencyStore
-from keel.jobs import enqueue_now
+from keel.jobs import Enqueuer, enqueue_now
 from keel.jobs.listener import asyncpg_dsn
 from keel.jobs.store import JobStore
 
@@ -53,41 +52,6 @@ async def pooled_pid(database: Database) -> int:
         return int(await session.scalar(text("SELECT pg_backend_pid()")) or 0)
 
 
-async def terminate_and_wait(dsn: str, pid: int) -> None:
-    """Terminate ``pid`` and return once the server has no such backend left."""
-    admin = await asyncpg.connect(dsn)
-    try:
-        await admin.execute("SELECT pg_terminate_backend($1)", pid)
-        for _ in range(500):
-            if not await admin.fetchval("SELECT 1 FROM pg_stat_activity WHERE pid = $1", pid):
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError(f"backend {pid} did not exit")
-    finally:
-        await admin.close()
-
-
-def terminate_behind_the_loops_back(dsn: str, pid: int) -> None:
-    """Terminate ``pid`` from another thread while this thread's event loop is blocked.
-
-    The server's EOF then sits unread on the pooled connection's socket: asyncpg
-    still reports the connection open, exactly as in the moments after a restart.
-    """
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            asyncio.run(terminate_and_wait(dsn, pid))
-        except BaseException as error:
-            failure.append(error)  # re-raised in the caller's thread
-
-    worker = threading.Thread(target=run)
-    worker.start()
-    worker.join()
-    if failure:
-        raise failure[0]
-
-
 async def server_pid(driver: Any) -> int:
     return int(driver.get_server_pid())
 
@@ -99,6 +63,12 @@ async def select_one(database: Database) -> int:
 
 async def enqueue_one(database: Database) -> int:
     await enqueue_now(database, "test.record")
+    return 1
+
+
+async def enqueue_one_held(database: Database) -> int:
+    async with Enqueuer(database) as enqueuer:
+        await enqueuer.enqueue("test.record")
     return 1
 
 
@@ -114,6 +84,7 @@ PATHS: dict[str, Callable[[Database], Awaitable[int]]] = {
     "session": select_one,
     "enqueue_now": enqueue_one,
     "idempotency claim": claim_a_key,
+    "Enqueuer": enqueue_one_held,
 }
 
 

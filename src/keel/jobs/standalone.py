@@ -1,4 +1,4 @@
-"""Enqueueing for callers with no transaction to join: ``enqueue_now``.
+"""Enqueueing for callers with no transaction to join: ``enqueue_now`` and ``Enqueuer``.
 
 :func:`keel.jobs.enqueue` stays the primary API — a job that belongs to a
 write must commit with it. But a caller with nothing else to write (a CLI
@@ -14,17 +14,19 @@ The statement-level trigger of migration 0007 still sends ``NOTIFY keel_jobs``,
 delivered when the statement commits. ``unique_key`` keeps its meaning: when the
 key is taken nothing is inserted and the holder's id is returned (one more
 statement, only then). SQLite has no such shortcut worth having; there the job
-gets a short write transaction of its own.
+gets a short write transaction of its own. ``Enqueuer`` sends the same statement
+for a run of jobs on one connection it holds, so the pool's checkout is paid
+once per run instead of once per job.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
 from keel.clock import SYSTEM_CLOCK, Clock
-from keel.db.engine import Database
+from keel.db.engine import Database, HeldDriver
 from keel.errors import DatabaseUnavailable
 from keel.ids import new_ids
 from keel.jobs import queries
@@ -56,9 +58,10 @@ async def enqueue_now(
     """Add one job, committed when this returns; returns its id (or the key holder's).
 
     Not for work that must commit together with other writes: use
-    :func:`keel.jobs.enqueue` in that transaction instead.
+    :func:`keel.jobs.enqueue` in that transaction instead. Many jobs in a row,
+    each committed on its own: :class:`Enqueuer`.
     """
-    if database.dialect != "postgresql" or "+asyncpg" not in database.url:
+    if not _asyncpg(database):
         async with database.write() as session:
             return await enqueue(
                 session,
@@ -71,8 +74,93 @@ async def enqueue_now(
                 max_attempts=max_attempts,
                 clock=clock,
             )
+    insert = _insertion(job_type, payload, queue, priority, run_at, unique_key, max_attempts, clock)
+    # A lost connection is a DatabaseUnavailable (``on_autocommit_driver``'s guard),
+    # never retried here: without a unique key a resent INSERT could add the job twice.
+    return await database.on_autocommit_driver(insert)
+
+
+class Enqueuer:
+    """Jobs enqueued one at a time, each committed when its call returns, on ONE
+    connection held for the ``async with`` block.
+
+    For a producer that enqueues many jobs in a row with no transaction to join
+    (an import, a periodic job fanning out work): :func:`enqueue_now` checks a
+    connection out of the pool and back for every job, which is a sixth to a
+    quarter of its cost on the development box; here it is checked out at the
+    first job and back in when the block ends (:class:`keel.db.engine.HeldDriver`,
+    which also replaces a connection that died). Same rows, same unique-key and
+    NOTIFY behaviour as :func:`enqueue_now`. On SQLite each job gets a short
+    write transaction of its own, as there.
+
+    Hold it for a burst, not for the life of the process: the connection is out
+    of the pool for as long as the block runs.
+    """
+
+    def __init__(self, database: Database, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._database = database
+        self._clock = clock
+        self._held: HeldDriver | None = (
+            database.held_autocommit_driver() if _asyncpg(database) else None
+        )
+
+    async def __aenter__(self) -> Enqueuer:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self._held is not None:
+            await self._held.release()
+
+    async def enqueue(
+        self,
+        job_type: JobType | str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        priority: int = 0,
+        run_at: datetime | None = None,
+        unique_key: str | None = None,
+        max_attempts: int | None = None,
+    ) -> str:
+        """Add one job, committed when this returns; returns its id (or the key holder's)."""
+        if self._held is None:
+            return await enqueue_now(
+                self._database,
+                job_type,
+                payload,
+                queue=queue,
+                priority=priority,
+                run_at=run_at,
+                unique_key=unique_key,
+                max_attempts=max_attempts,
+                clock=self._clock,
+            )
+        insert = _insertion(
+            job_type, payload, queue, priority, run_at, unique_key, max_attempts, self._clock
+        )
+        return await self._held.run(insert)
+
+
+def _asyncpg(database: Database) -> bool:
+    return database.dialect == "postgresql" and "+asyncpg" in database.url
+
+
+def _insertion(
+    job_type: JobType | str,
+    payload: Mapping[str, Any] | None,
+    queue: str | None,
+    priority: int,
+    run_at: datetime | None,
+    unique_key: str | None,
+    max_attempts: int | None,
+    clock: Clock,
+) -> Callable[[Any], Awaitable[str]]:
+    """Validate one job now (bad input never reaches the database) and return what
+    inserts it on an asyncpg connection in autocommit.
+
+    Straight to the statement's parameters: no ``NewJob`` or batch columns for one job.
+    """
     now = clock.now()
-    # Straight to the statement's parameters: no ``NewJob`` or batch columns for one job.
     row = resolve_job(
         job_type,
         dict(payload) if payload else {},
@@ -97,9 +185,7 @@ async def enqueue_now(
                 return str(holder)
         raise DatabaseUnavailable(f"unique key {unique_key!r} kept changing hands", retry_after=1)
 
-    # A lost connection is a DatabaseUnavailable (``on_autocommit_driver``'s guard),
-    # never retried here: without a unique key a resent INSERT could add the job twice.
-    return await database.on_autocommit_driver(insert)
+    return insert
 
 
-__all__ = ["enqueue_now"]
+__all__ = ["Enqueuer", "enqueue_now"]
