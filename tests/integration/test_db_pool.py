@@ -158,3 +158,22 @@ async def test_warming_a_worker_store_that_cannot_connect_fails_without_hanging(
     finally:
         await store.dispose()
         await nowhere.dispose()
+
+
+async def test_a_held_driver_cancelled_mid_statement_is_discarded_not_reused(
+    database: Database,
+) -> None:
+    """asyncpg may still be cancelling the statement on the server when the task is
+    cancelled: the held connection is invalidated, and the next statement gets a fresh one."""
+    async with database.held_autocommit_driver() as held:
+        before = await held.run(server_pid)
+        sleeping = asyncio.create_task(
+            held.run(lambda driver: driver.fetchval("SELECT pg_sleep(5)"))
+        )
+        await asyncio.sleep(0.2)
+        sleeping.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sleeping
+        assert database.engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        assert await held.run(server_pid) != before
+    assert database.engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
