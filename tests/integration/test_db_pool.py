@@ -177,3 +177,17 @@ async def test_a_held_driver_cancelled_mid_statement_is_discarded_not_reused(
         assert database.engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
         assert await held.run(server_pid) != before
     assert database.engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def test_a_pooled_driver_cancelled_mid_statement_is_discarded_not_reused(
+    database: Database,
+) -> None:
+    before = await database.on_autocommit_driver(server_pid)  # the pool's one connection
+    sleeping = asyncio.create_task(
+        database.on_autocommit_driver(lambda driver: driver.fetchval("SELECT pg_sleep(5)"))
+    )
+    await asyncio.sleep(0.2)
+    sleeping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sleeping
+    assert await database.on_autocommit_driver(server_pid) != before

@@ -145,11 +145,18 @@ async def on_pooled_driver(engine: AsyncEngine, work: Callable[[Any], Awaitable[
     synchronous code, and each ``greenlet_spawn`` around it makes a greenlet and
     switches into it — a checkout and a checkin spawned separately cost ~60 µs
     more than this, a sixth of an enqueue on the development box. A connection
-    that ``work`` found closed is invalidated, so the pool never hands it out
-    again; the caller translates the error (``DRIVER_CONNECTION_LOST`` is part of
-    ``UNAVAILABLE_ERRORS``).
+    that ``work`` found closed, or whose statement was cancelled, is
+    invalidated, so the pool never hands it out again; the caller translates
+    the error (``DRIVER_CONNECTION_LOST`` is part of ``UNAVAILABLE_ERRORS``).
     """
     return await greenlet_spawn(_checkout_work_checkin, engine.sync_engine.pool, work)
+
+
+def _untrustworthy(driver: Any, error: BaseException) -> bool:
+    """Whether a driver connection that ``error`` interrupted must not be reused: it
+    is closed, or its statement was cancelled mid-flight (asyncpg may still be
+    cancelling it on the server when the connection would go back to the pool)."""
+    return bool(driver.is_closed()) or isinstance(error, asyncio.CancelledError)
 
 
 def _checkout_work_checkin(pool: Pool, work: Callable[[Any], Awaitable[T]]) -> T:
@@ -159,7 +166,7 @@ def _checkout_work_checkin(pool: Pool, work: Callable[[Any], Awaitable[T]]) -> T
         try:
             return await_(work(driver))
         except BaseException as error:
-            if driver.is_closed():
+            if _untrustworthy(driver, error):
                 pooled.invalidate(error)
             raise
     finally:
@@ -275,7 +282,7 @@ class HeldDriver:
             try:
                 return await work(driver)
             except BaseException as error:
-                if driver.is_closed() or isinstance(error, asyncio.CancelledError):
+                if _untrustworthy(driver, error):
                     await self.release(error)
                 raise
 
