@@ -52,7 +52,7 @@ _CLAIMABLE = source_states(S.RUNNING, QUEUED)
 # actually inserted. Parameters: $1 id, $2 queue, $3 job_type, $4 payload
 # (JSON text), $5 state, $6 priority, $7 max_attempts, $8 run_at, $9 unique_key
 # (arrays, one element per job); $10 trace_context (JSON text), $11 created_at.
-INSERT_JOBS_POSTGRESQL = """\
+_INSERT_JOBS_FROM_ARRAYS = """\
 INSERT INTO jobs (id, queue, job_type, payload, state, priority, attempt, max_attempts,
                   run_at, unique_key, trace_context, created_at)
 SELECT t.id, t.queue, t.job_type, t.payload::json, t.state, t.priority, 0, t.max_attempts,
@@ -60,8 +60,16 @@ SELECT t.id, t.queue, t.job_type, t.payload::json, t.state, t.priority, 0, t.max
 FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::text[], $5::varchar[],
             $6::int[], $7::int[], $8::timestamptz[], $9::varchar[])
      AS t(id, queue, job_type, payload, state, priority, max_attempts, run_at, unique_key)
-ON CONFLICT (unique_key) DO NOTHING
-RETURNING id"""
+"""
+
+# The conflict rule of every keyed insert. The predicate names the partial unique
+# index of migration 0008; PostgreSQL infers as arbiters every unique index that
+# covers it, partial or not, so the same text works while 0004's unique
+# constraint still exists (between 0008 and 0011) and after it is gone. Without
+# the predicate the partial index alone could not be inferred.
+_ON_KEY_CONFLICT = "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING\n"
+
+INSERT_JOBS_POSTGRESQL = _INSERT_JOBS_FROM_ARRAYS + _ON_KEY_CONFLICT + "RETURNING id"
 
 
 # ``insert_job_postgresql``: the same insert for ONE job, the common case
@@ -73,12 +81,13 @@ RETURNING id"""
 # $2 queue, $3 job_type, $4 payload (JSON text), $5 state, $6 priority,
 # $7 max_attempts, $8 run_at, $9 unique_key, $10 trace_context (JSON text),
 # $11 created_at.
-INSERT_JOB_POSTGRESQL = """\
+_INSERT_JOB_VALUES = """\
 INSERT INTO jobs (id, queue, job_type, payload, state, priority, attempt, max_attempts,
                   run_at, unique_key, trace_context, created_at)
 VALUES ($1, $2, $3, $4::json, $5, $6, 0, $7, $8::timestamptz, $9, $10::json, $11::timestamptz)
-ON CONFLICT (unique_key) DO NOTHING
-RETURNING id"""
+"""
+
+INSERT_JOB_POSTGRESQL = _INSERT_JOB_VALUES + _ON_KEY_CONFLICT + "RETURNING id"
 
 
 # ``id_by_unique_key_postgresql``: the job holding a key, after ``enqueue_now``'s
@@ -90,10 +99,13 @@ def insert_jobs(dialect: str) -> Insert:
     """``insert_jobs``: the same insert as Core, for SQLite (the embedded, small-scale case).
 
     Executed with a list of rows: SQLAlchemy's "insertmanyvalues" sends them as
-    multi-row INSERTs from one cached compilation.
+    multi-row INSERTs from one cached compilation. The conflict target carries
+    the partial unique index's predicate, as :data:`INSERT_JOBS_POSTGRESQL` does.
     """
     module = postgresql if dialect == "postgresql" else sqlite
-    statement = module.insert(jobs).on_conflict_do_nothing(index_elements=["unique_key"])
+    statement = module.insert(jobs).on_conflict_do_nothing(
+        index_elements=["unique_key"], index_where=jobs.c.unique_key.isnot(None)
+    )
     return cast(Insert, statement).returning(jobs.c.id)
 
 
