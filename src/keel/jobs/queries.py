@@ -3,7 +3,7 @@
 Most statements are SQLAlchemy Core so one text serves both dialects where it
 can; where the dialects differ (the claim) there is one named statement per
 dialect. The two hot paths on PostgreSQL — enqueue and claim — are hand-written
-SQL constants (``INSERT_JOBS_POSTGRESQL``, ``CLAIM_POSTGRESQL``) with bound
+SQL constants (``INSERT_JOBS_POSTGRESQL`` and its variants, ``CLAIM_POSTGRESQL``) with bound
 parameters: nothing to compile or cache-key per call, one prepared statement
 per connection. Each state-changing statement takes its source states from the one
 transition table in :mod:`keel.jobs.states`.
@@ -71,6 +71,13 @@ _ON_KEY_CONFLICT = "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOT
 
 INSERT_JOBS_POSTGRESQL = _INSERT_JOBS_FROM_ARRAYS + _ON_KEY_CONFLICT + "RETURNING id"
 
+# ``insert_unkeyed_jobs_postgresql``: the same insert for a batch in which no job
+# has a ``unique_key`` (the common case). Nothing can conflict, and an INSERT
+# with ON CONFLICT pays for speculative insertion on every row even so: about
+# 1.2 µs of 9.6 µs per job in a batch of 1,000 on the development box. Same
+# parameters ($9 is all NULLs), so the two share the code that binds them.
+INSERT_UNKEYED_JOBS_POSTGRESQL = _INSERT_JOBS_FROM_ARRAYS + "RETURNING id"
+
 
 # ``insert_job_postgresql``: the same insert for ONE job, the common case
 # (``enqueue_now``, a request enqueueing its one job). A plain VALUES row skips
@@ -88,6 +95,22 @@ VALUES ($1, $2, $3, $4::json, $5, $6, 0, $7, $8::timestamptz, $9, $10::json, $11
 """
 
 INSERT_JOB_POSTGRESQL = _INSERT_JOB_VALUES + _ON_KEY_CONFLICT + "RETURNING id"
+
+# ``insert_unkeyed_job_postgresql``: one job without a ``unique_key``: no
+# conflict clause, for the same reason as the batch form; $9 is NULL.
+INSERT_UNKEYED_JOB_POSTGRESQL = _INSERT_JOB_VALUES + "RETURNING id"
+
+
+def insert_job_statement(unique_key: str | None) -> str:
+    """The single-row insert for a job with this ``unique_key`` (or none)."""
+    return INSERT_UNKEYED_JOB_POSTGRESQL if unique_key is None else INSERT_JOB_POSTGRESQL
+
+
+def insert_jobs_statement(unique_keys: Sequence[str | None]) -> str:
+    """The batch insert for jobs with these ``unique_key`` values."""
+    if any(key is not None for key in unique_keys):
+        return INSERT_JOBS_POSTGRESQL
+    return INSERT_UNKEYED_JOBS_POSTGRESQL
 
 
 # ``id_by_unique_key_postgresql``: the job holding a key, after ``enqueue_now``'s
