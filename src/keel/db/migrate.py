@@ -52,8 +52,14 @@ async def _run(database: Database, action: str, target: str) -> None:
         else:
             command.downgrade(config, target)
 
-    async with database.engine.begin() as connection:
+    # No transaction around the run: Alembic opens one per revision
+    # (``transaction_per_migration``), which is what lets a ``keel-transaction:
+    # none`` revision step out of it with ``autocommit_block()`` for
+    # ``CREATE INDEX CONCURRENTLY``. Whatever Alembic left open is committed here.
+    async with database.engine.connect() as connection:
         await connection.run_sync(run)
+        if connection.in_transaction():
+            await connection.commit()
 
 
 async def upgrade(database: Database, target: str = "head") -> None:

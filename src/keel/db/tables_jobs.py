@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from keel.db.tables import ID, Base
@@ -22,12 +22,34 @@ from keel.db.types import UTCDateTime
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
-        UniqueConstraint("unique_key"),
         # The claim's scan: due jobs of a queue, best priority first.
         Index(None, "queue", "state", "run_at"),
-        # Reclaiming expired leases and purging finished jobs.
-        Index(None, "state", "lease_expires_at"),
-        Index(None, "state", "finished_at"),
+        # The other three are partial: each serves only rows where its column is
+        # set (keyed jobs, running jobs, finished jobs), so the common INSERT of an
+        # unkeyed, ready job writes none of them (migrations 0008-0013).
+        Index(
+            None,
+            "unique_key",
+            unique=True,
+            postgresql_where=text("unique_key IS NOT NULL"),
+            sqlite_where=text("unique_key IS NOT NULL"),
+        ),
+        # Reclaiming expired leases (``lease_expires_at < now`` implies NOT NULL).
+        Index(
+            None,
+            "lease_expires_at",
+            postgresql_where=text("lease_expires_at IS NOT NULL"),
+            sqlite_where=text("lease_expires_at IS NOT NULL"),
+        ),
+        # Purging finished jobs by age. Named, not by convention: it replaced an
+        # index of the same columns that had the convention's name while both existed.
+        Index(
+            "ix_jobs_state_finished_at_partial",
+            "state",
+            "finished_at",
+            postgresql_where=text("finished_at IS NOT NULL"),
+            sqlite_where=text("finished_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)

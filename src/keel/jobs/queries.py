@@ -3,7 +3,7 @@
 Most statements are SQLAlchemy Core so one text serves both dialects where it
 can; where the dialects differ (the claim) there is one named statement per
 dialect. The two hot paths on PostgreSQL — enqueue and claim — are hand-written
-SQL constants (``INSERT_JOBS_POSTGRESQL``, ``CLAIM_POSTGRESQL``) with bound
+SQL constants (``INSERT_JOBS_POSTGRESQL`` and its variants, ``CLAIM_POSTGRESQL``) with bound
 parameters: nothing to compile or cache-key per call, one prepared statement
 per connection. Each state-changing statement takes its source states from the one
 transition table in :mod:`keel.jobs.states`.
@@ -52,7 +52,7 @@ _CLAIMABLE = source_states(S.RUNNING, QUEUED)
 # actually inserted. Parameters: $1 id, $2 queue, $3 job_type, $4 payload
 # (JSON text), $5 state, $6 priority, $7 max_attempts, $8 run_at, $9 unique_key
 # (arrays, one element per job); $10 trace_context (JSON text), $11 created_at.
-INSERT_JOBS_POSTGRESQL = """\
+_INSERT_JOBS_FROM_ARRAYS = """\
 INSERT INTO jobs (id, queue, job_type, payload, state, priority, attempt, max_attempts,
                   run_at, unique_key, trace_context, created_at)
 SELECT t.id, t.queue, t.job_type, t.payload::json, t.state, t.priority, 0, t.max_attempts,
@@ -60,8 +60,23 @@ SELECT t.id, t.queue, t.job_type, t.payload::json, t.state, t.priority, 0, t.max
 FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::text[], $5::varchar[],
             $6::int[], $7::int[], $8::timestamptz[], $9::varchar[])
      AS t(id, queue, job_type, payload, state, priority, max_attempts, run_at, unique_key)
-ON CONFLICT (unique_key) DO NOTHING
-RETURNING id"""
+"""
+
+# The conflict rule of every keyed insert. The predicate names the partial unique
+# index of migration 0008; PostgreSQL infers as arbiters every unique index that
+# covers it, partial or not, so the same text works while 0004's unique
+# constraint still exists (between 0008 and 0011) and after it is gone. Without
+# the predicate the partial index alone could not be inferred.
+_ON_KEY_CONFLICT = "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING\n"
+
+INSERT_JOBS_POSTGRESQL = _INSERT_JOBS_FROM_ARRAYS + _ON_KEY_CONFLICT + "RETURNING id"
+
+# ``insert_unkeyed_jobs_postgresql``: the same insert for a batch in which no job
+# has a ``unique_key`` (the common case). Nothing can conflict, and an INSERT
+# with ON CONFLICT pays for speculative insertion on every row even so: about
+# 1.2 µs of 9.6 µs per job in a batch of 1,000 on the development box. Same
+# parameters ($9 is all NULLs), so the two share the code that binds them.
+INSERT_UNKEYED_JOBS_POSTGRESQL = _INSERT_JOBS_FROM_ARRAYS + "RETURNING id"
 
 
 # ``insert_job_postgresql``: the same insert for ONE job, the common case
@@ -73,12 +88,29 @@ RETURNING id"""
 # $2 queue, $3 job_type, $4 payload (JSON text), $5 state, $6 priority,
 # $7 max_attempts, $8 run_at, $9 unique_key, $10 trace_context (JSON text),
 # $11 created_at.
-INSERT_JOB_POSTGRESQL = """\
+_INSERT_JOB_VALUES = """\
 INSERT INTO jobs (id, queue, job_type, payload, state, priority, attempt, max_attempts,
                   run_at, unique_key, trace_context, created_at)
 VALUES ($1, $2, $3, $4::json, $5, $6, 0, $7, $8::timestamptz, $9, $10::json, $11::timestamptz)
-ON CONFLICT (unique_key) DO NOTHING
-RETURNING id"""
+"""
+
+INSERT_JOB_POSTGRESQL = _INSERT_JOB_VALUES + _ON_KEY_CONFLICT + "RETURNING id"
+
+# ``insert_unkeyed_job_postgresql``: one job without a ``unique_key``: no
+# conflict clause, for the same reason as the batch form; $9 is NULL.
+INSERT_UNKEYED_JOB_POSTGRESQL = _INSERT_JOB_VALUES + "RETURNING id"
+
+
+def insert_job_statement(unique_key: str | None) -> str:
+    """The single-row insert for a job with this ``unique_key`` (or none)."""
+    return INSERT_UNKEYED_JOB_POSTGRESQL if unique_key is None else INSERT_JOB_POSTGRESQL
+
+
+def insert_jobs_statement(unique_keys: Sequence[str | None]) -> str:
+    """The batch insert for jobs with these ``unique_key`` values."""
+    if any(key is not None for key in unique_keys):
+        return INSERT_JOBS_POSTGRESQL
+    return INSERT_UNKEYED_JOBS_POSTGRESQL
 
 
 # ``id_by_unique_key_postgresql``: the job holding a key, after ``enqueue_now``'s
@@ -90,10 +122,13 @@ def insert_jobs(dialect: str) -> Insert:
     """``insert_jobs``: the same insert as Core, for SQLite (the embedded, small-scale case).
 
     Executed with a list of rows: SQLAlchemy's "insertmanyvalues" sends them as
-    multi-row INSERTs from one cached compilation.
+    multi-row INSERTs from one cached compilation. The conflict target carries
+    the partial unique index's predicate, as :data:`INSERT_JOBS_POSTGRESQL` does.
     """
     module = postgresql if dialect == "postgresql" else sqlite
-    statement = module.insert(jobs).on_conflict_do_nothing(index_elements=["unique_key"])
+    statement = module.insert(jobs).on_conflict_do_nothing(
+        index_elements=["unique_key"], index_where=jobs.c.unique_key.isnot(None)
+    )
     return cast(Insert, statement).returning(jobs.c.id)
 
 

@@ -206,10 +206,11 @@ async def _insert_postgresql(
 ) -> set[str]:
     """One INSERT statement for the whole batch; returns the ids inserted.
 
-    One job takes the single-row statement, a batch the ``unnest`` one.
+    One job takes the single-row statement, a batch the ``unnest`` one; either
+    without ``ON CONFLICT`` when no job has a ``unique_key``.
     """
     if len(columns.ids) == 1:
-        statement = queries.INSERT_JOB_POSTGRESQL
+        statement = queries.insert_job_statement(columns.unique_keys[0])
         row: ResolvedJob = (
             columns.queues[0],
             columns.job_types[0],
@@ -222,7 +223,7 @@ async def _insert_postgresql(
         )
         parameters = postgresql_row_parameters(columns.ids[0], row, now, trace_context)
     else:
-        statement = queries.INSERT_JOBS_POSTGRESQL
+        statement = queries.insert_jobs_statement(columns.unique_keys)
         parameters = postgresql_parameters(columns, now, trace_context)
     result = await connection.exec_driver_sql(statement, parameters)
     return {id_ for (id_,) in result}

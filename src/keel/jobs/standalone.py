@@ -173,12 +173,13 @@ def _insertion(
     )
     job_id = new_ids(1)[0]
     parameters = postgresql_row_parameters(job_id, row, now, current_trace_context())
+    statement = queries.insert_job_statement(unique_key)
 
     async def insert(driver: Any) -> str:
         for _ in range(_KEY_RACE_ATTEMPTS):
             # No transaction is open on ``driver``: asyncpg runs the statement in
             # autocommit, so the INSERT and its NOTIFY commit right here.
-            if await driver.fetchval(queries.INSERT_JOB_POSTGRESQL, *parameters) is not None:
+            if await driver.fetchval(statement, *parameters) is not None:
                 return job_id
             holder = await driver.fetchval(queries.ID_BY_UNIQUE_KEY_POSTGRESQL, unique_key)
             if holder is not None:
