@@ -207,7 +207,8 @@ async def _insert_postgresql(
     """One INSERT statement for the whole batch; returns the ids inserted.
 
     One job takes the single-row statement, a batch the ``unnest`` one; either
-    without ``ON CONFLICT`` when no job has a ``unique_key``.
+    without ``ON CONFLICT`` when no job has a ``unique_key`` (and a batch then
+    without ``RETURNING``: every row is inserted).
     """
     if len(columns.ids) == 1:
         statement = queries.insert_job_statement(columns.unique_keys[0])
@@ -225,6 +226,9 @@ async def _insert_postgresql(
     else:
         statement = queries.insert_jobs_statement(columns.unique_keys)
         parameters = postgresql_parameters(columns, now, trace_context)
+        if statement is queries.INSERT_UNKEYED_JOBS_POSTGRESQL:
+            await connection.exec_driver_sql(statement, parameters)
+            return set(columns.ids)  # nothing can conflict: every row went in
     result = await connection.exec_driver_sql(statement, parameters)
     return {id_ for (id_,) in result}
 
