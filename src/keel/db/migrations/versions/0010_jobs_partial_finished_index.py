@@ -19,10 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
-from alembic import op
-
-from keel.db.migrations.concurrently import drop_invalid_index
+from keel.db.migrations.concurrently import build_index, drop_index
 
 revision: str = "0010"
 down_revision: str | None = "0009"
@@ -33,23 +30,11 @@ depends_on: str | Sequence[str] | None = None
 # keel-transaction: none
 
 NAME = "ix_jobs_state_finished_at_partial"
-WHERE = sa.text("finished_at IS NOT NULL")
 
 
 def upgrade() -> None:
-    with op.get_context().autocommit_block():
-        drop_invalid_index(NAME, "jobs")
-        op.create_index(
-            NAME,
-            "jobs",
-            ["state", "finished_at"],
-            postgresql_where=WHERE,
-            sqlite_where=WHERE,
-            postgresql_concurrently=True,
-            if_not_exists=True,
-        )
+    build_index(NAME, "jobs", ["state", "finished_at"], where="finished_at IS NOT NULL")
 
 
 def downgrade() -> None:
-    with op.get_context().autocommit_block():
-        op.drop_index(NAME, table_name="jobs", postgresql_concurrently=True, if_exists=True)
+    drop_index(NAME, "jobs")

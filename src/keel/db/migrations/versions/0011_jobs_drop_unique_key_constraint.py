@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from keel.db.migrations.concurrently import drop_invalid_index
+from keel.db.migrations.concurrently import build_index
 
 revision: str = "0011"
 down_revision: str | None = "0010"
@@ -51,14 +51,5 @@ def downgrade() -> None:
         with op.batch_alter_table("jobs", recreate="always") as batch_op:
             batch_op.create_unique_constraint(CONSTRAINT, ["unique_key"])
         return
-    with op.get_context().autocommit_block():
-        drop_invalid_index(CONSTRAINT, "jobs")
-        op.create_index(
-            CONSTRAINT,
-            "jobs",
-            ["unique_key"],
-            unique=True,
-            postgresql_concurrently=True,
-            if_not_exists=True,
-        )
+    build_index(CONSTRAINT, "jobs", ["unique_key"], unique=True)
     op.execute(f"ALTER TABLE jobs ADD CONSTRAINT {CONSTRAINT} UNIQUE USING INDEX {CONSTRAINT}")

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from alembic import op
-
-from keel.db.migrations.concurrently import drop_invalid_index
+from keel.db.migrations.concurrently import build_index, drop_index
 
 revision: str = "0012"
 down_revision: str | None = "0011"
@@ -29,17 +27,8 @@ NAME = "ix_jobs_state_lease_expires_at"
 
 
 def upgrade() -> None:
-    with op.get_context().autocommit_block():
-        op.drop_index(NAME, table_name="jobs", postgresql_concurrently=True, if_exists=True)
+    drop_index(NAME, "jobs")
 
 
 def downgrade() -> None:
-    with op.get_context().autocommit_block():
-        drop_invalid_index(NAME, "jobs")
-        op.create_index(
-            NAME,
-            "jobs",
-            ["state", "lease_expires_at"],
-            postgresql_concurrently=True,
-            if_not_exists=True,
-        )
+    build_index(NAME, "jobs", ["state", "lease_expires_at"])

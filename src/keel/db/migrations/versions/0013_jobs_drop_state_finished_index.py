@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from alembic import op
-
-from keel.db.migrations.concurrently import drop_invalid_index
+from keel.db.migrations.concurrently import build_index, drop_index
 
 revision: str = "0013"
 down_revision: str | None = "0012"
@@ -28,17 +26,8 @@ NAME = "ix_jobs_state_finished_at"
 
 
 def upgrade() -> None:
-    with op.get_context().autocommit_block():
-        op.drop_index(NAME, table_name="jobs", postgresql_concurrently=True, if_exists=True)
+    drop_index(NAME, "jobs")
 
 
 def downgrade() -> None:
-    with op.get_context().autocommit_block():
-        drop_invalid_index(NAME, "jobs")
-        op.create_index(
-            NAME,
-            "jobs",
-            ["state", "finished_at"],
-            postgresql_concurrently=True,
-            if_not_exists=True,
-        )
+    build_index(NAME, "jobs", ["state", "finished_at"])
