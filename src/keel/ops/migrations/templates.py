@@ -24,8 +24,8 @@ _GUIDANCE = {
 #   op.add_column("t", sa.Column("c", sa.Text(), nullable=True))
 #   An index on an existing table goes in a revision of its own marked
 #   `# keel-transaction: none` (CONCURRENTLY cannot run inside a transaction):
-#   with op.get_context().autocommit_block():
-#       op.create_index("ix_t_c", "t", ["c"], postgresql_concurrently=True, if_not_exists=True)
+#   from keel.db.migrations.concurrently import build_index, drop_index
+#   build_index("ix_t_c", "t", ["c"])  # concurrently; drops an INVALID leftover first
 #   op.create_foreign_key(..., postgresql_not_valid=True), then VALIDATE in a later revision
 # Backfill in bounded batches (UPDATE ... WHERE id IN (SELECT ... LIMIT n)), never one UPDATE.""",
     Kind.CONTRACT: """\
