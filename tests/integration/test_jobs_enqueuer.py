@@ -6,6 +6,7 @@ has no pool worth holding and gives each job a write transaction of its own).
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
 import pytest
@@ -123,3 +124,10 @@ async def held_pid_of(enqueuer: Enqueuer) -> int:
 
 async def server_pid(driver: object) -> int:
     return int(driver.get_server_pid())  # type: ignore[attr-defined]
+
+
+async def test_tasks_sharing_one_enqueuer_take_turns(database: Database) -> None:
+    async with Enqueuer(database) as enqueuer:
+        ids = await asyncio.gather(*(enqueuer.enqueue("test.record", {"n": n}) for n in range(20)))
+    assert len(set(ids)) == 20
+    assert await count_jobs(database) == 20

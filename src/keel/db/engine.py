@@ -263,6 +263,9 @@ class HeldDriver:
         self._database = database
         self._pooled: PoolProxiedConnection | None = None
         self._driver: Any = None
+        # One statement at a time on the one connection: tasks sharing the holder
+        # queue here instead of meeting asyncpg's "another operation is in progress".
+        self._turn = asyncio.Lock()
 
     async def __aenter__(self) -> HeldDriver:
         return self
@@ -272,7 +275,7 @@ class HeldDriver:
 
     async def run(self, work: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``work`` on the held asyncpg connection (checked out if none is held)."""
-        async with self._database._guard():
+        async with self._turn, self._database._guard():
             if self._driver is None or self._driver.is_closed():
                 await self.release()
                 pool = self._database.engine.sync_engine.pool

@@ -94,7 +94,8 @@ class Enqueuer:
     write transaction of its own, as there.
 
     Hold it for a burst, not for the life of the process: the connection is out
-    of the pool for as long as the block runs.
+    of the pool for as long as the block runs. Tasks may share one; their jobs
+    go one at a time on its connection.
     """
 
     def __init__(self, database: Database, *, clock: Clock = SYSTEM_CLOCK) -> None:
