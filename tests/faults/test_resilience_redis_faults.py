@@ -26,16 +26,7 @@ from tests.support.services import REDIS_HOST, REDIS_PORT, redis_url
 
 from keel.db.engine import Database
 
-# Keel runs in a subprocess here; only the test's own httpx client and the proxy thread
-# hold sockets in this process. CI once saw an idle keep-alive connection of the client
-# (anyio pauses reading between requests, hence "read=idle") collected unclosed in the
-# middle of this test, a rare GC-timing artefact of httpx/httpcore's pool under load that
-# a gc.collect() after every e2e and fault test never reproduced. It is reported, not
-# raised, so it cannot fail a test whose subject is a server in another process.
-pytestmark = [
-    pytest.mark.redis,
-    pytest.mark.filterwarnings("default::pytest.PytestUnraisableExceptionWarning"),
-]
+pytestmark = pytest.mark.redis
 
 DB = 11
 DEADLINE = 20.0  # seconds any bounded wait below may take
