@@ -6,7 +6,6 @@ of it, and closing the proxy is the outage.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -14,6 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
+from tests.support.proxy import TcpProxy
 from tests.support.services import REDIS_HOST, REDIS_PORT, redis_url
 
 from keel.guard.ratelimit.fallback import FallbackBackend, FallbackMetrics
@@ -30,48 +30,10 @@ NOW = 1_800_000_000.0
 RATE = Rate(limit=60, period=60, burst=10)
 
 
-class Proxy:
-    """Forwards 127.0.0.1:<port> to Redis until cut; can be restored on the same port."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._handle, "127.0.0.1", self.port, reuse_address=True
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream_reader, upstream_writer = await asyncio.open_connection(REDIS_HOST, REDIS_PORT)
-        self._writers |= {writer, upstream_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
-
-    async def cut(self) -> None:
-        """Stop listening and drop every live connection: Redis is 'down'."""
-        assert self._server is not None
-        self._server.close()
-        for writer in self._writers:
-            writer.transport.abort()
-        self._writers.clear()
-        await self._server.wait_closed()
-
-
 @pytest.fixture
-async def proxy() -> AsyncIterator[Proxy]:
+async def proxy() -> AsyncIterator[TcpProxy]:
     redis_url(DB)  # skip (or fail in CI) when Redis is not there
-    proxy = Proxy()
-    await proxy.start()
+    proxy = await TcpProxy(REDIS_HOST, REDIS_PORT).start()
     try:
         yield proxy
     finally:
@@ -88,7 +50,7 @@ async def direct() -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-async def test_cut_redis_falls_back_locally_and_recovers(proxy: Proxy, direct: Redis) -> None:
+async def test_cut_redis_falls_back_locally_and_recovers(proxy: TcpProxy, direct: Redis) -> None:
     clock = ManualClock()
     registry = CollectorRegistry()
     primary = RedisBackend.from_url(f"redis://127.0.0.1:{proxy.port}/{DB}", timeout=0.5)
@@ -116,7 +78,7 @@ async def test_cut_redis_falls_back_locally_and_recovers(proxy: Proxy, direct: R
         )
 
         # Restored, cooldown over: the next decision goes to Redis again.
-        await proxy.start()
+        await proxy.restore()
         clock.advance(5.0)
         with capture_logs() as logs:
             back = await backend.gcra("k", RATE, NOW)
@@ -128,7 +90,7 @@ async def test_cut_redis_falls_back_locally_and_recovers(proxy: Proxy, direct: R
         await backend.aclose()
 
 
-async def test_the_limiter_keeps_serving_through_the_cut(proxy: Proxy, direct: Redis) -> None:
+async def test_the_limiter_keeps_serving_through_the_cut(proxy: TcpProxy, direct: Redis) -> None:
     policy = parse_policy(
         """
 version = 1

@@ -7,7 +7,6 @@ never stopped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -16,6 +15,7 @@ import pytest
 import redis.asyncio as redis_asyncio
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
+from tests.support.proxy import TcpProxy
 from tests.support.services import REDIS_HOST, REDIS_PORT, redis_url
 
 from keel.resilience import (
@@ -55,55 +55,6 @@ async def ok() -> str:
 
 async def boom() -> str:
     raise Boom
-
-
-class CuttableProxy:
-    """Forwards 127.0.0.1:<port> to Redis until cut; a cut drops every connection."""
-
-    def __init__(self) -> None:
-        self.cut = False
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError, asyncio.CancelledError):
-            while not self.cut:
-                data = await reader.read(65536)
-                if not data:
-                    break
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.cut:
-            writer.transport.abort()
-            return
-        up_reader, up_writer = await asyncio.open_connection(REDIS_HOST, REDIS_PORT)
-        self._writers.update((writer, up_writer))
-        try:
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-        finally:
-            self._writers.difference_update((writer, up_writer))
-
-    def sever(self) -> None:
-        self.cut = True
-        for writer in list(self._writers):
-            writer.transport.abort()
-
-    def restore(self) -> None:
-        self.cut = False
-
-    async def close(self) -> None:
-        self.sever()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
 
 
 @pytest.fixture
@@ -202,8 +153,7 @@ async def test_the_breaker_keeps_working_while_redis_is_cut(
     stores: list[RedisBreakerStateStore], prefix: str
 ) -> None:
     redis_url(4)  # skip (or fail in CI) when Redis is down
-    proxy = CuttableProxy()
-    await proxy.start()
+    proxy = await TcpProxy(REDIS_HOST, REDIS_PORT).start()
     try:
         via_proxy = redis_store(stores, prefix, f"redis://127.0.0.1:{proxy.port}/4")
         direct = redis_store(stores, prefix)
@@ -211,7 +161,7 @@ async def test_the_breaker_keeps_working_while_redis_is_cut(
         breaker = make(clock, via_proxy)
         async with asyncio.timeout(10):
             assert await breaker.call(ok) == "ok"  # synced through the proxy
-            proxy.sever()
+            await proxy.cut()
             clock.advance(1)
             with capture_logs() as logs:
                 for _ in range(3):  # ok, f, f, f: 75 % of 4 calls trips on the third failure
@@ -226,7 +176,7 @@ async def test_the_breaker_keeps_working_while_redis_is_cut(
             stored = await direct.read("storage")
             assert stored is None or stored.state is BreakerState.CLOSED  # never reached Redis
 
-            proxy.restore()
+            await proxy.restore()
             clock.advance(1)
             with pytest.raises(BreakerOpen):
                 await breaker.call(ok)  # the next sync publishes what the outage held back
@@ -238,4 +188,4 @@ async def test_the_breaker_keeps_working_while_redis_is_cut(
             assert await breaker.call(ok) == "ok"
             assert breaker.state is BreakerState.CLOSED
     finally:
-        await proxy.close()
+        await proxy.cut()
