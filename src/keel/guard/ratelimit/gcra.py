@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from keel.guard.ratelimit.tuples import new_tuple as _new
+
 EPSILON = 1e-6
 """Seconds of tolerance when comparing instants.
 
@@ -78,11 +80,6 @@ class GcraDecision(NamedTuple):
     reset_after: float
     retry_after: float
     tat: float
-
-
-_new = tuple.__new__
-"""Builds a named tuple from a plain one in C, skipping the generated Python
-``__new__`` — a measurable share of a decision on the memory backend."""
 
 
 def gcra(tat: float | None, now: float, rate: Rate, n: int = 1) -> GcraDecision:

@@ -39,8 +39,7 @@ from keel.guard.ratelimit.policy import (
     effective_limit,
 )
 from keel.guard.ratelimit.quota import QuotaWindow, WindowPeriod
-
-_new = tuple.__new__  # a named tuple without its Python-level __new__, as in gcra.py
+from keel.guard.ratelimit.tuples import new_tuple as _new
 
 _CACHE_BOUND = 4096
 """Entries each of the limiter's memo tables may hold before it starts afresh."""

@@ -29,9 +29,9 @@ from keel.guard.ratelimit.quota import (
     counter_key,
     quota_decision,
 )
+from keel.guard.ratelimit.tuples import new_tuple as _new
 
 _MIN_SWEEP_INTERVAL = 1024
-_new = tuple.__new__  # as in gcra.py: the named tuple without its Python-level __new__
 
 
 class MemoryBackend:

@@ -19,6 +19,8 @@ from functools import cache
 from typing import Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
+from keel.guard.ratelimit.tuples import new_tuple as _new
+
 WindowPeriod = Literal["hour", "day", "month"]
 _Span = tuple[tuple[float, float], str]
 _Located = tuple[float, float, _Span, str]
@@ -149,9 +151,6 @@ def quota_decision(
     if used + n <= limit:
         return _new(QuotaDecision, (True, used, limit, reset_after, 0.0, start, end))
     return _new(QuotaDecision, (False, used, limit, reset_after, reset_after, start, end))
-
-
-_new = tuple.__new__  # as in gcra.py: the named tuple without its Python-level __new__
 
 
 def counted(used: int, limit: int, now: float, window: tuple[float, float]) -> QuotaDecision:

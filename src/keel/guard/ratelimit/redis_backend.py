@@ -55,6 +55,7 @@ from keel.guard.ratelimit.quota import (
     counter_key,
     quota_decision,
 )
+from keel.guard.ratelimit.tuples import new_tuple as _new
 
 
 class _Script:
@@ -341,6 +342,3 @@ def _admission(
     if admitted != expected:  # pragma: no cover - float parity is tested
         raise LimiterUnavailable("redis: ADMIT script and arithmetic disagree")
     return _new(Admission, (admitted, tuple(readings), tuple(peeks), tuple(taken)))
-
-
-_new = tuple.__new__  # as in gcra.py: the named tuple without its Python-level __new__
