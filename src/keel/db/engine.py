@@ -180,6 +180,9 @@ class Database:
         self.url = url
         self.engine = create_engine(url, pool_size=pool_size, timeout=timeout)
         self.dialect = self.engine.dialect.name
+        # The driver-level hot paths (``on_autocommit_driver``, held drivers, the
+        # worker's claim) exist only on PostgreSQL through asyncpg.
+        self.asyncpg = self.dialect == "postgresql" and "+asyncpg" in url
         write_bind = self.engine.execution_options(**{_IMMEDIATE: True})
         self._reader = async_sessionmaker(self.engine, expire_on_commit=False)
         self._writer = async_sessionmaker(write_bind, expire_on_commit=False)

@@ -61,7 +61,7 @@ async def enqueue_now(
     :func:`keel.jobs.enqueue` in that transaction instead. Many jobs in a row,
     each committed on its own: :class:`Enqueuer`.
     """
-    if not _asyncpg(database):
+    if not database.asyncpg:
         async with database.write() as session:
             return await enqueue(
                 session,
@@ -102,7 +102,7 @@ class Enqueuer:
         self._database = database
         self._clock = clock
         self._held: HeldDriver | None = (
-            database.held_autocommit_driver() if _asyncpg(database) else None
+            database.held_autocommit_driver() if database.asyncpg else None
         )
 
     async def __aenter__(self) -> Enqueuer:
@@ -140,10 +140,6 @@ class Enqueuer:
             job_type, payload, queue, priority, run_at, unique_key, max_attempts, self._clock
         )
         return await self._held.run(insert)
-
-
-def _asyncpg(database: Database) -> bool:
-    return database.dialect == "postgresql" and "+asyncpg" in database.url
 
 
 def _insertion(

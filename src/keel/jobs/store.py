@@ -12,8 +12,8 @@ loops already retry. On SQLite the writes go through the service's engine with
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -29,11 +29,11 @@ T = TypeVar("T")
 class JobStore:
     def __init__(self, database: Database, *, pool_size: int) -> None:
         self.dialect = database.dialect
-        self.asyncpg = database.dialect == "postgresql" and "+asyncpg" in database.url
+        self.asyncpg = database.asyncpg
         self._own: AsyncEngine | None = None
         if database.dialect == "postgresql":
             connect_args: dict[str, Any] = {}
-            if "+asyncpg" in database.url:
+            if database.asyncpg:
                 connect_args = {"timeout": 5.0, "command_timeout": 30}
             self._own = create_async_engine(
                 database.url,
@@ -52,17 +52,13 @@ class JobStore:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A connection for ONE state-changing statement (autocommit on PostgreSQL)."""
-        try:
+        with _unavailable_as_503():
             if self._own is not None:
                 async with self._own.connect() as connection:
                     yield connection
             else:
                 async with self._engine.begin() as connection:
                     yield connection
-        except asyncio.CancelledError:
-            raise
-        except UNAVAILABLE_ERRORS as error:
-            raise DatabaseUnavailable("the job store is not answering", retry_after=2) from error
 
     async def claim(
         self,
@@ -106,12 +102,8 @@ class JobStore:
         (autocommit) connections. PostgreSQL with asyncpg only."""
         if self._own is None or not self.asyncpg:
             raise RuntimeError("JobStore needs PostgreSQL with asyncpg for driver statements")
-        try:
+        with _unavailable_as_503():
             return await on_pooled_driver(self._own, work)
-        except asyncio.CancelledError:
-            raise
-        except UNAVAILABLE_ERRORS as error:
-            raise DatabaseUnavailable("the job store is not answering", retry_after=2) from error
 
     async def warm(self, connections: int) -> None:
         """Open ``connections`` of the worker's own connections now, all at once.
@@ -146,3 +138,13 @@ class JobStore:
     async def dispose(self) -> None:
         if self._own is not None:
             await self._own.dispose()
+
+
+@contextmanager
+def _unavailable_as_503() -> Iterator[None]:
+    """A store that does not answer is a ``DatabaseUnavailable`` (503-shaped, with a
+    ``Retry-After``) that the worker's loops retry, never a bare driver error."""
+    try:
+        yield
+    except UNAVAILABLE_ERRORS as error:
+        raise DatabaseUnavailable("the job store is not answering", retry_after=2) from error
