@@ -108,13 +108,6 @@ def insert_job_statement(unique_key: str | None) -> str:
     return INSERT_UNKEYED_JOB_POSTGRESQL if unique_key is None else INSERT_JOB_POSTGRESQL
 
 
-def insert_jobs_statement(unique_keys: Sequence[str | None]) -> str:
-    """The batch insert for jobs with these ``unique_key`` values."""
-    if any(key is not None for key in unique_keys):
-        return INSERT_JOBS_POSTGRESQL
-    return INSERT_UNKEYED_JOBS_POSTGRESQL
-
-
 # ``id_by_unique_key_postgresql``: the job holding a key, after ``enqueue_now``'s
 # insert met it (a second statement only on that path).
 ID_BY_UNIQUE_KEY_POSTGRESQL = "SELECT id FROM jobs WHERE unique_key = $1"

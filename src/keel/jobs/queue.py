@@ -104,6 +104,19 @@ class JobColumns:
     run_ats: list[datetime]
     unique_keys: list[str | None]
 
+    def row(self, index: int) -> ResolvedJob:
+        """One job's columns back as a row (the single-row insert binds a row)."""
+        return (
+            self.queues[index],
+            self.job_types[index],
+            self.payloads[index],
+            self.states[index],
+            self.priorities[index],
+            self.max_attempts[index],
+            self.run_ats[index],
+            self.unique_keys[index],
+        )
+
 
 def job_columns(jobs: Sequence[NewJob], ids: list[str], now: datetime) -> JobColumns:
     """Validate ``jobs`` and lay them out as columns, paying once per distinct job.
@@ -212,23 +225,14 @@ async def _insert_postgresql(
     """
     if len(columns.ids) == 1:
         statement = queries.insert_job_statement(columns.unique_keys[0])
-        row: ResolvedJob = (
-            columns.queues[0],
-            columns.job_types[0],
-            columns.payloads[0],
-            columns.states[0],
-            columns.priorities[0],
-            columns.max_attempts[0],
-            columns.run_ats[0],
-            columns.unique_keys[0],
-        )
-        parameters = postgresql_row_parameters(columns.ids[0], row, now, trace_context)
-    else:
-        statement = queries.insert_jobs_statement(columns.unique_keys)
+        parameters = postgresql_row_parameters(columns.ids[0], columns.row(0), now, trace_context)
+    elif any(key is not None for key in columns.unique_keys):
+        statement = queries.INSERT_JOBS_POSTGRESQL
         parameters = postgresql_parameters(columns, now, trace_context)
-        if statement is queries.INSERT_UNKEYED_JOBS_POSTGRESQL:
-            await connection.exec_driver_sql(statement, parameters)
-            return set(columns.ids)  # nothing can conflict: every row went in
+    else:
+        parameters = postgresql_parameters(columns, now, trace_context)
+        await connection.exec_driver_sql(queries.INSERT_UNKEYED_JOBS_POSTGRESQL, parameters)
+        return set(columns.ids)  # nothing can conflict: every row went in
     result = await connection.exec_driver_sql(statement, parameters)
     return {id_ for (id_,) in result}
 
