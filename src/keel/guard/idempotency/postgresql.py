@@ -56,6 +56,7 @@ RETURNING owner
 
 RELAX_DURABILITY = "SET LOCAL synchronous_commit TO OFF"
 
+
 async def _driver(connection: AsyncConnection) -> Any:
     """The asyncpg connection under SQLAlchemy's (typed ``Any``: asyncpg ships no types)."""
     raw = await connection.get_raw_connection()
