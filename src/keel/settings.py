@@ -126,6 +126,16 @@ class Settings(BaseSettings):
     live_loop_lag_warn_seconds: float = Field(default=1.0, gt=0)
     shutdown_drain_seconds: float = Field(default=5.0, ge=0)
     shutdown_grace_seconds: float = Field(default=20.0, gt=0)
+    # After the drain, new SYNs are dropped and the accept queue emptied before the
+    # listener closes, so no connection the kernel accepted is reset (keel.serve.listener).
+    serve_listener_settle_seconds: float = Field(default=0.5, ge=0, le=30)
+    # keel serve --workers N: how long the supervisor waits for a worker's health ping
+    # (uvicorn's own 5 s killed workers that were only slow on a busy machine), for a
+    # new worker's first answer, and, past drain + grace, for a stopping worker before
+    # SIGKILL.
+    serve_worker_healthcheck_seconds: float = Field(default=30.0, ge=1)
+    serve_worker_start_seconds: float = Field(default=60.0, ge=1)
+    serve_worker_kill_grace_seconds: float = Field(default=10.0, gt=0)
     fingerprint_key: SecretStr | None = None  # shared across environments for parity
 
     # --- resilience (issue 8) ---

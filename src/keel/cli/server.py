@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import signal
 from types import FrameType
 
 import typer
-import uvicorn
 
 from keel import __version__
 from keel.cli._common import JsonOption, database, err, fail, out, print_json
@@ -18,6 +16,7 @@ from keel.guard.ratelimit import load_policy
 from keel.observe.logs import configure_logging
 from keel.observe.metrics_directory import metrics_directory
 from keel.ops import migrations
+from keel.serve import run
 from keel.settings import Settings
 
 
@@ -60,18 +59,7 @@ def serve(
     previous = signal.signal(signal.SIGTERM, stopped)
     try:
         with metrics_directory(workers):
-            uvicorn.run(
-                "keel.app:create_app_from_environment",
-                factory=True,
-                host=host,
-                port=port,
-                workers=workers,
-                proxy_headers=False,
-                server_header=False,
-                log_config=None,  # Keel's structlog setup renders uvicorn's lines
-                access_log=False,  # Keel writes its own access line
-                timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
-            )
+            run(settings, host=host, port=port, workers=workers)
     finally:
         signal.signal(signal.SIGTERM, previous)
 

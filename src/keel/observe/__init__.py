@@ -28,7 +28,7 @@ from keel.observe.identity import identity_key
 from keel.observe.lifecycle import Lifecycle
 from keel.observe.logs import configure_logging
 from keel.observe.metrics import Metrics, MetricsMiddleware, multiprocess_dir
-from keel.observe.shutdown import DrainOnSignal
+from keel.observe.shutdown import CloseWhenDraining, DrainOnSignal
 from keel.observe.tracing import add_server_spans, build_tracer_provider, instrument_engine
 from keel.observe.watchdog import LoopWatchdog
 from keel.settings import Settings
@@ -89,6 +89,7 @@ def install(
     configure_logging(settings)
     app.include_router(router)
     observability.metrics.watch_pool(database.engine)
+    app.add_middleware(CloseWhenDraining, lifecycle=observability.lifecycle)
     if not settings.observe_enabled:
         return
     app.add_middleware(MetricsMiddleware, metrics=observability.metrics)  # 2. metrics

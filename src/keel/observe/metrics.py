@@ -39,6 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keel.observe.metrics_directory import MULTIPROC_ENV
 from keel.observe.routes_info import is_operational, route_template
+from keel.observe.worker_restarts import declare as declare_worker_restarts
 
 # OpenTelemetry's advised boundaries for http.server.request.duration.
 OTEL_DURATION_BUCKETS = (
@@ -112,6 +113,7 @@ class Metrics:
             multiprocess_mode="max",
         )
         self.build_info.labels(version=version, release_id=release_id, git_sha=git_sha).set(1)
+        self.worker_restarts = declare_worker_restarts(self.registry)
 
     def watch_pool(self, engine: AsyncEngine, name: str = "main") -> None:
         """Keep the pool gauges current from the pool's own checkout/checkin events."""
