@@ -58,7 +58,10 @@ def run(settings: Settings, *, host: str, port: int, workers: int) -> None:
     policy = supervisor_policy(settings)
     if config.workers > 1:
         listener = config.bind_socket()
-        KeelSupervisor(config, [listener], policy).run()
+        supervisor = KeelSupervisor(config, [listener], policy)
+        supervisor.run()
+        if supervisor.startup_failed:  # uvicorn's own supervisor exited 0 here
+            sys.exit(STARTUP_FAILURE)
         return
     server = KeelServer(config, settle_seconds=policy.settle_seconds)
     server.run()

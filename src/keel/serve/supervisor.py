@@ -115,6 +115,7 @@ class KeelSupervisor(Multiprocess):
         super().__init__(config, sockets)
         self.policy = policy
         self.restarts = RestartCount()
+        self.startup_failed = False
 
     def new_worker(self) -> KeelWorker:
         worker = KeelWorker(self.config, self.sockets, self.policy.settle_seconds)
@@ -172,6 +173,7 @@ class KeelSupervisor(Multiprocess):
                 # It failed before it served: the app, or the socket, is broken and
                 # would fail the same way on every restart.
                 log.error("serve_worker_startup_failed", pid=process.pid)
+                self.startup_failed = True
                 self.should_exit.set()
                 return
             reason: Reason = "unresponsive" if health is Health.UNRESPONSIVE else "exited"
