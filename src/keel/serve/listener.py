@@ -76,6 +76,8 @@ def refuse_new_connections(listener: Listener) -> bool:
     try:
         # A duplicate descriptor reaches the same socket, whatever object wraps ours.
         with socket.socket(fileno=os.dup(listener.fileno())) as sock:
+            if sock.family not in (socket.AF_INET, socket.AF_INET6):
+                return False  # the program reads TCP flags; nothing else is TCP
             sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
     except OSError as error:
         log.warning("listener_filter_failed", error=str(error))
@@ -85,9 +87,10 @@ def refuse_new_connections(listener: Listener) -> bool:
 
 def has_queued_connections(listener: Listener) -> bool:
     """True while the kernel holds handshakes that nobody has accepted yet."""
-    with contextlib.suppress(OSError, ValueError):
-        readable, _, _ = select.select([listener.fileno()], [], [], 0)
-        return bool(readable)
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # no poll(): Windows
+        poller = select.poll()  # not select(): a server may hold descriptors past 1024
+        poller.register(listener.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
     return False
 
 
