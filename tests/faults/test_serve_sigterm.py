@@ -9,7 +9,8 @@ or closed without an answer (``ReadError``, ``RemoteProtocolError``, ...) is a
 request lost while the client believed it was being served — with
 ``--workers 2`` the parent's copy of the listening socket used to queue them
 after both workers had stopped accepting. Both shapes, one worker and two,
-are held.
+are held, with SIGTERM sent to the main process (Kubernetes, docker) and to the
+whole process group (systemd), where each worker receives it twice.
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ class Stop:
 
 
 def _sigterm_under_load(
-    server: KeelServer, world: World, recognition_id: str, inode: str
+    server: KeelServer, world: World, recognition_id: str, inode: str, *, to_group: bool
 ) -> tuple[Tally, Stop]:
     """Load, SIGTERM after a second of it, load until the process has exited."""
     routes = [
@@ -185,7 +186,10 @@ def _sigterm_under_load(
     try:
         time.sleep(1.0)
         seen.sigterm_at = time.monotonic()
-        os.kill(server.process.pid, signal.SIGTERM)
+        if to_group:  # systemd's default: every process of the service, workers too
+            os.killpg(server.process.pid, signal.SIGTERM)  # its own session: only keel's
+        else:  # Kubernetes and docker: the main process only
+            os.kill(server.process.pid, signal.SIGTERM)
         # Mid-drain: still serving, telling clients not to reuse connections, unready —
         # and (with workers) the parent no longer holds the listening socket.
         time.sleep(DRAIN_SECONDS / 2)
@@ -215,15 +219,15 @@ def _recognition(base_url: str, world: World) -> str:
 
 
 @pytest.mark.parametrize(
-    ("backend", "workers"),
+    ("backend", "workers", "to"),
     [
-        ("sqlite", 1),
-        ("sqlite", 2),
-        pytest.param("postgres", 2, marks=pytest.mark.postgres),
+        ("sqlite", 1, "process"),
+        ("sqlite", 2, "group"),
+        pytest.param("postgres", 2, "process", marks=pytest.mark.postgres),
     ],
 )
 async def test_sigterm_under_load_accepts_no_connection_it_does_not_serve(
-    database_url: str, tmp_path: Path, workers: int
+    database_url: str, tmp_path: Path, workers: int, to: str
 ) -> None:
     world = await _seed(database_url)
     with _serve(database_url, tmp_path, workers) as server:
@@ -232,7 +236,7 @@ async def test_sigterm_under_load_accepts_no_connection_it_does_not_serve(
         assert inode is not None
         holds_before = _holds_socket(server.process.pid, inode)
         tally, seen = await asyncio.to_thread(
-            _sigterm_under_load, server, world, recognition_id, inode
+            _sigterm_under_load, server, world, recognition_id, inode, to_group=to == "group"
         )
         log = server.log()
 

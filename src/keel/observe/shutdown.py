@@ -7,7 +7,11 @@ starts after uvicorn installed its own): on the first SIGTERM it marks the
 process draining at once — ``/ready`` answers 503, ``/live`` stays 200 — keeps
 serving for ``shutdown_drain_seconds``, then hands the signal to uvicorn,
 which stops accepting connections and lets in-flight requests finish within
-``shutdown_grace_seconds``. A second SIGTERM, or SIGINT, skips the wait.
+``shutdown_grace_seconds``. A second SIGTERM, or SIGINT, skips the wait —
+but not one within ``REPEAT_WINDOW_SECONDS`` of the first: that is the same
+stop delivered twice, as when SIGTERM goes to the whole process group (systemd's
+default) and the ``--workers`` supervisor forwards its own to each worker
+half a second later; taken as "now", it would cut the drain short.
 This works the same in a single process and in each ``--workers`` worker.
 While draining, responses carry ``Connection: close`` (``CloseWhenDraining``);
 how the listener is then closed without losing a queued connection is
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -32,6 +37,8 @@ log = structlog.get_logger(__name__)
 
 Handler = Callable[[int, FrameType | None], Any]
 
+REPEAT_WINDOW_SECONDS = 2.0
+
 
 class DrainOnSignal:
     def __init__(self, lifecycle: Lifecycle, drain_seconds: float) -> None:
@@ -40,6 +47,7 @@ class DrainOnSignal:
         self._previous: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: asyncio.TimerHandle | None = None
+        self._draining_since: float | None = None
 
     def install(self) -> bool:
         """Chain in front of the current SIGTERM handler; False when signals are not ours."""
@@ -59,9 +67,18 @@ class DrainOnSignal:
         self._previous = None
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        self.receive(signum, frame, now=time.monotonic())
+
+    def receive(self, signum: int, frame: FrameType | None, *, now: float) -> None:
+        """One SIGTERM at ``now`` (monotonic): start the drain, ignore a repeat, or stop now."""
+        since = self._draining_since
+        if since is not None and now - since < REPEAT_WINDOW_SECONDS:
+            log.info("shutdown_sigterm_repeated", seconds_since_first=round(now - since, 3))
+            return
         if self.lifecycle.draining or self.drain_seconds <= 0 or self._loop is None:
             self._hand_over(signum, frame)
             return
+        self._draining_since = now
         self.lifecycle.begin_draining()
         log.info("shutdown_draining", drain_seconds=self.drain_seconds)
         self._loop.call_soon_threadsafe(self._schedule, signum)

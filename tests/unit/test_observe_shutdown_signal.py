@@ -1,0 +1,63 @@
+"""SIGTERM's drain on made-up times: a repeat within the window is the same stop, later is "now"."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from types import FrameType
+
+import pytest
+
+from keel.observe.lifecycle import Lifecycle
+from keel.observe.shutdown import REPEAT_WINDOW_SECONDS, DrainOnSignal
+from keel.testing import ManualClock
+
+
+class ServerHandler:
+    """uvicorn's handler, as DrainOnSignal finds it: records each hand-over."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def __call__(self, signum: int, _frame: FrameType | None) -> None:
+        self.calls.append(signum)
+
+
+@pytest.fixture
+def server_handler() -> Iterator[ServerHandler]:
+    handler = ServerHandler()
+    previous = signal.signal(signal.SIGTERM, handler)
+    yield handler
+    signal.signal(signal.SIGTERM, previous)
+
+
+async def test_a_repeat_within_the_window_keeps_draining_a_later_one_stops_now(
+    server_handler: ServerHandler,
+) -> None:
+    lifecycle = Lifecycle(ManualClock())
+    drain = DrainOnSignal(lifecycle, drain_seconds=30.0)
+    assert drain.install()
+    try:
+        drain.receive(signal.SIGTERM, None, now=100.0)
+        assert lifecycle.draining
+        assert server_handler.calls == []  # draining, not stopping
+
+        drain.receive(signal.SIGTERM, None, now=100.0 + REPEAT_WINDOW_SECONDS - 0.1)
+        assert server_handler.calls == []  # the group's and the supervisor's: one stop
+
+        drain.receive(signal.SIGTERM, None, now=100.0 + REPEAT_WINDOW_SECONDS + 0.1)
+        assert server_handler.calls == [signal.SIGTERM]  # an operator's second: now
+    finally:
+        drain.uninstall()
+
+
+async def test_without_a_drain_the_first_sigterm_stops_at_once(
+    server_handler: ServerHandler,
+) -> None:
+    drain = DrainOnSignal(Lifecycle(ManualClock()), drain_seconds=0.0)
+    assert drain.install()
+    try:
+        drain.receive(signal.SIGTERM, None, now=5.0)
+        assert server_handler.calls == [signal.SIGTERM]
+    finally:
+        drain.uninstall()
