@@ -255,16 +255,18 @@ class LimitsMiddleware:
 
         async def send_with_limits(message: Message) -> None:
             if message["type"] == "http.response.start":
-                response_headers = MutableHeaders(scope=message)
-                for name, value in headers.items():
-                    response_headers[name] = value
+                extra: dict[str, str] = {}
                 if reservation is not None and not reservation.settled:
                     status = int(message["status"])
                     if 200 <= status < 300 and not state.get("idempotent_replay"):
-                        for name, value in (await self._keep(context, reservation)).items():
-                            response_headers[name] = value
+                        extra = await self._keep(context, reservation)
                     else:
                         await self._release(reservation)
+                        # The unit is back: report the quota as it now stands.
+                        extra = ratelimit_headers(decision.unreserved())
+                response_headers = MutableHeaders(scope=message)
+                for name, value in (headers | extra).items():
+                    response_headers[name] = value
             await send(message)
 
         started = guard.clock.monotonic()

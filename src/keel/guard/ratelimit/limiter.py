@@ -152,6 +152,17 @@ class Decision:
         """Seconds until this request could succeed (0 when allowed)."""
         return self.breached.retry_after if self.breached is not None else 0.0
 
+    def unreserved(self) -> Decision:
+        """The readings once the reservation is given back: what a failed request reports."""
+        if self.reservation is None:
+            return self
+        n = self.reservation.n
+        results = tuple(
+            r._replace(remaining=min(r.quota, r.remaining + n)) if r.algorithm == "quota" else r
+            for r in self.results
+        )
+        return Decision(self.allowed, results, self.breached, self.slots, None)
+
 
 @dataclass(frozen=True, slots=True)
 class QuotaCommit:
