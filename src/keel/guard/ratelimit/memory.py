@@ -11,7 +11,9 @@ only matters under a flood of distinct keys.
 
 Being synchronous under the hood, every operation is atomic on the event loop
 — :meth:`MemoryBackend.admit` included, which is what makes a request's whole
-set of limits all or nothing here without any locking.
+set of limits all or nothing here without any locking, and its quota
+reservations exact: no ``await`` falls between reading a count and writing it,
+so concurrent requests of one process can never pass a quota together.
 """
 
 from __future__ import annotations
