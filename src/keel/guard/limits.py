@@ -287,7 +287,7 @@ class LimitsMiddleware:
         with CancelScope(shield=True):
             try:
                 await reservation.release()
-            except Exception as exc:  # the unit stays counted: an undercount is worse
+            except Exception as exc:  # the unit stays counted: one lost beats an overdraft
                 log.warning(
                     "quota_release_failed",
                     error=type(exc).__name__,
