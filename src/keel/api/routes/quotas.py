@@ -5,8 +5,8 @@ headers. A quota's ``used`` is its count in the current calendar window —
 successes plus requests in flight, whose units are reserved until they
 finish. A rate limit (GCRA) is a bucket of ``burst`` requests that refills
 ``limit`` per ``window_seconds``: its ``used`` is the requests still counted
-against the bucket (each one stops counting ``window_seconds / limit`` seconds
-after it), ``remaining`` what fits right now, and ``used + remaining`` is the
+against the bucket (it gives one back every ``window_seconds / limit``
+seconds), ``remaining`` what fits right now, and ``used + remaining`` is the
 burst. It is never ``limit`` minus a burst-bounded remaining, which read 91
 of 120 "used" after a new user's first request.
 """
