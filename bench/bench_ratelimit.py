@@ -6,7 +6,7 @@ A *decision* is what Keel decides for a request: every limit the request
 passes. Here, as for a ``POST /v1/recognitions`` under the default policy,
 that is a per-user rate, a per-organisation rate and a per-user daily quota:
 
-* Keel: one ``admit`` call with two rate checks and one quota check (all or
+* Keel: one ``admit`` call with two rate checks and one quota reservation (all or
   nothing; on Redis one ``EVALSHA``), and — for transparency — the same
   request through ``RateLimiter.decide`` (policy matching, plan numbers and
   key building included) with the default policy.

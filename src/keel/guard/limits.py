@@ -7,17 +7,23 @@ idempotency and the routes. For each ``/v1`` request it
    (user, org, plan, IP, token, the org's time zone and overrides — scaled down
    while the org is flagged noisy and the process is under pressure);
 2. asks the :class:`~keel.guard.ratelimit.RateLimiter` for one all-or-nothing
-   decision (one Redis round trip): rate limits spend a cell, quotas only
-   peek, and an in-flight slot is taken for the user and for the
-   organisation (leased, so a crashed process cannot leak them); if any of
-   them refuses nothing is spent or taken. A rule's refusal answers 429 with
+   decision (one Redis round trip): rate limits spend a cell, quotas
+   *reserve* a unit (counted at the check, so concurrent requests — on any
+   instance sharing Redis — can never pass a quota together), and an
+   in-flight slot is taken for the user and for the organisation (leased, so
+   a crashed process cannot leak them); if any of them refuses nothing is
+   spent, reserved or taken. A rule's refusal answers 429 with
    ``Retry-After`` and is recorded as a breach (in batches, off the path); a
    full slot answers 429 naming the concurrency limit;
-3. gives the slots back when the response is done;
-4. when the response starts with a 2xx that was not an idempotent replay,
-   consumes the quotas (quotas count successes) and adds ``Keel-Quota-Warning``
-   when 80/90/100 % is crossed — which happens once per threshold per window;
-5. adds the RateLimit and X-RateLimit header fields to every limited response.
+3. settles the quota reservation exactly once, since quotas count successes:
+   a response starting with a 2xx that is not an idempotent replay keeps it
+   (and adds ``Keel-Quota-Warning`` when 80/90/100 % is crossed); any other
+   status, an exception, or a request that ends with no response (a client
+   gone) releases it — before the response is sent, so a client that reads
+   ``/v1/quotas`` after an error sees the unit back;
+4. gives the slots back when the response is done;
+5. adds the RateLimit and X-RateLimit header fields to every limited response,
+   read after this request's reservation (the 10th of 10 says 0 remaining).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
+from anyio import CancelScope
 from prometheus_client import Counter
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -45,6 +52,7 @@ from keel.guard.ratelimit import (
     LimitOverride,
     Policy,
     QuotaCommit,
+    QuotaReservation,
     QuotaRule,
     RateLimiter,
     RateRule,
@@ -243,32 +251,52 @@ class LimitsMiddleware:
             for claim, slot in zip(claims, decision.slots, strict=True)
             if slot.slot_id is not None
         ]
+        reservation = decision.reservation
 
         async def send_with_limits(message: Message) -> None:
             if message["type"] == "http.response.start":
+                extra: dict[str, str] = {}
+                if reservation is not None and not reservation.settled:
+                    status = int(message["status"])
+                    if 200 <= status < 300 and not state.get("idempotent_replay"):
+                        extra = await self._keep(context, reservation)
+                    else:
+                        await self._release(reservation)
+                        # The unit is back: report the quota as it now stands.
+                        extra = ratelimit_headers(decision.unreserved())
                 response_headers = MutableHeaders(scope=message)
-                for name, value in headers.items():
+                for name, value in (headers | extra).items():
                     response_headers[name] = value
-                status = int(message["status"])
-                if 200 <= status < 300 and not state.get("idempotent_replay"):
-                    for name, value in (await self._commit(context)).items():
-                        response_headers[name] = value
             await send(message)
 
         started = guard.clock.monotonic()
         try:
             await self.app(scope, receive, send_with_limits)
         finally:
+            if reservation is not None and not reservation.settled:
+                # No response started: the route raised, or the client went away.
+                await self._release(reservation)
             await self._release_slots(slots)
             if principal is not None:
                 finished = guard.clock.monotonic()
                 guard.noisy.record(principal.org_id, finished - started, finished)
 
-    async def _commit(self, context: RequestContext) -> dict[str, str]:
+    async def _release(self, reservation: QuotaReservation) -> None:
+        """Give the reserved units back; never fail the request over it."""
+        # Shielded: a request being cancelled must still return what it reserved.
+        with CancelScope(shield=True):
+            try:
+                await reservation.release()
+            except Exception as exc:  # the unit stays counted: one lost beats an overdraft
+                log.warning(
+                    "quota_release_failed",
+                    error=type(exc).__name__,
+                    limits=[q.name for q in reservation.quotas],
+                )
+
+    async def _keep(self, context: RequestContext, reservation: QuotaReservation) -> dict[str, str]:
         guard = self.guard
-        commits = await guard.limiter.commit_quota(
-            guard.policy.limits, context, guard.clock.now().timestamp()
-        )
+        commits = reservation.keep()
         for commit in commits:
             if commit.crossed is not None:
                 QUOTA_WARNINGS.labels(commit.name, str(commit.crossed)).inc()

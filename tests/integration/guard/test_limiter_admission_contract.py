@@ -1,24 +1,43 @@
 """One request, every limit, all or nothing — the same on every backend.
 
-``admit`` spends rate cells and takes slots only when every check fits; a
-refusal by any one of them leaves all the others exactly as they were.
+``admit`` spends rate cells, reserves quota units and takes slots only when
+every check fits; a refusal by any one of them leaves all the others exactly
+as they were. Concurrent admissions never pass a quota together, and a
+released unit comes back exactly once.
 Time is made up; nothing sleeps.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import pytest
 
 from keel.guard.ratelimit.backend import LimiterBackend, QuotaCheck, RateCheck, SlotClaim
 from keel.guard.ratelimit.gcra import Rate, gcra
+from keel.guard.ratelimit.limiter import RateLimiter, RequestContext
+from keel.guard.ratelimit.policy import parse_policy
 from keel.guard.ratelimit.quota import QuotaWindow
 
 NOW = 1_800_000_000.123456
 USER = Rate(limit=60, period=60, burst=5)
 ORG = Rate(limit=60, period=60, burst=2)
 DAY = QuotaWindow("day", "Europe/London")
+DAY_UTC = QuotaWindow("day")
+QUOTA_POLICY = parse_policy(
+    """
+version = 1
+
+[[limits]]
+name = "things-daily"
+key = "user"
+applies_to = ["things.create"]
+algorithm = "quota"
+limit = 3
+window = "day"
+"""
+)
 
 
 async def remaining(backend: LimiterBackend, key: str, rate: Rate, now: float = NOW) -> int:
@@ -56,12 +75,63 @@ async def test_a_full_quota_refuses_and_spends_no_rate_cell(backend: LimiterBack
     assert await remaining(backend, "u", USER) == 5
 
 
-async def test_quotas_are_only_peeked(backend: LimiterBackend) -> None:
-    for _ in range(3):
-        admission = await backend.admit([], [QuotaCheck("q", 2, DAY)], [], NOW)
-        assert admission.allowed
-        assert admission.quotas[0].used == 0
-    assert (await backend.quota_check("q", 2, DAY, NOW)).used == 0
+async def test_an_admission_reserves_its_quota_units(backend: LimiterBackend) -> None:
+    outcomes = [await backend.admit([], [QuotaCheck("q", 2, DAY)], [], NOW) for _ in range(3)]
+    assert [a.allowed for a in outcomes] == [True, True, False]
+    # Read after the reservation: the 2nd of 2 leaves none.
+    assert [a.quotas[0].used for a in outcomes] == [1, 2, 2]
+    assert [a.quotas[0].remaining for a in outcomes] == [1, 0, 0]
+    assert (await backend.quota_check("q", 2, DAY, NOW)).used == 2
+
+
+async def test_concurrent_admissions_never_pass_a_quota(backend: LimiterBackend) -> None:
+    checks = [QuotaCheck("q", 10, DAY)]
+    outcomes = await asyncio.gather(*(backend.admit([], checks, [], NOW) for _ in range(30)))
+    assert sum(a.allowed for a in outcomes) == 10
+    # Every admitted reading is a distinct count: no two requests shared a unit.
+    assert sorted(a.quotas[0].used for a in outcomes if a.allowed) == list(range(1, 11))
+    assert (await backend.quota_check("q", 10, DAY, NOW)).used == 10
+
+
+async def test_a_refused_admission_reserves_nothing(backend: LimiterBackend) -> None:
+    spent = RateCheck("u", Rate(60, 60, 1))
+    assert (await backend.admit([spent], [QuotaCheck("q", 5, DAY)], [], NOW)).allowed
+    refused = await backend.admit([spent], [QuotaCheck("q", 5, DAY)], [], NOW)
+    assert not refused.allowed
+    assert (refused.quotas[0].allowed, refused.quotas[0].used) == (True, 1)  # as it stands
+    assert (await backend.quota_check("q", 5, DAY, NOW)).used == 1
+
+
+async def test_a_released_unit_can_be_reserved_again(backend: LimiterBackend) -> None:
+    checks = [QuotaCheck("q", 10, DAY)]
+    for _ in range(10):
+        assert (await backend.admit([], checks, [], NOW)).allowed
+    assert not (await backend.admit([], checks, [], NOW)).allowed
+    await backend.quota_refund("q", DAY, NOW, 1)  # that request failed: its unit comes back
+    assert (await backend.admit([], checks, [], NOW + 1)).allowed
+    assert not (await backend.admit([], checks, [], NOW + 1)).allowed
+
+
+async def test_a_reservation_is_released_once_however_often_it_is_asked(
+    backend: LimiterBackend,
+) -> None:
+    limiter = RateLimiter(backend)
+    context = RequestContext(operation="things.create", user_id="u1")
+    decisions = [await limiter.decide(QUOTA_POLICY.limits, context, NOW) for _ in range(3)]
+    assert [d.allowed for d in decisions] == [True, True, True]
+    reservation = decisions[0].reservation
+    assert reservation is not None
+    # Concurrent and repeated releases of one reservation give back one unit.
+    released = await asyncio.gather(*(reservation.release() for _ in range(5)))
+    assert released.count(True) == 1
+    assert not await reservation.release()
+    key = "things-daily:user:u1"
+    assert (await backend.quota_check(key, 3, DAY_UTC, NOW)).used == 2
+    kept = decisions[1].reservation
+    assert kept is not None
+    assert kept.keep()
+    assert not await kept.release()  # a kept unit stays counted
+    assert (await backend.quota_check(key, 3, DAY_UTC, NOW)).used == 2
 
 
 async def test_a_full_slot_refuses_and_spends_nothing(backend: LimiterBackend) -> None:

@@ -26,6 +26,7 @@ from keel.guard.ratelimit import (
 )
 from keel.guard.ratelimit.gcra import Rate
 from keel.guard.ratelimit.memory import MemoryBackend
+from keel.guard.ratelimit.quota import QuotaWindow
 from keel.guard.ratelimit.redis_backend import _Script
 
 pytestmark = pytest.mark.redis
@@ -140,3 +141,38 @@ async def test_state_either_script_writes_is_read_alike_by_the_other(
     raw = await counted.client.get("t:g:k")
     assert raw is not None
     assert float(raw) == memory._tats["k"]  # the stored text round-trips the float exactly
+
+
+async def test_quota_reservations_and_releases_read_alike_on_both_backends(
+    counted: RedisBackend,
+) -> None:
+    # Reserve, refuse, release and cross a window edge in lockstep: every
+    # quota reading of the ADMIT script equals the memory backend's.
+    memory = MemoryBackend()
+    window = QuotaWindow("hour", "Europe/London")
+    start, end = window.bounds(NOW)
+    rate = Rate(limit=60, period=60, burst=4)
+    steps: list[tuple[str, float, int]] = [
+        ("admit", start + 1, 1),
+        ("admit", start + 2, 2),
+        ("admit", start + 3, 1),  # refused by the quota of 3
+        ("release", start + 1, 1),
+        ("admit", start + 4, 1),
+        ("admit", start + 5, 0),  # a peek
+        ("admit", start + 5.5, 1),  # refused by the rate's burst of 4: nothing reserved
+        ("admit", end + 1, 1),  # a new window
+        ("release", start + 2, 2),  # gives back to the window it was reserved in
+        ("admit", start + 6, 2),
+    ]
+    for op, now, n in steps:
+        if op == "release":
+            for backend in (counted, memory):
+                await backend.quota_refund("q", window, now, n)
+            continue
+        admissions = [
+            await b.admit([("r", rate)], [("q", 3, window)], [], now, n) for b in (counted, memory)
+        ]
+        assert admissions[0] == admissions[1], (op, now, n)
+    for now in (start + 10, end + 10):
+        readings = [await b.quota_check("q", 3, window, now, 0) for b in (counted, memory)]
+        assert readings[0] == readings[1]

@@ -32,6 +32,20 @@ async def test_every_key_carries_a_ttl_matching_its_meaning(redis_client: Redis)
     assert 44_000 < ttls["s"] <= 45_000  # the longest lease
 
 
+async def test_a_reserved_quota_counter_lives_until_its_window_ends(redis_client: Redis) -> None:
+    backend = RedisBackend(redis_client, prefix="t:")
+    window = QuotaWindow("hour")
+    assert (await backend.admit([], [("q", 5, window)], [], NOW + 600)).allowed
+    [key] = [k.decode() for k in await redis_client.keys("t:*")]
+    assert await redis_client.get(key) == b"1"
+    assert 2_990_000 < await redis_client.pttl(key) <= 3_000_000  # the rest of the hour
+    refused = await backend.admit([("g", Rate(60, 60, 1))], [("q2", 5, window)], [], NOW)
+    assert refused.allowed
+    refused = await backend.admit([("g", Rate(60, 60, 1))], [("q2", 5, window)], [], NOW)
+    assert not refused.allowed
+    assert await redis_client.get("t:q:q2@" + key.split("@")[1]) == b"1"  # refusal: untouched
+
+
 async def test_denials_and_peeks_write_nothing(redis_client: Redis) -> None:
     backend = RedisBackend(redis_client, prefix="t:")
     await backend.gcra("g", Rate(60, 60, 1), NOW, 0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
@@ -216,3 +218,18 @@ async def test_a_breaker_opened_by_another_redis_user_still_engages_the_fallback
         await fallback.gcra("k", RATE, NOW)
     assert not fallback.degraded
     assert [entry["event"] for entry in logs] == ["ratelimit.fallback.recovered"]
+
+
+async def test_while_redis_is_down_quota_reservations_hold_locally_and_come_back_locally() -> None:
+    fallback, primary = make(ManualClock(), CollectorRegistry())
+    primary.down = True
+    window = QuotaWindow("day")
+    checks = [QuotaCheck("q", 10, window)]
+    outcomes = await asyncio.gather(*(fallback.admit([], checks, [], NOW) for _ in range(8)))
+    # Two instances: this one's share of 10 is 5, reserved at the check as on Redis.
+    assert sum(a.allowed for a in outcomes) == 5
+    assert (await fallback.local.quota_check("q", 5, window, NOW)).used == 5
+    await fallback.quota_refund("q", window, NOW)  # a failed request, still degraded
+    assert (await fallback.local.quota_check("q", 5, window, NOW)).used == 4
+    assert (await fallback.admit([], checks, [], NOW)).allowed
+    assert not (await fallback.admit([], checks, [], NOW)).allowed

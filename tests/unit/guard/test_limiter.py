@@ -1,4 +1,4 @@
-"""RateLimiter over the memory backend: which rules apply, order, quotas after success."""
+"""RateLimiter over the memory backend: which rules apply, order, quota reservations."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from keel.guard.ratelimit.headers import quota_warning_headers, ratelimit_header
 from keel.guard.ratelimit.limiter import RateLimiter, RequestContext
 from keel.guard.ratelimit.memory import MemoryBackend
 from keel.guard.ratelimit.policy import LimitOverride, Policy, default_policy, parse_policy
+from keel.guard.ratelimit.quota import QuotaWindow
 
 NOW = datetime(2026, 11, 29, 12, tzinfo=UTC).timestamp()
+DAY_UTC = QuotaWindow("day")
 
 POLICY = parse_policy(
     """
@@ -117,27 +119,36 @@ async def test_most_restrictive_rule_is_reported(limiter: RateLimiter) -> None:
     assert (top.name, top.remaining) == ("org-rate", 1)
 
 
-async def test_quota_is_peeked_by_decide_and_consumed_by_commit(limiter: RateLimiter) -> None:
+async def test_quota_is_reserved_by_decide_and_kept_on_success(limiter: RateLimiter) -> None:
     create = ctx(route="POST /v1/things", operation="things.create", org_id=None)
-    for _ in range(5):
-        assert (await limiter.decide(POLICY.limits, create, NOW)).allowed
-    # Five admissions, no commits: the quota is untouched.
+    decisions = [await limiter.decide(POLICY.limits, create, NOW + i) for i in range(3)]
+    assert all(d.allowed for d in decisions)
+    # Each admission reserved its unit: the reading is after the reservation.
+    assert [d.results[0].remaining for d in decisions] == [2, 1, 0]
     commits = []
-    for _ in range(3):
-        commits.append(await limiter.commit_quota(POLICY.limits, create, NOW + 60))
+    for decision in decisions:
+        assert decision.reservation is not None
+        commits.append(decision.reservation.keep())
     assert [c[0].crossed for c in commits] == [None, None, 100]
     assert [c[0].used for c in commits] == [1, 2, 3]
     assert quota_warning_headers(commits[-1]) == {
         "Keel-Quota-Warning": '"quota-daily";pct=100;used=3;q=3'
     }
+    assert decisions[0].reservation is not None
+    assert decisions[0].reservation.keep() == ()  # settled once
     refused = await limiter.decide(POLICY.limits, create, NOW + 120)
     assert not refused.allowed
+    assert refused.reservation is None
     assert refused.breached is not None
     assert refused.breached.name == "quota-daily"
     # An exhausted quota refuses before spending any rate cell.
     assert [r.name for r in refused.results] == ["quota-daily"]
     # The next UTC day starts fresh.
     assert (await limiter.decide(POLICY.limits, create, NOW + 12 * 3600)).allowed
+
+
+async def test_a_rule_free_of_quotas_reserves_nothing(limiter: RateLimiter) -> None:
+    assert (await limiter.decide(POLICY.limits, ctx(), NOW)).reservation is None
 
 
 async def test_a_refusal_by_the_org_limit_spends_nothing_of_the_users(
@@ -167,13 +178,35 @@ async def test_a_full_slot_refuses_the_request_and_spends_no_cell(limiter: RateL
     assert (await limiter.decide(POLICY.limits, ctx(), NOW)).results[0].remaining == 3
 
 
-async def test_refund_gives_back_what_was_committed(limiter: RateLimiter) -> None:
+async def test_a_released_reservation_gives_its_unit_back_exactly_once(
+    limiter: RateLimiter,
+) -> None:
     create = ctx(operation="things.create", org_id=None)
-    for _ in range(3):
-        await limiter.commit_quota(POLICY.limits, create, NOW)
+    decisions = [await limiter.decide(POLICY.limits, create, NOW) for _ in range(3)]
     assert not (await limiter.decide(POLICY.limits, create, NOW)).allowed
-    await limiter.refund_quota(POLICY.limits, create, consumed_at=NOW)
-    assert (await limiter.decide(POLICY.limits, create, NOW)).allowed
+    failed = decisions[1].reservation
+    assert failed is not None
+    assert await failed.release()
+    assert not await failed.release()  # idempotent: the unit comes back once
+    assert failed.keep() == ()  # and a released reservation cannot be kept
+    retried = await limiter.decide(POLICY.limits, create, NOW)
+    assert retried.allowed
+    assert not (await limiter.decide(POLICY.limits, create, NOW)).allowed
+
+
+async def test_a_release_after_midnight_gives_back_to_the_day_it_was_reserved_in(
+    limiter: RateLimiter,
+) -> None:
+    create = ctx(operation="things.create", org_id=None)
+    today = [await limiter.decide(POLICY.limits, create, NOW) for _ in range(3)]
+    tomorrow = NOW + 12 * 3600
+    kept = await limiter.decide(POLICY.limits, create, tomorrow)
+    assert kept.allowed
+    assert today[0].reservation is not None
+    await today[0].reservation.release()
+    report = await limiter.backend.quota_check("quota-daily:user:u1", 3, DAY_UTC, tomorrow)
+    assert report.used == 1  # tomorrow's count is untouched
+    assert (await limiter.backend.quota_check("quota-daily:user:u1", 3, DAY_UTC, NOW)).used == 2
 
 
 async def test_quota_window_follows_the_orgs_time_zone(limiter: RateLimiter) -> None:
@@ -182,7 +215,7 @@ async def test_quota_window_follows_the_orgs_time_zone(limiter: RateLimiter) -> 
     early = datetime(2026, 6, 2, 5, tzinfo=UTC).timestamp()
     create = ctx(operation="things.create", org_id=None, timezone="America/New_York")
     for _ in range(3):
-        await limiter.commit_quota(POLICY.limits, create, late)
+        assert (await limiter.decide(POLICY.limits, create, late)).allowed
     assert not (await limiter.decide(POLICY.limits, create, late + 60)).allowed
     assert (await limiter.decide(POLICY.limits, create, early)).allowed
 

@@ -1,7 +1,8 @@
 """MemoryBackend.admit writes the admitted branch of gcra() and quota_decision() out
 inline (calls are most of its cost). These properties hold it to the pure functions:
 over random requests and made-up clocks — bursts, refusals, peeks, a clock that jumps
-backwards — every reading and every stored TAT is what the reference arithmetic gives."""
+backwards — every reading, every stored TAT and every quota count (an admission
+reserves its units) is what the reference arithmetic gives."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from keel.guard.ratelimit.backend import Admission
 from keel.guard.ratelimit.gcra import GcraDecision, Rate, gcra
 from keel.guard.ratelimit.memory import MemoryBackend
-from keel.guard.ratelimit.quota import QuotaWindow, counter_key, quota_decision
+from keel.guard.ratelimit.quota import QuotaDecision, QuotaWindow, counter_key, quota_decision
 
 NOW = 1_800_000_000.0
 RATES = [Rate(7, 3, 3), Rate(60, 60, 1), Rate(1000, 1, 50)]
@@ -35,17 +36,22 @@ def reference(
     limit: int,
     now: float,
     n: int,
-) -> tuple[bool, list[GcraDecision], bool]:
-    """admit() in terms of gcra() and quota_decision(), updating the shadow state."""
+) -> tuple[bool, list[GcraDecision], QuotaDecision]:
+    """admit() in terms of gcra() and quota_decision(), updating the shadow state.
+
+    An admission reserves the quota's ``n`` units: the count goes up with the
+    cells, and the reading is the one after the reservation."""
     decisions = [gcra(tats.get(key), now, rate, n) for key, rate in rates]
     bounds = WINDOW.bounds(now)
-    quota = quota_decision(used.get(counter_key("q", bounds), 0), limit, n, now, bounds)
+    ckey = counter_key("q", bounds)
+    quota = quota_decision(used.get(ckey, 0), limit, n, now, bounds)
     allowed = all(d.allowed for d in decisions) and quota.allowed
     if allowed:
         if n > 0:
             for (key, _), decision in zip(rates, decisions, strict=True):
                 tats[key] = decision.tat
-        return True, decisions, quota.allowed
+            used[ckey] = used.get(ckey, 0) + n
+        return True, decisions, quota._replace(used=quota.used + n)
     readings = []
     for (key, rate), decision in zip(rates, decisions, strict=True):
         tat = tats.get(key)
@@ -53,7 +59,7 @@ def reference(
         if tat is not None and reading.tat < tat:
             tats[key] = reading.tat  # the backwards-clock clamp
         readings.append(reading)
-    return False, readings, quota.allowed
+    return False, readings, quota
 
 
 @settings(max_examples=300, deadline=None)
@@ -69,13 +75,14 @@ def test_admit_equals_the_reference_arithmetic(
         rates = list({key: (key, rate) for key, rate in checks}.values())  # distinct keys
         now += step
         admission: Admission = asyncio.run(backend.admit(rates, [("q", limit, WINDOW)], [], now, n))
-        allowed, readings, quota_fits = reference(tats, used, rates, limit, now, n)
+        allowed, readings, quota = reference(tats, used, rates, limit, now, n)
         assert admission.allowed == allowed
         assert list(admission.rates) == readings
-        assert admission.quotas[0].allowed == quota_fits
-        assert admission.quotas[0] == quota_decision(0, limit, n, now, WINDOW.bounds(now))
+        assert admission.quotas == (quota,)
         for key, _ in rates:
             assert backend._tats.get(key) == tats.get(key)
+        for ckey, count in used.items():
+            assert backend._counts[ckey][0] == count
 
 
 def test_a_negative_cost_is_refused_even_with_nothing_to_check() -> None:
@@ -94,8 +101,8 @@ def test_admit_reads_each_window_own_count_across_memo_misses() -> None:
         await backend.quota_consume("q", 5, window, start + 10, 2)
         readings = []
         for now in (start + 20, end + 1, start + 30, end - 0.5, end):
-            admission = await backend.admit([], [("q", 5, window)], [], now)
-            check = await backend.quota_check("q", 5, window, now)
+            admission = await backend.admit([], [("q", 5, window)], [], now, 0)  # a peek
+            check = await backend.quota_check("q", 5, window, now, 0)
             assert admission.quotas == (check,)
             readings.append(admission.quotas[0].used)
         return readings
@@ -116,3 +123,36 @@ def test_admit_refuses_a_full_quota_with_the_reference_reading() -> None:
     assert admission.quotas == (quota_decision(3, 3, 1, NOW + 1, window.bounds(NOW + 1)),)
     assert admission.rates == (gcra(None, NOW + 1, RATES[0], 0),)  # nothing spent
     assert "r" not in backend._tats
+
+
+def test_a_refusal_by_a_rate_reserves_nothing_of_a_quota_that_fitted() -> None:
+    backend = MemoryBackend()
+    window = QuotaWindow("day")
+    rate = Rate(60, 60, 1)
+
+    async def scenario() -> tuple[Admission, Admission]:
+        first = await backend.admit([("r", rate)], [("q", 3, window)], [], NOW)
+        second = await backend.admit([("r", rate)], [("q", 3, window)], [], NOW)
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    bounds = window.bounds(NOW)
+    assert first.allowed
+    assert first.quotas == (quota_decision(0, 3, 1, NOW, bounds)._replace(used=1),)
+    assert not second.allowed  # the rate's one cell is spent
+    assert second.quotas == (quota_decision(1, 3, 1, NOW, bounds),)  # fits, and reads as is
+    assert backend._counts[counter_key("q", bounds)][0] == 1
+
+
+def test_a_refusal_by_a_slot_reserves_nothing_either() -> None:
+    backend = MemoryBackend()
+    window = QuotaWindow("day")
+
+    async def scenario() -> Admission:
+        await backend.slot_acquire("s", 1, 30, NOW)
+        return await backend.admit([], [("q", 3, window)], [("s", 1, 30.0)], NOW)
+
+    refused = asyncio.run(scenario())
+    assert not refused.allowed
+    assert refused.quotas == (quota_decision(0, 3, 1, NOW, window.bounds(NOW)),)
+    assert backend._counts == {}

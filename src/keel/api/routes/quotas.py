@@ -1,4 +1,15 @@
-"""/v1/quotas: the caller's and the organisation's usage against every limit."""
+"""/v1/quotas: the caller's and the organisation's usage against every limit.
+
+Usage is what the limiter really holds, in the same units as the RateLimit
+headers. A quota's ``used`` is its count in the current calendar window —
+successes plus requests in flight, whose units are reserved until they
+finish. A rate limit (GCRA) is a bucket of ``burst`` requests that refills
+``limit`` per ``window_seconds``: its ``used`` is the requests still counted
+against the bucket (it gives one back every ``window_seconds / limit``
+seconds), ``remaining`` what fits right now, and ``used + remaining`` is the
+burst. It is never ``limit`` minus a burst-bounded remaining, which read 91
+of 120 "used" after a new user's first request.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +33,7 @@ class LimitUsage(BaseModel):
     algorithm: Literal["rate", "quota"]
     limit: int
     window_seconds: float
+    burst: int | None  # rate limits only
     used: int
     remaining: int
     resets_in_seconds: float
@@ -46,6 +58,7 @@ async def usage(
     everywhere = [rule.model_copy(update={"applies_to": ("*",)}) for rule in rules]
     for effective, key in limiter.applicable(everywhere, context):
         rule = effective.rule
+        burst: int | None = None
         if isinstance(rule, QuotaRule):
             window = effective.window(context.timezone)
             q = await limiter.backend.quota_check(key, effective.limit, window, now, 0)
@@ -54,9 +67,13 @@ async def usage(
                 q.remaining,
                 q.reset_after,
             )
+            used = q.used
         else:
-            g = await limiter.backend.gcra(key, effective.rate, now, 0)
+            rate = effective.rate
+            g = await limiter.backend.gcra(key, rate, now, 0)
             window_seconds, remaining, resets = rule.period_seconds, g.remaining, g.reset_after
+            burst = rate.burst
+            used = rate.burst - g.remaining  # cells not yet replenished: requests, not arithmetic
         original = next(r for r in rules if r.name == rule.name)
         report.append(
             LimitUsage(
@@ -65,7 +82,8 @@ async def usage(
                 algorithm=rule.algorithm,
                 limit=effective.limit,
                 window_seconds=window_seconds,
-                used=max(0, effective.limit - remaining),
+                burst=burst,
+                used=max(0, used),
                 remaining=max(0, remaining),
                 resets_in_seconds=round(resets, 3),
                 applies_to=list(original.applies_to),

@@ -32,9 +32,11 @@ How the middleware uses it::
         raise LimitExceeded(limit_name=decision.breached.name,
                             retry_after=decision.retry_after, headers=headers)
     ...run the operation, then slot_release(key, slot_id) for each decision.slots...
-    if succeeded:
-        commits = await limiter.commit_quota(policy.limits, ctx, now)
-        headers |= quota_warning_headers(commits)            # 80/90/100 % once each
+    if decision.reservation is not None:                     # quota units reserved at admit
+        if succeeded:
+            headers |= quota_warning_headers(decision.reservation.keep())  # 80/90/100 %
+        else:
+            await decision.reservation.release()             # given back, exactly once
 
 Concurrency slots can also be taken on their own, on the backend:
 ``slot_acquire(key, limit, lease, now)`` then ``slot_release(key, slot_id)``.
@@ -71,8 +73,10 @@ from keel.guard.ratelimit.limiter import (
     Decision,
     LimitResult,
     QuotaCommit,
+    QuotaReservation,
     RateLimiter,
     RequestContext,
+    ReservedQuota,
 )
 from keel.guard.ratelimit.memory import MemoryBackend
 from keel.guard.ratelimit.policy import (
@@ -125,6 +129,7 @@ __all__ = [
     "QuotaCheck",
     "QuotaCommit",
     "QuotaDecision",
+    "QuotaReservation",
     "QuotaRule",
     "QuotaWindow",
     "Rate",
@@ -133,6 +138,7 @@ __all__ = [
     "RateRule",
     "RedisBackend",
     "RequestContext",
+    "ReservedQuota",
     "SlotClaim",
     "SlotDecision",
     "WindowPeriod",

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 ADMIT = """
 -- One request's admission, all or nothing: every check is read first, and
--- only if all pass are cells spent and slots taken.
+-- only if all pass are cells spent, quota units reserved and slots taken.
 -- KEYS: rate TAT keys, then quota counter keys, then slot sets.
 -- ARGV: now, n, #rates, #quotas (the slots are the keys left), then per
---   rate: emission interval, tolerance; per quota: limit; per slot: limit,
---   lease expiry, slot id.
--- Reply: {admitted, stored TAT or false per rate, count per quota,
+--   rate: emission interval, tolerance; per quota: limit, ms to the window's
+--   end; per slot: limit, lease expiry, slot id.
+-- Reply: {admitted, stored TAT or false per rate, count before this request
+--   per quota,
 --   live leases and '%.17g' wait to the earliest expiry per slot}. Python
 --   derives every reading from these with the same code the memory backend
 --   uses, so the GCRA arithmetic below mirrors keel.guard.ratelimit.gcra.
@@ -56,12 +57,13 @@ for i = 1, nr do
   end
   reply[i + 1] = raw or false
 end
+local q = a  -- where the quotas' arguments start
 for i = 1, nq do
   local used = tonumber(redis.call('GET', KEYS[nr + i]) or '0')
   if used + n > tonumber(ARGV[a]) then
     ok = 0
   end
-  a = a + 1
+  a = a + 2
   reply[nr + i + 1] = used
 end
 for i = 1, ns do
@@ -89,6 +91,14 @@ if ok == 1 then
         ttl = 1000
       end
       redis.call('SET', KEYS[i], string.format('%.17g', fresh[i]), 'PX', ttl)
+    end
+    -- The reservation: counted now, in the same atomic step as the check, so
+    -- concurrent requests (on any instance) can never pass the limit together.
+    -- A failed request gives its unit back (QUOTA_REFUND). The counter lives
+    -- until its window ends.
+    for i = 1, nq do
+      redis.call('INCRBY', KEYS[nr + i], n)
+      redis.call('PEXPIRE', KEYS[nr + i], ARGV[q + 2 * (i - 1) + 1])
     end
   end
   for i = 1, ns do

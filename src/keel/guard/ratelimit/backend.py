@@ -11,8 +11,9 @@ the arithmetic as long as their clocks roughly agree, and a test can jump time.
 
 :meth:`LimiterBackend.admit` is the request path: every limit a request
 passes, decided at once, all or nothing (one Lua script call on Redis). The
-single-limit methods serve peeks (``/v1/quotas``), quota commits after
-success, slot releases, and tests of each algorithm on its own.
+single-limit methods serve peeks (``/v1/quotas``), quota releases after a
+failed request (:meth:`LimiterBackend.quota_refund`), slot releases, and tests
+of each algorithm on its own.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class RateCheck(NamedTuple):
 
 
 class QuotaCheck(NamedTuple):
-    """A quota to peek at: would ``n`` more fit in the window holding ``now``?"""
+    """A quota to reserve ``n`` of, in the window holding ``now``, if they fit."""
 
     key: str
     limit: int
@@ -73,9 +74,12 @@ class SlotClaim(NamedTuple):
 class Admission(NamedTuple):
     """The outcome of :meth:`LimiterBackend.admit`, one reading per check, in order.
 
-    When ``allowed`` is false nothing was consumed anywhere, and every reading
-    says so: a rate check that would have passed reads as a peek (``n = 0``),
-    a slot that would have been free reads ``acquired=False, retry_after=0``.
+    When ``allowed`` is true each quota reading counts this request's
+    reservation (``used`` includes its ``n``). When ``allowed`` is false
+    nothing was consumed anywhere, and every reading says so: a rate check
+    that would have passed reads as a peek (``n = 0``), a quota the count as
+    it stands, a slot that would have been free reads ``acquired=False,
+    retry_after=0``.
     """
 
     allowed: bool
@@ -103,10 +107,14 @@ class LimiterBackend(Protocol):
 
         Admitted only if every rate check has ``n`` cells, every quota has room
         for ``n`` more and every slot claim finds a free slot; then the cells
-        are spent and the slots taken. Otherwise nothing is written (beyond
-        dropping expired leases and clamping a TAT a backwards clock left too
-        far ahead, neither of which grants or spends anything). Quotas are only
-        peeked: they count successes, committed later with :meth:`quota_consume`.
+        are spent, ``n`` units of every quota *reserved* (counted) and the
+        slots taken, in one atomic step: concurrent admissions — on any
+        instance sharing the backend — can never pass a quota together.
+        Otherwise nothing is written (beyond dropping expired leases and
+        clamping a TAT a backwards clock left too far ahead, neither of which
+        grants or spends anything). Quotas count successes: a caller whose
+        operation then fails gives the units back with :meth:`quota_refund`
+        (passing this ``now`` as ``consumed_at``).
         Keys within one call must be distinct (the limiter's keys carry the
         rule name, so they are). Checks are :class:`RateCheck`,
         :class:`QuotaCheck` and :class:`SlotClaim`, or the same plain tuples.

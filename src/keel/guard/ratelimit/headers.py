@@ -4,10 +4,18 @@ Follows draft-ietf-httpapi-ratelimit-headers (revisions -08 to -11, checked
 2026-11): two Structured Field lists whose members are a policy name as an
 sf-string with parameters —
 
-* ``RateLimit-Policy: "api-user";q=120;w=60`` — quota ``q`` per window ``w``
-  seconds (optional ``qu`` quota unit, ``pk`` partition key);
-* ``RateLimit: "api-user";r=42;t=17`` — ``r`` remaining, ``t`` seconds until
-  the quota resets.
+* ``RateLimit-Policy: "recognitions-daily";q=10;w=86400`` — quota ``q`` per
+  window ``w`` seconds (optional ``qu`` quota unit, ``pk`` partition key);
+* ``RateLimit: "recognitions-daily";r=7;t=41000`` — ``r`` remaining quota
+  units, ``t`` seconds until quota is made available again.
+
+The numbers come from :class:`~keel.guard.ratelimit.limiter.LimitResult` and
+so ``q - r`` is real usage after the request: a quota's count including this
+request's reservation, and for a GCRA rate limit the bucket it keeps — ``q`` the
+burst, ``w`` the seconds a full refill takes, ``r`` what fits now (an
+``api-user`` of 120/min with burst 30 reads ``q=30;w=15``, ``r=29`` after a new
+user's first request). The ``X-RateLimit-*`` trio carries the same numbers for
+the most restrictive limit: ``-Limit`` = q, ``-Remaining`` = r, ``-Reset`` = t.
 
 Alongside, the de-facto ``X-RateLimit-Limit``/``-Remaining``/``-Reset``
 (seconds until reset) for clients that predate the draft, ``Retry-After``

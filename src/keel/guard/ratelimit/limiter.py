@@ -8,12 +8,23 @@ rules and the backend, nothing of HTTP: the request arrives as a
 :meth:`RateLimiter.decide` hands every applicable rule — and the request's
 concurrency slots, when the caller asks for them — to the backend as one
 all-or-nothing :meth:`~keel.guard.ratelimit.backend.LimiterBackend.admit`
-(one Lua script call on Redis): quotas are *peeked*, rate cells are *spent*
-and slots *taken* only if nothing refuses. A request refused by its org's
-limit has therefore spent nothing of its user's. Quotas are consumed later,
-by :meth:`RateLimiter.commit_quota`, once the operation succeeded (quotas
-count successes). When several rules refuse, the one reported is the first in
-policy order, quotas before rates, as a client would hit them one by one.
+(one Lua script call on Redis): rate cells are *spent*, quota units
+*reserved* and slots *taken* only if nothing refuses. A request refused by
+its org's limit has therefore spent nothing of its user's. Quotas count
+successes, and a quota is a promise: the unit is reserved at the check, so
+concurrent requests cannot pass the limit together, and the caller settles
+the :class:`QuotaReservation` once the outcome is known — kept on success,
+released (given back, exactly once) on failure. When several rules refuse,
+the one reported is the first in policy order, quotas before rates, as a
+client would hit them one by one.
+
+Readings are in the units the headers report. A quota reads ``limit`` per
+calendar window with ``remaining`` after this request's reservation. A rate
+limit (GCRA) is a bucket of ``burst`` requests refilled one per
+``period / limit`` seconds, and reads exactly so: ``burst`` per the time a
+full refill takes, ``remaining`` what fits right now — so that ``quota -
+remaining`` is the requests still counted against the caller (1 after a fresh
+key's first request), never a figure mixing the long-run rate with the burst.
 """
 
 from __future__ import annotations
@@ -81,8 +92,10 @@ class LimitResult(NamedTuple):
     """One rule's reading for one request, in the units headers need.
 
     ``quota`` and ``window`` are the policy's numbers (``q``/``w`` of
-    RateLimit-Policy); ``remaining`` and ``reset_after`` the live ones
-    (``r``/``t`` of RateLimit). A named tuple: built per rule per request.
+    RateLimit-Policy): a quota's limit and calendar window, a rate limit's
+    burst and the seconds a full refill takes (see the module docstring).
+    ``remaining`` and ``reset_after`` are the live ones (``r``/``t`` of
+    RateLimit), after this request. A named tuple: built per rule per request.
     """
 
     name: str
@@ -107,12 +120,15 @@ class Decision:
     in order; ``refused_slot`` is the index of the first one that was full.
     ``most_restrictive`` is the reading to report in the single-policy
     headers (``X-RateLimit-*``): the breach, else the fewest remaining.
+    ``reservation`` holds the quota units an admitted request reserved
+    (``None`` when no quota applied), for the caller to settle.
     """
 
     allowed: bool
     results: tuple[LimitResult, ...]
     breached: LimitResult | None = None
     slots: tuple[SlotDecision, ...] = ()
+    reservation: QuotaReservation | None = None
 
     @property
     def refused_slot(self) -> int | None:
@@ -136,16 +152,95 @@ class Decision:
         """Seconds until this request could succeed (0 when allowed)."""
         return self.breached.retry_after if self.breached is not None else 0.0
 
+    def unreserved(self) -> Decision:
+        """The readings once the reservation is given back: what a failed request reports."""
+        if self.reservation is None:
+            return self
+        n = self.reservation.n
+        results = tuple(
+            r._replace(remaining=min(r.quota, r.remaining + n)) if r.algorithm == "quota" else r
+            for r in self.results
+        )
+        return Decision(self.allowed, results, self.breached, self.slots, None)
+
 
 @dataclass(frozen=True, slots=True)
 class QuotaCommit:
-    """A quota consumed after success, and the warning threshold it crossed, if any."""
+    """A quota unit kept after success, and the warning threshold it crossed, if any."""
 
     name: str
     used: int
     limit: int
     reset_after: float
     crossed: int | None
+
+
+class ReservedQuota(NamedTuple):
+    """One quota's share of a reservation: where it is counted, and the count with it."""
+
+    name: str
+    key: str
+    window: QuotaWindow
+    used: int
+    limit: int
+    reset_after: float
+
+
+class QuotaReservation:
+    """Quota units an admitted request holds until its outcome is known.
+
+    The backend counted them at admission (so concurrent requests cannot
+    overdraw the quota); the caller settles the reservation once: :meth:`keep`
+    when the operation succeeded, :meth:`release` when it did not (an error
+    response, an exception, a client gone). Settling is exactly-once: the
+    state flips before the first ``await``, so a second settle — concurrent or
+    not — does nothing and can never give back a unit twice.
+    """
+
+    __slots__ = ("_backend", "_settled", "n", "quotas", "reserved_at")
+
+    def __init__(
+        self,
+        backend: LimiterBackend,
+        quotas: tuple[ReservedQuota, ...],
+        reserved_at: float,
+        n: int,
+    ) -> None:
+        self._backend = backend
+        self.quotas = quotas
+        self.reserved_at = reserved_at
+        self.n = n
+        self._settled = False
+
+    @property
+    def settled(self) -> bool:
+        return self._settled
+
+    def keep(self) -> tuple[QuotaCommit, ...]:
+        """The units stay counted; which 80/90/100 % warning each one crossed, once."""
+        if self._settled:
+            return ()
+        self._settled = True
+        n = self.n
+        return tuple(
+            QuotaCommit(
+                name=q.name,
+                used=q.used,
+                limit=q.limit,
+                reset_after=q.reset_after,
+                crossed=quota_threshold_crossed(q.used - n, q.used, q.limit),
+            )
+            for q in self.quotas
+        )
+
+    async def release(self) -> bool:
+        """Give the units back, in the windows they were reserved in; False if settled."""
+        if self._settled:
+            return False
+        self._settled = True
+        for q in self.quotas:
+            await self._backend.quota_refund(q.key, q.window, self.reserved_at, self.n)
+        return True
 
 
 class RateLimiter:
@@ -222,7 +317,9 @@ class RateLimiter:
     ) -> Decision:
         """Admit or refuse a request: every rule and slot claim, all or nothing.
 
-        One backend call: nothing is spent or taken unless everything fits.
+        One backend call: nothing is spent, reserved or taken unless
+        everything fits. An admitted request with quotas carries a
+        :class:`QuotaReservation` the caller must settle.
         """
         # Plain tuples throughout (the backend takes them as checks; LimitResult
         # is built without its keyword constructor): this runs on every request.
@@ -271,52 +368,20 @@ class RateLimiter:
             results.append(result)
             if not g[0]:
                 return Decision(False, tuple(results), result, admission.slots)
-        return Decision(admission.allowed, tuple(results), None, admission.slots)
-
-    async def commit_quota(
-        self,
-        limits: Iterable[RateRule | QuotaRule],
-        context: RequestContext,
-        now: float,
-        n: int = 1,
-    ) -> tuple[QuotaCommit, ...]:
-        """Count ``n`` successes against every applicable quota.
-
-        Always recorded (overdraft): the operation already happened, so the
-        count must say so even if a concurrent request got there first.
-        ``crossed`` tells the caller which 80/90/100 % warning to emit, once.
-        """
-        commits: list[QuotaCommit] = []
-        for effective, key in self.applicable(limits, context):
-            if not isinstance(effective.rule, QuotaRule):
-                continue
-            window = effective.window(context.timezone)
-            q = await self.backend.quota_consume(
-                key, effective.limit, window, now, n, overdraft=True
+        reservation = None
+        if quota_rules and admission.allowed and cost > 0:
+            reservation = QuotaReservation(
+                self.backend,
+                tuple(
+                    ReservedQuota(numbers.name, key, window, q.used, numbers.limit, q.reset_after)
+                    for (numbers, key), (_, _, window), q in zip(
+                        quota_rules, quotas, admission.quotas, strict=True
+                    )
+                ),
+                now,
+                cost,
             )
-            commits.append(
-                QuotaCommit(
-                    name=effective.name,
-                    used=q.used,
-                    limit=effective.limit,
-                    reset_after=q.reset_after,
-                    crossed=quota_threshold_crossed(q.used - n, q.used, effective.limit),
-                )
-            )
-        return tuple(commits)
-
-    async def refund_quota(
-        self,
-        limits: Iterable[RateRule | QuotaRule],
-        context: RequestContext,
-        consumed_at: float,
-        n: int = 1,
-    ) -> None:
-        """Give back what :meth:`commit_quota` counted at ``consumed_at`` (e.g. a rollback)."""
-        for effective, key in self.applicable(limits, context):
-            if isinstance(effective.rule, QuotaRule):
-                window = effective.window(context.timezone)
-                await self.backend.quota_refund(key, window, consumed_at, n)
+        return Decision(admission.allowed, tuple(results), None, admission.slots, reservation)
 
 
 class _Numbers(NamedTuple):
@@ -324,9 +389,9 @@ class _Numbers(NamedTuple):
 
     effective: EffectiveLimit
     name: str
-    limit: int
+    limit: int  # what RateLimit-Policy's q reports: a quota's limit, a rate's burst
     rate: Rate | None  # rate rules
-    window: float  # rate rules: the period (RateLimit-Policy's w)
+    window: float  # rate rules: seconds a full refill takes (RateLimit-Policy's w)
     period: WindowPeriod  # quota rules (the rule's window; "day" is a placeholder otherwise)
 
 
@@ -358,8 +423,9 @@ class _Entry:
         numbers = None
         if effective is not None:
             if isinstance(rule, RateRule):
+                # Reported as the bucket GCRA keeps: burst per full refill.
                 rate = effective.rate
-                numbers = _Numbers(effective, rule.name, rate.limit, rate, rate.period, "day")
+                numbers = _Numbers(effective, rule.name, rate.burst, rate, rate.tolerance, "day")
             else:
                 numbers = _Numbers(effective, rule.name, effective.limit, None, 0.0, rule.window)
         if len(self.numbers) >= _CACHE_BOUND:

@@ -11,7 +11,9 @@ only matters under a flood of distinct keys.
 
 Being synchronous under the hood, every operation is atomic on the event loop
 — :meth:`MemoryBackend.admit` included, which is what makes a request's whole
-set of limits all or nothing here without any locking.
+set of limits all or nothing here without any locking, and its quota
+reservations exact: no ``await`` falls between reading a count and writing it,
+so concurrent requests of one process can never pass a quota together.
 """
 
 from __future__ import annotations
@@ -110,6 +112,8 @@ class MemoryBackend:
                 decision = _new(GcraDecision, (True, remaining, new_tat - now, 0.0, new_tat))
             readings.append(decision)
         peeks = []
+        # (counter key, count with this reservation, window end) per quota that fits.
+        reserved: list[tuple[str, int, float]] = []
         if quotas:
             counts = self._counts
             for key, limit, window in quotas:
@@ -118,17 +122,21 @@ class MemoryBackend:
                 if not start <= now < end:
                     span = window._locate(now)
                     (start, end), suffix = span
-                entry = counts.get(key + suffix)  # counter_key(key, bounds)
+                ckey = key + suffix  # counter_key(key, bounds)
+                entry = counts.get(ckey)
                 used = entry[0] if entry is not None and entry[1] > now else 0
                 if used + n <= limit:
+                    # Read as reserved; _refusal takes the n back off if anything refuses.
+                    used += n
                     reset_after = end - now if end > now else 0.0
                     peek = _new(QuotaDecision, (True, used, limit, reset_after, 0.0, start, end))
+                    reserved.append((ckey, used, end))
                 else:
                     peek = quota_decision(used, limit, n, now, span[0])
                     allowed = False
                 peeks.append(peek)
         if slots or not allowed:
-            return self._settle(allowed, rates, readings, tuple(peeks), slots, now, n)
+            return self._settle(allowed, rates, readings, tuple(peeks), reserved, slots, now, n)
         if n > 0:
             if len(tats) + len(rates) >= self._max_keys:
                 self._evict(room=len(rates))
@@ -136,7 +144,17 @@ class MemoryBackend:
             # takes its slow argument-parsing path, a measurable share here.
             for i, (key, _) in enumerate(rates):
                 tats[key] = readings[i][4]  # GcraDecision.tat
+            if reserved:
+                self._reserve(reserved)
         return _new(Admission, (True, tuple(readings), tuple(peeks), ()))
+
+    def _reserve(self, reserved: list[tuple[str, int, float]]) -> None:
+        """Write the admitted quota counts: the reservation, in the same atomic step."""
+        counts = self._counts
+        if len(self) + len(reserved) >= self._max_keys:
+            self._evict(room=len(reserved))
+        for ckey, used, end in reserved:
+            counts[ckey] = (used, end)
 
     def _settle(
         self,
@@ -144,6 +162,7 @@ class MemoryBackend:
         rates: Sequence[tuple[str, Rate]],
         readings: list[GcraDecision],
         peeks: tuple[QuotaDecision, ...],
+        reserved: list[tuple[str, int, float]],
         slots: Sequence[tuple[str, int, float]],
         now: float,
         n: int,
@@ -157,13 +176,15 @@ class MemoryBackend:
                     len(held) < claim[1] for claim, held in zip(slots, leases, strict=True)
                 )
         if not allowed:
-            return self._refusal(rates, readings, peeks, slots, leases, now)
+            return self._refusal(rates, readings, peeks, slots, leases, now, n)
         tats = self._tats
         if n > 0:
             if len(tats) + len(rates) >= self._max_keys:
                 self._evict(room=len(rates))
             for (key, _), reading in zip(rates, readings, strict=True):
                 tats[key] = reading.tat
+            if reserved:
+                self._reserve(reserved)
         taken = tuple(
             self._take(claim, held, now) for claim, held in zip(slots, leases, strict=True)
         )
@@ -177,6 +198,7 @@ class MemoryBackend:
         slots: Sequence[tuple[str, int, float]],
         leases: list[dict[str, float]],
         now: float,
+        n: int,
     ) -> Admission:
         tats = self._tats
         unspent = []
@@ -197,7 +219,10 @@ class MemoryBackend:
             )
             for (_, limit, _), held in zip(slots, leases, strict=True)
         )
-        return Admission(False, tuple(unspent), peeks, refused)
+        # A quota that would have fitted reads as reserved (see admit): nothing
+        # was, so its reading goes back to the count as it stands.
+        unreserved = tuple(q._replace(used=q.used - n) if q.allowed else q for q in peeks)
+        return Admission(False, tuple(unspent), unreserved, refused)
 
     def _live_leases(self, key: str, now: float) -> dict[str, float]:
         leases = self._slots.get(key)

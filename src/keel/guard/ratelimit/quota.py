@@ -5,9 +5,10 @@ recognitions a day"), and people read "a day" on their own wall clock. So a
 daily quota resets at midnight in the organisation's IANA time zone, and a day
 is 23 or 25 hours long when daylight saving time starts or ends.
 
-Quotas count *successes*: callers ``check`` (peek) before the operation and
-``consume`` only after it succeeded, or consume first and ``refund`` on
-failure. This module is the pure arithmetic; backends keep the counts.
+Quotas count *successes*: the request path reserves (counts) a unit when it
+admits a request and refunds it if the operation fails, so that concurrent
+requests cannot pass the limit together. This module is the pure arithmetic;
+backends keep the counts.
 """
 
 from __future__ import annotations

@@ -203,6 +203,7 @@ class RedisBackend:
             windows.append(bounds)
             keys.append(quota_prefix + key + suffix)  # _quota_key(key, bounds)
             args.append(limit)
+            args.append(max(1, math.ceil((bounds[1] - now) * 1000)))  # the counter's TTL
         ids = []
         for key, limit, lease in slots:
             slot_id = self._new_slot_id()
@@ -326,6 +327,8 @@ def _admission(
         quota = quota_decision(int(reply[at]), limit, n, now, bounds)
         if not quota[0]:  # allowed
             expected = False
+        elif admitted:
+            quota = quota._replace(used=quota[1] + n)  # reserved by the script
         peeks.append(quota)
         at += 1
     taken = []
