@@ -43,6 +43,7 @@ from keel.guard.idempotency.errors import IdempotencyConflict, IdempotencyKeyReu
 from keel.guard.idempotency.fingerprints import fingerprint, is_json, streaming_hasher
 from keel.guard.idempotency.keys import KeyRef, key_from_headers
 from keel.guard.idempotency.store import Claim, ClaimResult, IdempotencyStore, StoredResponse
+from keel.observe.routes_info import ROUTE_TEMPLATE_STATE
 
 UNSAFE_METHODS = frozenset({"POST", "PATCH"})
 REPLAY_STATE = "idempotent_replay"  # scope["state"] flag: this answer is a replay
@@ -180,6 +181,8 @@ class ReplayMiddleware:
         if operation is None or key is None:
             await self.app(scope, receive, send)
             return
+        # Answered here, before routing: the access log and metrics still get the template.
+        scope["state"][ROUTE_TEMPLATE_STATE] = operation.split(" ", 1)[1]
         try:
             held = await self.store.lookup(key_ref(scope, operation, key), now=self.clock.now())
         except KeelError as error:  # the database is unreachable: so would the claim be
