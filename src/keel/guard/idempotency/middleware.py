@@ -55,11 +55,7 @@ from keel.api.routing import RouteTable
 from keel.clock import Clock
 from keel.errors import KeelError
 from keel.guard.idempotency import metrics
-from keel.guard.idempotency.errors import (
-    IdempotencyConflict,
-    IdempotencyKeyRequired,
-    IdempotencyKeyReused,
-)
+from keel.guard.idempotency.errors import IdempotencyConflict, IdempotencyKeyRequired
 from keel.guard.idempotency.fingerprints import fingerprint, is_json, streaming_hasher
 from keel.guard.idempotency.heartbeat import heartbeat
 from keel.guard.idempotency.keys import KeyRef, key_from_headers
@@ -71,6 +67,7 @@ from keel.guard.idempotency.replay import (
     keyed_operation,
     read_body,
     read_fingerprint,
+    refuse_another_request,
     replay_or_refuse,
 )
 from keel.guard.idempotency.store import Claim, ClaimResult, IdempotencyStore, StoredResponse
@@ -211,15 +208,7 @@ class IdempotencyMiddleware:
                 )
             await replay_or_refuse(claim, scope, send, route, keyed.fingerprint, self.on_mismatch)
             return
-        known = keyed.fingerprint is not None and claim.fingerprint is not None
-        if known and keyed.fingerprint != claim.fingerprint:
-            metrics.count(metrics.MISMATCHES, route)
-            if self.on_mismatch is not None:
-                await self.on_mismatch(scope, route)
-            raise IdempotencyKeyReused(
-                "this Idempotency-Key was already used with a different request; "
-                "use a new key for a new request",
-            )
+        await refuse_another_request(claim, scope, route, keyed.fingerprint, self.on_mismatch)
         metrics.count(metrics.CONFLICTS, route)
         retry_after = claim.retry_after(self.clock.now())
         raise IdempotencyConflict(

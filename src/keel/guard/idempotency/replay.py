@@ -110,6 +110,30 @@ async def read_fingerprint(scope: Scope, receive: Receive, operation: str, limit
             return hasher.finish()
 
 
+async def refuse_another_request(
+    claim: Claim,
+    scope: Scope,
+    operation: str,
+    request_fingerprint: str | None,
+    on_mismatch: OnMismatch | None,
+) -> None:
+    """Raise the 422 if the key is held for a request with another fingerprint (when both
+    fingerprints are known: an upload's is only known once its body was read)."""
+    if (
+        request_fingerprint is None
+        or claim.fingerprint is None
+        or request_fingerprint == claim.fingerprint
+    ):
+        return
+    metrics.count(metrics.MISMATCHES, operation)
+    if on_mismatch is not None:
+        await on_mismatch(scope, operation)
+    raise IdempotencyKeyReused(
+        "this Idempotency-Key was already used with a different request; "
+        "use a new key for a new request",
+    )
+
+
 async def replay_or_refuse(
     claim: Claim,
     scope: Scope,
@@ -119,18 +143,7 @@ async def replay_or_refuse(
     on_mismatch: OnMismatch | None,
 ) -> None:
     """Answer a request that found a stored outcome: replay it, or 422 for another request."""
-    if (
-        request_fingerprint is not None
-        and claim.fingerprint is not None
-        and request_fingerprint != claim.fingerprint
-    ):
-        metrics.count(metrics.MISMATCHES, operation)
-        if on_mismatch is not None:
-            await on_mismatch(scope, operation)
-        raise IdempotencyKeyReused(
-            "this Idempotency-Key was already used with a different request; "
-            "use a new key for a new request",
-        )
+    await refuse_another_request(claim, scope, operation, request_fingerprint, on_mismatch)
     assert claim.response is not None  # a COMPLETED claim carries its response
     metrics.count(metrics.REPLAYS, operation)
     scope.setdefault("state", {})[REPLAY_STATE] = True
