@@ -12,6 +12,8 @@ import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from keel.errors import DatabaseUnavailable
 from keel.guard.idempotency import Claim, ClaimResult, IdempotencyScope, KeyRef
@@ -116,3 +118,17 @@ async def test_a_database_silent_for_a_whole_lease_costs_the_claim() -> None:
     store = await run_beats(failures={2, 3, 4}, beats=12)
     assert store.lapsed
     assert store.beats == 5
+
+
+@given(
+    remaining=st.floats(min_value=-1e6, max_value=1e6, allow_nan=False),
+)
+def test_a_client_waiting_retry_after_never_arrives_before_the_lease_ends(
+    remaining: float,
+) -> None:
+    now = at(0)
+    claim = Claim(ClaimResult.IN_FLIGHT, locked_until=now + timedelta(seconds=remaining))
+    wait = claim.retry_after(now)
+    assert wait >= 1
+    assert now + timedelta(seconds=wait) >= now + timedelta(seconds=remaining)
+    assert wait < max(remaining, 0) + 1 + 1e-6  # and not a second later than needed
