@@ -30,6 +30,7 @@ from keel.domain.tokens import Authenticator
 from keel.errors import ConfigurationError
 from keel.guard.idempotency import (
     IdempotencyMiddleware,
+    ReplayMiddleware,
     SqlIdempotencyStore,
 )
 from keel.guard.limits import LimitsMiddleware
@@ -168,10 +169,12 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     # Middleware, innermost first (Starlette wraps each added one around the previous):
-    # ... → shed → auth → limits → idempotency → routes.
-    if settings.idempotency_enabled:
-        add_idempotency(app, services)
+    # ... → shed → auth → replay → limits → idempotency → routes. The replay step
+    # answers retries of finished keyed requests before the limits: they spend nothing.
+    idempotency = add_idempotency(app, services) if settings.idempotency_enabled else None
     app.add_middleware(LimitsMiddleware, guard=services.limits.guard)
+    if idempotency is not None:
+        app.add_middleware(ReplayMiddleware, **idempotency)
     app.add_middleware(
         AuthenticationMiddleware,
         authenticator=services.authenticator,
@@ -233,7 +236,9 @@ def _document_upload_types(app: FastAPI, allowed: list[str]) -> None:
 IDEMPOTENT_OPERATIONS = ("POST /v1/recognitions", "POST /v1/evidence", "POST /v1/exports")
 
 
-def add_idempotency(app: FastAPI, services: Services) -> None:
+def add_idempotency(app: FastAPI, services: Services) -> dict[str, Any]:
+    """Add the idempotency middleware; returns the options of its replay step, which
+    ``create_app`` places in front of the limits."""
     settings = services.settings
     unknown = set(settings.idempotency_required_routes) - set(IDEMPOTENT_OPERATIONS)
     if unknown:
@@ -251,17 +256,21 @@ def add_idempotency(app: FastAPI, services: Services) -> None:
         lease_seconds=settings.idempotency_lease_seconds,
         retention_seconds=settings.idempotency_retention_seconds,
     )
+    shared: dict[str, Any] = {
+        "store": store,
+        "routes": services.routes,
+        "operations": IDEMPOTENT_OPERATIONS,
+        "clock": services.clock,
+        "max_body_bytes": settings.max_upload_bytes + 1024 * 1024,
+        "on_mismatch": audit_key_mismatch(services.audit),
+    }
     app.add_middleware(
         IdempotencyMiddleware,
-        store=store,
-        routes=services.routes,
-        operations=IDEMPOTENT_OPERATIONS,
         required=settings.idempotency_required_routes,
-        clock=services.clock,
-        max_body_bytes=settings.max_upload_bytes + 1024 * 1024,
         lease_seconds=settings.idempotency_lease_seconds,
-        on_mismatch=audit_key_mismatch(services.audit),
+        **shared,
     )
+    return shared
 
 
 def create_app_from_environment() -> FastAPI:

@@ -88,7 +88,9 @@ class Settings(BaseSettings):
     idempotency_required_routes: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["POST /v1/recognitions", "POST /v1/exports"]
     )
-    idempotency_lease_seconds: float = Field(default=60.0, gt=0)
+    # A claim's lease: how long a crashed request's key stays blocked (issue 14: a retry
+    # completes within 5 s of a crash). A live request's heartbeat renews it every third.
+    idempotency_lease_seconds: float = Field(default=3.0, gt=0)
     idempotency_retention_seconds: float = Field(default=24 * 3600.0, gt=0)
 
     @field_validator("idempotency_required_routes", mode="before")

@@ -292,6 +292,21 @@ async def test_a_key_in_flight_is_a_409_with_retry_after(harness: Harness) -> No
     assert await harness.count() == 0
 
 
+async def test_the_409_retry_after_is_the_rest_of_the_holders_lease(harness: Harness) -> None:
+    """A well-behaved client retries when the holder's lease ends, not blindly each second."""
+    world = harness.world
+    ref = KeyRef(world.alice.id, world.alice.org_id, RECOGNITIONS, "busy")
+    await harness.store().claim(ref, owner="other", fingerprint=None, now=harness.clock.now())
+    harness.clock.advance(40.5)  # of the harness's 60 s lease
+    response = await harness.recognise("busy")
+    assert response.status_code == 409
+    assert response.headers["retry-after"] == "20"
+    harness.clock.advance(19.4)
+    assert (await harness.recognise("busy")).headers["retry-after"] == "1"
+    harness.clock.advance(0.2)  # the lease is over: the retry runs
+    assert (await harness.recognise("busy")).status_code == 201
+
+
 async def test_a_different_body_while_in_flight_is_a_422(harness: Harness) -> None:
     started = asyncio.Event()
     proceed = asyncio.Event()

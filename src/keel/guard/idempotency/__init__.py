@@ -3,8 +3,10 @@
 A client sends ``Idempotency-Key`` on a creating ``POST``; the first request
 with a key runs, its outcome is stored in the same transaction as its business
 write, and every retry with the same key and the same request gets that
-outcome back (``Idempotent-Replayed: true``). See ``middleware.py`` for the
-request flow, ``unit.py`` for the hook a route uses to store its outcome, and
+outcome back (``Idempotent-Replayed: true``) — answered by ``replay.py`` in
+front of the limits, so a replay spends no rate or quota. See
+``middleware.py`` for the request flow, ``heartbeat.py`` for how a live
+request keeps its short lease, ``unit.py`` for the hook a route uses to store its outcome, and
 ``store.py`` for the key's state machine.
 """
 
@@ -19,7 +21,8 @@ from keel.guard.idempotency.errors import (
 from keel.guard.idempotency.fingerprints import BodyHasher, canonical_json, fingerprint
 from keel.guard.idempotency.keys import OPENAPI_PARAMETER as IDEMPOTENCY_KEY_PARAMETER
 from keel.guard.idempotency.keys import KeyRef, key_from_headers, parse_key
-from keel.guard.idempotency.middleware import REPLAY_STATE, IdempotencyMiddleware
+from keel.guard.idempotency.middleware import IdempotencyMiddleware
+from keel.guard.idempotency.replay import REPLAY_STATE, ReplayMiddleware
 from keel.guard.idempotency.sql import SqlIdempotencyStore, purge_expired
 from keel.guard.idempotency.store import (
     TRANSITIONS,
@@ -51,6 +54,7 @@ __all__ = [
     "KeyRef",
     "KeyState",
     "Outcome",
+    "ReplayMiddleware",
     "SqlIdempotencyStore",
     "StoredResponse",
     "Transition",

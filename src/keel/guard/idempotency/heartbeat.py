@@ -1,14 +1,23 @@
 """The lease heartbeat: a keyed request that is still running keeps its claim.
 
-A claim's lease (``KEEL_IDEMPOTENCY_LEASE_SECONDS``) is how long a request may
-look dead before a retry takes its key over. A request that is merely slow —
-a 25 MB evidence upload on a poor connection — must not look dead: while it
-runs, a background task extends its lease every third of a lease (one
-conditional ``UPDATE``), so a lost beat or two still leaves it covered. The
-beat stops when the request finishes, when the outcome is written, or when the
-claim turns out to be lost (another request took it over: this one's
-completion will fail and roll back, as before). A process that dies stops
-beating, and its claim expires one lease later as it always did.
+A claim's lease (``KEEL_IDEMPOTENCY_LEASE_SECONDS``, 3 s by default) is how
+long a request may look dead before a retry takes its key over. It is short
+so that a client retrying after a crash gets its request run within seconds
+(issue 14: within 5 s), not after a minute of ``409``. A request that is
+merely slow — a 25 MB evidence upload on a poor connection, a slow database —
+must not look dead: while it runs, a background task extends its lease every
+third of a lease (one conditional ``UPDATE``, only for requests that outlive
+a beat), so one lost beat still leaves it covered. The beat stops when the
+request finishes, when the outcome is written, or when the claim turns out to
+be lost (another request took it over: this one's completion will fail and
+roll back, as before). A process that dies stops beating, and its claim
+expires at most one lease later.
+
+Safety never depends on the beat: were a live request's claim taken over (an
+event loop stalled for longer than two beats, the database silent for a
+lease), the takeover is a compare-and-set and the old owner's completion,
+inside its business transaction, finds the claim gone and rolls back — the
+work still runs once.
 
 Beats run on the real event loop's time (``asyncio.sleep``); the lease they
 set is computed from the injected clock, like every other deadline here.

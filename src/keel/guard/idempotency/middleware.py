@@ -1,7 +1,9 @@
 """Idempotency keys on creating requests, as pure ASGI middleware.
 
-It sits right after authentication (it keys on the principal) and before the
-route. For a keyed ``POST`` to an operation that takes keys it:
+It sits after authentication (it keys on the principal) and the limits, and
+before the route; a retry of a *finished* request never gets this far: the
+replay step in front of the limits answers it (``replay.py``). For a keyed
+``POST`` to an operation that takes keys it:
 
 1. resolves the operation with the app's :class:`~keel.api.routing.RouteTable`
    (method + route *template*, never the raw path; the same table the limits
@@ -10,7 +12,8 @@ route. For a keyed ``POST`` to an operation that takes keys it:
    its own, committed before any work starts;
 3. on a stored outcome with the same fingerprint, **replays** it with
    ``Idempotent-Replayed: true``; a different fingerprint is a 422; a live
-   claim held by another request is a 409 with ``Retry-After``;
+   claim held by another request is a 409 whose ``Retry-After`` is the rest
+   of that claim's lease (rounded up), when a retry next learns something;
 4. otherwise runs the route, which stores its outcome in its own business
    transaction (see ``unit.py``), while a heartbeat extends the claim's lease
    (``heartbeat.py``) so a slow request is never taken for a dead one; and
@@ -40,7 +43,7 @@ content addressing makes that harmless, and only the claim owner's row counts.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Collection
 from typing import Any
 
 import anyio
@@ -50,47 +53,31 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from keel.api.problems import from_error
 from keel.api.routing import RouteTable
 from keel.clock import Clock
-from keel.errors import KeelError, PayloadTooLarge
+from keel.errors import KeelError
 from keel.guard.idempotency import metrics
-from keel.guard.idempotency.errors import (
-    IdempotencyConflict,
-    IdempotencyKeyRequired,
-    IdempotencyKeyReused,
-)
+from keel.guard.idempotency.errors import IdempotencyConflict, IdempotencyKeyRequired
 from keel.guard.idempotency.fingerprints import fingerprint, is_json, streaming_hasher
 from keel.guard.idempotency.heartbeat import heartbeat
 from keel.guard.idempotency.keys import KeyRef, key_from_headers
+from keel.guard.idempotency.replay import (
+    REPLAY_STATE,
+    OnMismatch,
+    header,
+    key_ref,
+    keyed_operation,
+    read_body,
+    read_fingerprint,
+    refuse_another_request,
+    replay_or_refuse,
+)
 from keel.guard.idempotency.store import Claim, ClaimResult, IdempotencyStore, StoredResponse
 from keel.guard.idempotency.unit import STATE_KEY, IdempotencyScope, replayable
 
 log = structlog.get_logger(__name__)
 
-UNSAFE_METHODS = frozenset({"POST", "PATCH"})
-REPLAY_STATE = "idempotent_replay"  # scope["state"] flag for the quota logic
+__all__ = ["REPLAY_STATE", "IdempotencyMiddleware"]
+
 MAX_REFUSAL_BODY = 64 * 1024  # refusal bodies are problem documents; bigger ones are not stored
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole request body, or ``None`` if the client went away."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        size += len(chunks[-1])
-        if size > limit:
-            raise PayloadTooLarge(f"the body is larger than the {limit}-byte limit", limit=limit)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 def _replaying(body: bytes, receive: Receive) -> Receive:
@@ -122,7 +109,7 @@ class IdempotencyMiddleware:
         clock: Clock,
         max_body_bytes: int,
         lease_seconds: float,
-        on_mismatch: Callable[[Scope, str], Awaitable[None]] | None = None,
+        on_mismatch: OnMismatch | None = None,
     ) -> None:
         self.app = app
         self.on_mismatch = on_mismatch
@@ -135,13 +122,8 @@ class IdempotencyMiddleware:
         self.lease_seconds = lease_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in UNSAFE_METHODS:
-            await self.app(scope, receive, send)
-            return
-        matched = self.routes.match(scope["method"], scope["path"])
-        operation = matched[0] if matched is not None else None
-        principal = scope.get("state", {}).get("principal")
-        if operation not in self.operations or principal is None:
+        operation = keyed_operation(scope, self.routes, self.operations)
+        if operation is None:
             # Not an operation that takes keys, or anonymous: the route answers (401).
             await self.app(scope, receive, send)
             return
@@ -158,18 +140,17 @@ class IdempotencyMiddleware:
         if key is None:
             await self.app(scope, receive, send)
             return
-        ref = KeyRef(principal.user_id, principal.org_id, operation, key)
-        await self._keyed(scope, receive, send, ref)
+        await self._keyed(scope, receive, send, key_ref(scope, operation, key))
 
     async def _keyed(self, scope: Scope, receive: Receive, send: Send, ref: KeyRef) -> None:
-        content_type = _header(scope, b"content-type")
+        content_type = header(scope, b"content-type")
         keyed = IdempotencyScope(
             store=self.store, ref=ref, owner=secrets.token_hex(16), clock=self.clock
         )
         app_receive = receive
         if is_json(content_type):
             try:
-                body = await _read_body(receive, self.max_body_bytes)
+                body = await read_body(receive, self.max_body_bytes)
             except KeelError as error:
                 await _respond(scope, receive, send, error)
                 return
@@ -219,57 +200,22 @@ class IdempotencyMiddleware:
         self, claim: Claim, scope: Scope, receive: Receive, send: Send, keyed: IdempotencyScope
     ) -> None:
         route = keyed.ref.operation
-        if claim.result is ClaimResult.COMPLETED and keyed.fingerprint is None:
-            content_type = _header(scope, b"content-type")
-            keyed.fingerprint = await self._drain(receive, keyed, content_type)
-        known = keyed.fingerprint is not None and claim.fingerprint is not None
-        if known and keyed.fingerprint != claim.fingerprint:
-            metrics.count(metrics.MISMATCHES, route)
-            if self.on_mismatch is not None:
-                await self.on_mismatch(scope, route)
-            raise IdempotencyKeyReused(
-                "this Idempotency-Key was already used with a different request; "
-                "use a new key for a new request",
-            )
-        if claim.result is ClaimResult.COMPLETED and claim.response is not None:
-            metrics.count(metrics.REPLAYS, route)
-            scope.setdefault("state", {})[REPLAY_STATE] = True
-            await _replay(claim.response, send)
+        if claim.result is ClaimResult.COMPLETED:
+            # Finished between the replay step's lookup and this claim: replay it here.
+            if keyed.fingerprint is None:
+                keyed.fingerprint = await read_fingerprint(
+                    scope, receive, route, self.max_body_bytes
+                )
+            await replay_or_refuse(claim, scope, send, route, keyed.fingerprint, self.on_mismatch)
             return
+        await refuse_another_request(claim, scope, route, keyed.fingerprint, self.on_mismatch)
         metrics.count(metrics.CONFLICTS, route)
+        retry_after = claim.retry_after(self.clock.now())
         raise IdempotencyConflict(
             "a request with this Idempotency-Key is still being processed; "
-            "retry after Retry-After seconds to get its outcome"
+            f"retry in {retry_after} s (Retry-After) to get its outcome",
+            retry_after=retry_after,
         )
-
-    async def _drain(
-        self, receive: Receive, keyed: IdempotencyScope, content_type: str | None
-    ) -> str:
-        hasher = streaming_hasher(keyed.ref.operation, content_type)
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise IdempotencyConflict("the client went away before its body was read")
-            hasher.update(message.get("body", b""))
-            if hasher.size > self.max_body_bytes:
-                raise PayloadTooLarge(
-                    f"the body is larger than the {self.max_body_bytes}-byte limit",
-                    limit=self.max_body_bytes,
-                )
-            if not message.get("more_body", False):
-                return hasher.finish()
-
-
-async def _replay(response: StoredResponse, send: Send) -> None:
-    headers = [
-        (name.encode("latin-1"), value.encode("latin-1")) for name, value in response.headers
-    ]
-    headers += [
-        (b"content-length", str(len(response.body)).encode()),
-        (b"idempotent-replayed", b"true"),
-    ]
-    await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    await send({"type": "http.response.body", "body": response.body, "more_body": False})
 
 
 class _Settling:

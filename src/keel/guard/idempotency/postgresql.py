@@ -14,8 +14,11 @@ on its own with ``synchronous_commit`` off (see ``SqlIdempotencyStore``), the
 completion runs inside the route's transaction, which must already be open.
 
 The claim reads the row in its way in the same transaction, so a replay or a
-409 costs that one transaction too. The rarer paths (taking over an expired
-claim, release, settle, heartbeat) stay on the ORM in ``sql.py``.
+409 costs that one transaction too. The replay lookup that runs before the
+limits (``replay.py``) is one autocommit ``SELECT`` on the same kind of
+connection, so the check every keyed request now pays stays a single
+round trip. The rarer paths (taking over an expired claim, release, settle,
+heartbeat) stay on the ORM in ``sql.py``.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ RETURNING owner
 """
 
 READ = """
-SELECT state, fingerprint, locked_until, expires_at,
+SELECT state, owner, fingerprint, locked_until, expires_at,
        response_status, response_headers, response_body
 FROM idempotency_keys
 WHERE user_id = $1 AND operation = $2 AND key = $3
@@ -78,6 +81,7 @@ class KeyRow(NamedTuple):
     """The key's row as ``sql._held`` reads it (asyncpg records have no attributes)."""
 
     state: str
+    owner: str
     fingerprint: str | None
     locked_until: datetime
     expires_at: datetime
@@ -107,6 +111,16 @@ async def claim_or_read(
                 return CLAIMED
             # READ COMMITTED: this statement sees the row the insert collided with.
             record = await driver.fetchrow(READ, *key)
+    return None if record is None else KeyRow(*record)
+
+
+async def read_key(database: Database, key: tuple[str, str, str]) -> KeyRow | None:
+    """The key's row, read in autocommit on a pooled asyncpg connection (``None`` if absent)."""
+
+    async def read(driver: Any) -> Any:
+        return await driver.fetchrow(READ, *key)
+
+    record = await database.on_autocommit_driver(read)
     return None if record is None else KeyRow(*record)
 
 

@@ -5,9 +5,11 @@ Named queries over ``idempotency_keys``:
 - **claim** — ``INSERT … ON CONFLICT DO NOTHING RETURNING``: the primary key
   (user, operation, key) decides between racing processes and exactly one
   insert returns a row. Otherwise the row is read: a live outcome or claim is
-  the answer; an expired one is taken by a conditional ``UPDATE``
-  (PostgreSQL re-checks its ``WHERE`` after waiting on the row lock, SQLite's
-  ``BEGIN IMMEDIATE`` serialises writers), so of two takers exactly one wins.
+  the answer; an expired one is taken by a compare-and-set ``UPDATE``, on the
+  owner token that was read *and* on the lease still being over (PostgreSQL
+  re-checks its ``WHERE`` after waiting on the row lock, SQLite's ``BEGIN
+  IMMEDIATE`` serialises writers): of two takers exactly one wins, and a claim
+  whose heartbeat landed between the read and the update is left alone.
   On SQLite the read comes first, in a read transaction, so replays and
   conflicts never queue for the database-wide write lock.
 - **complete** — an ``UPDATE … WHERE owner = :owner AND state = 'in_flight'``
@@ -20,6 +22,8 @@ Named queries over ``idempotency_keys``:
 - **release** — ``DELETE … WHERE owner = :owner AND state = 'in_flight'``:
   never removes a stored outcome, so releasing after an ambiguous failure is
   always safe.
+- **lookup** — the read alone, for the replay step in front of the limits
+  (``replay.py``): a completed key is answered there, spending nothing.
 - **purge** — deletes expired rows in primary-key batches so no single
   statement holds many row locks for long.
 
@@ -42,7 +46,7 @@ from keel.db.engine import Database
 from keel.db.tables_idempotency import IdempotencyKey
 from keel.guard.idempotency.errors import IdempotencyLeaseLost
 from keel.guard.idempotency.keys import KeyRef
-from keel.guard.idempotency.postgresql import CLAIMED, claim_or_read, complete_in
+from keel.guard.idempotency.postgresql import CLAIMED, claim_or_read, complete_in, read_key
 from keel.guard.idempotency.store import (
     Claim,
     ClaimResult,
@@ -79,6 +83,7 @@ _CLAIM_VALUES = {
 }
 READ = select(
     _T.state,
+    _T.owner,
     _T.fingerprint,
     _T.locked_until,
     _T.expires_at,
@@ -104,6 +109,7 @@ TAKE_OVER = (
     update(_TABLE)
     .where(
         _THE_KEY,
+        _T.owner == bindparam("k_seen_owner"),  # compare-and-set: the holder we saw expire
         or_(
             and_(_T.state == _IN_FLIGHT, _T.locked_until <= bindparam("v_now")),
             and_(_T.state == _COMPLETED, _T.expires_at <= bindparam("v_now")),
@@ -219,7 +225,7 @@ class SqlIdempotencyStore:
     ) -> Claim:
         params = self._claim_params(ref, owner, fingerprint, now)
         for _ in range(CLAIM_ATTEMPTS):
-            row = None
+            row: Any = None
             if self._read_first:
                 async with self.database.read() as session:
                     row = (await session.execute(READ, params)).one_or_none()
@@ -234,19 +240,30 @@ class SqlIdempotencyStore:
                 found = await claim_or_read(self.database, _key(ref), _claim_values(params))
                 if found == CLAIMED:
                     return Claim(ClaimResult.CLAIMED)
-                held = _held(found, now)
+                row = found
+                held = _held(row, now)
                 if held is not None:
                     return held
-                if found is None:
+                if row is None:
                     continue  # released between our insert and our read
+            # An expired claim or outcome: take it, if it is still the one we read.
             async with self.database.write() as session:
                 await self._relax_durability(session)
-                taken = await session.execute(TAKE_OVER, params)
+                taken = await session.execute(TAKE_OVER, {**params, "k_seen_owner": row.owner})
                 if taken.first() is not None:
                     log.info("idempotency_transition", transition=Transition.TAKE_OVER, **_log(ref))
                     return Claim(ClaimResult.TAKEN_OVER)
         # The row changed hands CLAIM_ATTEMPTS times in a row: report it as busy.
         return Claim(ClaimResult.IN_FLIGHT, locked_until=now)
+
+    async def lookup(self, ref: KeyRef, *, now: datetime) -> Claim | None:
+        """What holds the key now (a live outcome or claim), without taking it."""
+        if self.database.asyncpg:
+            row: Any = await read_key(self.database, _key(ref))
+        else:
+            async with self.database.read() as session:
+                row = (await session.execute(READ, _key_params(ref))).one_or_none()
+        return _held(row, now)
 
     async def _insert(self, params: dict[str, Any]) -> bool:
         async with self.database.write() as session:

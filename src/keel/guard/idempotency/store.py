@@ -6,10 +6,14 @@ A key's row moves through an explicit state machine (``TRANSITIONS``):
   own random ``owner`` token and a lease (``locked_until``), in a short
   transaction of its own that commits before any work starts;
 - *in flight → in flight* (**take over**): once the lease has passed, a retry
-  may take the claim — the request that held it died or hangs;
+  may take the claim — the request that held it died or hangs. The lease is
+  short (``KEEL_IDEMPOTENCY_LEASE_SECONDS``, 3 s), so a retry after a crash
+  waits seconds, not a minute; the takeover is a compare-and-set on the owner
+  token that was seen to expire, so of two takers exactly one wins;
 - *in flight → in flight* (**extend**): the heartbeat of a request still
-  running pushes its lease on, so a slow request (a large upload) never loses
-  its claim to a retry while it works;
+  running pushes its lease on every third of a lease, so a slow request (a
+  large upload, a slow database) never loses its claim to a retry while it
+  works — only a dead process stops beating;
 - *in flight → completed* (**complete**): the outcome is written **inside the
   business transaction**, conditional on still owning the claim; if another
   request took the key over, the update matches no row, the completion raises
@@ -28,6 +32,7 @@ change the row it still holds. Time is an argument (``now``) everywhere.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -94,6 +99,17 @@ class Claim:
     def owned(self) -> bool:
         return self.result in (ClaimResult.CLAIMED, ClaimResult.TAKEN_OVER)
 
+    def retry_after(self, now: datetime) -> int:
+        """Whole seconds until the holder's lease ends (at least 1): when a retry of an
+        in-flight key can next learn something — the outcome, or that the holder died.
+
+        Rounded up, so a client that waits this long arrives after the lease, not
+        just before it; a live holder's heartbeat will have moved the lease on by
+        then, and the retry is told the new remainder."""
+        if self.locked_until is None:
+            return 1
+        return max(1, math.ceil((self.locked_until - now).total_seconds()))
+
 
 class IdempotencyStore(Protocol):
     async def claim(
@@ -113,6 +129,11 @@ class IdempotencyStore(Protocol):
         now: datetime,
     ) -> None:
         """Store the outcome in the caller's transaction; raises ``IdempotencyLeaseLost``."""
+        ...
+
+    async def lookup(self, ref: KeyRef, *, now: datetime) -> Claim | None:
+        """What holds the key now — a live outcome (``COMPLETED``) or claim
+        (``IN_FLIGHT``) — without taking it; ``None`` if nothing live does."""
         ...
 
     async def settle(
