@@ -37,6 +37,7 @@ from keel.guard.notify import audit_key_mismatch, quota_warning_hook
 from keel.guard.shed import LoadSheddingMiddleware
 from keel.guard.wiring import OPERATIONS, build_limits
 from keel.jobs.runtime import InProcessWorker, inprocess_enabled
+from keel.metric_series import expose_documented_series
 from keel.observe.tracing import native_telemetry_off
 from keel.observe.watchdog import LoopWatchdog
 from keel.readiness import register_readiness_checks
@@ -127,6 +128,7 @@ def create_app(
     services.limits.guard.threshold_hooks.append(
         quota_warning_hook(services.database, services.audit, clock)
     )
+    expose_documented_series(services, IDEMPOTENT_OPERATIONS)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -151,7 +151,9 @@ async def health(request: Request) -> Response:
     summary="Prometheus metrics (text format)",
 )
 async def metrics(request: Request) -> Response:
-    payload, content_type = _observe(request).metrics.render()
+    metrics = _observe(request).metrics
+    await metrics.refresh()  # the families read from the database (bounded, cached)
+    payload, content_type = metrics.render()
     return Response(payload, media_type=content_type)
 
 
