@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from keel import __version__, observe
 from keel.api import problems
@@ -48,6 +49,8 @@ from keel.settings import Settings
 from keel.storage import LocalDirectoryStore, ResilientBlobStore
 
 log = structlog.get_logger(__name__)
+
+DOCS_ASSETS = "/docs/assets"
 
 ROUTERS = (
     recognitions.router,
@@ -157,7 +160,10 @@ def create_app(
                 await services.database.dispose()
                 log.info("keel_stopped")
 
-    app = FastAPI(
+    # /docs and /redoc with their Swagger UI and ReDoc assets served from the installed
+    # package (under DOCS_ASSETS), never a CDN: the docs work offline and leak no visits.
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS,
         title="Keel",
         version=__version__,
         summary="Recognitions between colleagues, on a reliability layer you can lean on.",
@@ -188,18 +194,21 @@ def create_app(
     # middleware. Starlette makes the last added the outermost, so this block stays
     # after every other add_middleware.
     observe.install(app, services.observe, settings, services.database)
-    _document_upload_types(app, settings.allowed_content_types)
+    _finish_openapi(app, settings)
     return app
 
 
-def _document_upload_types(app: FastAPI, allowed: list[str]) -> None:
+def _finish_openapi(app: FastAPI, settings: Settings) -> None:
     """Finish the OpenAPI document with what only the running configuration knows.
 
-    Which file types this deployment accepts is a setting; and every ``/v1``
-    operation can be refused by the layers in front of the routes — 401 by
-    authentication, 429 by limits, 503 by load shedding or a dependency — so each
-    documents those problems too.
+    Which file types this deployment accepts is a setting, and so is which
+    operations require an ``Idempotency-Key`` (those say ``required: true``); and
+    every ``/v1`` operation can be refused by the layers in front of the routes —
+    401 by authentication, 429 by limits, 503 by load shedding or a dependency —
+    so each documents those problems too.
     """
+    allowed = settings.allowed_content_types
+    required = set(settings.idempotency_required_routes) if settings.idempotency_enabled else set()
     generate = app.openapi
     everywhere = problems.problem_responses(401, 429, 503)
 
@@ -214,7 +223,14 @@ def _document_upload_types(app: FastAPI, allowed: list[str]) -> None:
             for path, operations in schema["paths"].items():
                 if not path.startswith("/v1/"):
                     continue
-                for operation in operations.values():
+                for method, operation in operations.items():
+                    if "parameters" in operation:
+                        operation["parameters"] = [
+                            {**parameter, "required": f"{method.upper()} {path}" in required}
+                            if parameter.get("name") == "Idempotency-Key"
+                            else parameter
+                            for parameter in operation["parameters"]
+                        ]
                     responses = operation.setdefault("responses", {})
                     for status, documented in everywhere.items():
                         responses.setdefault(

@@ -76,7 +76,12 @@ _HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 Verbose = Annotated[str | None, Query(description="Plain-text `[+]`/`[-]` lines instead of JSON.")]
-Exclude = Annotated[list[str] | None, Query(description="Skip the named check(s).")]
+# Check names are ``component`` names (``database``, ``storage``, ``redis``, …).
+CHECK_NAME = r"^[a-z][a-z0-9_.-]{0,63}$"
+Exclude = Annotated[
+    list[Annotated[str, Query(pattern=CHECK_NAME)]] | None,
+    Query(description="Skip the named check(s)."),
+]
 
 
 @router.get(
@@ -123,7 +128,7 @@ async def ready(request: Request, verbose: Verbose = None, exclude: Exclude = No
     response_class=Response,
     summary="Summary: status, version, release, uptime",
 )
-async def health(request: Request) -> Response:
+async def health(request: Request, verbose: Verbose = None) -> Response:
     observe = _observe(request)
     registry = observe.health
     cached = registry.cached() or await registry.readiness()
@@ -141,7 +146,9 @@ async def health(request: Request) -> Response:
             (registry.reading(_UPTIME, status, uptime.value, "s", f"not passing: {reason}"),),
             cached.taken_at,
         )
-    return _answer(request, summary, "health", verbose=False, max_age=_max_age(request, cached))
+    return _answer(
+        request, summary, "health", verbose=verbose is not None, max_age=_max_age(request, cached)
+    )
 
 
 @router.get(
