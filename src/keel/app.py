@@ -220,7 +220,13 @@ def _finish_openapi(app: FastAPI, settings: Settings) -> None:
                 "file": {"contentType": ", ".join(allowed)}
             }
             reference = {"$ref": "#/components/schemas/Problem"}
+            problem = {problems.MEDIA_TYPE: {"schema": reference}}
             for path, operations in schema["paths"].items():
+                for operation in operations.values():
+                    # FastAPI documents its own 422 body; Keel answers problem+json.
+                    invalid = operation.get("responses", {}).get("422")
+                    if invalid is not None and "application/json" in invalid.get("content", {}):
+                        invalid["content"] = problem
                 if not path.startswith("/v1/"):
                     continue
                 for method, operation in operations.items():
@@ -237,13 +243,25 @@ def _finish_openapi(app: FastAPI, settings: Settings) -> None:
                             str(status),
                             {
                                 "description": documented["description"],
-                                "content": {problems.MEDIA_TYPE: {"schema": reference}},
+                                "content": problem,
                             },
                         )
+            _document_readiness_checks(schema, app)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _document_readiness_checks(schema: dict[str, Any], app: FastAPI) -> None:
+    """``/ready?exclude=`` takes the names of the registered checks (others are a 422)."""
+    names = sorted(check.name for check in app.state.services.observe.health.checks)
+    for parameter in schema["paths"]["/ready"]["get"].get("parameters", []):
+        if parameter["name"] != "exclude":
+            continue
+        for option in parameter["schema"].get("anyOf", []):
+            if option.get("type") == "array":
+                option["items"] = {"type": "string", "enum": names}
 
 
 # The creating operations that take an Idempotency-Key; their routes store their

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from keel import __version__
 from keel.api.services import Services, services_of
 from keel.db import migrate
+from keel.errors import InvalidInput
 from keel.observe.health import MEDIA_TYPE, Report, Status, static_check
 from keel.observe.version import settings_fingerprint
 
@@ -111,6 +112,12 @@ async def live(request: Request, verbose: Verbose = None) -> Response:
 )
 async def ready(request: Request, verbose: Verbose = None, exclude: Exclude = None) -> Response:
     observe = _observe(request)
+    known = {check.name for check in observe.health.checks}
+    unknown = sorted(set(exclude or ()) - known)
+    if unknown:  # a typo would silently keep the check: refuse it
+        raise InvalidInput(
+            f"no readiness check named {', '.join(unknown)}", field="exclude", allowed=sorted(known)
+        )
     report = await observe.health.readiness()
     max_age = _max_age(request, report)
     report = report.without(exclude or ())
