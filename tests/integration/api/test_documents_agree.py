@@ -244,3 +244,24 @@ def test_the_readme_names_make_runs_port_setting_and_the_demo_plan() -> None:
     assert "KEEL_PORT ?= 8000" in makefile
     assert "make run KEEL_PORT=" in README
     assert "`team` plan" in README
+
+
+def test_every_status_the_readme_lists_for_a_route_is_in_the_openapi_document(
+    app: FastAPI,
+) -> None:
+    schema = app.openapi()
+    paths = {re.sub(r"\{[^}]+\}", "{}", path): path for path in schema["paths"]}
+    start = README.index("| method and path | what it does |")
+    checked = 0
+    for line in README[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        routes_cell, said = line.strip("|").split("|", 1)
+        statuses = re.findall(r"`([1-5]\d\d)`", said)
+        for method, path in re.findall(r"`(GET|POST|PUT|PATCH|DELETE) (/[^`]+)`", routes_cell):
+            template = paths[re.sub(r"\{[^}]+\}", "{}", path)]  # README says {id}
+            responses = schema["paths"][template][method.lower()]["responses"]
+            for status in statuses:
+                assert status in responses, f"{method} {path}: README says {status}"
+                checked += 1
+    assert checked >= 6  # 201, 204 (twice), 202, 409, …
