@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,8 +44,15 @@ EXCLUDED_CHECKS = {
     # leaks), and an export's content is a 409 until the export succeeded.
     "positive_data_acceptance": "business rules (ids of your organisation) are not in a schema",
 }
-MAX_EXAMPLES = "10"
+MAX_EXAMPLES = "25"
 DEADLINE_SECONDS = 240
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _schemathesis_env() -> dict[str, str]:
+    """Our hooks (fresh valid Idempotency-Keys: see tests/e2e/schemathesis_hooks.py)."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "SCHEMATHESIS_HOOKS": "tests.e2e.schemathesis_hooks", "PYTHONPATH": path}
 
 
 async def _lift_limits(database_url: str, policy: Policy, org_id: str) -> None:
@@ -108,6 +116,7 @@ def test_schemathesis_finds_no_failure_on_the_whole_document(
                 text=True,
                 timeout=DEADLINE_SECONDS,
                 cwd=tmp_path,
+                env=_schemathesis_env(),
                 check=False,
             )
             server_log = server.log()
