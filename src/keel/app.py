@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from keel import __version__, observe
 from keel.api import problems
@@ -38,6 +39,7 @@ from keel.guard.notify import audit_key_mismatch, quota_warning_hook
 from keel.guard.shed import LoadSheddingMiddleware
 from keel.guard.wiring import OPERATIONS, build_limits
 from keel.jobs.runtime import InProcessWorker, inprocess_enabled
+from keel.metric_series import expose_documented_series
 from keel.observe.tracing import native_telemetry_off
 from keel.observe.watchdog import LoopWatchdog
 from keel.readiness import register_readiness_checks
@@ -48,6 +50,8 @@ from keel.settings import Settings
 from keel.storage import LocalDirectoryStore, ResilientBlobStore
 
 log = structlog.get_logger(__name__)
+
+DOCS_ASSETS = "/docs/assets"
 
 ROUTERS = (
     recognitions.router,
@@ -128,6 +132,7 @@ def create_app(
     services.limits.guard.threshold_hooks.append(
         quota_warning_hook(services.database, services.audit, clock)
     )
+    expose_documented_series(services, IDEMPOTENT_OPERATIONS)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -156,7 +161,10 @@ def create_app(
                 await services.database.dispose()
                 log.info("keel_stopped")
 
-    app = FastAPI(
+    # /docs and /redoc with their Swagger UI and ReDoc assets served from the installed
+    # package (under DOCS_ASSETS), never a CDN: the docs work offline and leak no visits.
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS,
         title="Keel",
         version=__version__,
         summary="Recognitions between colleagues, on a reliability layer you can lean on.",
@@ -189,18 +197,21 @@ def create_app(
     # middleware. Starlette makes the last added the outermost, so this block stays
     # after every other add_middleware.
     observe.install(app, services.observe, settings, services.database)
-    _document_upload_types(app, settings.allowed_content_types)
+    _finish_openapi(app, settings)
     return app
 
 
-def _document_upload_types(app: FastAPI, allowed: list[str]) -> None:
+def _finish_openapi(app: FastAPI, settings: Settings) -> None:
     """Finish the OpenAPI document with what only the running configuration knows.
 
-    Which file types this deployment accepts is a setting; and every ``/v1``
-    operation can be refused by the layers in front of the routes — 401 by
-    authentication, 429 by limits, 503 by load shedding or a dependency — so each
-    documents those problems too.
+    Which file types this deployment accepts is a setting, and so is which
+    operations require an ``Idempotency-Key`` (those say ``required: true``); and
+    every ``/v1`` operation can be refused by the layers in front of the routes —
+    401 by authentication, 429 by limits, 503 by load shedding or a dependency —
+    so each documents those problems too.
     """
+    allowed = settings.allowed_content_types
+    required = set(settings.idempotency_required_routes) if settings.idempotency_enabled else set()
     generate = app.openapi
     everywhere = problems.problem_responses(401, 429, 503)
 
@@ -212,23 +223,48 @@ def _document_upload_types(app: FastAPI, allowed: list[str]) -> None:
                 "file": {"contentType": ", ".join(allowed)}
             }
             reference = {"$ref": "#/components/schemas/Problem"}
+            problem = {problems.MEDIA_TYPE: {"schema": reference}}
             for path, operations in schema["paths"].items():
+                for operation in operations.values():
+                    # FastAPI documents its own 422 body; Keel answers problem+json.
+                    invalid = operation.get("responses", {}).get("422")
+                    if invalid is not None and "application/json" in invalid.get("content", {}):
+                        invalid["content"] = problem
                 if not path.startswith("/v1/"):
                     continue
-                for operation in operations.values():
+                for method, operation in operations.items():
+                    if "parameters" in operation:
+                        operation["parameters"] = [
+                            {**parameter, "required": f"{method.upper()} {path}" in required}
+                            if parameter.get("name") == "Idempotency-Key"
+                            else parameter
+                            for parameter in operation["parameters"]
+                        ]
                     responses = operation.setdefault("responses", {})
                     for status, documented in everywhere.items():
                         responses.setdefault(
                             str(status),
                             {
                                 "description": documented["description"],
-                                "content": {problems.MEDIA_TYPE: {"schema": reference}},
+                                "content": problem,
                             },
                         )
+            _document_readiness_checks(schema, app)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _document_readiness_checks(schema: dict[str, Any], app: FastAPI) -> None:
+    """``/ready?exclude=`` takes the names of the registered checks (others are a 422)."""
+    names = sorted(check.name for check in app.state.services.observe.health.checks)
+    for parameter in schema["paths"]["/ready"]["get"].get("parameters", []):
+        if parameter["name"] != "exclude":
+            continue
+        for option in parameter["schema"].get("anyOf", []):
+            if option.get("type") == "array":
+                option["items"] = {"type": "string", "enum": names}
 
 
 # The creating operations that take an Idempotency-Key; their routes store their

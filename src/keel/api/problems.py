@@ -27,6 +27,10 @@ log = structlog.get_logger(__name__)
 
 MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "https://keel.dev/problems/"
+# Where the request-context middleware leaves the headers every response carries
+# (X-Request-Id, traceparent): a 500 is sent by Starlette's outermost error
+# middleware, outside it, so the handler adds them itself.
+RESPONSE_HEADERS = "keel.response_headers"
 
 _HTTP_SLUGS = {
     400: ("bad-request", "Bad request"),
@@ -112,6 +116,18 @@ async def _validation_error(request: Request, error: Exception) -> Response:
         }
         for item in error.errors()
     ]
+    malformed = [e for e in errors if e["code"] == "json_invalid"]
+    if malformed:
+        # A body that is not JSON at all is a syntax error: 400 (RFC 9110 §15.5.1), where
+        # 422 is for well-formed content that cannot be processed (§15.5.21).
+        return problem_response(
+            status=400,
+            slug="bad-request",
+            title="Bad request",
+            detail="the request body is not valid JSON",
+            instance=_instance(request),
+            extensions={"errors": malformed},
+        )
     return problem_response(
         status=422,
         slug="validation",
@@ -155,12 +171,14 @@ def _allowed_methods(request: Request) -> list[str]:
 
 async def _unexpected(request: Request, error: Exception) -> Response:
     log.exception("unhandled_exception", path=request.url.path, error_type=type(error).__name__)
+    carried = request.scope.get(RESPONSE_HEADERS, ())
     return problem_response(
         status=500,
         slug="internal",
         title="Internal error",
         detail="something went wrong on our side; it has been logged",
         instance=_instance(request),
+        headers={name.decode("latin-1"): value.decode("latin-1") for name, value in carried},
     )
 
 

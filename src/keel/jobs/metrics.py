@@ -3,25 +3,38 @@
 Durations and retries are counted where they happen, in the worker, and dead jobs
 in dead-lettering (``keel.jobs.dead_letter``).
 Queue depth and the age of the oldest ready job are facts of the database, so a
-worker samples them periodically (every worker sees the same numbers: aggregate
-them with ``max``, never ``sum``).
+worker samples them periodically, and the API reads them when ``/metrics`` is
+scraped (:class:`QueueDepthCollector`): the API is what a deploy orchestrator
+scrapes, and on PostgreSQL its processes run no worker. Every process sees the
+same numbers: aggregate them with ``max``, never ``sum``.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import asyncio
+import math
+from collections.abc import Iterable, Iterator
 
-from keel.jobs.queue import QueueStats
+import structlog
+from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from sqlalchemy.exc import SQLAlchemyError
+
+from keel.clock import SYSTEM_CLOCK, Clock
+from keel.db.engine import Database
+from keel.errors import KeelError
+from keel.jobs.queue import QueueStats, stats
 from keel.jobs.states import JobState
 
-QUEUE_DEPTH = Gauge(
-    "keel_jobs_queue_depth", "Jobs in the queue store, by queue and state.", ["queue", "state"]
-)
-OLDEST_READY_AGE = Gauge(
-    "keel_jobs_oldest_ready_age_seconds",
-    "How long the longest-waiting claimable job of a queue has been due.",
-    ["queue"],
-)
+log = structlog.get_logger(__name__)
+
+QUEUE_DEPTH_NAME = "keel_jobs_queue_depth"
+QUEUE_DEPTH_HELP = "Jobs in the queue store, by queue and state."
+OLDEST_READY_AGE_NAME = "keel_jobs_oldest_ready_age_seconds"
+OLDEST_READY_AGE_HELP = "How long the longest-waiting claimable job of a queue has been due."
+
+QUEUE_DEPTH = Gauge(QUEUE_DEPTH_NAME, QUEUE_DEPTH_HELP, ["queue", "state"])
+OLDEST_READY_AGE = Gauge(OLDEST_READY_AGE_NAME, OLDEST_READY_AGE_HELP, ["queue"])
 JOB_DURATION = Histogram(
     "keel_job_duration_seconds",
     "Handler run time per attempt, by job type and outcome.",
@@ -49,3 +62,65 @@ def record_stats(stats: list[QueueStats]) -> None:
         for state in JobState:
             QUEUE_DEPTH.labels(item.queue, state.value).set(item.depth.get(state, 0))
         OLDEST_READY_AGE.labels(item.queue).set(item.oldest_ready_age_seconds)
+
+
+class QueueDepthCollector:
+    """Queue depth and oldest ready age, read from the database for ``/metrics``.
+
+    ``refresh()`` runs before a scrape, in the event loop; ``collect()`` (called by
+    prometheus_client, synchronously) only formats the last reading. A reading is
+    reused for ``cache_seconds`` so scrapes from several Prometheus servers cost one
+    query, and is bounded by ``timeout_seconds`` so a slow database delays a scrape
+    by at most that. When the database cannot be read the last good reading stays
+    (with its age in the log); before any reading the families have no samples
+    rather than zeros that would claim an empty queue.
+    """
+
+    names = frozenset({QUEUE_DEPTH_NAME, OLDEST_READY_AGE_NAME})
+
+    def __init__(
+        self,
+        database: Database,
+        queues: Iterable[str],
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        cache_seconds: float = 5.0,
+        timeout_seconds: float = 1.0,
+    ) -> None:
+        self._database = database
+        self._queues = tuple(sorted(set(queues)))
+        self._clock = clock
+        self._cache_seconds = cache_seconds
+        self._timeout_seconds = timeout_seconds
+        self._reading: list[QueueStats] | None = None
+        self._attempted_at = -math.inf
+        self._lock = asyncio.Lock()
+
+    async def refresh(self) -> None:
+        if self._clock.monotonic() - self._attempted_at < self._cache_seconds:
+            return
+        async with self._lock:  # concurrent scrapes wait for one query
+            if self._clock.monotonic() - self._attempted_at < self._cache_seconds:
+                return
+            self._attempted_at = self._clock.monotonic()
+            try:
+                async with asyncio.timeout(self._timeout_seconds):
+                    async with self._database.read() as session:
+                        self._reading = await stats(session, self._clock.now())
+            except (TimeoutError, KeelError, SQLAlchemyError, OSError) as exc:
+                log.warning("queue_depth_unavailable", error=type(exc).__name__)
+
+    def collect(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(QUEUE_DEPTH_NAME, QUEUE_DEPTH_HELP, labels=["queue", "state"])
+        oldest = GaugeMetricFamily(OLDEST_READY_AGE_NAME, OLDEST_READY_AGE_HELP, labels=["queue"])
+        if self._reading is not None:
+            read = {item.queue: item for item in self._reading}
+            for queue in sorted({*self._queues, *read}):
+                item = read.get(queue)
+                for state in JobState:
+                    count = item.depth.get(state, 0) if item is not None else 0
+                    depth.add_metric([queue, state.value], float(count))
+                age = item.oldest_ready_age_seconds if item is not None else 0.0
+                oldest.add_metric([queue], age)
+        yield depth
+        yield oldest

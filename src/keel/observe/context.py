@@ -10,6 +10,12 @@ one access line is written: method, route template, status, duration, ids, and
 the user and organisation as keyed hashes — never raw emails, tokens, IPs or
 bodies. Operational endpoints (probes, ``/metrics``) log at debug, so they
 stay out of the info-level access log.
+
+Every response carries ``X-Request-Id`` and ``traceparent``. Probes and
+``/metrics`` are not traced (no span), so theirs continues the caller's trace id
+with a fresh span id, not sampled (``-00``), or starts a new one. A ``500`` is
+sent by Starlette's outermost error middleware, outside this one, so the headers
+are also left in the scope for that handler (:data:`keel.api.problems.RESPONSE_HEADERS`).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import structlog
 from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from keel.api.problems import RESPONSE_HEADERS
 from keel.domain.principal import Principal
 from keel.keyed_hash import keyed_hash
 from keel.observe.identity import LOG_HASH_LENGTH
@@ -30,6 +37,8 @@ from keel.observe.routes_info import UNMATCHED, is_operational, route_template
 
 REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
+_INCOMING_TRACEPARENT = re.compile(rb"^[ \t]*00-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}[ \t]*$")
+_ZERO_TRACE_ID = b"0" * 32
 
 access_log = structlog.get_logger("keel.access")
 
@@ -55,6 +64,24 @@ def current_trace_ids() -> tuple[str | None, str | None, str | None]:
     span_id = format(context.span_id, "016x")
     traceparent = f"00-{trace_id}-{span_id}-{int(context.trace_flags):02x}"
     return trace_id, span_id, traceparent
+
+
+def untraced_ids(scope: Scope) -> tuple[str, str, str]:
+    """(trace id, span id, traceparent) for a request without a span (probes, ``/metrics``).
+
+    The caller's trace id when it sent a valid ``traceparent``, else a new one; a
+    fresh span id; flags ``00``: nothing was recorded under it.
+    """
+    trace_id = None
+    for name, value in scope["headers"]:
+        if name == b"traceparent":
+            found = _INCOMING_TRACEPARENT.match(value)
+            if found is not None and found[1] != _ZERO_TRACE_ID:
+                trace_id = found[1].decode()
+            break
+    trace_id = trace_id or f"{random.getrandbits(128) | 1:032x}"
+    span_id = f"{random.getrandbits(64) | 1:016x}"
+    return trace_id, span_id, f"00-{trace_id}-{span_id}-00"
 
 
 def name_server_span(scope: Scope) -> None:
@@ -100,10 +127,14 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         request_id = incoming_request_id(scope) or new_request_id()
         trace_id, span_id, traceparent = current_trace_ids()
+        if traceparent is None:
+            trace_id, span_id, traceparent = untraced_ids(scope)
         status = 500
-        extra_headers = [(b"x-request-id", request_id.encode())]
-        if traceparent is not None:
-            extra_headers.append((b"traceparent", traceparent.encode()))
+        extra_headers = [
+            (b"x-request-id", request_id.encode()),
+            (b"traceparent", traceparent.encode()),
+        ]
+        scope[RESPONSE_HEADERS] = extra_headers  # for the 500 sent outside this middleware
 
         async def send_with_ids(message: Message) -> None:
             nonlocal status

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from keel import __version__
 from keel.api.services import Services, services_of
 from keel.db import migrate
+from keel.errors import InvalidInput
 from keel.observe.health import MEDIA_TYPE, Report, Status, static_check
 from keel.observe.version import settings_fingerprint
 
@@ -76,7 +77,12 @@ _HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 Verbose = Annotated[str | None, Query(description="Plain-text `[+]`/`[-]` lines instead of JSON.")]
-Exclude = Annotated[list[str] | None, Query(description="Skip the named check(s).")]
+# Check names are ``component`` names (``database``, ``storage``, ``redis``, …).
+CHECK_NAME = r"^[a-z][a-z0-9_.-]{0,63}$"
+Exclude = Annotated[
+    list[Annotated[str, Query(pattern=CHECK_NAME)]] | None,
+    Query(description="Skip the named check(s)."),
+]
 
 
 @router.get(
@@ -106,6 +112,12 @@ async def live(request: Request, verbose: Verbose = None) -> Response:
 )
 async def ready(request: Request, verbose: Verbose = None, exclude: Exclude = None) -> Response:
     observe = _observe(request)
+    known = {check.name for check in observe.health.checks}
+    unknown = sorted(set(exclude or ()) - known)
+    if unknown:  # a typo would silently keep the check: refuse it
+        raise InvalidInput(
+            f"no readiness check named {', '.join(unknown)}", field="exclude", allowed=sorted(known)
+        )
     report = await observe.health.readiness()
     max_age = _max_age(request, report)
     report = report.without(exclude or ())
@@ -123,7 +135,7 @@ async def ready(request: Request, verbose: Verbose = None, exclude: Exclude = No
     response_class=Response,
     summary="Summary: status, version, release, uptime",
 )
-async def health(request: Request) -> Response:
+async def health(request: Request, verbose: Verbose = None) -> Response:
     observe = _observe(request)
     registry = observe.health
     cached = registry.cached() or await registry.readiness()
@@ -141,7 +153,9 @@ async def health(request: Request) -> Response:
             (registry.reading(_UPTIME, status, uptime.value, "s", f"not passing: {reason}"),),
             cached.taken_at,
         )
-    return _answer(request, summary, "health", verbose=False, max_age=_max_age(request, cached))
+    return _answer(
+        request, summary, "health", verbose=verbose is not None, max_age=_max_age(request, cached)
+    )
 
 
 @router.get(
@@ -151,7 +165,9 @@ async def health(request: Request) -> Response:
     summary="Prometheus metrics (text format)",
 )
 async def metrics(request: Request) -> Response:
-    payload, content_type = _observe(request).metrics.render()
+    metrics = _observe(request).metrics
+    await metrics.refresh()  # the families read from the database (bounded, cached)
+    payload, content_type = metrics.render()
     return Response(payload, media_type=content_type)
 
 

@@ -17,22 +17,35 @@ Each app gets its own ``CollectorRegistry`` (tests build many apps in one
 process). Under ``keel serve --workers N`` prometheus_client's multiprocess
 mode is on (``PROMETHEUS_MULTIPROC_DIR``): every worker writes its samples to
 files there and ``/metrics`` aggregates them, whichever worker answers.
+
+``/metrics`` serves every family Keel documents, not only this registry's: the
+guard, idempotency, job and resilience metrics live on prometheus_client's
+process-wide registry (one set per process, whatever the number of apps), and a
+few families are read at scrape time from live objects (breakers, bulkheads) or
+from the database (queue depth). Those *scraped* collectors are not in the
+multiprocess files, so they are added to the exposition explicitly; a family a
+scraped collector provides replaces any sampled family of the same name (a job
+worker inside the server samples queue depth too: one family, never two).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    REGISTRY,
     CollectorRegistry,
     Gauge,
     Histogram,
     generate_latest,
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -70,6 +83,31 @@ def duration_buckets(slo_threshold: float) -> tuple[float, ...]:
 
 def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
+
+
+class ScrapedCollector(Collector, Protocol):
+    """A collector that reads its samples when scraped; ``names`` are its families."""
+
+    @property
+    def names(self) -> frozenset[str]: ...
+
+
+class _Exposition:
+    """Sampled sources and scraped collectors as one collector: a sampled family that a
+    scraped collector also provides is skipped."""
+
+    def __init__(self, sampled: Iterable[Collector], scraped: Iterable[ScrapedCollector]) -> None:
+        self._sampled = tuple(sampled)
+        self._scraped = tuple(scraped)
+
+    def collect(self) -> Iterator[Metric]:
+        replaced = frozenset(name for collector in self._scraped for name in collector.names)
+        for source in self._sampled:
+            for family in source.collect():
+                if family.name not in replaced:
+                    yield family
+        for collector in self._scraped:
+            yield from collector.collect()
 
 
 class Metrics:
@@ -114,6 +152,29 @@ class Metrics:
         )
         self.build_info.labels(version=version, release_id=release_id, git_sha=git_sha).set(1)
         self.worker_restarts = declare_worker_restarts(self.registry)
+        self._scraped: list[ScrapedCollector] = []
+        self._live: list[Collector] = []
+        self._refreshers: list[Callable[[], Awaitable[None]]] = []
+
+    def add_scraped(
+        self,
+        collector: ScrapedCollector,
+        refresh: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Serve ``collector``'s families (replacing any sampled ones of the same names);
+        ``refresh`` is awaited before each scrape (it must bound its own time)."""
+        self._scraped.append(collector)
+        if refresh is not None:
+            self._refreshers.append(refresh)
+
+    def add_live(self, collector: Collector) -> None:
+        """A collector already on the process-wide registry that reads live objects: in
+        multiprocess mode it is not in the shared files, so it is served explicitly."""
+        self._live.append(collector)
+
+    async def refresh(self) -> None:
+        for refresh in self._refreshers:
+            await refresh()
 
     def watch_pool(self, engine: AsyncEngine, name: str = "main") -> None:
         """Keep the pool gauges current from the pool's own checkout/checkin events."""
@@ -137,13 +198,18 @@ class Metrics:
             event.listen(pool, name_of_event, refresh)
 
     def render(self) -> tuple[bytes, str]:
-        """The text exposition; across every worker's files in multiprocess mode."""
+        """The text exposition: this app's registry, the process-wide one and the scraped
+        collectors; across every worker's files in multiprocess mode."""
         directory = multiprocess_dir()
+        sampled: list[Collector]
         if directory is None:
-            return generate_latest(self.registry), CONTENT_TYPE_LATEST
-        registry = CollectorRegistry()
-        prometheus_multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
+            sampled = [self.registry, REGISTRY]
+        else:
+            files = CollectorRegistry()
+            prometheus_multiprocess.MultiProcessCollector(files, path=directory)  # type: ignore[no-untyped-call]
+            sampled = [files, *self._live]
+        exposition = _Exposition(sampled, self._scraped)
+        return generate_latest(exposition), CONTENT_TYPE_LATEST
 
 
 class MetricsMiddleware:

@@ -159,6 +159,12 @@ class ResilienceMetrics:
             registry=self.registry,
         )
 
+    @property
+    def live_collector(self) -> Collector:
+        """The breakers' and bulkheads' collector (read at scrape time, never in the
+        multiprocess files: ``/metrics`` serves it explicitly under ``--workers N``)."""
+        return self._scrape
+
     def watch_breaker(self, breaker: _HasBreakerStats) -> None:
         self._scrape.breakers.add(breaker)
 

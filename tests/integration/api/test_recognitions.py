@@ -80,7 +80,8 @@ async def test_malformed_json_is_a_problem_not_a_500(
         content=b"{not json",
         headers={**world.alice.headers, "Content-Type": "application/json"},
     )
-    assert response.status_code == 422
+    assert response.status_code == 400  # a syntax error (RFC 9110 §15.5.1); 422 is for content
+    assert response.json()["type"].endswith("/bad-request")
     assert response.headers["content-type"] == PROBLEM
 
 

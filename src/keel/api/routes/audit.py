@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from keel.api.dependencies import AppServices, CurrentPrincipal
 from keel.api.problems import problem_responses
 from keel.api.query import Timestamp
-from keel.audit import AuditQuery
+from keel.audit import AuditQuery, EventCode
 from keel.audit import search as audit_search
 from keel.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from keel.errors import Forbidden
@@ -28,7 +28,7 @@ class AuditEventOut(BaseModel):
     id: str
     seq: int
     occurred_at: str
-    code: str
+    code: EventCode  # the registry's codes: an enum in the OpenAPI document
     key_id: str
     actor: str | None
     subject: str | None
@@ -48,7 +48,7 @@ class AuditPage(BaseModel):
 async def list_audit_events(
     principal: CurrentPrincipal,
     services: AppServices,
-    code: Annotated[list[str] | None, Query()] = None,
+    code: Annotated[list[EventCode] | None, Query()] = None,
     user_id: Annotated[str | None, Query(max_length=64)] = None,
     since: Timestamp = None,
     until: Timestamp = None,

@@ -84,16 +84,26 @@ def key_from_headers(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     return parse_key(values[0])
 
 
-# The header as OpenAPI documents it on the operations that take it.
+# What ``parse_key`` accepts, as a regular expression (ECMA-262 and Python alike) for
+# the OpenAPI document: a bare key (1-255 printable ASCII characters, not starting with
+# a space or '"'; trailing spaces are optional whitespace and dropped), or an sf-string
+# holding 1-255 characters where '"' and '\' are escaped. A test holds the two together.
+_BARE = rf"[!#-~][ -~]{{0,{MAX_LENGTH - 1}}}"
+_SF_STRING = rf'"(?:[ !#-\[\]-~]|\\["\\]){{1,{MAX_LENGTH}}}" *'
+KEY_PATTERN = rf"^(?:{_BARE}|{_SF_STRING})$"
+
+# The header as OpenAPI documents it on the operations that take it; ``create_app``
+# marks it ``required`` on the operations KEEL_IDEMPOTENCY_REQUIRED_ROUTES names.
 OPENAPI_PARAMETER = {
     "name": "Idempotency-Key",
     "in": "header",
     "required": False,
     "description": (
         "A unique value (a UUID) identifying this operation; repeat it on every retry. "
-        "1-255 printable ASCII characters, bare or as a Structured Field string. "
-        "Required by default on POST /v1/recognitions and POST /v1/exports "
-        "(KEEL_IDEMPOTENCY_REQUIRED_ROUTES). See the README's idempotency policy."
+        "1-255 printable ASCII characters, bare or as a Structured Field string "
+        '(`"..."`, with `\\"` and `\\\\` escaped). Required on the operations '
+        "KEEL_IDEMPOTENCY_REQUIRED_ROUTES names (by default POST /v1/recognitions and "
+        "POST /v1/exports). See the README's idempotency policy."
     ),
-    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_LENGTH},
+    "schema": {"type": "string", "pattern": KEY_PATTERN},
 }

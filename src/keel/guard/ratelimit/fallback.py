@@ -117,6 +117,11 @@ def _default_metrics() -> FallbackMetrics:
     return FallbackMetrics()
 
 
+def default_fallback_metrics() -> FallbackMetrics:
+    """The process-wide fallback counter (``/metrics`` exposes it even without Redis)."""
+    return _default_metrics()
+
+
 class FallbackBackend:
     """A :class:`~keel.guard.ratelimit.backend.LimiterBackend` that survives its primary.
 
