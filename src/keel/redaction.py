@@ -56,22 +56,49 @@ _SENSITIVE_KEYS = frozenset(
 )
 _SENSITIVE_SUFFIXES = ("_password", "_secret", "_token", "_api_key", "_secret_key")
 
-# Each alternative is a named group; _replace() decides what stays visible.
-_PATTERNS = (
+# Each rule runs only when one of its trigger substrings is in the text: a substring
+# test is far cheaper than a regular expression, and most text (paths, ids, event
+# names) triggers none. Each pattern's group 1 is what stays visible.
+_Rule = tuple[tuple[str, ...], "re.Pattern[str]", str]
+_RULES: tuple[_Rule, ...] = (
     # Credentials after an authentication scheme, in a header's text or in prose.
-    r"(?P<scheme>\b(?:[Bb]earer|BEARER|[Bb]asic|BASIC)[ \t]+)[A-Za-z0-9._~+/=\-]{8,}",
+    (
+        ("earer", "EARER", "asic", "ASIC"),
+        re.compile(r"(\b(?:[Bb]earer|BEARER|[Bb]asic|BASIC)[ \t]+)[A-Za-z0-9._~+/=\-]{8,}"),
+        r"\g<1>" + REDACTED,
+    ),
     # Keel API tokens: the public prefix, then random URL-safe characters (at least
     # one upper-case letter or digit, which metric names such as keel_http_… lack).
-    r"(?P<token>\bkeel_)(?=[A-Za-z0-9_\-]*[A-Z0-9])[A-Za-z0-9_\-]{32,}",
+    (
+        ("keel_",),
+        re.compile(r"(\bkeel_)(?=[A-Za-z0-9_\-]*[A-Z0-9])[A-Za-z0-9_\-]{32,}"),
+        r"\g<1>" + REDACTED,
+    ),
     # scheme://user:password@host — keep the user and the host, mask the password.
-    r"(?P<userinfo>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s/:@'\"]*:)[^\s/@'\"]+(?=@)",
+    (
+        ("://",),
+        re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s/:@'\"]*:)[^\s/@'\"]+(?=@)"),
+        r"\g<1>***",
+    ),
     # password=…, token=… in query strings, DSNs and key=value text.
-    r"(?P<pair>(?i:\b(?:password|passwd|pwd|secret|secret_key|token|access_token|api_key)"
-    r"=))[^\s&;,'\"]+",
+    (
+        ("=",),
+        re.compile(
+            r"(?i)(\b(?:password|passwd|pwd|secret|secret_key|token|access_token|api_key)=)"
+            r"[^\s&;,'\"]+"
+        ),
+        r"\g<1>" + REDACTED,
+    ),
     # The value after a sensitive key in a dict's or a header list's repr:
     # {'cookie': 'a=b'}, (b'authorization', b'…'), "password": "…".
-    r"(?P<quoted>(?i:\b(?:authorization|proxy-authorization|cookie|set-cookie|x-api-key"
-    r"|password|passwd|secret_key|client_secret)['\"]?\s*[:=,]\s*b?['\"]))[^'\"]+",
+    (
+        ("uthoriz", "UTHORIZ", "ookie", "OOKIE", "assw", "ASSW", "ecret", "ECRET", "pi-key"),
+        re.compile(
+            r"(?i)(\b(?:authorization|proxy-authorization|cookie|set-cookie|x-api-key"
+            r"|password|passwd|secret_key|client_secret)['\"]?\s*[:=,]\s*b?['\"])[^'\"]+"
+        ),
+        r"\g<1>" + REDACTED,
+    ),
 )
 
 
@@ -103,9 +130,10 @@ class Redactor:
         known = sorted(
             {s for s in secrets if len(s) >= MIN_SECRET_CHARS}, key=lambda s: (-len(s), s)
         )
-        literal = ["(?P<literal>" + "|".join(re.escape(s) for s in known) + ")"] if known else []
         self.secrets = tuple(known)
-        self._pattern = re.compile("|".join([*literal, *_PATTERNS]))
+        self._literal = re.compile("|".join(re.escape(s) for s in known)) if known else None
+        triggers = {trigger for rule in _RULES for trigger in rule[0]} | set(known)
+        self._any_trigger = re.compile("|".join(re.escape(t) for t in sorted(triggers)))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Redactor:
@@ -130,22 +158,23 @@ class Redactor:
                 found.extend({password, unquote(password)})
         return cls(found)
 
+    def suspects(self, value: str) -> bool:
+        """Whether any rule could match in ``value`` (False: :meth:`text` returns it as is)."""
+        return len(value) >= MIN_SECRET_CHARS and self._any_trigger.search(value) is not None
+
     def text(self, value: str) -> str:
         """``value`` with every secret it contains replaced."""
-        if len(value) < MIN_SECRET_CHARS:  # shorter than anything a rule matches
-            return value
-        return self._pattern.sub(_replace, value)
+        if not self.suspects(value):
+            return value  # the common case: nothing any rule could match
+        if self._literal is not None and any(secret in value for secret in self.secrets):
+            value = self._literal.sub(REDACTED, value)
+        for triggers, pattern, replacement in _RULES:
+            if any(trigger in value for trigger in triggers):
+                value = pattern.sub(replacement, value)
+        return value
 
     def value(self, key: str, value: str) -> str:
         """A field's text: replaced whole when its name says it is secret."""
         if is_sensitive_key(key):
             return REDACTED
         return self.text(value)
-
-
-def _replace(match: re.Match[str]) -> str:
-    group = match.lastgroup
-    if group == "literal":
-        return REDACTED
-    kept = match.group(group) if group else ""
-    return kept + ("***" if group == "userinfo" else REDACTED)

@@ -39,6 +39,7 @@ MAX_ITEMS = 50
 MAX_DEPTH = 4
 _LONG_FIELDS = frozenset({"exception", "stack"})
 _PRIMITIVES = (int, float, bool)
+_PRIMITIVE_TYPES = frozenset(_PRIMITIVES)
 _ESSENTIALS = ("timestamp", "level", "event", "logger", "request_id", "trace_id")
 
 
@@ -79,11 +80,24 @@ class SafeFields:
         self._sensitive: dict[str, bool] = {}
 
     def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+        # One search over all the short texts of the line: most lines have nothing to redact.
+        texts = [v for v in event_dict.values() if type(v) is str and len(v) <= MAX_FIELD_CHARS]
+        redact = self.redactor.text if self.redactor.suspects("\x1f".join(texts)) else None
         for key, value in event_dict.items():
-            if key.startswith("_"):  # ProcessorFormatter's own members (_record, …)
+            kind = type(value)
+            if kind is str and len(value) <= MAX_FIELD_CHARS:  # most fields: the fast path
+                sensitive = self._sensitive.get(key)
+                if sensitive is None:
+                    sensitive = self._is_sensitive(key)
+                if sensitive:
+                    event_dict[key] = REDACTED
+                elif redact is not None:
+                    safe = redact(value)
+                    if safe is not value:
+                        event_dict[key] = safe
                 continue
-            if value is None or isinstance(value, _PRIMITIVES):
-                continue
+            if value is None or kind in _PRIMITIVE_TYPES or key.startswith("_"):
+                continue  # "_…": ProcessorFormatter's own members (_record, …)
             if self._is_sensitive(key):
                 event_dict[key] = REDACTED
                 continue
@@ -153,14 +167,14 @@ class BoundedRenderer:
         self.limit = limit
 
     def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> str:
-        essentials = {
-            key: truncate(str(event_dict[key]), 200) for key in _ESSENTIALS if key in event_dict
-        }
+        # The renderer may consume the dict (the console one pops): keep what a stand-in needs.
+        essentials = [(key, event_dict[key]) for key in _ESSENTIALS if key in event_dict]
         line = self.renderer(logger, method, event_dict)
         text = line if isinstance(line, str) else str(line)
         if len(text) <= self.limit:
             return text
         if not self.json_lines:
             return truncate(text, self.limit)
-        essentials["log_line_cut"] = f"{len(text)} chars > {self.limit}"
-        return json.dumps(essentials, ensure_ascii=False)
+        stand_in = {key: truncate(str(value), 200) for key, value in essentials}
+        stand_in["log_line_cut"] = f"{len(text)} chars > {self.limit}"
+        return json.dumps(stand_in, ensure_ascii=False)

@@ -35,6 +35,9 @@ from prometheus_client import Counter
 MAX_PENDING_CHARS = 4 * 1024 * 1024
 """Characters waiting to be written before new lines are dropped (about 4 MB)."""
 
+BATCH_SECONDS = 0.005
+"""How long the writer lets lines gather once woken, before writing them at once."""
+
 DROPPED = Counter(
     "keel_log_lines_dropped",
     "Log lines dropped because the log sink was slower than the service writing them.",
@@ -69,6 +72,7 @@ class LineWriter:
         self._queued = 0  # lines handed over so far
         self._written = 0  # of those, lines written (or given up on)
         self._stopping = False
+        self._idle = False
         self._thread: threading.Thread | None = None
 
     def write(self, line: str) -> None:
@@ -91,7 +95,8 @@ class LineWriter:
                         target=self._run, name="keel-log-writer", daemon=True
                     )
                     self._thread.start()
-                self._condition.notify()
+                elif self._idle:
+                    self._condition.notify()
                 return
         self._write_now(line + "\n")  # closed (at exit, after the flush): write it in place
 
@@ -127,9 +132,16 @@ class LineWriter:
         while True:
             with self._condition:
                 while not self._pending and not self._stopping:
+                    self._idle = True
                     self._condition.wait()
-                if not self._pending and self._stopping:
-                    return
+                self._idle = False
+                if not self._pending:
+                    return  # stopping, and everything is written
+            if not self._stopping:
+                # Let a burst gather: one write per batch, and the loop's thread is not
+                # made to hand the GIL to this one for every line.
+                time.sleep(BATCH_SECONDS)
+            with self._condition:
                 batch, self._pending = self._pending, []
                 self._pending_chars = 0
                 upto = self._queued
