@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import io
+import itertools
 import logging
 import threading
 import time
