@@ -9,6 +9,9 @@ of them.
 
 from __future__ import annotations
 
+import gzip
+import http.server
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -131,3 +134,47 @@ def leaks(texts: Iterable[str], secrets: Iterable[str]) -> list[str]:
                 at = text.index(secret)
                 found.append(f"{secret[:12]}… in text {index}: …{text[max(0, at - 80) : at]}")
     return found
+
+
+class SpanCollector:
+    """An OTLP/HTTP endpoint on 127.0.0.1 that keeps every export's raw bytes.
+
+    Strings travel as plain UTF-8 inside OTLP's protobuf, so searching the bytes
+    for a secret finds it wherever the exporter put it.
+    """
+
+    def __init__(self) -> None:
+        received: list[bytes] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                received.append(body)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_args: object) -> None:
+                """Quiet: the test reads what was received, not an access log."""
+
+        self.received = received
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1/traces"
+
+    def __enter__(self) -> SpanCollector:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def text(self) -> str:
+        return b"\n".join(self.received).decode("utf-8", errors="replace")
