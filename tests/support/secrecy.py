@@ -48,7 +48,11 @@ class Outcome:
 
 
 async def drive_error_paths(client: httpx.AsyncClient, world: World) -> Outcome:
-    """401, 403, 404, 405, 409, 413, 415, 422 (and 429 if the policy is tight): each once."""
+    """401, 403, 404, 405, 409, 413, 415, 422 (and 429 if the policy is tight), then probes.
+
+    The probes and ``/metrics`` come last, so that their bodies hold whatever the
+    errors before them left in metric labels and health outputs.
+    """
     seen = Outcome()
     alice, bob = world.alice.headers, world.bob.headers
     bearer_of = {"Authorization": f"Bearer {GUESSED_TOKEN}"}
@@ -108,6 +112,9 @@ async def drive_error_paths(client: httpx.AsyncClient, world: World) -> Outcome:
     # 429: the tight rule on /v1/users/me when the policy has one (the e2e server's does).
     for _ in range(3):
         seen.note(await client.get("/v1/users/me", headers=bob))
+    # What operators read: metric labels, health outputs, the version document.
+    for path in ("/metrics", "/ready", "/health?verbose", "/version"):
+        seen.note(await client.get(path))
     return seen
 
 
