@@ -137,3 +137,23 @@ def test_close_writes_every_pending_line_and_later_lines_are_written_in_place() 
     assert sink.getvalue().splitlines() == ["pending 0", "pending 1", "pending 2"]
     writer.write("after close")
     assert sink.getvalue().splitlines()[-1] == "after close"
+
+
+def test_a_failing_stream_does_not_stop_the_writer() -> None:
+    class Flaky(io.StringIO):
+        broken = True
+
+        def write(self, text: str) -> int:
+            if self.broken:
+                raise OSError("EPIPE")
+            return super().write(text)
+
+    sink = Flaky()
+    writer = LineWriter(sink)
+    writer.write("lost while broken")
+    assert writer.flush(timeout=5)
+    sink.broken = False
+    writer.write("written once it works")
+    assert writer.flush(timeout=5)
+    assert sink.getvalue() == "written once it works\n"
+    writer.close()

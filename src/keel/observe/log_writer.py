@@ -23,6 +23,7 @@ a ``fork`` the child starts its own writer thread on first use.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import threading
 import time
@@ -156,9 +157,13 @@ class LineWriter:
     def _write_now(self, text: str) -> None:
         try:
             self.stream.write(text)
+        except UnicodeEncodeError:  # a stream that cannot take all of Unicode
+            with contextlib.suppress(Exception):
+                self.stream.write(text.encode("ascii", "backslashreplace").decode("ascii"))
+        except Exception:  # a closed or broken stream: nothing left to tell it, and the
+            return  # writer thread must outlive it (the next line may find it working)
+        with contextlib.suppress(Exception):
             self.stream.flush()
-        except (OSError, ValueError):  # a closed or broken stream: nothing left to tell
-            pass
 
 
 class QueuedLogger:
