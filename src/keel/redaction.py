@@ -85,7 +85,7 @@ _RULES: tuple[_Rule, ...] = (
         ("=",),
         re.compile(
             r"(?i)(\b(?:password|passwd|pwd|secret|secret_key|token|access_token|api_key)=)"
-            r"[^\s&;,'\"]+"
+            r"(?!SecretStr\()[^\s&;,'\"]+"  # pydantic already masks a SecretStr
         ),
         r"\g<1>" + REDACTED,
     ),
