@@ -35,7 +35,8 @@ TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 def _exporters(settings: Settings) -> list[object]:
     provider = build_tracer_provider(settings)
     try:
-        processors = provider._active_span_processor._span_processors
+        # Every processor is wrapped so that it sees redacted spans (span_redaction).
+        processors = [p.inner for p in provider._active_span_processor._span_processors]
         return [
             processor._batch_processor._exporter
             for processor in processors

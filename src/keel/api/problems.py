@@ -5,7 +5,9 @@ Every error response Keel sends — validation, 401, 404, 405, 413, 415, 429,
 ``title``, ``status``, ``detail`` and ``instance``, plus extension members
 where they help a client (``errors`` for validation, ``limit`` and so on).
 Unexpected exceptions answer a generic body and log the traceback; internals
-never leave the process.
+never leave the process, and every text in a body is redacted
+(:mod:`keel.redaction`): credentials a client or a library put in a
+message are not echoed back.
 """
 
 from __future__ import annotations
@@ -22,8 +24,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 
 from keel.errors import KeelError
+from keel.redaction import Redactor
 
 log = structlog.get_logger(__name__)
+# The service's own secrets never reach an error's text; this catches what a client or a
+# library put there (a token echoed in a path, a URL with its password in a message).
+_REDACTOR = Redactor()
 
 MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "https://keel.dev/problems/"
@@ -74,13 +80,28 @@ def problem_response(
     headers: Mapping[str, str] | None = None,
     extensions: Mapping[str, Any] | None = None,
 ) -> Response:
-    body: dict[str, Any] = dict(extensions or {})
+    body: dict[str, Any] = {key: _redacted(value) for key, value in (extensions or {}).items()}
     body.update(
-        type=problem_type(slug), title=title, status=status, detail=detail, instance=instance
+        type=problem_type(slug),
+        title=title,
+        status=status,
+        detail=_REDACTOR.text(detail),
+        instance=_REDACTOR.text(instance),
     )
     return JSONResponse(
         body, status_code=status, headers=dict(headers or {}), media_type=MEDIA_TYPE
     )
+
+
+def _redacted(value: Any) -> Any:
+    """An extension member's text through the redactor (``errors`` entries included)."""
+    if isinstance(value, str):
+        return _REDACTOR.text(value)
+    if isinstance(value, list):
+        return [_redacted(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _redacted(item) for key, item in value.items()}
+    return value
 
 
 def from_error(error: KeelError, instance: str) -> Response:

@@ -19,7 +19,7 @@ if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
 from keel.cli import admin, audit, breakers, idempotency, jobs, limits, migrate, server
-from keel.observe.logs import configure_logging
+from keel.observe.logs import configure_logging, flush_logs
 from keel.settings import Settings
 
 app = typer.Typer(
@@ -42,9 +42,14 @@ class _CurrentStderr:
 
 
 @app.callback()
-def _logging() -> None:
-    """Logs go to stderr, so that stdout carries only a command's output (``--json``)."""
+def _logging(ctx: typer.Context) -> None:
+    """Logs go to stderr, so that stdout carries only a command's output (``--json``).
+
+    Lines are written by a writer thread; they are flushed when the command
+    ends, while ``sys.stderr`` is still the one it ran with.
+    """
     configure_logging(Settings(), stream=_CurrentStderr())  # type: ignore[arg-type]
+    ctx.call_on_close(flush_logs)
 
 
 server.register(app)

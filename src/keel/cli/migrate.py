@@ -24,6 +24,7 @@ from keel.ops import migrations
 from keel.ops.migrations import Kind, RunnerOptions
 from keel.ops.migrations.auditing import record_steps
 from keel.ops.migrations.history import Step
+from keel.redaction import mask_url
 from keel.settings import Profile, Settings
 
 app = typer.Typer(
@@ -263,7 +264,9 @@ def restore(
     take_backup = _backup_allowed(settings, no_backup)
     if not yes:
         typer.confirm(
-            f"Replace every table of {settings.database_url} with {backup}?", abort=True, err=True
+            f"Replace every table of {mask_url(settings.database_url)} with {backup}?",
+            abort=True,
+            err=True,
         )
 
     async def go(options: RunnerOptions) -> migrations.RunResult:

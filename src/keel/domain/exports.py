@@ -1,5 +1,8 @@
 """Exports of an organisation's recognitions as CSV or JSON.
 
+CSV cells that a spreadsheet would run as a formula are neutralised
+(:mod:`keel.domain.csv_cells`); JSON carries the exact text.
+
 A request only records the export (``pending``); the work happens off the
 request path in :func:`run`, which streams rows in keyset batches into a blob
 so memory stays flat however large the organisation is. ``run`` is safe to
@@ -8,8 +11,6 @@ call again for the same export: a finished one is left alone.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
@@ -23,6 +24,7 @@ from keel.audit import AuditEvent, Auditor, EventCode
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.db.engine import Database
 from keel.db.tables import Export, Recognition, RecognitionEvidence
+from keel.domain.csv_cells import csv_line
 from keel.domain.principal import Principal
 from keel.errors import InvalidInput, NotFound, NotReady
 from keel.ids import is_valid_id, new_id
@@ -116,24 +118,18 @@ async def _rows(database: Database, org_id: str) -> AsyncIterator[dict[str, obje
         after = batch[-1].id
 
 
-def _csv_line(values: list[object]) -> bytes:
-    buffer = io.StringIO()
-    csv.writer(buffer).writerow(values)
-    return buffer.getvalue().encode()
-
-
 async def _encode(
     export_format: ExportFormat, rows: AsyncIterator[dict[str, object]]
 ) -> AsyncIterator[tuple[bytes, int]]:
     """Yields (bytes, rows so far)."""
     count = 0
     if export_format is ExportFormat.CSV:
-        yield _csv_line(list(COLUMNS)), 0
+        yield csv_line(list(COLUMNS)), 0
         async for item in rows:
             count += 1
             values = [item[c] for c in COLUMNS]
             values[5] = " ".join(item["evidence_ids"])  # type: ignore[arg-type]
-            yield _csv_line(values), count
+            yield csv_line(values), count
         return
     yield b"[", 0
     async for item in rows:

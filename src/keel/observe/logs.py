@@ -6,17 +6,28 @@ span id — live in structlog's contextvars, so every line written while a
 request is being served carries them without being passed around.
 Standard-library records go through the same processors via
 ``ProcessorFormatter``, so uvicorn's own lines have the same shape.
+
+Every line, Keel's or the standard library's, is rendered on the calling
+thread with its traceback but never frame locals, redacted and bounded
+(:mod:`keel.observe.log_lines`), then written by a writer thread
+(:mod:`keel.observe.log_writer`): logging never blocks the event loop.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import structlog
 from structlog.types import Processor
 
+from keel.observe.log_lines import BoundedRenderer, SafeFields, render_exception
+from keel.observe.log_writer import LineWriter, QueuedLoggerFactory
+from keel.redaction import Redactor
 from keel.settings import Profile, Settings
 
 _LEVELS = {
@@ -35,38 +46,47 @@ def log_format(settings: Settings) -> str:
 
 
 def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> None:
-    """Configure structlog and the root stdlib logger; safe to call more than once."""
+    """Configure structlog and the root stdlib logger; safe to call more than once.
+
+    Calling it again flushes and replaces the previous writer, so a line logged
+    before the call is never lost and never written twice.
+    """
     level = _LEVELS.get(settings.log_level.lower(), logging.INFO)
     output = stream or sys.stderr
+    json_lines = log_format(settings) == "json"
+    renderer: Processor = (
+        structlog.processors.JSONRenderer()
+        if json_lines
+        else structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback
+        )
+    )
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    renderer: Processor
-    if log_format(settings) == "json":
-        renderer = structlog.processors.JSONRenderer()
-        shared.append(structlog.processors.dict_tracebacks)
-    else:
-        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    safety: list[Processor] = [render_exception, SafeFields(Redactor.from_settings(settings))]
+    bounded = BoundedRenderer(renderer, json_lines=json_lines)
+    writer = LineWriter(output, dropped_notice=_dropped_notice(json_lines))
     structlog.configure(
-        processors=[*shared, renderer],
+        processors=[*shared, *safety, bounded],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.WriteLoggerFactory(file=output),
+        logger_factory=QueuedLoggerFactory(writer),
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(output)
+    handler = QueuedHandler(writer)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, *safety],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, bounded],
         )
     )
     root = logging.getLogger()
     for existing in list(root.handlers):
-        if getattr(existing, "_keel", False):
+        if isinstance(existing, QueuedHandler):
             root.removeHandler(existing)
-    handler._keel = True  # type: ignore[attr-defined]
+            existing.close()
     root.addHandler(handler)
     root.setLevel(level)
     for name in ("uvicorn", "uvicorn.error"):
@@ -80,6 +100,51 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
     access.handlers.clear()
     access.propagate = False
     access.disabled = True
+
+
+def flush_logs(timeout: float = 5.0) -> bool:
+    """Wait until every line logged so far is written (tests, commands about to exit)."""
+    flushed = True
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, QueuedHandler):
+            flushed = handler.writer.flush(timeout) and flushed
+    return flushed
+
+
+class QueuedHandler(logging.Handler):
+    """The root handler: formats a stdlib record here, writes it on the writer's thread."""
+
+    def __init__(self, writer: LineWriter) -> None:
+        super().__init__()
+        self.writer = writer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.writer.write(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+        super().close()
+
+
+def _dropped_notice(json_lines: bool) -> Callable[[int], str]:
+    def notice(count: int) -> str:
+        fields = {
+            "event": "log_lines_dropped",
+            "level": "warning",
+            "count": count,
+            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        }
+        if json_lines:
+            return json.dumps(fields)
+        return f"{fields['timestamp']} [warning  ] log_lines_dropped count={count}"
+
+    return notice
 
 
 def bind_request(**fields: Any) -> None:

@@ -10,7 +10,8 @@ apps in one process and nothing is instrumented twice. Probes and ``/metrics``
 are not traced, and the per-message ``send``/``receive`` spans are left out.
 
 The exporter is OTLP over HTTP when ``KEEL_OTEL_ENDPOINT`` is set, none
-otherwise (spans still exist, so trace ids still reach the logs).
+otherwise (spans still exist, so trace ids still reach the logs). Whatever
+exporter is added, it sees spans redacted (:mod:`keel.observe.span_redaction`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from starlette.types import Scope
 
 from keel import __version__
 from keel.observe.routes_info import OPERATIONAL_PATHS
+from keel.observe.span_redaction import RedactingTracerProvider
+from keel.redaction import Redactor
 from keel.settings import Settings
 
 # Matched against scheme://host/path (no query string) by the ASGI instrumentation.
@@ -50,7 +53,8 @@ def build_tracer_provider(settings: Settings) -> TracerProvider:
             "deployment.environment.name": settings.env.value,
         }
     )
-    provider = TracerProvider(
+    provider = RedactingTracerProvider(
+        redactor=Redactor.from_settings(settings),
         resource=resource,
         sampler=ParentBased(TraceIdRatioBased(settings.otel_sampling_ratio)),
     )

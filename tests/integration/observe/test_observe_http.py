@@ -21,7 +21,7 @@ from tests.support.services import redis_url
 from keel.db.engine import Database
 from keel.observe import checks
 from keel.observe.health import HealthRegistry, Status
-from keel.observe.logs import configure_logging
+from keel.observe.logs import configure_logging, flush_logs
 from keel.observe.tracing import instrument_httpx_client, instrument_redis_client
 from keel.observe.version import settings_fingerprint
 from keel.settings import Settings
@@ -43,8 +43,14 @@ def log_lines(settings: Settings, app: FastAPI) -> Iterator[io.StringIO]:
     configure_logging(settings)
 
 
+def written(buffer: io.StringIO) -> str:
+    """What was logged so far: lines are written by a writer thread, so flush first."""
+    assert flush_logs()
+    return buffer.getvalue()
+
+
 def records(buffer: io.StringIO) -> list[dict[str, object]]:
-    return [json.loads(line) for line in buffer.getvalue().splitlines() if line.startswith("{")]
+    return [json.loads(line) for line in written(buffer).splitlines() if line.startswith("{")]
 
 
 async def _recognition(client: httpx.AsyncClient, world: World) -> str:
@@ -375,7 +381,7 @@ async def test_access_lines_hash_people_and_never_carry_secrets(
 ) -> None:
     recognition_id = await _recognition(client, world)
     await client.get(f"/v1/recognitions/{recognition_id}", headers=world.bob.headers)
-    output = log_lines.getvalue()
+    output = written(log_lines)
     access = [r for r in records(log_lines) if r.get("event") == "http_request"]
     assert len(access) == 2
     for line in access:
