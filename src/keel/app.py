@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from keel import __version__, observe
 from keel.api import problems
 from keel.api.authentication import AuthenticationMiddleware
+from keel.api.boundary import ErrorBoundaryMiddleware
 from keel.api.routes import audit as audit_routes
 from keel.api.routes import evidence, exports, quotas, recognitions, users
 from keel.api.routing import RouteTable
@@ -42,7 +43,7 @@ from keel.observe.watchdog import LoopWatchdog
 from keel.readiness import register_readiness_checks
 from keel.resilience import BreakerGate, BreakerListener
 from keel.resilience.auditing import audit_breaker_transitions
-from keel.resilience.wiring import build_dependencies, build_webhooks
+from keel.resilience.wiring import build_database_breaker, build_dependencies, build_webhooks
 from keel.settings import Settings
 from keel.storage import LocalDirectoryStore, ResilientBlobStore
 
@@ -67,12 +68,16 @@ def build_services(
     """Every service of the app. Breaker transitions go to the audit log and to
     ``breaker_listeners`` (more can join through
     ``services.dependencies.registry.add_listener``)."""
+    dependencies = build_dependencies(settings, clock=clock, listeners=breaker_listeners)
+    database_breaker = build_database_breaker(dependencies.registry, settings)
+    for listener in breaker_listeners:
+        database_breaker.breaker.add_listener(listener)
     database = Database(
         settings.database_url,
         pool_size=settings.database_pool_size,
         timeout=settings.database_timeout_seconds,
+        breaker=database_breaker,
     )
-    dependencies = build_dependencies(settings, clock=clock, listeners=breaker_listeners)
     routes = RouteTable(ROUTERS, OPERATIONS)  # limits and idempotency resolve templates here
     # One loop-lag measurement for the process: /live reports it, load shedding reads it.
     watchdog = LoopWatchdog()
@@ -168,7 +173,7 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     # Middleware, innermost first (Starlette wraps each added one around the previous):
-    # ... → shed → auth → limits → idempotency → routes.
+    # ... → boundary → shed → auth → limits → idempotency → routes.
     if settings.idempotency_enabled:
         add_idempotency(app, services)
     app.add_middleware(LimitsMiddleware, guard=services.limits.guard)
@@ -182,6 +187,9 @@ def create_app(
         shedder=services.limits.shedder,
         routes=services.limits.guard.routes,
     )
+    # Outside every Keel middleware: whatever they or the routes raise is answered
+    # (503 for an unavailable database, never a 500 or a dropped connection).
+    app.add_middleware(ErrorBoundaryMiddleware)
     # --- observability (issue 3): endpoints, then trace → metrics as the OUTERMOST
     # middleware. Starlette makes the last added the outermost, so this block stays
     # after every other add_middleware.

@@ -102,13 +102,16 @@ async def test_storage_outage_is_503_elsewhere_unaffected_and_the_breaker_recove
     rejected = assert_unavailable(await client.post("/v1/evidence", files=other, headers=headers))
     assert rejected["reason"] == "breaker-open"
 
-    # Readiness says which part is down; liveness is unaffected.
+    # Readiness says which part is degraded but keeps the instance in rotation (storage
+    # is shared: failing /ready here would drain every instance at once); liveness is
+    # unaffected.
     ready = await client.get("/ready")
-    assert ready.status_code == 503, ready.text
-    failing = [
-        name for name, found in ready.json()["checks"].items() if found[0]["status"] == "fail"
-    ]
-    assert any(name.startswith("storage") for name in failing), ready.text
+    assert ready.status_code == 200, ready.text
+    assert ready.headers["content-type"] == "application/health+json"
+    assert ready.json()["status"] == "warn", ready.text
+    statuses = {name: found[0]["status"] for name, found in ready.json()["checks"].items()}
+    assert statuses["storage:responseTime"] == "warn", ready.text
+    assert statuses["database:responseTime"] == "pass", ready.text
     assert (await client.get("/live")).status_code == 200
 
     # Everything that needs no storage keeps working meanwhile.
