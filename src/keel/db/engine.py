@@ -37,6 +37,7 @@ _IMMEDIATE = "keel_sqlite_begin_immediate"
 
 T = TypeVar("T")
 
+
 def _is_schema_missing(error: BaseException) -> bool:
     """A table the code expects is not there: the database was never migrated (or is behind)."""
     if not isinstance(error, exc.DBAPIError):

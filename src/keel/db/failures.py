@@ -21,7 +21,9 @@ which changes between versions and locales:
   busy, locked, out of memory, I/O error, disk full, cannot open, protocol.
 * **Driver exception types** for failures that carry no SQLSTATE: a socket
   error (``OSError``, refused or reset connections), a timeout, asyncpg's
-  ``InterfaceError`` for a closed connection (not its configuration errors),
+  ``InterfaceError`` for a closed connection (not its configuration errors) and
+  ``InternalClientError`` for a connection whose protocol state a server's FATAL
+  broke,
   SQLAlchemy's pool timeout and disconnection errors, and a ``DBAPIError``
   that SQLAlchemy marked ``connection_invalidated``.
 
@@ -119,6 +121,11 @@ def _type_unavailable(link: BaseException) -> bool | None:
         return True
     if isinstance(link, asyncpg.InterfaceError):
         return not isinstance(link, _ASYNCPG_MISUSE)
+    if isinstance(link, asyncpg.exceptions.InternalClientError):
+        # The connection's protocol state broke under it: a shutting-down server's FATAL
+        # arriving between two statements makes the next one fail with "cannot switch to
+        # state …". The connection is dead either way; a stale schema cache is not.
+        return not isinstance(link, asyncpg.exceptions.OutdatedSchemaCacheError)
     if isinstance(link, exc.DBAPIError) and link.connection_invalidated:
         return True
     return None
