@@ -41,8 +41,6 @@ from keel.domain.tokens import issue_token
 from keel.testing import ManualClock
 
 SECRET = "bench-secret-that-is-long-enough-0123456789"
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
