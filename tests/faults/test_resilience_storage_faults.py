@@ -229,7 +229,8 @@ async def test_storage_failing_keeps_the_instance_ready_and_uploads_return_withi
                 assert_unavailable(uploaded)
                 await asyncio.sleep(0.1)
             took = time.monotonic() - restored
-            assert uploaded is not None and uploaded.status_code == 201, uploaded
+            assert uploaded is not None
+            assert uploaded.status_code == 201, uploaded.text
             assert took <= RECOVERY_BOUND, f"uploads came back {took:.1f} s after storage did"
 
             download = await http.get(f"/v1/evidence/{evidence_id}/content", headers=headers)
