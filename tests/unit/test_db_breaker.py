@@ -15,12 +15,14 @@ from collections.abc import AsyncIterator
 import asyncpg
 import httpx
 import pytest
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from sqlalchemy import exc
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keel.api.boundary import ErrorBoundaryMiddleware
+from keel.api.problems import install as install_problems
 from keel.db.engine import BREAKER_OPEN, Database
 from keel.errors import DatabaseUnavailable, NotFound
 from keel.resilience import (
@@ -183,3 +185,35 @@ async def test_a_bug_answers_500_problem() -> None:
 async def test_an_error_after_the_response_started_is_not_answered_twice() -> None:
     with pytest.raises(exc.DBAPIError):
         await call(app_raising(starting_up(), after_start=True))
+
+
+def failing_as_the_response_starts(app: ASGIApp) -> ASGIApp:
+    """A middleware whose work at ``http.response.start`` meets the database down (as
+    the limits' quota hooks or idempotency's settling do) before it forwards the start."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                raise DatabaseUnavailable("the database is not answering", retry_after=2)
+            await send(message)
+
+        await app(scope, receive, sending)
+
+    return middleware
+
+
+async def test_the_database_failing_while_the_response_starts_answers_503() -> None:
+    routes = FastAPI()
+    install_problems(routes)
+
+    @routes.post("/v1/recognitions", status_code=201)
+    async def create() -> dict[str, str]:
+        return {"id": "chosen 201, never sent"}
+
+    app = ErrorBoundaryMiddleware(failing_as_the_response_starts(routes))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://keel.test") as client:
+        response = await client.post("/v1/recognitions")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "2"
+    assert response.json()["type"] == "https://keel.dev/problems/database-unavailable"
