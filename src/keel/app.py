@@ -18,6 +18,7 @@ from fastapi_offline import FastAPIOffline
 from keel import __version__, observe
 from keel.api import problems
 from keel.api.authentication import AuthenticationMiddleware
+from keel.api.boundary import ErrorBoundaryMiddleware
 from keel.api.routes import audit as audit_routes
 from keel.api.routes import evidence, exports, quotas, recognitions, users
 from keel.api.routing import RouteTable
@@ -45,7 +46,7 @@ from keel.observe.watchdog import LoopWatchdog
 from keel.readiness import register_readiness_checks
 from keel.resilience import BreakerGate, BreakerListener
 from keel.resilience.auditing import audit_breaker_transitions
-from keel.resilience.wiring import build_dependencies, build_webhooks
+from keel.resilience.wiring import build_database_breaker, build_dependencies, build_webhooks
 from keel.settings import Settings
 from keel.storage import LocalDirectoryStore, ResilientBlobStore
 
@@ -72,12 +73,16 @@ def build_services(
     """Every service of the app. Breaker transitions go to the audit log and to
     ``breaker_listeners`` (more can join through
     ``services.dependencies.registry.add_listener``)."""
+    dependencies = build_dependencies(settings, clock=clock, listeners=breaker_listeners)
+    database_breaker = build_database_breaker(dependencies.registry, settings)
+    for listener in breaker_listeners:
+        database_breaker.breaker.add_listener(listener)
     database = Database(
         settings.database_url,
         pool_size=settings.database_pool_size,
         timeout=settings.database_timeout_seconds,
+        breaker=database_breaker,
     )
-    dependencies = build_dependencies(settings, clock=clock, listeners=breaker_listeners)
     routes = RouteTable(ROUTERS, OPERATIONS)  # limits and idempotency resolve templates here
     # One loop-lag measurement for the process: /live reports it, load shedding reads it.
     watchdog = LoopWatchdog()
@@ -177,8 +182,8 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     # Middleware, innermost first (Starlette wraps each added one around the previous):
-    # ... → shed → auth → replay → limits → idempotency → routes. The replay step
-    # answers retries of finished keyed requests before the limits: they spend nothing.
+    # ... → boundary → shed → auth → replay → limits → idempotency → routes. The replay
+    # step answers retries of finished keyed requests before the limits: they spend nothing.
     idempotency = add_idempotency(app, services) if settings.idempotency_enabled else None
     app.add_middleware(LimitsMiddleware, guard=services.limits.guard)
     if idempotency is not None:
@@ -193,6 +198,9 @@ def create_app(
         shedder=services.limits.shedder,
         routes=services.limits.guard.routes,
     )
+    # Outside every Keel middleware: whatever they or the routes raise is answered
+    # (503 for an unavailable database, never a 500 or a dropped connection).
+    app.add_middleware(ErrorBoundaryMiddleware)
     # --- observability (issue 3): endpoints, then trace → metrics as the OUTERMOST
     # middleware. Starlette makes the last added the outermost, so this block stays
     # after every other add_middleware.

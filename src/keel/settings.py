@@ -146,7 +146,11 @@ class Settings(BaseSettings):
     breaker_slow_call_rate_threshold: float = Field(default=100.0, gt=0, le=100)
     breaker_window_size: int = Field(default=100, ge=1)  # calls in each breaker's window
     breaker_minimum_calls: int = Field(default=20, ge=1)
-    breaker_wait_seconds: float = Field(default=30.0, gt=0)  # OPEN before probing
+    # OPEN before probing: the first wait after a trip; each failed round of probes
+    # multiplies it, up to the cap, so a recovered dependency is found within seconds.
+    breaker_wait_seconds: float = Field(default=1.0, gt=0)
+    breaker_max_wait_seconds: float = Field(default=4.0, gt=0)
+    breaker_wait_multiplier: float = Field(default=2.0, ge=1, le=10)
     breaker_half_open_calls: int = Field(default=5, ge=1)
     breaker_sync_seconds: float = Field(default=1.0, gt=0, le=60)  # shared-state refresh
     retry_budget_ratio: float = Field(default=0.2, ge=0, le=1)  # retries per call, at most
@@ -155,6 +159,8 @@ class Settings(BaseSettings):
     storage_max_concurrent_calls: int = Field(default=64, ge=1)
     storage_retry_attempts: int = Field(default=3, ge=1, le=10)  # reads and deletes only
     redis_breaker_wait_seconds: float = Field(default=5.0, gt=0)  # local limits meanwhile
+    # A webhook host's breaker waits longer: only its probes spend job attempts (issue 8).
+    webhooks_breaker_wait_seconds: float = Field(default=30.0, gt=0)
     webhooks_timeout_seconds: float = Field(default=10.0, gt=0)
     webhooks_max_concurrent_calls: int = Field(default=16, ge=1)
     webhooks_retry_attempts: int = Field(default=3, ge=1, le=20)  # in-call, per delivery

@@ -51,7 +51,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         inprocess_worker="on",
         breaker_window_size=4,
         breaker_minimum_calls=2,
-        breaker_wait_seconds=WAIT,
+        webhooks_breaker_wait_seconds=WAIT,
         breaker_half_open_calls=1,
         webhooks_retry_attempts=2,
         webhooks_timeout_seconds=1.0,

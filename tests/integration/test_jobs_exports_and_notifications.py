@@ -322,7 +322,7 @@ async def test_a_delivery_whose_retry_the_breaker_refused_still_spends_its_attem
     assert len(hook.requests) == 1  # the first 503 opened the breaker; no retry was sent
     assert "circuit breaker" in (job.last_error or "")
     assert job.run_at.replace(tzinfo=None) >= clock.now().replace(tzinfo=None) + timedelta(
-        seconds=settings.breaker_wait_seconds
+        seconds=settings.webhooks_breaker_wait_seconds
     )
 
 

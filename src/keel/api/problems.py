@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 
+from keel.db.failures import as_unavailable
 from keel.errors import KeelError
 from keel.redaction import Redactor
 
@@ -190,17 +191,49 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(allowed)
 
 
+def for_exception(error: BaseException, instance: str) -> Response:
+    """The answer to an exception nothing below handled: the last resort of every path.
+
+    A Keel error answers as itself; an error that means the database cannot serve
+    (:func:`keel.db.failures.is_unavailable`: SQLSTATE class 08, 57P0x, 53, a lost
+    connection, a pool timeout, …) answers ``503 database-unavailable`` with
+    ``Retry-After``, wherever it was raised — a route, a middleware, the moment a
+    response starts; anything else is a bug: ``500``, with its traceback logged.
+    """
+    if not isinstance(error, KeelError):
+        unavailable = as_unavailable(error)
+        if unavailable is not None:
+            log.warning(
+                "request_refused",
+                problem=unavailable.slug,
+                detail=unavailable.detail,
+                error_type=type(error).__name__,
+            )
+            return from_error(unavailable, instance)
+        log.exception(
+            "unhandled_exception", path=instance, error_type=type(error).__name__, exc_info=error
+        )
+        return problem_response(
+            status=500,
+            slug="internal",
+            title="Internal error",
+            detail="something went wrong on our side; it has been logged",
+            instance=instance,
+        )
+    if error.status >= 500:
+        log.warning("request_refused", problem=error.slug, detail=error.detail)
+    return from_error(error, instance)
+
+
 async def _unexpected(request: Request, error: Exception) -> Response:
-    log.exception("unhandled_exception", path=request.url.path, error_type=type(error).__name__)
-    carried = request.scope.get(RESPONSE_HEADERS, ())
-    return problem_response(
-        status=500,
-        slug="internal",
-        title="Internal error",
-        detail="something went wrong on our side; it has been logged",
-        instance=_instance(request),
-        headers={name.decode("latin-1"): value.decode("latin-1") for name, value in carried},
-    )
+    response = for_exception(error, _instance(request))
+    # Starlette sends this answer outside Keel's middleware: the trace context headers
+    # the request-context middleware left in the scope are added here.
+    for name, value in request.scope.get(RESPONSE_HEADERS, ()):
+        key = name.decode("latin-1")
+        if key not in response.headers:
+            response.headers[key] = value.decode("latin-1")
+    return response
 
 
 def install(app: FastAPI) -> None:

@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import asyncpg
 from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
@@ -28,29 +27,15 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import ConnectionPoolEntry, Pool, PoolProxiedConnection
 from sqlalchemy.util.concurrency import await_, greenlet_spawn
 
+from keel.db.failures import is_unavailable
 from keel.errors import DatabaseUnavailable
+
+if TYPE_CHECKING:
+    from keel.resilience import BreakerGate
 
 _IMMEDIATE = "keel_sqlite_begin_immediate"
 
 T = TypeVar("T")
-
-DRIVER_CONNECTION_LOST: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-)
-"""asyncpg's own errors for a connection that is gone: what a statement sent on the
-driver connection itself (:func:`on_pooled_driver`, the idempotency hot path) raises,
-unwrapped by SQLAlchemy."""
-
-UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    *DRIVER_CONNECTION_LOST,
-    exc.OperationalError,
-    exc.InterfaceError,
-    exc.TimeoutError,
-    OSError,
-    TimeoutError,
-    ConnectionError,
-)
 
 
 def _is_schema_missing(error: BaseException) -> bool:
@@ -60,12 +45,6 @@ def _is_schema_missing(error: BaseException) -> bool:
     if getattr(error.orig, "sqlstate", None) == "42P01":  # PostgreSQL undefined_table
         return True
     return "no such table" in str(error.orig)  # SQLite
-
-
-def _is_unavailable(error: BaseException) -> bool:
-    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
-        return True
-    return isinstance(error, UNAVAILABLE_ERRORS)
 
 
 def create_engine(url: str, *, pool_size: int = 10, timeout: float = 5.0) -> AsyncEngine:
@@ -147,7 +126,7 @@ async def on_pooled_driver(engine: AsyncEngine, work: Callable[[Any], Awaitable[
     more than this, a sixth of an enqueue on the development box. A connection
     that ``work`` found closed, or whose statement was cancelled, is
     invalidated, so the pool never hands it out again; the caller translates
-    the error (``DRIVER_CONNECTION_LOST`` is part of ``UNAVAILABLE_ERRORS``).
+    the error (:func:`keel.db.failures.is_unavailable`).
     """
     return await greenlet_spawn(_checkout_work_checkin, engine.sync_engine.pool, work)
 
@@ -174,15 +153,33 @@ def _checkout_work_checkin(pool: Pool, work: Callable[[Any], Awaitable[T]]) -> T
 
 
 class Database:
-    """Owns the engine; hands out read and write sessions."""
+    """Owns the engine; hands out read and write sessions.
 
-    def __init__(self, url: str, *, pool_size: int = 10, timeout: float = 5.0) -> None:
+    Every session, connection and driver call goes through :meth:`_guard`: an error
+    that means the database cannot serve (:func:`keel.db.failures.is_unavailable`)
+    becomes :class:`DatabaseUnavailable` (503 with ``Retry-After``), and, when the
+    app gave it one, the ``database`` circuit breaker counts it. While that breaker
+    is open, calls fail at once instead of each waiting out the connect timeout
+    against a server that is restarting.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        timeout: float = 5.0,
+        breaker: BreakerGate | None = None,
+    ) -> None:
         self.url = url
         self.engine = create_engine(url, pool_size=pool_size, timeout=timeout)
         self.dialect = self.engine.dialect.name
         # The driver-level hot paths (``on_autocommit_driver``, held drivers, the
         # worker's claim) exist only on PostgreSQL through asyncpg.
         self.asyncpg = self.dialect == "postgresql" and "+asyncpg" in url
+        self.breaker = breaker
+        """The ``database`` breaker's gate (None: nothing counted, nothing refused —
+        the CLI and standalone tools)."""
         write_bind = self.engine.execution_options(**{_IMMEDIATE: True})
         self._reader = async_sessionmaker(self.engine, expire_on_commit=False)
         self._writer = async_sessionmaker(write_bind, expire_on_commit=False)
@@ -223,20 +220,35 @@ class Database:
 
     @asynccontextmanager
     async def _guard(self) -> AsyncIterator[None]:
+        gate = self.breaker
+        if gate is not None and not gate.allow():
+            raise DatabaseUnavailable(
+                "the database is not answering (its circuit breaker is open); retry shortly",
+                retry_after=gate.retry_after(),
+                reason=BREAKER_OPEN,
+            )
         try:
             yield
         except BaseException as error:
             if _is_schema_missing(error):
+                if gate is not None:
+                    gate.record_ignored()  # a deployment mistake, not an outage
                 raise DatabaseUnavailable(
                     "the database has no Keel schema or is behind the code; "
                     "run `keel migrate apply`",
                     retry_after=30,
                 ) from error
-            if _is_unavailable(error) and not isinstance(error, asyncio.CancelledError):
+            unavailable = is_unavailable(error)
+            if gate is not None:
+                _record(gate, error, unavailable=unavailable)
+            if unavailable and not isinstance(error, DatabaseUnavailable):
                 raise DatabaseUnavailable(
                     "the database is not answering; retry shortly", retry_after=2
                 ) from error
             raise
+        else:
+            if gate is not None:
+                gate.record_success()
 
     async def ping(self) -> None:
         """``SELECT 1`` — raises when the database cannot answer."""
@@ -245,6 +257,29 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+BREAKER_OPEN = "breaker-open"
+"""The ``reason`` of a :class:`DatabaseUnavailable` the breaker answered without a call."""
+
+
+def _record(gate: BreakerGate, error: BaseException, *, unavailable: bool) -> None:
+    """Tell the breaker how a guarded block that raised ``error`` went.
+
+    A failure when the database could not serve; neither when the block was
+    cancelled or another guard's breaker already refused it (nothing reached
+    the database); a success otherwise — a constraint violation or a bug is
+    the database answering.
+    """
+    refused = isinstance(error, DatabaseUnavailable) and error.extensions.get("reason") == (
+        BREAKER_OPEN
+    )
+    if refused or not isinstance(error, Exception):
+        gate.record_ignored()
+    elif unavailable:
+        gate.record_failure()
+    else:
+        gate.record_success()
 
 
 class HeldDriver:

@@ -38,7 +38,10 @@ def _current(connection: Connection) -> str | None:
 
 
 async def current_revision(database: Database) -> str | None:
-    async with database.engine.connect() as connection:
+    """The schema's revision. Through the database's guard, so a database that cannot
+    answer (at ``keel serve``'s start, in the lifespan, in ``/ready``) is a
+    ``DatabaseUnavailable`` with a clear message, never a driver's traceback."""
+    async with database.connection() as connection:
         return await connection.run_sync(_current)
 
 

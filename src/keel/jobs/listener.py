@@ -18,6 +18,17 @@ from sqlalchemy.engine import make_url
 
 log = structlog.get_logger(__name__)
 
+# What ends a listening connection, to be reconnected after a backoff: the server's
+# errors (a restart's 57P01), a lost socket, and asyncpg's protocol state broken by a
+# FATAL that arrived between two statements (``InternalClientError``).
+_CONNECTION_TROUBLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
+
 CHANNEL = "keel_jobs"
 
 
@@ -56,7 +67,7 @@ class Listener:
                         await asyncio.wait_for(stop.wait(), timeout=check_seconds)
                     except TimeoutError:
                         await self._connection.execute("SELECT 1")
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
+            except _CONNECTION_TROUBLE as error:
                 log.warning("job_listener_down", error=type(error).__name__, retry_in=backoff)
             finally:
                 await self._close()
@@ -71,5 +82,5 @@ class Listener:
         if connection is not None and not connection.is_closed():
             try:
                 await asyncio.wait_for(connection.close(), timeout=2)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            except _CONNECTION_TROUBLE:
                 connection.terminate()

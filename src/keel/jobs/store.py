@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from keel.db.engine import _IMMEDIATE, UNAVAILABLE_ERRORS, Database, on_pooled_driver
+from keel.db.engine import _IMMEDIATE, Database, on_pooled_driver
+from keel.db.failures import is_unavailable
 from keel.errors import DatabaseUnavailable
 from keel.jobs import queries
 
@@ -146,5 +147,7 @@ def _unavailable_as_503() -> Iterator[None]:
     ``Retry-After``) that the worker's loops retry, never a bare driver error."""
     try:
         yield
-    except UNAVAILABLE_ERRORS as error:
+    except Exception as error:
+        if isinstance(error, DatabaseUnavailable) or not is_unavailable(error):
+            raise
         raise DatabaseUnavailable("the job store is not answering", retry_after=2) from error

@@ -39,11 +39,21 @@ def schema_check(database: Database) -> HealthCheck:
 
 
 def storage_check(store: BlobStore) -> HealthCheck:
+    """File storage is a degraded dependency, never a reason to leave the rotation.
+
+    Without it an instance still serves everything but file bytes, and storage is
+    shared: when it fails it fails for every instance at once, so a load balancer
+    draining on ``/ready`` would remove the whole fleet. It reports ``warn`` (200),
+    as Redis does; only what an instance cannot serve at all (its database, its
+    schema, its job store) makes ``/ready`` fail. The probe goes through the
+    ``storage`` dependency, so readiness polls double as the breaker's probes.
+    """
+
     async def probe() -> Observation | None:
         await store.probe()
         return None
 
-    return HealthCheck("storage", "datastore", "responseTime", probe)
+    return HealthCheck("storage", "datastore", "responseTime", probe, critical=False)
 
 
 def redis_check(url: str) -> HealthCheck:

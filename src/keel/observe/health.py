@@ -10,7 +10,7 @@ Each check runs under its own timeout, and all of them run concurrently. A
 reading is cached for ``health_cache_seconds`` and refreshed by one caller at
 a time, so a storm of probes costs the database one ``SELECT 1`` per interval.
 A critical check that fails makes readiness ``fail``; a non-critical one
-(Redis, a degraded fallback) only ``warn``\\s.
+(Redis, file storage, a degraded fallback) only ``warn``\\s.
 """
 
 from __future__ import annotations

@@ -113,6 +113,9 @@ class CircuitBreaker:
         self._fast = self._fast_eligible and self._windowed
         self._changed_at: datetime = NEVER
         self._open_until = 0.0
+        # The wait of the current (or next) stay in OPEN: the configured one after a
+        # trip, multiplied by each failed round of probes up to the cap (_transition).
+        self._open_wait = config.wait_duration_in_open_state
         self._probes_left = 0
 
         self._pending: deque[tuple[BreakerTransition, BreakerRecord | None]] = deque()
@@ -157,6 +160,22 @@ class CircuitBreaker:
             not_permitted=self._n_not_permitted,
             transitions=dict(self._n_transitions),
         )
+
+    @property
+    def open_wait(self) -> float:
+        """Seconds the current (or next) stay in OPEN lasts before probes are let through."""
+        return self._open_wait
+
+    def retry_in(self) -> float:
+        """Seconds until this breaker may let a call through (0 when it lets them now)."""
+        state = self._state
+        if state is _OPEN:
+            return max(0.0, self._open_until - self._mono())
+        if state is _HALF_OPEN:
+            return 1.0 if self._probes_left <= 0 else 0.0
+        if state is _FORCED_OPEN:
+            return self.config.wait_duration_in_open_state
+        return 0.0
 
     @property
     def epoch(self) -> int:
@@ -485,8 +504,13 @@ class CircuitBreaker:
         if to is _CLOSED or to is BreakerState.METRICS_ONLY:
             self._window.clear()  # a fresh start, as resilience4j's new ClosedState
             self._clean = False
+            self._open_wait = self.config.wait_duration_in_open_state
         elif to is _OPEN:
-            self._open_until = self._mono() + self.config.wait_duration_in_open_state - open_elapsed
+            if reason is TransitionReason.PROBES_FAILED:
+                self._open_wait = self.config.next_wait_in_open_state(self._open_wait)
+            else:
+                self._open_wait = self.config.wait_duration_in_open_state
+            self._open_until = self._mono() + self._open_wait - open_elapsed
         elif to is _HALF_OPEN:
             self._probes_left = self._permitted_probes
             self._probe_window.clear()
@@ -602,9 +626,7 @@ class CircuitBreaker:
         if target is current and reason is not TransitionReason.RESET:
             self._changed_at = record.changed_at
             if target is _OPEN:  # wait from the newer opening, as the other process does
-                self._open_until = self._mono() + (
-                    self.config.wait_duration_in_open_state - open_elapsed
-                )
+                self._open_until = self._mono() + (self._open_wait - open_elapsed)
             return
         try:
             self._transition(

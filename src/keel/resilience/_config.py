@@ -40,7 +40,16 @@ class BreakerConfig(BaseModel):
     minimum_number_of_calls: int = Field(20, ge=1)
     """No decision is taken on fewer calls than this (clamped to a COUNT window's size)."""
     wait_duration_in_open_state: float = Field(30.0, gt=0)
-    """Seconds to reject calls before letting probes through."""
+    """Seconds to reject calls before letting probes through, after a trip from CLOSED."""
+    max_wait_duration_in_open_state: float | None = Field(None, gt=0)
+    """The cap of the wait in OPEN as failed probe rounds lengthen it (resilience4j's
+    exponential ``waitIntervalFunctionInOpenState``). None: the wait never grows.
+    Never below ``wait_duration_in_open_state``."""
+    wait_duration_multiplier: float = Field(2.0, ge=1.0, le=10.0)
+    """Each round of probes that fails multiplies the wait in OPEN by this, up to the cap.
+
+    Short first waits find a dependency that is back within seconds of its return; the
+    growth keeps a dependency that stays down from being probed every second."""
     permitted_number_of_calls_in_half_open_state: int = Field(5, ge=1)
     """Probe calls allowed in HALF_OPEN; their outcomes alone decide CLOSED or OPEN."""
     record_exceptions: tuple[type[BaseException], ...] = (Exception,)
@@ -56,6 +65,14 @@ class BreakerConfig(BaseModel):
     initial_state: Literal["closed", "disabled", "metrics_only", "forced_open"] = "closed"
     """The state a breaker starts in when the store has nothing to say (operator states
     too, so a dependency can ship DISABLED or METRICS_ONLY while it is being tuned)."""
+
+    def next_wait_in_open_state(self, current: float) -> float:
+        """The wait after a failed round of probes that followed a wait of ``current``."""
+        cap = max(
+            self.wait_duration_in_open_state,
+            self.max_wait_duration_in_open_state or self.wait_duration_in_open_state,
+        )
+        return min(cap, current * self.wait_duration_multiplier)
 
     @property
     def effective_minimum_calls(self) -> int:

@@ -28,7 +28,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from keel.resilience._breaker import CircuitBreaker
-from keel.resilience._errors import BreakerOpen
+from keel.resilience._errors import BreakerOpen, retry_after_seconds
 from keel.resilience._state import BreakerState
 
 _HALF_OPEN = BreakerState.HALF_OPEN
@@ -107,6 +107,21 @@ class BreakerGate:
             breaker.on_failure(breaker.epoch, 0.0)
         if breaker.has_pending:
             self._background(breaker.flush())
+
+    def record_ignored(self) -> None:
+        """The call ended without a verdict (cancelled, refused elsewhere): a probe
+        permit it held goes back, so HALF_OPEN never waits on it."""
+        held = _permit.get()
+        if held is None or held[0] is not self:
+            return
+        _permit.set(None)
+        if held[3]:
+            self._probes.pop(held[3], None)
+        self.breaker.release_permission(held[1])
+
+    def retry_after(self) -> int:
+        """The ``Retry-After`` for a call ``allow`` refused: whole seconds, at least 1."""
+        return retry_after_seconds(self.breaker.retry_in())
 
     def _reclaim_stale_probes(self) -> bool:
         """Give back probe permits nobody reported on within ``stale_after``."""

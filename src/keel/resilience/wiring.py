@@ -19,6 +19,14 @@ timeout, bulkhead, breaker and retry budget, all sharing one breaker state store
   POST carries ``Idempotency-Key: <job id>``; they are short, since the job's own backoff
   is the long-term retry.
 
+And one breaker guards Keel's own database:
+
+* ``database`` — not a :class:`Dependency` (the engine has its own pool and timeouts) but
+  a breaker that :class:`~keel.db.engine.Database` consults and feeds for every session
+  (:func:`build_database_breaker`): it counts a failure for each error that means the
+  database cannot serve (:func:`keel.db.failures.is_unavailable`) and, once open, answers
+  ``503 database-unavailable`` at once, probing again after its (growing) wait.
+
 The breaker state store is ``KEEL_BREAKER_STORE_URL``, else ``KEEL_REDIS_URL``, else
 ``memory://`` (one process). With Redis, one process's trip protects the others and
 ``keel breakers force-open NAME`` reaches every server.
@@ -32,6 +40,7 @@ from keel.guard.ratelimit.errors import LimiterUnavailable
 from keel.resilience._breaker import BreakerListener
 from keel.resilience._config import BreakerConfig, BulkheadConfig, DependencyConfig, RetryConfig
 from keel.resilience._dependency import Dependencies
+from keel.resilience._gate import BreakerGate
 from keel.resilience._metrics import ResilienceMetrics
 from keel.resilience._pool import DependencyPool
 from keel.resilience._registry import BreakerRegistry
@@ -41,6 +50,7 @@ from keel.settings import Settings
 STORAGE = "storage"
 REDIS = "redis"
 WEBHOOKS = "webhooks"
+DATABASE = "database"
 
 
 def breaker_store_url(settings: Settings) -> str:
@@ -61,6 +71,8 @@ def _breaker(settings: Settings, **overrides: object) -> BreakerConfig:
         "window_size": settings.breaker_window_size,
         "minimum_number_of_calls": settings.breaker_minimum_calls,
         "wait_duration_in_open_state": settings.breaker_wait_seconds,
+        "max_wait_duration_in_open_state": settings.breaker_max_wait_seconds,
+        "wait_duration_multiplier": settings.breaker_wait_multiplier,
         "permitted_number_of_calls_in_half_open_state": settings.breaker_half_open_calls,
         "sync_interval": settings.breaker_sync_seconds,
     }
@@ -110,6 +122,28 @@ def dependency_configs(settings: Settings) -> list[DependencyConfig]:
     return [storage, redis]
 
 
+def database_breaker_config(settings: Settings) -> BreakerConfig:
+    """The ``database`` breaker: the shared policy, counting only unavailability.
+
+    :class:`~keel.db.engine.Database` reports each guarded block itself (through a
+    :class:`~keel.resilience.BreakerGate`): a failure when the database could not
+    serve (:func:`keel.db.failures.is_unavailable`), a success when it answered, even
+    with a constraint violation. Slowness is not its business — statements are bounded
+    by the driver's command timeout and connections by the pool timeout, and a block
+    that is slow because an export is long is no outage — so the slow-call threshold is
+    out of reach.
+    """
+    return _breaker(settings, slow_call_duration_threshold=_NEVER_SLOW)
+
+
+_NEVER_SLOW = 24 * 3600.0
+
+
+def build_database_breaker(registry: BreakerRegistry, settings: Settings) -> BreakerGate:
+    """The ``database`` breaker, in ``registry`` (metrics, store, listeners, the CLI)."""
+    return BreakerGate(registry.breaker(DATABASE, database_breaker_config(settings)))
+
+
 def webhook_template(settings: Settings) -> DependencyConfig:
     """The configuration every webhook host's dependency is made from.
 
@@ -127,6 +161,7 @@ def webhook_template(settings: Settings) -> DependencyConfig:
         breaker=_breaker(
             settings,
             slow_call_duration_threshold=min(5.0, settings.webhooks_timeout_seconds),
+            wait_duration_in_open_state=settings.webhooks_breaker_wait_seconds,
         ),
         retry=RetryConfig(
             max_attempts=settings.webhooks_retry_attempts,

@@ -30,7 +30,8 @@ from typing import Any, Final, Literal, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from keel.db.engine import DRIVER_CONNECTION_LOST, Database
+from keel.db.engine import Database
+from keel.db.failures import is_unavailable
 from keel.errors import DatabaseUnavailable
 
 CLAIM = """
@@ -70,7 +71,9 @@ async def _driver(connection: AsyncConnection) -> Any:
 async def _translated(connection: AsyncConnection) -> AsyncIterator[None]:
     try:
         yield
-    except DRIVER_CONNECTION_LOST as error:  # the request gets a 503, the pool a fresh one
+    except Exception as error:  # the request gets a 503, the pool a fresh connection
+        if isinstance(error, DatabaseUnavailable) or not is_unavailable(error):
+            raise
         await connection.invalidate()
         raise DatabaseUnavailable(
             "the database is not answering; retry shortly", retry_after=2
