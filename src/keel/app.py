@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from keel import __version__, observe
 from keel.api import problems
 from keel.api.authentication import AuthenticationMiddleware
+from keel.api.json_body import JsonBodyLimits
 from keel.api.routes import audit as audit_routes
 from keel.api.routes import evidence, exports, quotas, recognitions, users
 from keel.api.routing import RouteTable
@@ -168,9 +169,11 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     # Middleware, innermost first (Starlette wraps each added one around the previous):
-    # ... → shed → auth → limits → idempotency → routes.
+    # ... → shed → auth → limits → JSON body limits → idempotency → routes.
     if settings.idempotency_enabled:
         add_idempotency(app, services)
+    # Before anything parses a JSON body (the idempotency fingerprint, the route).
+    app.add_middleware(JsonBodyLimits)
     app.add_middleware(LimitsMiddleware, guard=services.limits.guard)
     app.add_middleware(
         AuthenticationMiddleware,

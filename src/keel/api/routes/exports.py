@@ -7,9 +7,11 @@ from starlette.responses import StreamingResponse
 
 from keel.api.auditing import ClientIp, by_principal
 from keel.api.dependencies import AppServices, CurrentPrincipal
+from keel.api.disposition import attachment
 from keel.api.problems import problem_responses
 from keel.api.routes.evidence import primed
 from keel.api.schemas import ExportCreate, ExportOut
+from keel.api.text import Line
 from keel.audit import EventCode
 from keel.domain import exports
 from keel.guard.idempotency import IDEMPOTENCY_KEY_PARAMETER, recorded
@@ -50,7 +52,7 @@ async def request_export(
 
 @router.get("/{export_id}", response_model=ExportOut, responses=problem_responses(401, 404, 503))
 async def get_export(
-    export_id: str, principal: CurrentPrincipal, services: AppServices
+    export_id: Line, principal: CurrentPrincipal, services: AppServices
 ) -> ExportOut:
     async with services.database.read() as session:
         row = await exports.get(session, principal, export_id)
@@ -66,7 +68,7 @@ async def get_export(
     },
 )
 async def download_export(
-    export_id: str, principal: CurrentPrincipal, services: AppServices, ip: ClientIp
+    export_id: Line, principal: CurrentPrincipal, services: AppServices, ip: ClientIp
 ) -> StreamingResponse:
     async with services.database.read() as session:
         row = await exports.get(session, principal, export_id)
@@ -81,6 +83,6 @@ async def download_export(
         media_type=exports.MEDIA_TYPES[fmt],
         headers={
             "Content-Length": str(row.size or 0),
-            "Content-Disposition": f'attachment; filename="recognitions-{row.id}.{fmt.value}"',
+            "Content-Disposition": attachment(f"recognitions-{row.id}.{fmt.value}"),
         },
     )
