@@ -18,6 +18,7 @@ from keel import __version__, observe
 from keel.api import problems
 from keel.api.authentication import AuthenticationMiddleware
 from keel.api.json_body import JsonBodyLimits
+from keel.api.response_headers import ResponseHeaderCheck
 from keel.api.routes import audit as audit_routes
 from keel.api.routes import evidence, exports, quotas, recognitions, users
 from keel.api.routing import RouteTable
@@ -169,7 +170,8 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     # Middleware, innermost first (Starlette wraps each added one around the previous):
-    # ... → shed → auth → limits → JSON body limits → idempotency → routes.
+    # ... → shed → auth → limits → JSON body limits → idempotency → header check → routes.
+    app.add_middleware(ResponseHeaderCheck)
     if settings.idempotency_enabled:
         add_idempotency(app, services)
     # Before anything parses a JSON body (the idempotency fingerprint, the route).
