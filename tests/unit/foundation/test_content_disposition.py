@@ -1,4 +1,4 @@
-"""Content-Disposition for client filenames: RFC 6266 with RFC 8187 ``filename*``, always sendable."""
+"""Content-Disposition for client filenames: RFC 6266, RFC 8187 ``filename*``, always sendable."""
 
 from __future__ import annotations
 
