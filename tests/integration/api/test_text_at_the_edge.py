@@ -61,9 +61,7 @@ def assert_validation_problem(response: httpx.Response, field: str) -> None:
     assert field in [error["field"] for error in body["errors"]]
 
 
-@pytest.mark.parametrize(
-    "filename", [b"a\x00b.txt", b"bell\x07tab\t.txt", b"\xff.txt", b"n" * 300]
-)
+@pytest.mark.parametrize("filename", [b"a\x00b.txt", b"bell\x07tab\t.txt", b"\xff.txt", b"n" * 300])
 async def test_a_filename_no_database_or_header_can_take_is_refused_and_nothing_is_stored(
     client: httpx.AsyncClient, world: World, app: FastAPI, filename: bytes
 ) -> None:
