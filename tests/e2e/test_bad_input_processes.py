@@ -52,6 +52,7 @@ class Case:
     body: bytes | None = None
     content_type: str | None = None
     refused: bool = True
+    documented: frozenset[str] = frozenset()  # the statuses the OpenAPI lists for it
 
     @property
     def must_refuse(self) -> bool:
@@ -200,6 +201,7 @@ def url_cases(document: dict[str, Any]) -> Iterator[Case]:
                         method.upper(),
                         target,
                         refused=refused,
+                        documented=frozenset(operation["responses"]),
                     )
 
 
@@ -220,6 +222,7 @@ def json_cases(document: dict[str, Any], world: World) -> Iterator[Case]:
                 for name, prop in properties.items()
             }
             label_base = f"{method.upper()} {path}"
+            documented = frozenset(operation["responses"])
             for name, prop in properties.items():
                 kind = _kind(_schema_of(document, prop))
                 attacks = list(JSON_TEXT) + list(JSON_OTHER)
@@ -233,10 +236,16 @@ def json_cases(document: dict[str, Any], world: World) -> Iterator[Case]:
                         path,
                         _json_body({**valid, name: value}),
                         "application/json",
+                        documented=documented,
                     )
             for label, body in JSON_BODIES:
                 yield Case(
-                    f"{label_base} body={label}", method.upper(), path, body, "application/json"
+                    f"{label_base} body={label}",
+                    method.upper(),
+                    path,
+                    body,
+                    "application/json",
+                    documented=documented,
                 )
             yield Case(
                 f"{label_base} wrong-content-type",
@@ -244,6 +253,7 @@ def json_cases(document: dict[str, Any], world: World) -> Iterator[Case]:
                 path,
                 _json_body(valid),
                 "text/plain",
+                documented=documented,
             )
 
 
@@ -290,6 +300,7 @@ def multipart_cases(document: dict[str, Any]) -> Iterator[Case]:
                         path,
                         body,
                         content_type,
+                        documented=frozenset(operation["responses"]),
                     )
 
 
@@ -431,6 +442,19 @@ def test_both_databases_answer_every_bad_input_the_same(
         != (postgres.answers[name].status, postgres.answers[name].problem_type)
     ]
     assert not differ, "\n".join(differ[:40])
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_every_answer_to_bad_input_is_a_status_the_openapi_document_lists(
+    runs: dict[str, tuple[Run, list[Case]]], backend: str
+) -> None:
+    run, cases = runs[backend]
+    undocumented = [
+        f"{case.name}: {run.answers[case.name].status} not in {sorted(case.documented)}"
+        for case in cases
+        if str(run.answers[case.name].status) not in case.documented
+    ]
+    assert not undocumented, "\n".join(undocumented[:40])
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

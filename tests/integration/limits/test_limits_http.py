@@ -268,8 +268,7 @@ async def test_a_request_shed_under_load_is_labelled_with_its_route_template(
     finally:
         shedder.in_flight = 0
     assert (
-        'http_response_status_code="503",http_route="/v1/recognitions/{recognition_id}",'
-        'slo="true"'
+        'http_response_status_code="503",http_route="/v1/recognitions/{recognition_id}",slo="true"'
     ) in body
     assert 'http_response_status_code="503",http_route="unmatched"' not in body
 

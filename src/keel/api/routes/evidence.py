@@ -114,7 +114,7 @@ async def upload_evidence(
 
 
 @router.get(
-    "/{evidence_id}", response_model=EvidenceOut, responses=problem_responses(401, 404, 503)
+    "/{evidence_id}", response_model=EvidenceOut, responses=problem_responses(401, 404, 422, 503)
 )
 async def get_evidence(
     evidence_id: Line, principal: CurrentPrincipal, services: AppServices
@@ -145,7 +145,7 @@ async def primed(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             "description": "The exact bytes, with the content type they were uploaded with",
             "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
         },
-        **problem_responses(401, 404, 429, 503),
+        **problem_responses(401, 404, 422, 429, 503),
     },
 )
 async def download_evidence(
@@ -169,7 +169,9 @@ async def download_evidence(
     )
 
 
-@router.delete("/{evidence_id}", status_code=204, responses=problem_responses(401, 403, 404, 503))
+@router.delete(
+    "/{evidence_id}", status_code=204, responses=problem_responses(401, 403, 404, 422, 503)
+)
 async def delete_evidence(
     evidence_id: Line, principal: CurrentPrincipal, services: AppServices, ip: ClientIp
 ) -> Response:

@@ -24,7 +24,7 @@ router = APIRouter(prefix="/v1/exports", tags=["exports"])
     "",
     status_code=202,
     response_model=ExportOut,
-    responses=problem_responses(400, 401, 409, 422, 429, 503),
+    responses=problem_responses(400, 401, 409, 413, 422, 429, 503),
     openapi_extra={"parameters": [IDEMPOTENCY_KEY_PARAMETER]},
 )
 async def request_export(
@@ -50,7 +50,9 @@ async def request_export(
         )
 
 
-@router.get("/{export_id}", response_model=ExportOut, responses=problem_responses(401, 404, 503))
+@router.get(
+    "/{export_id}", response_model=ExportOut, responses=problem_responses(401, 404, 422, 503)
+)
 async def get_export(
     export_id: Line, principal: CurrentPrincipal, services: AppServices
 ) -> ExportOut:
@@ -64,7 +66,7 @@ async def get_export(
     response_class=StreamingResponse,
     responses={
         200: {"content": {"text/csv": {}, "application/json": {}}},
-        **problem_responses(401, 404, 409, 429, 503),
+        **problem_responses(401, 404, 409, 422, 429, 503),
     },
 )
 async def download_export(

@@ -24,7 +24,7 @@ router = APIRouter(prefix="/v1/recognitions", tags=["recognitions"])
     "",
     status_code=201,
     response_model=RecognitionOut,
-    responses=problem_responses(400, 401, 409, 422, 429, 503),
+    responses=problem_responses(400, 401, 409, 413, 422, 429, 503),
     openapi_extra={"parameters": [IDEMPOTENCY_KEY_PARAMETER]},
 )
 async def create_recognition(
@@ -81,7 +81,9 @@ async def list_recognitions(
 
 
 @router.get(
-    "/{recognition_id}", response_model=RecognitionOut, responses=problem_responses(401, 404, 503)
+    "/{recognition_id}",
+    response_model=RecognitionOut,
+    responses=problem_responses(401, 404, 422, 503),
 )
 async def get_recognition(
     recognition_id: Line, principal: CurrentPrincipal, services: AppServices
@@ -92,7 +94,7 @@ async def get_recognition(
 
 
 @router.delete(
-    "/{recognition_id}", status_code=204, responses=problem_responses(401, 403, 404, 503)
+    "/{recognition_id}", status_code=204, responses=problem_responses(401, 403, 404, 422, 503)
 )
 async def delete_recognition(
     recognition_id: Line, principal: CurrentPrincipal, services: AppServices, ip: ClientIp
