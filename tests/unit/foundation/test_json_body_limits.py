@@ -13,6 +13,7 @@ from starlette.types import Receive, Scope, Send
 
 from keel.api.json_body import MAX_JSON_DEPTH, JsonBodyLimits, check_json, nesting_exceeds
 from keel.errors import InvalidInput
+from keel.guard.idempotency.fingerprints import canonical_json
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab,:'),
@@ -127,3 +128,10 @@ async def test_other_media_types_pass_through_untouched() -> None:
     async with client(max_bytes=10) as http:
         response = await http.post("/", content=b"[" * 100, headers={"content-type": "text/plain"})
     assert (response.status_code, response.content) == (200, b"[" * 100)
+
+
+@pytest.mark.parametrize("body", [b'{"m": "\\ud800"}', b"[" * 100_000, b"9" * 5000])
+def test_the_idempotency_fingerprint_never_fails_on_a_body_the_route_refuses(body: bytes) -> None:
+    # Such a body counts by its raw bytes (it used to raise, and answer 500).
+    assert canonical_json(body) is None
+    assert canonical_json(b'{"b": 1, "a": "\\u00e9"}') == '{"a":"é","b":1}'.encode()
