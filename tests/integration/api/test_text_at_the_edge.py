@@ -16,7 +16,10 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 from tests.support.app import World
 
+from keel.db.engine import Database
 from keel.db.tables import Evidence, Recognition
+from keel.domain import orgs
+from keel.errors import InvalidInput
 
 PROBLEM = "application/problem+json"
 VALIDATION = "https://keel.dev/problems/validation"
@@ -172,3 +175,25 @@ async def test_json_nested_a_hundred_thousand_levels_is_refused_not_parsed(
         headers={**headers, "Idempotency-Key": "deep-1"},
     )
     assert keyed.status_code == 422  # before the idempotency fingerprint parses it
+
+
+@pytest.mark.parametrize(
+    ("org_name", "email", "display_name", "field"),
+    [
+        ("Org\x00", "a@b.test", "", "name"),
+        ("Org", "a\x00@b.test", "", "email"),
+        ("Org", "a@b.test", "Ann\x1b[31m", "display_name"),
+        ("Org\ud800", "a@b.test", "", "name"),
+    ],
+)
+async def test_names_given_to_the_cli_services_are_checked_the_same_way(
+    database: Database, org_name: str, email: str, display_name: str, field: str
+) -> None:
+    async def create() -> None:
+        async with database.write() as session:
+            org = await orgs.create_org(session, org_name)
+            await orgs.create_user(session, org.id, email, display_name=display_name)
+
+    with pytest.raises(InvalidInput) as raised:
+        await create()
+    assert raised.value.extensions["field"] == field
