@@ -332,6 +332,9 @@ def probe_live(base: str, stop: threading.Event, run: Run) -> None:
 
 def send(client: httpx.Client, case: Case, token: str) -> Answer:
     headers = {"Authorization": f"Bearer {token}"}
+    if case.method == "POST":
+        # Keyed, as production requires: the idempotency fingerprint reads the body too.
+        headers["Idempotency-Key"] = str(uuid.uuid4())
     if case.content_type is not None:
         headers["Content-Type"] = case.content_type
     try:
