@@ -19,6 +19,8 @@ from keel import __version__, observe
 from keel.api import problems
 from keel.api.authentication import AuthenticationMiddleware
 from keel.api.boundary import ErrorBoundaryMiddleware
+from keel.api.json_body import JsonBodyLimits
+from keel.api.response_headers import ResponseHeaderCheck
 from keel.api.routes import audit as audit_routes
 from keel.api.routes import evidence, exports, quotas, recognitions, users
 from keel.api.routing import RouteTable
@@ -182,12 +184,16 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     # Middleware, innermost first (Starlette wraps each added one around the previous):
-    # ... → boundary → shed → auth → replay → limits → idempotency → routes. The replay
-    # step answers retries of finished keyed requests before the limits: they spend nothing.
+    # ... → boundary → shed → auth → JSON body limits → replay → limits → idempotency →
+    # header check → routes. The replay step answers retries of finished keyed requests
+    # before the limits (they spend nothing); JSON bodies are bounded before anything
+    # parses them (the idempotency fingerprint, the route).
+    app.add_middleware(ResponseHeaderCheck)
     idempotency = add_idempotency(app, services) if settings.idempotency_enabled else None
     app.add_middleware(LimitsMiddleware, guard=services.limits.guard)
     if idempotency is not None:
         app.add_middleware(ReplayMiddleware, **idempotency)
+    app.add_middleware(JsonBodyLimits)
     app.add_middleware(
         AuthenticationMiddleware,
         authenticator=services.authenticator,

@@ -5,6 +5,12 @@ handler runs, so a size limit could only be checked after the bytes were
 received and written. Here python-multipart's push parser is fed the request
 body chunk by chunk and the file part is handed on in the same rhythm, so the
 caller can stop reading — and store nothing — the moment a limit is passed.
+
+The filename is client text that later goes into a ``Content-Disposition``
+header and a database row, so it is refused (422) unless it is valid UTF-8,
+one line of :data:`~keel.api.text.Line` text and at most
+:data:`MAX_FILENAME_CHARS` long. A huge filename never gets that far:
+python-multipart bounds every part header line (about 4 KiB), a 400.
 """
 
 from __future__ import annotations
@@ -15,7 +21,11 @@ from dataclasses import dataclass, field
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from keel.errors import BadRequest, UnsupportedMediaType
+from keel.api.text import refusal
+from keel.errors import BadRequest, InvalidInput, UnsupportedMediaType
+
+MAX_FILENAME_CHARS = 255
+"""What common filesystems allow; a longer name is refused, not cut."""
 
 
 @dataclass
@@ -66,6 +76,32 @@ class _Collector:
 
     def on_part_end(self) -> None:
         self.current.done = True
+
+
+def _refuse_filename(message: str) -> InvalidInput:
+    return InvalidInput(
+        f"the file's name is not acceptable: {message}",
+        errors=[{"field": "file.filename", "message": message, "code": "filename_invalid"}],
+    )
+
+
+def checked_filename(raw: bytes) -> str:
+    """The filename to store: its last path component, or :class:`InvalidInput`.
+
+    Directory parts are dropped (old browsers send a full path); everything
+    else is kept exactly or refused — never silently rewritten or cut.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _refuse_filename("it is not valid UTF-8") from None
+    reason = refusal(text, multiline=False)
+    if reason is not None:
+        raise _refuse_filename(reason)
+    name = text.replace("\\", "/").rsplit("/", 1)[-1]
+    if len(name) > MAX_FILENAME_CHARS:
+        raise _refuse_filename(f"it is longer than {MAX_FILENAME_CHARS} characters")
+    return name or "upload"
 
 
 def boundary_of(content_type: str | None) -> bytes:
@@ -129,10 +165,9 @@ class FileFieldReader:
         filename = options.get(b"filename")
         if filename is None:
             return None
-        name = filename.decode("utf-8", "replace").replace("\\", "/").rsplit("/", 1)[-1]
         media_type = part.headers.get("content-type", b"application/octet-stream")
         media = parse_options_header(media_type)[0].decode("latin-1").lower()
-        return FilePart(filename=name[:255] or "upload", content_type=media)
+        return FilePart(filename=checked_filename(filename), content_type=media)
 
     async def find(self) -> FilePart:
         """Read until the file part's headers are known (its data may follow)."""

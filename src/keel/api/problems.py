@@ -12,6 +12,7 @@ message are not echoed back.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 
+from keel.api.text import printable
 from keel.db.failures import as_unavailable
 from keel.errors import KeelError
 from keel.redaction import Redactor
@@ -67,6 +69,17 @@ class Problem(BaseModel):
     instance: str
 
 
+class ProblemResponse(JSONResponse):
+    """A problem body that always encodes: ASCII-escaped, so text a client sent
+    (a field name with an unpaired surrogate, say) can never make the error
+    response itself fail."""
+
+    media_type = MEDIA_TYPE
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
 def problem_type(slug: str) -> str:
     return TYPE_BASE + slug
 
@@ -89,9 +102,7 @@ def problem_response(
         detail=_REDACTOR.text(detail),
         instance=_REDACTOR.text(instance),
     )
-    return JSONResponse(
-        body, status_code=status, headers=dict(headers or {}), media_type=MEDIA_TYPE
-    )
+    return ProblemResponse(body, status_code=status, headers=dict(headers or {}))
 
 
 def _redacted(value: Any) -> Any:
@@ -132,7 +143,8 @@ async def _validation_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
     errors = [
         {
-            "field": ".".join(str(part) for part in item.get("loc", ())),
+            # A location can hold a key the client sent: shown, never echoed raw.
+            "field": printable(".".join(str(part) for part in item.get("loc", ())), "\ufffd"),
             "message": item.get("msg", "invalid"),
             "code": item.get("type", "invalid"),
         }

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from keel.api.text import Line, Text
 
 
 class _Out(BaseModel):
@@ -15,10 +17,13 @@ class _Out(BaseModel):
 class RecognitionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    recipient_id: str = Field(min_length=1, max_length=64)
-    message: str = Field(min_length=1, max_length=2000, pattern=r"\S")
-    category: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"\S")
-    evidence_ids: list[str] = Field(default_factory=list, max_length=20)
+    # Every text field is Text or Line (keel.api.text): checked before it reaches a database.
+    recipient_id: Line = Field(min_length=1, max_length=64)
+    message: Text = Field(min_length=1, max_length=2000, pattern=r"\S")
+    category: Line | None = Field(default=None, min_length=1, max_length=100, pattern=r"\S")
+    evidence_ids: list[Annotated[Line, Field(max_length=64)]] = Field(
+        default_factory=list, max_length=20
+    )
 
 
 class RecognitionOut(_Out):

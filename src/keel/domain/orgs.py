@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.db.tables import Org, User
 from keel.domain.principal import Plan, Role
+from keel.domain.text import check_line
 from keel.errors import Conflict, InvalidInput, NotFound
 from keel.ids import new_id
 
@@ -28,7 +29,7 @@ async def create_org(
     timezone: str = "UTC",
     clock: Clock = SYSTEM_CLOCK,
 ) -> Org:
-    name = name.strip()
+    name = check_line(name.strip(), "name")
     if not 1 <= len(name) <= 200:
         raise InvalidInput("organisation name must be 1-200 characters", field="name")
     if plan not in set(Plan):
@@ -52,7 +53,8 @@ async def create_user(
     display_name: str = "",
     clock: Clock = SYSTEM_CLOCK,
 ) -> User:
-    email = email.strip().lower()
+    email = check_line(email.strip().lower(), "email")
+    display_name = check_line(display_name, "display_name")
     if not _EMAIL.match(email) or len(email) > 320:
         raise InvalidInput("not an email address", field="email")
     if role not in set(Role):

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keel.api.multipart import FileFieldReader
-from keel.errors import BadRequest, UnsupportedMediaType
+from keel.api.multipart import MAX_FILENAME_CHARS, FileFieldReader
+from keel.errors import BadRequest, InvalidInput, UnsupportedMediaType
 
 BOUNDARY = "XyZ-boundary-123"
 CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
@@ -105,7 +105,7 @@ def test_arbitrary_part_headers_are_a_file_or_a_bad_request(
 ) -> None:
     b = BOUNDARY.encode()
     data = b"--" + b + b"\r\n" + headers + b"\r\n\r\n" + payload + b"\r\n--" + b + b"--\r\n"
-    with contextlib.suppress(BadRequest):  # anything else (a crash) fails the test
+    with contextlib.suppress(BadRequest, InvalidInput):  # anything else (a crash) fails the test
         asyncio.run(read_all(data, [min(cut, len(data))]))
 
 
@@ -115,5 +115,56 @@ def test_non_ascii_field_and_file_names_never_crash(name: str, filename: str) ->
     b = BOUNDARY.encode()
     disposition = f'Content-Disposition: form-data; name="{name}"; filename="{filename}"'.encode()
     data = b"--" + b + b"\r\n" + disposition + b"\r\n\r\nabc\r\n--" + b + b"--\r\n"
-    with contextlib.suppress(BadRequest):
+    with contextlib.suppress(BadRequest, InvalidInput):
         asyncio.run(read_all(data, []))
+
+
+def raw_body(filename: bytes) -> bytes:
+    b = BOUNDARY.encode()
+    return (
+        b"--"
+        + b
+        + b'\r\nContent-Disposition: form-data; name="file"; filename="'
+        + filename
+        + b'"\r\nContent-Type: image/png\r\n\r\nabc\r\n--'
+        + b
+        + b"--\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "filename",
+    [
+        b"a\x00b.png",  # NUL: PostgreSQL cannot store it, no header can carry it
+        b"bell\x07.png",
+        b"tab\t.png",
+        b"c1\xc2\x85.png",  # U+0085, a C1 control
+        b"\xff\xfe.png",  # not UTF-8
+        b"\xed\xa0\x80.png",  # a UTF-8-encoded surrogate is not UTF-8 either
+        b"x" * (MAX_FILENAME_CHARS + 1),
+    ],
+)
+def test_filenames_a_database_or_a_header_cannot_take_are_refused(filename: bytes) -> None:
+    with pytest.raises(InvalidInput) as raised:
+        asyncio.run(read_all(raw_body(filename), []))
+    assert raised.value.extensions["errors"][0]["field"] == "file.filename"
+
+
+@pytest.mark.parametrize(
+    ("filename", "stored"),
+    [
+        ("résumé 2026.pdf".encode(), "résumé 2026.pdf"),
+        ("日本語.png".encode(), "日本語.png"),
+        (b"x" * MAX_FILENAME_CHARS, "x" * MAX_FILENAME_CHARS),
+        (b"C:\\Users\\me\\a.png", "a.png"),
+        (b"", "upload"),
+    ],
+)
+def test_acceptable_filenames_are_kept_exactly(filename: bytes, stored: str) -> None:
+    assert asyncio.run(read_all(raw_body(filename), []))[0] == stored
+
+
+def test_a_filename_bigger_than_the_header_bound_is_refused_while_it_arrives() -> None:
+    data = raw_body(b"x" * 1_000_000)
+    with pytest.raises(BadRequest, match="malformed multipart"):
+        asyncio.run(read_all(data, list(range(0, len(data), 4096))))

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from keel.api.dependencies import AppServices, CurrentPrincipal
 from keel.api.problems import problem_responses
 from keel.api.query import Timestamp
+from keel.api.text import Line
 from keel.audit import AuditQuery, EventCode
 from keel.audit import search as audit_search
 from keel.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
@@ -49,11 +50,11 @@ async def list_audit_events(
     principal: CurrentPrincipal,
     services: AppServices,
     code: Annotated[list[EventCode] | None, Query()] = None,
-    user_id: Annotated[str | None, Query(max_length=64)] = None,
+    user_id: Annotated[Line | None, Query(max_length=64)] = None,
     since: Timestamp = None,
     until: Timestamp = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[Line | None, Query(max_length=200)] = None,
 ) -> AuditPage:
     if not principal.is_admin:
         raise Forbidden("only organisation admins may read the audit log")

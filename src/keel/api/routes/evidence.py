@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from urllib.parse import quote
 
 from fastapi import APIRouter, Request, Response
 from starlette.responses import StreamingResponse
 
 from keel.api.auditing import ClientIp, by_principal
 from keel.api.dependencies import AppServices, CurrentPrincipal
+from keel.api.disposition import attachment
 from keel.api.multipart import FileFieldReader
 from keel.api.problems import problem_responses
 from keel.api.schemas import EvidenceOut
+from keel.api.text import Line
 from keel.audit import EventCode
 from keel.domain import evidence
 from keel.errors import PayloadTooLarge
@@ -113,10 +114,10 @@ async def upload_evidence(
 
 
 @router.get(
-    "/{evidence_id}", response_model=EvidenceOut, responses=problem_responses(401, 404, 503)
+    "/{evidence_id}", response_model=EvidenceOut, responses=problem_responses(401, 404, 422, 503)
 )
 async def get_evidence(
-    evidence_id: str, principal: CurrentPrincipal, services: AppServices
+    evidence_id: Line, principal: CurrentPrincipal, services: AppServices
 ) -> EvidenceOut:
     async with services.database.read() as session:
         row = await evidence.get(session, principal, evidence_id)
@@ -136,11 +137,6 @@ async def primed(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     return rest()
 
 
-def attachment(filename: str) -> str:
-    ascii_name = filename.encode("ascii", "replace").decode().replace('"', "'")
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
-
-
 @router.get(
     "/{evidence_id}/content",
     response_class=StreamingResponse,
@@ -149,11 +145,11 @@ def attachment(filename: str) -> str:
             "description": "The exact bytes, with the content type they were uploaded with",
             "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
         },
-        **problem_responses(401, 404, 429, 503),
+        **problem_responses(401, 404, 422, 429, 503),
     },
 )
 async def download_evidence(
-    evidence_id: str, principal: CurrentPrincipal, services: AppServices, ip: ClientIp
+    evidence_id: Line, principal: CurrentPrincipal, services: AppServices, ip: ClientIp
 ) -> StreamingResponse:
     async with services.database.read() as session:
         row = await evidence.get(session, principal, evidence_id)
@@ -173,9 +169,11 @@ async def download_evidence(
     )
 
 
-@router.delete("/{evidence_id}", status_code=204, responses=problem_responses(401, 403, 404, 503))
+@router.delete(
+    "/{evidence_id}", status_code=204, responses=problem_responses(401, 403, 404, 422, 503)
+)
 async def delete_evidence(
-    evidence_id: str, principal: CurrentPrincipal, services: AppServices, ip: ClientIp
+    evidence_id: Line, principal: CurrentPrincipal, services: AppServices, ip: ClientIp
 ) -> Response:
     async with services.database.write() as session:
         uploader_id = (await evidence.get(session, principal, evidence_id)).uploader_id

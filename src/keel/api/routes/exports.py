@@ -7,9 +7,11 @@ from starlette.responses import StreamingResponse
 
 from keel.api.auditing import ClientIp, by_principal
 from keel.api.dependencies import AppServices, CurrentPrincipal
+from keel.api.disposition import attachment
 from keel.api.problems import problem_responses
 from keel.api.routes.evidence import primed
 from keel.api.schemas import ExportCreate, ExportOut
+from keel.api.text import Line
 from keel.audit import EventCode
 from keel.domain import exports
 from keel.guard.idempotency import IDEMPOTENCY_KEY_PARAMETER, recorded
@@ -22,7 +24,7 @@ router = APIRouter(prefix="/v1/exports", tags=["exports"])
     "",
     status_code=202,
     response_model=ExportOut,
-    responses=problem_responses(400, 401, 409, 422, 429, 503),
+    responses=problem_responses(400, 401, 409, 413, 422, 429, 503),
     openapi_extra={"parameters": [IDEMPOTENCY_KEY_PARAMETER]},
 )
 async def request_export(
@@ -48,9 +50,11 @@ async def request_export(
         )
 
 
-@router.get("/{export_id}", response_model=ExportOut, responses=problem_responses(401, 404, 503))
+@router.get(
+    "/{export_id}", response_model=ExportOut, responses=problem_responses(401, 404, 422, 503)
+)
 async def get_export(
-    export_id: str, principal: CurrentPrincipal, services: AppServices
+    export_id: Line, principal: CurrentPrincipal, services: AppServices
 ) -> ExportOut:
     async with services.database.read() as session:
         row = await exports.get(session, principal, export_id)
@@ -62,11 +66,11 @@ async def get_export(
     response_class=StreamingResponse,
     responses={
         200: {"content": {"text/csv": {}, "application/json": {}}},
-        **problem_responses(401, 404, 409, 429, 503),
+        **problem_responses(401, 404, 409, 422, 429, 503),
     },
 )
 async def download_export(
-    export_id: str, principal: CurrentPrincipal, services: AppServices, ip: ClientIp
+    export_id: Line, principal: CurrentPrincipal, services: AppServices, ip: ClientIp
 ) -> StreamingResponse:
     async with services.database.read() as session:
         row = await exports.get(session, principal, export_id)
@@ -81,6 +85,6 @@ async def download_export(
         media_type=exports.MEDIA_TYPES[fmt],
         headers={
             "Content-Length": str(row.size or 0),
-            "Content-Disposition": f'attachment; filename="recognitions-{row.id}.{fmt.value}"',
+            "Content-Disposition": attachment(f"recognitions-{row.id}.{fmt.value}"),
         },
     )

@@ -11,6 +11,7 @@ from keel.api.dependencies import AppServices, CurrentPrincipal
 from keel.api.problems import problem_responses
 from keel.api.query import Timestamp
 from keel.api.schemas import RecognitionCreate, RecognitionOut, RecognitionPage
+from keel.api.text import Line
 from keel.audit import EventCode
 from keel.domain import recognitions
 from keel.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT
@@ -23,7 +24,7 @@ router = APIRouter(prefix="/v1/recognitions", tags=["recognitions"])
     "",
     status_code=201,
     response_model=RecognitionOut,
-    responses=problem_responses(400, 401, 409, 422, 429, 503),
+    responses=problem_responses(400, 401, 409, 413, 422, 429, 503),
     openapi_extra={"parameters": [IDEMPOTENCY_KEY_PARAMETER]},
 )
 async def create_recognition(
@@ -58,12 +59,12 @@ async def create_recognition(
 async def list_recognitions(
     principal: CurrentPrincipal,
     services: AppServices,
-    recipient_id: str | None = None,
-    giver_id: str | None = None,
+    recipient_id: Annotated[Line | None, Query(max_length=64)] = None,
+    giver_id: Annotated[Line | None, Query(max_length=64)] = None,
     created_before: Timestamp = None,
     created_after: Timestamp = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[Line | None, Query(max_length=200)] = None,
 ) -> RecognitionPage:
     filters = recognitions.RecognitionFilter(
         recipient_id=recipient_id,
@@ -80,10 +81,12 @@ async def list_recognitions(
 
 
 @router.get(
-    "/{recognition_id}", response_model=RecognitionOut, responses=problem_responses(401, 404, 503)
+    "/{recognition_id}",
+    response_model=RecognitionOut,
+    responses=problem_responses(401, 404, 422, 503),
 )
 async def get_recognition(
-    recognition_id: str, principal: CurrentPrincipal, services: AppServices
+    recognition_id: Line, principal: CurrentPrincipal, services: AppServices
 ) -> RecognitionOut:
     async with services.database.read() as session:
         record = await recognitions.get(session, principal, recognition_id)
@@ -91,10 +94,10 @@ async def get_recognition(
 
 
 @router.delete(
-    "/{recognition_id}", status_code=204, responses=problem_responses(401, 403, 404, 503)
+    "/{recognition_id}", status_code=204, responses=problem_responses(401, 403, 404, 422, 503)
 )
 async def delete_recognition(
-    recognition_id: str, principal: CurrentPrincipal, services: AppServices, ip: ClientIp
+    recognition_id: Line, principal: CurrentPrincipal, services: AppServices, ip: ClientIp
 ) -> Response:
     async with services.database.write() as session:
         deleted = await recognitions.delete(

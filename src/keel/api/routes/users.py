@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from keel.api.dependencies import AppServices, CurrentPrincipal
 from keel.api.problems import problem_responses
 from keel.api.schemas import UserOut, UserPage
+from keel.api.text import Line
 from keel.domain import orgs
 from keel.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 
@@ -27,7 +28,7 @@ async def list_users(
     principal: CurrentPrincipal,
     services: AppServices,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[Line | None, Query(max_length=200)] = None,
 ) -> UserPage:
     after = decode_cursor(cursor) if cursor else None
     async with services.database.read() as session:

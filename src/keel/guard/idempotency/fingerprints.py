@@ -37,11 +37,13 @@ def canonical_json(body: bytes) -> bytes | None:
     """The canonical encoding of a JSON document, or ``None`` if ``body`` is not JSON."""
     try:
         document: Any = json.loads(body)
-    except ValueError:
+        # An unpaired surrogate escape parses but cannot be encoded as UTF-8: such a
+        # body (refused later by the route) counts by its raw bytes, as non-JSON does.
+        return json.dumps(
+            document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True
+        ).encode()
+    except (ValueError, RecursionError):
         return None
-    return json.dumps(
-        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True
-    ).encode()
 
 
 class BodyHasher:
