@@ -19,6 +19,8 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
@@ -225,6 +227,11 @@ def for_exception(error: BaseException, instance: str) -> Response:
         log.exception(
             "unhandled_exception", path=instance, error_type=type(error).__name__, exc_info=error
         )
+        # Answered here, the exception never reaches the tracing middleware: the server
+        # span records it (the span processors see it redacted and bounded, like a log line).
+        span = trace.get_current_span()
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, type(error).__name__))
         return problem_response(
             status=500,
             slug="internal",

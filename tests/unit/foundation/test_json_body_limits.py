@@ -101,14 +101,14 @@ async def test_an_acceptable_body_reaches_the_app_unchanged() -> None:
     assert (response.status_code, response.content) == (200, b'{"a": [[1]]}')
 
 
-async def test_too_deep_and_malformed_bodies_answer_a_validation_problem() -> None:
+async def test_too_deep_bodies_are_422_and_malformed_ones_400_problems() -> None:
     async with client() as http:
         deep = await http.post("/x", content=b"[[[[[1]]]]]", headers=JSON)
         broken = await http.post("/x", content=b"{", headers=JSON)
-    for response in (deep, broken):
-        assert response.status_code == 422
+    for response, status, slug in ((deep, 422, "validation"), (broken, 400, "bad-request")):
+        assert response.status_code == status
         assert response.headers["content-type"] == "application/problem+json"
-        assert response.json()["type"] == "https://keel.dev/problems/validation"
+        assert response.json()["type"] == f"https://keel.dev/problems/{slug}"
         assert response.json()["instance"] == "/x"
 
 
