@@ -141,4 +141,4 @@ def regenerate() -> list[Path]:
 
 if __name__ == "__main__":
     for path in regenerate():
-        print(f"wrote {path}")  # noqa: T201
+        print(f"wrote {path}")

@@ -15,6 +15,7 @@ import difflib
 import os
 
 import pytest
+
 from tests.support.surface import REGENERATE, SNAPSHOTS, SURFACES, render
 
 
