@@ -21,8 +21,8 @@ from pathlib import Path
 
 import asyncpg
 
+from keel import migrations
 from keel.audit import AuditEvent, Auditor, EventCode, KeyRing, PublicKeys, Signer, verify
-from keel.db import migrate
 from keel.db.engine import Database
 from keel.domain import orgs, recognitions
 from keel.domain.principal import Plan, Principal, Role
@@ -31,7 +31,7 @@ RING = KeyRing.parse("bench:" + "k" * 32, None)
 
 
 async def _setup(database: Database) -> tuple[Principal, str]:
-    await migrate.upgrade(database)
+    await migrations.upgrade(database)
     async with database.write() as session:
         org = await orgs.create_org(session, "Bench")
         giver = await orgs.create_user(session, org.id, "giver@bench.test")

@@ -35,8 +35,8 @@ import httpx
 from bench_support import unlimited_policy
 from fastapi import FastAPI
 
+from keel import migrations
 from keel.app import create_app
-from keel.db import migrate
 from keel.db.engine import Database
 from keel.domain import orgs
 from keel.domain.tokens import issue_token
@@ -71,7 +71,7 @@ def _settings(url: str, storage: str, *, enabled: bool) -> Settings:
 async def _seed(url: str) -> tuple[str, str]:
     database = Database(url)
     try:
-        await migrate.upgrade(database)
+        await migrations.upgrade(database)
         async with database.write() as session:
             org = await orgs.create_org(session, "Bench", plan="enterprise")
             giver = await orgs.create_user(session, org.id, "giver@bench.test")

@@ -47,9 +47,9 @@ from pgqueuer.qm import QueueManager
 from pgqueuer.queries import Queries
 from sqlalchemy import text
 
+from keel import migrations
 from keel.audit import build_auditor
 from keel.clock import SYSTEM_CLOCK
-from keel.db import migrate
 from keel.db.engine import Database
 from keel.jobs import Enqueuer, enqueue_now, queue
 from keel.jobs.registry import JobContext, JobResources, JobType, Registry
@@ -140,7 +140,7 @@ async def bench_keel(db_name: str, jobs: int, parts: set[str]) -> dict[str, floa
 
     url = f"postgresql+asyncpg://{PG}/{db_name}"
     database = Database(url)
-    await migrate.upgrade(database)
+    await migrations.upgrade(database)
     done = Done()
 
     async def noop(context: JobContext) -> None:

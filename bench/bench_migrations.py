@@ -21,15 +21,14 @@ from pathlib import Path
 
 import asyncpg
 
-from keel.db import migrate
+from keel import migrations
 from keel.db.engine import Database
-from keel.ops import migrations
 
 
 async def _raw(url: str) -> None:
     database = Database(url)
     try:
-        await migrate.upgrade(database)
+        await migrations.upgrade(database)
     finally:
         await database.dispose()
 

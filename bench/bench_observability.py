@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 from bench_support import unlimited_policy
 
-from keel.db import migrate
+from keel import migrations
 from keel.db.engine import Database
 from keel.domain import orgs, recognitions
 from keel.domain.principal import Plan, Principal, Role
@@ -41,6 +41,8 @@ from keel.domain.tokens import issue_token
 from keel.testing import ManualClock
 
 SECRET = "bench-secret-that-is-long-enough-0123456789"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -50,7 +52,7 @@ def free_port() -> int:
 async def seed(url: str) -> tuple[str, str]:
     database = Database(url)
     try:
-        await migrate.upgrade(database)
+        await migrations.upgrade(database)
         async with database.write() as session:
             org = await orgs.create_org(session, "Bench", plan="team")
             giver = await orgs.create_user(session, org.id, "giver@bench.test")

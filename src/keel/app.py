@@ -15,7 +15,7 @@ import structlog
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from keel import __version__, observe
+from keel import __version__, migrations, observe
 from keel.api import problems
 from keel.api.authentication import AuthenticationMiddleware
 from keel.api.boundary import ErrorBoundaryMiddleware
@@ -27,7 +27,6 @@ from keel.api.routing import RouteTable
 from keel.api.services import Services
 from keel.audit import build_auditor
 from keel.clock import SYSTEM_CLOCK, Clock
-from keel.db import migrate
 from keel.db.engine import Database
 from keel.domain.evidence import UploadRules
 from keel.domain.tokens import Authenticator
@@ -143,7 +142,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await migrate.require_head(services.database)
+        await migrations.require_head(services.database)
         await services.limits.start()
         for breaker in services.dependencies.registry:
             await breaker.sync()  # announce our breakers in the shared store (bounded)
@@ -177,7 +176,7 @@ def create_app(
         summary="Recognitions between colleagues, on a reliability layer you can lean on.",
         lifespan=lifespan,
         redirect_slashes=False,
-        **native_telemetry_off(),  # Keel's observe package owns telemetry (issue 3)
+        **native_telemetry_off(),  # Keel's observe package owns telemetry
     )
     app.state.services = services
     problems.install(app)
@@ -207,7 +206,7 @@ def create_app(
     # Outside every Keel middleware: whatever they or the routes raise is answered
     # (503 for an unavailable database, never a 500 or a dropped connection).
     app.add_middleware(ErrorBoundaryMiddleware)
-    # --- observability (issue 3): endpoints, then trace → metrics as the OUTERMOST
+    # --- observability: endpoints, then trace → metrics as the OUTERMOST
     # middleware. Starlette makes the last added the outermost, so this block stays
     # after every other add_middleware.
     observe.install(app, services.observe, settings, services.database)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 APPLY = """
 import asyncio, json, sys
 from pathlib import Path
-from keel.ops import migrations
+from keel import migrations
 url, location, backups, actor = sys.argv[1:5]
 options = migrations.RunnerOptions(
     script_location=Path(location), backup_dir=Path(backups), lock_wait_seconds=120, actor=actor

@@ -20,14 +20,14 @@ from tests.support.migration_samples import (
     snapshot,
 )
 
-from keel.ops import migrations
+from keel import migrations
 
 pytestmark = pytest.mark.fault
 
 APPLY = """
 import asyncio, sys
 from pathlib import Path
-from keel.ops import migrations
+from keel import migrations
 url, location, backups = sys.argv[1:4]
 options = migrations.RunnerOptions(
     script_location=Path(location), backup_dir=Path(backups), lock_wait_seconds=60, actor="doomed"

@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, func, inspect, select, text
 from tests.support.databases import empty_database
 
-from keel.db import migrate
+from keel import migrations
 from keel.db.engine import Database
 from keel.db.tables import Base
 from keel.db.tables_jobs import Job
@@ -94,22 +94,22 @@ def _normalised(indexes: Indexes) -> Indexes:
 async def _check(url: str) -> None:
     database = Database(url)
     try:
-        await migrate.upgrade(database)
+        await migrations.upgrade(database)
         async with database.engine.connect() as connection:
             assert await connection.run_sync(_diff) == []
         indexes, constraints = await _shape(database)
         assert _normalised(indexes) == CLAIM_INDEX | PARTIAL_INDEXES
         assert constraints == set()
 
-        await migrate.downgrade(database, BEFORE_PARTIAL)
+        await migrations.downgrade(database, BEFORE_PARTIAL)
         indexes, constraints = await _shape(database)
         assert _normalised(indexes) == CLAIM_INDEX | OLD_INDEXES
         assert constraints == {"uq_jobs_unique_key"}
 
-        await migrate.downgrade(database, "0001")
+        await migrations.downgrade(database, "0001")
         async with database.engine.connect() as connection:
             assert not JOB_TABLES & await connection.run_sync(_tables)
-        await migrate.upgrade(database)
+        await migrations.upgrade(database)
         async with database.engine.connect() as connection:
             assert await connection.run_sync(_diff) == []
     finally:
@@ -129,7 +129,7 @@ async def _count_jobs(database: Database) -> int:
 async def _enqueue_duplicates(url: str) -> None:
     database = Database(url)
     try:
-        await migrate.upgrade(database, BOTH_UNIQUE_RULES)
+        await migrations.upgrade(database, BOTH_UNIQUE_RULES)
         indexes, constraints = await _shape(database)
         assert "ix_jobs_unique_key" in indexes
         assert constraints == {"uq_jobs_unique_key"}
@@ -179,7 +179,7 @@ def _validity(connection: Connection) -> tuple[bool, str]:
 async def _rebuild_after_failed_attempt(url: str) -> None:
     database = Database(url)
     try:
-        await migrate.upgrade(database, BEFORE_PARTIAL)
+        await migrations.upgrade(database, BEFORE_PARTIAL)
         for key in ("a", "b"):
             await enqueue_now(database, "test.record", unique_key=key)
         async with database.engine.connect() as connection:
@@ -192,7 +192,7 @@ async def _rebuild_after_failed_attempt(url: str) -> None:
                 "WHERE (unique_key IS NOT NULL)",
             )
 
-        await migrate.upgrade(database, "0008")
+        await migrations.upgrade(database, "0008")
 
         async with database.engine.connect() as connection:
             assert await connection.run_sync(_validity) == (

@@ -10,7 +10,7 @@ from tests.support.migration_samples import HEAD, REAL_REVISIONS
 from typer.testing import CliRunner
 
 from keel.cli import app
-from keel.ops.migrations.scripts import Scripts
+from keel.migrations.script.graph import Scripts
 
 
 @pytest.fixture

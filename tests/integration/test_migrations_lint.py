@@ -13,8 +13,8 @@ from tests.support.migration_samples import (
     migrations_copy,
 )
 
-from keel.ops import migrations
-from keel.ops.migrations import Kind, Timeouts
+from keel import migrations
+from keel.migrations import Kind, Timeouts
 
 TIMEOUTS = Timeouts(lock_timeout_seconds=5, statement_timeout_seconds=600)
 
@@ -75,8 +75,8 @@ def test_squawk_sees_missing_timeouts_when_the_runner_would_not_set_them(tmp_pat
     add_revision(location, "s002", SAFE_EXPAND)
     revision = migrations.Scripts(location).get("s002")
 
-    from keel.ops.migrations.lint import run_squawk  # noqa: PLC0415
-    from keel.ops.migrations.sql import render  # noqa: PLC0415
+    from keel.migrations.lint import run_squawk  # noqa: PLC0415
+    from keel.migrations.sql import render  # noqa: PLC0415
 
     bare = {hit["rule_name"] for hit in run_squawk(render(revision, script_location=location))}
     timed = run_squawk(render(revision, timeouts=TIMEOUTS, script_location=location))

@@ -18,12 +18,12 @@ from tests.support.migration_samples import (
     snapshot,
 )
 
+from keel import migrations
 from keel.db.engine import Database
 from keel.domain import orgs
-from keel.ops import migrations
-from keel.ops.migrations import history
-from keel.ops.migrations.dryrun import SQLITE_LOCK
-from keel.ops.migrations.history import Action, Outcome
+from keel.migrations.runtime import history
+from keel.migrations.runtime.dryrun import SQLITE_LOCK
+from keel.migrations.runtime.history import Action, Outcome
 
 WITHOUT_HISTORY = frozenset({history.TABLE_NAME})
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import asyncpg
 
-from keel.db import migrate
+from keel import migrations
 from keel.db.engine import Database
 from tests.support.services import PG_HOST, PG_PORT, need
 
@@ -42,7 +42,7 @@ async def _admin(sql: str) -> None:
 async def _migrate(url: str) -> None:
     database = Database(url)
     try:
-        await migrate.upgrade(database)
+        await migrations.upgrade(database)
     finally:
         await database.dispose()
 

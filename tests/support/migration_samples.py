@@ -1,7 +1,7 @@
 """Sample revisions in a temporary copy of Keel's migrations, and schema/data snapshots.
 
 The samples never go into the real migrations directory: each test copies
-``keel/db/migrations`` into its own temporary folder and writes the revisions
+``keel/migrations/script`` into its own temporary folder and writes the revisions
 it needs on top of the real head.
 """
 
@@ -15,15 +15,15 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, select, text
 
 from keel.db.engine import Database
-from keel.db.migrate import MIGRATIONS_DIR, head_revision
-from keel.ops.migrations import RunnerOptions
+from keel.migrations import RunnerOptions, head_revision
+from keel.migrations.script.graph import SCRIPT_LOCATION
 
 # Samples chain on top of the real head; their ids (s002, …) never clash with real revisions.
 HEAD = head_revision() or "base"
 # Every real revision, oldest first.
 REAL_REVISIONS = [
     script.revision
-    for script in reversed(list(ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()))
+    for script in reversed(list(ScriptDirectory(str(SCRIPT_LOCATION)).walk_revisions()))
 ]
 
 HEADER = '''"""{doc}"""
@@ -137,7 +137,7 @@ def downgrade() -> None:
 def migrations_copy(workdir: Path) -> Path:
     """A private copy of Keel's real migrations directory, to put samples on top of."""
     target = workdir / "migrations"
-    shutil.copytree(MIGRATIONS_DIR, target, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(SCRIPT_LOCATION, target, ignore=shutil.ignore_patterns("__pycache__"))
     return target
 
 

@@ -87,9 +87,7 @@ def _command(command: Any) -> dict[str, Any]:
         "params": [_parameter(param) for param in command.params],
     }
     if hasattr(command, "commands"):
-        entry["commands"] = {
-            name: _command(sub) for name, sub in sorted(command.commands.items())
-        }
+        entry["commands"] = {name: _command(sub) for name, sub in sorted(command.commands.items())}
     return entry
 
 

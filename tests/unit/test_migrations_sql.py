@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keel.ops.migrations import Kind
-from keel.ops.migrations.sql import (
+from keel.migrations import Kind
+from keel.migrations.sql import (
     Timeouts,
     contract_reasons,
     inferred_kind,

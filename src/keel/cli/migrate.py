@@ -1,4 +1,4 @@
-"""``keel migrate``: the safe migration runner (``keel.ops.migrations``) from the shell.
+"""``keel migrate``: the safe migration runner (``keel.migrations``) from the shell.
 
 ``plan``, ``lint``, ``dry-run``, ``apply``, ``rollback``, ``restore``, ``status`` and
 ``new`` are the operator's commands. ``upgrade``, ``downgrade`` and ``current``
@@ -17,13 +17,12 @@ from rich.progress import Progress as RichProgress
 from rich.syntax import Syntax
 from rich.table import Table
 
+from keel import migrations
 from keel.cli._common import JsonOption, database, err, fail, out, print_json, run
 from keel.clock import SystemClock
-from keel.db import migrate
-from keel.ops import migrations
-from keel.ops.migrations import Kind, RunnerOptions
-from keel.ops.migrations.auditing import record_steps
-from keel.ops.migrations.history import Step
+from keel.migrations import Kind, RunnerOptions
+from keel.migrations.runtime.auditing import record_steps
+from keel.migrations.runtime.history import Step
 from keel.redaction import mask_url
 from keel.settings import Profile, Settings
 
@@ -119,7 +118,7 @@ def plan(target: str = TargetOption, as_json: bool = JsonOption) -> None:
 
     async def go() -> migrations.Plan:
         async with database(settings) as db:
-            current = await migrate.current_revision(db)
+            current = await migrations.current_revision(db)
         return migrations.plan(current, timeouts=_options(settings).timeouts, target=target)
 
     result = run(go)
@@ -332,8 +331,8 @@ def upgrade(target: str = typer.Argument("head", help="Revision to reach.")) -> 
 
     async def go() -> None:
         async with database() as db:
-            await migrate.upgrade(db, target)
-            out.print(f"schema at {await migrate.current_revision(db)}")
+            await migrations.upgrade(db, target)
+            out.print(f"schema at {await migrations.current_revision(db)}")
 
     run(go)
 
@@ -344,8 +343,8 @@ def downgrade(target: str = typer.Argument(..., help="Revision to go back to, or
 
     async def go() -> None:
         async with database() as db:
-            await migrate.downgrade(db, target)
-            out.print(f"schema at {await migrate.current_revision(db) or 'nothing'}")
+            await migrations.downgrade(db, target)
+            out.print(f"schema at {await migrations.current_revision(db) or 'nothing'}")
 
     run(go)
 
@@ -356,8 +355,8 @@ def current(as_json: bool = JsonOption) -> None:
 
     async def go() -> None:
         async with database() as db:
-            revision = await migrate.current_revision(db)
-            head = migrate.head_revision(db.url)
+            revision = await migrations.current_revision(db)
+            head = migrations.head_revision(db.url)
         if as_json:
             print_json({"current": revision, "head": head, "at_head": revision == head})
         else:

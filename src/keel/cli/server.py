@@ -8,14 +8,12 @@ from types import FrameType
 
 import typer
 
-from keel import __version__
+from keel import __version__, migrations
 from keel.cli._common import JsonOption, database, err, fail, out, print_json
-from keel.db import migrate
 from keel.errors import KeelError
 from keel.guard.ratelimit import load_policy
 from keel.observe.logs import configure_logging
 from keel.observe.metrics_directory import metrics_directory
-from keel.ops import migrations
 from keel.serve import run
 from keel.settings import Settings
 
@@ -32,8 +30,8 @@ async def prepare_schema(settings: Settings) -> str:
         )
     async with database(settings) as db:
         if not settings.is_sqlite:
-            await migrate.require_head(db)
-        return await migrate.current_revision(db) or "nothing"
+            await migrations.require_head(db)
+        return await migrations.current_revision(db) or "nothing"
 
 
 def serve(

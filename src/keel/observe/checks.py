@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import redis.asyncio as redis
 
-from keel.db import migrate
+from keel import migrations
 from keel.db.engine import Database
 from keel.observe.health import HealthCheck, Observation, Status
 from keel.storage import BlobStore
@@ -23,10 +23,10 @@ def database_check(database: Database) -> HealthCheck:
 
 
 def schema_check(database: Database) -> HealthCheck:
-    head = migrate.head_revision(database.url)
+    head = migrations.head_revision(database.url)
 
     async def probe() -> Observation:
-        current = await migrate.current_revision(database)
+        current = await migrations.current_revision(database)
         if current == head:
             return Observation(value=current, status=Status.PASS)
         return Observation(

@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Query, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from keel import __version__
+from keel import __version__, migrations
 from keel.api.services import Services, services_of
-from keel.db import migrate
 from keel.errors import InvalidInput
 from keel.observe.health import MEDIA_TYPE, Report, Status, static_check
 from keel.observe.version import settings_fingerprint
@@ -176,7 +175,7 @@ async def version(request: Request) -> JSONResponse:
     services = _services(request)
     settings = services.settings
     try:
-        schema: str | None = await migrate.current_revision(services.database)
+        schema: str | None = await migrations.current_revision(services.database)
     except Exception:  # the version must answer even with the database down
         schema = None
     return JSONResponse(
@@ -186,7 +185,7 @@ async def version(request: Request) -> JSONResponse:
             "release_id": settings.release_id,
             "service_id": settings.service_id,
             "schema_revision": schema,
-            "schema_head": migrate.head_revision(settings.database_url),
+            "schema_head": migrations.head_revision(settings.database_url),
             "settings_fingerprint": settings_fingerprint(settings),
         }
     )

@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect
 from tests.support.databases import empty_database
 
-from keel.db import migrate
+from keel import migrations
 from keel.db.engine import Database
 from keel.db.tables import Base
 
@@ -29,15 +29,15 @@ def _tables(connection: Connection) -> set[str]:
 async def _check(url: str) -> None:
     database = Database(url)
     try:
-        await migrate.upgrade(database)
+        await migrations.upgrade(database)
         async with database.engine.connect() as connection:
             assert await connection.run_sync(_diff) == []
             assert await connection.run_sync(_tables) >= AUDIT_TABLES
-        await migrate.downgrade(database, "0001")
+        await migrations.downgrade(database, "0001")
         async with database.engine.connect() as connection:
             assert not AUDIT_TABLES & await connection.run_sync(_tables)
-        await migrate.upgrade(database)
-        assert await migrate.current_revision(database) == migrate.head_revision()
+        await migrations.upgrade(database)
+        assert await migrations.current_revision(database) == migrations.head_revision()
     finally:
         await database.dispose()
 

@@ -16,7 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection
 from tests.support.databases import empty_database
 
-from keel.db import migrate
+from keel import migrations
 from keel.db.engine import Database
 from keel.db.tables import Base
 from keel.guard.idempotency import (
@@ -220,10 +220,10 @@ async def test_concurrent_takeovers_have_exactly_one_winner(store: SqlIdempotenc
 
 
 async def test_the_migration_goes_down_and_up_again(database: Database) -> None:
-    await migrate.downgrade(database, "0001")
-    assert await migrate.current_revision(database) == "0001"
-    await migrate.upgrade(database)
-    assert await migrate.current_revision(database) == migrate.head_revision()
+    await migrations.downgrade(database, "0001")
+    assert await migrations.current_revision(database) == "0001"
+    await migrations.upgrade(database)
+    assert await migrations.current_revision(database) == migrations.head_revision()
 
 
 def test_keel_idempotency_purge_prints_how_many_it_deleted(
@@ -262,7 +262,7 @@ def test_the_migration_builds_the_table_the_model_describes(backend: str, tmp_pa
     async def migrated_then_compared(url: str) -> list[object]:
         database = Database(url)
         try:
-            await migrate.upgrade(database)
+            await migrations.upgrade(database)
             async with database.engine.connect() as connection:
                 return await connection.run_sync(differences)
         finally:

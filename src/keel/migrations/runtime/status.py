@@ -7,11 +7,11 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from keel.ops.migrations import history
-from keel.ops.migrations.history import Step
-from keel.ops.migrations.options import RunnerOptions
-from keel.ops.migrations.scripts import Scripts
-from keel.ops.migrations.session import revision_of, run_sync
+from keel.migrations.options import RunnerOptions
+from keel.migrations.runtime import history
+from keel.migrations.runtime.history import Step
+from keel.migrations.runtime.session import revision_of, run_sync
+from keel.migrations.script.graph import Scripts
 
 
 @dataclass

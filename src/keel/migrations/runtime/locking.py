@@ -21,7 +21,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, text
 
-from keel.ops.migrations.errors import MigrationLockTimeout
+from keel.migrations.errors import MigrationLockTimeout
 
 #: The pg_advisory_lock key: the ASCII bytes of "KEELMIGR" read as one bigint.
 ADVISORY_KEY = 0x4B45454C4D494752

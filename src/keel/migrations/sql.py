@@ -21,7 +21,7 @@ from pathlib import Path
 
 from alembic import command
 
-from keel.ops.migrations.scripts import Kind, Revision, alembic_config
+from keel.migrations.script.graph import Kind, Revision, alembic_config
 
 OFFLINE_URL = "postgresql://keel@localhost/keel"
 

@@ -18,10 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool
 
 from keel.db.engine import create_engine as create_keel_engine
-from keel.ops.migrations import backup, locking
-from keel.ops.migrations.errors import MigrationError
-from keel.ops.migrations.scripts import Scripts
-from keel.ops.migrations.sql import Timeouts
+from keel.migrations.errors import MigrationError
+from keel.migrations.runtime import backup, locking
+from keel.migrations.script.graph import Scripts
+from keel.migrations.sql import Timeouts
 
 T = TypeVar("T")
 

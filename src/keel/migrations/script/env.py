@@ -1,4 +1,4 @@
-"""Alembic environment: uses the connection handed over by keel.db.migrate."""
+"""Alembic environment: uses the connection handed over by keel.migrations.runtime.schema."""
 
 from __future__ import annotations
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from keel.ops.migrations import sql as sqltools
-from keel.ops.migrations.errors import LinterUnavailable
-from keel.ops.migrations.lint import Finding, lint_revision
-from keel.ops.migrations.scripts import Kind, Scripts
+from keel.migrations import sql as sqltools
+from keel.migrations.errors import LinterUnavailable
+from keel.migrations.lint import Finding, lint_revision
+from keel.migrations.script.graph import Kind, Scripts
 
 
 @dataclass

@@ -13,7 +13,7 @@ import structlog
 
 from keel.audit import AuditEvent, EventCode, build_auditor
 from keel.db.engine import Database
-from keel.ops.migrations.history import Action, Outcome, Step
+from keel.migrations.runtime.history import Action, Outcome, Step
 from keel.settings import Settings
 
 log = structlog.get_logger(__name__)

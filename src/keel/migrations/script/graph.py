@@ -38,8 +38,10 @@ from alembic.script import Script, ScriptDirectory
 from alembic.script.revision import ResolutionError
 from alembic.util import CommandError
 
-from keel.db.migrate import MIGRATIONS_DIR
-from keel.ops.migrations.errors import UnknownRevision
+from keel.migrations.errors import UnknownRevision
+
+SCRIPT_LOCATION = Path(__file__).parent
+"""Alembic's script location: ``env.py``, ``script.py.mako`` and ``versions/`` sit here."""
 
 _KIND = re.compile(r"^\s*#\s*keel-kind:\s*(?P<kind>\S+)\s*$", re.MULTILINE)
 _NO_TRANSACTION = re.compile(r"^\s*#\s*keel-transaction:\s*none\s*$", re.MULTILINE)
@@ -77,7 +79,7 @@ class Revision:
 
 def alembic_config(url: str, script_location: Path | None = None) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(script_location or MIGRATIONS_DIR))
+    config.set_main_option("script_location", str(script_location or SCRIPT_LOCATION))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
@@ -126,7 +128,7 @@ class Scripts:
     """The ordered revisions of one script directory (base first)."""
 
     def __init__(self, script_location: Path | None = None) -> None:
-        self.location = script_location or MIGRATIONS_DIR
+        self.location = script_location or SCRIPT_LOCATION
         self.directory = ScriptDirectory.from_config(alembic_config("sqlite://", self.location))
 
     def config(self, url: str) -> Config:

@@ -16,7 +16,7 @@ import re
 from datetime import datetime
 from pathlib import Path
 
-from keel.ops.migrations.scripts import Kind, Scripts
+from keel.migrations.script.graph import Kind, Scripts
 
 _GUIDANCE = {
     Kind.EXPAND: """\
@@ -24,7 +24,7 @@ _GUIDANCE = {
 #   op.add_column("t", sa.Column("c", sa.Text(), nullable=True))
 #   An index on an existing table goes in a revision of its own marked
 #   `# keel-transaction: none` (CONCURRENTLY cannot run inside a transaction):
-#   from keel.db.migrations.concurrently import build_index, drop_index
+#   from keel.migrations.operations.concurrently import build_index, drop_index
 #   build_index("ix_t_c", "t", ["c"])  # concurrently; drops an INVALID leftover first
 #   op.create_foreign_key(..., postgresql_not_valid=True), then VALIDATE in a later revision
 # Backfill in bounded batches (UPDATE ... WHERE id IN (SELECT ... LIMIT n)), never one UPDATE.""",

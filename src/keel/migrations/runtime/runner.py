@@ -28,16 +28,15 @@ from pathlib import Path
 from sqlalchemy import Connection
 
 from keel.clock import Clock, SystemClock
-from keel.ops.migrations import backup, history
-from keel.ops.migrations.errors import (
+from keel.migrations.errors import (
     ChecksumMismatch,
     MigrationError,
     MigrationFailed,
 )
-from keel.ops.migrations.history import Action, Outcome, Step
-from keel.ops.migrations.options import NoProgress, Progress, RunnerOptions
-from keel.ops.migrations.scripts import Revision, Scripts
-from keel.ops.migrations.session import (
+from keel.migrations.options import NoProgress, Progress, RunnerOptions
+from keel.migrations.runtime import backup, history
+from keel.migrations.runtime.history import Action, Outcome, Step
+from keel.migrations.runtime.session import (
     check_foreign_keys,
     current_revision,
     foreign_keys_deferred,
@@ -46,6 +45,7 @@ from keel.ops.migrations.session import (
     run_sync,
     set_timeouts,
 )
+from keel.migrations.script.graph import Revision, Scripts
 
 
 @dataclass

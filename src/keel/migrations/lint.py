@@ -37,9 +37,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from keel.ops.migrations import sql as sqltools
-from keel.ops.migrations.errors import LinterUnavailable
-from keel.ops.migrations.scripts import Kind, Revision, Scripts
+from keel.migrations import sql as sqltools
+from keel.migrations.errors import LinterUnavailable
+from keel.migrations.script.graph import Kind, Revision, Scripts
 
 SQUAWK_PG_VERSION = "15"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from keel.ops.migrations.errors import BackupFailed, RestoreFailed
+from keel.migrations.errors import BackupFailed, RestoreFailed
 
 PG_DUMP_TIMEOUT_SECONDS = 3600
 

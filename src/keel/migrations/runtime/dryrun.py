@@ -24,11 +24,10 @@ from pathlib import Path
 from sqlalchemy import Connection, inspect, text
 
 from keel.clock import Clock, SystemClock
-from keel.ops.migrations import backup
-from keel.ops.migrations.errors import MigrationFailed
-from keel.ops.migrations.options import RunnerOptions
-from keel.ops.migrations.scripts import Scripts
-from keel.ops.migrations.session import (
+from keel.migrations.errors import MigrationFailed
+from keel.migrations.options import RunnerOptions
+from keel.migrations.runtime import backup
+from keel.migrations.runtime.session import (
     check_foreign_keys,
     foreign_keys_deferred,
     locked,
@@ -37,6 +36,7 @@ from keel.ops.migrations.session import (
     run_sync,
     set_timeouts,
 )
+from keel.migrations.script.graph import Scripts
 
 _HELD_LOCKS = text(
     "SELECT c.relname AS relation, l.mode AS mode FROM pg_locks l "

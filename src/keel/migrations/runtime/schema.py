@@ -1,32 +1,23 @@
-"""Alembic, driven from code.
+"""Alembic, driven from code: the schema's revision and the plain upgrade/downgrade.
 
-The migration scripts ship inside the package, so ``keel migrate`` works from
-an installed wheel with no ``alembic.ini`` lying around. Alembic is sync; these
+This is the engine under the safe runner (``runtime/runner.py``) and what
+``keel serve`` checks at start (``require_head``). The migration scripts ship
+inside the package, so ``keel migrate`` works from an installed wheel with no
+``alembic.ini`` lying around. Alembic is sync; these
 functions run it on a worker thread over a sync connection borrowed from the
 async engine (the pattern of Alembic's own asyncio cookbook).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import command
-from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 
 from keel.db.engine import Database
 from keel.errors import SchemaBehind
-
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-
-
-def alembic_config(url: str) -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    return config
+from keel.migrations.script.graph import alembic_config
 
 
 def head_revision(url: str = "sqlite://") -> str | None:

@@ -8,12 +8,12 @@ from pathlib import Path
 from sqlalchemy import Connection, delete, inspect
 
 from keel.clock import Clock, SystemClock
-from keel.ops.migrations import backup, history
-from keel.ops.migrations.errors import RestoreFailed
-from keel.ops.migrations.history import Action, Outcome, Step
-from keel.ops.migrations.options import RunnerOptions
-from keel.ops.migrations.runner import RunResult
-from keel.ops.migrations.session import current_revision, locked, run_sync
+from keel.migrations.errors import RestoreFailed
+from keel.migrations.options import RunnerOptions
+from keel.migrations.runtime import backup, history
+from keel.migrations.runtime.history import Action, Outcome, Step
+from keel.migrations.runtime.runner import RunResult
+from keel.migrations.runtime.session import current_revision, locked, run_sync
 
 
 async def restore(

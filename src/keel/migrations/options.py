@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from keel.ops.migrations.history import Listener
-from keel.ops.migrations.sql import Timeouts
+from keel.migrations.runtime.history import Listener
+from keel.migrations.sql import Timeouts
 from keel.settings import Settings
 
 

@@ -1,0 +1,1 @@
+"""Helpers revision files call, so every revision does a risky operation the same way."""

@@ -1,1 +1,0 @@
-"""Operator tools run from the CLI: migrations, deploys, SLOs, parity, synthetic checks."""
