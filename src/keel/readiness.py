@@ -1,9 +1,9 @@
 """Readiness checks contributed by parts built after the observability layer.
 
-``/ready`` already checks the database, the schema, storage and Redis (issue 3);
-here the job store joins as a critical check (issue 7) and the rate limiter as
+``/ready`` already checks the database, the schema, storage and Redis;
+here the job store joins as a critical check and the rate limiter as
 an optional one that reports ``warn`` while it decides locally because Redis is
-unusable (issue 5) — degraded, never down.
+unusable — degraded, never down.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     release_id: str = "dev"
     git_sha: str = "unknown"
 
-    # --- limits, quotas and load shedding (issue 5) ---
+    # --- limits, quotas and load shedding ---
     ratelimit_policy: Path | None = None  # None: the documented policy shipped in the package
     # Processes sharing Redis: during an outage each decides locally with 1/instances of a limit.
     limiter_instances: int = Field(default=1, ge=1)
@@ -78,18 +78,18 @@ class Settings(BaseSettings):
             "enterprise": 200 * 1024**3,
         }
     )
-    # --- safe migrations (issue 9) ---
+    # --- safe migrations ---
     migration_backup_dir: Path = Path("./keel-data/backups")
     migration_lock_timeout_seconds: float = Field(default=5.0, gt=0)
     migration_statement_timeout_seconds: float = Field(default=600.0, gt=0)
     migration_lock_wait_seconds: float = Field(default=600.0, gt=0)
-    # --- idempotency keys (issue 4) ---
+    # --- idempotency keys ---
     idempotency_enabled: bool = True
     idempotency_required_routes: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["POST /v1/recognitions", "POST /v1/exports"]
     )
-    # A claim's lease: how long a crashed request's key stays blocked (issue 14: a retry
-    # completes within 5 s of a crash). A live request's heartbeat renews it every third.
+    # A claim's lease: how long a crashed request's key stays blocked (short, so a
+    # retry after a crash runs within seconds). A live request's heartbeat renews it every third.
     idempotency_lease_seconds: float = Field(default=3.0, gt=0)
     idempotency_retention_seconds: float = Field(default=24 * 3600.0, gt=0)
 
@@ -101,7 +101,7 @@ class Settings(BaseSettings):
             return [" ".join(item.split()) for item in value.split(",") if item.strip()]
         return value
 
-    # --- background jobs (issue 7) ---
+    # --- background jobs ---
     inprocess_worker: Literal["auto", "on", "off"] = "auto"
     """Run a job worker inside ``keel serve``; ``auto`` = on for SQLite, off otherwise."""
     jobs_queues: str = "critical=4,default=4,exports=2"
@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     jobs_modules: str = ""
     """Comma-separated modules whose ``JOB_TYPES``/``PERIODIC`` workers also load."""
     webhook_timeout_seconds: float = Field(default=5.0, gt=0)
-    # --- observability: health, shutdown, logs, tracing, metrics (issue 3) ---
+    # --- observability: health, shutdown, logs, tracing, metrics ---
     observe_enabled: bool = True  # off only to measure the stack's cost (bench/)
     log_level: str = "info"
     log_format: Literal["json", "console"] | None = None  # default: console in dev, else JSON
@@ -140,7 +140,7 @@ class Settings(BaseSettings):
     serve_worker_kill_grace_seconds: float = Field(default=10.0, gt=0)
     fingerprint_key: SecretStr | None = None  # shared across environments for parity
 
-    # --- resilience (issue 8) ---
+    # --- resilience ---
     breaker_store_url: str | None = None  # None: KEEL_REDIS_URL when set, else memory://
     breaker_failure_rate_threshold: float = Field(default=50.0, gt=0, le=100)
     breaker_slow_call_rate_threshold: float = Field(default=100.0, gt=0, le=100)
@@ -159,7 +159,7 @@ class Settings(BaseSettings):
     storage_max_concurrent_calls: int = Field(default=64, ge=1)
     storage_retry_attempts: int = Field(default=3, ge=1, le=10)  # reads and deletes only
     redis_breaker_wait_seconds: float = Field(default=5.0, gt=0)  # local limits meanwhile
-    # A webhook host's breaker waits longer: only its probes spend job attempts (issue 8).
+    # A webhook host's breaker waits longer: only its probes spend job attempts.
     webhooks_breaker_wait_seconds: float = Field(default=30.0, gt=0)
     webhooks_timeout_seconds: float = Field(default=10.0, gt=0)
     webhooks_max_concurrent_calls: int = Field(default=16, ge=1)
@@ -200,7 +200,7 @@ class Settings(BaseSettings):
             )
         self.check_audit_startable()
 
-    # --- audit log (issue 6) ---
+    # --- audit log ---
     audit_keys: SecretStr | None = None  # "id:secret,id:secret"; dev derives one from secret_key
     audit_key_id: str | None = None  # the key new events use; defaults to the last listed
     audit_signing_key_path: Path | None = None  # Ed25519 PEM; dev: generated beside storage_dir

@@ -2,7 +2,7 @@
 
 The filename came from a client, so it is never copied into the header as it
 is: a header value with a control character makes the server fail *after* the
-status was chosen — the connection drops with no answer (issue 14). The value
+status was chosen — the connection drops with no answer. The value
 built here is always a valid header:
 
 - ``filename="…"`` is an ASCII fallback for old user agents: every character

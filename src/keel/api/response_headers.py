@@ -3,7 +3,7 @@
 The HTTP server checks every header as it writes the status line; one bad
 value (a control character from a stored filename, say) used to fail there,
 after the application had chosen its answer: the connection dropped with no
-response, and the error took the event loop with it (issue 14). Header values
+response, and the error took the event loop with it. Header values
 Keel builds from client data are made safe where they are built
 (:mod:`keel.api.disposition`); this pure ASGI middleware is the net under
 that rule: it applies the server's own checks at ``http.response.start`` and,

@@ -1,4 +1,4 @@
-"""Request and response bodies of the public API (the fixed fields of issue 2)."""
+"""Request and response bodies of the public API: clients are written against these fields."""
 
 from __future__ import annotations
 

@@ -33,12 +33,12 @@ class Services:
     clock: Clock
     limits: LimitsParts
     routes: RouteTable  # route templates for the middleware in front of the router
-    audit: Auditor  # the audit log (issue 6): record(session, AuditEvent(...))
+    audit: Auditor  # the audit log: record(session, AuditEvent(...))
     dependencies: Dependencies
     """Storage and Redis behind timeouts, bulkheads, breakers and retries."""
     webhooks: DependencyPool
     """The same per webhook host, in ``dependencies.registry`` (``keel breakers``)."""
-    observe: Observability  # health registry, lifecycle, metrics, tracer (issue 3)
+    observe: Observability  # health registry, lifecycle, metrics, tracer
 
     @property
     def health(self) -> HealthRegistry:

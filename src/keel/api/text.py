@@ -2,7 +2,7 @@
 
 Text is checked where it enters — body fields, query and path parameters,
 multipart filenames — and refused with the same 422 on every database, before
-any of it reaches storage (issue 14). The rule itself lives in
+any of it reaches storage. The rule itself lives in
 :mod:`keel.domain.text`; here it becomes two pydantic types, so a new field
 declared with one of them is checked without anything else to remember:
 

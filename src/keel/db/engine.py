@@ -122,8 +122,8 @@ async def on_pooled_driver(engine: AsyncEngine, work: Callable[[Any], Awaitable[
     around them: no BEGIN is sent, so each statement runs in autocommit. The
     checkout, ``work`` and the checkin run in ONE greenlet: SQLAlchemy's pool is
     synchronous code, and each ``greenlet_spawn`` around it makes a greenlet and
-    switches into it — a checkout and a checkin spawned separately cost ~60 µs
-    more than this, a sixth of an enqueue on the development box. A connection
+    switches into it — a checkout and a checkin spawned separately cost a
+    measurable share of an enqueue (bench/bench_jobs.py). A connection
     that ``work`` found closed, or whose statement was cancelled, is
     invalidated, so the pool never hands it out again; the caller translates
     the error (:func:`keel.db.failures.is_unavailable`).

@@ -78,7 +78,7 @@ async def revoke_token(session: AsyncSession, token_id: str, *, clock: Clock = S
 
 
 class AuthenticationObserver(Protocol):
-    """Told of checks against the database and of refusals (the audit log, issue 6)."""
+    """Told of checks against the database and of refusals (the audit log)."""
 
     async def succeeded(self, principal: Principal, ip: str | None) -> None: ...
 

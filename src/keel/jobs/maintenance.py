@@ -1,8 +1,8 @@
 """Periodic upkeep owned by other parts of Keel, run once per schedule by any worker.
 
-- purge expired idempotency keys (issue 4): keys are kept for their retention,
+- purge expired idempotency keys: keys are kept for their retention,
   then removed in batches;
-- seal the audit log's open tails with signed digests (issue 6), so tampering
+- seal the audit log's open tails with signed digests, so tampering
   with recent events is caught without waiting for the next automatic digest.
 """
 

@@ -73,10 +73,10 @@ INSERT_JOBS_POSTGRESQL = _INSERT_JOBS_FROM_ARRAYS + _ON_KEY_CONFLICT + "RETURNIN
 
 # ``insert_unkeyed_jobs_postgresql``: the same insert for a batch in which no job
 # has a ``unique_key`` (the common case). Nothing can conflict, and an INSERT
-# with ON CONFLICT pays for speculative insertion on every row even so: about
-# 1.2 µs of 9.6 µs per job in a batch of 1,000 on the development box. Every row
-# is inserted, so there is nothing to RETURN either (reading 1,000 ids back was
-# another ~1 µs per job of the client's time). Same parameters ($9 is all
+# with ON CONFLICT pays for speculative insertion on every row even so (a
+# measurable share of a batch insert: bench/bench_jobs.py). Every row is
+# inserted, so there is nothing to RETURN either (reading the ids back costs the
+# client time per job). Same parameters ($9 is all
 # NULLs), so the two share the code that binds them.
 INSERT_UNKEYED_JOBS_POSTGRESQL = _INSERT_JOBS_FROM_ARRAYS
 

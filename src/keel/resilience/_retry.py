@@ -220,7 +220,7 @@ class RetryPolicy:
         if not idempotent or self.config.max_attempts == 1:
             return await attempt()
         # The first attempt runs without tenacity: building and driving its machinery
-        # costs more than a local disk read (~150 µs a call, mostly ``inspect`` checks),
+        # costs more than a local disk read (mostly ``inspect`` checks),
         # and almost every call succeeds first time. Only a retryable failure enters
         # tenacity, whose first "attempt" replays that failure without calling again,
         # so its stop, wait and budget logic see exactly what they would have seen.

@@ -78,7 +78,7 @@ async def upload_evidence(
             raise StorageQuota.refuse(quota, used) from None
         raise
     # Read to the end of the body before the transaction: a keyed upload's
-    # fingerprint is the hash of all of it (issue 4), and no transaction waits on the network.
+    # fingerprint is the hash of all of it, and no transaction waits on the network.
     await reader.finish()
     try:
         async with services.database.write() as session, recorded(request, session) as outcome:

@@ -34,7 +34,8 @@ async def request_export(
     services: AppServices,
     ip: ClientIp,
 ) -> Response:
-    # The Idempotency-Key's outcome commits in this same transaction (issue 4).
+    # The Idempotency-Key's outcome commits in this same transaction: a
+    # key is never marked done for an export that was not stored, nor the reverse.
     async with services.database.write() as session, recorded(request, session) as outcome:
         row = await exports.request(session, principal, body.format, clock=services.clock)
         event = by_principal(

@@ -40,7 +40,8 @@ async def create_recognition(
         category=body.category,
         evidence_ids=body.evidence_ids,
     )
-    # The Idempotency-Key's outcome commits in this same transaction (issue 4).
+    # The Idempotency-Key's outcome commits in this same transaction: a
+    # key is never marked done for a recognition that was not stored, nor the reverse.
     async with services.database.write() as session, recorded(request, session) as outcome:
         record = await recognitions.create(session, principal, new, clock=services.clock)
         event = by_principal(

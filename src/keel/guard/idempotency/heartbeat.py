@@ -3,7 +3,7 @@
 A claim's lease (``KEEL_IDEMPOTENCY_LEASE_SECONDS``, 3 s by default) is how
 long a request may look dead before a retry takes its key over. It is short
 so that a client retrying after a crash gets its request run within seconds
-(issue 14: within 5 s), not after a minute of ``409``. A request that is
+(within 5 s by default), not after a minute of ``409``. A request that is
 merely slow — a 25 MB evidence upload on a poor connection, a slow database —
 must not look dead: while it runs, a background task extends its lease every
 third of a lease (one conditional ``UPDATE``, only for requests that outlive

@@ -5,7 +5,7 @@ claim (a committed transaction of its own) and the completion (an ``UPDATE``
 in the business transaction). Run through the ORM session they cost far more
 in Python than on the server — session and transaction objects, result
 processing, the pool's bookkeeping per statement — and that overhead, not the
-database, is what pushed a keyed request past 1.3× an unkeyed one
+database, is what made a keyed request far slower than an unkeyed one
 (``bench/RESULTS.md``). So these two statements go to the asyncpg connection
 underneath SQLAlchemy's pooled one, as hand-written, server-prepared queries
 (asyncpg caches them per connection). Nothing else changes: the same rows, the

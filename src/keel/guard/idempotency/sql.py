@@ -61,8 +61,8 @@ CLAIM_ATTEMPTS = 3  # a row can vanish between our insert and our read (released
 PURGE_BATCH = 1000
 
 # The named queries, built once over the table with bound parameters: building a
-# statement and its cache key costs far more than running it (about 1.5 ms each
-# on a busy machine, against microseconds for a prebuilt one).
+# statement and its cache key costs far more than running a prebuilt one
+# (bench/bench_idempotency.py).
 _TABLE = cast(Table, IdempotencyKey.__table__)
 _T = _TABLE.c
 _THE_KEY = and_(
