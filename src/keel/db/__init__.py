@@ -1,4 +1,4 @@
-"""Keel's own SQL database: tables, engine, transactions and migrations."""
+"""Keel's own SQL database: tables, engine and transactions (migrations: ``keel.migrations``)."""
 
 from keel.db.engine import Database
 from keel.db.tables import Base

@@ -1,7 +1,14 @@
-"""Guards on the request path: rate limits and quotas (more to come: idempotency, shed).
+"""Guards on the request path: what a request may spend, and what it may repeat.
 
-Everything public is re-exported here; see :mod:`keel.guard.ratelimit` for how
-the pieces fit and how middleware is meant to call them.
+``ratelimit/`` is the arithmetic and storage of rate limits, calendar quotas and
+concurrency slots (its public API is re-exported here; see
+:mod:`keel.guard.ratelimit` for how the pieces fit). Around it: the limits
+middleware (``limits.py``), load shedding (``shed.py``), the storage quota
+(``storage_quota.py``), breach records (``breaches.py``), per-organisation
+overrides (``overrides.py``), noisy neighbours (``noisy.py``,
+``noisy_watch.py``), the audit and notification hooks (``notify.py``) and
+``wiring.py``, which builds them from settings. ``idempotency/`` holds
+Idempotency-Key: key rules, the claim store and its middleware.
 """
 
 from keel.guard.ratelimit import *  # noqa: F403 - the subpackage's __all__ is the API
