@@ -246,7 +246,9 @@ def measure(setup: Setup, rounds: int, seconds: float, connections: int) -> dict
                 env = {"BENCH_BODY": setup.body, "BENCH_NONCE": uuid.uuid4().hex, **extra}
                 result = wrk(url, seconds, script, env, connections)
                 if result.failures:
-                    raise RuntimeError(f"{side} {what}: {result.failures} failed ({url}): {result.refusals}")
+                    raise RuntimeError(
+                        f"{side} {what}: {result.failures} failed ({url}): {result.refusals}"
+                    )
                 getattr(cells[what], side).append(result.rps)
     return cells
 
