@@ -37,15 +37,16 @@ BUDGETS: dict[str, dict[str, int]] = {
     # the caller's organisation, INSERT recognition, audit chain head, UPDATE head, INSERT
     # audit event, the claim's completion with the stored response, COMMIT): the record,
     # its audit event and the replayable answer commit together or not at all.
-    # SQLite: the key read and the claim read (BEGIN, SELECT, COMMIT twice), the claim
-    # (BEGIN IMMEDIATE, INSERT, COMMIT) and the same one business transaction.
+    # SQLite: the replay step's key read (BEGIN, SELECT, COMMIT), the claim's read first
+    # (BEGIN, SELECT, COMMIT: a held key is answered without taking the write lock), the
+    # claim (BEGIN IMMEDIATE, INSERT, COMMIT) and the same one business transaction.
     "POST /v1/recognitions (keyed)": {"postgres": 13, "sqlite": 17},
     # The stored response found by the key read: no new write (PostgreSQL autocommit read;
     # SQLite BEGIN, SELECT, COMMIT).
     "POST /v1/recognitions (replay)": {"postgres": 1, "sqlite": 3},
     # The storage quota read before streaming (BEGIN, SUM, COMMIT: refuse early), then one
-    # transaction (BEGIN, SUM again under the write so two uploads cannot both pass the
-    # quota, INSERT evidence, audit chain head, UPDATE head, INSERT audit event, COMMIT).
+    # transaction (BEGIN, SUM again: the quota against what is stored once the upload has
+    # streamed, INSERT evidence, audit chain head, UPDATE head, INSERT audit event, COMMIT).
     "POST /v1/evidence": {"postgres": 10, "sqlite": 10},
 }
 
