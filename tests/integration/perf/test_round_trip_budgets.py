@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
-import pytest
 from tests.support.app import World, app_for, make_settings, running, seed_world
 from tests.support.roundtrips import RoundTrips, counting_round_trips
 
@@ -128,7 +127,6 @@ async def measure_all(database_url: str, workdir: Path) -> dict[str, int]:
             }
 
 
-@pytest.mark.postgres
 async def test_no_request_type_makes_more_round_trips_than_its_budget(
     backend: str, database_url: str, tmp_path: Path
 ) -> None:
