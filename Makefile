@@ -36,8 +36,12 @@ typecheck:
 pytest:
 	$(BIN)/pytest -q
 
+## bench: the end-to-end comparisons with their peers (issue 19); BENCH_ARGS=--quick for a short run
+BENCH_ARGS ?=
 bench: setup
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	PYTHONPATH=$(CURDIR)/src $(BIN)/python bench/e2e/run.py $(BENCH_ARGS)
 	@echo "see bench/README.md for each benchmark's command"
 
 clean:
