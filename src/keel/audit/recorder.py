@@ -22,10 +22,12 @@ chain's open tail (``keel audit digest``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from keel.audit.authentication import AuthenticationAudit
 from keel.audit.chain import GENESIS, ChainedEvent, DigestBody, digest_hash, encode_fields
@@ -40,6 +42,27 @@ from keel.ids import new_id
 
 SYSTEM_CHAIN = "system"
 DEFAULT_DIGEST_EVERY = 100
+
+# PostgreSQL appends in ONE statement: the event's INSERT with the head's move
+# as a data-modifying CTE (which always runs). Every writer of the organisation
+# queues on the head row's lock until its transaction commits, so each round
+# trip after the lock is paid by the whole queue; the ORM flush sent two.
+# SQLite has no data-modifying CTEs (and no network round trips): it keeps the
+# ORM flush, as does the append that also seals a digest. Built once: building
+# a statement costs more than running it.
+_EVENTS = cast(Table, AuditRow.__table__)
+_CHAINS = cast(Table, AuditChain.__table__)
+_MOVE_HEAD = (
+    update(_CHAINS)
+    .where(_CHAINS.c.chain_id == bindparam("h_chain"))
+    .values(seq=bindparam("h_seq"), head_hash=bindparam("h_hash"))
+    .cte("moved_head")
+)
+APPEND_POSTGRESQL = (
+    insert(_EVENTS)
+    .values({column.name: bindparam(f"e_{column.name}") for column in _EVENTS.c})
+    .add_cte(_MOVE_HEAD)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +174,23 @@ class Auditor:
             prev_hash=head.head_hash,
         )
         event_hash = chained.hash()
+        sealing = chained.seq - head.digested_seq >= self.digest_every
+        if not sealing and session.get_bind().dialect.name == "postgresql":
+            await session.execute(
+                APPEND_POSTGRESQL,
+                {
+                    "h_chain": head.chain_id,
+                    "h_seq": chained.seq,
+                    "h_hash": event_hash,
+                    **{f"e_{name}": value for name, value in _row(chained, event_hash).items()},
+                },
+            )
+            # The head row now holds these values; the ORM copy must not flush them again.
+            set_committed_value(head, "seq", chained.seq)
+            set_committed_value(head, "head_hash", event_hash)
+            return Recorded(
+                id=chained.id, chain_id=chained.chain_id, seq=chained.seq, hash=event_hash
+            )
         session.add(
             AuditRow(
                 id=chained.id,
@@ -170,7 +210,7 @@ class Auditor:
         )
         head.seq = chained.seq
         head.head_hash = event_hash
-        if head.seq - head.digested_seq >= self.digest_every:
+        if sealing:
             self._seal(session, head)
         await session.flush()
         return Recorded(id=chained.id, chain_id=chained.chain_id, seq=chained.seq, hash=event_hash)
@@ -239,3 +279,22 @@ class Auditor:
             if digest is not None:
                 sealed.append(digest)
         return sealed
+
+
+def _row(chained: ChainedEvent, event_hash: str) -> dict[str, object]:
+    """The ``audit_events`` row of ``chained``, by column name."""
+    return {
+        "id": chained.id,
+        "chain_id": chained.chain_id,
+        "seq": chained.seq,
+        "occurred_at": chained.occurred_at,
+        "code": chained.code,
+        "key_id": chained.key_id,
+        "actor": chained.actor,
+        "subject": chained.subject,
+        "token": chained.token,
+        "ip": chained.ip,
+        "fields": chained.fields,
+        "prev_hash": chained.prev_hash,
+        "hash": event_hash,
+    }

@@ -18,6 +18,7 @@ from sqlalchemy import func, select, text
 from keel.db.engine import Database
 from keel.db.tables_idempotency import IdempotencyKey
 from keel.guard.idempotency import (
+    Claim,
     ClaimResult,
     IdempotencyLeaseLost,
     KeyRef,
@@ -157,7 +158,9 @@ async def test_a_takeover_is_a_compare_and_set_on_the_owner_it_saw_expire(
 
 
 async def test_a_lookup_reads_without_claiming(store: SqlIdempotencyStore) -> None:
-    assert await store.lookup(REF, now=at(0)) is None
+    absent = await store.lookup(REF, now=at(0))
+    assert absent is not None
+    assert absent.result is ClaimResult.ABSENT  # no row at all: the claim may insert at once
     async with store.database.read() as session:
         assert await session.scalar(select(func.count()).select_from(IdempotencyKey)) == 0
     await store.claim(REF, owner="a", fingerprint="fp", now=at(0))
@@ -172,3 +175,18 @@ async def test_a_lookup_reads_without_claiming(store: SqlIdempotencyStore) -> No
     assert done.result is ClaimResult.COMPLETED
     assert done.response == CREATED
     assert done.fingerprint == "fp"
+
+
+async def test_a_claim_told_the_key_was_absent_still_loses_to_a_claim_made_since(
+    store: SqlIdempotencyStore,
+) -> None:
+    # The replay step saw no row; another request claimed the key before this one's claim.
+    assert (await store.lookup(REF, now=at(0))) == Claim(ClaimResult.ABSENT)
+    assert (await store.claim(REF, owner="a", fingerprint="fp", now=at(0))).owned
+    late = await store.claim(REF, owner="b", fingerprint="fp", now=at(0), seen_absent=True)
+    assert late.result is ClaimResult.IN_FLIGHT
+    assert not late.owned
+    await complete(store, "a", at(1))
+    again = await store.claim(REF, owner="c", fingerprint="fp", now=at(1), seen_absent=True)
+    assert again.result is ClaimResult.COMPLETED
+    assert again.response == CREATED

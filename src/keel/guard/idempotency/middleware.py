@@ -61,6 +61,7 @@ from keel.guard.idempotency.heartbeat import heartbeat
 from keel.guard.idempotency.keys import KeyRef, key_from_headers
 from keel.guard.idempotency.replay import (
     REPLAY_STATE,
+    SEEN_ABSENT_STATE,
     OnMismatch,
     header,
     key_ref,
@@ -163,7 +164,11 @@ class IdempotencyMiddleware:
             app_receive = self._hashing(receive, keyed)
         try:
             claim = await self.store.claim(
-                ref, owner=keyed.owner, fingerprint=keyed.fingerprint, now=self.clock.now()
+                ref,
+                owner=keyed.owner,
+                fingerprint=keyed.fingerprint,
+                now=self.clock.now(),
+                seen_absent=scope["state"].get(SEEN_ABSENT_STATE, False),
             )
             if not claim.owned:
                 await self._answer_from(claim, scope, receive, send, keyed)

@@ -9,16 +9,19 @@ database, is what made a keyed request far slower than an unkeyed one
 (``bench/RESULTS.md``). So these two statements go to the asyncpg connection
 underneath SQLAlchemy's pooled one, as hand-written, server-prepared queries
 (asyncpg caches them per connection). Nothing else changes: the same rows, the
-same conditions on owner and state, the same transactions — the claim commits
-on its own with ``synchronous_commit`` off (see ``SqlIdempotencyStore``), the
+same conditions on owner and state — the claim commits on its own, the
 completion runs inside the route's transaction, which must already be open.
 
-The claim reads the row in its way in the same transaction, so a replay or a
-409 costs that one transaction too. The replay lookup that runs before the
-limits (``replay.py``) is one autocommit ``SELECT`` on the same kind of
-connection, so the check every keyed request now pays stays a single
-round trip. The rarer paths (taking over an expired claim, release, settle,
-heartbeat) stay on the ORM in ``sql.py``.
+The claim is ONE autocommit statement: the insert, and — only when it hit a
+row — that row, read in the same statement (``CLAIM_OR_READ``). A replay or a
+409 costs that one round trip too. Its commit does not wait for the WAL flush
+(``set_config('synchronous_commit', 'off', true)`` scoped to the statement's
+own transaction; see ``SqlIdempotencyStore._relax_durability`` for why that is
+safe). Before, the claim was a transaction of four round trips (``BEGIN``,
+``SET LOCAL``, ``INSERT``, ``COMMIT``) plus a fifth for the read. The
+replay lookup that runs before the limits (``replay.py``) is one autocommit
+``SELECT`` on the same kind of connection. The rarer paths (taking over an
+expired claim, release, settle, heartbeat) stay on the ORM in ``sql.py``.
 """
 
 from __future__ import annotations
@@ -34,13 +37,32 @@ from keel.db.engine import Database
 from keel.db.failures import is_unavailable
 from keel.errors import DatabaseUnavailable
 
-CLAIM = """
-INSERT INTO idempotency_keys
-    (user_id, operation, key, org_id, state, owner, fingerprint,
-     created_at, locked_until, expires_at)
-VALUES ($1, $2, $3, $4, 'in_flight', $5, $6, $7, $8, $9)
-ON CONFLICT (user_id, operation, key) DO NOTHING
-RETURNING owner
+# The claim, or the row in its way, in one statement. The data-modifying CTE
+# always runs; the SELECT of the existing row runs on the statement's snapshot,
+# so a row committed by a racing claimer after that snapshot is not seen: the
+# answer is then no row at all, which ``claim`` treats as "gone, try again".
+# ``relaxed`` is referenced by both branches so the volatile set_config is
+# evaluated whenever the statement answers anything.
+CLAIM_OR_READ = """
+WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true) AS setting),
+claimed AS (
+    INSERT INTO idempotency_keys
+        (user_id, operation, key, org_id, state, owner, fingerprint,
+         created_at, locked_until, expires_at)
+    VALUES ($1, $2, $3, $4, 'in_flight', $5, $6, $7, $8, $9)
+    ON CONFLICT (user_id, operation, key) DO NOTHING
+    RETURNING owner
+)
+SELECT true AS claimed, NULL AS state, claimed.owner, NULL AS fingerprint,
+       NULL AS locked_until, NULL AS expires_at, NULL AS response_status,
+       NULL AS response_headers, NULL AS response_body
+FROM claimed, relaxed
+UNION ALL
+SELECT false, k.state, k.owner, k.fingerprint, k.locked_until, k.expires_at,
+       k.response_status, k.response_headers, k.response_body
+FROM idempotency_keys AS k, relaxed
+WHERE k.user_id = $1 AND k.operation = $2 AND k.key = $3
+  AND NOT EXISTS (SELECT 1 FROM claimed)
 """
 
 READ = """
@@ -57,8 +79,6 @@ SET state = 'completed', fingerprint = $5, completed_at = $6, expires_at = $7,
 WHERE user_id = $1 AND operation = $2 AND key = $3 AND owner = $4 AND state = 'in_flight'
 RETURNING owner
 """
-
-RELAX_DURABILITY = "SET LOCAL synchronous_commit TO OFF"
 
 
 async def _driver(connection: AsyncConnection) -> Any:
@@ -99,22 +119,24 @@ CLAIMED: Final = "claimed"
 async def claim_or_read(
     database: Database, key: tuple[str, str, str], values: tuple[Any, ...]
 ) -> KeyRow | Literal["claimed"] | None:
-    """Insert the key's claim, or read the row that is in the way, in one short transaction.
+    """Insert the key's claim, or read the row that is in the way: one round trip.
 
     Returns ``CLAIMED`` if this request made the claim, else the existing row
-    (``None`` if it was released between the two statements). ``key`` is
-    (user, operation, key); ``values`` is (org, owner, fingerprint, created_at,
-    locked_until, expires_at).
+    (``None`` if it is gone, or was committed by a racing claimer after the
+    statement's snapshot: the caller tries again). ``key`` is (user, operation,
+    key); ``values`` is (org, owner, fingerprint, created_at, locked_until,
+    expires_at).
     """
-    async with database.connection() as connection, _translated(connection):
-        driver = await _driver(connection)
-        async with driver.transaction():
-            await driver.execute(RELAX_DURABILITY)
-            if await driver.fetchval(CLAIM, *key, *values) is not None:
-                return CLAIMED
-            # READ COMMITTED: this statement sees the row the insert collided with.
-            record = await driver.fetchrow(READ, *key)
-    return None if record is None else KeyRow(*record)
+
+    async def claim(driver: Any) -> Any:
+        return await driver.fetchrow(CLAIM_OR_READ, *key, *values)
+
+    record = await database.on_autocommit_driver(claim)
+    if record is None:
+        return None
+    if record[0]:
+        return CLAIMED
+    return KeyRow(*tuple(record)[1:])
 
 
 async def read_key(database: Database, key: tuple[str, str, str]) -> KeyRow | None:

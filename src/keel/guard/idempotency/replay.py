@@ -47,6 +47,8 @@ from keel.observe.routes_info import ROUTE_TEMPLATE_STATE
 
 UNSAFE_METHODS = frozenset({"POST", "PATCH"})
 REPLAY_STATE = "idempotent_replay"  # scope["state"] flag: this answer is a replay
+# scope["state"] flag: the lookup found no row for the key, so the claim need not read it again
+SEEN_ABSENT_STATE = "idempotency_key_seen_absent"
 
 OnMismatch = Callable[[Scope, str], Awaitable[None]]
 
@@ -202,6 +204,8 @@ class ReplayMiddleware:
             await from_error(error, scope["path"])(scope, receive, send)
             return
         if held is None or held.result is not ClaimResult.COMPLETED:
+            if held is not None and held.result is ClaimResult.ABSENT:
+                scope["state"][SEEN_ABSENT_STATE] = True
             await self.app(scope, receive, send)
             return
         try:

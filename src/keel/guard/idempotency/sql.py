@@ -221,31 +221,29 @@ class SqlIdempotencyStore:
         }
 
     async def claim(
-        self, ref: KeyRef, *, owner: str, fingerprint: str | None, now: datetime
+        self,
+        ref: KeyRef,
+        *,
+        owner: str,
+        fingerprint: str | None,
+        now: datetime,
+        seen_absent: bool = False,
     ) -> Claim:
         params = self._claim_params(ref, owner, fingerprint, now)
+        # SQLite: the replay step read the key a moment ago and found nothing, so
+        # reading it again would cost a read transaction (BEGIN, SELECT, COMMIT)
+        # for the same answer: insert at once. The insert's ON CONFLICT still
+        # decides a race.
+        if self._read_first and seen_absent and await self._insert(params):
+            return Claim(ClaimResult.CLAIMED)
+        # (an insert that did nothing met a row inserted since the lookup: read it)
         for _ in range(CLAIM_ATTEMPTS):
-            row: Any = None
-            if self._read_first:
-                async with self.database.read() as session:
-                    row = (await session.execute(READ, params)).one_or_none()
-                held = _held(row, now)
-                if held is not None:
-                    return held
-                if row is None:
-                    if await self._insert(params):
-                        return Claim(ClaimResult.CLAIMED)
-                    continue  # inserted by another request since our read: read again
-            else:
-                found = await claim_or_read(self.database, _key(ref), _claim_values(params))
-                if found == CLAIMED:
-                    return Claim(ClaimResult.CLAIMED)
-                row = found
-                held = _held(row, now)
-                if held is not None:
-                    return held
-                if row is None:
-                    continue  # released between our insert and our read
+            found = await self._claim_or_find(ref, params, now)
+            if isinstance(found, Claim):
+                return found
+            if found is None:
+                continue  # the row went away, or a racing insert is not visible yet
+            row: Any = found
             # An expired claim or outcome: take it, if it is still the one we read.
             async with self.database.write() as session:
                 await self._relax_durability(session)
@@ -256,13 +254,33 @@ class SqlIdempotencyStore:
         # The row changed hands CLAIM_ATTEMPTS times in a row: report it as busy.
         return Claim(ClaimResult.IN_FLIGHT, locked_until=now)
 
+    async def _claim_or_find(self, ref: KeyRef, params: dict[str, Any], now: datetime) -> Any:
+        """One attempt: a decided :class:`Claim` (ours, or a live holder's), the
+        expired row in the way (to take over), or ``None`` (try again)."""
+        row: Any
+        if self._read_first:
+            async with self.database.read() as session:
+                row = (await session.execute(READ, params)).one_or_none()
+            if row is None:
+                # None: inserted by another request since our read; read again
+                return Claim(ClaimResult.CLAIMED) if await self._insert(params) else None
+        else:
+            found = await claim_or_read(self.database, _key(ref), _claim_values(params))
+            if found == CLAIMED:
+                return Claim(ClaimResult.CLAIMED)
+            row = found
+        held = _held(row, now)
+        return held if held is not None else row
+
     async def lookup(self, ref: KeyRef, *, now: datetime) -> Claim | None:
-        """What holds the key now (a live outcome or claim), without taking it."""
+        """What holds the key now (a live outcome or claim, or ``ABSENT``), without taking it."""
         if self.database.asyncpg:
             row: Any = await read_key(self.database, _key(ref))
         else:
             async with self.database.read() as session:
                 row = (await session.execute(READ, _key_params(ref))).one_or_none()
+        if row is None:
+            return Claim(ClaimResult.ABSENT)
         return _held(row, now)
 
     async def _insert(self, params: dict[str, Any]) -> bool:

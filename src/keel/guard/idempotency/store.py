@@ -86,6 +86,7 @@ class ClaimResult(StrEnum):
     TAKEN_OVER = "taken_over"  # an expired claim or an expired outcome: this request runs
     IN_FLIGHT = "in_flight"  # another request holds a live claim
     COMPLETED = "completed"  # an outcome is stored
+    ABSENT = "absent"  # no row at all (only ``lookup`` answers this; a claim never does)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,9 +114,19 @@ class Claim:
 
 class IdempotencyStore(Protocol):
     async def claim(
-        self, ref: KeyRef, *, owner: str, fingerprint: str | None, now: datetime
+        self,
+        ref: KeyRef,
+        *,
+        owner: str,
+        fingerprint: str | None,
+        now: datetime,
+        seen_absent: bool = False,
     ) -> Claim:
-        """Take the key for this request, or say who has it (short transaction of its own)."""
+        """Take the key for this request, or say who has it (short transaction of its own).
+
+        ``seen_absent``: the replay step's ``lookup`` found no row for the key
+        moments ago, so a store that reads before inserting may insert at once
+        (a row inserted since makes the insert do nothing; the store then reads)."""
         ...
 
     async def complete(
@@ -133,7 +144,8 @@ class IdempotencyStore(Protocol):
 
     async def lookup(self, ref: KeyRef, *, now: datetime) -> Claim | None:
         """What holds the key now — a live outcome (``COMPLETED``) or claim
-        (``IN_FLIGHT``) — without taking it; ``None`` if nothing live does."""
+        (``IN_FLIGHT``) — without taking it; ``ABSENT`` if there is no row at
+        all; ``None`` if the row there is expired."""
         ...
 
     async def settle(
