@@ -30,23 +30,25 @@ BUDGETS: dict[str, dict[str, int]] = {
     "GET /v1/users/me": {"postgres": 3, "sqlite": 3},
     # BEGIN, the page of recognitions scoped to the caller's organisation, COMMIT.
     "GET /v1/recognitions": {"postgres": 3, "sqlite": 3},
-    # PostgreSQL: read the key (autocommit: a replay is answered here); the claim in its own
-    # short transaction (BEGIN, relaxed durability, INSERT claim, COMMIT) so a concurrent
-    # duplicate waits instead of running twice; then ONE transaction (BEGIN, recipient in
-    # the caller's organisation, INSERT recognition, audit chain head, UPDATE head, INSERT
-    # audit event, the claim's completion with the stored response, COMMIT): the record,
-    # its audit event and the replayable answer commit together or not at all.
-    # SQLite: the replay step's key read (BEGIN, SELECT, COMMIT), the claim's read first
-    # (BEGIN, SELECT, COMMIT: a held key is answered without taking the write lock), the
-    # claim (BEGIN IMMEDIATE, INSERT, COMMIT) and the same one business transaction.
-    "POST /v1/recognitions (keyed)": {"postgres": 13, "sqlite": 17},
+    # PostgreSQL: read the key (autocommit: a replay is answered here); the claim as one
+    # autocommit statement (insert the claim, or return the row in its way, with relaxed
+    # durability) so a concurrent duplicate waits instead of running twice; then ONE
+    # transaction (BEGIN, recipient in the caller's organisation, INSERT recognition, audit
+    # chain head FOR UPDATE, the audit event and the head's move in one statement, the
+    # claim's completion with the stored response, COMMIT): the record, its audit event and
+    # the replayable answer commit together or not at all.
+    # SQLite: the replay step's key read (BEGIN, SELECT, COMMIT); the claim, told the key was
+    # absent, goes straight to its insert (BEGIN IMMEDIATE, INSERT, COMMIT); then the business
+    # transaction (the audit append as an INSERT and an UPDATE of the head).
+    "POST /v1/recognitions (keyed)": {"postgres": 9, "sqlite": 14},
     # The stored response found by the key read: no new write (PostgreSQL autocommit read;
     # SQLite BEGIN, SELECT, COMMIT).
     "POST /v1/recognitions (replay)": {"postgres": 1, "sqlite": 3},
     # The storage quota read before streaming (BEGIN, SUM, COMMIT: refuse early), then one
     # transaction (BEGIN, SUM again: the quota against what is stored once the upload has
-    # streamed, INSERT evidence, audit chain head, UPDATE head, INSERT audit event, COMMIT).
-    "POST /v1/evidence": {"postgres": 10, "sqlite": 10},
+    # streamed, INSERT evidence, audit chain head, the audit event and the head's move —
+    # one statement on PostgreSQL, two on SQLite — COMMIT).
+    "POST /v1/evidence": {"postgres": 9, "sqlite": 10},
 }
 
 WARM_UP = 3
