@@ -138,7 +138,7 @@ class Authenticator:
             .join(Org, Org.id == User.org_id)
             .where(ApiToken.token_hash == token_hash, ApiToken.revoked_at.is_(None))
         )
-        async with self._database.read() as session:
+        async with self._database.query() as session:
             row = (await session.execute(query)).first()
         if row is None:
             raise Unauthenticated("invalid or revoked token")
