@@ -11,12 +11,12 @@ under WAL.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import event, exc
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import ConnectionPoolEntry, Pool, PoolProxiedConnection
+from sqlalchemy.sql.base import Executable
 from sqlalchemy.util.concurrency import await_, greenlet_spawn
 
 from keel.db.failures import is_unavailable
@@ -191,6 +192,7 @@ class Database:
             if self.asyncpg
             else self.engine
         )
+        self._lookup_bind = lookup_bind
         self._lookup = async_sessionmaker(lookup_bind, expire_on_commit=False)
         self._writer = async_sessionmaker(write_bind, expire_on_commit=False)
 
@@ -209,6 +211,18 @@ class Database:
         """
         async with self._guard(), self._lookup() as session, session.begin():
             yield session
+
+    async def rows(self, statement: Executable) -> Sequence[Row[Any]]:
+        """The rows of one read-only Core statement, on a bare connection.
+
+        For the hottest lookups (the token check of a cache miss, ``/v1/users/me``):
+        no ORM session, identity map or session transaction around one SELECT,
+        about a third of the Python work of the same read through :meth:`query`.
+        Same round trips as :meth:`query` (one on PostgreSQL).
+        """
+        async with self._guard(), self._lookup_bind.connect() as connection:
+            result = await connection.execute(statement)
+            return result.all()
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:

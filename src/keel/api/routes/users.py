@@ -18,8 +18,7 @@ router = APIRouter(prefix="/v1/users", tags=["users"])
 
 @router.get("/me", response_model=UserOut, responses=problem_responses(401, 503))
 async def me(principal: CurrentPrincipal, services: AppServices) -> UserOut:
-    async with services.database.query() as session:
-        user = await orgs.get_user_in_org(session, principal.org_id, principal.user_id)
+    user = await orgs.user_in_org(services.database, principal.org_id, principal.user_id)
     return UserOut.model_validate(user)
 
 
