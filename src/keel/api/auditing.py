@@ -15,7 +15,8 @@ from keel.audit.chain import FieldValue
 from keel.domain.principal import Principal
 
 
-def client_ip(request: Request) -> str | None:
+async def client_ip(request: Request) -> str | None:
+    """``async``: FastAPI would run a plain ``def`` dependency in a worker thread."""
     return request.client.host if request.client else None
 
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.clock import SYSTEM_CLOCK, Clock
+from keel.db.engine import Database
 from keel.db.tables import Org, User
 from keel.domain.principal import Plan, Role
 from keel.domain.text import check_line
@@ -99,6 +101,17 @@ async def list_users(
 
 async def count_users(session: AsyncSession, org_id: str) -> int:
     return int(await session.scalar(select(func.count()).where(User.org_id == org_id)) or 0)
+
+
+async def user_in_org(database: Database, org_id: str, user_id: str) -> Row[Any]:
+    """One user of ``org_id`` as a row with :class:`User`'s columns (``/v1/users/me``):
+    a Core SELECT on a bare connection, the request path's cheapest read."""
+    rows = await database.rows(
+        select(*User.__table__.columns).where(User.id == user_id, User.org_id == org_id)
+    )
+    if not rows:
+        raise NotFound("no such user")
+    return rows[0]
 
 
 async def get_user_in_org(session: AsyncSession, org_id: str, user_id: str) -> User:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.clock import SYSTEM_CLOCK, Clock
@@ -54,7 +55,7 @@ class Page:
     next_cursor: str | None
 
 
-def _record(row: Recognition, evidence_ids: list[str]) -> RecognitionRecord:
+def _record(row: Recognition | Row[Any], evidence_ids: list[str]) -> RecognitionRecord:
     return RecognitionRecord(
         id=row.id,
         org_id=row.org_id,
@@ -159,7 +160,9 @@ async def list_page(
 ) -> Page:
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput(f"limit must be 1-{MAX_LIMIT}", field="limit")
-    query = select(Recognition).where(
+    # Columns, not entities: a page is read-only, and twenty ORM instances (identity
+    # map, instance state) cost more Python than the rest of the list request's query.
+    query = select(*Recognition.__table__.columns).where(
         Recognition.org_id == principal.org_id, Recognition.deleted_at.is_(None)
     )
     if filters.recipient_id is not None:
@@ -172,7 +175,7 @@ async def list_page(
         query = query.where(Recognition.created_at > filters.created_after)
     if cursor is not None:
         query = query.where(Recognition.id < decode_cursor(cursor))
-    rows = list(await session.scalars(query.order_by(Recognition.id.desc()).limit(limit + 1)))
+    rows = list(await session.execute(query.order_by(Recognition.id.desc()).limit(limit + 1)))
     has_more = len(rows) > limit
     rows = rows[:limit]
     evidence = await _evidence_ids(session, [row.id for row in rows])

@@ -138,11 +138,10 @@ class Authenticator:
             .join(Org, Org.id == User.org_id)
             .where(ApiToken.token_hash == token_hash, ApiToken.revoked_at.is_(None))
         )
-        async with self._database.read() as session:
-            row = (await session.execute(query)).first()
-        if row is None:
+        rows = await self._database.rows(query)
+        if not rows:
             raise Unauthenticated("invalid or revoked token")
-        token_id, user_id, role, org_id, plan, timezone = row
+        token_id, user_id, role, org_id, plan, timezone = tuple(rows[0])
         return Principal(
             user_id=user_id,
             org_id=org_id,

@@ -119,7 +119,7 @@ async def upload_evidence(
 async def get_evidence(
     evidence_id: Line, principal: CurrentPrincipal, services: AppServices
 ) -> EvidenceOut:
-    async with services.database.read() as session:
+    async with services.database.query() as session:
         row = await evidence.get(session, principal, evidence_id)
     return EvidenceOut.model_validate(row)
 

@@ -100,6 +100,6 @@ async def my_quotas(principal: CurrentPrincipal, services: AppServices) -> Quota
         guard.limiter, list(guard.policy.limits), context, guard.clock.now().timestamp()
     )
     quota = services.limits.storage_quota.limit_for(principal)
-    async with services.database.read() as session:
+    async with services.database.query() as session:
         used = await evidence.bytes_used(session, principal.org_id)
     return QuotaReport(limits=readings, storage=StorageUsage(quota_bytes=quota, used_bytes=used))

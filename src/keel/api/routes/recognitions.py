@@ -73,7 +73,7 @@ async def list_recognitions(
         created_before=created_before,
         created_after=created_after,
     )
-    async with services.database.read() as session:
+    async with services.database.query() as session:
         page = await recognitions.list_page(session, principal, filters, limit=limit, cursor=cursor)
     return RecognitionPage(
         items=[RecognitionOut.model_validate(item) for item in page.items],
@@ -89,7 +89,7 @@ async def list_recognitions(
 async def get_recognition(
     recognition_id: Line, principal: CurrentPrincipal, services: AppServices
 ) -> RecognitionOut:
-    async with services.database.read() as session:
+    async with services.database.query() as session:
         record = await recognitions.get(session, principal, recognition_id)
     return RecognitionOut.model_validate(record)
 

@@ -18,8 +18,7 @@ router = APIRouter(prefix="/v1/users", tags=["users"])
 
 @router.get("/me", response_model=UserOut, responses=problem_responses(401, 503))
 async def me(principal: CurrentPrincipal, services: AppServices) -> UserOut:
-    async with services.database.read() as session:
-        user = await orgs.get_user_in_org(session, principal.org_id, principal.user_id)
+    user = await orgs.user_in_org(services.database, principal.org_id, principal.user_id)
     return UserOut.model_validate(user)
 
 
@@ -31,7 +30,7 @@ async def list_users(
     cursor: Annotated[Line | None, Query(max_length=200)] = None,
 ) -> UserPage:
     after = decode_cursor(cursor) if cursor else None
-    async with services.database.read() as session:
+    async with services.database.query() as session:
         users = list(await orgs.list_users(session, principal.org_id, after=after, limit=limit + 1))
     has_more = len(users) > limit
     users = users[:limit]
