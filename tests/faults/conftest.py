@@ -1,10 +1,14 @@
-"""Fault tests drive the app on a manual clock, so breaker waits and backoffs are instant."""
+"""Fault tests drive the app on a manual clock, so breaker waits and backoffs are instant;
+those that cut PostgreSQL with a proxy get a scratch database of their own."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 from fastapi import FastAPI
 from tests.support.app import app_for
+from tests.support.databases import scratch_postgres_database
 
 from keel.settings import Settings
 from keel.testing import ManualClock
@@ -18,3 +22,9 @@ def clock() -> ManualClock:
 @pytest.fixture
 def app(settings: Settings, clock: ManualClock) -> FastAPI:
     return app_for(settings, clock)
+
+
+@pytest.fixture
+def database_name() -> Iterator[str]:
+    with scratch_postgres_database("keel_faults") as name:
+        yield name

@@ -17,21 +17,19 @@ database meanwhile; once the proxy forwards again, service is back within a few 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 from tests.support.app import SECRET, seed_world
 from tests.support.pg_restart import ThreadedPgRestartProxy, pg_restart_proxy
 from tests.support.policies import generous_policy
 from tests.support.processes import keel_env, keel_server, run_keel
-from tests.support.services import PG_HOST, PG_PORT, postgres_admin_dsn
+from tests.support.services import PG_HOST, PG_PORT
 
 from keel.db.engine import Database
 
@@ -42,27 +40,6 @@ DATABASE_UNAVAILABLE = "https://keel.dev/problems/database-unavailable"
 INTERVAL = 0.05  # ~20 requests a second
 BEFORE, OUTAGE, AFTER = 2.0, 6.0, 8.0  # seconds of each phase
 RECOVERY_BOUND = 6.0  # the breaker's longest wait (4 s by default) plus a loaded machine's margin
-
-
-def admin(sql: str) -> None:
-    async def go() -> None:
-        connection = await asyncpg.connect(postgres_admin_dsn())
-        try:
-            await connection.execute(sql)
-        finally:
-            await connection.close()
-
-    asyncio.run(go())
-
-
-@pytest.fixture
-def database_name() -> Iterator[str]:
-    name = f"keel_restart_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin(f'CREATE DATABASE "{name}"')
-    try:
-        yield name
-    finally:
-        admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

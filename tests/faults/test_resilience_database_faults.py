@@ -9,19 +9,17 @@ outage, and the shared PostgreSQL is never stopped.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 from tests.support.app import SECRET, seed_world
 from tests.support.processes import keel_env, keel_server, run_keel
 from tests.support.proxy_thread import ThreadedProxy, threaded_proxy
-from tests.support.services import PG_HOST, PG_PORT, postgres_admin_dsn
+from tests.support.services import PG_HOST, PG_PORT
 
 from keel.db.engine import Database
 
@@ -31,30 +29,9 @@ PROBLEM = "application/problem+json"
 DEADLINE = 20.0
 
 
-def admin(sql: str) -> None:
-    async def go() -> None:
-        connection = await asyncpg.connect(postgres_admin_dsn())
-        try:
-            await connection.execute(sql)
-        finally:
-            await connection.close()
-
-    asyncio.run(go())
-
-
 def keyed(headers: dict[str, str]) -> dict[str, str]:
     """Recognitions need an ``Idempotency-Key`` by default (issue 4)."""
     return {**headers, "Idempotency-Key": str(uuid.uuid4())}
-
-
-@pytest.fixture
-def database_name() -> Iterator[str]:
-    name = f"keel_faults8_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin(f'CREATE DATABASE "{name}"')
-    try:
-        yield name
-    finally:
-        admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

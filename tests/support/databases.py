@@ -107,3 +107,16 @@ def empty_database(backend: str, workdir: Path) -> Iterator[str]:
         yield _pg_url(name)
     finally:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextmanager
+def scratch_postgres_database(prefix: str) -> Iterator[str]:
+    """An empty PostgreSQL database of this process's own, dropped (forcibly) afterwards;
+    yields its name, for tests that reach it through a proxy of their own."""
+    need("PostgreSQL", PG_HOST, PG_PORT)
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield name
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

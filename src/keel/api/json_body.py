@@ -24,11 +24,12 @@ from __future__ import annotations
 import json
 import re
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from keel.api.problems import from_error
 from keel.errors import BadRequest, InvalidInput, KeelError, PayloadTooLarge
 from keel.guard.idempotency.fingerprints import is_json
+from keel.replayed_body import receive_replaying
 
 MAX_JSON_BYTES = 64 * 1024
 """The largest JSON body any route takes is a recognition: 2,000 characters of
@@ -146,17 +147,4 @@ class JsonBodyLimits:
         except KeelError as error:
             await from_error(error, scope["path"])(scope, receive, send)
             return
-        await self.app(scope, _replaying(body, receive), send)
-
-
-def _replaying(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
+        await self.app(scope, receive_replaying(body, receive), send)

@@ -73,25 +73,13 @@ from keel.guard.idempotency.replay import (
 )
 from keel.guard.idempotency.store import Claim, ClaimResult, IdempotencyStore, StoredResponse
 from keel.guard.idempotency.unit import STATE_KEY, IdempotencyScope, replayable
+from keel.replayed_body import receive_replaying
 
 log = structlog.get_logger(__name__)
 
 __all__ = ["REPLAY_STATE", "IdempotencyMiddleware"]
 
 MAX_REFUSAL_BODY = 64 * 1024  # refusal bodies are problem documents; bigger ones are not stored
-
-
-def _replaying(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
 
 
 async def _respond(scope: Scope, receive: Receive, send: Send, error: KeelError) -> None:
@@ -158,7 +146,7 @@ class IdempotencyMiddleware:
             if body is None:
                 return
             keyed.fingerprint = fingerprint(ref.operation, body, content_type)
-            app_receive = _replaying(body, receive)
+            app_receive = receive_replaying(body, receive)
         else:
             keyed.hasher = streaming_hasher(ref.operation, content_type)
             app_receive = self._hashing(receive, keyed)
