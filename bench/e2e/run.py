@@ -51,7 +51,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src"), str(HERE)]
 
 from openloop import OpenLoopResult, open_loop  # noqa: E402
 from peers import create_peer_schema  # noqa: E402
-from tests.support.app import World, seed_world  # noqa: E402
+from tests.support.app import seed_database  # noqa: E402
 from tests.support.databases import Templates, empty_database, fresh_database  # noqa: E402
 from tests.support.policies import shipped_policy_with_ip_limits_lifted  # noqa: E402
 from tests.support.processes import (  # noqa: E402
@@ -60,8 +60,6 @@ from tests.support.processes import (  # noqa: E402
     server_env,
     start_server,
 )
-
-from keel.db.engine import Database  # noqa: E402
 
 TARGETS = {"live": 0.8, "list": 0.5, "post": 0.4}
 P99_TARGET_MS = 300.0
@@ -170,14 +168,6 @@ class Setup:
     body: str
 
 
-async def _seed(url: str) -> World:
-    database = Database(url)
-    try:
-        return await seed_world(database)
-    finally:
-        await database.dispose()
-
-
 def prepare(
     stack: ExitStack, templates: Templates, backend: str, workers: int, workdir: Path
 ) -> Setup:
@@ -185,7 +175,7 @@ def prepare(
     keel_url = stack.enter_context(fresh_database(templates, backend, workdir))
     peer_url = stack.enter_context(empty_database(backend, workdir))
     asyncio.run(create_peer_schema(peer_url))
-    world = asyncio.run(_seed(keel_url))
+    world = asyncio.run(seed_database(keel_url))
     policy = shipped_policy_with_ip_limits_lifted(workdir)
     env = server_env(
         keel_url,

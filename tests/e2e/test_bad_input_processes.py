@@ -26,8 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from keel.db.engine import Database
-from tests.support.app import World, seed_world
+from tests.support.app import World, seed_database
 from tests.support.databases import Templates, fresh_database
 from tests.support.policies import generous_policy
 from tests.support.processes import keel_server, server_env
@@ -350,14 +349,7 @@ def send(client: httpx.Client, case: Case, token: str) -> Answer:
 
 
 def seed(url: str) -> World:
-    async def go() -> World:
-        database = Database(url)
-        try:
-            return await seed_world(database)
-        finally:
-            await database.dispose()
-
-    return asyncio.run(go())
+    return asyncio.run(seed_database(url))
 
 
 def attack(backend: str, templates: Templates, workdir: Path) -> tuple[Run, list[Case]]:

@@ -11,8 +11,7 @@ import httpx
 import pytest
 import redis
 
-from keel.db.engine import Database
-from tests.support.app import SECRET, World, seed_world
+from tests.support.app import SECRET, World, seed_database
 from tests.support.databases import Templates, fresh_database
 from tests.support.policies import generous_policy
 from tests.support.processes import free_port, keel_env, keel_server, run_keel
@@ -57,14 +56,7 @@ def shared_redis() -> Iterator[str]:
 
 
 def seed(url: str) -> World:
-    async def go() -> World:
-        database = Database(url)
-        try:
-            return await seed_world(database)
-        finally:
-            await database.dispose()
-
-    return asyncio.run(go())
+    return asyncio.run(seed_database(url))
 
 
 def test_two_processes_sharing_redis_never_admit_more_than_the_limit_together(

@@ -20,9 +20,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from keel.audit.signing import write_private_key
-from keel.db.engine import Database
 from keel.observe.log_lines import MAX_LINE_CHARS
-from tests.support.app import SECRET, World, seed_world
+from tests.support.app import SECRET, seed_database
 from tests.support.processes import server_env, start_server
 from tests.support.secrecy import (
     AUDIT_KEYS,
@@ -58,14 +57,6 @@ burst = 1
 """
 
 
-async def _seed(database_url: str) -> World:
-    database = Database(database_url)
-    try:
-        return await seed_world(database)
-    finally:
-        await database.dispose()
-
-
 @pytest.mark.parametrize(
     ("backend", "log_format", "profile"),
     [("sqlite", "console", "dev"), ("postgres", "json", "prod")],
@@ -73,7 +64,7 @@ async def _seed(database_url: str) -> World:
 async def test_no_secret_reaches_the_log_the_spans_or_a_response_of_a_real_server(
     database_url: str, tmp_path: Path, log_format: str, profile: str
 ) -> None:
-    world = await _seed(database_url)
+    world = await seed_database(database_url)
     policy = tmp_path / "policy.toml"
     policy.write_text(POLICY)
     signing_key = tmp_path / "audit-signing.pem"

@@ -12,8 +12,7 @@ import httpx
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from keel.db.engine import Database
-from tests.support.app import World, seed_world
+from tests.support.app import World, seed_database
 from tests.support.policies import generous_policy
 from tests.support.processes import KeelServer, keel_server, server_env
 
@@ -43,15 +42,6 @@ def keel_serve(
         yield server
 
 
-async def _seed(database_url: str) -> World:
-    database = Database(database_url)
-    try:
-        world = await seed_world(database)
-    finally:
-        await database.dispose()
-    return world
-
-
 async def _recognition(base_url: str, world: World) -> str:
     async with httpx.AsyncClient(base_url=base_url, timeout=10.0) as client:
         response = await client.post(
@@ -67,7 +57,7 @@ async def _recognition(base_url: str, world: World) -> str:
 async def test_sigterm_under_load_drains_and_no_in_flight_request_fails(
     database_url: str, tmp_path: Path
 ) -> None:
-    world = await _seed(database_url)
+    world = await seed_database(database_url)
     with keel_serve(
         database_url,
         tmp_path,
@@ -148,7 +138,7 @@ def _route_counts(directory: Path) -> dict[str, float]:
 async def test_two_workers_serve_and_metrics_count_each_request_once(
     database_url: str, tmp_path: Path
 ) -> None:
-    world = await _seed(database_url)
+    world = await seed_database(database_url)
     metrics_dir = tmp_path / "metrics"
     with keel_serve(
         database_url,

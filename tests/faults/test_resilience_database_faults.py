@@ -16,12 +16,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.support.app import SECRET, seed_world
+from tests.support.app import SECRET, seed_database
 from tests.support.processes import keel_env, keel_server, run_keel
 from tests.support.proxy_thread import ThreadedProxy, threaded_proxy
 from tests.support.services import PG_HOST, PG_PORT
-
-from keel.db.engine import Database
 
 pytestmark = pytest.mark.postgres
 
@@ -54,11 +52,7 @@ async def test_database_outage_is_503_everywhere_it_is_needed_then_recovers(
         "KEEL_DATABASE_TIMEOUT_SECONDS": "1",
     }
     run_keel(["migrate", "upgrade"], keel_env({**base, "KEEL_DATABASE_URL": direct}), tmp_path)
-    database = Database(direct)
-    try:
-        world = await seed_world(database)
-    finally:
-        await database.dispose()
+    world = await seed_database(direct)
     headers = world.alice.headers
     body = {"recipient_id": world.bob.id, "message": "thanks"}
 

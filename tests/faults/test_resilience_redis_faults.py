@@ -19,12 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 from redis import Redis
-from tests.support.app import SECRET, World, seed_world
+from tests.support.app import SECRET, World, seed_database
 from tests.support.processes import keel_env, keel_server, run_keel
 from tests.support.proxy_thread import ThreadedProxy, threaded_proxy
 from tests.support.services import REDIS_HOST, REDIS_PORT, redis_url
-
-from keel.db.engine import Database
 
 pytestmark = pytest.mark.redis
 
@@ -65,11 +63,7 @@ def server_env(tmp_path: Path, redis: str) -> dict[str, str]:
 
 async def seeded(tmp_path: Path, env: dict[str, str]) -> World:
     run_keel(["migrate", "upgrade"], env, tmp_path)
-    database = Database(env["KEEL_DATABASE_URL"])
-    try:
-        return await seed_world(database)
-    finally:
-        await database.dispose()
+    return await seed_database(env["KEEL_DATABASE_URL"])
 
 
 async def until(check: object, what: str) -> None:

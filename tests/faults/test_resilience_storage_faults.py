@@ -23,11 +23,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
-from tests.support.app import World, make_settings, seed_world
+from tests.support.app import World, make_settings, seed_database
 from tests.support.policies import generous_policy
 from tests.support.processes import keel_server, run_keel, server_env
 
-from keel.db.engine import Database
 from keel.db.tables_audit import AuditEvent as AuditEventRow
 from keel.resilience import BreakerState, BreakerTransition
 from keel.settings import Settings
@@ -179,11 +178,7 @@ async def test_storage_failing_keeps_the_instance_ready_and_uploads_return_withi
         },
     )
     run_keel(["migrate", "upgrade"], env, tmp_path)
-    database = Database(url)
-    try:
-        world = await seed_world(database)
-    finally:
-        await database.dispose()
+    world = await seed_database(url)
     headers = world.alice.headers
     blobs, parked = tmp_path / "blobs", tmp_path / "blobs-parked"
 

@@ -53,6 +53,19 @@ async def add_member(
     return Member(id=user.id, org_id=org_id, token=issued.token)
 
 
+async def seed_database(url: str) -> World:
+    """:func:`seed_world` through a connection pool of its own, closed after.
+
+    For tests whose server runs in another process: the seeding must leave no
+    connection of the test's event loop behind.
+    """
+    database = Database(url)
+    try:
+        return await seed_world(database)
+    finally:
+        await database.dispose()
+
+
 async def seed_world(database: Database) -> World:
     async with database.write() as session:
         org_a = await orgs.create_org(session, "Org A", plan="team")
