@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from keel.api.routing import RouteTable
 from keel.clock import Clock
 from keel.db.engine import Database
 from keel.guard.breaches import BreachRecorder
@@ -27,18 +26,6 @@ from keel.guard.storage_quota import StorageQuota
 from keel.observe.identity import identity_key
 from keel.observe.watchdog import LoopWatchdog
 from keel.settings import Settings
-
-# Operation names the policy file may target besides route templates.
-OPERATIONS = {
-    "POST /v1/recognitions": "recognitions.create",
-    "DELETE /v1/recognitions/{recognition_id}": "recognitions.delete",
-    "POST /v1/evidence": "evidence.upload",
-    "GET /v1/evidence/{evidence_id}/content": "evidence.download",
-    "DELETE /v1/evidence/{evidence_id}": "evidence.delete",
-    "POST /v1/exports": "exports.create",
-    "GET /v1/exports/{export_id}/content": "exports.download",
-    "GET /v1/audit": "admin.audit",
-}
 
 
 @dataclass
@@ -83,7 +70,6 @@ def limiter_backend(
 def build_limits(
     settings: Settings,
     database: Database,
-    routes: RouteTable,
     clock: Clock,
     watchdog: LoopWatchdog,
     *,
@@ -102,7 +88,6 @@ def build_limits(
     guard = LimitGuard(
         limiter=RateLimiter(limiter_backend(settings, clock, redis_breaker)),
         policy=policy,
-        routes=routes,
         overrides=overrides,
         breaches=BreachRecorder(
             database, identity_key(settings.secret_key.get_secret_value().encode())
