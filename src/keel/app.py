@@ -8,7 +8,8 @@ this one function, so they run the same wiring.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Protocol
 
 import structlog
 from fastapi import FastAPI
@@ -42,15 +43,27 @@ log = structlog.get_logger(__name__)
 DOCS_ASSETS = "/docs/assets"
 
 
+class Part(Protocol):
+    """A part of the app with a lifecycle: started once by the lifespan, stopped once."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 def build_services(
     settings: Settings,
     *,
     clock: Clock = SYSTEM_CLOCK,
     breaker_listeners: tuple[BreakerListener, ...] = (),
 ) -> Services:
-    """Every service of the app. Breaker transitions go to the audit log and to
-    ``breaker_listeners`` (more can join through
-    ``services.dependencies.registry.add_listener``)."""
+    """Every service of the app, each built after what it needs and handed it.
+
+    Database (behind its breaker, so the breaker registry comes first) → audit →
+    resilience (the audit log hears every breaker transition) → limits →
+    idempotency → observability. Breaker transitions also go to
+    ``breaker_listeners``.
+    """
     dependencies = build_dependencies(settings, clock=clock, listeners=breaker_listeners)
     database_breaker = build_database_breaker(dependencies.registry, settings)
     for listener in breaker_listeners:
@@ -61,7 +74,10 @@ def build_services(
         timeout=settings.database_timeout_seconds,
         breaker=database_breaker,
     )
-    routes = route_table()  # every route with its facts, for the steps before the router
+    audit = build_auditor(settings, database, clock=clock)
+    dependencies.registry.add_listener(audit_breaker_transitions(audit))
+    webhooks = build_webhooks(settings, clock=clock, registry=dependencies.registry)
+    store = ResilientBlobStore(LocalDirectoryStore(settings.storage_dir), dependencies.storage)
     # One loop-lag measurement for the process: /live reports it, load shedding reads it.
     watchdog = LoopWatchdog()
     limits = build_limits(
@@ -70,21 +86,21 @@ def build_services(
         clock,
         watchdog,
         redis_breaker=BreakerGate(dependencies.redis.breaker),
+        audit=audit,
+        threshold_hooks=(quota_warning_hook(database, audit, clock),),
     )
-    audit = build_auditor(settings, database, clock=clock)
-    dependencies.registry.add_listener(audit_breaker_transitions(audit))
-    store = ResilientBlobStore(LocalDirectoryStore(settings.storage_dir), dependencies.storage)
+    idempotency = SqlIdempotencyStore(
+        database,
+        lease_seconds=settings.idempotency_lease_seconds,
+        retention_seconds=settings.idempotency_retention_seconds,
+    )
     return Services(
         settings=settings,
         limits=limits,
-        routes=routes,
-        idempotency=SqlIdempotencyStore(
-            database,
-            lease_seconds=settings.idempotency_lease_seconds,
-            retention_seconds=settings.idempotency_retention_seconds,
-        ),
+        routes=route_table(),  # every route with its facts, for the steps before the router
+        idempotency=idempotency,
         dependencies=dependencies,
-        webhooks=build_webhooks(settings, clock=clock, registry=dependencies.registry),
+        webhooks=webhooks,
         database=database,
         store=store,
         authenticator=Authenticator(
@@ -104,6 +120,33 @@ def build_services(
     )
 
 
+async def run_parts(stack: AsyncExitStack, services: Services, *, handle_signals: bool) -> None:
+    """Start every part with a lifecycle, in dependency order, on ``stack``.
+
+    The stack leaves them in reverse: the in-process worker first, the database last.
+    """
+    settings = services.settings
+    stack.push_async_callback(services.database.dispose)
+    await migrations.require_head(services.database)
+    parts: tuple[Part, ...] = (services.audit, services.dependencies, services.limits)
+    for part in parts:
+        await part.start()
+        stack.push_async_callback(part.stop)
+    await stack.enter_async_context(
+        observe.running(services.observe, settings, handle_signals=handle_signals)
+    )
+    if inprocess_enabled(settings):
+        worker = InProcessWorker(
+            settings,
+            services.database,
+            services.store,
+            services.clock,
+            webhooks=services.webhooks,
+        )
+        await worker.start()
+        stack.push_async_callback(worker.stop)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -114,38 +157,23 @@ def create_app(
     settings = settings or Settings()
     settings.check_startable()
     services = build_services(settings, clock=clock)
-    register_readiness_checks(services)
-    services.limits.guard.breaches.audit = services.audit
-    services.limits.guard.threshold_hooks.append(
-        quota_warning_hook(services.database, services.audit, clock)
+    register_readiness_checks(
+        services.health,
+        services.database,
+        services.limits,
+        shared=bool(settings.redis_url),
     )
     expose_documented_series(services, services.routes.keyed())
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await migrations.require_head(services.database)
-        await services.limits.start()
-        for breaker in services.dependencies.registry:
-            await breaker.sync()  # announce our breakers in the shared store (bounded)
-        services.audit.authentication.start()
-        worker: InProcessWorker | None = None
-        if inprocess_enabled(settings):
-            worker = InProcessWorker(
-                settings, services.database, services.store, clock, webhooks=services.webhooks
-            )
-            await worker.start()
-        log.info("keel_started", version=__version__, env=settings.env.value)
-        async with observe.running(services.observe, settings, handle_signals=handle_signals):
+        async with AsyncExitStack() as stack:
+            await run_parts(stack, services, handle_signals=handle_signals)
+            log.info("keel_started", version=__version__, env=settings.env.value)
             try:
                 yield
             finally:
-                if worker is not None:
-                    await worker.stop()
-                await services.limits.stop()
-                await services.audit.authentication.stop()
-                if services.dependencies.registry.store is not None:
-                    await services.dependencies.registry.store.aclose()
-                await services.database.dispose()
+                await stack.aclose()
                 log.info("keel_stopped")
 
     # /docs and /redoc with their Swagger UI and ReDoc assets served from the installed

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from keel.observe.health import HealthRegistry
 
 
-@dataclass
+@dataclass(frozen=True)
 class Services:
     settings: Settings
     database: Database

@@ -80,7 +80,7 @@ class LimitGuard:
     concurrency: ConcurrencyLimits = field(default_factory=ConcurrencyLimits)
     pressure_threshold: float = 0.5
     clock: Clock = SYSTEM_CLOCK
-    threshold_hooks: list[ThresholdHook] = field(default_factory=list)
+    threshold_hooks: tuple[ThresholdHook, ...] = ()
 
     @property
     def _auth_rules(self) -> list[RateRule | QuotaRule]:

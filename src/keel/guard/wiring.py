@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from keel.audit import Auditor
 from keel.clock import Clock
 from keel.db.engine import Database
 from keel.guard.breaches import BreachRecorder
-from keel.guard.limits import ConcurrencyLimits, LimitGuard
+from keel.guard.limits import ConcurrencyLimits, LimitGuard, ThresholdHook
 from keel.guard.noisy import NoisyNeighbourDetector
 from keel.guard.noisy_watch import NoisyWatch
 from keel.guard.overrides import OverrideCache
@@ -74,8 +75,12 @@ def build_limits(
     watchdog: LoopWatchdog,
     *,
     redis_breaker: Breaker | None = None,
+    audit: Auditor | None = None,
+    threshold_hooks: tuple[ThresholdHook, ...] = (),
 ) -> LimitsParts:
-    """``watchdog``: the process's one loop-lag measurement (started by ``observe.running``)."""
+    """``watchdog``: the process's one loop-lag measurement (started by ``observe.running``);
+    ``audit``: where breaches are recorded too; ``threshold_hooks``: told of each quota
+    warning threshold a request crosses."""
     policy = (
         load_policy(settings.ratelimit_policy) if settings.ratelimit_policy else default_policy()
     )
@@ -90,12 +95,13 @@ def build_limits(
         policy=policy,
         overrides=overrides,
         breaches=BreachRecorder(
-            database, identity_key(settings.secret_key.get_secret_value().encode())
+            database, identity_key(settings.secret_key.get_secret_value().encode()), audit=audit
         ),
         noisy=noisy,
         shedder=shedder,
         concurrency=ConcurrencyLimits(settings.concurrency_per_user, settings.concurrency_per_org),
         clock=clock,
+        threshold_hooks=threshold_hooks,
     )
     return LimitsParts(
         guard=guard,
