@@ -8,14 +8,16 @@ unusable — degraded, never down.
 
 from __future__ import annotations
 
-from keel.api.services import Services
+from keel.db.engine import Database
+from keel.guard.wiring import LimitsParts
 from keel.jobs.health import check_job_store
-from keel.observe import HealthCheck, Observation, Status
+from keel.observe import HealthCheck, HealthRegistry, Observation, Status
 
 
-def register_readiness_checks(services: Services) -> None:
-    database = services.database
-    limits = services.limits
+def register_readiness_checks(
+    health: HealthRegistry, database: Database, limits: LimitsParts, *, shared: bool
+) -> None:
+    """``shared``: the limits are kept in Redis (``KEEL_REDIS_URL`` is set)."""
 
     async def job_store() -> Observation | None:
         await check_job_store(database)
@@ -28,9 +30,7 @@ def register_readiness_checks(services: Services) -> None:
                 status=Status.WARN,
                 output="Redis unusable: limits decided per process (a local share of each limit)",
             )
-        return Observation(value="shared" if services.settings.redis_url else "local")
+        return Observation(value="shared" if shared else "local")
 
-    services.health.register(HealthCheck("jobs", "datastore", "responseTime", job_store))
-    services.health.register(
-        HealthCheck("ratelimit", "component", "mode", ratelimit, critical=False)
-    )
+    health.register(HealthCheck("jobs", "datastore", "responseTime", job_store))
+    health.register(HealthCheck("ratelimit", "component", "mode", ratelimit, critical=False))

@@ -21,10 +21,10 @@ from sqlalchemy import exc
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keel.api.boundary import ErrorBoundaryMiddleware
-from keel.api.problems import install as install_problems
 from keel.db.engine import BREAKER_OPEN, Database
 from keel.errors import DatabaseUnavailable, NotFound
+from keel.http.boundary import ErrorBoundaryMiddleware
+from keel.http.problems import install as install_problems
 from keel.resilience import (
     BreakerConfig,
     BreakerGate,

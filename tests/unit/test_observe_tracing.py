@@ -1,8 +1,8 @@
 """Which exporter and sampler the settings give the tracer provider; the server span.
 
 The server span comes from OpenTelemetry's ASGI middleware as Keel configures
-it (:func:`keel.observe.tracing.add_server_spans`); these tests drive a small
-in-process app wired the same way as ``keel.observe.install`` does.
+it (:func:`keel.http.tracing.add_server_spans`); these tests drive a small
+in-process app wired the same way as ``keel.http.pipeline.install`` does.
 """
 
 from __future__ import annotations
@@ -20,13 +20,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import StatusCode
 
-from keel.observe.context import RequestContextMiddleware
-from keel.observe.tracing import (
-    EXCLUDED_URLS,
-    add_server_spans,
-    build_tracer_provider,
-    native_telemetry_off,
-)
+from keel.http.trace import RequestContextMiddleware
+from keel.http.tracing import EXCLUDED_URLS, add_server_spans, native_telemetry_off
+from keel.observe.tracing import build_tracer_provider
 from keel.settings import Settings
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"

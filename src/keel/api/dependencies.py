@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from keel.api.services import Services, services_of
 from keel.domain.principal import Principal
 from keel.errors import Unauthenticated
+from keel.http.state import peek
 
 # Documents the scheme in OpenAPI; the middleware has already checked the token.
 _bearer = HTTPBearer(auto_error=False, description="An API token from `keel admin create-token`")
@@ -24,7 +25,8 @@ async def require_principal(
     request: Request,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
 ) -> Principal:
-    principal: Principal | None = request.scope.get("state", {}).get("principal")
+    state = peek(request.scope)
+    principal = state.principal if state is not None else None
     if principal is None:
         raise Unauthenticated("this endpoint needs 'Authorization: Bearer <token>'")
     return principal

@@ -7,13 +7,14 @@ from typing import TYPE_CHECKING
 
 from starlette.requests import HTTPConnection
 
-from keel.api.routing import RouteTable
 from keel.audit import Auditor
 from keel.clock import Clock
 from keel.db.engine import Database
 from keel.domain.evidence import UploadRules
 from keel.domain.tokens import Authenticator
+from keel.guard.idempotency import IdempotencyStore
 from keel.guard.wiring import LimitsParts
+from keel.http.routing import RouteTable
 from keel.resilience import Dependencies, DependencyPool
 from keel.settings import Settings
 from keel.storage import BlobStore
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from keel.observe.health import HealthRegistry
 
 
-@dataclass
+@dataclass(frozen=True)
 class Services:
     settings: Settings
     database: Database
@@ -32,7 +33,8 @@ class Services:
     upload_rules: UploadRules
     clock: Clock
     limits: LimitsParts
-    routes: RouteTable  # route templates for the middleware in front of the router
+    routes: RouteTable  # every route with its facts, for the steps in front of the router
+    idempotency: IdempotencyStore
     audit: Auditor  # the audit log: record(session, AuditEvent(...))
     dependencies: Dependencies
     """Storage and Redis behind timeouts, bulkheads, breakers and retries."""

@@ -95,6 +95,13 @@ class Auditor:
             self, database, flush_seconds=auth_failure_flush_seconds, clock=clock
         )
 
+    async def start(self) -> None:
+        """Start batching failed authentications (flushed off the request path)."""
+        self.authentication.start()
+
+    async def stop(self) -> None:
+        await self.authentication.stop()
+
     # --- chains -----------------------------------------------------------------
 
     def chain_candidates(self, org_id: str | None) -> list[str]:

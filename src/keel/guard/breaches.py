@@ -56,7 +56,9 @@ class BreachRecorder:
         batch_size: int = 500,
         flush_seconds: float = 2.0,
         max_buffer: int = 20_000,
+        audit: Auditor | None = None,
     ) -> None:
+        """``audit``: breaches also reach the audit log."""
         self._database = database
         self._identity_key = identity_key  # the logs' key: breach hashes join log lines
         self._batch_size = batch_size
@@ -64,7 +66,7 @@ class BreachRecorder:
         self._buffer: deque[Breach] = deque(maxlen=max_buffer)
         self._wake = asyncio.Event()
         self._flusher = BackgroundTask("breach-flush", self._run)
-        self.audit: Auditor | None = None  # set by create_app: breaches also reach the audit log
+        self.audit = audit
 
     def record(self, breach: Breach) -> None:
         BREACHES.labels(breach.limit_name).inc()

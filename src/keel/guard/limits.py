@@ -1,29 +1,16 @@
-"""The limits middleware: rate limits, quotas and concurrency slots on the request path.
+"""Limits on the request path, free of HTTP: rate limits, quotas and concurrency slots.
 
-It runs after authentication (it keys on the principal) and before
-idempotency and the routes. For each ``/v1`` request it
-
-1. resolves the route template and operation, and builds the limiter context
-   (user, org, plan, IP, token, the org's time zone and overrides — scaled down
-   while the org is flagged noisy and the process is under pressure);
-2. asks the :class:`~keel.guard.ratelimit.RateLimiter` for one all-or-nothing
-   decision (one Redis round trip): rate limits spend a cell, quotas
-   *reserve* a unit (counted at the check, so concurrent requests — on any
-   instance sharing Redis — can never pass a quota together), and an
-   in-flight slot is taken for the user and for the organisation (leased, so
-   a crashed process cannot leak them); if any of them refuses nothing is
-   spent, reserved or taken. A rule's refusal answers 429 with
-   ``Retry-After`` and is recorded as a breach (in batches, off the path); a
-   full slot answers 429 naming the concurrency limit;
-3. settles the quota reservation exactly once, since quotas count successes:
-   a response starting with a 2xx that is not an idempotent replay keeps it
-   (and adds ``Keel-Quota-Warning`` when 80/90/100 % is crossed); any other
-   status, an exception, or a request that ends with no response (a client
-   gone) releases it — before the response is sent, so a client that reads
-   ``/v1/quotas`` after an error sees the unit back;
-4. gives the slots back when the response is done;
-5. adds the RateLimit and X-RateLimit header fields to every limited response,
-   read after this request's reservation (the 10th of 10 says 0 remaining).
+:class:`LimitGuard` holds what a decision needs and makes the parts of it
+that are not HTTP: the limiter context of a request (user, org, plan, IP,
+token, the org's time zone and overrides — scaled down while the org is
+flagged noisy and the process is under pressure), the refusals (a rule's
+429 with ``Retry-After``, or a full in-flight slot), the breach record, and
+settling a quota reservation (kept on success, with its warning thresholds
+and their hooks; released otherwise). The limiter makes one all-or-nothing
+decision per request: rate limits spend a cell, quotas *reserve* a unit
+(counted at the check, so concurrent requests — on any instance sharing
+Redis — can never pass a quota together), and in-flight slots are leased, so
+a crashed process cannot leak them. The ASGI step is :mod:`keel.http.limits`.
 """
 
 from __future__ import annotations
@@ -36,11 +23,7 @@ from datetime import datetime
 import structlog
 from anyio import CancelScope
 from prometheus_client import Counter
-from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keel.api.problems import from_error
-from keel.api.routing import RouteTable
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.domain.principal import Principal
 from keel.guard.breaches import Breach, BreachRecorder
@@ -62,7 +45,6 @@ from keel.guard.ratelimit import (
     ratelimit_headers,
 )
 from keel.guard.shed import LoadShedder
-from keel.observe.routes_info import ROUTE_TEMPLATE_STATE
 
 log = structlog.get_logger(__name__)
 
@@ -91,7 +73,6 @@ class LimitGuard:
 
     limiter: RateLimiter
     policy: Policy
-    routes: RouteTable
     overrides: OverrideCache
     breaches: BreachRecorder
     noisy: NoisyNeighbourDetector
@@ -99,7 +80,7 @@ class LimitGuard:
     concurrency: ConcurrencyLimits = field(default_factory=ConcurrencyLimits)
     pressure_threshold: float = 0.5
     clock: Clock = SYSTEM_CLOCK
-    threshold_hooks: list[ThresholdHook] = field(default_factory=list)
+    threshold_hooks: tuple[ThresholdHook, ...] = ()
 
     @property
     def _auth_rules(self) -> list[RateRule | QuotaRule]:
@@ -157,7 +138,32 @@ class LimitGuard:
         if decision.allowed:
             return None
         self.record_breach(context, decision, now)
-        return _exceeded(decision)
+        return exceeded(decision)
+
+    async def keep(self, context: RequestContext, reservation: QuotaReservation) -> dict[str, str]:
+        """Keep a succeeded request's quota units; the warning headers of thresholds it crossed."""
+        commits = reservation.keep()
+        for commit in commits:
+            if commit.crossed is not None:
+                QUOTA_WARNINGS.labels(commit.name, str(commit.crossed)).inc()
+                log.info(
+                    "quota_threshold_crossed",
+                    limit=commit.name,
+                    threshold=commit.crossed,
+                    used=commit.used,
+                    quota=commit.limit,
+                    org_id=context.org_id,
+                )
+                for hook in self.threshold_hooks:
+                    try:
+                        await hook(context, commit)
+                    except Exception:  # a warning must never fail the request it rides on
+                        log.exception("quota_threshold_hook_failed", limit=commit.name)
+        return quota_warning_headers(commits)
+
+    async def release_slots(self, slots: list[HeldSlot]) -> None:
+        for slot in slots:
+            await self.limiter.backend.slot_release(slot.key, slot.slot_id)
 
 
 def _scaled(
@@ -181,7 +187,7 @@ def _scaled(
     return scaled
 
 
-def _exceeded(decision: Decision) -> LimitExceeded:
+def exceeded(decision: Decision) -> LimitExceeded:
     breached = decision.breached
     assert breached is not None
     return LimitExceeded(
@@ -196,7 +202,7 @@ def _exceeded(decision: Decision) -> LimitExceeded:
     )
 
 
-def _concurrency_exceeded(
+def concurrency_exceeded(
     decision: Decision, claims: list[SlotClaim], scopes: list[str]
 ) -> LimitExceeded:
     index = decision.refused_slot
@@ -210,128 +216,42 @@ def _concurrency_exceeded(
     )
 
 
-def client_ip(scope: Scope) -> str | None:
-    client = scope.get("client")
-    return str(client[0]) if client else None
+@dataclass(frozen=True, slots=True)
+class HeldSlot:
+    """An in-flight slot a request holds until its response is done."""
+
+    key: str
+    slot_id: str
 
 
-class LimitsMiddleware:
-    def __init__(self, app: ASGIApp, *, guard: LimitGuard) -> None:
-        self.app = app
-        self.guard = guard
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
-            await self.app(scope, receive, send)
-            return
-        guard = self.guard
-        state = scope.setdefault("state", {})
-        principal: Principal | None = state.get("principal")
-        matched = guard.routes.match(scope["method"], scope["path"])
-        route, operation = matched if matched else (None, None)
-        if route is not None:
-            state[ROUTE_TEMPLATE_STATE] = route.split(" ", 1)[1]
-        context = guard.context(principal, route, operation, client_ip(scope))
-        now = guard.clock.now()
-        claims, scopes = self._slot_claims(context)
-        decision = await guard.limiter.decide(
-            guard.policy.limits, context, now.timestamp(), slots=claims
+def slot_claims(
+    limits: ConcurrencyLimits, context: RequestContext
+) -> tuple[list[SlotClaim], list[str]]:
+    """The in-flight slots a request takes with its decision, and their scopes."""
+    claims: list[SlotClaim] = []
+    scopes: list[str] = []
+    if context.user_id is not None:
+        claims.append(
+            SlotClaim(f"slots:user:{context.user_id}", limits.per_user, limits.lease_seconds)
         )
-        if not decision.allowed:
-            if decision.breached is not None:
-                guard.record_breach(context, decision, now)
-                refusal = _exceeded(decision)
-            else:
-                refusal = _concurrency_exceeded(decision, claims, scopes)
-            await from_error(refusal, scope["path"])(scope, receive, send)
-            return
-        headers = ratelimit_headers(decision)
-        slots = [
-            (claim.key, slot.slot_id)
-            for claim, slot in zip(claims, decision.slots, strict=True)
-            if slot.slot_id is not None
-        ]
-        reservation = decision.reservation
+        scopes.append("user")
+    if context.org_id is not None:
+        claims.append(
+            SlotClaim(f"slots:org:{context.org_id}", limits.per_org, limits.lease_seconds)
+        )
+        scopes.append("org")
+    return claims, scopes
 
-        async def send_with_limits(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                extra: dict[str, str] = {}
-                if reservation is not None and not reservation.settled:
-                    status = int(message["status"])
-                    if 200 <= status < 300 and not state.get("idempotent_replay"):
-                        extra = await self._keep(context, reservation)
-                    else:
-                        await self._release(reservation)
-                        # The unit is back: report the quota as it now stands.
-                        extra = ratelimit_headers(decision.unreserved())
-                response_headers = MutableHeaders(scope=message)
-                for name, value in (headers | extra).items():
-                    response_headers[name] = value
-            await send(message)
 
-        started = guard.clock.monotonic()
+async def release(reservation: QuotaReservation) -> None:
+    """Give the reserved units back; never fail the request over it."""
+    # Shielded: a request being cancelled must still return what it reserved.
+    with CancelScope(shield=True):
         try:
-            await self.app(scope, receive, send_with_limits)
-        finally:
-            if reservation is not None and not reservation.settled:
-                # No response started: the route raised, or the client went away.
-                await self._release(reservation)
-            await self._release_slots(slots)
-            if principal is not None:
-                finished = guard.clock.monotonic()
-                guard.noisy.record(principal.org_id, finished - started, finished)
-
-    async def _release(self, reservation: QuotaReservation) -> None:
-        """Give the reserved units back; never fail the request over it."""
-        # Shielded: a request being cancelled must still return what it reserved.
-        with CancelScope(shield=True):
-            try:
-                await reservation.release()
-            except Exception as exc:  # the unit stays counted: one lost beats an overdraft
-                log.warning(
-                    "quota_release_failed",
-                    error=type(exc).__name__,
-                    limits=[q.name for q in reservation.quotas],
-                )
-
-    async def _keep(self, context: RequestContext, reservation: QuotaReservation) -> dict[str, str]:
-        guard = self.guard
-        commits = reservation.keep()
-        for commit in commits:
-            if commit.crossed is not None:
-                QUOTA_WARNINGS.labels(commit.name, str(commit.crossed)).inc()
-                log.info(
-                    "quota_threshold_crossed",
-                    limit=commit.name,
-                    threshold=commit.crossed,
-                    used=commit.used,
-                    quota=commit.limit,
-                    org_id=context.org_id,
-                )
-                for hook in guard.threshold_hooks:
-                    try:
-                        await hook(context, commit)
-                    except Exception:  # a warning must never fail the request it rides on
-                        log.exception("quota_threshold_hook_failed", limit=commit.name)
-        return quota_warning_headers(commits)
-
-    def _slot_claims(self, context: RequestContext) -> tuple[list[SlotClaim], list[str]]:
-        """The in-flight slots this request takes with its decision, and their scopes."""
-        limits = self.guard.concurrency
-        claims: list[SlotClaim] = []
-        scopes: list[str] = []
-        if context.user_id is not None:
-            claims.append(
-                SlotClaim(f"slots:user:{context.user_id}", limits.per_user, limits.lease_seconds)
+            await reservation.release()
+        except Exception as exc:  # the unit stays counted: one lost beats an overdraft
+            log.warning(
+                "quota_release_failed",
+                error=type(exc).__name__,
+                limits=[q.name for q in reservation.quotas],
             )
-            scopes.append("user")
-        if context.org_id is not None:
-            claims.append(
-                SlotClaim(f"slots:org:{context.org_id}", limits.per_org, limits.lease_seconds)
-            )
-            scopes.append("org")
-        return claims, scopes
-
-    async def _release_slots(self, slots: list[tuple[str, str]]) -> None:
-        for key, slot_id in slots:
-            await self.guard.limiter.backend.slot_release(key, slot_id)

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import structlog
-from starlette.types import Scope
 
 from keel.audit import AuditEvent, Auditor, EventCode
 from keel.clock import Clock
@@ -59,21 +58,19 @@ def quota_warning_hook(database: Database, audit: Auditor, clock: Clock) -> Thre
     return on_threshold
 
 
-def audit_key_mismatch(audit: Auditor) -> Callable[[Scope, str], Awaitable[None]]:
+def audit_key_mismatch(
+    audit: Auditor,
+) -> Callable[[Principal, str | None, str, str], Awaitable[None]]:
     """Record ``idempotency.key_mismatch`` when a key is reused for another request."""
 
-    async def on_mismatch(scope: Scope, route: str) -> None:
-        principal: Principal | None = scope.get("state", {}).get("principal")
-        if principal is None:
-            return
-        client = scope.get("client")
+    async def on_mismatch(principal: Principal, ip: str | None, method: str, route: str) -> None:
         event = AuditEvent(
             EventCode.IDEMPOTENCY_KEY_MISMATCH,
             org_id=principal.org_id,
             actor_id=principal.user_id,
             token_id=principal.token_id,
-            ip=str(client[0]) if client else None,
-            fields={"method": scope["method"], "route": route, "reason": "fingerprint"},
+            ip=ip,
+            fields={"method": method, "route": route, "reason": "fingerprint"},
         )
         try:
             await audit.record_now(event)

@@ -1,14 +1,14 @@
 """Load shedding: refuse work early, by priority, while the process is overloaded.
 
 Pressure is read from two O(1) signals: requests in flight in this process (a
-counter this middleware keeps) and event-loop lag (the smoothed reading of the
+counter the HTTP step, :mod:`keel.http.shed`, keeps) and event-loop lag (the smoothed reading of the
 process's one :class:`~keel.observe.watchdog.LoopWatchdog`, which also feeds
 ``/live``). Each priority class has a share of the thresholds at
 which it is refused — exports and bulk work first, then writes, reads last,
 probes never — so an overloaded Keel stays fast for what it still admits.
-The decision runs before authentication and before any database work, and
-answers ``503`` with ``Retry-After`` and a problem body; the refused request is
-still labelled with its route template in the metrics, as a limit's 429 is.
+This module is the decision, free of HTTP; a route's priority is one of its
+facts (:class:`keel.http.facts.RouteFacts`), and ``classify`` covers paths no
+route serves.
 """
 
 from __future__ import annotations
@@ -16,23 +16,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
-import structlog
 from prometheus_client import Counter
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from keel.api.problems import from_error
-from keel.api.routing import RouteTable
 from keel.errors import DependencyUnavailable
-from keel.observe.routes_info import ROUTE_TEMPLATE_STATE
 from keel.observe.watchdog import LoopWatchdog
-
-log = structlog.get_logger(__name__)
 
 SHED = Counter(
     "keel_shed_requests_total", "Requests refused by load shedding.", ["priority", "reason"]
 )
 
 PROBE_PATHS = frozenset({"/live", "/ready", "/health", "/metrics", "/version"})
+"""Operational endpoints: never shed, never limited, kept out of SLO metrics and traces."""
 BULK_PREFIXES = ("/v1/exports",)
 
 
@@ -98,42 +92,3 @@ class LoadShedder:
         t = self.thresholds
         lag = self.watchdog.smoothed_lag_seconds
         return max(self.in_flight / t.max_in_flight, lag / t.max_loop_lag_seconds)
-
-
-class LoadSheddingMiddleware:
-    """``routes`` names a refused request's route template for the metrics and access line."""
-
-    def __init__(
-        self, app: ASGIApp, *, shedder: LoadShedder, routes: RouteTable | None = None
-    ) -> None:
-        self.app = app
-        self.shedder = shedder
-        self.routes = routes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        shedder = self.shedder
-        priority = classify(scope["method"], scope["path"])
-        lag = shedder.watchdog.smoothed_lag_seconds
-        reason = shed_reason(priority, shedder.in_flight, lag, shedder.thresholds)
-        if reason is not None:
-            SHED.labels(priority.name.lower(), reason).inc()
-            self._note_route(scope)
-            error = Overloaded("the server is overloaded; retry shortly", retry_after=2)
-            await from_error(error, scope["path"])(scope, receive, send)
-            return
-        shedder.in_flight += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            shedder.in_flight -= 1
-
-    def _note_route(self, scope: Scope) -> None:
-        """Refused before routing: resolve the template here (only on the refusal path)."""
-        if self.routes is None:
-            return
-        matched = self.routes.match(scope["method"], scope["path"])
-        if matched is not None:
-            scope.setdefault("state", {})[ROUTE_TEMPLATE_STATE] = matched[0].split(" ", 1)[1]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from keel.api.routing import RouteTable
+from keel.audit import Auditor
 from keel.clock import Clock
 from keel.db.engine import Database
 from keel.guard.breaches import BreachRecorder
-from keel.guard.limits import ConcurrencyLimits, LimitGuard
+from keel.guard.limits import ConcurrencyLimits, LimitGuard, ThresholdHook
 from keel.guard.noisy import NoisyNeighbourDetector
 from keel.guard.noisy_watch import NoisyWatch
 from keel.guard.overrides import OverrideCache
@@ -27,18 +27,6 @@ from keel.guard.storage_quota import StorageQuota
 from keel.observe.identity import identity_key
 from keel.observe.watchdog import LoopWatchdog
 from keel.settings import Settings
-
-# Operation names the policy file may target besides route templates.
-OPERATIONS = {
-    "POST /v1/recognitions": "recognitions.create",
-    "DELETE /v1/recognitions/{recognition_id}": "recognitions.delete",
-    "POST /v1/evidence": "evidence.upload",
-    "GET /v1/evidence/{evidence_id}/content": "evidence.download",
-    "DELETE /v1/evidence/{evidence_id}": "evidence.delete",
-    "POST /v1/exports": "exports.create",
-    "GET /v1/exports/{export_id}/content": "exports.download",
-    "GET /v1/audit": "admin.audit",
-}
 
 
 @dataclass
@@ -83,13 +71,16 @@ def limiter_backend(
 def build_limits(
     settings: Settings,
     database: Database,
-    routes: RouteTable,
     clock: Clock,
     watchdog: LoopWatchdog,
     *,
     redis_breaker: Breaker | None = None,
+    audit: Auditor | None = None,
+    threshold_hooks: tuple[ThresholdHook, ...] = (),
 ) -> LimitsParts:
-    """``watchdog``: the process's one loop-lag measurement (started by ``observe.running``)."""
+    """``watchdog``: the process's one loop-lag measurement (started by ``observe.running``);
+    ``audit``: where breaches are recorded too; ``threshold_hooks``: told of each quota
+    warning threshold a request crosses."""
     policy = (
         load_policy(settings.ratelimit_policy) if settings.ratelimit_policy else default_policy()
     )
@@ -102,15 +93,15 @@ def build_limits(
     guard = LimitGuard(
         limiter=RateLimiter(limiter_backend(settings, clock, redis_breaker)),
         policy=policy,
-        routes=routes,
         overrides=overrides,
         breaches=BreachRecorder(
-            database, identity_key(settings.secret_key.get_secret_value().encode())
+            database, identity_key(settings.secret_key.get_secret_value().encode()), audit=audit
         ),
         noisy=noisy,
         shedder=shedder,
         concurrency=ConcurrencyLimits(settings.concurrency_per_user, settings.concurrency_per_org),
         clock=clock,
+        threshold_hooks=threshold_hooks,
     )
     return LimitsParts(
         guard=guard,

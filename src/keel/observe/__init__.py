@@ -1,9 +1,10 @@
 """Observability: health probes, graceful shutdown, logs, traces and metrics.
 
 ``build(settings, database, store, clock)`` makes the parts that live on
-:class:`~keel.api.services.Services`; ``install(app, services)`` mounts the
-operational endpoints and the trace → metrics middleware; ``running(services)``
-is the lifespan part (loop watchdog, SIGTERM drain, flushing spans).
+:class:`~keel.api.services.Services`; ``running(services)`` is the lifespan
+part (loop watchdog, SIGTERM drain, flushing spans). Nothing here is HTTP: the
+trace and metrics steps of the request path are :mod:`keel.http.trace` and
+:mod:`keel.http.metrics`, the probes :mod:`keel.api.routes.operations`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import multiprocess as prometheus_multiprocess
 
@@ -21,15 +21,13 @@ from keel import __version__
 from keel.clock import Clock
 from keel.db.engine import Database
 from keel.observe import checks
-from keel.observe.context import RequestContextMiddleware
-from keel.observe.endpoints import router
 from keel.observe.health import HealthCheck, HealthRegistry, Observation, Status
 from keel.observe.identity import identity_key
 from keel.observe.lifecycle import Lifecycle
 from keel.observe.logs import configure_logging
-from keel.observe.metrics import Metrics, MetricsMiddleware, multiprocess_dir
-from keel.observe.shutdown import CloseWhenDraining, DrainOnSignal
-from keel.observe.tracing import add_server_spans, build_tracer_provider, instrument_engine
+from keel.observe.metrics import Metrics, multiprocess_dir
+from keel.observe.shutdown import DrainOnSignal
+from keel.observe.tracing import build_tracer_provider
 from keel.observe.watchdog import LoopWatchdog
 from keel.settings import Settings
 from keel.storage import BlobStore
@@ -78,29 +76,6 @@ def build(
     )
 
 
-def install(
-    app: FastAPI, observability: Observability, settings: Settings, database: Database
-) -> None:
-    """Mount the endpoints; add trace → metrics as the outermost Keel middleware.
-
-    Call it after every other ``add_middleware``: Starlette makes the last added
-    the outermost, and these two must see every request first.
-    """
-    configure_logging(settings)
-    app.include_router(router)
-    observability.metrics.watch_pool(database.engine)
-    app.add_middleware(CloseWhenDraining, lifecycle=observability.lifecycle)
-    if not settings.observe_enabled:
-        return
-    app.add_middleware(MetricsMiddleware, metrics=observability.metrics)  # 2. metrics
-    app.add_middleware(
-        RequestContextMiddleware, identity_key=observability.identity_key
-    )  # 1. trace
-    # 0. OpenTelemetry's ASGI middleware wraps all of the above (span from traceparent).
-    add_server_spans(app, observability.tracer_provider)
-    instrument_engine(database.engine, observability.tracer_provider)
-
-
 @asynccontextmanager
 async def running(
     observability: Observability, settings: Settings, *, handle_signals: bool
@@ -130,6 +105,5 @@ __all__ = [
     "build",
     "configure_logging",
     "identity_key",
-    "install",
     "running",
 ]

@@ -95,7 +95,7 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
         uvicorn_logger.propagate = True
     # Alembic announces its dialect at info on every revision read (/ready, /version).
     logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
-    # Keel writes its own access line (observe/context.py); uvicorn's would repeat it.
+    # Keel writes its own access line (http/trace.py); uvicorn's would repeat it.
     access = logging.getLogger("uvicorn.access")
     access.handlers.clear()
     access.propagate = False

@@ -31,7 +31,6 @@ worker inside the server samples queue depth too: one family, never two).
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Protocol
 
@@ -48,10 +47,8 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keel.observe.metrics_directory import MULTIPROC_ENV
-from keel.observe.routes_info import is_operational, route_template
 from keel.observe.worker_restarts import declare as declare_worker_restarts
 
 # OpenTelemetry's advised boundaries for http.server.request.duration.
@@ -210,54 +207,3 @@ class Metrics:
             sampled = [files, *self._live]
         exposition = _Exposition(sampled, self._scraped)
         return generate_latest(exposition), CONTENT_TYPE_LATEST
-
-
-class MetricsMiddleware:
-    """Times every HTTP request and counts the ones in flight (step 2 of the path).
-
-    The labelled children are looked up once per label set and kept: a
-    ``labels()`` call validates and hashes its values under a lock on every
-    request, and the set of (method, route template, status) is small and
-    bounded by the routes.
-    """
-
-    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-        self._durations: dict[tuple[str, str, int, bool], Any] = {}
-        self._active: dict[str, Any] = {}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        method = scope["method"] if scope["method"] in KNOWN_METHODS else "_OTHER"
-        active = self._active.get(method)
-        if active is None:
-            active = self._active[method] = self.metrics.active_requests.labels(method)
-        status = 500
-        started = time.perf_counter()
-
-        async def send_and_note(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        active.inc()
-        try:
-            await self.app(scope, receive, send_and_note)
-        finally:
-            active.dec()
-            self._duration(method, route_template(scope), status, scope["path"]).observe(
-                time.perf_counter() - started
-            )
-
-    def _duration(self, method: str, route: str, status: int, path: str) -> Any:
-        key = (method, route, status, is_operational(path))
-        child = self._durations.get(key)
-        if child is None:
-            slo = "false" if key[3] else "true"
-            child = self.metrics.request_duration.labels(method, route, str(status), slo)
-            self._durations[key] = child
-        return child

@@ -2,8 +2,8 @@
 
 Incoming W3C ``traceparent``/``tracestate`` are read by OpenTelemetry's ASGI
 instrumentation (the middleware the FastAPI instrumentation wraps; Keel adds it
-directly, see :func:`add_server_spans`). An invalid header starts a new trace,
-as the spec says; outgoing calls made with an instrumented httpx client or
+directly, see :func:`keel.http.tracing.add_server_spans`). An invalid header
+starts a new trace, as the spec says; outgoing calls made with an instrumented httpx client or
 Redis client carry them on. Each app gets its own provider and instruments its
 own app and engine — never the libraries globally — so tests may build many
 apps in one process and nothing is instrumented twice. Probes and ``/metrics``
@@ -16,15 +16,12 @@ exporter is added, it sees spans redacted (:mod:`keel.observe.span_redaction`).
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
@@ -33,16 +30,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.types import Scope
 
 from keel import __version__
-from keel.observe.routes_info import OPERATIONAL_PATHS
 from keel.observe.span_redaction import RedactingTracerProvider
 from keel.redaction import Redactor
 from keel.settings import Settings
-
-# Matched against scheme://host/path (no query string) by the ASGI instrumentation.
-EXCLUDED_URLS = ",".join(rf"^[a-z]+://[^/]*{path}$" for path in sorted(OPERATIONAL_PATHS))
 
 
 def build_tracer_provider(settings: Settings) -> TracerProvider:
@@ -63,59 +55,6 @@ def build_tracer_provider(settings: Settings) -> TracerProvider:
             BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otel_endpoint))
         )
     return provider
-
-
-def native_telemetry_off() -> dict[str, Any]:
-    """``FastAPI(**native_telemetry_off())``: no second, built-in telemetry layer.
-
-    Recent FastAPI releases ship their own OpenTelemetry layer, on by default
-    against the global providers. Keel instruments each app with its own
-    provider (below); running both would cost every request twice, so the
-    built-in one is switched off where it exists.
-    """
-    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
-        return {}
-    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
-
-
-def _span_details(scope: Scope) -> tuple[str, dict[str, Any]]:
-    """The span's first name: the method; the route template is added once routing ran.
-
-    The FastAPI instrumentation's default finds the template by matching every
-    route a second time before the request starts; Keel's request-context
-    middleware names the span from the route the router actually matched
-    instead (:func:`keel.observe.context.name_server_span`).
-    """
-    return str(scope.get("method", "HTTP")), {}
-
-
-def server_span_options(provider: TracerProvider) -> dict[str, Any]:
-    """How Keel configures OpenTelemetry's ASGI middleware (also used by its tests).
-
-    No per-message ``send``/``receive`` spans; probes and ``/metrics`` excluded
-    by URL; and a no-op meter provider, because Keel's HTTP metrics come from
-    :class:`~keel.observe.metrics.MetricsMiddleware` — the instrumentation's own
-    histograms would be a second, unread copy recorded on every request.
-    """
-    return {
-        "excluded_urls": EXCLUDED_URLS,
-        "default_span_details": _span_details,
-        "tracer_provider": provider,
-        "meter_provider": otel_metrics.NoOpMeterProvider(),
-        "exclude_spans": ["receive", "send"],
-    }
-
-
-def add_server_spans(app: FastAPI, provider: TracerProvider) -> None:
-    """OpenTelemetry's ASGI middleware, as the outermost user middleware of ``app``.
-
-    Call it after every other ``add_middleware``: the span must be current for
-    everything else (ids in the access line, database spans as children). The
-    middleware, not ``FastAPIInstrumentor.instrument_app``: the latter also
-    patches ``BackgroundTask`` for every app in the process and matches every
-    route once more per request to name the span.
-    """
-    app.add_middleware(OpenTelemetryMiddleware, **server_span_options(provider))
 
 
 class _SampledOnlyEngineTracer(EngineTracer):

@@ -240,6 +240,16 @@ class Dependencies:
             self.registry.add(dependency.breaker)
             self._by_name[config.name] = dependency
 
+    async def start(self) -> None:
+        """Announce every breaker of the registry in the shared store (bounded per breaker)."""
+        for breaker in self.registry:
+            await breaker.sync()
+
+    async def stop(self) -> None:
+        """Close the shared breaker store, if there is one."""
+        if self.registry.store is not None:
+            await self.registry.store.aclose()
+
     def __getattr__(self, name: str) -> Dependency:
         by_name: dict[str, Dependency] = self.__dict__["_by_name"]
         try:

@@ -20,10 +20,10 @@ import pytest
 from fastapi import FastAPI
 from tests.support.app import World, app_for, make_settings, running
 
-from keel.api import problems
 from keel.audit import EventCode
 from keel.errors import KeelError
 from keel.guard.idempotency.keys import KEY_PATTERN
+from keel.http import problems
 from keel.settings import Settings
 
 README = (Path(__file__).resolve().parents[3] / "README.md").read_text()

@@ -17,13 +17,15 @@ from sqlalchemy import func, select
 from starlette.types import ASGIApp, Receive, Scope, Send
 from tests.support.app import World, app_for, make_settings, running, seed_world
 
-from keel.api import problems
 from keel.api.routes import recognitions as recognition_routes
 from keel.db.tables import Evidence, Export, Recognition
 from keel.db.tables_idempotency import IdempotencyKey
 from keel.domain import recognitions
 from keel.errors import ConfigurationError
-from keel.guard.idempotency import KeyRef, SqlIdempotencyStore, purge_expired, recorded
+from keel.guard.idempotency import KeyRef, SqlIdempotencyStore, purge_expired
+from keel.http import problems
+from keel.http.recorded import recorded
+from keel.http.state import RequestState, peek
 from keel.settings import Settings
 from keel.testing import ManualClock
 
@@ -42,13 +44,12 @@ class StateRecorder:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.states: list[dict[str, object]] = []
+        self.states: list[RequestState | None] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        state: dict[str, object] = scope.setdefault("state", {})
         await self.app(scope, receive, send)
         if scope["type"] == "http":
-            self.states.append(state)
+            self.states.append(peek(scope))
 
 
 class Harness:
@@ -560,8 +561,11 @@ async def test_a_replay_is_flagged_in_the_request_state(database_url: str, tmp_p
         await client.post("/v1/recognitions", json=body, headers=headers)
         await client.post("/v1/recognitions", json=body, headers=headers)
     states = recorder[0].states
-    assert states[0].get("idempotent_replay") is None
-    assert states[1].get("idempotent_replay") is True
+    first, second = states
+    assert first is not None
+    assert not first.replayed
+    assert second is not None
+    assert second.replayed
 
 
 async def test_idempotency_can_be_switched_off(database_url: str, tmp_path: Path) -> None:

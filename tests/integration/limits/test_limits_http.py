@@ -144,7 +144,9 @@ async def test_daily_quota_resets_at_midnight_in_the_org_time_zone(
 
 
 async def test_quota_warnings_fire_once_per_threshold(
-    limited_app: FastAPI, limited: tuple[httpx.AsyncClient, World]
+    limited_app: FastAPI,
+    limited: tuple[httpx.AsyncClient, World],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     client, world = limited
     fired: list[tuple[str, int]] = []
@@ -153,7 +155,9 @@ async def test_quota_warnings_fire_once_per_threshold(
         assert commit.crossed is not None
         fired.append((commit.name, commit.crossed))
 
-    limited_app.state.services.limits.guard.threshold_hooks.append(hook)
+    guard = limited_app.state.services.limits.guard
+    # Hooks are given at construction (create_app gives the audit one); the test adds its own.
+    monkeypatch.setattr(guard, "threshold_hooks", (*guard.threshold_hooks, hook))
     warnings = []
     for _ in range(10):
         response = await recognise(client, world)

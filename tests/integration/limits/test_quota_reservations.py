@@ -25,8 +25,10 @@ from tests.support.app import Member, World, add_member, app_for, make_settings,
 
 from keel.domain import recognitions
 from keel.domain.principal import Plan, Principal, Role
-from keel.guard.limits import LimitGuard, LimitsMiddleware
+from keel.guard.limits import LimitGuard
 from keel.guard.ratelimit import QuotaWindow
+from keel.http.limits import LimitsMiddleware
+from keel.http.state import RequestState
 from keel.testing import ManualClock
 
 QUOTA = 10
@@ -218,6 +220,7 @@ async def test_a_request_cancelled_or_failing_inside_the_middleware_gives_the_un
 ) -> None:
     _client, world = limited
     guard: LimitGuard = limited_app.state.services.limits.guard
+    routes = limited_app.state.services.routes
     principal = Principal(
         user_id=world.bob.id,
         org_id=world.bob.org_id,
@@ -251,7 +254,7 @@ async def test_a_request_cancelled_or_failing_inside_the_middleware_gives_the_un
             "path": "/v1/recognitions",
             "headers": [],
             "client": ("127.0.0.1", 1234),
-            "state": {"principal": principal},
+            "state": {"keel": RequestState(principal=principal)},
         }
 
     async def count() -> int:
@@ -264,7 +267,9 @@ async def test_a_request_cancelled_or_failing_inside_the_middleware_gives_the_un
         )
         return report.used
 
-    task = asyncio.create_task(LimitsMiddleware(hangs, guard=guard)(scope(), receive, send))
+    task = asyncio.create_task(
+        LimitsMiddleware(hangs, guard=guard, routes=routes)(scope(), receive, send)
+    )
     await asyncio.wait_for(gate.wait(), 5)
     assert await count() == 1  # reserved while in flight
     task.cancel()
@@ -272,7 +277,7 @@ async def test_a_request_cancelled_or_failing_inside_the_middleware_gives_the_un
         await task
     assert await count() == 0
     with pytest.raises(RuntimeError):
-        await LimitsMiddleware(raises, guard=guard)(scope(), receive, send)
+        await LimitsMiddleware(raises, guard=guard, routes=routes)(scope(), receive, send)
     assert await count() == 0
-    await LimitsMiddleware(succeeds, guard=guard)(scope(), receive, send)
+    await LimitsMiddleware(succeeds, guard=guard, routes=routes)(scope(), receive, send)
     assert await count() == 1

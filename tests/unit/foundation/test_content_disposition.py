@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keel.api.disposition import attachment
-from keel.api.response_headers import unsendable_header
 from keel.api.text import printable
+from keel.http.response_headers import unsendable_header
 
 # RFC 8187 ext-value with the UTF-8 charset and no language.
 EXT_VALUE = re.compile(r"^UTF-8''(?:[A-Za-z0-9!#$&+\-.^_`|~]|%[0-9A-F]{2})*$")

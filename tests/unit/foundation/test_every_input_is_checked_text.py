@@ -14,7 +14,7 @@ import pytest
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
-from keel.app import ROUTERS
+from keel.http.routes import ROUTERS
 
 BAD = ["\x00", "a\x00b", "\ud800", "bell\x07", "a\x9bb", "a\x7fb"]
 # The smallest valid body of each model, so only the field under test is wrong.

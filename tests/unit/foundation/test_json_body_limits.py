@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.types import Receive, Scope, Send
 
-from keel.api.json_body import MAX_JSON_DEPTH, JsonBodyLimits, check_json, nesting_exceeds
 from keel.errors import BadRequest, InvalidInput
 from keel.guard.idempotency.fingerprints import canonical_json
+from keel.http.json_body import MAX_JSON_DEPTH, JsonBodyLimits, check_json, nesting_exceeds
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab,:'),

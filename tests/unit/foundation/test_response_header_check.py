@@ -6,7 +6,7 @@ import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from keel.api.response_headers import ResponseHeaderCheck, unsendable_header
+from keel.http.response_headers import ResponseHeaderCheck, unsendable_header
 
 
 def app_sending(headers: list[tuple[bytes, bytes]]) -> ResponseHeaderCheck:

@@ -14,13 +14,14 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from keel.api.dependencies import AppServices, CurrentPrincipal
-from keel.api.problems import problem_responses
 from keel.api.query import Timestamp
 from keel.api.text import Line
 from keel.audit import AuditQuery, EventCode
 from keel.audit import search as audit_search
 from keel.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from keel.errors import Forbidden
+from keel.http.facts import RouteFacts, route
+from keel.http.problems import problem_responses
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -45,7 +46,13 @@ class AuditPage(BaseModel):
     next_cursor: str | None
 
 
-@router.get("", response_model=AuditPage, responses=problem_responses(400, 401, 403, 422, 503))
+@route(
+    router.get,
+    "",
+    RouteFacts("admin.audit"),
+    response_model=AuditPage,
+    responses=problem_responses(400, 401, 403, 422, 503),
+)
 async def list_audit_events(
     principal: CurrentPrincipal,
     services: AppServices,

@@ -11,14 +11,16 @@ from keel.api.auditing import ClientIp, by_principal
 from keel.api.dependencies import AppServices, CurrentPrincipal
 from keel.api.disposition import attachment
 from keel.api.multipart import FileFieldReader
-from keel.api.problems import problem_responses
 from keel.api.schemas import EvidenceOut
 from keel.api.text import Line
 from keel.audit import EventCode
 from keel.domain import evidence
 from keel.errors import PayloadTooLarge
-from keel.guard.idempotency import IDEMPOTENCY_KEY_PARAMETER, recorded
+from keel.guard.shed import Priority
 from keel.guard.storage_quota import StorageQuota, StorageQuotaExceeded
+from keel.http.facts import Keys, RouteFacts, route
+from keel.http.problems import problem_responses
+from keel.http.recorded import recorded
 
 router = APIRouter(prefix="/v1/evidence", tags=["evidence"])
 
@@ -43,11 +45,13 @@ def _declared_length(request: Request) -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-@router.post(
+@route(
+    router.post,
     "",
+    RouteFacts("evidence.upload", keys=Keys.OPTIONAL, priority=Priority.BULK),
     status_code=201,
     response_model=EvidenceOut,
-    openapi_extra={"requestBody": _UPLOAD_BODY, "parameters": [IDEMPOTENCY_KEY_PARAMETER]},
+    openapi_extra={"requestBody": _UPLOAD_BODY},
     responses=problem_responses(400, 401, 409, 413, 415, 422, 429, 503),
 )
 async def upload_evidence(
@@ -137,8 +141,10 @@ async def primed(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     return rest()
 
 
-@router.get(
+@route(
+    router.get,
     "/{evidence_id}/content",
+    RouteFacts("evidence.download"),
     response_class=StreamingResponse,
     responses={
         200: {
@@ -169,8 +175,12 @@ async def download_evidence(
     )
 
 
-@router.delete(
-    "/{evidence_id}", status_code=204, responses=problem_responses(401, 403, 404, 422, 503)
+@route(
+    router.delete,
+    "/{evidence_id}",
+    RouteFacts("evidence.delete"),
+    status_code=204,
+    responses=problem_responses(401, 403, 404, 422, 503),
 )
 async def delete_evidence(
     evidence_id: Line, principal: CurrentPrincipal, services: AppServices, ip: ClientIp

@@ -8,24 +8,27 @@ from starlette.responses import StreamingResponse
 from keel.api.auditing import ClientIp, by_principal
 from keel.api.dependencies import AppServices, CurrentPrincipal
 from keel.api.disposition import attachment
-from keel.api.problems import problem_responses
 from keel.api.routes.evidence import primed
 from keel.api.schemas import ExportCreate, ExportOut
 from keel.api.text import Line
 from keel.audit import EventCode
 from keel.domain import exports
-from keel.guard.idempotency import IDEMPOTENCY_KEY_PARAMETER, recorded
+from keel.guard.shed import Priority
+from keel.http.facts import Keys, RouteFacts, route
+from keel.http.problems import problem_responses
+from keel.http.recorded import recorded
 from keel.jobs.exports import enqueue_export
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"])
 
 
-@router.post(
+@route(
+    router.post,
     "",
+    RouteFacts("exports.create", keys=Keys.REQUIRED, priority=Priority.BULK),
     status_code=202,
     response_model=ExportOut,
     responses=problem_responses(400, 401, 409, 413, 422, 429, 503),
-    openapi_extra={"parameters": [IDEMPOTENCY_KEY_PARAMETER]},
 )
 async def request_export(
     request: Request,
@@ -62,8 +65,10 @@ async def get_export(
     return ExportOut.model_validate(row)
 
 
-@router.get(
+@route(
+    router.get,
     "/{export_id}/content",
+    RouteFacts("exports.download"),
     response_class=StreamingResponse,
     responses={
         200: {"content": {"text/csv": {}, "application/json": {}}},

@@ -20,9 +20,9 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from keel.api.dependencies import AppServices, CurrentPrincipal
-from keel.api.problems import problem_responses
 from keel.domain import evidence
 from keel.guard.ratelimit import QuotaRule, RateLimiter, RateRule, RequestContext
+from keel.http.problems import problem_responses
 
 router = APIRouter(prefix="/v1/quotas", tags=["limits"])
 

@@ -8,24 +8,26 @@ from fastapi import APIRouter, Query, Request, Response
 
 from keel.api.auditing import ClientIp, by_principal
 from keel.api.dependencies import AppServices, CurrentPrincipal
-from keel.api.problems import problem_responses
 from keel.api.query import Timestamp
 from keel.api.schemas import RecognitionCreate, RecognitionOut, RecognitionPage
 from keel.api.text import Line
 from keel.audit import EventCode
 from keel.domain import recognitions
 from keel.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT
-from keel.guard.idempotency import IDEMPOTENCY_KEY_PARAMETER, recorded
+from keel.http.facts import Keys, RouteFacts, route
+from keel.http.problems import problem_responses
+from keel.http.recorded import recorded
 
 router = APIRouter(prefix="/v1/recognitions", tags=["recognitions"])
 
 
-@router.post(
+@route(
+    router.post,
     "",
+    RouteFacts("recognitions.create", keys=Keys.REQUIRED),
     status_code=201,
     response_model=RecognitionOut,
     responses=problem_responses(400, 401, 409, 413, 422, 429, 503),
-    openapi_extra={"parameters": [IDEMPOTENCY_KEY_PARAMETER]},
 )
 async def create_recognition(
     request: Request,
@@ -94,8 +96,12 @@ async def get_recognition(
     return RecognitionOut.model_validate(record)
 
 
-@router.delete(
-    "/{recognition_id}", status_code=204, responses=problem_responses(401, 403, 404, 422, 503)
+@route(
+    router.delete,
+    "/{recognition_id}",
+    RouteFacts("recognitions.delete"),
+    status_code=204,
+    responses=problem_responses(401, 403, 404, 422, 503),
 )
 async def delete_recognition(
     recognition_id: Line, principal: CurrentPrincipal, services: AppServices, ip: ClientIp

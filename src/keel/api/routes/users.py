@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from keel.api.dependencies import AppServices, CurrentPrincipal
-from keel.api.problems import problem_responses
 from keel.api.schemas import UserOut, UserPage
 from keel.api.text import Line
 from keel.domain import orgs
 from keel.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
+from keel.http.problems import problem_responses
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
 

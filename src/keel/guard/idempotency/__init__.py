@@ -3,11 +3,13 @@
 A client sends ``Idempotency-Key`` on a creating ``POST``; the first request
 with a key runs, its outcome is stored in the same transaction as its business
 write, and every retry with the same key and the same request gets that
-outcome back (``Idempotent-Replayed: true``) — answered by ``replay.py`` in
-front of the limits, so a replay spends no rate or quota. See
-``middleware.py`` for the request flow, ``heartbeat.py`` for how a live
-request keeps its short lease, ``unit.py`` for the hook a route uses to store its outcome, and
-``store.py`` for the key's state machine.
+outcome back (``Idempotent-Replayed: true``) — answered by the replay step
+in front of the limits, so a replay spends no rate or quota. This package is
+the part free of HTTP: ``store.py`` for the key's state machine, ``keys.py``
+and ``fingerprints.py`` for what a key and a request are, ``heartbeat.py`` for
+how a live request keeps its short lease, ``unit.py`` for a claim in flight.
+The request flow is :mod:`keel.http.idempotency` and :mod:`keel.http.replay`;
+the hook a route stores its outcome with is :mod:`keel.http.recorded`.
 """
 
 from keel.guard.idempotency.errors import (
@@ -21,8 +23,6 @@ from keel.guard.idempotency.errors import (
 from keel.guard.idempotency.fingerprints import BodyHasher, canonical_json, fingerprint
 from keel.guard.idempotency.keys import OPENAPI_PARAMETER as IDEMPOTENCY_KEY_PARAMETER
 from keel.guard.idempotency.keys import KeyRef, key_from_headers, parse_key
-from keel.guard.idempotency.middleware import IdempotencyMiddleware
-from keel.guard.idempotency.replay import REPLAY_STATE, ReplayMiddleware
 from keel.guard.idempotency.sql import SqlIdempotencyStore, purge_expired
 from keel.guard.idempotency.store import (
     TRANSITIONS,
@@ -33,11 +33,10 @@ from keel.guard.idempotency.store import (
     StoredResponse,
     Transition,
 )
-from keel.guard.idempotency.unit import IdempotencyScope, Outcome, current, recorded
+from keel.guard.idempotency.unit import IdempotencyScope
 
 __all__ = [
     "IDEMPOTENCY_KEY_PARAMETER",
-    "REPLAY_STATE",
     "TRANSITIONS",
     "BodyHasher",
     "Claim",
@@ -48,21 +47,16 @@ __all__ = [
     "IdempotencyKeyRequired",
     "IdempotencyKeyReused",
     "IdempotencyLeaseLost",
-    "IdempotencyMiddleware",
     "IdempotencyScope",
     "IdempotencyStore",
     "KeyRef",
     "KeyState",
-    "Outcome",
-    "ReplayMiddleware",
     "SqlIdempotencyStore",
     "StoredResponse",
     "Transition",
     "canonical_json",
-    "current",
     "fingerprint",
     "key_from_headers",
     "parse_key",
     "purge_expired",
-    "recorded",
 ]

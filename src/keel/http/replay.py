@@ -30,42 +30,42 @@ bounded body read — less than the 409 or 429 that would otherwise answer.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keel.api.problems import from_error
-from keel.api.routing import RouteTable
 from keel.clock import Clock
+from keel.domain.principal import Principal
 from keel.errors import KeelError, PayloadTooLarge
 from keel.guard.idempotency import metrics
 from keel.guard.idempotency.errors import IdempotencyConflict, IdempotencyKeyReused
 from keel.guard.idempotency.fingerprints import fingerprint, is_json, streaming_hasher
 from keel.guard.idempotency.keys import KeyRef, key_from_headers
 from keel.guard.idempotency.store import Claim, ClaimResult, IdempotencyStore, StoredResponse
-from keel.observe.routes_info import ROUTE_TEMPLATE_STATE
+from keel.http.problems import from_error
+from keel.http.routing import Route, RouteTable
+from keel.http.state import state_of
 
 UNSAFE_METHODS = frozenset({"POST", "PATCH"})
-REPLAY_STATE = "idempotent_replay"  # scope["state"] flag: this answer is a replay
-# scope["state"] flag: the lookup found no row for the key, so the claim need not read it again
-SEEN_ABSENT_STATE = "idempotency_key_seen_absent"
 
-OnMismatch = Callable[[Scope, str], Awaitable[None]]
+# Told when a key is reused for another request: (principal, client IP, method, operation).
+OnMismatch = Callable[[Principal, str | None, str, str], Awaitable[None]]
 
 
-def keyed_operation(scope: Scope, routes: RouteTable, operations: frozenset[str]) -> str | None:
-    """The operation of an authenticated unsafe request that takes keys, else ``None``."""
+def keyed_route(scope: Scope, routes: RouteTable) -> Route | None:
+    """The route of an authenticated unsafe request that takes keys, else ``None``."""
     if scope["type"] != "http" or scope["method"] not in UNSAFE_METHODS:
         return None
-    matched = routes.match(scope["method"], scope["path"])
-    operation = matched[0] if matched is not None else None
-    if operation not in operations or scope.get("state", {}).get("principal") is None:
+    state = state_of(scope)
+    route = state.matched(routes, scope)
+    if route is None or not route.facts.takes_keys or state.principal is None:
         return None
-    return operation
+    return route
 
 
 def key_ref(scope: Scope, operation: str, key: str) -> KeyRef:
-    principal = scope["state"]["principal"]
+    principal = state_of(scope).principal
+    assert principal is not None  # keyed_route admits authenticated requests only
     return KeyRef(principal.user_id, principal.org_id, operation, key)
 
 
@@ -128,8 +128,11 @@ async def refuse_another_request(
     ):
         return
     metrics.count(metrics.MISMATCHES, operation)
-    if on_mismatch is not None:
-        await on_mismatch(scope, operation)
+    principal = state_of(scope).principal
+    if on_mismatch is not None and principal is not None:
+        client = scope.get("client")
+        ip = str(client[0]) if client else None
+        await on_mismatch(principal, ip, scope["method"], operation)
     raise IdempotencyKeyReused(
         "this Idempotency-Key was already used with a different request; "
         "use a new key for a new request",
@@ -148,7 +151,7 @@ async def replay_or_refuse(
     await refuse_another_request(claim, scope, operation, request_fingerprint, on_mismatch)
     assert claim.response is not None  # a COMPLETED claim carries its response
     metrics.count(metrics.REPLAYS, operation)
-    scope.setdefault("state", {})[REPLAY_STATE] = True
+    state_of(scope).replayed = True
     await send_stored(claim.response, send)
 
 
@@ -173,7 +176,6 @@ class ReplayMiddleware:
         *,
         store: IdempotencyStore,
         routes: RouteTable,
-        operations: Collection[str],
         clock: Clock,
         max_body_bytes: int,
         on_mismatch: OnMismatch | None = None,
@@ -181,23 +183,24 @@ class ReplayMiddleware:
         self.app = app
         self.store = store
         self.routes = routes
-        self.operations = frozenset(operations)
         self.clock = clock
         self.max_body_bytes = max_body_bytes
         self.on_mismatch = on_mismatch
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        operation = keyed_operation(scope, self.routes, self.operations)
+        route = keyed_route(scope, self.routes)
         key = None
-        if operation is not None:
+        if route is not None:
             # A malformed key is the idempotency middleware's to refuse, after the limits.
             with contextlib.suppress(KeelError):
                 key = key_from_headers(scope["headers"])
-        if operation is None or key is None:
+        if route is None or key is None:
             await self.app(scope, receive, send)
             return
+        operation = route.name
+        state = state_of(scope)
         # Answered here, before routing: the access log and metrics still get the template.
-        scope["state"][ROUTE_TEMPLATE_STATE] = operation.split(" ", 1)[1]
+        state.template = route.template
         try:
             held = await self.store.lookup(key_ref(scope, operation, key), now=self.clock.now())
         except KeelError as error:  # the database is unreachable: so would the claim be
@@ -205,7 +208,7 @@ class ReplayMiddleware:
             return
         if held is None or held.result is not ClaimResult.COMPLETED:
             if held is not None and held.result is ClaimResult.ABSENT:
-                scope["state"][SEEN_ABSENT_STATE] = True
+                state.key_seen_absent = True
             await self.app(scope, receive, send)
             return
         try:

@@ -12,7 +12,7 @@ connection.
 This pure ASGI middleware sits outside Keel's own middleware (inside the
 observability layer, which then records the answer like any other). An exception
 raised before the response started is answered here by
-:func:`keel.api.problems.for_exception` — the Keel error as itself, the database
+:func:`keel.http.problems.for_exception` — the Keel error as itself, the database
 being unavailable as ``503 database-unavailable`` with ``Retry-After``, a bug as
 ``500`` — and the request ends normally, keeping the connection. Once a response
 has started its status cannot change; that exception is re-raised, and the
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keel.api.problems import for_exception
+from keel.http.problems import for_exception
 
 
 class ErrorBoundaryMiddleware:

@@ -12,9 +12,10 @@ from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from keel.api.problems import from_error
 from keel.domain.tokens import Authenticator
 from keel.errors import KeelError, Unauthenticated
+from keel.http.problems import from_error
+from keel.http.state import state_of
 
 PROTECTED_PREFIX = "/v1/"
 
@@ -64,5 +65,5 @@ class AuthenticationMiddleware:
             response = from_error(error, scope["path"])
             await response(scope, receive, send)
             return
-        scope.setdefault("state", {})["principal"] = principal
+        state_of(scope).principal = principal
         await self.app(scope, receive, send)

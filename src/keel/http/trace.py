@@ -15,7 +15,7 @@ Every response carries ``X-Request-Id`` and ``traceparent``. Probes and
 ``/metrics`` are not traced (no span), so theirs continues the caller's trace id
 with a fresh span id, not sampled (``-00``), or starts a new one. A ``500`` is
 sent by Starlette's outermost error middleware, outside this one, so the headers
-are also left in the scope for that handler (:data:`keel.api.problems.RESPONSE_HEADERS`).
+are also left in the scope for that handler (:data:`keel.http.problems.RESPONSE_HEADERS`).
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ import structlog
 from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keel.api.problems import RESPONSE_HEADERS
-from keel.domain.principal import Principal
+from keel.http.problems import RESPONSE_HEADERS
+from keel.http.routes_info import UNMATCHED, is_operational, route_template
+from keel.http.state import peek
 from keel.keyed_hash import keyed_hash
 from keel.observe.identity import LOG_HASH_LENGTH
-from keel.observe.routes_info import UNMATCHED, is_operational, route_template
 
 REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
@@ -162,8 +162,9 @@ class RequestContextMiddleware:
             "status": status,
             "duration_ms": round(duration * 1000, 3),
         }
-        principal = scope.get("state", {}).get("principal")
-        if isinstance(principal, Principal):
+        state = peek(scope)
+        principal = state.principal if state is not None else None
+        if principal is not None:
             fields["user"] = self._pseudonym(principal.user_id)
             fields["org"] = self._pseudonym(principal.org_id)
         if is_operational(scope["path"]):

@@ -26,10 +26,10 @@ import re
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from keel.api.problems import from_error
 from keel.errors import BadRequest, InvalidInput, KeelError, PayloadTooLarge
 from keel.guard.idempotency.fingerprints import is_json
-from keel.replayed_body import receive_replaying
+from keel.http.problems import from_error
+from keel.http.replayed_body import receive_replaying
 
 MAX_JSON_BYTES = 64 * 1024
 """The largest JSON body any route takes is a recognition: 2,000 characters of

@@ -18,7 +18,7 @@ import re
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keel.api.problems import problem_response
+from keel.http.problems import problem_response
 
 log = structlog.get_logger(__name__)
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from starlette.types import Scope
 
-OPERATIONAL_PATHS = frozenset({"/live", "/ready", "/health", "/metrics", "/version"})
+from keel.guard.shed import PROBE_PATHS
+from keel.http.state import peek
+
+OPERATIONAL_PATHS = PROBE_PATHS
 UNMATCHED = "unmatched"
-ROUTE_TEMPLATE_STATE = "route_template"
 
 
 def route_template(scope: Scope) -> str:
@@ -21,7 +23,8 @@ def route_template(scope: Scope) -> str:
     path = getattr(route, "path", None)
     if not isinstance(path, str):
         # Refused before routing (a limit's 429): the limits middleware resolved the template.
-        path = scope.get("state", {}).get(ROUTE_TEMPLATE_STATE)
+        state = peek(scope)
+        path = state.template if state is not None else None
     return path if isinstance(path, str) else UNMATCHED
 
 

@@ -14,10 +14,11 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from keel import __version__, migrations
-from keel.api.services import Services, services_of
+from keel.api.services import services_of
 from keel.errors import InvalidInput
 from keel.observe.health import MEDIA_TYPE, Report, Status, static_check
 from keel.observe.version import settings_fingerprint
+from keel.settings import Settings
 
 if TYPE_CHECKING:
     from keel.observe import Observability
@@ -29,8 +30,8 @@ _UPTIME = static_check("uptime", "system", "uptime")
 _LIFECYCLE = static_check("lifecycle", "system", "draining")
 
 
-def _services(request: Request) -> Services:
-    return services_of(request)
+def _settings(request: Request) -> Settings:
+    return services_of(request).settings
 
 
 def _observe(request: Request) -> Observability:
@@ -40,7 +41,7 @@ def _observe(request: Request) -> Observability:
 def _answer(
     request: Request, report: Report, kind: str, *, verbose: bool, max_age: int
 ) -> Response:
-    settings = _services(request).settings
+    settings = _settings(request)
     status_code = 503 if report.status is Status.FAIL else 200
     headers = {"Cache-Control": f"max-age={max_age}"}
     if verbose:
@@ -94,7 +95,7 @@ async def live(request: Request, verbose: Verbose = None) -> Response:
     observe = _observe(request)
     registry = observe.health
     lag = observe.watchdog.lag_seconds
-    warn_after = _services(request).settings.live_loop_lag_warn_seconds
+    warn_after = _settings(request).live_loop_lag_warn_seconds
     status = Status.PASS if lag < warn_after else Status.WARN
     reading = registry.reading(
         _LOOP, status, round(lag, 6), "s", None if status is Status.PASS else "event loop lagging"
@@ -172,10 +173,9 @@ async def metrics(request: Request) -> Response:
 
 @router.get("/version", summary="What is running: version, release, schema, settings fingerprint")
 async def version(request: Request) -> JSONResponse:
-    services = _services(request)
-    settings = services.settings
+    settings = _settings(request)
     try:
-        schema: str | None = await migrations.current_revision(services.database)
+        schema: str | None = await migrations.current_revision(services_of(request).database)
     except Exception:  # the version must answer even with the database down
         schema = None
     return JSONResponse(

@@ -5,9 +5,9 @@ before the route; a retry of a *finished* request never gets this far: the
 replay step in front of the limits answers it (``replay.py``). For a keyed
 ``POST`` to an operation that takes keys it:
 
-1. resolves the operation with the app's :class:`~keel.api.routing.RouteTable`
+1. takes the route from the app's :class:`~keel.http.routing.RouteTable`
    (method + route *template*, never the raw path; the same table the limits
-   use) and validates the key (400 problems);
+   use) and whether it takes keys from its facts and validates the key (400 problems);
 2. fingerprints the request and **claims** the key in a short transaction of
    its own, committed before any work starts;
 3. on a stored outcome with the same fingerprint, **replays** it with
@@ -50,8 +50,6 @@ import anyio
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keel.api.problems import from_error
-from keel.api.routing import RouteTable
 from keel.clock import Clock
 from keel.errors import KeelError
 from keel.guard.idempotency import metrics
@@ -59,25 +57,26 @@ from keel.guard.idempotency.errors import IdempotencyConflict, IdempotencyKeyReq
 from keel.guard.idempotency.fingerprints import fingerprint, is_json, streaming_hasher
 from keel.guard.idempotency.heartbeat import heartbeat
 from keel.guard.idempotency.keys import KeyRef, key_from_headers
-from keel.guard.idempotency.replay import (
-    REPLAY_STATE,
-    SEEN_ABSENT_STATE,
+from keel.guard.idempotency.store import Claim, ClaimResult, IdempotencyStore, StoredResponse
+from keel.guard.idempotency.unit import IdempotencyScope, replayable
+from keel.http.problems import from_error
+from keel.http.replay import (
     OnMismatch,
     header,
     key_ref,
-    keyed_operation,
+    keyed_route,
     read_body,
     read_fingerprint,
     refuse_another_request,
     replay_or_refuse,
 )
-from keel.guard.idempotency.store import Claim, ClaimResult, IdempotencyStore, StoredResponse
-from keel.guard.idempotency.unit import STATE_KEY, IdempotencyScope, replayable
-from keel.replayed_body import receive_replaying
+from keel.http.replayed_body import receive_replaying
+from keel.http.routing import RouteTable
+from keel.http.state import state_of
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["REPLAY_STATE", "IdempotencyMiddleware"]
+__all__ = ["IdempotencyMiddleware"]
 
 MAX_REFUSAL_BODY = 64 * 1024  # refusal bodies are problem documents; bigger ones are not stored
 
@@ -93,7 +92,6 @@ class IdempotencyMiddleware:
         *,
         store: IdempotencyStore,
         routes: RouteTable,
-        operations: Collection[str],
         required: Collection[str],
         clock: Clock,
         max_body_bytes: int,
@@ -104,18 +102,18 @@ class IdempotencyMiddleware:
         self.on_mismatch = on_mismatch
         self.store = store
         self.routes = routes
-        self.operations = frozenset(operations)
         self.required = frozenset(required)
         self.clock = clock
         self.max_body_bytes = max_body_bytes
         self.lease_seconds = lease_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        operation = keyed_operation(scope, self.routes, self.operations)
-        if operation is None:
+        route = keyed_route(scope, self.routes)
+        if route is None:
             # Not an operation that takes keys, or anonymous: the route answers (401).
             await self.app(scope, receive, send)
             return
+        operation = route.name
         try:
             key = key_from_headers(scope["headers"])
             if key is None and operation in self.required:
@@ -156,7 +154,7 @@ class IdempotencyMiddleware:
                 owner=keyed.owner,
                 fingerprint=keyed.fingerprint,
                 now=self.clock.now(),
-                seen_absent=scope["state"].get(SEEN_ABSENT_STATE, False),
+                seen_absent=state_of(scope).key_seen_absent,
             )
             if not claim.owned:
                 await self._answer_from(claim, scope, receive, send, keyed)
@@ -166,7 +164,7 @@ class IdempotencyMiddleware:
             return
         if claim.result is ClaimResult.TAKEN_OVER:
             metrics.count(metrics.TAKEOVERS, ref.operation)
-        scope.setdefault("state", {})[STATE_KEY] = keyed
+        state_of(scope).idempotency = keyed
         settling = _Settling(self, keyed, send)
         try:
             async with heartbeat(keyed, lease_seconds=self.lease_seconds):
