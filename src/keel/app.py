@@ -34,7 +34,7 @@ from keel.errors import ConfigurationError
 from keel.guard.idempotency import (
     IdempotencyMiddleware,
     ReplayMiddleware,
-    SqlIdempotencyStore,
+    store_for,
 )
 from keel.guard.limits import LimitsMiddleware
 from keel.guard.notify import audit_key_mismatch, quota_warning_hook
@@ -300,7 +300,7 @@ def add_idempotency(app: FastAPI, services: Services) -> dict[str, Any]:
         matched = services.routes.match(method, path)
         if matched is None or matched[0] != operation:
             raise ConfigurationError(f"no route serves {operation}: it cannot take keys")
-    store = SqlIdempotencyStore(
+    store = store_for(
         services.database,
         lease_seconds=settings.idempotency_lease_seconds,
         retention_seconds=settings.idempotency_retention_seconds,

@@ -31,9 +31,10 @@ from keel.guard.idempotency import (
     ClaimResult,
     IdempotencyLeaseLost,
     KeyRef,
-    SqlIdempotencyStore,
     StoredResponse,
+    store_for,
 )
+from keel.guard.idempotency.sql import SqlStore
 
 LEASE = 60.0
 KEYS = ("k0", "k1")
@@ -80,7 +81,7 @@ async def run_schedule(url: str, schedule: list[tuple[object, ...]]) -> None:
 
 
 async def _check(database: Database, schedule: list[tuple[object, ...]]) -> None:
-    store = SqlIdempotencyStore(database, lease_seconds=LEASE, retention_seconds=10**7)
+    store = store_for(database, lease_seconds=LEASE, retention_seconds=10**7)
     principal, recipient_id = await _principal(database)
     now = datetime(2026, 11, 29, tzinfo=UTC)
     model = Model()
@@ -117,7 +118,7 @@ async def _check(database: Database, schedule: list[tuple[object, ...]]) -> None
 
 
 async def _run(
-    store: SqlIdempotencyStore,
+    store: SqlStore,
     database: Database,
     principal: Principal,
     recipient_id: str,

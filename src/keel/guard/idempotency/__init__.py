@@ -7,9 +7,12 @@ outcome back (``Idempotent-Replayed: true``) — answered by ``replay.py`` in
 front of the limits, so a replay spends no rate or quota. See
 ``middleware.py`` for the request flow, ``heartbeat.py`` for how a live
 request keeps its short lease, ``unit.py`` for the hook a route uses to store its outcome, and
-``store.py`` for the key's state machine.
+``store.py`` for the key's state machine and the store seam, implemented by
+``sqlite.py``, ``postgresql.py`` (``backends.store_for`` picks one) and
+``memory.py`` (for tests; also in ``keel.testing``).
 """
 
+from keel.guard.idempotency.backends import purge_expired, store_for
 from keel.guard.idempotency.errors import (
     IdempotencyConflict,
     IdempotencyError,
@@ -17,13 +20,16 @@ from keel.guard.idempotency.errors import (
     IdempotencyKeyRequired,
     IdempotencyKeyReused,
     IdempotencyLeaseLost,
+    IdempotencyStateError,
 )
 from keel.guard.idempotency.fingerprints import BodyHasher, canonical_json, fingerprint
 from keel.guard.idempotency.keys import OPENAPI_PARAMETER as IDEMPOTENCY_KEY_PARAMETER
 from keel.guard.idempotency.keys import KeyRef, key_from_headers, parse_key
+from keel.guard.idempotency.memory import MemoryIdempotencyStore
 from keel.guard.idempotency.middleware import IdempotencyMiddleware
+from keel.guard.idempotency.postgresql import PostgresIdempotencyStore
 from keel.guard.idempotency.replay import REPLAY_STATE, ReplayMiddleware
-from keel.guard.idempotency.sql import SqlIdempotencyStore, purge_expired
+from keel.guard.idempotency.sqlite import SqliteIdempotencyStore
 from keel.guard.idempotency.store import (
     TRANSITIONS,
     Claim,
@@ -32,6 +38,7 @@ from keel.guard.idempotency.store import (
     KeyState,
     StoredResponse,
     Transition,
+    move,
 )
 from keel.guard.idempotency.unit import IdempotencyScope, Outcome, current, recorded
 
@@ -50,19 +57,24 @@ __all__ = [
     "IdempotencyLeaseLost",
     "IdempotencyMiddleware",
     "IdempotencyScope",
+    "IdempotencyStateError",
     "IdempotencyStore",
     "KeyRef",
     "KeyState",
+    "MemoryIdempotencyStore",
     "Outcome",
+    "PostgresIdempotencyStore",
     "ReplayMiddleware",
-    "SqlIdempotencyStore",
+    "SqliteIdempotencyStore",
     "StoredResponse",
     "Transition",
     "canonical_json",
     "current",
     "fingerprint",
     "key_from_headers",
+    "move",
     "parse_key",
     "purge_expired",
     "recorded",
+    "store_for",
 ]

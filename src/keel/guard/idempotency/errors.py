@@ -64,3 +64,12 @@ class IdempotencyLeaseLost(IdempotencyConflict):
     """
 
     slug = "idempotency-key-in-flight"
+
+
+class IdempotencyStateError(IdempotencyError):
+    """A store tried a move that the claim state machine (``store.TRANSITIONS``) does
+    not have: a bug in the store, never a client's doing, so it is not retried."""
+
+    status = 500
+    slug = "idempotency-state"
+    title = "The idempotency key's state machine was violated"
