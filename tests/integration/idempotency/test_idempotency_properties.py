@@ -30,11 +30,12 @@ from keel.domain.principal import Plan, Principal, Role
 from keel.guard.idempotency import (
     ClaimResult,
     IdempotencyLeaseLost,
+    IdempotencyStore,
     KeyRef,
+    MemoryIdempotencyStore,
     StoredResponse,
     store_for,
 )
-from keel.guard.idempotency.sql import SqlStore
 
 LEASE = 60.0
 KEYS = ("k0", "k1")
@@ -72,16 +73,24 @@ async def _principal(database: Database) -> tuple[Principal, str]:
     return Principal(giver.id, org.id, Role.MEMBER, "token", Plan.FREE), recipient.id
 
 
-async def run_schedule(url: str, schedule: list[tuple[object, ...]]) -> None:
+async def run_schedule(
+    url: str, schedule: list[tuple[object, ...]], *, memory: bool = False
+) -> None:
+    """``memory``: the keys in a :class:`MemoryIdempotencyStore`, joining the business
+    transactions of ``url``'s database as the SQL stores' completions do."""
     database = Database(url)
     try:
-        await _check(database, schedule)
+        await _check(database, schedule, memory=memory)
     finally:
         await database.dispose()
 
 
-async def _check(database: Database, schedule: list[tuple[object, ...]]) -> None:
-    store = store_for(database, lease_seconds=LEASE, retention_seconds=10**7)
+async def _check(database: Database, schedule: list[tuple[object, ...]], *, memory: bool) -> None:
+    store: IdempotencyStore = (
+        MemoryIdempotencyStore(lease_seconds=LEASE, retention_seconds=10**7)
+        if memory
+        else store_for(database, lease_seconds=LEASE, retention_seconds=10**7)
+    )
     principal, recipient_id = await _principal(database)
     now = datetime(2026, 11, 29, tzinfo=UTC)
     model = Model()
@@ -118,7 +127,7 @@ async def _check(database: Database, schedule: list[tuple[object, ...]]) -> None
 
 
 async def _run(
-    store: SqlStore,
+    store: IdempotencyStore,
     database: Database,
     principal: Principal,
     recipient_id: str,
@@ -186,6 +195,28 @@ def test_recognitions_equal_the_keys_whose_request_succeeded(
     database_url: str, schedule: list[tuple[object, ...]]
 ) -> None:
     asyncio.run(run_schedule(database_url, schedule))
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(schedule=schedules)
+@example(
+    schedule=[
+        ("arrive", "k0", "p0", "succeed"),
+        ("tick", LEASE + 1),
+        ("arrive", "k0", "p0", "succeed"),
+        ("step", 0),
+        ("step", 0),
+        ("arrive", "k0", "p0", "succeed"),
+    ]
+)
+def test_the_memory_store_keeps_the_same_promise(
+    database_url: str, schedule: list[tuple[object, ...]]
+) -> None:
+    asyncio.run(run_schedule(database_url, schedule, memory=True))
 
 
 @pytest.mark.parametrize("fate", ["succeed", "fail", "refuse", "crash"])

@@ -65,6 +65,14 @@ class IdempotencyLeaseLost(IdempotencyConflict):
 
     slug = "idempotency-key-in-flight"
 
+    @classmethod
+    def taken_over(cls) -> IdempotencyLeaseLost:
+        """The error every store raises when a completion finds its claim gone."""
+        return cls(
+            "this request's claim on the key expired and another request took it over; "
+            "retry to get that request's outcome"
+        )
+
 
 class IdempotencyStateError(IdempotencyError):
     """A store tried a move that the claim state machine (``store.TRANSITIONS``) does

@@ -164,10 +164,7 @@ class MemoryIdempotencyStore:
         key = _key(ref)
         row = self._holds(key, owner)
         if row is None:
-            raise IdempotencyLeaseLost(
-                "this request's claim on the key expired and another request took it over; "
-                "retry to get that request's outcome"
-            )
+            raise IdempotencyLeaseLost.taken_over()
         done = self._completed(Transition.COMPLETE, row, fingerprint, response, now)
         self._completing.add(key)
         _pending(session).append(

@@ -240,10 +240,7 @@ class SqlStore(ABC):
     @staticmethod
     def _lease_lost(ref: KeyRef) -> IdempotencyLeaseLost:
         log.warning("idempotency_lease_lost", **log_fields(ref))
-        return IdempotencyLeaseLost(
-            "this request's claim on the key expired and another request took it over; "
-            "retry to get that request's outcome"
-        )
+        return IdempotencyLeaseLost.taken_over()
 
     async def complete(
         self,
