@@ -191,32 +191,12 @@ async def _run(
         ("arrive", "k0", "p0", "succeed"),
     ]
 )
+# Every store: the SQL one of the database, and the memory one joined to its transactions.
+@pytest.mark.parametrize("memory", [False, True], ids=["sql_store", "memory_store"])
 def test_recognitions_equal_the_keys_whose_request_succeeded(
-    database_url: str, schedule: list[tuple[object, ...]]
+    database_url: str, memory: bool, schedule: list[tuple[object, ...]]
 ) -> None:
-    asyncio.run(run_schedule(database_url, schedule))
-
-
-@settings(
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(schedule=schedules)
-@example(
-    schedule=[
-        ("arrive", "k0", "p0", "succeed"),
-        ("tick", LEASE + 1),
-        ("arrive", "k0", "p0", "succeed"),
-        ("step", 0),
-        ("step", 0),
-        ("arrive", "k0", "p0", "succeed"),
-    ]
-)
-def test_the_memory_store_keeps_the_same_promise(
-    database_url: str, schedule: list[tuple[object, ...]]
-) -> None:
-    asyncio.run(run_schedule(database_url, schedule, memory=True))
+    asyncio.run(run_schedule(database_url, schedule, memory=memory))
 
 
 @pytest.mark.parametrize("fate", ["succeed", "fail", "refuse", "crash"])
