@@ -22,7 +22,7 @@ from keel.clock import SYSTEM_CLOCK, Clock
 from keel.db.engine import Database
 from keel.domain.evidence import UploadRules
 from keel.domain.tokens import Authenticator
-from keel.guard.idempotency import SqlIdempotencyStore
+from keel.guard.idempotency import store_for
 from keel.guard.notify import quota_warning_hook
 from keel.guard.wiring import build_limits
 from keel.http import openapi, pipeline
@@ -89,7 +89,7 @@ def build_services(
         audit=audit,
         threshold_hooks=(quota_warning_hook(database, audit, clock),),
     )
-    idempotency = SqlIdempotencyStore(
+    idempotency = store_for(
         database,
         lease_seconds=settings.idempotency_lease_seconds,
         retention_seconds=settings.idempotency_retention_seconds,

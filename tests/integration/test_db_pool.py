@@ -31,7 +31,7 @@ from tests.support.services import PG_HOST, PG_PORT
 
 from keel.db.engine import Database
 from keel.errors import DatabaseUnavailable
-from keel.guard.idempotency import ClaimResult, KeyRef, SqlIdempotencyStore
+from keel.guard.idempotency import ClaimResult, KeyRef, store_for
 from keel.jobs import Enqueuer, enqueue_now
 from keel.jobs.listener import asyncpg_dsn
 from keel.jobs.store import JobStore
@@ -74,7 +74,7 @@ async def enqueue_one_held(database: Database) -> int:
 
 async def claim_a_key(database: Database) -> int:
     """The idempotency hot path: ``Database.connection()`` and statements on its driver."""
-    store = SqlIdempotencyStore(database, lease_seconds=60, retention_seconds=3600)
+    store = store_for(database, lease_seconds=60, retention_seconds=3600)
     ref = KeyRef("user-1", "org-1", "POST /v1/recognitions", uuid.uuid4().hex)
     claim = await store.claim(ref, owner="a", fingerprint=None, now=datetime.now(UTC))
     return int(claim.result is ClaimResult.CLAIMED)

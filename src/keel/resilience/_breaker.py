@@ -16,7 +16,6 @@ in metrics but never lands in the new state's window, and never counts as a prob
 from __future__ import annotations
 
 import inspect
-import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -26,11 +25,12 @@ from typing import ParamSpec, TypeVar
 
 import structlog
 
-from keel.clock import SYSTEM_CLOCK, Clock, SystemClock
+from keel.clock import SYSTEM_CLOCK, Clock
 from keel.resilience._config import BreakerConfig, WindowType
 from keel.resilience._errors import BreakerOpen, retry_after_seconds
 from keel.resilience._metrics import BreakerStats, ResilienceMetrics, default_metrics
 from keel.resilience._state import (
+    RULES,
     BreakerState,
     BreakerTransition,
     IllegalTransition,
@@ -52,8 +52,6 @@ _CLOSED = BreakerState.CLOSED
 _OPEN = BreakerState.OPEN
 _HALF_OPEN = BreakerState.HALF_OPEN
 _FORCED_OPEN = BreakerState.FORCED_OPEN
-_PERMIT_ALL = frozenset({_CLOSED, BreakerState.DISABLED, BreakerState.METRICS_ONLY})
-_WINDOWED = frozenset({_CLOSED, BreakerState.METRICS_ONLY})
 
 _IGNORED, _FAILURE, _SUCCESS = 0, 1, 2
 
@@ -74,11 +72,7 @@ class CircuitBreaker:
         self.name = name
         self.config = config = config if config is not None else BreakerConfig()
         self._clock = clock
-        # The system clock's method adds a Python frame per reading; the breaker reads it
-        # twice per call, so go straight to the C function when it is the real clock.
-        self._mono: Callable[[], float] = (
-            time.monotonic if isinstance(clock, SystemClock) else clock.monotonic
-        )
+        self._mono: Callable[[], float] = clock.monotonic
         self._store = store
         self._origin = f"{name}:{uuid.uuid4().hex[:12]}"
         self._listeners: list[BreakerListener] = list(listeners)
@@ -87,9 +81,8 @@ class CircuitBreaker:
         self._window: SlidingWindow = (
             CountWindow(size) if config.window_type is WindowType.COUNT else TimeWindow(size)
         )
-        self._window_record = self._window.record
         # True while a full count window holds nothing but successes: recording one more
-        # then changes nothing (the slots are all alike), so the fast path skips it.
+        # then changes nothing (the slots are all alike), so _record skips the window.
         self._clean = False
         self._cleanable = config.window_type is WindowType.COUNT
         self._permitted_probes = config.permitted_number_of_calls_in_half_open_state
@@ -102,15 +95,8 @@ class CircuitBreaker:
         self._classified: dict[type[BaseException], int] = {}
 
         self._state = BreakerState(config.initial_state)
+        self._rules = RULES[self._state]  # what the current state does with calls
         self._epoch = 0
-        self._permit_all = self._state in _PERMIT_ALL
-        self._windowed = self._state in _WINDOWED
-        self._can_trip = self._state is _CLOSED
-        # The fast path of run/call: a windowed state and no result predicate (a shared
-        # store's reads are due every ``sync_interval``, checked on the clock reading
-        # the fast path takes anyway).
-        self._fast_eligible = config.record_result is None
-        self._fast = self._fast_eligible and self._windowed
         self._changed_at: datetime = NEVER
         self._open_until = 0.0
         # The wait of the current (or next) stay in OPEN: the configured one after a
@@ -203,13 +189,6 @@ class CircuitBreaker:
 
     # --- the protected call ----------------------------------------------------------
 
-    # ``run`` and ``call`` each inline the same fast path — CLOSED or METRICS_ONLY, no
-    # result predicate, no read of the shared store due: take the epoch as the permit,
-    # read the clock twice, count a success, and skip the window while it is a full
-    # count window of successes (one more changes nothing). A helper frame shared by the
-    # two would cost about as much as the bookkeeping itself, so the dozen lines are
-    # written twice; anything off the fast path goes to ``_guarded``, which does all.
-
     async def run(self, awaitable: Awaitable[T], /) -> T:
         """``await awaitable`` if the breaker permits it, and record how it went.
 
@@ -218,30 +197,12 @@ class CircuitBreaker:
         closed, never awaited, so it neither runs nor warns. Raises
         :class:`BreakerOpen` when not permitted.
         """
-        if not self._fast:
-            return await self._guarded(None, awaitable)
-        token = self._epoch
-        mono = self._mono
-        start = mono()
-        if start >= self._next_sync:  # the shared store is due a read (+inf without one)
-            return await self._guarded(None, awaitable)
         try:
-            result = await awaitable
-        except BaseException as exc:
-            self.on_error(token, exc, mono() - start)
-            if self._pending:
-                await self.flush()
+            token = await self._permit()
+        except BaseException:
+            _discard(awaitable)
             raise
-        end = mono()
-        if end - start <= self._slow_duration and token == self._epoch:
-            self._n_success += 1
-            if not self._clean:
-                self._record_success(end)
-        else:
-            self.on_success(token, end - start, end)
-        if self._pending:
-            await self.flush()
-        return result
+        return await self._measured(token, awaitable)
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)`` if the breaker permits it, and record how it went.
@@ -249,52 +210,18 @@ class CircuitBreaker:
         Raises :class:`BreakerOpen` when not permitted (``fn`` is then never called);
         otherwise returns or raises what ``fn`` does.
         """
-        if not self._fast:
-            return await self._guarded(lambda: fn(*args, **kwargs), None)
-        token = self._epoch
-        mono = self._mono
-        start = mono()
-        if start >= self._next_sync:
-            return await self._guarded(lambda: fn(*args, **kwargs), None)
-        try:
-            # ``fn()`` is a direct vectorcall; ``fn(*(), **{})`` goes the slow generic way.
-            # (mypy cannot see that empty ``args``/``kwargs`` make the two the same call.)
-            result = await (fn(*args, **kwargs) if args or kwargs else fn())  # type: ignore[call-arg]
-        except BaseException as exc:
-            self.on_error(token, exc, mono() - start)
-            if self._pending:
-                await self.flush()
-            raise
-        end = mono()
-        if end - start <= self._slow_duration and token == self._epoch:
-            self._n_success += 1
-            if not self._clean:
-                self._record_success(end)
-        else:
-            self.on_success(token, end - start, end)
-        if self._pending:
-            await self.flush()
-        return result
+        token = await self._permit()
+        return await self._measured(token, fn(*args, **kwargs))
 
-    async def _guarded(
-        self, factory: Callable[[], Awaitable[T]] | None, ready: Awaitable[T] | None
-    ) -> T:
-        """The whole path: sync with the store, ask for a permit, ask the predicate."""
+    async def _permit(self) -> int:
+        """Read the shared store if a read is due, then take a permit (or BreakerOpen)."""
+        if self._mono() >= self._next_sync:  # never without a store (+inf)
+            await self.sync()
+        return self.acquire_permission()
+
+    async def _measured(self, token: int, awaitable: Awaitable[T]) -> T:
+        """Await a permitted call, timing it, and record its outcome under ``token``."""
         mono = self._mono
-        try:
-            if self._store is not None and mono() >= self._next_sync:
-                await self.sync()
-            token = self._epoch if self._permit_all else self.acquire_permission()
-        except BaseException:
-            if ready is not None:
-                _discard(ready)
-            raise
-        if factory is not None:
-            awaitable = factory()
-        elif ready is not None:
-            awaitable = ready
-        else:
-            raise TypeError("nothing to await")
         start = mono()
         try:
             result = await awaitable
@@ -304,12 +231,7 @@ class CircuitBreaker:
                 await self.flush()
             raise
         end = mono()
-        predicate = self._record_result
-        if predicate is None:
-            self.on_success(token, end - start, end)
-        else:
-            code = SLOW if end - start > self._slow_duration else 0
-            self._record(token, code | FAILED if predicate(result) else code, end)
+        self.on_result(token, result, end - start, end)
         if self._pending:
             await self.flush()
         return result
@@ -327,7 +249,7 @@ class CircuitBreaker:
 
     def acquire_permission(self) -> int:
         """A permit (the state's epoch) for one call, or :class:`BreakerOpen`."""
-        if self._permit_all:
+        if self._rules.permits_all:
             return self._epoch
         state = self._state
         if state is _OPEN:
@@ -363,12 +285,6 @@ class CircuitBreaker:
 
     def on_success(self, token: int, duration: float, now: float | None = None) -> None:
         """Record a call that returned, without asking the result predicate."""
-        if duration <= self._slow_duration and token == self._epoch and self._windowed:
-            # The commonest outcome of all, one call frame shorter (see _record).
-            self._n_success += 1
-            if not self._clean:
-                self._record_success(self._mono() if now is None else now)
-            return
         self._record(token, SLOW if duration > self._slow_duration else 0, now)
 
     def on_error(
@@ -411,9 +327,8 @@ class CircuitBreaker:
         return kind
 
     def _record(self, token: int, code: int, now: float | None) -> None:
-        # The hot path: CLOSED or METRICS_ONLY and the permit is current. Everything
-        # rarer (probes, DISABLED, stale permits) goes to _record_other.
-        if token != self._epoch or not self._windowed:
+        """Count an outcome, and let the window of the current state decide."""
+        if token != self._epoch or not self._rules.records:
             self._record_other(token, code)
             return
         if not code:
@@ -424,23 +339,19 @@ class CircuitBreaker:
             self._n_failure += 1
         else:
             self._n_slow += 1
-        self._clean = False
-        if self._window_record(code, self._mono() if now is None else now):
-            self._check_thresholds()
-
-    def _record_success(self, now: float) -> None:
-        if self._window_record(0, now):
-            self._check_thresholds()
         window = self._window
+        if window.record(code, self._mono() if now is None else now):
+            self._check_thresholds()
         self._clean = (
-            self._cleanable
+            not code
+            and self._cleanable
             and window.calls == self._window_size
             and not window.failed
             and not window.slow
         )
 
     def _check_thresholds(self) -> None:
-        if self._can_trip:
+        if self._rules.trips:
             window = self._window
             calls = window.calls
             if calls < self._min_calls:
@@ -497,10 +408,7 @@ class CircuitBreaker:
         self._state = to
         self._epoch += 1
         self._changed_at = at if at is not None else self._clock.now()
-        self._permit_all = to in _PERMIT_ALL
-        self._windowed = to in _WINDOWED
-        self._fast = self._fast_eligible and self._windowed
-        self._can_trip = to is _CLOSED
+        self._rules = RULES[to]
         if to is _CLOSED or to is BreakerState.METRICS_ONLY:
             self._window.clear()  # a fresh start, as resilience4j's new ClosedState
             self._clean = False

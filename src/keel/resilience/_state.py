@@ -41,6 +41,32 @@ _OPERATOR_STATES = frozenset(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class StateRules:
+    """What a state does with calls — resilience4j's per-state objects, as one row of data.
+
+    The breaker holds the row of its current state and asks it; nothing else about
+    a state is cached, so a new state is one new row here.
+    """
+
+    permits_all: bool
+    """Every call is let through without asking (no probes to count, no wait to check)."""
+    records: bool
+    """Outcomes fill the sliding window (and count toward the call metrics)."""
+    trips: bool
+    """A bad window opens the breaker."""
+
+
+RULES: dict[BreakerState, StateRules] = {
+    BreakerState.CLOSED: StateRules(permits_all=True, records=True, trips=True),
+    BreakerState.OPEN: StateRules(permits_all=False, records=False, trips=False),
+    BreakerState.HALF_OPEN: StateRules(permits_all=False, records=False, trips=False),
+    BreakerState.DISABLED: StateRules(permits_all=True, records=False, trips=False),
+    BreakerState.METRICS_ONLY: StateRules(permits_all=True, records=True, trips=False),
+    BreakerState.FORCED_OPEN: StateRules(permits_all=False, records=False, trips=False),
+}
+
+
 class TransitionReason(StrEnum):
     """Why a transition happened, carried by the event and the shared record."""
 

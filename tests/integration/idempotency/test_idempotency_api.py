@@ -22,7 +22,8 @@ from keel.db.tables import Evidence, Export, Recognition
 from keel.db.tables_idempotency import IdempotencyKey
 from keel.domain import recognitions
 from keel.errors import ConfigurationError
-from keel.guard.idempotency import KeyRef, SqlIdempotencyStore, purge_expired
+from keel.guard.idempotency import KeyRef, purge_expired, store_for
+from keel.guard.idempotency.sql import SqlStore
 from keel.http import problems
 from keel.http.recorded import recorded
 from keel.http.state import RequestState, peek
@@ -63,9 +64,9 @@ class Harness:
     def database(self):  # type: ignore[no-untyped-def]
         return self.app.state.services.database
 
-    def store(self) -> SqlIdempotencyStore:
+    def store(self) -> SqlStore:
         settings = self.app.state.services.settings
-        return SqlIdempotencyStore(
+        return store_for(
             self.database,
             lease_seconds=settings.idempotency_lease_seconds,
             retention_seconds=settings.idempotency_retention_seconds,

@@ -22,11 +22,12 @@ from keel.guard.idempotency import (
     ClaimResult,
     IdempotencyLeaseLost,
     KeyRef,
-    SqlIdempotencyStore,
     StoredResponse,
     sql,
+    store_for,
 )
 from keel.guard.idempotency.heartbeat import BEATS_PER_LEASE
+from keel.guard.idempotency.sql import SqlStore
 from keel.settings import Settings
 
 T0 = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
@@ -41,11 +42,11 @@ def at(seconds: float) -> datetime:
 
 
 @pytest.fixture
-def store(database: Database) -> SqlIdempotencyStore:
-    return SqlIdempotencyStore(database, lease_seconds=LEASE, retention_seconds=3600)
+def store(database: Database) -> SqlStore:
+    return store_for(database, lease_seconds=LEASE, retention_seconds=3600)
 
 
-async def complete(store: SqlIdempotencyStore, owner: str, now: datetime) -> None:
+async def complete(store: SqlStore, owner: str, now: datetime) -> None:
     """The completion inside a business transaction that also writes a row of its own
     (a witness row in the same table, so the test needs no other schema)."""
     async with store.database.write() as session:
@@ -60,7 +61,7 @@ async def complete(store: SqlIdempotencyStore, owner: str, now: datetime) -> Non
         await store.complete(session, REF, owner=owner, fingerprint="fp", response=CREATED, now=now)
 
 
-async def business_rows(store: SqlIdempotencyStore) -> list[str]:
+async def business_rows(store: SqlStore) -> list[str]:
     async with store.database.read() as session:
         found = await session.execute(
             text("SELECT key FROM idempotency_keys WHERE user_id = 'witness' ORDER BY key")
@@ -69,7 +70,7 @@ async def business_rows(store: SqlIdempotencyStore) -> list[str]:
 
 
 async def test_the_default_lease_lets_a_retry_run_within_five_seconds_of_a_crash(
-    store: SqlIdempotencyStore,
+    store: SqlStore,
 ) -> None:
     """A crash just after a beat is the worst case: the key is blocked one lease, and the
     409's Retry-After points the client to the end of it."""
@@ -89,7 +90,7 @@ async def test_the_default_lease_lets_a_retry_run_within_five_seconds_of_a_crash
 
 
 async def test_a_claim_renewed_by_its_heartbeat_is_never_taken_over(
-    store: SqlIdempotencyStore,
+    store: SqlStore,
 ) -> None:
     """Ten leases of a slow request: retries between beats are refused with the rest of
     the renewed lease, and the slow request completes."""
@@ -107,7 +108,7 @@ async def test_a_claim_renewed_by_its_heartbeat_is_never_taken_over(
     assert await business_rows(store) == ["work-of-slow"]
 
 
-async def test_one_lost_beat_leaves_the_claim_covered(store: SqlIdempotencyStore) -> None:
+async def test_one_lost_beat_leaves_the_claim_covered(store: SqlStore) -> None:
     await store.claim(REF, owner="slow", fingerprint="fp", now=at(0))
     assert await store.extend(REF, owner="slow", now=at(BEAT))
     # the beat at 2 × BEAT failed (the database did not answer): the lease set at BEAT holds
@@ -117,7 +118,7 @@ async def test_one_lost_beat_leaves_the_claim_covered(store: SqlIdempotencyStore
 
 
 async def test_a_slow_owner_whose_claim_was_taken_over_cannot_complete_or_beat(
-    store: SqlIdempotencyStore,
+    store: SqlStore,
 ) -> None:
     """The owner stalled (a paused process) past its lease; a retry took the key. The owner,
     waking up, finds its beat refused, and its completion raises and rolls its work back."""
@@ -134,7 +135,7 @@ async def test_a_slow_owner_whose_claim_was_taken_over_cannot_complete_or_beat(
 
 
 async def test_a_takeover_is_a_compare_and_set_on_the_owner_it_saw_expire(
-    store: SqlIdempotencyStore,
+    store: SqlStore,
 ) -> None:
     """A taker that read the row while ``a`` held it must not take it from ``b``, who took
     it over in between — even when ``b``'s lease has run out by the taker's clock."""
@@ -157,7 +158,7 @@ async def test_a_takeover_is_a_compare_and_set_on_the_owner_it_saw_expire(
     assert await take_over("b", at(3 * LEASE))  # what a fresh read would have seen
 
 
-async def test_a_lookup_reads_without_claiming(store: SqlIdempotencyStore) -> None:
+async def test_a_lookup_reads_without_claiming(store: SqlStore) -> None:
     absent = await store.lookup(REF, now=at(0))
     assert absent is not None
     assert absent.result is ClaimResult.ABSENT  # no row at all: the claim may insert at once
@@ -178,7 +179,7 @@ async def test_a_lookup_reads_without_claiming(store: SqlIdempotencyStore) -> No
 
 
 async def test_a_claim_told_the_key_was_absent_still_loses_to_a_claim_made_since(
-    store: SqlIdempotencyStore,
+    store: SqlStore,
 ) -> None:
     # The replay step saw no row; another request claimed the key before this one's claim.
     assert (await store.lookup(REF, now=at(0))) == Claim(ClaimResult.ABSENT)

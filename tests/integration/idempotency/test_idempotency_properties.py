@@ -30,9 +30,11 @@ from keel.domain.principal import Plan, Principal, Role
 from keel.guard.idempotency import (
     ClaimResult,
     IdempotencyLeaseLost,
+    IdempotencyStore,
     KeyRef,
-    SqlIdempotencyStore,
+    MemoryIdempotencyStore,
     StoredResponse,
+    store_for,
 )
 
 LEASE = 60.0
@@ -71,16 +73,24 @@ async def _principal(database: Database) -> tuple[Principal, str]:
     return Principal(giver.id, org.id, Role.MEMBER, "token", Plan.FREE), recipient.id
 
 
-async def run_schedule(url: str, schedule: list[tuple[object, ...]]) -> None:
+async def run_schedule(
+    url: str, schedule: list[tuple[object, ...]], *, memory: bool = False
+) -> None:
+    """``memory``: the keys in a :class:`MemoryIdempotencyStore`, joining the business
+    transactions of ``url``'s database as the SQL stores' completions do."""
     database = Database(url)
     try:
-        await _check(database, schedule)
+        await _check(database, schedule, memory=memory)
     finally:
         await database.dispose()
 
 
-async def _check(database: Database, schedule: list[tuple[object, ...]]) -> None:
-    store = SqlIdempotencyStore(database, lease_seconds=LEASE, retention_seconds=10**7)
+async def _check(database: Database, schedule: list[tuple[object, ...]], *, memory: bool) -> None:
+    store: IdempotencyStore = (
+        MemoryIdempotencyStore(lease_seconds=LEASE, retention_seconds=10**7)
+        if memory
+        else store_for(database, lease_seconds=LEASE, retention_seconds=10**7)
+    )
     principal, recipient_id = await _principal(database)
     now = datetime(2026, 11, 29, tzinfo=UTC)
     model = Model()
@@ -117,7 +127,7 @@ async def _check(database: Database, schedule: list[tuple[object, ...]]) -> None
 
 
 async def _run(
-    store: SqlIdempotencyStore,
+    store: IdempotencyStore,
     database: Database,
     principal: Principal,
     recipient_id: str,
@@ -181,10 +191,12 @@ async def _run(
         ("arrive", "k0", "p0", "succeed"),
     ]
 )
+# Every store: the SQL one of the database, and the memory one joined to its transactions.
+@pytest.mark.parametrize("memory", [False, True], ids=["sql_store", "memory_store"])
 def test_recognitions_equal_the_keys_whose_request_succeeded(
-    database_url: str, schedule: list[tuple[object, ...]]
+    database_url: str, memory: bool, schedule: list[tuple[object, ...]]
 ) -> None:
-    asyncio.run(run_schedule(database_url, schedule))
+    asyncio.run(run_schedule(database_url, schedule, memory=memory))
 
 
 @pytest.mark.parametrize("fate", ["succeed", "fail", "refuse", "crash"])

@@ -1,5 +1,5 @@
-"""MemoryBackend.admit writes the admitted branch of gcra() and quota_decision() out
-inline (calls are most of its cost). These properties hold it to the pure functions:
+"""MemoryBackend.admit decides a request's every limit at once, all or nothing, with
+gcra() and quota_decision(). These properties hold it to the pure functions:
 over random requests and made-up clocks — bursts, refusals, peeks, a clock that jumps
 backwards — every reading, every stored TAT and every quota count (an admission
 reserves its units) is what the reference arithmetic gives."""
@@ -91,7 +91,7 @@ def test_a_negative_cost_is_refused_even_with_nothing_to_check() -> None:
 
 
 def test_admit_reads_each_window_own_count_across_memo_misses() -> None:
-    """admit reads QuotaWindow's memo inline; crossing a window edge (a memo miss),
+    """admit locates windows through QuotaWindow's memo; crossing a window edge (a memo miss),
     forwards and back, must land on that window's own counter, as quota_check does."""
     backend = MemoryBackend()
     window = QuotaWindow("hour", "Europe/London")  # fresh: its memo starts empty

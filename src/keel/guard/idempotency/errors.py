@@ -64,3 +64,20 @@ class IdempotencyLeaseLost(IdempotencyConflict):
     """
 
     slug = "idempotency-key-in-flight"
+
+    @classmethod
+    def taken_over(cls) -> IdempotencyLeaseLost:
+        """The error every store raises when a completion finds its claim gone."""
+        return cls(
+            "this request's claim on the key expired and another request took it over; "
+            "retry to get that request's outcome"
+        )
+
+
+class IdempotencyStateError(IdempotencyError):
+    """A store tried a move that the claim state machine (``store.TRANSITIONS``) does
+    not have: a bug in the store, never a client's doing, so it is not retried."""
+
+    status = 500
+    slug = "idempotency-state"
+    title = "The idempotency key's state machine was violated"

@@ -16,12 +16,15 @@ The claim is ONE autocommit statement: the insert, and — only when it hit a
 row — that row, read in the same statement (``CLAIM_OR_READ``). A replay or a
 409 costs that one round trip too. Its commit does not wait for the WAL flush
 (``set_config('synchronous_commit', 'off', true)`` scoped to the statement's
-own transaction; see ``SqlIdempotencyStore._relax_durability`` for why that is
-safe). Before, the claim was a transaction of four round trips (``BEGIN``,
+own transaction; see ``PostgresIdempotencyStore._relax_durability`` for why
+that is safe). Before, the claim was a transaction of four round trips (``BEGIN``,
 ``SET LOCAL``, ``INSERT``, ``COMMIT``) plus a fifth for the read. The
 replay lookup that runs before the limits (``replay.py``) is one autocommit
 ``SELECT`` on the same kind of connection. The rarer paths (taking over an
 expired claim, release, settle, heartbeat) stay on the ORM in ``sql.py``.
+
+The statements' ``state`` literals come from the claim state machine
+(``store.TRANSITIONS``), like the ORM queries'.
 """
 
 from __future__ import annotations
@@ -31,11 +34,22 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, Final, Literal, NamedTuple
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from keel.db.engine import Database
 from keel.db.failures import is_unavailable
 from keel.errors import DatabaseUnavailable
+from keel.guard.idempotency.keys import KeyRef
+from keel.guard.idempotency.sql import SqlStore, headers_json, held
+from keel.guard.idempotency.store import (
+    Claim,
+    ClaimResult,
+    StoredResponse,
+    Transition,
+    source_of,
+    target_of,
+)
 
 # The claim, or the row in its way, in one statement. The data-modifying CTE
 # always runs; the SELECT of the existing row runs on the statement's snapshot,
@@ -43,13 +57,13 @@ from keel.errors import DatabaseUnavailable
 # answer is then no row at all, which ``claim`` treats as "gone, try again".
 # ``relaxed`` is referenced by both branches so the volatile set_config is
 # evaluated whenever the statement answers anything.
-CLAIM_OR_READ = """
+CLAIM_OR_READ = f"""
 WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true) AS setting),
 claimed AS (
     INSERT INTO idempotency_keys
         (user_id, operation, key, org_id, state, owner, fingerprint,
          created_at, locked_until, expires_at)
-    VALUES ($1, $2, $3, $4, 'in_flight', $5, $6, $7, $8, $9)
+    VALUES ($1, $2, $3, $4, '{target_of(Transition.CLAIM)}', $5, $6, $7, $8, $9)
     ON CONFLICT (user_id, operation, key) DO NOTHING
     RETURNING owner
 )
@@ -63,7 +77,7 @@ SELECT false, k.state, k.owner, k.fingerprint, k.locked_until, k.expires_at,
 FROM idempotency_keys AS k, relaxed
 WHERE k.user_id = $1 AND k.operation = $2 AND k.key = $3
   AND NOT EXISTS (SELECT 1 FROM claimed)
-"""
+"""  # noqa: S608 — only the state machine's own constants are formatted in
 
 READ = """
 SELECT state, owner, fingerprint, locked_until, expires_at,
@@ -72,13 +86,15 @@ FROM idempotency_keys
 WHERE user_id = $1 AND operation = $2 AND key = $3
 """
 
-COMPLETE = """
+COMPLETE = f"""
 UPDATE idempotency_keys
-SET state = 'completed', fingerprint = $5, completed_at = $6, expires_at = $7,
-    response_status = $8, response_headers = $9, response_body = $10
-WHERE user_id = $1 AND operation = $2 AND key = $3 AND owner = $4 AND state = 'in_flight'
+SET state = '{target_of(Transition.COMPLETE)}', fingerprint = $5, completed_at = $6,
+    expires_at = $7, response_status = $8, response_headers = $9, response_body = $10
+WHERE user_id = $1 AND operation = $2 AND key = $3 AND owner = $4
+  AND state = '{source_of(Transition.COMPLETE)}'
 RETURNING owner
-"""
+"""  # noqa: S608 — likewise
+RELAX_DURABILITY = text("SET LOCAL synchronous_commit TO OFF")
 
 
 async def _driver(connection: AsyncConnection) -> Any:
@@ -101,7 +117,7 @@ async def _translated(connection: AsyncConnection) -> AsyncIterator[None]:
 
 
 class KeyRow(NamedTuple):
-    """The key's row as ``sql._held`` reads it (asyncpg records have no attributes)."""
+    """The key's row as ``sql.held`` reads it (asyncpg records have no attributes)."""
 
     state: str
     owner: str
@@ -164,3 +180,85 @@ async def complete_in(
         if not driver.is_in_transaction():
             return None
         return await driver.fetchval(COMPLETE, *key, owner, *values) is not None
+
+
+class PostgresIdempotencyStore(SqlStore):
+    """:class:`~keel.guard.idempotency.store.IdempotencyStore` on PostgreSQL (``asyncpg``).
+
+    Insert first: a new key costs one statement (``CLAIM_OR_READ``), and so does a
+    key that exists, whose row that statement returns; only an expired row is
+    then taken over, through the ORM (``sql.py``).
+    """
+
+    async def claim(
+        self,
+        ref: KeyRef,
+        *,
+        owner: str,
+        fingerprint: str | None,
+        now: datetime,
+        seen_absent: bool = False,
+    ) -> Claim:
+        # ``seen_absent`` buys nothing here: the claim never reads before inserting.
+        return await self._claim(ref, self._claim_params(ref, owner, fingerprint, now), now)
+
+    async def _claim_or_find(self, ref: KeyRef, params: dict[str, Any], now: datetime) -> Any:
+        values = (
+            params["v_org"],
+            params["v_owner"],
+            params["v_fingerprint"],
+            params["v_now"],
+            params["v_locked_until"],
+            params["v_expires_at"],
+        )
+        found = await claim_or_read(self.database, _key(ref), values)
+        if found == CLAIMED:
+            return Claim(ClaimResult.CLAIMED)
+        live = held(found, now)
+        return live if live is not None else found
+
+    async def lookup(self, ref: KeyRef, *, now: datetime) -> Claim | None:
+        row = await read_key(self.database, _key(ref))
+        if row is None:
+            return Claim(ClaimResult.ABSENT)
+        return held(row, now)
+
+    async def _relax_durability(self, session: AsyncSession) -> None:
+        """Claims, releases and refusals commit without waiting for the WAL flush.
+
+        Safe for exactly-once: a completion is an UPDATE that needs the claim row
+        and commits synchronously, and PostgreSQL flushes WAL in order, so a
+        durable completion implies a durable claim. A claim lost in a database
+        crash only makes its request's completion fail and roll back; a lost
+        release only leaves a claim to expire. It saves a disk flush per keyed
+        request. (SQLite runs WAL with synchronous=NORMAL: no flush per commit.)
+        """
+        await session.execute(RELAX_DURABILITY)
+
+    async def complete(
+        self,
+        session: AsyncSession,
+        ref: KeyRef,
+        *,
+        owner: str,
+        fingerprint: str,
+        response: StoredResponse,
+        now: datetime,
+    ) -> None:
+        values = (
+            fingerprint,
+            now,
+            now + self.retention,
+            response.status,
+            headers_json(response),
+            response.body,
+        )
+        stored = await complete_in(session, _key(ref), owner, values)
+        if stored is None:
+            stored = await self._store(session, ref, owner, fingerprint, response, now)
+        if not stored:
+            raise self._lease_lost(ref)
+
+
+def _key(ref: KeyRef) -> tuple[str, str, str]:
+    return (ref.user_id, ref.operation, ref.key)

@@ -28,6 +28,13 @@ A key's row moves through an explicit state machine (``TRANSITIONS``):
 
 Every write is conditional on the owner token, so a request can only ever
 change the row it still holds. Time is an argument (``now``) everywhere.
+
+The stores check their moves against ``TRANSITIONS`` (:func:`move`): the SQL
+stores build each statement's ``state`` condition from the table and check
+the state they read before a takeover; the memory store checks every move.
+Three stores implement :class:`IdempotencyStore`: ``sqlite.py``,
+``postgresql.py`` (``backends.store_for`` picks one for a database) and
+``memory.py`` (for tests, shipped in ``keel.testing``).
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from keel.guard.idempotency.errors import IdempotencyStateError
 from keel.guard.idempotency.keys import KeyRef
 
 
@@ -71,6 +79,47 @@ TRANSITIONS: dict[Transition, tuple[KeyState | None, KeyState | None]] = {
     Transition.RECLAIM: (KeyState.COMPLETED, KeyState.IN_FLIGHT),
 }
 
+# Which transition takes over an expired row, by the state it was read in.
+TAKE_OVER_FROM: dict[KeyState, Transition] = {
+    KeyState.IN_FLIGHT: Transition.TAKE_OVER,
+    KeyState.COMPLETED: Transition.RECLAIM,
+}
+
+
+def move(transition: Transition, source: KeyState | None) -> KeyState | None:
+    """The state ``transition`` leads to from ``source``; raises
+    :class:`IdempotencyStateError` if the table has no such move (one dict lookup)."""
+    expected, target = TRANSITIONS[transition]
+    if source is not expected:
+        raise IdempotencyStateError(
+            f"the key cannot {transition.value} from {source.value if source else 'absent'}"
+        )
+    return target
+
+
+def take_over(source: str) -> Transition:
+    """The transition that takes an expired row read in state ``source``, checked."""
+    state = KeyState(source)
+    transition = TAKE_OVER_FROM[state]
+    move(transition, state)
+    return transition
+
+
+def source_of(transition: Transition) -> str:
+    """The state (its stored value) a transition starts from; SQL ``WHERE`` clauses use it."""
+    source = TRANSITIONS[transition][0]
+    if source is None:
+        raise IdempotencyStateError(f"{transition.value} starts from no row")
+    return source.value
+
+
+def target_of(transition: Transition) -> str:
+    """The state (its stored value) a transition ends in; SQL ``SET`` clauses use it."""
+    target = TRANSITIONS[transition][1]
+    if target is None:
+        raise IdempotencyStateError(f"{transition.value} ends in no row")
+    return target.value
+
 
 @dataclass(frozen=True, slots=True)
 class StoredResponse:
@@ -87,6 +136,16 @@ class ClaimResult(StrEnum):
     IN_FLIGHT = "in_flight"  # another request holds a live claim
     COMPLETED = "completed"  # an outcome is stored
     ABSENT = "absent"  # no row at all (only ``lookup`` answers this; a claim never does)
+
+
+def standing(
+    state: str, locked_until: datetime, expires_at: datetime, now: datetime
+) -> ClaimResult | None:
+    """What a row in ``state`` says at ``now``: a live outcome (``COMPLETED``), another
+    request's live claim (``IN_FLIGHT``), or ``None`` — it has expired and may be taken."""
+    if state == KeyState.COMPLETED:
+        return ClaimResult.COMPLETED if expires_at > now else None
+    return ClaimResult.IN_FLIGHT if locked_until > now else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,6 @@ import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from keel.guard.ratelimit.tuples import new_tuple as _new
-
 EPSILON = 1e-6
 """Seconds of tolerance when comparing instants.
 
@@ -110,11 +108,8 @@ def gcra(tat: float | None, now: float, rate: Rate, n: int = 1) -> GcraDecision:
         if n > rate.burst:
             # Go's rate.Limiter answers the same: a cost above the burst never fits.
             wait = math.inf
-        return _new(GcraDecision, (False, _remaining(base, now, rate), base - now, wait, base))
-    # _remaining(new_tat, now, rate), inlined on the admitted path (the common one).
-    spare = (now + tolerance - new_tat) / interval + 1e-9
-    remaining = min(rate.burst, int(spare)) if spare > 0 else 0
-    return _new(GcraDecision, (True, remaining, new_tat - now, 0.0, new_tat))
+        return GcraDecision(False, _remaining(base, now, rate), base - now, wait, base)
+    return GcraDecision(True, _remaining(new_tat, now, rate), new_tat - now, 0.0, new_tat)
 
 
 def _remaining(tat: float, now: float, rate: Rate) -> int:

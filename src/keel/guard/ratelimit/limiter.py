@@ -50,7 +50,6 @@ from keel.guard.ratelimit.policy import (
     effective_limit,
 )
 from keel.guard.ratelimit.quota import QuotaWindow, WindowPeriod
-from keel.guard.ratelimit.tuples import new_tuple as _new
 
 _CACHE_BOUND = 4096
 """Entries each of the limiter's memo tables may hold before it starts afresh."""
@@ -340,33 +339,34 @@ class RateLimiter:
         admission = await self.backend.admit(rates, quotas, slots, now, cost)
         results: list[LimitResult] = []
         for (numbers, key), q in zip(quota_rules, admission.quotas, strict=True):
-            # q is a QuotaDecision: (allowed, used, limit, reset_after,
-            # retry_after, window_start, window_end), read by index.
-            result = _new(
-                LimitResult,
-                (
-                    numbers.name,
-                    "quota",
-                    key,
-                    q[0],
-                    numbers.limit,
-                    q[6] - q[5],
-                    q[2] - q[1] if q[2] > q[1] else 0,  # QuotaDecision.remaining
-                    q[3],
-                    q[4],
-                ),
+            result = LimitResult(
+                numbers.name,
+                "quota",
+                key,
+                q.allowed,
+                numbers.limit,
+                q.window_end - q.window_start,
+                q.remaining,
+                q.reset_after,
+                q.retry_after,
             )
             results.append(result)
-            if not q[0]:
+            if not q.allowed:
                 return Decision(False, tuple(results), result, admission.slots)
         for (numbers, key), g in zip(rate_rules, admission.rates, strict=True):
-            # g is a GcraDecision: (allowed, remaining, reset_after, retry_after, tat).
-            result = _new(
-                LimitResult,
-                (numbers.name, "rate", key, g[0], numbers.limit, numbers.window, g[1], g[2], g[3]),
+            result = LimitResult(
+                numbers.name,
+                "rate",
+                key,
+                g.allowed,
+                numbers.limit,
+                numbers.window,
+                g.remaining,
+                g.reset_after,
+                g.retry_after,
             )
             results.append(result)
-            if not g[0]:
+            if not g.allowed:
                 return Decision(False, tuple(results), result, admission.slots)
         reservation = None
         if quota_rules and admission.allowed and cost > 0:

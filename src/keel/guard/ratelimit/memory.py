@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Sequence
 
 from keel.guard.ratelimit.backend import Admission, SlotDecision
-from keel.guard.ratelimit.gcra import EPSILON, GcraDecision, Rate, gcra
+from keel.guard.ratelimit.gcra import GcraDecision, Rate, gcra
 from keel.guard.ratelimit.quota import (
     QuotaDecision,
     QuotaWindow,
@@ -31,7 +31,6 @@ from keel.guard.ratelimit.quota import (
     counter_key,
     quota_decision,
 )
-from keel.guard.ratelimit.tuples import new_tuple as _new
 
 _MIN_SWEEP_INTERVAL = 1024
 
@@ -60,7 +59,7 @@ class MemoryBackend:
 
     # --- one request, every limit ---------------------------------------------
 
-    async def admit(  # noqa: PLR0912, PLR0915 - one frame on purpose: calls are the cost here
+    async def admit(
         self,
         rates: Sequence[tuple[str, Rate]],
         quotas: Sequence[tuple[str, int, QuotaWindow]],
@@ -68,13 +67,10 @@ class MemoryBackend:
         now: float,
         n: int = 1,
     ) -> Admission:
-        # The per-request hot path, kept flat: read everything, decide, and only
-        # then write, so a refusal by any check leaves every other one
-        # untouched. The admitted branch of gcra() and of quota_decision() is
-        # written out here (function calls are a large share of a decision
-        # this size); anything else — a refusal, a peek past a backwards
-        # clock's clamp — goes to those functions themselves, which stay the
-        # reference. tests/unit/guard/test_memory_admit.py holds the two equal.
+        # Read everything, decide, and only then write, so a refusal by any check
+        # leaves every other one untouched. The arithmetic is gcra() and
+        # quota_decision() themselves; tests/unit/guard/test_memory_admit.py holds
+        # admit to them over random requests and clocks.
         if n < 0:
             raise ValueError("n must not be negative")
         self._ops += 1
@@ -84,100 +80,28 @@ class MemoryBackend:
         allowed = True
         readings = []
         for key, rate in rates:
-            tat = tats.get(key)
-            tolerance = rate.tolerance
-            if tat is None or tat < now:
-                base = now
-            elif tat > now + tolerance:
-                base = now + tolerance
-            else:
-                base = tat
-            interval = rate.emission_interval
-            new_tat = base + n * interval
-            if new_tat - tolerance - now > EPSILON:
-                decision = gcra(tat, now, rate, n)  # refused: the reference builds it
-                allowed = False
-            else:
-                # min(burst, int(spare)) if spare > 0 else 0, without the two
-                # builtin calls when the key is rested (burst is an int, so
-                # spare >= burst means int(spare) >= burst).
-                spare = (now + tolerance - new_tat) / interval + 1e-9
-                burst = rate.burst
-                if spare >= burst:
-                    remaining = burst
-                elif spare > 0:
-                    remaining = int(spare)
-                else:
-                    remaining = 0
-                decision = _new(GcraDecision, (True, remaining, new_tat - now, 0.0, new_tat))
-            readings.append(decision)
+            reading = gcra(tats.get(key), now, rate, n)
+            allowed = allowed and reading.allowed
+            readings.append(reading)
         peeks = []
         # (counter key, count with this reservation, window end) per quota that fits.
         reserved: list[tuple[str, int, float]] = []
-        if quotas:
-            counts = self._counts
-            for key, limit, window in quotas:
-                # window.span(now), its memo hit read here without the call.
-                start, end, span, suffix = window._last[0]
-                if not start <= now < end:
-                    span = window._locate(now)
-                    (start, end), suffix = span
-                ckey = key + suffix  # counter_key(key, bounds)
-                entry = counts.get(ckey)
-                used = entry[0] if entry is not None and entry[1] > now else 0
-                if used + n <= limit:
-                    # Read as reserved; _refusal takes the n back off if anything refuses.
-                    used += n
-                    reset_after = end - now if end > now else 0.0
-                    peek = _new(QuotaDecision, (True, used, limit, reset_after, 0.0, start, end))
-                    reserved.append((ckey, used, end))
-                else:
-                    peek = quota_decision(used, limit, n, now, span[0])
-                    allowed = False
-                peeks.append(peek)
-        if slots or not allowed:
-            return self._settle(allowed, rates, readings, tuple(peeks), reserved, slots, now, n)
-        if n > 0:
-            if len(tats) + len(rates) >= self._max_keys:
-                self._evict(room=len(rates))
-            # enumerate, not zip(..., strict=True): zip's keyword argument
-            # takes its slow argument-parsing path, a measurable share here.
-            for i, (key, _) in enumerate(rates):
-                tats[key] = readings[i][4]  # GcraDecision.tat
-            if reserved:
-                self._reserve(reserved)
-        return _new(Admission, (True, tuple(readings), tuple(peeks), ()))
-
-    def _reserve(self, reserved: list[tuple[str, int, float]]) -> None:
-        """Write the admitted quota counts: the reservation, in the same atomic step."""
-        counts = self._counts
-        if len(self) + len(reserved) >= self._max_keys:
-            self._evict(room=len(reserved))
-        for ckey, used, end in reserved:
-            counts[ckey] = (used, end)
-
-    def _settle(
-        self,
-        allowed: bool,
-        rates: Sequence[tuple[str, Rate]],
-        readings: list[GcraDecision],
-        peeks: tuple[QuotaDecision, ...],
-        reserved: list[tuple[str, int, float]],
-        slots: Sequence[tuple[str, int, float]],
-        now: float,
-        n: int,
-    ) -> Admission:
-        """The rest of :meth:`admit` when it has slots to claim or a check refused."""
-        leases: list[dict[str, float]] = []
-        if slots:
-            leases = [self._live_leases(claim[0], now) for claim in slots]
-            if allowed:
-                allowed = all(
-                    len(held) < claim[1] for claim, held in zip(slots, leases, strict=True)
-                )
+        for key, limit, window in quotas:
+            bounds, suffix = window.span(now)
+            ckey = key + suffix  # counter_key(key, bounds), its suffix memoised per window
+            used = self._count(ckey, now)
+            if used + n <= limit:
+                # Read as reserved; _refusal takes the n back off if anything refuses.
+                peeks.append(counted(used + n, limit, now, bounds))
+                reserved.append((ckey, used + n, bounds[1]))
+            else:
+                peeks.append(quota_decision(used, limit, n, now, bounds))
+                allowed = False
+        leases = [self._live_leases(claim[0], now) for claim in slots]
+        if allowed and slots:
+            allowed = all(len(held) < claim[1] for claim, held in zip(slots, leases, strict=True))
         if not allowed:
-            return self._refusal(rates, readings, peeks, slots, leases, now, n)
-        tats = self._tats
+            return self._refusal(rates, readings, tuple(peeks), slots, leases, now, n)
         if n > 0:
             if len(tats) + len(rates) >= self._max_keys:
                 self._evict(room=len(rates))
@@ -188,7 +112,15 @@ class MemoryBackend:
         taken = tuple(
             self._take(claim, held, now) for claim, held in zip(slots, leases, strict=True)
         )
-        return _new(Admission, (True, tuple(readings), peeks, taken))
+        return Admission(True, tuple(readings), tuple(peeks), taken)
+
+    def _reserve(self, reserved: list[tuple[str, int, float]]) -> None:
+        """Write the admitted quota counts: the reservation, in the same atomic step."""
+        counts = self._counts
+        if len(self) + len(reserved) >= self._max_keys:
+            self._evict(room=len(reserved))
+        for ckey, used, end in reserved:
+            counts[ckey] = (used, end)
 
     def _refusal(
         self,

@@ -20,11 +20,9 @@ from functools import cache
 from typing import Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
-from keel.guard.ratelimit.tuples import new_tuple as _new
-
 WindowPeriod = Literal["hour", "day", "month"]
 _Span = tuple[tuple[float, float], str]
-_Located = tuple[float, float, _Span, str]
+_Located = tuple[float, float, _Span]
 
 
 @cache
@@ -38,19 +36,15 @@ class QuotaWindow:
 
     period: WindowPeriod
     timezone: str = "UTC"
-    # The last window this instance located, with its counter-key suffix:
-    # one (start, end, ((start, end), "@start"), "@start") tuple in a one-slot
-    # list, so it is replaced in one step. The span is stored whole so span()
-    # returns it without building a tuple; the bare suffix so that
-    # MemoryBackend.admit, which reads this memo inline, gets all it needs in
-    # one unpacking. A memo of a pure function: it takes no part in equality,
-    # hashing or repr.
+    # The last window this instance located, as (start, end, span) in a one-slot
+    # list, so it is replaced in one step and span() returns it without building a
+    # tuple. A memo of a pure function: it takes no part in equality, hashing or repr.
     _last: list[_Located] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         # Fail at construction, not on the first request of the day.
         _zone(self.timezone)
-        object.__setattr__(self, "_last", [(math.inf, -math.inf, ((0.0, 0.0), ""), "")])
+        object.__setattr__(self, "_last", [(math.inf, -math.inf, ((0.0, 0.0), ""))])
 
     def bounds(self, now: float) -> tuple[float, float]:
         """Epoch seconds ``[start, end)`` of the window holding ``now``."""
@@ -82,7 +76,7 @@ class QuotaWindow:
             _LAST_WINDOW[memo] = bounds
         suffix = _counter_suffix(bounds)
         span = (bounds, suffix)
-        self._last[0] = (bounds[0], bounds[1], span, suffix)
+        self._last[0] = (bounds[0], bounds[1], span)
         return span
 
 
@@ -150,8 +144,8 @@ def quota_decision(
     start, end = window
     reset_after = end - now if end > now else 0.0
     if used + n <= limit:
-        return _new(QuotaDecision, (True, used, limit, reset_after, 0.0, start, end))
-    return _new(QuotaDecision, (False, used, limit, reset_after, reset_after, start, end))
+        return QuotaDecision(True, used, limit, reset_after, 0.0, start, end)
+    return QuotaDecision(False, used, limit, reset_after, reset_after, start, end)
 
 
 def counted(used: int, limit: int, now: float, window: tuple[float, float]) -> QuotaDecision:

@@ -55,7 +55,6 @@ from keel.guard.ratelimit.quota import (
     counter_key,
     quota_decision,
 )
-from keel.guard.ratelimit.tuples import new_tuple as _new
 
 
 class _Script:
@@ -344,4 +343,4 @@ def _admission(
             taken.append(SlotDecision(False, None, count, limit, max(0.0, wait)))
     if admitted != expected:  # pragma: no cover - float parity is tested
         raise LimiterUnavailable("redis: ADMIT script and arithmetic disagree")
-    return _new(Admission, (admitted, tuple(readings), tuple(peeks), tuple(taken)))
+    return Admission(admitted, tuple(readings), tuple(peeks), tuple(taken))
