@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from keel.jobs.memory import MemoryJobConnector
+
 
 class ManualClock:
     """A clock that moves only when told to; it may be moved backwards."""
@@ -27,4 +29,4 @@ class ManualClock:
         self._now = when
 
 
-__all__ = ["ManualClock"]
+__all__ = ["ManualClock", "MemoryJobConnector"]
