@@ -34,7 +34,7 @@ from keel.errors import DatabaseUnavailable
 from keel.guard.idempotency import ClaimResult, KeyRef, SqlIdempotencyStore
 from keel.jobs import Enqueuer, enqueue
 from keel.jobs.listener import asyncpg_dsn
-from keel.jobs.sql import SqlJobConnector
+from keel.jobs.sql import PostgresJobConnector
 
 pytestmark = pytest.mark.postgres
 
@@ -122,9 +122,9 @@ def test_the_pool_has_no_pre_ping_on_asyncpg() -> None:
 async def test_the_worker_claim_connection_fails_once_as_unavailable_then_is_replaced(
     database: Database,
 ) -> None:
-    """The worker's claim goes to the driver of its own pool (``SqlJobConnector.claim``): a
+    """The worker's claim goes to the driver of its own pool (``PostgresJobConnector.claim``): a
     dead connection there is a ``DatabaseUnavailable`` the claim loop retries, not a crash."""
-    store = SqlJobConnector(database, pool_size=1)
+    store = PostgresJobConnector(database, pool_size=1)
     try:
         before = await store._on_driver(server_pid)
         terminate_behind_the_loops_back(asyncpg_dsn(database.url), before)
@@ -139,7 +139,7 @@ async def test_the_worker_claim_connection_fails_once_as_unavailable_then_is_rep
 async def test_warming_the_worker_store_opens_that_many_connections(
     database: Database,
 ) -> None:
-    store = SqlJobConnector(database, pool_size=4)
+    store = PostgresJobConnector(database, pool_size=4)
     try:
         await store.warm(3)
         pool = store._own.sync_engine.pool if store._own is not None else None
@@ -151,7 +151,7 @@ async def test_warming_the_worker_store_opens_that_many_connections(
 
 async def test_warming_a_worker_store_that_cannot_connect_fails_without_hanging() -> None:
     nowhere = Database("postgresql+asyncpg://postgres@127.0.0.1:9/none", timeout=1.0)
-    store = SqlJobConnector(nowhere, pool_size=2)
+    store = PostgresJobConnector(nowhere, pool_size=2)
     try:
         with pytest.raises(DatabaseUnavailable):
             await asyncio.wait_for(store.warm(2), timeout=20)

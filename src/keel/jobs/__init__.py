@@ -9,8 +9,8 @@ dead-letter what keeps failing, and run cron schedules once per slot. Delivery
 is at-least-once: handlers must be idempotent (see :mod:`keel.jobs.registry`).
 
 Everything reaches the store through one seam, :class:`JobConnector`
-(:mod:`keel.jobs.connector`): :class:`SqlJobConnector` for SQLite and
-PostgreSQL, :class:`MemoryJobConnector` without a database.
+(:mod:`keel.jobs.connector`): :class:`SqliteJobConnector` and
+:class:`PostgresJobConnector`, :class:`MemoryJobConnector` without a database.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from keel.jobs.memory import MemoryJobConnector
 from keel.jobs.queue import Enqueuer, NewJob, cancel, connector_for, enqueue, requeue_dead
 from keel.jobs.registry import JobContext, JobResources, JobType, Periodic, Registry
 from keel.jobs.retry import RetryPolicy
-from keel.jobs.sql import SqlJobConnector
+from keel.jobs.sql import PostgresJobConnector, SqliteJobConnector, sql_connector
 from keel.jobs.states import JobState
 
 __all__ = [
@@ -38,13 +38,15 @@ __all__ = [
     "NewJob",
     "Periodic",
     "PermanentJobError",
+    "PostgresJobConnector",
     "QueueStats",
     "Registry",
     "RetryPolicy",
-    "SqlJobConnector",
+    "SqliteJobConnector",
     "cancel",
     "check_job_store",
     "connector_for",
     "enqueue",
     "requeue_dead",
+    "sql_connector",
 ]

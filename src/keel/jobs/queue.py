@@ -160,7 +160,7 @@ Destination = AsyncSession | Database | JobConnector
 
 def connector_for(store: Database | JobConnector) -> JobConnector:
     """The connector of a store: the SQL one over a :class:`Database`."""
-    return sql.SqlJobConnector(store) if isinstance(store, Database) else store
+    return sql.sql_connector(store) if isinstance(store, Database) else store
 
 
 def _inserter(into: Destination) -> JobInserter:

@@ -41,7 +41,7 @@ from keel.jobs.registry import (
     UnknownJobType,
 )
 from keel.jobs.retry import Outcome, RetryPolicy, after_failure, deferral
-from keel.jobs.sql import SqlJobConnector
+from keel.jobs.sql import PostgresJobConnector, sql_connector
 from keel.jobs.states import JobState
 
 if TYPE_CHECKING:
@@ -129,10 +129,10 @@ class Worker:
         self._owns_connector = connector is None
         if connector is None:
             pool_size = min(sum(config.queues.values()) + 2, 20)
-            connector = SqlJobConnector(resources.database, pool_size=pool_size)
+            connector = sql_connector(resources.database, pool_size=pool_size)
         self._connector: JobConnector = connector
         self._listener: Listener | None = None
-        if isinstance(connector, SqlJobConnector) and connector.dialect == "postgresql":
+        if isinstance(connector, PostgresJobConnector):
             self._listener = Listener(connector.database.url, self._wake)
 
     @property

@@ -25,7 +25,7 @@ from keel.jobs import Enqueuer, NewJob, enqueue, queue, schedule
 from keel.jobs.connector import LEASE_EXPIRED, JobConnector, ReclaimedJob
 from keel.jobs.memory import MemoryJobConnector
 from keel.jobs.registry import Periodic
-from keel.jobs.sql import SqlJobConnector
+from keel.jobs.sql import sql_connector
 from keel.jobs.states import IllegalTransition, JobState
 from keel.testing import ManualClock
 
@@ -65,7 +65,7 @@ async def store(store_kind: str, database: Database) -> AsyncIterator[JobConnect
     if store_kind == "memory":
         connector = MemoryJobConnector(database)
     else:
-        connector = SqlJobConnector(database, pool_size=2)
+        connector = sql_connector(database, pool_size=2)
     yield connector
     await connector.close()
 
