@@ -4,14 +4,14 @@ Measured, for each system, in the same run, each in a fresh database of its own:
 
 * enqueue jobs/s, one job at a time (1,000 jobs), each committed on its own — for Keel an
   ``Enqueuer`` (one autocommit statement per job on one held connection, like PgQueuer's
-  ``Queries`` on the connection the bench holds for it); for Keel also ``enqueue_now``
+  ``Queries`` on the connection the bench holds for it); for Keel also ``enqueue(database, …)``
   (a pool checkout per job), ``enqueue`` in a transaction of its own, and the enqueue
   alone inside a transaction the caller has open anyway (the API's case);
 * enqueue jobs/s in batches of 1,000 (10 batches);
 * processing jobs/s for 10,000 no-op jobs, one worker (this process), concurrency 1 and 10;
 * enqueue-to-start latency p50/p99: jobs enqueued one at a time into an idle,
   listening worker (concurrency 10), after 10 uncounted warm-up jobs; for Keel with an
-  ``Enqueuer``, and again with ``enqueue_now`` and with ``enqueue`` in a transaction of
+  ``Enqueuer``, and again with ``enqueue(database, …)`` and with ``enqueue`` in a transaction of
   its own.
 
 Usage::

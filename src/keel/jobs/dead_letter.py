@@ -4,9 +4,10 @@ A job dies when an attempt fails for good (its last attempt, or a
 :class:`~keel.jobs.errors.PermanentJobError`) or when its lease expires on its
 last attempt (its worker died). The worker decides that; this module is what
 dying does. The job type's ``on_dead`` hook runs in the transaction that marks
-the job dead, so a domain row that tracks the job (an export) never says the
-work is still going on. Once that has committed, the dead-job counter moves and
-``job.dead_lettered`` goes to the audit log's system chain. The job itself stays
+the job dead (the store runs it: ``JobConnector.fail`` and ``reclaim``), so a
+domain row that tracks the job (an export) never says the work is still going on.
+Once that has committed, the dead-job counter moves and ``job.dead_lettered``
+goes to the audit log's system chain. The job itself stays
 in the table until an operator requeues it (``keel jobs dead requeue``).
 
 Everything a letter needs beyond its job type's hook (the database, the auditor)

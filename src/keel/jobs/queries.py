@@ -83,7 +83,7 @@ INSERT_UNKEYED_JOBS_POSTGRESQL = _INSERT_JOBS_FROM_ARRAYS
 
 
 # ``insert_job_postgresql``: the same insert for ONE job, the common case
-# (``enqueue_now``, a request enqueueing its one job). A plain VALUES row skips
+# (``enqueue`` into a database, a request enqueueing its one job). A plain VALUES row skips
 # what the batch form pays for even at one row — nine one-element arrays for
 # asyncpg to encode and the server to decode, and a function scan over
 # ``unnest`` — about a tenth of the statement's server time on the development
@@ -109,7 +109,7 @@ def insert_job_statement(unique_key: str | None) -> str:
     return INSERT_UNKEYED_JOB_POSTGRESQL if unique_key is None else INSERT_JOB_POSTGRESQL
 
 
-# ``id_by_unique_key_postgresql``: the job holding a key, after ``enqueue_now``'s
+# ``id_by_unique_key_postgresql``: the job holding a key, after an autocommit enqueue's
 # insert met it (a second statement only on that path).
 ID_BY_UNIQUE_KEY_POSTGRESQL = "SELECT id FROM jobs WHERE unique_key = $1"
 

@@ -51,7 +51,7 @@ TRACE_CONTEXT_KEYS = ("traceparent", "tracestate")
 
 @dataclass(frozen=True)
 class NewJob:
-    """One job of a batch for :func:`enqueue_many`."""
+    """One job of a batch for :meth:`Enqueuer.enqueue_many`."""
 
     job_type: JobType | str
     payload: Mapping[str, Any] = field(default_factory=dict)

@@ -6,9 +6,12 @@ heartbeats renew the leases of running jobs; a reclaimer hands expired leases
 (their worker died) back to ``ready``; a ticker enqueues periodic jobs; a sampler
 feeds the depth gauges; on PostgreSQL a listener turns ``NOTIFY`` into wake-ups.
 
-Every outcome write is fenced on (job id, this worker, this attempt): a worker
-that lost its lease can no longer change the job. Graceful stop: stop claiming,
-let running jobs finish within the grace period, release the rest to ``ready``.
+The worker reaches the queue only through its store (:class:`~keel.jobs.connector.JobConnector`,
+by default the SQL one of its database): every claim, heartbeat, outcome and
+release is one step of that seam. Every outcome write is fenced on (job id, this
+worker, this attempt): a worker that lost its lease can no longer change the job.
+Graceful stop: stop claiming, let running jobs finish within the grace period,
+release the rest to ``ready``.
 """
 
 from __future__ import annotations
