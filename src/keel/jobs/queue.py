@@ -138,24 +138,35 @@ def job_columns(jobs: Sequence[NewJob], ids: list[str], now: datetime) -> JobCol
     )
 
 
-def _one(job_id: str, row: ResolvedJob) -> JobColumns:
-    """One job as a batch of one, straight from its row (no ``NewJob`` to resolve)."""
-    queue, job_type, payload, state, priority, max_attempts, run_at, unique_key = row
+def _one(
+    job_type: JobType | str,
+    payload: Mapping[str, Any] | None,
+    queue: str | None,
+    priority: int,
+    run_at: datetime | None,
+    unique_key: str | None,
+    max_attempts: int | None,
+    now: datetime,
+) -> JobColumns:
+    """One job validated and laid out as a batch of one (no ``NewJob`` to resolve)."""
+    queue_name, name, body, state, rank, attempts, due, key = resolve_job(
+        job_type,
+        dict(payload) if payload else {},
+        queue,
+        priority,
+        run_at,
+        unique_key,
+        max_attempts,
+        now,
+    )
     return JobColumns(
-        [job_id],
-        [queue],
-        [job_type],
-        [payload],
-        [state],
-        [priority],
-        [max_attempts],
-        [run_at],
-        [unique_key],
+        new_ids(1), [queue_name], [name], [body], [state], [rank], [attempts], [due], [key]
     )
 
 
-Destination = AsyncSession | Database | JobConnector
-"""Where a job commits: a caller's transaction, the database on its own, or any store."""
+Store = AsyncSession | Database | JobConnector
+"""Where jobs are added, read and changed: a caller's session (its transaction),
+the database on its own, or any job store."""
 
 
 def connector_for(store: Database | JobConnector) -> JobConnector:
@@ -163,14 +174,14 @@ def connector_for(store: Database | JobConnector) -> JobConnector:
     return sql.sql_connector(store) if isinstance(store, Database) else store
 
 
-def _inserter(into: Destination) -> JobInserter:
+def _inserter(into: Store) -> JobInserter:
     if isinstance(into, AsyncSession):
         return sql.SessionInserter(into)
     return connector_for(into).inserter()
 
 
 async def enqueue(
-    into: Destination,
+    into: Store,
     job_type: JobType | str,
     payload: Mapping[str, Any] | None = None,
     *,
@@ -187,17 +198,7 @@ async def enqueue(
     it is returned. Bad input raises before anything reaches the store.
     """
     now = clock.now()
-    row = resolve_job(
-        job_type,
-        dict(payload) if payload else {},
-        queue,
-        priority,
-        run_at,
-        unique_key,
-        max_attempts,
-        now,
-    )
-    columns = _one(new_ids(1)[0], row)
+    columns = _one(job_type, payload, queue, priority, run_at, unique_key, max_attempts, now)
     trace_context = current_trace_context()
     if isinstance(into, AsyncSession):
         ids = await sql.insert_in_session(into, columns, now, trace_context)
@@ -217,7 +218,7 @@ class Enqueuer:
     may share one; their statements go one at a time on its connection.
     """
 
-    def __init__(self, into: Destination, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, into: Store, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._inserter = _inserter(into)
         self._clock = clock
 
@@ -240,17 +241,7 @@ class Enqueuer:
     ) -> str:
         """Add one job; returns its id (or the key holder's)."""
         now = self._clock.now()
-        row = resolve_job(
-            job_type,
-            dict(payload) if payload else {},
-            queue,
-            priority,
-            run_at,
-            unique_key,
-            max_attempts,
-            now,
-        )
-        columns = _one(new_ids(1)[0], row)
+        columns = _one(job_type, payload, queue, priority, run_at, unique_key, max_attempts, now)
         return (await self._inserter.insert(columns, now, current_trace_context()))[0]
 
     async def enqueue_many(self, jobs: Sequence[NewJob]) -> list[str]:
@@ -268,18 +259,15 @@ class Enqueuer:
 
 # --- reading and operator actions ------------------------------------------------------
 
-Source = AsyncSession | Database | JobConnector
-"""What to read or change: a caller's session (its transaction), or a store."""
 
-
-async def get(source: Source, job_id: str) -> JobRecord:
+async def get(source: Store, job_id: str) -> JobRecord:
     if isinstance(source, AsyncSession):
         return await sql.get_in_session(source, job_id)
     return await connector_for(source).get(job_id)
 
 
 async def list_jobs(
-    source: Source,
+    source: Store,
     *,
     state: JobState | None = None,
     queue: str | None = None,
@@ -295,13 +283,13 @@ async def list_jobs(
     )
 
 
-async def stats(source: Source, now: datetime) -> list[QueueStats]:
+async def stats(source: Store, now: datetime) -> list[QueueStats]:
     if isinstance(source, AsyncSession):
         return await sql.stats_in_session(source, now)
     return await connector_for(source).stats(now)
 
 
-async def cancel(source: Source, job_id: str, *, clock: Clock = SYSTEM_CLOCK) -> None:
+async def cancel(source: Store, job_id: str, *, clock: Clock = SYSTEM_CLOCK) -> None:
     """Cancel a queued job; a running or finished job cannot be cancelled."""
     if isinstance(source, AsyncSession):
         await sql.cancel_in_session(source, job_id, clock.now())
@@ -310,7 +298,7 @@ async def cancel(source: Source, job_id: str, *, clock: Clock = SYSTEM_CLOCK) ->
 
 
 async def requeue_dead(
-    source: Source, job_ids: Sequence[str] | None = None, *, clock: Clock = SYSTEM_CLOCK
+    source: Store, job_ids: Sequence[str] | None = None, *, clock: Clock = SYSTEM_CLOCK
 ) -> list[str]:
     """Dead jobs back to ``ready`` with their attempts reset; ``None`` means every dead job."""
     if isinstance(source, AsyncSession):
@@ -319,7 +307,7 @@ async def requeue_dead(
 
 
 async def _purge(
-    source: Source,
+    source: Store,
     states: Sequence[JobState],
     *,
     finished_before: datetime | None = None,
@@ -335,7 +323,7 @@ async def _purge(
 
 
 async def purge_dead(
-    source: Source,
+    source: Store,
     *,
     job_ids: Sequence[str] | None = None,
     older_than: timedelta | None = None,
@@ -349,7 +337,7 @@ async def purge_dead(
 
 
 async def purge_finished(
-    source: Source, *, older_than: timedelta, clock: Clock = SYSTEM_CLOCK
+    source: Store, *, older_than: timedelta, clock: Clock = SYSTEM_CLOCK
 ) -> int:
     """Delete succeeded and cancelled jobs finished longer ago than ``older_than``.
 
@@ -361,11 +349,10 @@ async def purge_finished(
 
 __all__ = [
     "QUEUED",
-    "Destination",
     "Enqueuer",
     "NewJob",
     "QueueStats",
-    "Source",
+    "Store",
     "cancel",
     "connector_for",
     "current_trace_context",
