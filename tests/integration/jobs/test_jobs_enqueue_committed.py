@@ -1,4 +1,4 @@
-"""``enqueue_now``: one job committed on its own, on SQLite and PostgreSQL."""
+"""``enqueue(database, …)``: one job committed on its own, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ async def count_jobs(database: Database) -> int:
         return int(await session.scalar(select(func.count()).select_from(Job)) or 0)
 
 
-async def test_the_job_is_committed_when_enqueue_now_returns(database: Database) -> None:
+async def test_the_job_is_committed_when_enqueue_into_a_database_returns(
+    database: Database,
+) -> None:
     exports = JobType("test.export", noop, queue="exports")
     job_id = await enqueue(database, exports, {"n": 1}, priority=3)
     async with database.read() as session:

@@ -55,7 +55,7 @@ async def test_each_job_is_committed_when_its_call_returns(database: Database) -
     assert (other.queue, other.payload) == ("default", {"n": 2})
 
 
-async def test_unique_key_enqueues_once_with_enqueue_now_too(database: Database) -> None:
+async def test_unique_key_enqueues_once_with_a_single_enqueue_too(database: Database) -> None:
     async with Enqueuer(database) as enqueuer:
         first = await enqueuer.enqueue("test.record", unique_key="k1")
         again = await enqueuer.enqueue("test.record", unique_key="k1")

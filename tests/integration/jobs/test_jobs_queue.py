@@ -89,7 +89,7 @@ async def test_batch_of_a_thousand_commits_together(database: Database) -> None:
 
 
 async def test_a_batch_repeating_one_job_or_payload_gets_one_row_each(database: Database) -> None:
-    """``enqueue_many`` validates a repeated ``NewJob`` and encodes a shared payload
+    """``Enqueuer.enqueue_many`` validates a repeated ``NewJob`` and encodes a shared payload
     once; every position must still be its own row with its own columns."""
     clock = ManualClock()
     later = clock.now() + timedelta(minutes=5)
