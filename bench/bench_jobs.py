@@ -4,14 +4,14 @@ Measured, for each system, in the same run, each in a fresh database of its own:
 
 * enqueue jobs/s, one job at a time (1,000 jobs), each committed on its own — for Keel an
   ``Enqueuer`` (one autocommit statement per job on one held connection, like PgQueuer's
-  ``Queries`` on the connection the bench holds for it); for Keel also ``enqueue_now``
+  ``Queries`` on the connection the bench holds for it); for Keel also ``enqueue(database, …)``
   (a pool checkout per job), ``enqueue`` in a transaction of its own, and the enqueue
   alone inside a transaction the caller has open anyway (the API's case);
 * enqueue jobs/s in batches of 1,000 (10 batches);
 * processing jobs/s for 10,000 no-op jobs, one worker (this process), concurrency 1 and 10;
 * enqueue-to-start latency p50/p99: jobs enqueued one at a time into an idle,
   listening worker (concurrency 10), after 10 uncounted warm-up jobs; for Keel with an
-  ``Enqueuer``, and again with ``enqueue_now`` and with ``enqueue`` in a transaction of
+  ``Enqueuer``, and again with ``enqueue(database, …)`` and with ``enqueue`` in a transaction of
   its own.
 
 Usage::
@@ -51,7 +51,7 @@ from keel import migrations
 from keel.audit import build_auditor
 from keel.clock import SYSTEM_CLOCK
 from keel.db.engine import Database
-from keel.jobs import Enqueuer, enqueue_now, queue
+from keel.jobs import Enqueuer, enqueue, queries, queue
 from keel.jobs.registry import JobContext, JobResources, JobType, Registry
 from keel.jobs.worker import Worker, WorkerConfig
 from keel.resilience.wiring import build_webhooks
@@ -161,7 +161,7 @@ async def bench_keel(db_name: str, jobs: int, parts: set[str]) -> dict[str, floa
 
         start = time.perf_counter()
         for _ in range(1000):
-            await enqueue_now(database, noop_type, {})
+            await enqueue(database, noop_type, {})
         results["enqueue_one_checkout_each_per_s"] = 1000 / (time.perf_counter() - start)
 
         start = time.perf_counter()
@@ -184,10 +184,10 @@ async def bench_keel(db_name: str, jobs: int, parts: set[str]) -> dict[str, floa
         start = time.perf_counter()
         for _ in range(10):
             async with database.write() as session:
-                await queue.enqueue_many(session, [queue.NewJob(noop_type)] * 1000)
+                await queue.Enqueuer(session).enqueue_many([queue.NewJob(noop_type)] * 1000)
         results["enqueue_batch_per_s"] = 10_000 / (time.perf_counter() - start)
         async with database.write() as session:
-            await session.execute(queue.queries.jobs.delete())
+            await session.execute(queries.jobs.delete())
 
     async def run_worker(concurrency: int) -> tuple[Worker, asyncio.Task[None]]:
         settings = Settings(database_url=url)
@@ -210,7 +210,7 @@ async def bench_keel(db_name: str, jobs: int, parts: set[str]) -> dict[str, floa
     for concurrency in concurrencies(parts):
         async with database.write() as session:
             for _ in range(jobs // 1000):
-                await queue.enqueue_many(session, [queue.NewJob(noop_type)] * 1000)
+                await queue.Enqueuer(session).enqueue_many([queue.NewJob(noop_type)] * 1000)
         done.reset(jobs)
         start = time.perf_counter()
         worker, task = await run_worker(concurrency)
@@ -229,7 +229,7 @@ async def bench_keel(db_name: str, jobs: int, parts: set[str]) -> dict[str, floa
             await enqueuer.enqueue(noop_type, payload)
 
         async def enqueue_one_checkout_each(payload: dict[str, Any]) -> None:
-            await enqueue_now(database, noop_type, payload)
+            await enqueue(database, noop_type, payload)
 
         async def enqueue_one_in_transaction(payload: dict[str, Any]) -> None:
             async with database.write() as session:

@@ -27,6 +27,7 @@ from keel.guard.ratelimit.headers import WARNING_THRESHOLDS
 from keel.guard.ratelimit.policy import QuotaRule
 from keel.jobs import metrics as jobs
 from keel.jobs.catalog import build_registry
+from keel.jobs.queue import connector_for
 from keel.jobs.runtime import DEFAULT_CONCURRENCY
 from keel.jobs.states import JobState
 from keel.jobs.worker import parse_queues
@@ -93,7 +94,7 @@ def expose_documented_series(services: Services, idempotent_operations: Iterable
         *(job_type.queue for job_type in registry.job_types),
     }
     depth = jobs.QueueDepthCollector(
-        services.database,
+        connector_for(services.database),
         queues,
         clock=services.clock,
         timeout_seconds=settings.health_check_timeout_seconds,

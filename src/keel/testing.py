@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from keel.guard.idempotency.memory import MemoryIdempotencyStore
+from keel.jobs.memory import MemoryJobConnector
 
 
 class ManualClock:
@@ -29,4 +30,4 @@ class ManualClock:
         self._now = when
 
 
-__all__ = ["ManualClock", "MemoryIdempotencyStore"]
+__all__ = ["ManualClock", "MemoryIdempotencyStore", "MemoryJobConnector"]

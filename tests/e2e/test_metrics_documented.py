@@ -21,7 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from keel.db.engine import Database
-from keel.jobs import enqueue_now
+from keel.jobs import enqueue
 from tests.support.databases import Templates, fresh_database
 from tests.support.processes import keel_server, server_env
 
@@ -69,7 +69,7 @@ def test_the_readme_table_is_found() -> None:
 async def _enqueue_scheduled(database_url: str) -> None:
     database = Database(database_url)
     try:
-        await enqueue_now(
+        await enqueue(
             database,
             "jobs.purge_finished",
             {},

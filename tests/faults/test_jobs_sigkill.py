@@ -78,8 +78,8 @@ async def test_sigkilled_workers_lose_nothing_and_never_overlap(
             for statement in SETUP.strip().split(";"):
                 if statement.strip():
                     await session.execute(text(statement))
-            await queue.enqueue_many(
-                session, [queue.NewJob(RECORD_RUN, {"i": i}) for i in range(JOBS)]
+            await queue.Enqueuer(session).enqueue_many(
+                [queue.NewJob(RECORD_RUN, {"i": i}) for i in range(JOBS)],
             )
         workers = [start_worker(pg_url, tmp_path), start_worker(pg_url, tmp_path)]
         deadline = time.monotonic() + 150

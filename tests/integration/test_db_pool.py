@@ -32,9 +32,9 @@ from tests.support.services import PG_HOST, PG_PORT
 from keel.db.engine import Database
 from keel.errors import DatabaseUnavailable
 from keel.guard.idempotency import ClaimResult, KeyRef, store_for
-from keel.jobs import Enqueuer, enqueue_now
+from keel.jobs import Enqueuer, enqueue
 from keel.jobs.listener import asyncpg_dsn
-from keel.jobs.store import JobStore
+from keel.jobs.sql import PostgresJobConnector
 
 pytestmark = pytest.mark.postgres
 
@@ -62,7 +62,7 @@ async def select_one(database: Database) -> int:
 
 
 async def enqueue_one(database: Database) -> int:
-    await enqueue_now(database, "test.record")
+    await enqueue(database, "test.record")
     return 1
 
 
@@ -82,7 +82,7 @@ async def claim_a_key(database: Database) -> int:
 
 PATHS: dict[str, Callable[[Database], Awaitable[int]]] = {
     "session": select_one,
-    "enqueue_now": enqueue_one,
+    "enqueue": enqueue_one,
     "idempotency claim": claim_a_key,
     "Enqueuer": enqueue_one_held,
 }
@@ -122,9 +122,9 @@ def test_the_pool_has_no_pre_ping_on_asyncpg() -> None:
 async def test_the_worker_claim_connection_fails_once_as_unavailable_then_is_replaced(
     database: Database,
 ) -> None:
-    """The worker's claim goes to the driver of its own pool (``JobStore.claim``): a
+    """The worker's claim goes to the driver of its own pool (``PostgresJobConnector.claim``): a
     dead connection there is a ``DatabaseUnavailable`` the claim loop retries, not a crash."""
-    store = JobStore(database, pool_size=1)
+    store = PostgresJobConnector(database, pool_size=1)
     try:
         before = await store._on_driver(server_pid)
         terminate_behind_the_loops_back(asyncpg_dsn(database.url), before)
@@ -133,30 +133,30 @@ async def test_the_worker_claim_connection_fails_once_as_unavailable_then_is_rep
         assert await store.claim("none", 1, "w", datetime.now(UTC), datetime.now(UTC), []) == []
         assert await store._on_driver(server_pid) != before
     finally:
-        await store.dispose()
+        await store.close()
 
 
 async def test_warming_the_worker_store_opens_that_many_connections(
     database: Database,
 ) -> None:
-    store = JobStore(database, pool_size=4)
+    store = PostgresJobConnector(database, pool_size=4)
     try:
         await store.warm(3)
         pool = store._own.sync_engine.pool if store._own is not None else None
         assert pool is not None
         assert (pool.checkedin(), pool.checkedout()) == (3, 0)
     finally:
-        await store.dispose()
+        await store.close()
 
 
 async def test_warming_a_worker_store_that_cannot_connect_fails_without_hanging() -> None:
     nowhere = Database("postgresql+asyncpg://postgres@127.0.0.1:9/none", timeout=1.0)
-    store = JobStore(nowhere, pool_size=2)
+    store = PostgresJobConnector(nowhere, pool_size=2)
     try:
         with pytest.raises(DatabaseUnavailable):
             await asyncio.wait_for(store.warm(2), timeout=20)
     finally:
-        await store.dispose()
+        await store.close()
         await nowhere.dispose()
 
 

@@ -12,6 +12,7 @@ import httpx
 from keel.audit import build_auditor
 from keel.db.engine import Database
 from keel.jobs.catalog import JOB_TYPES, PERIODIC
+from keel.jobs.connector import JobConnector
 from keel.jobs.registry import JobContext, JobResources, JobType, Periodic, Registry
 from keel.jobs.retry import RetryPolicy
 from keel.jobs.worker import Worker, WorkerConfig
@@ -58,6 +59,7 @@ async def worker_for(
     http: httpx.AsyncClient | None = None,
     settings: Settings | None = None,
     webhooks: DependencyPool | None = None,
+    connector: JobConnector | None = None,
     **config: Any,
 ) -> AsyncIterator[Worker]:
     settings = settings or make_settings(database.url, str(tmp_path / "blobs"))
@@ -83,6 +85,7 @@ async def worker_for(
             resources,
             registry,
             WorkerConfig(queues=queues or {"default": 4, "critical": 2, "exports": 2}, **config),
+            connector=connector,
         )
         try:
             yield worker

@@ -14,8 +14,8 @@ from rich.table import Table
 
 from keel.cli._common import Column, JsonOption, database, fail, out, print_items, print_json, run
 from keel.clock import SYSTEM_CLOCK
-from keel.db.tables_jobs import Job
 from keel.jobs import queue
+from keel.jobs.connector import JobRecord
 from keel.jobs.runtime import run_standalone
 from keel.jobs.states import JobState
 from keel.jobs.worker import parse_queues
@@ -30,7 +30,7 @@ QueueOption = typer.Option(None, "--queue", help="Only jobs of this queue.")
 LimitOption = typer.Option(50, "--limit", min=1, max=10000, help="At most this many jobs.")
 
 
-def job_dict(job: Job, *, full: bool = False) -> dict[str, Any]:
+def job_dict(job: JobRecord, *, full: bool = False) -> dict[str, Any]:
     item: dict[str, Any] = {
         "id": job.id,
         "queue": job.queue,

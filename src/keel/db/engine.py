@@ -239,7 +239,7 @@ class Database:
 
     async def on_autocommit_driver(self, work: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``work`` on the asyncpg connection of a pooled connection, for
-        autocommit statements on a hot path (``enqueue_now``); PostgreSQL with
+        autocommit statements on a hot path (``keel.jobs.enqueue`` into a database); PostgreSQL with
         asyncpg only.
 
         The connection comes from the main pool (:func:`on_pooled_driver`);

@@ -4,9 +4,10 @@ A job dies when an attempt fails for good (its last attempt, or a
 :class:`~keel.jobs.errors.PermanentJobError`) or when its lease expires on its
 last attempt (its worker died). The worker decides that; this module is what
 dying does. The job type's ``on_dead`` hook runs in the transaction that marks
-the job dead, so a domain row that tracks the job (an export) never says the
-work is still going on. Once that has committed, the dead-job counter moves and
-``job.dead_lettered`` goes to the audit log's system chain. The job itself stays
+the job dead (the store runs it: ``JobConnector.fail`` and ``reclaim``), so a
+domain row that tracks the job (an export) never says the work is still going on.
+Once that has committed, the dead-job counter moves and ``job.dead_lettered``
+goes to the audit log's system chain. The job itself stays
 in the table until an operator requeues it (``keel jobs dead requeue``).
 
 Everything a letter needs beyond its job type's hook (the database, the auditor)
@@ -15,24 +16,24 @@ comes from the worker's resources that the letter carries.
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
+from typing import TYPE_CHECKING
 
 import structlog
-from sqlalchemy import Row
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.audit import AuditEvent, EventCode
-from keel.errors import DatabaseUnavailable
-from keel.jobs import metrics, queries
+from keel.jobs import metrics
+from keel.jobs.connector import LEASE_EXPIRED, ReclaimedJob, TransactionHook
 from keel.jobs.registry import DeadHook, DeadLetter, JobContext, JobResources, Registry
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 log = structlog.get_logger(__name__)
 
 MAX_AUDITED_ERROR_CHARS = 500
 
 
-def lease_expired(row: Row[Any], resources: JobResources) -> DeadLetter:
+def lease_expired(row: ReclaimedJob, resources: JobResources) -> DeadLetter:
     """The letter of a job that a reclaim found dead: its worker died on the last attempt."""
     job = JobContext(
         job_id=row.id,
@@ -43,7 +44,7 @@ def lease_expired(row: Row[Any], resources: JobResources) -> DeadLetter:
         payload=dict(row.payload or {}),
         resources=resources,
     )
-    return DeadLetter(job, "lease expired", queries.LEASE_EXPIRED)
+    return DeadLetter(job, "lease expired", LEASE_EXPIRED)
 
 
 class DeadLetters:
@@ -55,29 +56,16 @@ class DeadLetters:
     def _hook(self, job_type: str) -> DeadHook | None:
         return self.registry.get(job_type).on_dead if job_type in self.registry else None
 
-    def has_hook(self, job_type: str) -> bool:
-        return self._hook(job_type) is not None
+    def hook_for(self, letter: DeadLetter | None) -> TransactionHook | None:
+        """What the store runs in the transaction that marks ``letter``'s job dead:
+        its type's ``on_dead`` (``None`` when the job is not dying or has none)."""
+        if letter is None or self._hook(letter.job.job_type) is None:
+            return None
 
-    async def write(self, statement: Any, letter: DeadLetter) -> bool:
-        """Dead-letter a job with ``statement`` and run its ``on_dead`` in the same transaction.
+        async def on_dead(session: AsyncSession) -> None:
+            await self.run_hook(session, letter)
 
-        Not on the worker's autocommit connections: the two writes commit together.
-        ``False`` when the fence says the lease is gone.
-        """
-        for attempt in range(3):
-            try:
-                async with letter.job.resources.database.write() as session:
-                    result: Any = await session.execute(statement)
-                    if result.rowcount != 1:
-                        log.warning("job_outcome_discarded", reason="lease lost")
-                        return False
-                    await self.run_hook(session, letter)
-                return True
-            except DatabaseUnavailable:
-                if attempt == 2:
-                    raise
-                await asyncio.sleep(0.5 * (attempt + 1))
-        return False  # pragma: no cover - the loop returns or raises
+        return on_dead
 
     async def run_hook(self, session: AsyncSession, letter: DeadLetter) -> None:
         """Run the job type's ``on_dead`` (if it has one) in a savepoint of ``session``."""

@@ -21,9 +21,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy.exc import SQLAlchemyError
 
 from keel.clock import SYSTEM_CLOCK, Clock
-from keel.db.engine import Database
 from keel.errors import KeelError
-from keel.jobs.queue import QueueStats, stats
+from keel.jobs.connector import JobConnector, QueueStats
 from keel.jobs.states import JobState
 
 log = structlog.get_logger(__name__)
@@ -80,14 +79,14 @@ class QueueDepthCollector:
 
     def __init__(
         self,
-        database: Database,
+        connector: JobConnector,
         queues: Iterable[str],
         *,
         clock: Clock = SYSTEM_CLOCK,
         cache_seconds: float = 5.0,
         timeout_seconds: float = 1.0,
     ) -> None:
-        self._database = database
+        self._connector = connector
         self._queues = tuple(sorted(set(queues)))
         self._clock = clock
         self._cache_seconds = cache_seconds
@@ -105,8 +104,7 @@ class QueueDepthCollector:
             self._attempted_at = self._clock.monotonic()
             try:
                 async with asyncio.timeout(self._timeout_seconds):
-                    async with self._database.read() as session:
-                        self._reading = await stats(session, self._clock.now())
+                    self._reading = await self._connector.stats(self._clock.now())
             except (TimeoutError, KeelError, SQLAlchemyError, OSError) as exc:
                 log.warning("queue_depth_unavailable", error=type(exc).__name__)
 

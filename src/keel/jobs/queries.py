@@ -34,6 +34,7 @@ from sqlalchemy.sql.dml import Insert
 
 from keel.db.tables_jobs import Job, JobSchedule
 from keel.db.types import UTCDateTime
+from keel.jobs.connector import LEASE_EXPIRED
 from keel.jobs.states import QUEUED, JobState, source_states
 
 jobs: Table = Job.__table__  # type: ignore[assignment]
@@ -82,7 +83,7 @@ INSERT_UNKEYED_JOBS_POSTGRESQL = _INSERT_JOBS_FROM_ARRAYS
 
 
 # ``insert_job_postgresql``: the same insert for ONE job, the common case
-# (``enqueue_now``, a request enqueueing its one job). A plain VALUES row skips
+# (``enqueue`` into a database, a request enqueueing its one job). A plain VALUES row skips
 # what the batch form pays for even at one row — nine one-element arrays for
 # asyncpg to encode and the server to decode, and a function scan over
 # ``unnest`` — about a tenth of the statement's server time on the development
@@ -108,9 +109,14 @@ def insert_job_statement(unique_key: str | None) -> str:
     return INSERT_UNKEYED_JOB_POSTGRESQL if unique_key is None else INSERT_JOB_POSTGRESQL
 
 
-# ``id_by_unique_key_postgresql``: the job holding a key, after ``enqueue_now``'s
+# ``id_by_unique_key_postgresql``: the job holding a key, after an autocommit enqueue's
 # insert met it (a second statement only on that path).
 ID_BY_UNIQUE_KEY_POSTGRESQL = "SELECT id FROM jobs WHERE unique_key = $1"
+
+# ``ids_by_unique_keys_postgresql``: the holders of the keys a batch insert met.
+IDS_BY_UNIQUE_KEYS_POSTGRESQL = (
+    "SELECT id, unique_key FROM jobs WHERE unique_key = ANY($1::varchar[])"
+)
 
 
 def insert_jobs(dialect: str) -> Insert:
@@ -158,7 +164,7 @@ def _sql_states(states: Sequence[str]) -> str:
 # on each other's candidates; the UPDATE … RETURNING hands back the claimed rows
 # with their new attempt number. Piggybacked on it, the attempts this worker
 # finished since its last claim ($6 ids, $7 attempts, fenced like
-# ``mark_succeeded``) are recorded by a data-modifying CTE, so a job costs one
+# ``mark_succeeded_many``) are recorded by a data-modifying CTE, so a job costs one
 # commit, not two; the rows being claimed are queued, never these. Parameters:
 # $1 queue, $2 limit, $3 worker, $4 now, $5 lease until.
 CLAIM_POSTGRESQL = f"""\
@@ -246,23 +252,9 @@ def renew_leases(job_ids: Sequence[str], worker: str, lease_until: datetime) -> 
     )
 
 
-def mark_succeeded(job_id: str, worker: str, attempt: int, now: datetime) -> Update:
-    source_states(S.SUCCEEDED, frozenset({S.RUNNING}))
-    return (
-        update(jobs)
-        .where(_held(job_id, worker, attempt))
-        .values(
-            state=S.SUCCEEDED.value,
-            finished_at=now,
-            lease_owner=None,
-            lease_expires_at=None,
-            last_error=None,
-        )
-    )
-
-
 def mark_succeeded_many(succeeded: Sequence[tuple[str, int]], worker: str, now: datetime) -> Update:
-    """``mark_succeeded_many``: (job id, attempt) pairs, fenced like :func:`mark_succeeded`."""
+    """``mark_succeeded_many``: finished (job id, attempt) pairs, each fenced on this
+    worker still holding that attempt's lease."""
     source_states(S.SUCCEEDED, frozenset({S.RUNNING}))
     return (
         update(jobs)
@@ -353,9 +345,6 @@ def release(job_ids: Sequence[str], worker: str) -> Update:
     )
 
 
-LEASE_EXPIRED = "lease expired: the worker stopped heartbeating"
-
-
 def reclaim_expired(now: datetime) -> Update:
     """``reclaim_expired``: a running job whose lease ran out lost its worker.
 
@@ -412,8 +401,8 @@ def purge(states: Sequence[JobState], finished_before: datetime) -> Delete:
     )
 
 
-def purge_ids(job_ids: Sequence[str], state: JobState) -> Delete:
-    return delete(jobs).where(jobs.c.id.in_(job_ids), jobs.c.state == state.value)
+def purge_ids(job_ids: Sequence[str], states: Sequence[JobState]) -> Delete:
+    return delete(jobs).where(jobs.c.id.in_(job_ids), jobs.c.state.in_([s.value for s in states]))
 
 
 def depth_by_queue_and_state() -> Select[tuple[str, str, int]]:

@@ -1,32 +1,49 @@
-"""Enqueueing inside the caller's transaction, and the operator's actions on jobs.
+"""The queue's API: enqueueing, and the operator's actions on jobs.
 
-``enqueue`` only adds a row to the session it is given: the job commits with the
-caller's own writes or not at all — no lost job when the caller commits, no
-phantom job when it rolls back. On PostgreSQL a trigger (migration 0004) sends
-``NOTIFY keel_jobs`` for every row that becomes ``ready``; PostgreSQL delivers it
-at commit, so a worker wakes only for jobs that exist.
+One way to enqueue, whatever the caller holds: ``enqueue(into, …)`` for one job
+and an :class:`Enqueuer` for many. ``into`` says where the job commits:
+
+- an ``AsyncSession``: in the caller's transaction. The job commits with the
+  caller's own writes or not at all — no lost job when the caller commits, no
+  phantom job when it rolls back. This is the form for any job that belongs to a
+  write.
+- a :class:`~keel.db.engine.Database`: committed when the call returns, for a
+  caller with nothing else to write (a CLI command, a fan-out); on PostgreSQL
+  ONE autocommit statement, not a transaction around one row.
+- any :class:`~keel.jobs.connector.JobConnector` (the memory one in tests).
+
+On PostgreSQL a trigger (migrations 0004 and 0007) sends ``NOTIFY keel_jobs`` for
+every row that becomes ``ready``; PostgreSQL delivers it at commit, so a worker
+wakes only for jobs that exist. Everything here speaks to the store through the
+connector seam (:mod:`keel.jobs.connector`); the SQL lives in :mod:`keel.jobs.sql`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from opentelemetry import propagate
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.clock import SYSTEM_CLOCK, Clock
-from keel.db.tables_jobs import Job
-from keel.errors import InvalidInput, NotFound
-from keel.ids import is_valid_id, new_ids
-from keel.jobs import queries
+from keel.db.engine import Database
+from keel.errors import InvalidInput
+from keel.ids import new_ids
+from keel.jobs import sql
+from keel.jobs.connector import (
+    JobColumns,
+    JobConnector,
+    JobInserter,
+    JobRecord,
+    QueueStats,
+    ResolvedJob,
+)
 from keel.jobs.registry import DEFAULT_QUEUE, JobType
 from keel.jobs.retry import RetryPolicy
-from keel.jobs.states import FINISHED, QUEUED, JobState, check
+from keel.jobs.states import FINISHED, QUEUED, JobState
 
 DEFAULT_POLICY = RetryPolicy()
 TRACE_CONTEXT_KEYS = ("traceparent", "tracestate")
@@ -34,7 +51,7 @@ TRACE_CONTEXT_KEYS = ("traceparent", "tracestate")
 
 @dataclass(frozen=True)
 class NewJob:
-    """One job of a batch for :func:`enqueue_many`."""
+    """One job of a batch for :meth:`Enqueuer.enqueue_many`."""
 
     job_type: JobType | str
     payload: Mapping[str, Any] = field(default_factory=dict)
@@ -50,13 +67,6 @@ def current_trace_context() -> dict[str, str]:
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return {key: value for key, value in carrier.items() if key in TRACE_CONTEXT_KEYS}
-
-
-# One job's columns after validation, in the order of the insert's parameters
-# from ``queue`` on: queue, job_type, payload, state, priority, max_attempts,
-# run_at, unique_key. A plain tuple, not a dataclass: a batch makes one per
-# distinct job and transposes them into columns with ``zip``.
-ResolvedJob = tuple[str, str, dict[str, Any], str, int, int, datetime, str | None]
 
 
 def resolve_job(
@@ -88,34 +98,6 @@ def resolve_job(
 
 _SCHEDULED = JobState.SCHEDULED.value
 _READY = JobState.READY.value
-
-
-@dataclass(frozen=True, slots=True)
-class JobColumns:
-    """A validated batch, one list per column (what the ``unnest`` insert binds)."""
-
-    ids: list[str]
-    queues: list[str]
-    job_types: list[str]
-    payloads: list[dict[str, Any]]
-    states: list[str]
-    priorities: list[int]
-    max_attempts: list[int]
-    run_ats: list[datetime]
-    unique_keys: list[str | None]
-
-    def row(self, index: int) -> ResolvedJob:
-        """One job's columns back as a row (the single-row insert binds a row)."""
-        return (
-            self.queues[index],
-            self.job_types[index],
-            self.payloads[index],
-            self.states[index],
-            self.priorities[index],
-            self.max_attempts[index],
-            self.run_ats[index],
-            self.unique_keys[index],
-        )
 
 
 def job_columns(jobs: Sequence[NewJob], ids: list[str], now: datetime) -> JobColumns:
@@ -156,166 +138,50 @@ def job_columns(jobs: Sequence[NewJob], ids: list[str], now: datetime) -> JobCol
     )
 
 
-def payload_json(payload: Mapping[str, Any]) -> str:
-    return json.dumps(payload) if payload else "{}"
-
-
-def postgresql_parameters(
-    columns: JobColumns, now: datetime, trace_context: Mapping[str, str]
-) -> tuple[Any, ...]:
-    """The bound parameters of ``INSERT_JOBS_POSTGRESQL`` (one array per column).
-
-    Each distinct payload object is JSON-encoded once (``job_columns`` already
-    shares one copy between the jobs that shared a payload).
-    """
-    encoded: dict[int, str] = {}
-    payloads: list[str] = []
-    append = payloads.append
-    for payload in columns.payloads:
-        text = encoded.get(id(payload))
-        if text is None:
-            text = encoded[id(payload)] = payload_json(payload)
-        append(text)
-    return (
-        columns.ids,
-        columns.queues,
-        columns.job_types,
-        payloads,
-        columns.states,
-        columns.priorities,
-        columns.max_attempts,
-        columns.run_ats,
-        columns.unique_keys,
-        json.dumps(trace_context),
-        now,
-    )
-
-
-def postgresql_row_parameters(
-    job_id: str, row: ResolvedJob, now: datetime, trace_context: Mapping[str, str]
-) -> tuple[Any, ...]:
-    """The bound parameters of ``INSERT_JOB_POSTGRESQL`` for one job."""
-    queue, job_type, payload, state, priority, max_attempts, run_at, unique_key = row
-    return (
-        job_id,
-        queue,
+def _one(
+    job_type: JobType | str,
+    payload: Mapping[str, Any] | None,
+    queue: str | None,
+    priority: int,
+    run_at: datetime | None,
+    unique_key: str | None,
+    max_attempts: int | None,
+    now: datetime,
+) -> JobColumns:
+    """One job validated and laid out as a batch of one (no ``NewJob`` to resolve)."""
+    queue_name, name, body, state, rank, attempts, due, key = resolve_job(
         job_type,
-        payload_json(payload),
-        state,
+        dict(payload) if payload else {},
+        queue,
         priority,
-        max_attempts,
         run_at,
         unique_key,
-        json.dumps(trace_context),
+        max_attempts,
         now,
+    )
+    return JobColumns(
+        new_ids(1), [queue_name], [name], [body], [state], [rank], [attempts], [due], [key]
     )
 
 
-async def _insert_postgresql(
-    connection: AsyncConnection,
-    columns: JobColumns,
-    now: datetime,
-    trace_context: dict[str, str],
-) -> set[str]:
-    """One INSERT statement for the whole batch; returns the ids inserted.
-
-    One job takes the single-row statement, a batch the ``unnest`` one; either
-    without ``ON CONFLICT`` when no job has a ``unique_key`` (and a batch then
-    without ``RETURNING``: every row is inserted).
-    """
-    if len(columns.ids) == 1:
-        statement = queries.insert_job_statement(columns.unique_keys[0])
-        parameters = postgresql_row_parameters(columns.ids[0], columns.row(0), now, trace_context)
-    elif any(key is not None for key in columns.unique_keys):
-        statement = queries.INSERT_JOBS_POSTGRESQL
-        parameters = postgresql_parameters(columns, now, trace_context)
-    else:
-        parameters = postgresql_parameters(columns, now, trace_context)
-        await connection.exec_driver_sql(queries.INSERT_UNKEYED_JOBS_POSTGRESQL, parameters)
-        return set(columns.ids)  # nothing can conflict: every row went in
-    result = await connection.exec_driver_sql(statement, parameters)
-    return {id_ for (id_,) in result}
+Store = AsyncSession | Database | JobConnector
+"""Where jobs are added, read and changed: a caller's session (its transaction),
+the database on its own, or any job store."""
 
 
-async def _insert_core(
-    connection: AsyncConnection,
-    columns: JobColumns,
-    now: datetime,
-    trace_context: dict[str, str],
-) -> set[str]:
-    values = [
-        {
-            "id": job_id,
-            "queue": queue,
-            "job_type": job_type,
-            "payload": payload,
-            "state": state,
-            "priority": priority,
-            "attempt": 0,
-            "max_attempts": attempts,
-            "run_at": due,
-            "unique_key": key,
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "trace_context": trace_context,
-            "last_error": None,
-            "created_at": now,
-            "started_at": None,
-            "finished_at": None,
-        }
-        for job_id, queue, job_type, payload, state, priority, attempts, due, key in zip(
-            columns.ids,
-            columns.queues,
-            columns.job_types,
-            columns.payloads,
-            columns.states,
-            columns.priorities,
-            columns.max_attempts,
-            columns.run_ats,
-            columns.unique_keys,
-            strict=True,
-        )
-    ]
-    result = await connection.execute(queries.insert_jobs(connection.dialect.name), values)
-    return {row.id for row in result}
+def connector_for(store: Database | JobConnector) -> JobConnector:
+    """The connector of a store: the SQL one over a :class:`Database`."""
+    return sql.sql_connector(store) if isinstance(store, Database) else store
 
 
-async def enqueue_many(
-    session: AsyncSession, jobs: Sequence[NewJob], *, clock: Clock = SYSTEM_CLOCK
-) -> list[str]:
-    """Add jobs in the session's transaction; returns one id per job, in order.
-
-    A job whose ``unique_key`` is already taken is not added again: its place in
-    the result holds the id of the job that has the key.
-    """
-    if not jobs:
-        return []
-    now = clock.now()
-    trace_context = current_trace_context()
-    columns = job_columns(jobs, new_ids(len(jobs)), now)
-    # The session's own connection, so the jobs join the caller's transaction;
-    # no ORM unit of work, no per-call compilation on PostgreSQL.
-    connection = await session.connection()
-    if connection.dialect.name == "postgresql":
-        inserted = await _insert_postgresql(connection, columns, now, trace_context)
-    else:
-        inserted = await _insert_core(connection, columns, now, trace_context)
-    if len(inserted) == len(columns.ids):
-        return columns.ids
-    ids = list(columns.ids)
-    keys_by_index = columns.unique_keys
-    missing = [i for i, job_id in enumerate(ids) if job_id not in inserted]
-    keys = sorted({key for i in missing if (key := keys_by_index[i]) is not None})
-    found = {
-        row.unique_key: row.id for row in await session.execute(queries.ids_by_unique_key(keys))
-    }
-    for index in missing:
-        ids[index] = found[keys_by_index[index]]
-    return ids
+def _inserter(into: Store) -> JobInserter:
+    if isinstance(into, AsyncSession):
+        return sql.SessionInserter(into)
+    return connector_for(into).inserter()
 
 
 async def enqueue(
-    session: AsyncSession,
+    into: Store,
     job_type: JobType | str,
     payload: Mapping[str, Any] | None = None,
     *,
@@ -326,88 +192,138 @@ async def enqueue(
     max_attempts: int | None = None,
     clock: Clock = SYSTEM_CLOCK,
 ) -> str:
-    """Add one job in the session's transaction; returns its id.
+    """Add one job; returns its id. See the module for what ``into`` decides.
 
-    When ``unique_key`` is taken, nothing is added and the id of the job holding it is returned.
+    When ``unique_key`` is taken, nothing is added and the id of the job holding
+    it is returned. Bad input raises before anything reaches the store.
     """
-    job = NewJob(job_type, payload or {}, queue, priority, run_at, unique_key, max_attempts)
-    return (await enqueue_many(session, [job], clock=clock))[0]
+    now = clock.now()
+    columns = _one(job_type, payload, queue, priority, run_at, unique_key, max_attempts, now)
+    trace_context = current_trace_context()
+    if isinstance(into, AsyncSession):
+        ids = await sql.insert_in_session(into, columns, now, trace_context)
+    else:
+        ids = await connector_for(into).insert(columns, now, trace_context)
+    return ids[0]
 
 
-# --- reading ------------------------------------------------------------------
+class Enqueuer:
+    """Many jobs into one destination, one at a time or in batches.
+
+    Into a session, every job joins its transaction. Into a database or store,
+    each call commits when it returns, on ONE connection held for the ``async
+    with`` block on PostgreSQL (the pool's checkout is paid once per run, not once
+    per job; a connection that died is replaced). Hold it for a burst, not for
+    the life of the process: the connection is out of the pool meanwhile. Tasks
+    may share one; their statements go one at a time on its connection.
+    """
+
+    def __init__(self, into: Store, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._inserter = _inserter(into)
+        self._clock = clock
+
+    async def __aenter__(self) -> Enqueuer:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self._inserter.close()
+
+    async def enqueue(
+        self,
+        job_type: JobType | str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        priority: int = 0,
+        run_at: datetime | None = None,
+        unique_key: str | None = None,
+        max_attempts: int | None = None,
+    ) -> str:
+        """Add one job; returns its id (or the key holder's)."""
+        now = self._clock.now()
+        columns = _one(job_type, payload, queue, priority, run_at, unique_key, max_attempts, now)
+        return (await self._inserter.insert(columns, now, current_trace_context()))[0]
+
+    async def enqueue_many(self, jobs: Sequence[NewJob]) -> list[str]:
+        """Add a batch in one statement; one id per job, in order.
+
+        A job whose ``unique_key`` is already taken is not added again: its place
+        in the result holds the id of the job that has the key.
+        """
+        if not jobs:
+            return []
+        now = self._clock.now()
+        columns = job_columns(jobs, new_ids(len(jobs)), now)
+        return await self._inserter.insert(columns, now, current_trace_context())
 
 
-async def get(session: AsyncSession, job_id: str) -> Job:
-    row = await session.get(Job, job_id) if is_valid_id(job_id) else None
-    if row is None:
-        raise NotFound(f"no job {job_id}")
-    return row
+# --- reading and operator actions ------------------------------------------------------
+
+
+async def get(source: Store, job_id: str) -> JobRecord:
+    if isinstance(source, AsyncSession):
+        return await sql.get_in_session(source, job_id)
+    return await connector_for(source).get(job_id)
 
 
 async def list_jobs(
-    session: AsyncSession,
+    source: Store,
     *,
     state: JobState | None = None,
     queue: str | None = None,
     job_type: str | None = None,
     limit: int = 50,
-) -> list[Job]:
-    query = select(Job).order_by(Job.id.desc()).limit(limit)
-    if state is not None:
-        query = query.where(Job.state == state.value)
-    if queue is not None:
-        query = query.where(Job.queue == queue)
-    if job_type is not None:
-        query = query.where(Job.job_type == job_type)
-    return list(await session.scalars(query))
+) -> list[JobRecord]:
+    if isinstance(source, AsyncSession):
+        return await sql.list_in_session(
+            source, state=state, queue=queue, job_type=job_type, limit=limit
+        )
+    return await connector_for(source).list_jobs(
+        state=state, queue=queue, job_type=job_type, limit=limit
+    )
 
 
-@dataclass(frozen=True)
-class QueueStats:
-    queue: str
-    depth: dict[JobState, int]
-    oldest_ready_age_seconds: float
+async def stats(source: Store, now: datetime) -> list[QueueStats]:
+    if isinstance(source, AsyncSession):
+        return await sql.stats_in_session(source, now)
+    return await connector_for(source).stats(now)
 
 
-async def stats(session: AsyncSession, now: datetime) -> list[QueueStats]:
-    depth: dict[str, dict[JobState, int]] = {}
-    counts: Any = await session.execute(queries.depth_by_queue_and_state())
-    for queue, state, count in counts:
-        depth.setdefault(queue, {})[JobState(state)] = int(count)
-    oldest: dict[str, float] = {}
-    due: Any = await session.execute(queries.oldest_due(now))
-    for queue, run_at in due:
-        if run_at is not None:
-            oldest[queue] = max(0.0, (now - run_at).total_seconds())
-            depth.setdefault(queue, {})
-    return [QueueStats(queue, depth[queue], oldest.get(queue, 0.0)) for queue in sorted(depth)]
-
-
-# --- operator actions -----------------------------------------------------------
-
-
-async def cancel(session: AsyncSession, job_id: str, *, clock: Clock = SYSTEM_CLOCK) -> None:
+async def cancel(source: Store, job_id: str, *, clock: Clock = SYSTEM_CLOCK) -> None:
     """Cancel a queued job; a running or finished job cannot be cancelled."""
-    job = await get(session, job_id)
-    check(JobState(job.state), JobState.CANCELLED)
-    result = await session.execute(queries.cancel(job_id, clock.now()))
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        check(JobState.RUNNING, JobState.CANCELLED)  # claimed meanwhile: refuse the same way
+    if isinstance(source, AsyncSession):
+        await sql.cancel_in_session(source, job_id, clock.now())
+    else:
+        await connector_for(source).cancel(job_id, clock.now())
 
 
 async def requeue_dead(
-    session: AsyncSession, job_ids: Sequence[str] | None = None, *, clock: Clock = SYSTEM_CLOCK
+    source: Store, job_ids: Sequence[str] | None = None, *, clock: Clock = SYSTEM_CLOCK
 ) -> list[str]:
     """Dead jobs back to ``ready`` with their attempts reset; ``None`` means every dead job."""
-    if job_ids is not None:
-        for job_id in job_ids:
-            check(JobState((await get(session, job_id)).state), JobState.READY)
-    result = await session.execute(queries.requeue_dead(job_ids, clock.now()))
-    return [row.id for row in result]
+    if isinstance(source, AsyncSession):
+        return await sql.requeue_dead_in_session(source, job_ids, clock.now())
+    return await connector_for(source).requeue_dead(job_ids, clock.now())
+
+
+async def _purge(
+    source: Store,
+    states: Sequence[JobState],
+    *,
+    finished_before: datetime | None = None,
+    job_ids: Sequence[str] | None = None,
+) -> int:
+    if isinstance(source, AsyncSession):
+        return await sql.purge_in_session(
+            source, states, finished_before=finished_before, job_ids=job_ids
+        )
+    return await connector_for(source).purge(
+        states, finished_before=finished_before, job_ids=job_ids
+    )
 
 
 async def purge_dead(
-    session: AsyncSession,
+    source: Store,
     *,
     job_ids: Sequence[str] | None = None,
     older_than: timedelta | None = None,
@@ -415,33 +331,32 @@ async def purge_dead(
 ) -> int:
     """Delete dead jobs: the ones named, or those dead for longer than ``older_than``."""
     if job_ids is not None:
-        result = await session.execute(queries.purge_ids(job_ids, JobState.DEAD))
-    else:
-        cutoff = clock.now() - (older_than or timedelta(0))
-        result = await session.execute(queries.purge([JobState.DEAD], cutoff))
-    return int(result.rowcount)  # type: ignore[attr-defined]
+        return await _purge(source, [JobState.DEAD], job_ids=job_ids)
+    cutoff = clock.now() - (older_than or timedelta(0))
+    return await _purge(source, [JobState.DEAD], finished_before=cutoff)
 
 
 async def purge_finished(
-    session: AsyncSession, *, older_than: timedelta, clock: Clock = SYSTEM_CLOCK
+    source: Store, *, older_than: timedelta, clock: Clock = SYSTEM_CLOCK
 ) -> int:
     """Delete succeeded and cancelled jobs finished longer ago than ``older_than``.
 
     Dead jobs stay until an operator requeues or purges them.
     """
     states = [s for s in FINISHED if s is not JobState.DEAD]
-    result = await session.execute(queries.purge(states, clock.now() - older_than))
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return await _purge(source, states, finished_before=clock.now() - older_than)
 
 
 __all__ = [
     "QUEUED",
+    "Enqueuer",
     "NewJob",
     "QueueStats",
+    "Store",
     "cancel",
+    "connector_for",
     "current_trace_context",
     "enqueue",
-    "enqueue_many",
     "get",
     "list_jobs",
     "purge_dead",

@@ -15,8 +15,7 @@ log = structlog.get_logger(__name__)
 async def purge_finished_jobs(context: JobContext) -> None:
     resources = context.resources
     retention = timedelta(hours=resources.settings.jobs_retention_hours)
-    async with resources.database.write() as session:
-        count = await purge_finished(session, older_than=retention, clock=resources.clock)
+    count = await purge_finished(resources.database, older_than=retention, clock=resources.clock)
     log.info("jobs_purged", count=count, retention_hours=retention.total_seconds() / 3600)
 
 

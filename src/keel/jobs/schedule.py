@@ -15,9 +15,9 @@ from datetime import datetime
 
 import structlog
 
-from keel.db.engine import Database
-from keel.jobs import queries
-from keel.jobs.queue import enqueue
+from keel.ids import new_ids
+from keel.jobs.connector import JobConnector
+from keel.jobs.queue import NewJob, current_trace_context, job_columns
 from keel.jobs.registry import Periodic, Registry
 
 log = structlog.get_logger(__name__)
@@ -28,42 +28,30 @@ def slot_key(schedule: Periodic, slot: datetime) -> str:
 
 
 async def tick(
-    database: Database, registry: Registry, schedules: Iterable[Periodic], now: datetime
+    connector: JobConnector, registry: Registry, schedules: Iterable[Periodic], now: datetime
 ) -> list[str]:
-    """Enqueue every schedule whose latest slot no worker has claimed yet; returns job ids."""
+    """Enqueue every schedule whose latest slot no worker has claimed yet; returns job ids.
+
+    The job is stamped with the tick's ``now``.
+    """
     enqueued: list[str] = []
     for schedule in schedules:
         job_type = registry.get(schedule.job_type)
         slot = schedule.latest_slot(now)
-        async with database.write() as session:
-            await session.execute(queries.ensure_schedule(database.dialect, schedule.name))
-            claimed = await session.execute(queries.claim_slot(schedule.name, slot))
-            if claimed.rowcount != 1:  # type: ignore[attr-defined]
-                continue
-            job_id = await enqueue(
-                session,
-                job_type,
-                {**schedule.payload, "slot": slot.isoformat()},
-                unique_key=slot_key(schedule, slot),
-                clock=_At(now),
-            )
-            await session.execute(queries.record_slot_job(schedule.name, job_id))
+        job = NewJob(
+            job_type,
+            {**schedule.payload, "slot": slot.isoformat()},
+            unique_key=slot_key(schedule, slot),
+        )
+        columns = job_columns([job], new_ids(1), now)
+        job_id = await connector.schedule(
+            schedule.name, slot, columns, now, current_trace_context()
+        )
+        if job_id is None:
+            continue
         log.info("periodic_job_enqueued", schedule=schedule.name, slot=slot.isoformat())
         enqueued.append(job_id)
     return enqueued
-
-
-class _At:
-    """A clock stopped at the tick's ``now``, so the job is stamped with the tick's time."""
-
-    def __init__(self, now: datetime) -> None:
-        self._now = now
-
-    def now(self) -> datetime:
-        return self._now
-
-    def monotonic(self) -> float:  # pragma: no cover - enqueue reads only now()
-        return 0.0
 
 
 __all__ = ["slot_key", "tick"]

@@ -6,9 +6,12 @@ heartbeats renew the leases of running jobs; a reclaimer hands expired leases
 (their worker died) back to ``ready``; a ticker enqueues periodic jobs; a sampler
 feeds the depth gauges; on PostgreSQL a listener turns ``NOTIFY`` into wake-ups.
 
-Every outcome write is fenced on (job id, this worker, this attempt): a worker
-that lost its lease can no longer change the job. Graceful stop: stop claiming,
-let running jobs finish within the grace period, release the rest to ``ready``.
+The worker reaches the queue only through its store (:class:`~keel.jobs.connector.JobConnector`,
+by default the SQL one of its database): every claim, heartbeat, outcome and
+release is one step of that seam. Every outcome write is fenced on (job id, this
+worker, this attempt): a worker that lost its lease can no longer change the job.
+Graceful stop: stop claiming, let running jobs finish within the grace period,
+release the rest to ``ready``.
 """
 
 from __future__ import annotations
@@ -18,21 +21,21 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import structlog
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from keel.errors import DatabaseUnavailable
-from keel.jobs import metrics, queries, schedule
+from keel.jobs import metrics, schedule
+from keel.jobs.connector import ClaimedJob, JobConnector, ReclaimedJob
 from keel.jobs.dead_letter import DeadLetters, lease_expired
 from keel.jobs.errors import JobDeferred, PermanentJobError
 from keel.jobs.listener import Listener
-from keel.jobs.queue import stats
 from keel.jobs.registry import (
     DeadLetter,
     JobContext,
@@ -41,8 +44,11 @@ from keel.jobs.registry import (
     UnknownJobType,
 )
 from keel.jobs.retry import Outcome, RetryPolicy, after_failure, deferral
+from keel.jobs.sql import PostgresJobConnector, sql_connector
 from keel.jobs.states import JobState
-from keel.jobs.store import JobStore
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("keel.jobs")
@@ -85,17 +91,6 @@ def parse_queues(spec: str, default_concurrency: int) -> dict[str, int]:
     return queues
 
 
-@dataclass(frozen=True)
-class ClaimedJob:
-    id: str
-    job_type: str
-    queue: str
-    attempt: int
-    max_attempts: int
-    payload: dict[str, Any]
-    trace_context: dict[str, str]
-
-
 def _retry_after(error: BaseException) -> float | None:
     """The seconds a failure asks to wait (a ``Retry-After`` it carries), if any."""
     value = getattr(error, "retry_after", None)
@@ -116,7 +111,10 @@ class Worker:
         config: WorkerConfig,
         *,
         worker_id: str | None = None,
+        connector: JobConnector | None = None,
     ) -> None:
+        """``connector`` is the queue store (its owner closes it); by default the SQL
+        store of ``resources.database``, with a small pool of the worker's own."""
         self.resources = resources
         self.registry = registry
         self._dead_letters = DeadLetters(registry)
@@ -131,11 +129,14 @@ class Worker:
         self._defer_success = False
         self._backlog: dict[str, bool] = {}
         self._flusher: asyncio.Task[None] | None = None
-        pool_size = min(sum(config.queues.values()) + 2, 20)
-        self._store = JobStore(resources.database, pool_size=pool_size)
+        self._owns_connector = connector is None
+        if connector is None:
+            pool_size = min(sum(config.queues.values()) + 2, 20)
+            connector = sql_connector(resources.database, pool_size=pool_size)
+        self._connector: JobConnector = connector
         self._listener: Listener | None = None
-        if resources.database.dialect == "postgresql":
-            self._listener = Listener(resources.database.url, self._wake)
+        if isinstance(connector, PostgresJobConnector):
+            self._listener = Listener(connector.database.url, self._wake)
 
     @property
     def running(self) -> int:
@@ -143,7 +144,8 @@ class Worker:
 
     async def close(self) -> None:
         """Release the worker's own connections (:meth:`run` does it when it returns)."""
-        await self._store.dispose()
+        if self._owns_connector:
+            await self._connector.close()
 
     def stop(self) -> None:
         """Stop claiming; :meth:`run` then finishes or releases what runs and returns."""
@@ -159,22 +161,10 @@ class Worker:
         lease_until = now + timedelta(seconds=self.config.lease_seconds)
         succeeded, self._succeeded = self._succeeded, []
         try:
-            rows = await self._store.claim(queue, limit, self.id, now, lease_until, succeeded)
+            return await self._connector.claim(queue, limit, self.id, now, lease_until, succeeded)
         except BaseException:
             self._succeeded[:0] = succeeded  # not recorded: keep them for the next write
             raise
-        return [
-            ClaimedJob(
-                id=row["id"],
-                job_type=row["job_type"],
-                queue=row["queue"],
-                attempt=row["attempt"],
-                max_attempts=row["max_attempts"],
-                payload=dict(row["payload"] or {}),
-                trace_context=dict(row["trace_context"] or {}),
-            )
-            for row in sorted(rows, key=lambda r: (-r["priority"], r["run_at"], r["id"]))
-        ]
 
     def _context(self, job: ClaimedJob) -> JobContext:
         return JobContext(
@@ -225,9 +215,8 @@ class Worker:
             # Recorded by the queue loop's next claim (see CLAIM_POSTGRESQL), at once.
             self._succeeded.append((job.id, job.attempt))
             return JobState.SUCCEEDED
-        recorded = await self._record(
-            queries.mark_succeeded(job.id, self.id, job.attempt, clock.now())
-        )
+        succeeded = [(job.id, job.attempt)]
+        recorded = await self._record(lambda: self._succeed_one(succeeded, clock.now()), job)
         if not recorded:
             return None
         log.info("job_succeeded", job_id=job.id, job_type=job.job_type, attempt=job.attempt)
@@ -238,9 +227,10 @@ class Worker:
     ) -> JobState | None:
         run_at = deferral(deferred.retry_after, now=self.resources.clock.now())
         recorded = await self._record(
-            queries.mark_deferred(
+            lambda: self._connector.defer(
                 job.id, self.id, job.attempt, run_at=run_at, reason=_error_text(deferred)
-            )
+            ),
+            job,
         )
         metrics.JOB_DURATION.labels(job.job_type, "deferred").observe(elapsed)
         if not recorded:
@@ -270,22 +260,22 @@ class Worker:
                 now=now,
                 not_before=_retry_after(error),
             )
-        statement = queries.mark_failed(
-            job.id,
-            self.id,
-            job.attempt,
-            state=outcome.state,
-            run_at=outcome.run_at,
-            error=_error_text(error),
-            now=now,
-        )
         letter: DeadLetter | None = None
         if outcome.state is JobState.DEAD:
             letter = DeadLetter(self._context(job), type(error).__name__, _error_text(error))
-        if letter is not None and self._dead_letters.has_hook(job.job_type):
-            recorded = await self._dead_letters.write(statement, letter)
-        else:
-            recorded = await self._record(statement)
+        recorded = await self._record(
+            lambda: self._connector.fail(
+                job.id,
+                self.id,
+                job.attempt,
+                state=outcome.state,
+                run_at=outcome.run_at,
+                error=_error_text(error),
+                now=now,
+                on_dead=self._dead_letters.hook_for(letter),
+            ),
+            job,
+        )
         metrics.JOB_DURATION.labels(job.job_type, outcome.state.value).observe(elapsed)
         if not recorded:
             return None
@@ -310,21 +300,23 @@ class Worker:
             )
         return outcome.state
 
-    async def _record(self, statement: Any) -> bool:
-        """Write an outcome; ``False`` when the fence says the lease is gone."""
+    async def _succeed_one(self, succeeded: list[tuple[str, int]], now: datetime) -> bool:
+        return await self._connector.succeed(succeeded, self.id, now) == 1
+
+    async def _record(self, write: Callable[[], Awaitable[bool]], job: ClaimedJob) -> bool:
+        """Write an outcome through the store, retrying a store that does not answer;
+        ``False`` when the fence says the lease is gone."""
         for attempt in range(3):
             try:
-                async with self._store.write() as session:
-                    result = await session.execute(statement)
+                recorded = await write()
                 break
             except DatabaseUnavailable:
                 if attempt == 2:
                     raise
                 await asyncio.sleep(0.5 * (attempt + 1))
-        if result.rowcount != 1:
-            log.warning("job_outcome_discarded", reason="lease lost")
-            return False
-        return True
+        if not recorded:
+            log.warning("job_outcome_discarded", job_id=job.id, reason="lease lost")
+        return recorded
 
     async def heartbeat(self) -> set[str]:
         """Renew the leases of running jobs; returns (and stops) those whose lease was lost."""
@@ -332,9 +324,7 @@ class Worker:
         if not ids:
             return set()
         until = self.resources.clock.now() + timedelta(seconds=self.config.lease_seconds)
-        async with self._store.write() as session:
-            renewed = await session.execute(queries.renew_leases(ids, self.id, until))
-            kept = {row.id for row in renewed}
+        kept = await self._connector.renew(ids, self.id, until)
         lost = {job_id for job_id in ids if job_id not in kept and job_id in self._running}
         for job_id in lost:
             self._lost.add(job_id)
@@ -344,19 +334,19 @@ class Worker:
 
     async def reclaim(self) -> int:
         """Hand jobs whose lease expired back to ``ready`` (or ``dead``); any worker may."""
-        # In a transaction of the service's database, not on the worker's autocommit
-        # connections: a job dead from its last lease and its type's ``on_dead``
-        # (an export marked failed) commit together.
-        async with self.resources.database.write() as session:
-            statement = queries.reclaim_expired(self.resources.clock.now())
-            rows = (await session.execute(statement)).all()
-            dead = {
-                row.id: lease_expired(row, self.resources)
-                for row in rows
-                if row.state == JobState.DEAD.value
-            }
-            for letter in dead.values():
-                await self._dead_letters.run_hook(session, letter)
+        # A job dead from its last lease and its type's ``on_dead`` (an export
+        # marked failed) commit together.
+        dead: dict[str, DeadLetter] = {}
+
+        async def on_dead(session: AsyncSession, jobs: Sequence[ReclaimedJob]) -> None:
+            for job in jobs:
+                dead[job.id] = lease_expired(job, self.resources)
+                await self._dead_letters.run_hook(session, dead[job.id])
+
+        rows = await self._connector.reclaim(self.resources.clock.now(), on_dead)
+        for row in rows:
+            if row.state == JobState.DEAD.value and row.id not in dead:
+                dead[row.id] = lease_expired(row, self.resources)
         for row in rows:
             metrics.LEASES_RECLAIMED.inc()
             if row.id in dead:
@@ -366,15 +356,14 @@ class Worker:
 
     async def tick(self) -> list[str]:
         return await schedule.tick(
-            self.resources.database,
+            self._connector,
             self.registry,
             self.registry.periodic,
             self.resources.clock.now(),
         )
 
     async def sample(self) -> None:
-        async with self.resources.database.read() as session:
-            metrics.record_stats(await stats(session, self.resources.clock.now()))
+        metrics.record_stats(await self._connector.stats(self.resources.clock.now()))
 
     async def run_until_idle(self, queue: str, *, limit: int = 1000) -> int:
         """Claim and run due jobs of ``queue`` one batch at a time until none is due.
@@ -396,7 +385,7 @@ class Worker:
         """Work until :meth:`stop`; then stop claiming, finish or release, and return."""
         log.info("worker_started", worker=self.id, queues=self.config.queues)
         try:  # one connection per queue loop and one for outcome writes, opened up front
-            await self._store.warm(len(self.config.queues) + 1)
+            await self._connector.warm(len(self.config.queues) + 1)
         except Exception as error:  # never fatal: the loops open them on demand, as before
             log.warning("job_store_warm_failed", worker=self.id, error=type(error).__name__)
         self._defer_success = True
@@ -439,8 +428,7 @@ class Worker:
             return
         now = self.resources.clock.now()
         try:
-            async with self._store.write() as connection:
-                await connection.execute(queries.mark_succeeded_many(succeeded, self.id, now))
+            await self._connector.succeed(succeeded, self.id, now)
         except Exception:
             if self._defer_success:  # still running: the next claim records them
                 self._succeeded[:0] = succeeded
@@ -460,8 +448,7 @@ class Worker:
             task.cancel()
         await asyncio.wait(pending, timeout=5)
         try:
-            async with self._store.write() as session:
-                await session.execute(queries.release(left, self.id))
+            await self._connector.release(left, self.id)
             log.warning("jobs_released", worker=self.id, count=len(left))
         except DatabaseUnavailable:
             log.error("jobs_release_failed", worker=self.id, count=len(left))

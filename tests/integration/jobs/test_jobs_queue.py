@@ -21,7 +21,7 @@ from keel.db.engine import Database
 from keel.db.tables_audit import AuditEvent as AuditEventRow
 from keel.db.tables_jobs import Job
 from keel.errors import InvalidInput, NotFound
-from keel.jobs import enqueue_now, queue
+from keel.jobs import enqueue, queries, queue
 from keel.jobs.health import check_job_store
 from keel.jobs.listener import CHANNEL, asyncpg_dsn
 from keel.jobs.registry import JobContext, JobType, Periodic
@@ -66,8 +66,7 @@ async def test_unique_key_enqueues_a_logical_job_once(database: Database) -> Non
         again = await queue.enqueue(session, "test.record", unique_key="k1")
     async with database.write() as session:
         later = await queue.enqueue(session, "test.record", unique_key="k1")
-        batch = await queue.enqueue_many(
-            session,
+        batch = await queue.Enqueuer(session).enqueue_many(
             [
                 queue.NewJob("test.record", unique_key="k2"),
                 queue.NewJob("test.record", unique_key="k1"),
@@ -82,15 +81,15 @@ async def test_unique_key_enqueues_a_logical_job_once(database: Database) -> Non
 
 async def test_batch_of_a_thousand_commits_together(database: Database) -> None:
     async with database.write() as session:
-        ids = await queue.enqueue_many(
-            session, [queue.NewJob("test.record", {"i": i}) for i in range(1500)]
+        ids = await queue.Enqueuer(session).enqueue_many(
+            [queue.NewJob("test.record", {"i": i}) for i in range(1500)],
         )
     assert len(set(ids)) == 1500
     assert await count_jobs(database) == 1500
 
 
 async def test_a_batch_repeating_one_job_or_payload_gets_one_row_each(database: Database) -> None:
-    """``enqueue_many`` validates a repeated ``NewJob`` and encodes a shared payload
+    """``Enqueuer.enqueue_many`` validates a repeated ``NewJob`` and encodes a shared payload
     once; every position must still be its own row with its own columns."""
     clock = ManualClock()
     later = clock.now() + timedelta(minutes=5)
@@ -105,7 +104,7 @@ async def test_a_batch_repeating_one_job_or_payload_gets_one_row_each(database: 
         repeated,
     ]
     async with database.write() as session:
-        ids = await queue.enqueue_many(session, jobs, clock=clock)
+        ids = await queue.Enqueuer(session, clock=clock).enqueue_many(jobs)
     shared["n"] = 99  # the caller's mapping changing afterwards changes no job
     assert len(set(ids)) == 5
     assert ids == sorted(ids)
@@ -124,7 +123,7 @@ async def test_a_batch_with_an_invalid_job_adds_nothing(database: Database) -> N
     bad = queue.NewJob("test.record", max_attempts=0)
     with pytest.raises(InvalidInput, match="max_attempts"):
         async with database.write() as session:
-            await queue.enqueue_many(session, [queue.NewJob("test.record"), bad, bad])
+            await queue.Enqueuer(session).enqueue_many([queue.NewJob("test.record"), bad, bad])
     assert await count_jobs(database) == 0
 
 
@@ -428,8 +427,8 @@ async def test_running_worker_wakes_and_processes(database: Database, tmp_path: 
     ) as worker:
         task = asyncio.create_task(worker.run())
         async with database.write() as session:
-            ids = await queue.enqueue_many(
-                session, [queue.NewJob("test.record", {"i": i}) for i in range(20)], clock=clock
+            ids = await queue.Enqueuer(session, clock=clock).enqueue_many(
+                [queue.NewJob("test.record", {"i": i}) for i in range(20)],
             )
         for _ in range(1000):
             if len(recorder.calls) >= 20 and worker.running == 0:
@@ -482,8 +481,7 @@ async def test_a_batch_wakes_each_queue_once_at_commit(database: Database, backe
     try:
         await listening.add_listener(CHANNEL, lambda *args: heard.append(args[3]))
         async with database.write() as session:
-            await queue.enqueue_many(
-                session,
+            await queue.Enqueuer(session).enqueue_many(
                 [queue.NewJob("test.record", queue=name) for name in ["a", "b"] * 500]
                 + [queue.NewJob("test.record", queue="c", run_at=ManualClock().now())],
             )
@@ -492,14 +490,14 @@ async def test_a_batch_wakes_each_queue_once_at_commit(database: Database, backe
         async with database.write() as session:
             requeued = await queue.enqueue(session, "test.record", queue="d")
             await session.execute(
-                queue.queries.jobs.update()
-                .where(queue.queries.jobs.c.id == requeued)
+                queries.jobs.update()
+                .where(queries.jobs.c.id == requeued)
                 .values(state=JobState.RUNNING)
             )
         async with database.write() as session:  # a row that becomes ready by an UPDATE
             await session.execute(
-                queue.queries.jobs.update()
-                .where(queue.queries.jobs.c.id == requeued)
+                queries.jobs.update()
+                .where(queries.jobs.c.id == requeued)
                 .values(state=JobState.READY)
             )
         for _ in range(200):
@@ -564,14 +562,14 @@ async def test_a_waiting_success_rides_on_the_next_claim(
     async with idle_listening_worker(
         database, recorder, clock, tmp_path, success_flush_seconds=20
     ) as worker:
-        first = await enqueue_now(database, "test.record", clock=clock)
+        first = await enqueue(database, "test.record", clock=clock)
         for _ in range(500):
             if recorder.calls and worker.running == 0:
                 break
             await asyncio.sleep(0.01)
         assert [call[0] for call in recorder.calls] == [first]
         assert (await job(database, first)).state == JobState.RUNNING  # not written yet
-        second = await enqueue_now(database, "test.record", clock=clock)
+        second = await enqueue(database, "test.record", clock=clock)
         for _ in range(500):
             if (await job(database, first)).state == JobState.SUCCEEDED:
                 break

@@ -25,7 +25,7 @@ from keel.db.tables import Export
 from keel.db.tables_audit import AuditEvent as AuditEventRow
 from keel.db.tables_jobs import Job
 from keel.domain import orgs
-from keel.jobs import queue
+from keel.jobs import queries, queue
 from keel.jobs.notifications import enqueue_quota_warning
 from keel.jobs.registry import DeadLetter
 from keel.jobs.states import JobState
@@ -149,8 +149,8 @@ async def test_export_job_run_twice_is_harmless(request_export: RequestExport) -
         first = await export.shown()
         async with export.database.write() as session:  # the same job delivered again
             await session.execute(
-                queue.queries.jobs.update()
-                .where(queue.queries.jobs.c.id == export.job.id)
+                queries.jobs.update()
+                .where(queries.jobs.c.id == export.job.id)
                 .values(state="ready")
             )
         await worker.run_until_idle("exports")

@@ -1,4 +1,4 @@
-"""``enqueue_now``: one job committed on its own, on SQLite and PostgreSQL."""
+"""``enqueue(database, …)``: one job committed on its own, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from keel.db.engine import Database
 from keel.db.tables_jobs import Job
 from keel.errors import InvalidInput
-from keel.jobs import enqueue_now, queue
+from keel.jobs import enqueue, queue
 from keel.jobs.listener import CHANNEL, asyncpg_dsn
 from keel.jobs.registry import JobContext, JobType
 from keel.jobs.states import JobState
@@ -29,9 +29,11 @@ async def count_jobs(database: Database) -> int:
         return int(await session.scalar(select(func.count()).select_from(Job)) or 0)
 
 
-async def test_the_job_is_committed_when_enqueue_now_returns(database: Database) -> None:
+async def test_the_job_is_committed_when_enqueue_into_a_database_returns(
+    database: Database,
+) -> None:
     exports = JobType("test.export", noop, queue="exports")
-    job_id = await enqueue_now(database, exports, {"n": 1}, priority=3)
+    job_id = await enqueue(database, exports, {"n": 1}, priority=3)
     async with database.read() as session:
         job = await queue.get(session, job_id)
     assert (job.job_type, job.queue, job.payload, job.priority) == (
@@ -46,27 +48,27 @@ async def test_the_job_is_committed_when_enqueue_now_returns(database: Database)
 async def test_a_future_run_at_is_scheduled(database: Database) -> None:
     clock = ManualClock()
     later = clock.now().replace(year=clock.now().year + 1)
-    job_id = await enqueue_now(database, "test.record", run_at=later, clock=clock)
+    job_id = await enqueue(database, "test.record", run_at=later, clock=clock)
     async with database.read() as session:
         assert (await queue.get(session, job_id)).state == JobState.SCHEDULED
 
 
 async def test_unique_key_enqueues_once_across_both_forms(database: Database) -> None:
-    first = await enqueue_now(database, "test.record", unique_key="k1")
-    again = await enqueue_now(database, "test.record", unique_key="k1")
+    first = await enqueue(database, "test.record", unique_key="k1")
+    again = await enqueue(database, "test.record", unique_key="k1")
     async with database.write() as session:
         in_transaction = await queue.enqueue(session, "test.record", unique_key="k1")
         held = await queue.enqueue(session, "test.record", unique_key="k2")
     assert first == again == in_transaction
-    assert await enqueue_now(database, "test.record", unique_key="k2") == held
+    assert await enqueue(database, "test.record", unique_key="k2") == held
     assert await count_jobs(database) == 2
 
 
 async def test_invalid_jobs_are_refused_before_reaching_the_database(database: Database) -> None:
     with pytest.raises(InvalidInput):
-        await enqueue_now(database, "test.record", run_at=datetime(2026, 1, 1))
+        await enqueue(database, "test.record", run_at=datetime(2026, 1, 1))
     with pytest.raises(InvalidInput):
-        await enqueue_now(database, "test.record", max_attempts=0)
+        await enqueue(database, "test.record", max_attempts=0)
     assert await count_jobs(database) == 0
 
 
@@ -89,7 +91,7 @@ async def test_notify_wakes_a_listener(database: Database, backend: str) -> None
     listening = await asyncpg.connect(asyncpg_dsn(database.url))
     try:
         await listening.add_listener(CHANNEL, lambda *args: heard.append(args[3]))
-        await enqueue_now(database, "test.record", queue="wake")
+        await enqueue(database, "test.record", queue="wake")
         for _ in range(200):
             if heard:
                 break
@@ -101,7 +103,7 @@ async def test_notify_wakes_a_listener(database: Database, backend: str) -> None
 
 async def test_no_transaction_is_left_open(database: Database, backend: str) -> None:
     only_postgres(backend)
-    await enqueue_now(database, "test.record")
+    await enqueue(database, "test.record")
     assert not await database.on_autocommit_driver(in_transaction)
 
 
@@ -110,7 +112,7 @@ async def test_a_connection_closed_by_the_server_is_replaced(
 ) -> None:
     """The pool has no pre-ping: a pooled connection the server closed must still not fail."""
     only_postgres(backend)
-    await enqueue_now(database, "test.record")
+    await enqueue(database, "test.record")
     driver = await database.on_autocommit_driver(the_driver)
     pid = driver.get_server_pid()
     admin = await asyncpg.connect(asyncpg_dsn(database.url))
@@ -123,5 +125,5 @@ async def test_a_connection_closed_by_the_server_is_replaced(
     finally:
         await admin.close()
     assert driver.is_closed()
-    await enqueue_now(database, "test.record")
+    await enqueue(database, "test.record")
     assert await count_jobs(database) == 2

@@ -17,7 +17,7 @@ from keel import migrations
 from keel.db.engine import Database
 from keel.db.tables import Base
 from keel.db.tables_jobs import Job
-from keel.jobs import enqueue_now, queue
+from keel.jobs import enqueue, queue
 from keel.jobs.queue import NewJob
 
 JOB_TABLES = {"jobs", "job_schedules"}
@@ -134,15 +134,14 @@ async def _enqueue_duplicates(url: str) -> None:
         assert "ix_jobs_unique_key" in indexes
         assert constraints == {"uq_jobs_unique_key"}
 
-        first = await enqueue_now(database, "test.record", unique_key="k1")
-        again = await enqueue_now(database, "test.record", unique_key="k1")
+        first = await enqueue(database, "test.record", unique_key="k1")
+        again = await enqueue(database, "test.record", unique_key="k1")
         async with database.write() as session:
             in_session = await queue.enqueue(session, "test.record", unique_key="k1")
-            batch = await queue.enqueue_many(
-                session,
+            batch = await queue.Enqueuer(session).enqueue_many(
                 [NewJob("test.record", unique_key="k1"), NewJob("test.record", unique_key="k2")],
             )
-            unkeyed = await queue.enqueue_many(session, [NewJob("test.record")] * 2)
+            unkeyed = await queue.Enqueuer(session).enqueue_many([NewJob("test.record")] * 2)
         assert first == again == in_session == batch[0]
         assert len({*unkeyed, batch[1], first}) == 4
         assert await _count_jobs(database) == 4
@@ -181,7 +180,7 @@ async def _rebuild_after_failed_attempt(url: str) -> None:
     try:
         await migrations.upgrade(database, BEFORE_PARTIAL)
         for key in ("a", "b"):
-            await enqueue_now(database, "test.record", unique_key=key)
+            await enqueue(database, "test.record", unique_key=key)
         async with database.engine.connect() as connection:
             autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
             with pytest.raises(Exception, match="could not create unique index"):

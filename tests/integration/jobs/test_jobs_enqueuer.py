@@ -16,8 +16,9 @@ from tests.support.pg_terminate import terminate_and_wait, terminate_behind_the_
 from keel.db.engine import Database
 from keel.db.tables_jobs import Job
 from keel.errors import DatabaseUnavailable, InvalidInput
-from keel.jobs import Enqueuer, enqueue_now, queue
+from keel.jobs import Enqueuer, enqueue, queue
 from keel.jobs.listener import asyncpg_dsn
+from keel.jobs.sql import HeldInserter
 from keel.jobs.states import JobState
 
 
@@ -54,11 +55,11 @@ async def test_each_job_is_committed_when_its_call_returns(database: Database) -
     assert (other.queue, other.payload) == ("default", {"n": 2})
 
 
-async def test_unique_key_enqueues_once_with_enqueue_now_too(database: Database) -> None:
+async def test_unique_key_enqueues_once_with_a_single_enqueue_too(database: Database) -> None:
     async with Enqueuer(database) as enqueuer:
         first = await enqueuer.enqueue("test.record", unique_key="k1")
         again = await enqueuer.enqueue("test.record", unique_key="k1")
-    assert first == again == await enqueue_now(database, "test.record", unique_key="k1")
+    assert first == again == await enqueue(database, "test.record", unique_key="k1")
     assert await count_jobs(database) == 1
 
 
@@ -117,9 +118,9 @@ async def test_a_held_connection_that_died_unseen_fails_once_then_is_replaced(
 
 
 async def held_pid_of(enqueuer: Enqueuer) -> int:
-    held = enqueuer._held
-    assert held is not None
-    return int(await held.run(server_pid))
+    inserter = enqueuer._inserter
+    assert isinstance(inserter, HeldInserter)
+    return int(await inserter._held.run(server_pid))
 
 
 async def server_pid(driver: object) -> int:

@@ -11,35 +11,26 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
 
 import pytest
 
 from keel.errors import DatabaseUnavailable
 from keel.jobs import metrics
-from keel.jobs.queue import QueueStats
+from keel.jobs.connector import QueueStats
 from keel.jobs.states import JobState
 from keel.testing import ManualClock
 
 
-class _Database:
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[None]:
-        yield None
-
-
 class _Queue:
-    """Stands in for ``keel.jobs.queue.stats``: counts reads, answers what it is told."""
+    """Stands in for a job store's ``stats``: counts reads, answers what it is told."""
 
     def __init__(self) -> None:
         self.reads = 0
         self.answer: list[QueueStats] | BaseException = []
         self.hang = False
 
-    async def stats(self, _session: Any, _now: datetime) -> list[QueueStats]:
+    async def stats(self, _now: datetime) -> list[QueueStats]:
         self.reads += 1
         if self.hang:
             await asyncio.sleep(30)
@@ -57,15 +48,13 @@ def _samples(collector: metrics.QueueDepthCollector) -> dict[tuple[str, ...], fl
 
 
 @pytest.fixture
-def queue(monkeypatch: pytest.MonkeyPatch) -> _Queue:
-    fake = _Queue()
-    monkeypatch.setattr(metrics, "stats", fake.stats)
-    return fake
+def queue() -> _Queue:
+    return _Queue()
 
 
-def _collector(clock: ManualClock) -> metrics.QueueDepthCollector:
+def _collector(clock: ManualClock, queue: _Queue) -> metrics.QueueDepthCollector:
     return metrics.QueueDepthCollector(
-        _Database(),  # type: ignore[arg-type]
+        queue,  # type: ignore[arg-type]
         ["default", "exports"],
         clock=clock,
         cache_seconds=5.0,
@@ -74,7 +63,7 @@ def _collector(clock: ManualClock) -> metrics.QueueDepthCollector:
 
 
 async def test_before_any_reading_the_families_exist_without_samples(queue: _Queue) -> None:
-    collector = _collector(ManualClock())
+    collector = _collector(ManualClock(), queue)
     names = [family.name for family in collector.collect()]
     assert names == ["keel_jobs_queue_depth", "keel_jobs_oldest_ready_age_seconds"]
     assert _samples(collector) == {}
@@ -82,7 +71,7 @@ async def test_before_any_reading_the_families_exist_without_samples(queue: _Que
 
 async def test_a_reading_covers_every_known_queue_and_state(queue: _Queue) -> None:
     queue.answer = [QueueStats("default", {JobState.READY: 2, JobState.RUNNING: 1}, 3.5)]
-    collector = _collector(ManualClock())
+    collector = _collector(ManualClock(), queue)
     await collector.refresh()
     samples = _samples(collector)
     assert samples[("keel_jobs_queue_depth", "default", "ready")] == 2
@@ -95,7 +84,7 @@ async def test_a_reading_covers_every_known_queue_and_state(queue: _Queue) -> No
 
 async def test_scrapes_within_the_cache_cost_one_read(queue: _Queue) -> None:
     clock = ManualClock()
-    collector = _collector(clock)
+    collector = _collector(clock, queue)
     await asyncio.gather(*(collector.refresh() for _ in range(5)))
     clock.advance(4.9)
     await collector.refresh()
@@ -109,7 +98,7 @@ async def test_a_hanging_database_costs_a_scrape_the_timeout_and_keeps_the_last_
     queue: _Queue,
 ) -> None:
     clock = ManualClock()
-    collector = _collector(clock)
+    collector = _collector(clock, queue)
     queue.answer = [QueueStats("default", {JobState.READY: 7}, 1.0)]
     await collector.refresh()
     queue.hang = True
@@ -122,7 +111,7 @@ async def test_a_hanging_database_costs_a_scrape_the_timeout_and_keeps_the_last_
 
 async def test_a_failing_database_keeps_the_last_reading(queue: _Queue) -> None:
     clock = ManualClock()
-    collector = _collector(clock)
+    collector = _collector(clock, queue)
     queue.answer = [QueueStats("default", {JobState.READY: 4}, 1.0)]
     await collector.refresh()
     queue.answer = DatabaseUnavailable("down")

@@ -1,0 +1,62 @@
+"""The job queue on SQLite: one writer at a time, so the write lock is the claim's lock.
+
+Every state change runs under ``BEGIN IMMEDIATE`` on the service's engine: SQLite
+admits one writer, and the lock taken at BEGIN IMMEDIATE is what keeps two
+workers off the same row. The successes a claim carries and the claim share one
+such transaction. There is no autocommit shortcut worth having for enqueueing:
+each batch gets a short write transaction of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from keel.db.engine import _IMMEDIATE, Database
+from keel.jobs import queries
+from keel.jobs.connector import ClaimedJob, JobColumns, JobInserter
+from keel.jobs.sql.base import SqlJobConnector, claimed_jobs, unavailable_as_503
+from keel.jobs.sql.enqueue import TransactionInserter
+
+
+class SqliteJobConnector(SqlJobConnector):
+    def __init__(self, database: Database) -> None:
+        super().__init__(database)
+        self._engine: AsyncEngine = database.engine.execution_options(**{_IMMEDIATE: True})
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        with unavailable_as_503():
+            async with self._engine.begin() as connection:
+                yield connection
+
+    async def insert(
+        self, columns: JobColumns, now: datetime, trace_context: Mapping[str, str]
+    ) -> list[str]:
+        return await TransactionInserter(self.database).insert(columns, now, trace_context)
+
+    def inserter(self) -> JobInserter:
+        return TransactionInserter(self.database)
+
+    async def claim(
+        self,
+        queue: str,
+        limit: int,
+        worker: str,
+        now: datetime,
+        lease_until: datetime,
+        succeeded: Sequence[tuple[str, int]] = (),
+    ) -> list[ClaimedJob]:
+        async with self._write() as connection:
+            if succeeded:
+                await connection.execute(queries.mark_succeeded_many(succeeded, worker, now))
+            result = await connection.execute(
+                queries.claim_sqlite(queue, limit, worker, now, lease_until)
+            )
+            return claimed_jobs(result.mappings().all())
+
+
+__all__ = ["SqliteJobConnector"]
