@@ -44,7 +44,7 @@ from tests.support.policies import shipped_policy_with_ip_limits_lifted
 from tests.support.processes import KEEL, run_keel, server_env, start_server
 
 from keel.db.engine import Database
-from keel.jobs.queue import NewJob, enqueue_many
+from keel.jobs import Enqueuer, NewJob
 
 TARGET = 0.95
 TREES = ("before", "after")
@@ -144,7 +144,9 @@ async def _enqueue(url: str, count: int) -> None:
     database = Database(url)
     try:
         async with database.write() as session:
-            await enqueue_many(session, [NewJob("bench.noop", {"n": n}) for n in range(count)])
+            await Enqueuer(session).enqueue_many(
+                [NewJob("bench.noop", {"n": n}) for n in range(count)]
+            )
     finally:
         await database.dispose()
 
