@@ -9,6 +9,8 @@ longer doing its share, whatever its database says.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from keel.clock import Clock
 from keel.db.engine import Database
 from keel.jobs.health import check_job_store
@@ -48,17 +50,19 @@ def job_store_check(database: Database, queues: dict[str, int]) -> HealthCheck:
     return HealthCheck("jobs", "datastore", "queues", probe)
 
 
-def lease_loop_check(worker: ObservedWorker, clock: Clock) -> HealthCheck:
-    """The heartbeat ran within one lease (it runs every third of one)."""
-    lease = worker.config.lease_seconds
+def lease_loop_check(
+    heartbeat_at: Callable[[], float | None], lease_seconds: float, clock: Clock
+) -> HealthCheck:
+    """The heartbeat (last run at ``heartbeat_at()``, monotonic) ran within one lease;
+    it runs every third of one."""
 
     async def probe() -> Observation:
-        beat = worker.heartbeat_at
+        beat = heartbeat_at()
         if beat is None:
             return Observation(value="starting", status=Status.FAIL, output="no heartbeat yet")
         age = round(max(0.0, clock.monotonic() - beat), 3)
-        if age > lease:
-            output = f"last heartbeat {age:g}s ago, past the {lease:g}s lease"
+        if age > lease_seconds:
+            output = f"last heartbeat {age:g}s ago, past the {lease_seconds:g}s lease"
             return Observation(value=age, unit="s", status=Status.FAIL, output=output)
         return Observation(value=age, unit="s")
 

@@ -120,7 +120,9 @@ async def run_worker(
             health.register(checks.database_check(database))
             health.register(checks.schema_check(database))
             health.register(job_store_check(database, config.queues))
-            health.register(lease_loop_check(worker, clock))
+            health.register(
+                lease_loop_check(lambda: worker.heartbeat_at, config.lease_seconds, clock)
+            )
 
             def drain() -> None:
                 if not lifecycle.draining:
