@@ -15,7 +15,6 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from sqlalchemy import text
 
 from keel.db.engine import Database
 from tests.support.jobs_fault import SETUP
-from tests.support.processes import KEEL, free_port, keel_env
+from tests.support.processes import KEEL, KeelServer, free_port, keel_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,18 +47,8 @@ def worker_env(
     )
 
 
-@dataclass
-class WorkerProcess:
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+class WorkerProcess(KeelServer):
+    """A ``keel worker`` this test started: its port, its log, and its samples."""
 
     def events(self, name: str) -> list[dict[str, Any]]:
         """The JSON log lines whose ``event`` is ``name`` (from any of its processes)."""
@@ -84,11 +73,8 @@ class WorkerProcess:
             for sample in family.samples
         }
 
-    def terminate(self) -> None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-
     def stop(self) -> None:
+        """SIGTERM and wait; past 40 s SIGKILL its whole session (a supervisor's children too)."""
         self.terminate()
         try:
             self.process.wait(timeout=40)

@@ -14,24 +14,14 @@ from collections.abc import Callable
 from keel.clock import Clock
 from keel.db.engine import Database
 from keel.jobs.health import check_job_store
-from keel.jobs.registry import JobResources, Registry
-from keel.jobs.worker import Worker, WorkerConfig
+from keel.jobs.worker import Worker
 from keel.observe.health import HealthCheck, Observation, Status
 
 
 class ObservedWorker(Worker):
     """A :class:`~keel.jobs.worker.Worker` that notes when its lease loop last ran."""
 
-    def __init__(
-        self,
-        resources: JobResources,
-        registry: Registry,
-        config: WorkerConfig,
-        *,
-        worker_id: str | None = None,
-    ) -> None:
-        super().__init__(resources, registry, config, worker_id=worker_id)
-        self.heartbeat_at: float | None = None
+    heartbeat_at: float | None = None  # monotonic; set by each heartbeat
 
     async def heartbeat(self) -> set[str]:
         lost = await super().heartbeat()

@@ -204,6 +204,8 @@ class WorkerSupervisor:
                     jobs_in_hand=event.backlog.in_hand,
                     oldest_ready_age_seconds=round(event.backlog.oldest_ready_age_seconds, 3),
                 )
+        if self._stop.is_set():  # told to stop meanwhile: start nothing more
+            return event
         while len(self._active) < self.autoscaler.count:
             self._spawn()
         while len(self._active) > self.autoscaler.count:
