@@ -136,3 +136,29 @@ def test_autoscale_restarts_scales_up_drains_and_scales_down(pg_url: str, tmp_pa
     for pid in started:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)  # every child was drained and reaped
+
+
+def test_children_drain_by_themselves_when_the_supervisor_is_killed(
+    pg_url: str, tmp_path: Path
+) -> None:
+    env = worker_env(pg_url, tmp_path, SETTINGS)
+    with keel_worker(env, tmp_path, ["--queues", "fault=1", "--autoscale", "1..1"]) as supervisor:
+        wait_for(lambda: bool(supervisor.events("worker_started")), 30, "the child", supervisor)
+        child = supervisor.events("worker_process_started")[0]["pid"]
+        os.kill(supervisor.process.pid, signal.SIGKILL)  # no drain, no forwarded SIGTERM
+        supervisor.process.wait(timeout=10)
+        wait_for(
+            lambda: bool(supervisor.events("worker_stopped")), 30, "the orphan to stop", supervisor
+        )
+        assert (
+            supervisor.events("worker_supervisor_gone")[0]["supervisor"] == supervisor.process.pid
+        )
+    wait_for(lambda: not _alive(child), 10, "the orphan to exit")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -265,6 +265,12 @@ def worker(
         help="Run MIN to MAX worker processes, scaled by queue depth and oldest-ready age "
         "(KEEL_WORKER_AUTOSCALE_*).",
     ),
+    supervised: bool = typer.Option(
+        False,
+        "--supervised",
+        hidden=True,
+        help="Started by --autoscale: also drain when the supervisor is gone.",
+    ),
 ) -> None:
     """Run a standalone job worker until SIGTERM/SIGINT (graceful stop)."""
     settings = Settings()
@@ -275,7 +281,7 @@ def worker(
     try:
         with contextlib.suppress(KeyboardInterrupt):  # SIGINT is handled inside
             if autoscale is None:
-                asyncio.run(run_worker(settings, chosen, port))
+                asyncio.run(run_worker(settings, chosen, port, supervised=supervised))
                 return
             try:
                 minimum, maximum = parse_range(autoscale)

@@ -11,8 +11,9 @@ and releases the rest; the port closes last, so probes answer throughout.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -83,14 +84,32 @@ async def serving(
         await probes.watchdog.stop()
 
 
+PARENT_CHECK_SECONDS = 1.0
+
+
+async def _drain_when_orphaned(parent: int, drain: Callable[[], None]) -> None:
+    """A supervisor killed outright (SIGKILL) cannot drain its children: each drains
+    itself once it sees it has a new parent."""
+    while True:  # no event tells a process its parent died (short of prctl): poll
+        await asyncio.sleep(PARENT_CHECK_SECONDS)
+        if os.getppid() != parent:
+            break
+    log.warning("worker_supervisor_gone", supervisor=parent)
+    drain()
+
+
 async def run_worker(
     settings: Settings,
     queues: dict[str, int] | None,
     port: HttpPort,
     *,
     clock: Clock = SYSTEM_CLOCK,
+    supervised: bool = False,
 ) -> None:
-    """Work until SIGTERM/SIGINT, serving probes and metrics on ``port``; then drain."""
+    """Work until SIGTERM/SIGINT, serving probes and metrics on ``port``; then drain.
+
+    ``supervised``: a child of ``--autoscale``, which also drains when its parent is gone.
+    """
     registry = build_registry(settings)
     declare_job_series(job_type.name for job_type in registry.job_types)
     config = worker_config(settings, queues)
@@ -133,7 +152,17 @@ async def run_worker(
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, drain)
-            async with serving(port, probes, lifecycle):
-                await worker.run()
+            watch = (
+                asyncio.create_task(_drain_when_orphaned(os.getppid(), drain))
+                if supervised
+                else None
+            )
+            try:
+                async with serving(port, probes, lifecycle):
+                    await worker.run()
+            finally:
+                if watch is not None:
+                    watch.cancel()
+                    await asyncio.gather(watch, return_exceptions=True)
     finally:
         await database.dispose()

@@ -69,7 +69,10 @@ def scale_policy(settings: Settings, minimum: int, maximum: int) -> ScalePolicy:
 def child_command(queues: dict[str, int]) -> list[str]:
     """A ``keel worker`` serving ``queues``, without a port (the supervisor's answers)."""
     spec = ",".join(f"{name}={count}" for name, count in queues.items())
-    return [sys.executable, "-m", "keel.cli", "worker", "--queues", spec, "--http-port", "0"]
+    return [
+        *(sys.executable, "-m", "keel.cli", "worker", "--queues", spec),
+        *("--http-port", "0", "--supervised"),
+    ]
 
 
 @dataclass
