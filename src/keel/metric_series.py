@@ -29,7 +29,6 @@ from keel.jobs import metrics as jobs
 from keel.jobs.catalog import build_registry
 from keel.jobs.queue import connector_for
 from keel.jobs.runtime import DEFAULT_CONCURRENCY
-from keel.jobs.states import JobState
 from keel.jobs.worker import parse_queues
 from keel.resilience import default_metrics
 from keel.resilience.wiring import WEBHOOKS
@@ -46,12 +45,6 @@ FALLBACK_OPERATIONS = (
     "quota_consume",
     "quota_refund",
     "slot_acquire",
-)
-JOB_OUTCOMES = (
-    JobState.SUCCEEDED.value,
-    JobState.RETRYING.value,
-    JobState.DEAD.value,
-    "deferred",
 )
 DEPENDENCY_OUTCOMES = ("success", "failure", "timeout", "rejected", "client_error")
 DEPENDENCY_REJECTIONS = ("breaker_open", "bulkhead_full", "retry_budget")
@@ -72,12 +65,7 @@ def expose_documented_series(services: Services, idempotent_operations: Iterable
         ):
             counter.labels(method=method, route=route)
     registry = build_registry(settings)
-    for job_type in registry.job_types:
-        for outcome in JOB_OUTCOMES:
-            jobs.JOB_DURATION.labels(job_type.name, outcome)
-        jobs.JOB_RETRIES.labels(job_type.name)
-        jobs.JOBS_DEFERRED.labels(job_type.name)
-        jobs.JOBS_DEAD.labels(job_type.name)
+    jobs.declare_job_series(job_type.name for job_type in registry.job_types)
     resilience = default_metrics()
     for outcome in DEPENDENCY_OUTCOMES:
         resilience.dependency_calls.labels(WEBHOOKS, outcome)

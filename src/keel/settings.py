@@ -114,6 +114,20 @@ class Settings(BaseSettings):
     jobs_modules: str = ""
     """Comma-separated modules whose ``JOB_TYPES``/``PERIODIC`` workers also load."""
     webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    # keel worker's own HTTP port for /live, /ready and /metrics (0: none). 9100 is also
+    # node_exporter's default: on a host that runs one, choose another port.
+    worker_http_port: int = Field(default=9100, ge=0, le=65535)
+    worker_http_host: str = "127.0.0.1"  # 0.0.0.0 in a container, for probes and scrapes
+    # keel worker --autoscale MIN..MAX: how often the backlog is read; how many ready
+    # jobs one process is meant to hold; the oldest-ready age that asks for one more
+    # process; how soon after a scale event the next may go up, or down; how long the
+    # backlog must have wanted fewer processes before one stops (down slowly).
+    worker_autoscale_interval_seconds: float = Field(default=2.0, gt=0)
+    worker_autoscale_jobs_per_process: int = Field(default=20, ge=1)
+    worker_autoscale_max_age_seconds: float = Field(default=10.0, gt=0)
+    worker_autoscale_up_cooldown_seconds: float = Field(default=5.0, ge=0)
+    worker_autoscale_down_cooldown_seconds: float = Field(default=60.0, ge=0)
+    worker_autoscale_down_window_seconds: float = Field(default=120.0, ge=0)
     # --- observability: health, shutdown, logs, tracing, metrics ---
     observe_enabled: bool = True  # off only to measure the stack's cost (bench/)
     log_level: str = "info"

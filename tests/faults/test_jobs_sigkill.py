@@ -52,6 +52,7 @@ def start_worker(url: str, tmp_path: Path) -> subprocess.Popen[bytes]:
         "KEEL_JOBS_LEASE_SECONDS": "4",
         "KEEL_JOBS_GRACE_SECONDS": "5",
         "KEEL_JOBS_LISTEN_POLL_SECONDS": "0.5",
+        "KEEL_WORKER_HTTP_PORT": "0",  # two workers at once: no probe port to share
     }
     return subprocess.Popen(
         [str(KEEL), "worker", "--queues", "fault=8"],

@@ -14,12 +14,14 @@ from rich.table import Table
 
 from keel.cli._common import Column, JsonOption, database, fail, out, print_items, print_json, run
 from keel.clock import SYSTEM_CLOCK
+from keel.errors import KeelError
 from keel.jobs import queue
 from keel.jobs.connector import JobRecord
-from keel.jobs.runtime import run_standalone
+from keel.jobs.runtime import worker_config
 from keel.jobs.states import JobState
 from keel.jobs.worker import parse_queues
 from keel.settings import Settings
+from keel.workerd import HttpPort, WorkerSupervisor, parse_range, run_worker, scale_policy
 
 app = typer.Typer(help="Inspect and operate the background job queue.", no_args_is_help=True)
 dead_app = typer.Typer(help="The dead-letter queue: jobs that ran out of attempts.")
@@ -244,14 +246,56 @@ def worker(
     concurrency: int = typer.Option(
         4, "--concurrency", min=1, help="Concurrency of each queue named without =N."
     ),
+    http_port: int | None = typer.Option(
+        None,
+        "--http-port",
+        min=0,
+        max=65535,
+        help="Port for /live, /ready and /metrics (default: KEEL_WORKER_HTTP_PORT, 9100; 0: none).",
+    ),
+    http_host: str | None = typer.Option(
+        None,
+        "--http-host",
+        help="Interface of that port (default: KEEL_WORKER_HTTP_HOST, 127.0.0.1).",
+    ),
+    autoscale: str | None = typer.Option(
+        None,
+        "--autoscale",
+        metavar="MIN..MAX",
+        help="Run MIN to MAX worker processes, scaled by queue depth and oldest-ready age "
+        "(KEEL_WORKER_AUTOSCALE_*).",
+    ),
+    supervised: bool = typer.Option(
+        False,
+        "--supervised",
+        hidden=True,
+        help="Started by --autoscale: also drain when the supervisor is gone.",
+    ),
 ) -> None:
     """Run a standalone job worker until SIGTERM/SIGINT (graceful stop)."""
     settings = Settings()
     chosen = parse_queues(queues, concurrency) if queues else None
     if queues and not chosen:
         fail("--queues names no queue")
-    with contextlib.suppress(KeyboardInterrupt):  # SIGINT is handled inside; belt and braces
-        asyncio.run(run_standalone(settings, chosen))
+    port = HttpPort.from_settings(settings, host=http_host, port=http_port)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # SIGINT is handled inside
+            if autoscale is None:
+                asyncio.run(run_worker(settings, chosen, port, supervised=supervised))
+                return
+            try:
+                minimum, maximum = parse_range(autoscale)
+            except ValueError as error:
+                fail(f"--autoscale: {error}")
+            supervisor = WorkerSupervisor(
+                settings,
+                scale_policy(settings, minimum, maximum),
+                chosen or worker_config(settings).queues,
+                port,
+            )
+            asyncio.run(supervisor.run())
+    except KeelError as error:
+        fail(error.detail)
 
 
 def register(root: typer.Typer) -> None:

@@ -56,6 +56,26 @@ LEASES_RECLAIMED = Counter(
 )
 
 
+# Every outcome a job's duration is recorded with (the worker's ``execute``).
+JOB_OUTCOMES = (
+    JobState.SUCCEEDED.value,
+    JobState.RETRYING.value,
+    JobState.DEAD.value,
+    "deferred",
+)
+
+
+def declare_job_series(job_types: Iterable[str]) -> None:
+    """Create each job type's series at zero, so a scrape finds them before the first run
+    (an absent series reads as "no data", not "0")."""
+    for name in job_types:
+        for outcome in JOB_OUTCOMES:
+            JOB_DURATION.labels(name, outcome)
+        JOB_RETRIES.labels(name)
+        JOBS_DEFERRED.labels(name)
+        JOBS_DEAD.labels(name)
+
+
 def record_stats(stats: list[QueueStats]) -> None:
     for item in stats:
         for state in JobState:

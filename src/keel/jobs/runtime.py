@@ -1,14 +1,14 @@
 """Running workers: standalone (``keel worker``) or inside ``keel serve``.
 
 Both build the same :class:`~keel.jobs.worker.Worker` from settings; they differ
-in who owns the database and the stop signal. SIGTERM (or SIGINT) stops the
-standalone worker gracefully; the app's lifespan stops the in-process one.
+in who owns the database and the stop signal. The app's lifespan stops the
+in-process one; ``keel.workerd`` runs the standalone one (its probe port, its
+SIGTERM drain).
 """
 
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -25,7 +25,7 @@ from keel.resilience import BreakerRegistry, DependencyPool
 from keel.resilience.auditing import audit_breaker_transitions
 from keel.resilience.wiring import breaker_store, build_webhooks
 from keel.settings import Settings
-from keel.storage import BlobStore, LocalDirectoryStore
+from keel.storage import BlobStore
 
 log = structlog.get_logger(__name__)
 
@@ -128,26 +128,3 @@ class InProcessWorker:
             self.worker.stop()
         if self._task is not None:
             await asyncio.wait([self._task], timeout=self._settings.jobs_grace_seconds + 10)
-
-
-async def run_standalone(
-    settings: Settings, queues: dict[str, int] | None = None, *, clock: Clock = SYSTEM_CLOCK
-) -> None:
-    """``keel worker``: work until SIGTERM/SIGINT, then stop gracefully."""
-    registry = build_registry(settings)
-    database = Database(
-        settings.database_url,
-        pool_size=settings.database_pool_size,
-        timeout=settings.database_timeout_seconds,
-    )
-    try:
-        async with resources(
-            settings, database, LocalDirectoryStore(settings.storage_dir), clock
-        ) as res:
-            worker = Worker(res, registry, worker_config(settings, queues))
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, worker.stop)
-            await worker.run()
-    finally:
-        await database.dispose()

@@ -231,6 +231,26 @@ class HealthRegistry:
         return self._reading(check, status, value, unit, output)
 
 
+def status_code(report: Report) -> int:
+    """The HTTP status a probe answers with: 503 on ``fail``, else 200 (``warn`` included)."""
+    return 503 if report.status is Status.FAIL else 200
+
+
+def health_document(
+    report: Report, kind: str, *, version: str, release_id: str, service_id: str
+) -> dict[str, Any]:
+    """The ``application/health+json`` body of a probe, for every process that serves one
+    (the API and ``keel worker``), so the two can never drift apart."""
+    return {
+        "status": report.status.value,
+        "version": version,
+        "releaseId": release_id,
+        "serviceId": service_id,
+        "description": f"Keel {kind}",
+        "checks": report.checks_json(),
+    }
+
+
 def describe(error: BaseException) -> str:
     """A one-line reason for a failed check, without internals such as connection strings."""
     detail = getattr(error, "detail", None)

@@ -89,7 +89,7 @@ class ScrapedCollector(Collector, Protocol):
     def names(self) -> frozenset[str]: ...
 
 
-class _Exposition:
+class Exposition:
     """Sampled sources and scraped collectors as one collector: a sampled family that a
     scraped collector also provides is skipped."""
 
@@ -205,5 +205,5 @@ class Metrics:
             files = CollectorRegistry()
             prometheus_multiprocess.MultiProcessCollector(files, path=directory)  # type: ignore[no-untyped-call]
             sampled = [files, *self._live]
-        exposition = _Exposition(sampled, self._scraped)
+        exposition = Exposition(sampled, self._scraped)
         return generate_latest(exposition), CONTENT_TYPE_LATEST

@@ -16,7 +16,14 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from keel import __version__, migrations
 from keel.api.services import services_of
 from keel.errors import InvalidInput
-from keel.observe.health import MEDIA_TYPE, Report, Status, static_check
+from keel.observe.health import (
+    MEDIA_TYPE,
+    Report,
+    Status,
+    health_document,
+    static_check,
+    status_code,
+)
 from keel.observe.version import settings_fingerprint
 from keel.settings import Settings
 
@@ -42,21 +49,18 @@ def _answer(
     request: Request, report: Report, kind: str, *, verbose: bool, max_age: int
 ) -> Response:
     settings = _settings(request)
-    status_code = 503 if report.status is Status.FAIL else 200
+    code = status_code(report)
     headers = {"Cache-Control": f"max-age={max_age}"}
     if verbose:
-        return PlainTextResponse(
-            report.verbose_text(kind), status_code=status_code, headers=headers
-        )
-    body = {
-        "status": report.status.value,
-        "version": __version__,
-        "releaseId": settings.release_id,
-        "serviceId": settings.service_id,
-        "description": f"Keel {kind}",
-        "checks": report.checks_json(),
-    }
-    return JSONResponse(body, status_code=status_code, headers=headers, media_type=MEDIA_TYPE)
+        return PlainTextResponse(report.verbose_text(kind), status_code=code, headers=headers)
+    body = health_document(
+        report,
+        kind,
+        version=__version__,
+        release_id=settings.release_id,
+        service_id=settings.service_id,
+    )
+    return JSONResponse(body, status_code=code, headers=headers, media_type=MEDIA_TYPE)
 
 
 def _max_age(request: Request, report: Report) -> int:
