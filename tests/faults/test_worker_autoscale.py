@@ -60,8 +60,8 @@ async def _burst(url: str) -> None:
     try:
         await prepare_fault_tables(database)
         async with database.write() as session:
-            await queue.enqueue_many(
-                session, [queue.NewJob(RECORD_RUN, {"work_seconds": 0.4}) for _ in range(BURST)]
+            await queue.Enqueuer(session).enqueue_many(
+                [queue.NewJob(RECORD_RUN, {"work_seconds": 0.4}) for _ in range(BURST)]
             )
     finally:
         await database.dispose()
