@@ -49,7 +49,7 @@ from keel.resilience import BreakerGate, BreakerListener
 from keel.resilience.auditing import audit_breaker_transitions
 from keel.resilience.wiring import build_database_breaker, build_dependencies, build_webhooks
 from keel.settings import Settings
-from keel.storage import LocalDirectoryStore, ResilientBlobStore
+from keel.storage import ResilientBlobStore, from_settings
 
 log = structlog.get_logger(__name__)
 
@@ -97,7 +97,7 @@ def build_services(
     )
     audit = build_auditor(settings, database, clock=clock)
     dependencies.registry.add_listener(audit_breaker_transitions(audit))
-    store = ResilientBlobStore(LocalDirectoryStore(settings.storage_dir), dependencies.storage)
+    store = ResilientBlobStore(from_settings(settings), dependencies.storage)
     return Services(
         settings=settings,
         limits=limits,
@@ -165,6 +165,7 @@ def create_app(
                 if services.dependencies.registry.store is not None:
                     await services.dependencies.registry.store.aclose()
                 await services.database.dispose()
+                await services.store.aclose()
                 log.info("keel_stopped")
 
     # /docs and /redoc with their Swagger UI and ReDoc assets served from the installed

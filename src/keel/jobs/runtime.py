@@ -25,7 +25,7 @@ from keel.resilience import BreakerRegistry, DependencyPool
 from keel.resilience.auditing import audit_breaker_transitions
 from keel.resilience.wiring import breaker_store, build_webhooks
 from keel.settings import Settings
-from keel.storage import BlobStore, LocalDirectoryStore
+from keel.storage import BlobStore, from_settings
 
 log = structlog.get_logger(__name__)
 
@@ -140,14 +140,14 @@ async def run_standalone(
         pool_size=settings.database_pool_size,
         timeout=settings.database_timeout_seconds,
     )
+    store = from_settings(settings)
     try:
-        async with resources(
-            settings, database, LocalDirectoryStore(settings.storage_dir), clock
-        ) as res:
+        async with resources(settings, database, store, clock) as res:
             worker = Worker(res, registry, worker_config(settings, queues))
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, worker.stop)
             await worker.run()
     finally:
+        await store.aclose()
         await database.dispose()
