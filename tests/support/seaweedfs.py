@@ -83,6 +83,10 @@ class SeaweedFS:
             "storage_s3_secret_access_key": SECRET_KEY,
         }
 
+    def environment(self, prefix: str) -> dict[str, str]:
+        """The same, as a ``keel`` process's environment."""
+        return {f"KEEL_{name.upper()}": str(value) for name, value in self.settings(prefix).items()}
+
     def start(self) -> None:
         """Start and wait until writable, from any code (the wait runs its own loop in a
         thread: a fixture may be set up while a test's event loop runs)."""

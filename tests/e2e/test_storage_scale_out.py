@@ -1,0 +1,89 @@
+"""Two ``keel serve`` processes on one PostgreSQL and one SeaweedFS: a file uploaded
+through one downloads byte-exact through the other, whole and by range.
+
+Each process has a storage directory of its own, so only the shared object storage
+can make the bytes appear on the other side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from keel.db.engine import Database
+from tests.support.app import SECRET, World, seed_world
+from tests.support.databases import Templates, fresh_database
+from tests.support.processes import keel_env, start_server
+from tests.support.seaweedfs import SeaweedFS
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+
+SIZE = 6 * 1024 * 1024 + 17  # past one 5 MiB part: a multipart upload
+
+
+@pytest.fixture
+def postgres_url(templates: Templates, tmp_path: Path) -> Iterator[str]:
+    with fresh_database(templates, "postgres", tmp_path) as url:
+        yield url
+
+
+def seeded(url: str) -> World:
+    async def go() -> World:
+        database = Database(url)
+        try:
+            return await seed_world(database)
+        finally:
+            await database.dispose()
+
+    return asyncio.run(go())
+
+
+def test_an_upload_through_one_process_downloads_byte_exact_through_another(
+    postgres_url: str, seaweedfs: SeaweedFS, tmp_path: Path
+) -> None:
+    world = seeded(postgres_url)
+    storage = {
+        **seaweedfs.environment(f"scale-out-{secrets.token_hex(6)}"),
+        "KEEL_STORAGE_S3_PART_SIZE_BYTES": str(5 * 1024 * 1024),
+    }
+    started = []
+    try:
+        for index in range(2):
+            workdir = tmp_path / f"replica-{index}"
+            workdir.mkdir()
+            env = keel_env(
+                {
+                    "KEEL_DATABASE_URL": postgres_url,
+                    "KEEL_SECRET_KEY": SECRET,
+                    "KEEL_STORAGE_DIR": str(workdir / "blobs"),
+                    **storage,
+                }
+            )
+            started.append(start_server(env, workdir, name=f"replica-{index}"))
+        first, second = started
+        data = secrets.token_bytes(SIZE)
+        headers = world.alice.headers
+        with httpx.Client(timeout=60) as http:
+            files = {"file": ("big.bin", data, "application/octet-stream")}
+            created = http.post(f"{first.url}/v1/evidence", files=files, headers=headers)
+            assert created.status_code == 201, created.text
+            assert created.json()["sha256"] == hashlib.sha256(data).hexdigest()
+            path = f"/v1/evidence/{created.json()['id']}/content"
+            whole = http.get(f"{second.url}{path}", headers=headers)
+            assert whole.status_code == 200, whole.text
+            assert whole.content == data
+            window = {**headers, "Range": "bytes=5242870-5242889"}  # across the part boundary
+            ranged = http.get(f"{second.url}{path}", headers=window)
+            assert ranged.status_code == 206, ranged.text
+            assert ranged.content == data[5242870:5242890]
+        for index in range(2):
+            assert not (tmp_path / f"replica-{index}" / "blobs" / "evidence").exists()
+    finally:
+        for server in started:
+            server.stop()
