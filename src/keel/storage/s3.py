@@ -7,7 +7,7 @@ uploads — to promise that an aborted upload leaves nothing behind and that a
 crash's leftovers are found and removed; a higher-level "put this stream" API
 hides them. Retries are off in the client: the ``storage`` dependency retries.
 
-A write keeps at most one part (``part_size``) in memory:
+A write keeps about one part (``part_size`` plus the last chunk) in memory:
 
 - a blob that fits in one part is put at commit, straight under its content key,
   with its SHA-256 as ``x-amz-checksum-sha256``: the server refuses bytes that differ;
@@ -126,10 +126,10 @@ class _S3Writer:
         self._hash.update(chunk)
         self._size += len(chunk)
         self._buffer += chunk
-        part_size = self._store.options.part_size
-        while len(self._buffer) >= part_size:
-            part = bytes(self._buffer[:part_size])
-            del self._buffer[:part_size]
+        if len(self._buffer) >= self._store.options.part_size:
+            # The whole buffer is the part (parts need not be equal, only >= 5 MiB): the
+            # buffer is released before the network wait, so one part is held, not two.
+            part, self._buffer = bytes(self._buffer), bytearray()
             await self._send_part(part)
 
     async def _send_part(self, part: bytes) -> None:
