@@ -30,11 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "src"), str(ROOT / "bench")]
 
 from bench_support import unlimited_policy  # noqa: E402
-from tests.support.app import Member, seed_world  # noqa: E402
+from tests.support.app import Member, seeded_world  # noqa: E402
 from tests.support.processes import KeelServer, run_keel, server_env, start_server  # noqa: E402
 from tests.support.seaweedfs import seaweedfs_server  # noqa: E402
-
-from keel.db.engine import Database  # noqa: E402
 
 MB = 1_000_000
 SIZES = {"1 MB": 1 * MB, "25 MB": 25 * MB}
@@ -71,15 +69,7 @@ def start(name: str, workdir: Path, extra: dict[str, str]) -> tuple[KeelServer, 
         },
     )
     run_keel(["migrate", "upgrade"], env, workdir)
-
-    async def seed() -> Member:
-        database = Database(url)
-        try:
-            return (await seed_world(database)).alice
-        finally:
-            await database.dispose()
-
-    member = asyncio.run(seed())
+    member = seeded_world(url).alice
     return start_server(env, workdir, name=name), member
 
 

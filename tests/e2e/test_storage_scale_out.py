@@ -7,7 +7,6 @@ can make the bytes appear on the other side.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import secrets
 from collections.abc import Iterator
@@ -16,8 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from keel.db.engine import Database
-from tests.support.app import SECRET, World, seed_world
+from tests.support.app import SECRET, seeded_world
 from tests.support.databases import Templates, fresh_database
 from tests.support.processes import keel_env, start_server
 from tests.support.seaweedfs import SeaweedFS
@@ -33,21 +31,10 @@ def postgres_url(templates: Templates, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-def seeded(url: str) -> World:
-    async def go() -> World:
-        database = Database(url)
-        try:
-            return await seed_world(database)
-        finally:
-            await database.dispose()
-
-    return asyncio.run(go())
-
-
 def test_an_upload_through_one_process_downloads_byte_exact_through_another(
     postgres_url: str, seaweedfs: SeaweedFS, tmp_path: Path
 ) -> None:
-    world = seeded(postgres_url)
+    world = seeded_world(postgres_url)
     storage = {
         **seaweedfs.environment(f"scale-out-{secrets.token_hex(6)}"),
         "KEEL_STORAGE_S3_PART_SIZE_BYTES": str(5 * 1024 * 1024),
