@@ -1,5 +1,6 @@
-"""Two ``keel serve`` processes on one PostgreSQL and one SeaweedFS: a file uploaded
-through one downloads byte-exact through the other, whole and by range.
+"""Two ``keel serve`` processes and a ``keel worker`` on one PostgreSQL and one SeaweedFS:
+a file uploaded through one server downloads byte-exact through the other, whole and by
+range; an export the worker writes downloads, the same, from either server.
 
 Each process has a storage directory of its own, so only the shared object storage
 can make the bytes appear on the other side.
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import pytest
 
 from tests.support.app import SECRET, seeded_world
 from tests.support.databases import Templates, fresh_database
-from tests.support.processes import keel_env, start_server
+from tests.support.processes import KEEL, keel_env, start_server
 from tests.support.seaweedfs import SeaweedFS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
@@ -31,6 +34,23 @@ def postgres_url(templates: Templates, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
+def worker(env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    with (cwd / "worker.log").open("wb") as log:
+        return subprocess.Popen(
+            [*KEEL, "worker"], env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT
+        )
+
+
+def finished_export(http: httpx.Client, base: str, headers: dict[str, str], path: str) -> None:
+    for _ in range(300):  # bounded: 300 × 0.1 s
+        status = http.get(f"{base}{path}", headers=headers).json()["status"]
+        if status in ("succeeded", "failed"):
+            assert status == "succeeded"
+            return
+        time.sleep(0.1)
+    raise AssertionError("the worker did not finish the export")
+
+
 def test_an_upload_through_one_process_downloads_byte_exact_through_another(
     postgres_url: str, seaweedfs: SeaweedFS, tmp_path: Path
 ) -> None:
@@ -40,6 +60,7 @@ def test_an_upload_through_one_process_downloads_byte_exact_through_another(
         "KEEL_STORAGE_S3_PART_SIZE_BYTES": str(5 * 1024 * 1024),
     }
     started = []
+    jobs: subprocess.Popen[bytes] | None = None
     try:
         for index in range(2):
             workdir = tmp_path / f"replica-{index}"
@@ -69,8 +90,27 @@ def test_an_upload_through_one_process_downloads_byte_exact_through_another(
             ranged = http.get(f"{second.url}{path}", headers=window)
             assert ranged.status_code == 206, ranged.text
             assert ranged.content == data[5242870:5242890]
+
+            thanks = {"recipient_id": world.bob.id, "message": "exported through S3"}
+            recognised = http.post(f"{first.url}/v1/recognitions", json=thanks, headers=headers)
+            assert recognised.status_code == 201, recognised.text
+            jobs = worker(env, tmp_path)
+            export = http.post(f"{second.url}/v1/exports", json={"format": "csv"}, headers=headers)
+            assert export.status_code == 202, export.text
+            export_path = f"/v1/exports/{export.json()['id']}"
+            finished_export(http, first.url, headers, export_path)
+            contents = [
+                http.get(f"{base}{export_path}/content", headers=headers)
+                for base in (first.url, second.url)
+            ]
+            assert [c.status_code for c in contents] == [200, 200]
+            assert contents[0].content == contents[1].content
+            assert b"exported through S3" in contents[0].content
         for index in range(2):
-            assert not (tmp_path / f"replica-{index}" / "blobs" / "evidence").exists()
+            assert not (tmp_path / f"replica-{index}" / "blobs").exists()  # all went to S3
     finally:
+        if jobs is not None:
+            jobs.terminate()
+            jobs.wait(timeout=60)
         for server in started:
             server.stop()
