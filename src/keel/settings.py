@@ -105,7 +105,10 @@ class Settings(BaseSettings):
     @field_validator("storage_url")
     @classmethod
     def _storage_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("file://", "s3://")):
+        valid = value is None or value.startswith("file://")
+        if value is not None and value.startswith("s3://"):
+            valid = bool(value.removeprefix("s3://").partition("/")[0])
+        if not valid:
             raise ValueError("KEEL_STORAGE_URL must be file://PATH or s3://BUCKET[/PREFIX]")
         return value
 
