@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -123,19 +124,28 @@ class SeaweedFS:
             f"-master.port={p['master']}",
             f"-master.port.grpc={p['master.grpc']}",
             "-master.volumeSizeLimitMB=64",
+            # A restarted master resumes its Raft state and waits out an election before
+            # it serves: 1 s instead of the default 10 s.
+            "-master.electionTimeout=1s",
             f"-volume.port={p['volume']}",
             f"-volume.port.grpc={p['volume.grpc']}",
             "-volume.max=16",
             "-filer",
             f"-filer.port={p['filer']}",
             f"-filer.port.grpc={p['filer.grpc']}",
+            f"-filer.localSocket={self.root / 'filer.sock'}",
             "-s3",
             f"-s3.port={p['s3']}",
             f"-s3.port.grpc={p['s3.grpc']}",
+            f"-s3.localSocket={self.root / 's3.sock'}",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             f"-s3.config={config}",
         ]
+        # Its unix sockets live here, not in the shared /tmp; a killed process leaves them
+        # behind, and a restart must not find them.
+        for stale in self.root.glob("*.sock"):
+            stale.unlink()
         log = (self.root / "weed.log").open("ab")
         try:
             self.process = subprocess.Popen(
@@ -179,6 +189,10 @@ class SeaweedFS:
         except subprocess.TimeoutExpired:
             os.kill(process.pid, signal.SIGKILL)
             process.wait(timeout=15)
+        # The sockets weed puts in the shared /tmp whatever its flags say, by our ports.
+        for port in self.ports.values():
+            for stale in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port}.sock"):
+                stale.unlink(missing_ok=True)
 
 
 def s3_client(server: SeaweedFS) -> Any:
