@@ -1,6 +1,9 @@
 """Two ``keel serve`` processes and a ``keel worker`` on one PostgreSQL and one SeaweedFS:
 a file uploaded through one server downloads byte-exact through the other, whole and by
-range; an export the worker writes downloads, the same, from either server.
+range; an export the worker writes downloads, the same, from either server. Then SeaweedFS
+is stopped: uploads and downloads answer 503 with ``Retry-After`` on both servers,
+recognitions keep working, and once it is back uploads succeed again within seconds (real
+clock, default breaker settings).
 
 Each process has a storage directory of its own, so only the shared object storage
 can make the bytes appear on the other side.
@@ -8,6 +11,7 @@ can make the bytes appear on the other side.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import subprocess
@@ -21,9 +25,9 @@ import pytest
 from tests.support.app import SECRET, seeded_world
 from tests.support.databases import Templates, fresh_database
 from tests.support.processes import KEEL, keel_env, start_server
-from tests.support.seaweedfs import SeaweedFS
+from tests.support.seaweedfs import SeaweedFS, seaweedfs_server
 
-pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.fault]
 
 SIZE = 6 * 1024 * 1024 + 17  # past one 5 MiB part: a multipart upload
 
@@ -32,6 +36,19 @@ SIZE = 6 * 1024 * 1024 + 17  # past one 5 MiB part: a multipart upload
 def postgres_url(templates: Templates, tmp_path: Path) -> Iterator[str]:
     with fresh_database(templates, "postgres", tmp_path) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """A SeaweedFS of this module's own: the test stops it."""
+    with seaweedfs_server(tmp_path_factory.mktemp("seaweedfs-scale-out")) as server:
+        yield server
+
+
+def assert_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert int(response.headers["retry-after"]) >= 1
 
 
 def worker(env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
@@ -52,11 +69,11 @@ def finished_export(http: httpx.Client, base: str, headers: dict[str, str], path
 
 
 def test_an_upload_through_one_process_downloads_byte_exact_through_another(
-    postgres_url: str, seaweedfs: SeaweedFS, tmp_path: Path
+    postgres_url: str, weed: SeaweedFS, tmp_path: Path
 ) -> None:
     world = seeded_world(postgres_url)
     storage = {
-        **seaweedfs.environment(f"scale-out-{secrets.token_hex(6)}"),
+        **weed.environment(f"scale-out-{secrets.token_hex(6)}"),
         "KEEL_STORAGE_S3_PART_SIZE_BYTES": str(5 * 1024 * 1024),
     }
     started = []
@@ -106,6 +123,23 @@ def test_an_upload_through_one_process_downloads_byte_exact_through_another(
             assert [c.status_code for c in contents] == [200, 200]
             assert contents[0].content == contents[1].content
             assert b"exported through S3" in contents[0].content
+
+            weed.stop()
+            small = {"file": ("small.txt", b"while storage is down", "text/plain")}
+            assert_unavailable(http.post(f"{first.url}/v1/evidence", files=small, headers=headers))
+            assert_unavailable(http.get(f"{second.url}{path}", headers=headers))
+            during = http.post(f"{second.url}/v1/recognitions", json=thanks, headers=headers)
+            assert during.status_code == 201, during.text
+            asyncio.run(weed.restart())
+            for _ in range(100):  # bounded: 100 × 0.2 s; the breaker waits at most 4 s
+                back = http.post(f"{first.url}/v1/evidence", files=small, headers=headers)
+                if back.status_code == 201:
+                    break
+                assert_unavailable(back)
+                time.sleep(0.2)
+            assert back.status_code == 201, back.text
+            again = http.get(f"{second.url}{path}", headers=headers)
+            assert (again.status_code, again.content) == (200, data)
         for index in range(2):
             assert not (tmp_path / f"replica-{index}" / "blobs").exists()  # all went to S3
     finally:
