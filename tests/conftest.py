@@ -13,6 +13,7 @@ from keel.db.engine import Database
 from keel.settings import Settings
 from tests.support.app import World, app_for, make_settings, running, seed_world
 from tests.support.databases import BACKENDS, Templates, fresh_database
+from tests.support.seaweedfs import SeaweedFS, seaweedfs_server
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +21,13 @@ def templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Templates]:
     found = Templates(tmp_path_factory.mktemp("templates"))
     yield found
     found.cleanup()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """One real S3 server for the session; tests keep to their own key prefixes."""
+    with seaweedfs_server(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
 
 
 @pytest.fixture(params=BACKENDS)

@@ -36,7 +36,7 @@ from keel.resilience import BreakerGate, BreakerListener
 from keel.resilience.auditing import audit_breaker_transitions
 from keel.resilience.wiring import build_database_breaker, build_dependencies, build_webhooks
 from keel.settings import Settings
-from keel.storage import LocalDirectoryStore, ResilientBlobStore
+from keel.storage import ResilientBlobStore, from_settings
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +77,7 @@ def build_services(
     audit = build_auditor(settings, database, clock=clock)
     dependencies.registry.add_listener(audit_breaker_transitions(audit))
     webhooks = build_webhooks(settings, clock=clock, registry=dependencies.registry)
-    store = ResilientBlobStore(LocalDirectoryStore(settings.storage_dir), dependencies.storage)
+    store = ResilientBlobStore(from_settings(settings), dependencies.storage)
     # One loop-lag measurement for the process: /live reports it, load shedding reads it.
     watchdog = LoopWatchdog()
     limits = build_limits(
@@ -127,6 +127,7 @@ async def run_parts(stack: AsyncExitStack, services: Services, *, handle_signals
     """
     settings = services.settings
     stack.push_async_callback(services.database.dispose)
+    stack.push_async_callback(services.store.aclose)
     await migrations.require_head(services.database)
     parts: tuple[Part, ...] = (services.audit, services.dependencies, services.limits)
     for part in parts:

@@ -78,6 +78,18 @@ class PayloadTooLarge(KeelError):
     title = "Payload too large"
 
 
+class RangeNotSatisfiable(KeelError):
+    """A ``Range`` that selects no byte of the representation (RFC 9110 §15.5.17)."""
+
+    status = 416
+    slug = "range-not-satisfiable"
+    title = "Range not satisfiable"
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the file has {size} bytes; no requested range starts inside it")
+        self.headers["Content-Range"] = f"bytes */{size}"
+
+
 class UnsupportedMediaType(KeelError):
     status = 415
     slug = "unsupported-media-type"

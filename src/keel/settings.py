@@ -39,6 +39,15 @@ class Settings(BaseSettings):
     allow_sqlite_in_prod: bool = False
 
     storage_dir: Path = Path("./keel-data/blobs")
+    # Where file bytes live: None = file://<storage_dir> (embedded); file:///path; or
+    # s3://bucket/prefix on any S3 API (AWS, SeaweedFS, MinIO) with the storage_s3_* settings.
+    storage_url: str | None = None
+    storage_s3_endpoint_url: str | None = None  # None: AWS itself
+    storage_s3_region: str = "us-east-1"
+    storage_s3_access_key_id: str | None = None  # None (both): the AWS default credential chain
+    storage_s3_secret_access_key: SecretStr | None = None
+    # Uploads bigger than one part go as multipart uploads; one part per upload is in memory.
+    storage_s3_part_size_bytes: int = Field(default=8 * 1024**2, ge=5 * 1024**2, le=5 * 1024**3)
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     allowed_content_types: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: [
@@ -92,6 +101,16 @@ class Settings(BaseSettings):
     # retry after a crash runs within seconds). A live request's heartbeat renews it every third.
     idempotency_lease_seconds: float = Field(default=3.0, gt=0)
     idempotency_retention_seconds: float = Field(default=24 * 3600.0, gt=0)
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_scheme(cls, value: str | None) -> str | None:
+        valid = value is None or value.startswith("file://")
+        if value is not None and value.startswith("s3://"):
+            valid = bool(value.removeprefix("s3://").partition("/")[0])
+        if not valid:
+            raise ValueError("KEEL_STORAGE_URL must be file://PATH or s3://BUCKET[/PREFIX]")
+        return value
 
     @field_validator("idempotency_required_routes", mode="before")
     @classmethod

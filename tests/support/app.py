@@ -78,6 +78,19 @@ async def seed_world(database: Database) -> World:
     )
 
 
+def seeded_world(database_url: str) -> World:
+    """``seed_world`` from synchronous code (process tests, benchmarks)."""
+
+    async def go() -> World:
+        database = Database(database_url)
+        try:
+            return await seed_world(database)
+        finally:
+            await database.dispose()
+
+    return asyncio.run(go())
+
+
 def make_settings(database_url: str, storage_dir: str, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "database_url": database_url,

@@ -53,6 +53,7 @@ _HTTP_SLUGS = {
     409: ("conflict", "Conflict"),
     413: ("payload-too-large", "Payload too large"),
     415: ("unsupported-media-type", "Unsupported media type"),
+    416: ("range-not-satisfiable", "Range not satisfiable"),
     422: ("validation", "Invalid input"),
     429: ("rate-limited", "Too many requests"),
     503: ("dependency-unavailable", "Service temporarily unavailable"),

@@ -17,12 +17,14 @@ JOB_TYPES: tuple[JobType, ...] = (
     retention.PURGE_FINISHED,
     maintenance.PURGE_IDEMPOTENCY,
     maintenance.SEAL_AUDIT,
+    maintenance.COLLECT_ABANDONED,
 )
 
 PERIODIC: tuple[Periodic, ...] = (
     retention.PURGE_SCHEDULE,
     maintenance.PURGE_IDEMPOTENCY_SCHEDULE,
     maintenance.SEAL_AUDIT_SCHEDULE,
+    maintenance.COLLECT_ABANDONED_SCHEDULE,
 )
 
 

@@ -3,10 +3,14 @@
 - purge expired idempotency keys: keys are kept for their retention,
   then removed in batches;
 - seal the audit log's open tails with signed digests, so tampering
-  with recent events is caught without waiting for the next automatic digest.
+  with recent events is caught without waiting for the next automatic digest;
+- collect abandoned blob writes: temporary files and unfinished multipart uploads
+  that a crash or an outage kept an upload's own abort from removing.
 """
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 import structlog
 
@@ -27,9 +31,23 @@ async def seal_audit_log(context: JobContext) -> None:
     log.info("audit_digests_sealed", digests=len(digests))
 
 
+# Far longer than any upload can take (the per-call storage timeout bounds each part).
+ABANDONED_AFTER = timedelta(hours=6)
+
+
+async def collect_abandoned_writes(context: JobContext) -> None:
+    resources = context.resources
+    removed = await resources.store.collect_abandoned(resources.clock.now() - ABANDONED_AFTER)
+    log.info("abandoned_writes_collected", removed=removed)
+
+
 PURGE_IDEMPOTENCY = JobType("idempotency.purge", purge_idempotency_keys, queue="default")
 PURGE_IDEMPOTENCY_SCHEDULE = Periodic(
     "purge-idempotency-keys", "*/10 * * * *", PURGE_IDEMPOTENCY.name
 )
 SEAL_AUDIT = JobType("audit.seal", seal_audit_log, queue="default")
 SEAL_AUDIT_SCHEDULE = Periodic("seal-audit-log", "*/15 * * * *", SEAL_AUDIT.name)
+COLLECT_ABANDONED = JobType("storage.collect", collect_abandoned_writes, queue="default")
+COLLECT_ABANDONED_SCHEDULE = Periodic(
+    "collect-abandoned-writes", "17 * * * *", COLLECT_ABANDONED.name
+)

@@ -19,6 +19,7 @@ breaker's rejection, a timeout and a disk error all answer with one problem type
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from typing import TypeVar
 
 from keel.errors import DependencyUnavailable, StorageUnavailable
@@ -59,12 +60,14 @@ class ResilientBlobStore:
         writer = await self._call(self.inner.begin_write, namespace, idempotent=False)
         return _ResilientWriter(writer, self)
 
-    async def read(self, key: str) -> AsyncIterator[bytes]:
+    async def read(
+        self, key: str, *, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
         """Stream a blob. Opening it and reading its first chunk are retried together
         (a fresh iterator each attempt); later chunks are bounded but not retried."""
 
         async def open_first() -> tuple[AsyncIterator[bytes], bytes | None]:
-            chunks = aiter(self.inner.read(key))
+            chunks = aiter(self.inner.read(key, offset=offset, length=length))
             try:
                 first = await anext(chunks)
             except StopAsyncIteration:
@@ -95,6 +98,12 @@ class ResilientBlobStore:
 
     async def probe(self) -> None:
         await self._call(self.inner.probe, idempotent=True)
+
+    async def collect_abandoned(self, before: datetime) -> int:
+        return await self._call(self.inner.collect_abandoned, before, idempotent=True)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 class _ResilientWriter:

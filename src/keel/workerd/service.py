@@ -29,7 +29,7 @@ from keel.observe.health import HealthRegistry
 from keel.observe.lifecycle import Lifecycle
 from keel.observe.watchdog import LoopWatchdog
 from keel.settings import Settings
-from keel.storage import LocalDirectoryStore
+from keel.storage import from_settings
 from keel.workerd.checks import ObservedWorker, job_store_check, lease_loop_check
 from keel.workerd.http import Probes, ProbeServer, probe_app
 from keel.workerd.metrics import WorkerExposition, queue_depth
@@ -131,10 +131,9 @@ async def run_worker(
         description="worker",
         live_lag_warn_seconds=settings.live_loop_lag_warn_seconds,
     )
+    store = from_settings(settings)
     try:
-        async with resources(
-            settings, database, LocalDirectoryStore(settings.storage_dir), clock
-        ) as res:
+        async with resources(settings, database, store, clock) as res:
             worker = ObservedWorker(res, registry, config)
             health.register(checks.database_check(database))
             health.register(checks.schema_check(database))
@@ -165,4 +164,5 @@ async def run_worker(
                     watch.cancel()
                     await asyncio.gather(watch, return_exceptions=True)
     finally:
+        await store.aclose()
         await database.dispose()

@@ -51,3 +51,14 @@ def test_environment_variables_and_comma_lists(monkeypatch: pytest.MonkeyPatch) 
     settings = Settings()
     assert settings.env is Profile.STAGING
     assert settings.allowed_content_types == ["image/png", "text/plain"]
+
+
+@pytest.mark.parametrize("url", ["s3://", "s3:///prefix", "gs://bucket", "/var/blobs", "s3:/b"])
+def test_storage_urls_other_than_file_or_s3_bucket_are_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="KEEL_STORAGE_URL"):
+        Settings(storage_url=url)
+
+
+@pytest.mark.parametrize("url", [None, "file:///var/blobs", "s3://bucket", "s3://bucket/a/b"])
+def test_storage_urls_accepted(url: str | None) -> None:
+    assert Settings(storage_url=url).storage_url == url

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -67,7 +68,9 @@ class FakeStore:
         self.maybe_fail()
         return FakeWriter(self)
 
-    async def read(self, key: str) -> AsyncIterator[bytes]:
+    async def read(
+        self, key: str, *, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
         self.calls.append("read")
         if key == "missing":
             raise NotFound("file content is gone")
@@ -89,6 +92,14 @@ class FakeStore:
     async def probe(self) -> None:
         self.calls.append("probe")
         self.maybe_fail()
+
+    async def collect_abandoned(self, before: datetime) -> int:
+        self.calls.append("collect_abandoned")
+        self.maybe_fail()
+        return 0
+
+    async def aclose(self) -> None:
+        self.calls.append("aclose")
 
 
 async def no_sleep(_seconds: float) -> None:

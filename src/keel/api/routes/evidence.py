@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from starlette.responses import StreamingResponse
 
 from keel.api.auditing import ClientIp, by_principal
+from keel.api.conditional import not_modified, requested_range
 from keel.api.dependencies import AppServices, CurrentPrincipal
 from keel.api.disposition import attachment
 from keel.api.multipart import FileFieldReader
@@ -141,36 +143,62 @@ async def primed(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     return rest()
 
 
+_DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The exact bytes, with the content type they were uploaded with",
+        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+    },
+    206: {
+        "description": "The one byte range asked for with `Range`, described by `Content-Range`",
+        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+    },
+    304: {"description": "Not modified: `If-None-Match` names the current ETag"},
+    **problem_responses(401, 404, 416, 422, 429, 503),
+}
+
+
 @route(
     router.get,
     "/{evidence_id}/content",
     RouteFacts("evidence.download"),
     response_class=StreamingResponse,
-    responses={
-        200: {
-            "description": "The exact bytes, with the content type they were uploaded with",
-            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
-        },
-        **problem_responses(401, 404, 422, 429, 503),
-    },
+    responses=_DOWNLOAD_RESPONSES,
 )
 async def download_evidence(
-    evidence_id: Line, principal: CurrentPrincipal, services: AppServices, ip: ClientIp
-) -> StreamingResponse:
+    request: Request,
+    evidence_id: Line,
+    principal: CurrentPrincipal,
+    services: AppServices,
+    ip: ClientIp,
+) -> Response:
     async with services.database.read() as session:
         row = await evidence.get(session, principal, evidence_id)
-    body = await primed(services.store.read(row.storage_key))
+    etag = f'"{row.sha256}"'
+    headers = {"ETag": etag, "Accept-Ranges": "bytes", "X-Content-Type-Options": "nosniff"}
+    if not_modified(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    wanted = requested_range(
+        request.headers.get("range"), request.headers.get("if-range"), etag, row.size
+    )
+    if wanted is None:
+        body = await primed(services.store.read(row.storage_key))
+        status, length = 200, row.size
+    else:
+        chunks = services.store.read(row.storage_key, offset=wanted.start, length=wanted.length)
+        body = await primed(chunks)
+        status, length = 206, wanted.length
+        headers["Content-Range"] = wanted.content_range(row.size)
     await services.audit.record_now(
         by_principal(EventCode.EVIDENCE_DOWNLOADED, principal, ip, evidence_id=row.id)
     )
     return StreamingResponse(
         body,
+        status_code=status,
         media_type=row.content_type,
         headers={
-            "Content-Length": str(row.size),
+            **headers,
+            "Content-Length": str(length),
             "Content-Disposition": attachment(row.filename),
-            "ETag": f'"{row.sha256}"',
-            "X-Content-Type-Options": "nosniff",
         },
     )
 
