@@ -15,7 +15,9 @@ from typing import Any
 from pydantic import SecretStr
 
 from keel.keyed_hash import derive_key, keyed_hash
+from keel.observe.metrics import request_histogram
 from keel.settings import Settings
+from keel.slo import RuleFiles, build_rules
 
 _NEVER_FINGERPRINTED = frozenset({"fingerprint_key", "secret_key"})
 
@@ -36,3 +38,8 @@ def settings_fingerprint(settings: Settings) -> dict[str, Any]:
     per_setting = {name: keyed_hash(key, text, length=16) for name, text in values.items()}
     overall = keyed_hash(key, json.dumps(per_setting, sort_keys=True), length=32)
     return {"names": sorted(values), "hash": overall, "settings": per_setting}
+
+
+def slo_rule_files(settings: Settings) -> RuleFiles:
+    """The SLO rules this environment alerts with: its SLO file on its own bucket edges."""
+    return build_rules(settings.slo_file, request_histogram(settings.slo_latency_seconds))
