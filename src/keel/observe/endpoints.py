@@ -17,7 +17,13 @@ from keel import __version__, migrations
 from keel.api.services import Services, services_of
 from keel.errors import InvalidInput
 from keel.observe.health import MEDIA_TYPE, Report, Status, static_check
-from keel.observe.version import settings_fingerprint
+from keel.observe.version import (
+    VersionInfo,
+    dependency_types,
+    limit_policy_hash,
+    settings_fingerprint,
+    slo_rules_hash,
+)
 
 if TYPE_CHECKING:
     from keel.observe import Observability
@@ -170,7 +176,11 @@ async def metrics(request: Request) -> Response:
     return Response(payload, media_type=content_type)
 
 
-@router.get("/version", summary="What is running: version, release, schema, settings fingerprint")
+@router.get(
+    "/version",
+    summary="What is running: version, release, schema, settings, dependencies, policies",
+    responses={200: {"model": VersionInfo}},
+)
 async def version(request: Request) -> JSONResponse:
     services = _services(request)
     settings = services.settings
@@ -187,5 +197,8 @@ async def version(request: Request) -> JSONResponse:
             "schema_revision": schema,
             "schema_head": migrations.head_revision(settings.database_url),
             "settings_fingerprint": settings_fingerprint(settings),
+            "dependencies": dependency_types(settings),
+            "limit_policy_hash": limit_policy_hash(settings),
+            "slo_rules_hash": slo_rules_hash(settings),
         }
     )
