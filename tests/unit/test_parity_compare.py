@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from keel.parity import Difference, Environment, compare
 
@@ -86,3 +88,27 @@ def test_an_item_neither_side_reports_is_not_compared() -> None:
     for environment in (a, b):
         del environment.version["limit_policy_hash"]  # two older servers
     assert compare(a, b).compared == 9
+
+
+_SETTINGS = st.dictionaries(
+    st.sampled_from(["a", "b", "c", "d", "e"]), st.sampled_from(["1", "2"]), max_size=5
+)
+
+
+@given(_SETTINGS, _SETTINGS)
+def test_comparison_is_symmetric_and_divergence_is_the_differing_share(
+    left: dict[str, str], right: dict[str, str]
+) -> None:
+    def environment(settings: dict[str, str]) -> Environment:
+        fingerprint = {"names": sorted(settings), "settings": settings, "key_id": "k"}
+        return Environment("http://x", {"version": "1", "settings_fingerprint": fingerprint}, {})
+
+    forth = compare(environment(left), environment(right))
+    back = compare(environment(right), environment(left))
+    assert [(d.item, d.a, d.b) for d in forth.differences] == [
+        (d.item, d.b, d.a) for d in back.differences
+    ]
+    assert forth.compared == 1 + len(set(left) | set(right))
+    changed = {k for k in set(left) | set(right) if left.get(k) != right.get(k)}
+    assert {d.item for d in forth.differences} == {f"setting:{k}" for k in changed}
+    assert forth.divergence_percent == pytest.approx(100 * len(changed) / forth.compared)

@@ -16,6 +16,7 @@ when its SLO file is refused, which ``keel parity`` reports as a difference.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from typing import Any
@@ -28,7 +29,9 @@ from keel.keyed_hash import derive_key, keyed_hash
 from keel.observe.metrics import request_histogram
 from keel.resilience.wiring import breaker_store_url
 from keel.settings import Settings
-from keel.slo import RuleFiles, build_rules
+from keel.slo import RuleFiles, build_rules, parse_objectives
+from keel.slo.rules import render_rules, rules_hash
+from keel.slo.spec import RequestHistogram, read_slo_file
 
 _NEVER_FINGERPRINTED = frozenset({"fingerprint_key", "secret_key"})
 
@@ -85,10 +88,19 @@ def slo_rule_files(settings: Settings) -> RuleFiles:
 
 
 def slo_rules_hash(settings: Settings) -> str | None:
+    """The hash of the rules ``slo_rule_files`` would write; ``None`` if the file is refused."""
     try:
-        return slo_rule_files(settings).rules_hash
+        text, source = read_slo_file(settings.slo_file)
+        return _rules_hash(text, source, request_histogram(settings.slo_latency_seconds))
     except KeelError:
         return None
+
+
+@functools.lru_cache(maxsize=16)
+def _rules_hash(text: str, source: str, histogram: RequestHistogram) -> str:
+    # /version answers this on every call; rendering takes tens of milliseconds of the
+    # event loop, so each (file, bucket edges) is rendered once.
+    return rules_hash(render_rules(parse_objectives(text, histogram, source=source), histogram))
 
 
 class SettingsFingerprint(BaseModel):

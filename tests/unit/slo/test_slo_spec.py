@@ -5,10 +5,12 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from keel.observe.metrics import OTEL_DURATION_BUCKETS, request_histogram
 from keel.slo import SLOSpecError, load_objectives, parse_objectives
-from keel.slo.spec import Matcher, default_slo_text
+from keel.slo.spec import Matcher, default_slo_text, parse_duration, render_duration
 
 HISTOGRAM = request_histogram(0.3)
 
@@ -134,3 +136,10 @@ def test_yaml_syntax_errors_name_the_line_and_duplicate_names_are_refused() -> N
 def test_matchers_decide_as_prometheus_does(matcher: Matcher, value: str, matches: bool) -> None:
     labels = {matcher.label: value} if value else {}
     assert matcher.matches(labels) is matches
+
+
+@given(st.integers(min_value=1, max_value=10**7))
+def test_durations_round_trip_through_the_largest_whole_unit(minutes: int) -> None:
+    text = render_duration(minutes * 60)
+    assert parse_duration(text) == minutes * 60
+    assert text[-1] in "mhdw"
