@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from keel.cli import app as cli
 from keel.observe.metrics import request_histogram
 from keel.observe.version import slo_rule_files
 from keel.settings import Settings
@@ -104,3 +107,20 @@ def test_the_committed_deploy_files_are_what_keel_slo_rules_writes() -> None:
     assert (DEPLOY / RULES_FILE).read_text("utf-8") == files.rules, "run: keel slo rules"
     assert (DEPLOY / TESTS_FILE).read_text("utf-8") == files.tests, "run: keel slo rules"
     assert yaml.safe_load(files.tests)["rule_files"] == [RULES_FILE]
+
+
+def test_keel_slo_rules_writes_both_files_and_refuses_a_bad_threshold(tmp_path: Path) -> None:
+    written = CliRunner().invoke(cli, ["slo", "rules", "--output-dir", str(tmp_path), "--json"])
+    assert written.exit_code == 0, written.output
+    summary = json.loads(written.stdout)
+    assert summary["rules_hash"] == build_rules(None, HISTOGRAM).rules_hash
+    assert (tmp_path / RULES_FILE).is_file()
+    assert (tmp_path / TESTS_FILE).is_file()
+    bad = tmp_path / "slo.yaml"
+    bad.write_text(default_slo_text().replace("value: 0.3", "value: 0.2"), "utf-8")
+    refused = CliRunner().invoke(
+        cli, ["slo", "rules", "--file", str(bad), "--output-dir", str(tmp_path / "out")]
+    )
+    assert refused.exit_code == 1
+    assert "0.2 s is not a bucket edge" in " ".join(refused.output.split())
+    assert not (tmp_path / "out").exists()
