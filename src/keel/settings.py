@@ -156,6 +156,8 @@ class Settings(BaseSettings):
     # unsampled requests still get trace ids in their log lines.
     otel_sampling_ratio: float = Field(default=0.1, ge=0.0, le=1.0)
     slo_latency_seconds: float = Field(default=0.3, gt=0)
+    # The SLO file (keel slo rules, /version's slo_rules_hash); None: the one shipped in keel.slo.
+    slo_file: Path | None = None
     health_cache_seconds: float = Field(default=2.0, ge=0)
     health_check_timeout_seconds: float = Field(default=1.0, gt=0)
     live_loop_lag_warn_seconds: float = Field(default=1.0, gt=0)

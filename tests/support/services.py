@@ -7,6 +7,7 @@ with it (as in CI) the test fails instead, so CI can never go green by skipping.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 
 import pytest
@@ -34,6 +35,17 @@ def need(service: str, host: str, port: int) -> None:
     if _reachable(host, port):
         return
     message = f"{service} is not reachable on {host}:{port}"
+    if services_required():
+        pytest.fail(message + " and KEEL_REQUIRE_SERVICES=1")
+    pytest.skip(message)
+
+
+def need_program(name: str, package: str) -> str:
+    """The path of program ``name``; skip (or, in CI, fail) when it is not installed."""
+    path = shutil.which(name)
+    if path is not None:
+        return path
+    message = f"{name} is not installed (Debian package {package})"
     if services_required():
         pytest.fail(message + " and KEEL_REQUIRE_SERVICES=1")
     pytest.skip(message)

@@ -18,7 +18,18 @@ import typer
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
-from keel.cli import admin, audit, breakers, idempotency, jobs, limits, migrate, server
+from keel.cli import (
+    admin,
+    audit,
+    breakers,
+    idempotency,
+    jobs,
+    limits,
+    migrate,
+    parity,
+    server,
+    slo,
+)
 from keel.observe.logs import configure_logging, flush_logs
 from keel.settings import Settings
 
@@ -60,6 +71,8 @@ app.add_typer(idempotency.app, name="idempotency")
 app.add_typer(audit.app, name="audit")
 jobs.register(app)
 app.add_typer(breakers.app, name="breakers")
+app.add_typer(slo.app, name="slo")
+parity.register(app)
 
 
 def main() -> None:

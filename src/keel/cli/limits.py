@@ -14,7 +14,7 @@ from keel.cli._common import JsonOption, database, out, print_items, print_json,
 from keel.guard.breaches import top_offenders
 from keel.guard.noisy_watch import active_flags
 from keel.guard.overrides import clear_override, load_overrides, set_override
-from keel.guard.ratelimit import Policy, default_policy, load_policy
+from keel.guard.ratelimit import Policy, policy_from
 from keel.settings import Settings
 
 app = typer.Typer(
@@ -33,7 +33,7 @@ def parse_duration(text: str) -> timedelta:
 
 
 def _policy(settings: Settings) -> Policy:
-    return load_policy(settings.ratelimit_policy) if settings.ratelimit_policy else default_policy()
+    return policy_from(settings.ratelimit_policy)
 
 
 @app.command("set-override")

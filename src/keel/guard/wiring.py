@@ -19,8 +19,7 @@ from keel.guard.ratelimit import (
     MemoryBackend,
     RateLimiter,
     RedisBackend,
-    default_policy,
-    load_policy,
+    policy_from,
 )
 from keel.guard.shed import LoadShedder, ShedThresholds
 from keel.guard.storage_quota import StorageQuota
@@ -81,9 +80,7 @@ def build_limits(
     """``watchdog``: the process's one loop-lag measurement (started by ``observe.running``);
     ``audit``: where breaches are recorded too; ``threshold_hooks``: told of each quota
     warning threshold a request crosses."""
-    policy = (
-        load_policy(settings.ratelimit_policy) if settings.ratelimit_policy else default_policy()
-    )
+    policy = policy_from(settings.ratelimit_policy)
     overrides = OverrideCache(database, policy)
     shedder = LoadShedder(
         ShedThresholds(settings.shed_max_in_flight, settings.shed_max_loop_lag_seconds),

@@ -50,6 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keel.observe.metrics_directory import MULTIPROC_ENV
 from keel.observe.worker_restarts import declare as declare_worker_restarts
+from keel.slo.spec import RequestHistogram
 
 # OpenTelemetry's advised boundaries for http.server.request.duration.
 OTEL_DURATION_BUCKETS = (
@@ -74,8 +75,20 @@ KNOWN_METHODS = frozenset(
 )
 
 
+# The request histogram the SLO rules read (keel.slo): its name and labels.
+REQUEST_DURATION = "http_server_request_duration_seconds"
+REQUEST_DURATION_LABELS = ("http_request_method", "http_route", "http_response_status_code", "slo")
+
+
 def duration_buckets(slo_threshold: float) -> tuple[float, ...]:
     return tuple(sorted({*OTEL_DURATION_BUCKETS, float(slo_threshold)}))
+
+
+def request_histogram(slo_threshold: float) -> RequestHistogram:
+    """The request histogram as the SLO rules see it: name, labels, real bucket edges."""
+    return RequestHistogram(
+        REQUEST_DURATION, frozenset(REQUEST_DURATION_LABELS), duration_buckets(slo_threshold)
+    )
 
 
 def multiprocess_dir() -> str | None:
@@ -113,9 +126,9 @@ class Metrics:
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.request_duration = Histogram(
-            "http_server_request_duration_seconds",
+            REQUEST_DURATION,
             "Duration of HTTP server requests.",
-            ["http_request_method", "http_route", "http_response_status_code", "slo"],
+            list(REQUEST_DURATION_LABELS),
             buckets=duration_buckets(slo_threshold),
             registry=self.registry,
         )

@@ -24,7 +24,13 @@ from keel.observe.health import (
     static_check,
     status_code,
 )
-from keel.observe.version import settings_fingerprint
+from keel.observe.version import (
+    VersionInfo,
+    dependency_types,
+    limit_policy_hash,
+    settings_fingerprint,
+    slo_rules_hash,
+)
 from keel.settings import Settings
 
 if TYPE_CHECKING:
@@ -175,7 +181,11 @@ async def metrics(request: Request) -> Response:
     return Response(payload, media_type=content_type)
 
 
-@router.get("/version", summary="What is running: version, release, schema, settings fingerprint")
+@router.get(
+    "/version",
+    summary="What is running: version, release, schema, settings, dependencies, policies",
+    responses={200: {"model": VersionInfo}},
+)
 async def version(request: Request) -> JSONResponse:
     settings = _settings(request)
     try:
@@ -191,5 +201,8 @@ async def version(request: Request) -> JSONResponse:
             "schema_revision": schema,
             "schema_head": migrations.head_revision(settings.database_url),
             "settings_fingerprint": settings_fingerprint(settings),
+            "dependencies": dependency_types(settings),
+            "limit_policy_hash": limit_policy_hash(settings),
+            "slo_rules_hash": slo_rules_hash(settings),
         }
     )

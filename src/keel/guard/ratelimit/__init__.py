@@ -93,6 +93,7 @@ from keel.guard.ratelimit.policy import (
     effective_limit,
     load_policy,
     parse_policy,
+    policy_from,
 )
 from keel.guard.ratelimit.quota import (
     QuotaDecision,
@@ -147,6 +148,7 @@ __all__ = [
     "gcra",
     "load_policy",
     "parse_policy",
+    "policy_from",
     "policy_item",
     "quota_decision",
     "quota_threshold_crossed",

@@ -232,6 +232,11 @@ def load_policy(path: str | Path) -> Policy:
     return parse_policy(path.read_text("utf-8"), source=str(path))
 
 
+def policy_from(path: str | Path | None) -> Policy:
+    """The policy at ``path`` (``KEEL_RATELIMIT_POLICY``), else the shipped one."""
+    return load_policy(path) if path else default_policy()
+
+
 _SYNTAX_AT = re.compile(r"\(at line (\d+), column \d+\)")
 
 
