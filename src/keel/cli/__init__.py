@@ -18,7 +18,7 @@ import typer
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
-from keel.cli import admin, audit, breakers, idempotency, jobs, limits, migrate, server
+from keel.cli import admin, audit, breakers, deploy, idempotency, jobs, limits, migrate, server
 from keel.observe.logs import configure_logging, flush_logs
 from keel.settings import Settings
 
@@ -60,6 +60,7 @@ app.add_typer(idempotency.app, name="idempotency")
 app.add_typer(audit.app, name="audit")
 jobs.register(app)
 app.add_typer(breakers.app, name="breakers")
+app.add_typer(deploy.app, name="deploy")
 
 
 def main() -> None:

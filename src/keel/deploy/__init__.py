@@ -1,0 +1,55 @@
+"""Safe deploys: releases, deployments as a state machine, approval gates, pre-checks.
+
+Framework-free (no web imports): the ``keel deploy`` CLI drives it on its own.
+
+``states``
+    The deployment's states and the one table of legal moves.
+``release``
+    What would run: version, git sha, migration head.
+``approvals``
+    Per-environment approval gates from settings.
+``store``
+    Deployments in the database; every move checked, recorded and audited.
+``prechecks``
+    What must hold before a release takes traffic.
+"""
+
+from keel.deploy.approvals import ApprovalGate, check_environment, gate_for
+from keel.deploy.errors import (
+    ApprovalRefused,
+    DeploymentInProgress,
+    DeploymentNotFound,
+    InvalidEnvironment,
+    InvalidOperator,
+)
+from keel.deploy.prechecks import CheckResult, PreCheck, SchemaServable, run_pre_checks
+from keel.deploy.release import Release, current_release
+from keel.deploy.states import ACTIVE, TERMINAL, TRANSITIONS, DeploymentState, IllegalTransition
+from keel.deploy.store import SYSTEM_ACTOR, Deployment, DeploymentStore, Strategy, Transition
+
+__all__ = [
+    "ACTIVE",
+    "SYSTEM_ACTOR",
+    "TERMINAL",
+    "TRANSITIONS",
+    "ApprovalGate",
+    "ApprovalRefused",
+    "CheckResult",
+    "Deployment",
+    "DeploymentInProgress",
+    "DeploymentNotFound",
+    "DeploymentState",
+    "DeploymentStore",
+    "IllegalTransition",
+    "InvalidEnvironment",
+    "InvalidOperator",
+    "PreCheck",
+    "Release",
+    "SchemaServable",
+    "Strategy",
+    "Transition",
+    "check_environment",
+    "current_release",
+    "gate_for",
+    "run_pre_checks",
+]

@@ -1,0 +1,77 @@
+"""``keel deploy …`` end to end on a real database, through the CLI's JSON output."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from typer.testing import CliRunner
+
+from keel.cli import app
+
+runner = CliRunner()
+
+
+def _keel(database_url: str, *args: str, code: int = 0, **env: str) -> Any:
+    result = runner.invoke(
+        app, list(args), env={"KEEL_DATABASE_URL": database_url, "KEEL_GIT_SHA": "c" * 40, **env}
+    )
+    assert result.exit_code == code, result.output
+    return json.loads(result.stdout) if "--json" in args and code == 0 else result
+
+
+def test_create_approve_status_show_and_rollback_through_the_cli(database_url: str) -> None:
+    gates = {"KEEL_DEPLOY_APPROVALS": "prod=1"}
+    created = _keel(
+        database_url, "deploy", "create", "--env", "prod", "--by", "alice", "--json", **gates
+    )
+    assert created["state"] == "awaiting_approval"
+    assert (created["git_sha"], created["migration_head"]) == ("c" * 40, "0014")
+    assert [c["name"] for c in created["checks"]] == ["schema-servable"]
+    deployment_id = created["id"]
+
+    refused = _keel(database_url, "deploy", "create", "--env", "prod", "--by", "bob", code=1)
+    assert "already has deployment" in refused.output
+    self_approval = _keel(database_url, "deploy", "approve", deployment_id, "--by", "alice", code=1)
+    assert "cannot approve" in self_approval.output
+
+    approved = _keel(
+        database_url, "deploy", "approve", deployment_id, "--by", "bob", "--json", **gates
+    )
+    assert (approved["state"], approved["approvals"]) == ("rolling", ["bob"])
+    status = _keel(database_url, "deploy", "status", "--env", "prod", "--json")
+    assert [item["id"] for item in status["items"]] == [deployment_id]
+
+    # --watch gives up after its timeout with exit status 2 while the rollout is still active.
+    watched = _keel(database_url, "deploy", "status", "--watch", "--timeout", "0", code=2)
+    assert "still active" in watched.output
+
+    rolled = _keel(
+        database_url,
+        "deploy",
+        "rollback",
+        deployment_id,
+        "--by",
+        "carol",
+        "--reason",
+        "p99",
+        "--json",
+    )
+    assert (rolled["state"], rolled["reason"]) == ("rolled_back", "p99")
+    shown = _keel(database_url, "deploy", "show", deployment_id, "--json")
+    assert [step["to_state"] for step in shown["history"]] == [
+        "created", "pre_checks", "awaiting_approval", "rolling", "rolled_back",
+    ]  # fmt: skip
+    listed = _keel(database_url, "deploy", "list", "--json")
+    assert [item["state"] for item in listed["items"]] == ["rolled_back"]
+    # Nothing active: --watch returns at once.
+    assert "no active deployment" in _keel(database_url, "deploy", "status", "--watch").output
+
+
+def test_an_environment_without_a_gate_rolls_and_is_promoted(database_url: str) -> None:
+    created = _keel(database_url, "deploy", "create", "--env", "dev", "--by", "alice", "--json")
+    assert created["state"] == "rolling"
+    promoted = _keel(database_url, "deploy", "promote", created["id"], "--by", "alice", "--json")
+    assert promoted["state"] == "promoted"
+    again = _keel(database_url, "deploy", "rollback", created["id"], code=1)
+    assert "cannot move" in again.output
