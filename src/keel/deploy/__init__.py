@@ -12,9 +12,13 @@ Framework-free (no web imports): the ``keel deploy`` CLI drives it on its own.
     Deployments in the database; every move checked, recorded and audited.
 ``prechecks``
     What must hold before a release takes traffic.
+``canary``
+    Canary analysis: error rate and latency of canary against baseline from
+    each version's ``/metrics`` (thresholds and a Mann-Whitney U test).
 """
 
 from keel.deploy.approvals import ApprovalGate, check_environment, gate_for
+from keel.deploy.canary import Analysis, Thresholds, Traffic, Verdict, analyse, read_traffic
 from keel.deploy.errors import (
     ApprovalRefused,
     DeploymentInProgress,
@@ -32,6 +36,7 @@ __all__ = [
     "SYSTEM_ACTOR",
     "TERMINAL",
     "TRANSITIONS",
+    "Analysis",
     "ApprovalGate",
     "ApprovalRefused",
     "CheckResult",
@@ -47,9 +52,14 @@ __all__ = [
     "Release",
     "SchemaServable",
     "Strategy",
+    "Thresholds",
+    "Traffic",
     "Transition",
+    "Verdict",
+    "analyse",
     "check_environment",
     "current_release",
     "gate_for",
+    "read_traffic",
     "run_pre_checks",
 ]
