@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -28,10 +29,13 @@ from keel.deploy import (
     DeploymentStore,
     SchemaServable,
     Strategy,
+    Thresholds,
     current_release,
     gate_for,
     run_pre_checks,
 )
+from keel.deploy.haproxy import HAProxy, RuntimeApi, Server, haproxy_binary
+from keel.deploy.rollout import CanaryPlan, CanaryRollout, HAProxyRouter, HttpMetrics
 from keel.settings import Settings
 
 app = typer.Typer(help="Safe deploys: releases, deployments, approval gates.", no_args_is_help=True)
@@ -270,3 +274,104 @@ def _move(
 
 def _report(deployment: Deployment, as_json: bool) -> None:
     print_json(deployment.as_dict()) if as_json else out.print(_table([deployment]))
+
+
+def _percentages(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(item) for item in text.split(",") if item.strip())
+    except ValueError as error:
+        raise typer.BadParameter("comma-separated percentages: 5,25,50,100") from error
+
+
+@app.command("canary")
+def canary(
+    deployment_id: str,
+    admin_socket: Path = typer.Option(..., "--haproxy-socket", help="HAProxy's admin socket."),
+    canary_metrics: str = typer.Option(..., "--canary-metrics", help="The canary's /metrics URL."),
+    baseline_metrics: str = typer.Option(
+        ..., "--baseline-metrics", help="The baseline's /metrics URL."
+    ),
+    canary_server: str = typer.Option("canary", help="The canary's HAProxy server name."),
+    baseline_server: str = typer.Option("baseline", help="The baseline's HAProxy server name."),
+    steps: str = typer.Option("5,25,50,100", "--steps", help="Canary shares, in %."),
+    interval: float = typer.Option(30.0, "--interval", min=0.1, help="Seconds per analysis."),
+    step_timeout: float = typer.Option(
+        300.0, "--step-timeout", min=0.1, help="Inconclusive this long at a step: roll back."
+    ),
+    min_requests: int = typer.Option(100, "--min-requests", min=1, help="Per version and step."),
+    max_error_rate: float = typer.Option(0.01, "--max-error-rate", min=0.0, max=1.0),
+    max_p99: float | None = typer.Option(None, "--max-p99", help="Seconds; unset: no bound."),
+    latency_alpha: float = typer.Option(
+        0.01, "--latency-alpha", min=0.0, max=1.0, help="Significance of 'the canary is slower'."
+    ),
+    min_effect: float = typer.Option(
+        0.05, "--min-effect", min=0.0, max=0.5, help="P(canary slower) must exceed 0.5 + this."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Walk a rolling deployment's canary steps behind HAProxy; roll back on a failed analysis."""
+    settings = Settings()
+    try:
+        plan = CanaryPlan(
+            steps=_percentages(steps),
+            interval_seconds=interval,
+            step_timeout_seconds=step_timeout,
+            thresholds=Thresholds(
+                min_requests=min_requests,
+                max_error_rate=max_error_rate,
+                max_p99_seconds=max_p99,
+                latency_alpha=latency_alpha,
+                min_effect=min_effect,
+            ),
+        )
+    except ValueError as error:
+        fail(str(error))
+    router = HAProxyRouter(RuntimeApi(admin_socket), baseline=baseline_server, canary=canary_server)
+
+    async def go() -> Deployment:
+        async with database(settings) as db:
+            rollout = CanaryRollout(
+                _store(db, settings),
+                deployment_id,
+                router,
+                canary=HttpMetrics(canary_metrics),
+                baseline=HttpMetrics(baseline_metrics),
+                plan=plan,
+            )
+            return await rollout.run()
+
+    deployment = run(go)
+    _report(deployment, as_json)
+    if deployment.state is not DeploymentState.PROMOTED:
+        raise typer.Exit(1)
+
+
+@app.command("proxy")
+def proxy(
+    port: int = typer.Option(..., "--port", help="Where clients connect."),
+    baseline: str = typer.Option(..., "--baseline", help="HOST:PORT of the running version."),
+    canary_address: str = typer.Option(..., "--canary", help="HOST:PORT of the new version."),
+    workdir: Path = typer.Option(..., "--workdir", help="Configuration and admin socket here."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    health_path: str | None = typer.Option("/ready", "--health-path", help="Empty: no checks."),
+) -> None:
+    """Run HAProxy in the foreground: 100 % baseline, 0 % canary, admin socket in --workdir."""
+    servers = [
+        Server("baseline", *_address(baseline), weight=100),
+        Server("canary", *_address(canary_address), weight=0),
+    ]
+    workdir.mkdir(parents=True, exist_ok=True)
+    frontend = HAProxy(
+        servers, workdir=workdir, bind_port=port, bind_host=host, health_path=health_path or None
+    )
+    frontend.config_path.write_text(frontend.config, encoding="utf-8")
+    out.print(f"admin socket: {frontend.admin_socket}", highlight=False)
+    binary = haproxy_binary()
+    os.execv(binary, [binary, "-db", "-f", str(frontend.config_path)])  # noqa: S606 - our binary
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise typer.BadParameter(f"{text!r} is not HOST:PORT")
+    return host, int(port)

@@ -83,6 +83,8 @@ class Traffic:
 
     def since(self, earlier: Traffic) -> Traffic:
         """The traffic between the ``earlier`` scrape and this one (a restart resets to this)."""
+        if earlier.requests == 0 and not any(earlier.counts):
+            return self  # nothing served yet: the histogram had no series to show its buckets
         if earlier.buckets != self.buckets:
             raise MetricsUnreadable("the two scrapes have different histogram buckets")
         deltas = tuple(

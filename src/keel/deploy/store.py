@@ -38,7 +38,7 @@ from keel.deploy.errors import (
     InvalidOperator,
 )
 from keel.deploy.release import Release
-from keel.deploy.states import TERMINAL, DeploymentState, check
+from keel.deploy.states import TERMINAL, DeploymentState, IllegalTransition, check
 from keel.ids import new_id
 
 SYSTEM_ACTOR = "keel"
@@ -216,6 +216,21 @@ class DeploymentStore:
                 reason = f"approved by {', '.join(sorted([*already, approver]))}"
                 await self._move(session, row, DeploymentState.ROLLING, SYSTEM_ACTOR, reason)
         return await self.get(deployment_id)
+
+    async def record_step(self, deployment_id: str, step: int, percent: int) -> None:
+        """Audit that a rolling deployment's canary now takes ``percent`` % of the traffic."""
+        async with self.database.write() as session:
+            row = await self._lock(session, deployment_id)
+            if row.state != DeploymentState.ROLLING:
+                raise IllegalTransition(f"deployment {deployment_id} is {row.state}, not rolling")
+            row.updated_at = self.clock.now()
+            await self.auditor.record(
+                session,
+                AuditEvent(
+                    EventCode.DEPLOYMENT_PROMOTED,
+                    fields={"release_id": row.release_id, "step": step, "weight_percent": percent},
+                ),
+            )
 
     async def _record_release(self, session: AsyncSession, release: Release) -> str:
         """The id of ``release``'s row, inserted the first time it is seen."""

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 from typing import Any
 
+import pytest
+from tests.support.processes import free_port
+from tests.support.services import need_binary
+from tests.support.versions import SteadyClient, VersionServer
 from typer.testing import CliRunner
 
 from keel.cli import app
+from keel.deploy.haproxy import HAProxy, Server
 
 runner = CliRunner()
 
@@ -75,3 +82,61 @@ def test_an_environment_without_a_gate_rolls_and_is_promoted(database_url: str) 
     assert promoted["state"] == "promoted"
     again = _keel(database_url, "deploy", "rollback", created["id"], code=1)
     assert "cannot move" in again.output
+
+
+def test_canary_and_proxy_refuse_bad_arguments_and_a_deployment_that_is_not_rolling(
+    database_url: str, tmp_path: Path
+) -> None:
+    created = _keel(database_url, "deploy", "create", "--env", "prod", "--by", "alice", "--json")
+    common = [
+        "--haproxy-socket", str(tmp_path / "none.sock"),
+        "--canary-metrics", "http://127.0.0.1:9/metrics",
+        "--baseline-metrics", "http://127.0.0.1:9/metrics",
+    ]  # fmt: skip
+    uneven = _keel(
+        database_url, "deploy", "canary", created["id"], *common, "--steps", "5,50", code=1
+    )
+    assert "end at 100" in uneven.output
+    waiting = _keel(database_url, "deploy", "canary", created["id"], *common, code=1)
+    assert "not rolling" in " ".join(waiting.output.split())  # Rich wraps lines
+    bad = _keel(
+        database_url, "deploy", "proxy", "--port", "1", "--baseline", "nowhere",
+        "--canary", "127.0.0.1:2", "--workdir", str(tmp_path), code=2,
+    )  # fmt: skip
+    assert "HOST:PORT" in bad.output
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("backend", ["sqlite"])  # the store's backend does not matter here
+def test_keel_deploy_canary_promotes_a_healthy_canary_behind_real_haproxy(
+    database_url: str,
+) -> None:
+    need_binary("haproxy", fallback="/usr/sbin/haproxy")
+    created = _keel(database_url, "deploy", "create", "--env", "dev", "--by", "alice", "--json")
+    with (
+        VersionServer("canary") as canary,
+        VersionServer("baseline") as baseline,
+        tempfile.TemporaryDirectory(prefix="keel-ha-") as workdir,
+        HAProxy(
+            [
+                Server("baseline", "127.0.0.1", baseline.port, weight=100),
+                Server("canary", "127.0.0.1", canary.port, weight=0),
+            ],
+            workdir=Path(workdir),
+            bind_port=free_port(),
+        ) as proxy,
+        SteadyClient(proxy.bind[1]) as client,
+    ):
+        client.wait_for(20)
+        promoted = _keel(
+            database_url, "deploy", "canary", created["id"],
+            "--haproxy-socket", str(proxy.admin_socket),
+            "--canary-metrics", f"http://127.0.0.1:{canary.port}/metrics",
+            "--baseline-metrics", f"http://127.0.0.1:{baseline.port}/metrics",
+            "--interval", "0.5", "--min-requests", "20", "--json",
+            # identical versions on a busy machine: ask for overwhelming evidence of slowness
+            "--latency-alpha", "0.0001", "--min-effect", "0.2",
+        )  # fmt: skip
+        assert set(client.wait_for(30)) == {"canary"}
+    assert promoted["state"] == "promoted"
+    assert client.failures == []

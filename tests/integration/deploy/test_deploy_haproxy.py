@@ -4,108 +4,37 @@ that never stops."""
 
 from __future__ import annotations
 
-import http.client
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from tests.support.processes import free_port
 from tests.support.services import need_binary
+from tests.support.versions import SteadyClient, VersionServer
 
-from keel.deploy.haproxy import HAProxy, HAProxyCommandFailed, Server, render_config
+from keel.deploy.haproxy import HAProxy, HAProxyCommandFailed, RuntimeApi, Server, render_config
 
 pytestmark = pytest.mark.e2e
 
 
-def _server(name: str) -> ThreadingHTTPServer:
-    body = name.encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            return
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    return httpd
-
-
-class SteadyClient:
-    """Requests one after another, each on a new connection, until stopped; records answers."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.answers: list[str] = []
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-            try:
-                connection.request("GET", "/", headers={"Connection": "close"})
-                response = connection.getresponse()
-                text = response.read().decode()
-                if response.status == 200:
-                    self.answers.append(text)
-                else:
-                    self.failures.append(f"{response.status} {text}")
-            except OSError as error:
-                self.failures.append(repr(error))
-            finally:
-                connection.close()
-
-    def mark(self) -> int:
-        return len(self.answers)
-
-    def wait_for(self, count: int, *, timeout: float = 15.0) -> list[str]:
-        """The next ``count`` answers after now (bounded in time)."""
-        start = self.mark()
-        deadline = time.monotonic() + timeout
-        while self.mark() < start + count and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert self.mark() >= start + count, f"only {self.mark() - start} answers in {timeout} s"
-        return self.answers[start : start + count]
-
-    def __enter__(self) -> SteadyClient:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-
 @pytest.fixture
-def versions() -> Iterator[tuple[ThreadingHTTPServer, ThreadingHTTPServer]]:
-    blue, green = _server("blue"), _server("green")
-    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (blue, green)]
-    for thread in threads:
-        thread.start()
-    yield blue, green
-    for server in (blue, green):
-        server.shutdown()
-        server.server_close()
+def versions() -> Iterator[tuple[VersionServer, VersionServer]]:
+    with VersionServer("blue") as blue, VersionServer("green") as green:
+        yield blue, green
 
 
 def test_weights_shift_traffic_live_and_a_drain_empties_a_server_with_no_failed_request(
-    versions: tuple[ThreadingHTTPServer, ThreadingHTTPServer],
+    versions: tuple[VersionServer, VersionServer],
 ) -> None:
     need_binary("haproxy", fallback="/usr/sbin/haproxy")
     blue, green = versions
     servers = [
-        Server("blue", "127.0.0.1", blue.server_address[1], weight=100),
-        Server("green", "127.0.0.1", green.server_address[1], weight=0),
+        Server("blue", "127.0.0.1", blue.port, weight=100),
+        Server("green", "127.0.0.1", green.port, weight=0),
     ]
     port = free_port()
     # A short directory: a unix socket path holds ~100 bytes.
@@ -151,3 +80,38 @@ def test_the_configuration_balances_roundrobin_over_every_version() -> None:
     assert "stats socket /tmp/x.sock mode 600 level admin" in config
     assert "server b 127.0.0.1:8002 weight 0 check" in config
     assert "option httpchk GET /ready" in config
+
+
+def test_keel_deploy_proxy_runs_haproxy_in_front_of_the_baseline(
+    versions: tuple[VersionServer, VersionServer],
+) -> None:
+    need_binary("haproxy", fallback="/usr/sbin/haproxy")
+    blue, green = versions
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="keel-ha-") as workdir:
+        command = [
+            sys.executable, "-m", "keel.cli", "deploy", "proxy", "--port", str(port),
+            "--baseline", f"127.0.0.1:{blue.port}", "--canary", f"127.0.0.1:{green.port}",
+            "--workdir", workdir, "--health-path", "",
+        ]  # fmt: skip
+        process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        try:
+            api = RuntimeApi(Path(workdir) / "admin.sock")
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                try:
+                    api.command("show info")
+                    with SteadyClient(port) as client:
+                        answers = client.wait_for(10)
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            else:
+                pytest.fail("keel deploy proxy did not come up")
+            assert set(answers) == {"blue"}
+            assert (api.weight("baseline"), api.weight("canary")) == (100, 0)
+        finally:
+            process.terminate()
+            process.wait(timeout=10)

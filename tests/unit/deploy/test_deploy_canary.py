@@ -118,6 +118,7 @@ def test_interval_traffic_is_the_difference_of_two_scrapes() -> None:
     assert (interval.requests, interval.errors, sum(interval.counts)) == (5, 1, 5)
     restarted = read_traffic(_scrape([0.01] * 4))
     assert restarted.since(before) == restarted
+    assert after.since(read_traffic("")) == after  # the first scrape, before any request
 
 
 THRESHOLDS = Thresholds(min_requests=100, max_p99_seconds=1.0)

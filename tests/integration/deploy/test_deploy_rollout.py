@@ -1,0 +1,192 @@
+"""The canary rollout on made-up time: fake routing and traffic, the real store and analysis.
+
+Each "sleep" of the rollout sends 400 requests, split as the router says, to
+two versions whose ``/metrics`` text comes from the server's own histogram.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import pytest
+from prometheus_client import generate_latest
+
+from keel.audit import build_auditor
+from keel.db.engine import Database
+from keel.deploy import DeploymentState, DeploymentStore, Release, Strategy, Thresholds
+from keel.deploy.rollout import CanaryPlan, CanaryRollout
+from keel.deploy.states import IllegalTransition
+from keel.observe.metrics import Metrics
+from keel.settings import Settings
+from keel.testing import ManualClock
+
+S = DeploymentState
+PLAN = CanaryPlan(
+    interval_seconds=10,
+    step_timeout_seconds=60,
+    thresholds=Thresholds(min_requests=50, max_p99_seconds=None),
+)
+
+
+@dataclass
+class Version:
+    latency: float
+    error_share: float = 0.0
+    metrics: Metrics = field(
+        default_factory=lambda: Metrics(slo_threshold=0.3, version="1", release_id="r", git_sha="s")
+    )
+    served: int = 0
+
+    def serve(self, count: int, rng: random.Random) -> None:
+        for _ in range(count):
+            self.served += 1
+            failed = rng.random() < self.error_share
+            seconds = max(0.0005, rng.gauss(self.latency, self.latency / 4))
+            status = "500" if failed else "200"
+            self.metrics.request_duration.labels("GET", "/v1/x", status, "true").observe(seconds)
+
+    async def scrape(self) -> str:
+        return generate_latest(self.metrics.registry).decode()
+
+
+@dataclass
+class Router:
+    splits: list[int] = field(default_factory=list)
+    drained: bool = False
+
+    def split(self, canary_percent: int) -> None:
+        self.splits.append(canary_percent)
+
+    def drain_baseline(self) -> None:
+        self.drained = True
+
+
+class World:
+    def __init__(self, canary: Version, *, per_interval: int = 400) -> None:
+        self.clock = ManualClock()
+        self.router = Router()
+        self.baseline = Version(latency=0.05)
+        self.canary = canary
+        self.per_interval = per_interval
+        self.rng = random.Random(11)
+        self.on_sleep: list[object] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        percent = self.router.splits[-1] if self.router.splits else 0
+        to_canary = self.per_interval * percent // 100
+        self.canary.serve(to_canary, self.rng)
+        self.baseline.serve(self.per_interval - to_canary, self.rng)
+
+
+async def _rolling(database: Database, settings: Settings) -> tuple[DeploymentStore, str]:
+    store = DeploymentStore(database, build_auditor(settings, database))
+    deployment = await store.create(
+        Release("2.0.0", "d" * 40, "0014"),
+        environment="prod",
+        strategy=Strategy.CANARY,
+        created_by="alice",
+        required_approvals=0,
+    )
+    await store.move(deployment.id, S.PRE_CHECKS, actor="keel")
+    await store.move(deployment.id, S.ROLLING, actor="keel")
+    return store, deployment.id
+
+
+def _rollout(store: DeploymentStore, deployment_id: str, world: World) -> CanaryRollout:
+    return CanaryRollout(
+        store,
+        deployment_id,
+        world.router,
+        canary=world.canary,
+        baseline=world.baseline,
+        plan=PLAN,
+        clock=world.clock,
+        sleep=world.sleep,
+    )
+
+
+async def test_a_healthy_canary_walks_every_step_and_is_promoted(
+    database: Database, settings: Settings
+) -> None:
+    store, deployment_id = await _rolling(database, settings)
+    world = World(Version(latency=0.05))
+    rollout = _rollout(store, deployment_id, world)
+    deployment = await rollout.run()
+    assert deployment.state is S.PROMOTED
+    assert world.router.splits == [5, 25, 50, 100]
+    assert world.router.drained
+    assert [step.analyses[-1].verdict.value for step in rollout.steps] == ["pass"] * 3
+
+
+async def test_a_canary_with_five_percent_errors_is_rolled_back_at_the_first_step(
+    database: Database, settings: Settings
+) -> None:
+    store, deployment_id = await _rolling(database, settings)
+    world = World(Version(latency=0.05, error_share=0.05))
+    deployment = await _rollout(store, deployment_id, world).run()
+    assert deployment.state is S.ROLLED_BACK
+    assert "error rate" in (deployment.reason or "")
+    assert world.router.splits == [5, 0]
+    assert not world.router.drained
+    # It needed the minimum sample first, and no more than one interval past it.
+    assert world.canary.served < PLAN.thresholds.min_requests + 2 * 20
+
+
+async def test_a_canary_two_hundred_ms_slower_is_rolled_back(
+    database: Database, settings: Settings
+) -> None:
+    store, deployment_id = await _rolling(database, settings)
+    world = World(Version(latency=0.25))
+    deployment = await _rollout(store, deployment_id, world).run()
+    assert deployment.state is S.ROLLED_BACK
+    assert "Mann-Whitney" in (deployment.reason or "")
+    assert world.router.splits[-1] == 0
+
+
+async def test_a_canary_without_traffic_is_never_promoted_and_times_out_into_rollback(
+    database: Database, settings: Settings
+) -> None:
+    store, deployment_id = await _rolling(database, settings)
+    world = World(Version(latency=0.05), per_interval=10)
+    deployment = await _rollout(store, deployment_id, world).run()
+    assert deployment.state is S.ROLLED_BACK
+    assert "inconclusive" in (deployment.reason or "")
+    assert world.router.splits == [5, 0]
+    assert world.clock.monotonic() - 1000.0 >= PLAN.step_timeout_seconds
+
+
+async def test_an_operator_rollback_during_the_canary_restores_all_traffic_to_the_baseline(
+    database: Database, settings: Settings
+) -> None:
+    store, deployment_id = await _rolling(database, settings)
+    world = World(Version(latency=0.05))
+    plain_sleep = world.sleep
+
+    async def sleep_then_operator(seconds: float) -> None:
+        await plain_sleep(seconds)
+        if world.router.splits[-1] == 25:
+            await store.move(deployment_id, S.ROLLED_BACK, actor="bob", reason="not today")
+
+    world.sleep = sleep_then_operator  # type: ignore[method-assign]
+    deployment = await _rollout(store, deployment_id, world).run()
+    assert (deployment.state, deployment.reason) == (S.ROLLED_BACK, "not today")
+    assert world.router.splits == [5, 25, 0]
+
+
+async def test_only_a_rolling_deployment_can_be_walked(
+    database: Database, settings: Settings
+) -> None:
+    store = DeploymentStore(database, build_auditor(settings, database))
+    waiting = await store.create(
+        Release("2.0.0", "e" * 40, "0014"),
+        environment="prod",
+        strategy=Strategy.CANARY,
+        created_by="alice",
+        required_approvals=1,
+    )
+    world = World(Version(latency=0.05))
+    with pytest.raises(IllegalTransition):
+        await _rollout(store, waiting.id, world).run()
+    assert world.router.splits == []
