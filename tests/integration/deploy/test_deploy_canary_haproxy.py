@@ -9,13 +9,13 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from tests.support.deploys import rolling_deployment
 from tests.support.processes import free_port
 from tests.support.services import need_binary
 from tests.support.versions import SteadyClient, VersionServer
 
-from keel.audit import build_auditor
 from keel.db.engine import Database
-from keel.deploy import DeploymentState, DeploymentStore, Release, Strategy, Thresholds
+from keel.deploy import DeploymentState, Thresholds
 from keel.deploy.haproxy import HAProxy, RuntimeApi, Server
 from keel.deploy.rollout import CanaryPlan, CanaryRollout, HAProxyRouter, HttpMetrics
 from keel.settings import Settings
@@ -41,16 +41,7 @@ def backend() -> str:
 async def _walk(
     database: Database, settings: Settings, canary: VersionServer, baseline: VersionServer
 ) -> tuple[S, str | None, SteadyClient, RuntimeApi]:
-    store = DeploymentStore(database, build_auditor(settings, database))
-    deployment = await store.create(
-        Release("2.0.0", "f" * 40, "0014"),
-        environment="prod",
-        strategy=Strategy.CANARY,
-        created_by="alice",
-        required_approvals=0,
-    )
-    await store.move(deployment.id, S.PRE_CHECKS, actor="keel")
-    await store.move(deployment.id, S.ROLLING, actor="keel")
+    store, deployment_id = await rolling_deployment(database, settings)
     servers = [
         Server("baseline", "127.0.0.1", baseline.port, weight=100),
         Server("canary", "127.0.0.1", canary.port, weight=0),
@@ -64,7 +55,7 @@ async def _walk(
         client.wait_for(20)
         rollout = CanaryRollout(
             store,
-            deployment.id,
+            deployment_id,
             HAProxyRouter(proxy.api),
             canary=HttpMetrics(f"http://127.0.0.1:{canary.port}/metrics"),
             baseline=HttpMetrics(f"http://127.0.0.1:{baseline.port}/metrics"),

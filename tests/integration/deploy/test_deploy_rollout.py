@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import pytest
 from prometheus_client import generate_latest
+from tests.support.deploys import deployment_store, rolling_deployment
 
-from keel.audit import build_auditor
 from keel.db.engine import Database
 from keel.deploy import DeploymentState, DeploymentStore, Release, Strategy, Thresholds
 from keel.deploy.rollout import CanaryPlan, CanaryRollout
@@ -80,20 +80,6 @@ class World:
         self.baseline.serve(self.per_interval - to_canary, self.rng)
 
 
-async def _rolling(database: Database, settings: Settings) -> tuple[DeploymentStore, str]:
-    store = DeploymentStore(database, build_auditor(settings, database))
-    deployment = await store.create(
-        Release("2.0.0", "d" * 40, "0014"),
-        environment="prod",
-        strategy=Strategy.CANARY,
-        created_by="alice",
-        required_approvals=0,
-    )
-    await store.move(deployment.id, S.PRE_CHECKS, actor="keel")
-    await store.move(deployment.id, S.ROLLING, actor="keel")
-    return store, deployment.id
-
-
 def _rollout(store: DeploymentStore, deployment_id: str, world: World) -> CanaryRollout:
     return CanaryRollout(
         store,
@@ -110,7 +96,7 @@ def _rollout(store: DeploymentStore, deployment_id: str, world: World) -> Canary
 async def test_a_healthy_canary_walks_every_step_and_is_promoted(
     database: Database, settings: Settings
 ) -> None:
-    store, deployment_id = await _rolling(database, settings)
+    store, deployment_id = await rolling_deployment(database, settings)
     world = World(Version(latency=0.05))
     rollout = _rollout(store, deployment_id, world)
     deployment = await rollout.run()
@@ -123,7 +109,7 @@ async def test_a_healthy_canary_walks_every_step_and_is_promoted(
 async def test_a_canary_with_five_percent_errors_is_rolled_back_at_the_first_step(
     database: Database, settings: Settings
 ) -> None:
-    store, deployment_id = await _rolling(database, settings)
+    store, deployment_id = await rolling_deployment(database, settings)
     world = World(Version(latency=0.05, error_share=0.05))
     deployment = await _rollout(store, deployment_id, world).run()
     assert deployment.state is S.ROLLED_BACK
@@ -137,7 +123,7 @@ async def test_a_canary_with_five_percent_errors_is_rolled_back_at_the_first_ste
 async def test_a_canary_two_hundred_ms_slower_is_rolled_back(
     database: Database, settings: Settings
 ) -> None:
-    store, deployment_id = await _rolling(database, settings)
+    store, deployment_id = await rolling_deployment(database, settings)
     world = World(Version(latency=0.25))
     deployment = await _rollout(store, deployment_id, world).run()
     assert deployment.state is S.ROLLED_BACK
@@ -148,7 +134,7 @@ async def test_a_canary_two_hundred_ms_slower_is_rolled_back(
 async def test_a_canary_without_traffic_is_never_promoted_and_times_out_into_rollback(
     database: Database, settings: Settings
 ) -> None:
-    store, deployment_id = await _rolling(database, settings)
+    store, deployment_id = await rolling_deployment(database, settings)
     world = World(Version(latency=0.05), per_interval=10)
     deployment = await _rollout(store, deployment_id, world).run()
     assert deployment.state is S.ROLLED_BACK
@@ -160,7 +146,7 @@ async def test_a_canary_without_traffic_is_never_promoted_and_times_out_into_rol
 async def test_an_operator_rollback_during_the_canary_restores_all_traffic_to_the_baseline(
     database: Database, settings: Settings
 ) -> None:
-    store, deployment_id = await _rolling(database, settings)
+    store, deployment_id = await rolling_deployment(database, settings)
     world = World(Version(latency=0.05))
     plain_sleep = world.sleep
 
@@ -178,7 +164,7 @@ async def test_an_operator_rollback_during_the_canary_restores_all_traffic_to_th
 async def test_only_a_rolling_deployment_can_be_walked(
     database: Database, settings: Settings
 ) -> None:
-    store = DeploymentStore(database, build_auditor(settings, database))
+    store = deployment_store(database, settings)
     waiting = await store.create(
         Release("2.0.0", "e" * 40, "0014"),
         environment="prod",

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
+from tests.support.deploys import deployment_store
 
-from keel.audit import build_auditor
 from keel.db.engine import Database
 from keel.db.tables_audit import AuditEvent as AuditRow
 from keel.deploy import (
@@ -31,10 +31,6 @@ from keel.settings import Settings
 S = DeploymentState
 RELEASE = Release(version="1.2.3", git_sha="a" * 40, migration_head="0014")
 PROD = ApprovalGate("prod", 2, creator_may_approve=False)
-
-
-def _store(database: Database, settings: Settings) -> DeploymentStore:
-    return DeploymentStore(database, build_auditor(settings, database))
 
 
 async def _create(store: DeploymentStore, environment: str = "prod", required: int = 2) -> str:
@@ -64,7 +60,7 @@ async def _audited(database: Database) -> list[tuple[str, dict[str, object]]]:
 async def test_a_second_active_deployment_in_one_environment_is_refused(
     database: Database, settings: Settings
 ) -> None:
-    store = _store(database, settings)
+    store = deployment_store(database, settings)
     first = await _create(store)
     with pytest.raises(DeploymentInProgress, match=first):
         await _create(store)
@@ -79,7 +75,7 @@ async def test_a_second_active_deployment_in_one_environment_is_refused(
 async def test_the_database_itself_refuses_two_active_rows_for_one_environment(
     database: Database, settings: Settings
 ) -> None:
-    store = _store(database, settings)
+    store = deployment_store(database, settings)
     existing = await store.get(await _create(store))
     now = datetime.now(UTC)
     insert = text(
@@ -97,7 +93,7 @@ async def test_the_database_itself_refuses_two_active_rows_for_one_environment(
 async def test_pre_checks_then_the_gate_then_two_other_people_open_it(
     database: Database, settings: Settings
 ) -> None:
-    store = _store(database, settings)
+    store = deployment_store(database, settings)
     deployment_id = await _create(store)
     deployment, results = await run_pre_checks(store, deployment_id, [SchemaServable(database)])
     assert [r.ok for r in results] == [True]
@@ -138,7 +134,7 @@ async def test_pre_checks_then_the_gate_then_two_other_people_open_it(
 async def test_no_approval_needed_goes_straight_to_rolling(
     database: Database, settings: Settings
 ) -> None:
-    store = _store(database, settings)
+    store = deployment_store(database, settings)
     deployment_id = await _create(store, environment="dev", required=0)
     deployment, _ = await run_pre_checks(store, deployment_id, [SchemaServable(database)])
     assert deployment.state is S.ROLLING
@@ -154,7 +150,7 @@ class _Broken:
 async def test_a_failing_or_crashing_pre_check_fails_the_deployment(
     database: Database, settings: Settings
 ) -> None:
-    store = _store(database, settings)
+    store = deployment_store(database, settings)
     ahead = DeploymentStore(database, store.auditor)
     old = Release(version="1.0.0", git_sha="b" * 40, migration_head="0013")
     stale = await ahead.create(
@@ -174,7 +170,7 @@ async def test_a_failing_or_crashing_pre_check_fails_the_deployment(
 async def test_moves_outside_the_table_are_refused_and_change_nothing(
     database: Database, settings: Settings
 ) -> None:
-    store = _store(database, settings)
+    store = deployment_store(database, settings)
     deployment_id = await _create(store)
     with pytest.raises(IllegalTransition):
         await store.move(deployment_id, S.ROLLING, actor="bob")  # skipping pre-checks and gate

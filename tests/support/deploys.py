@@ -1,0 +1,29 @@
+"""Deployments for the safe-deploy tests: a store, and one already in ``rolling``."""
+
+from __future__ import annotations
+
+from keel.audit import build_auditor
+from keel.db.engine import Database
+from keel.deploy import DeploymentState, DeploymentStore, Release, Strategy
+from keel.settings import Settings
+
+RELEASE = Release(version="2.0.0", git_sha="d" * 40, migration_head="0014")
+
+
+def deployment_store(database: Database, settings: Settings) -> DeploymentStore:
+    return DeploymentStore(database, build_auditor(settings, database))
+
+
+async def rolling_deployment(database: Database, settings: Settings) -> tuple[DeploymentStore, str]:
+    """A prod deployment past its pre-checks and gate: what a canary rollout walks."""
+    store = deployment_store(database, settings)
+    deployment = await store.create(
+        RELEASE,
+        environment="prod",
+        strategy=Strategy.CANARY,
+        created_by="alice",
+        required_approvals=0,
+    )
+    await store.move(deployment.id, DeploymentState.PRE_CHECKS, actor="keel")
+    await store.move(deployment.id, DeploymentState.ROLLING, actor="keel")
+    return store, deployment.id
