@@ -14,13 +14,15 @@ def deployment_store(database: Database, settings: Settings) -> DeploymentStore:
     return DeploymentStore(database, build_auditor(settings, database))
 
 
-async def rolling_deployment(database: Database, settings: Settings) -> tuple[DeploymentStore, str]:
-    """A prod deployment past its pre-checks and gate: what a canary rollout walks."""
+async def rolling_deployment(
+    database: Database, settings: Settings, strategy: Strategy = Strategy.CANARY
+) -> tuple[DeploymentStore, str]:
+    """A prod deployment past its pre-checks and gate: what a rollout walks."""
     store = deployment_store(database, settings)
     deployment = await store.create(
         RELEASE,
         environment="prod",
-        strategy=Strategy.CANARY,
+        strategy=strategy,
         created_by="alice",
         required_approvals=0,
     )

@@ -34,6 +34,7 @@ from keel.deploy import (
     gate_for,
     run_pre_checks,
 )
+from keel.deploy.bluegreen import BlueGreenSwitch, HttpReadiness, SwitchPlan
 from keel.deploy.haproxy import HAProxy, RuntimeApi, Server, haproxy_binary
 from keel.deploy.rollout import CanaryPlan, CanaryRollout, HAProxyRouter, HttpMetrics
 from keel.settings import Settings
@@ -339,6 +340,44 @@ def canary(
                 plan=plan,
             )
             return await rollout.run()
+
+    deployment = run(go)
+    _report(deployment, as_json)
+    if deployment.state is not DeploymentState.PROMOTED:
+        raise typer.Exit(1)
+
+
+@app.command("switch")
+def switch(
+    deployment_id: str,
+    admin_socket: Path = typer.Option(..., "--haproxy-socket", help="HAProxy's admin socket."),
+    ready_url: str = typer.Option(..., "--ready-url", help="The new version's /ready URL."),
+    canary_server: str = typer.Option("canary", help="The new version's HAProxy server name."),
+    baseline_server: str = typer.Option("baseline", help="The old version's HAProxy server name."),
+    ready_timeout: float = typer.Option(60.0, "--ready-timeout", min=0.1, help="Seconds."),
+    warm: float = typer.Option(
+        300.0, "--warm", min=0.0, help="Seconds the old version stays warm for a rollback."
+    ),
+    interval: float = typer.Option(1.0, "--interval", min=0.1, help="Seconds between polls."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Blue-green: once the new version is ready, give it all traffic in one switch."""
+    settings = Settings()
+    router = HAProxyRouter(RuntimeApi(admin_socket), baseline=baseline_server, canary=canary_server)
+    plan = SwitchPlan(
+        interval_seconds=interval, ready_timeout_seconds=ready_timeout, warm_seconds=warm
+    )
+
+    async def go() -> Deployment:
+        async with database(settings) as db:
+            walk = BlueGreenSwitch(
+                _store(db, settings),
+                deployment_id,
+                router,
+                probe=HttpReadiness(ready_url),
+                plan=plan,
+            )
+            return await walk.run()
 
     deployment = run(go)
     _report(deployment, as_json)

@@ -129,13 +129,16 @@ class RuntimeApi:
         self.timeout = timeout
 
     def command(self, text: str) -> str:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
-            connection.settimeout(self.timeout)
-            connection.connect(str(self.path))
-            connection.sendall(text.encode() + b"\n")
-            chunks = []
-            while chunk := connection.recv(65536):
-                chunks.append(chunk)
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+                connection.settimeout(self.timeout)
+                connection.connect(str(self.path))
+                connection.sendall(text.encode() + b"\n")
+                chunks = []
+                while chunk := connection.recv(65536):
+                    chunks.append(chunk)
+        except OSError as error:
+            raise HAProxyUnavailable(f"HAProxy's admin socket {self.path}: {error}") from error
         return b"".join(chunks).decode().strip()
 
     def _set(self, text: str) -> None:
@@ -261,7 +264,7 @@ class HAProxy:
             self.api.command("show info")
             with socket.create_connection(self.bind, timeout=1.0):
                 return True
-        except OSError:
+        except (OSError, HAProxyUnavailable):
             return False
 
     def _log_tail(self) -> str:

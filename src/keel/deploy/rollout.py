@@ -34,7 +34,7 @@ from keel.clock import SYSTEM_CLOCK, Clock
 from keel.deploy.canary import Analysis, Thresholds, Traffic, Verdict, analyse, read_traffic
 from keel.deploy.haproxy import RuntimeApi
 from keel.deploy.states import DeploymentState, IllegalTransition
-from keel.deploy.store import SYSTEM_ACTOR, Deployment, DeploymentStore
+from keel.deploy.store import SYSTEM_ACTOR, Deployment, DeploymentStore, Strategy
 from keel.errors import KeelError
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -110,11 +110,69 @@ class StepRecord:
     analyses: tuple[Analysis, ...]
 
 
-class _Stopped(Exception):
+class WalkStopped(Exception):
     """The rollout ends early: rolled back (by the analysis or an operator)."""
 
 
-class CanaryRollout:
+class RolloutWalk:
+    """What every strategy's walk shares: start only from ``rolling`` with the right strategy,
+    notice an operator's rollback, and roll back by sending all traffic to the baseline."""
+
+    strategy: Strategy
+
+    def __init__(self, store: DeploymentStore, deployment_id: str, router: TrafficRouter) -> None:
+        self.store = store
+        self.deployment_id = deployment_id
+        self.router = router
+
+    async def _start(self) -> None:
+        deployment = await self.store.get(self.deployment_id)
+        if deployment.state is not DeploymentState.ROLLING:
+            raise IllegalTransition(
+                f"deployment {self.deployment_id} is {deployment.state}, not rolling"
+            )
+        if deployment.strategy is not self.strategy:
+            raise IllegalTransition(
+                f"deployment {self.deployment_id} is a {deployment.strategy} deployment, "
+                f"not {self.strategy}"
+            )
+
+    async def _shift(self, step: int, percent: int) -> None:
+        """Give the new version ``percent`` %, and audit it (unless it was rolled back)."""
+        await self._still_rolling()
+        self.router.split(percent)
+        try:
+            await self.store.record_step(self.deployment_id, step, percent)
+        except IllegalTransition:  # rolled back between the check and the split
+            self.router.split(0)
+            raise WalkStopped from None
+
+    async def _promote(self, reason: str) -> Deployment:
+        self.router.drain_baseline()
+        return await self.store.move(
+            self.deployment_id, DeploymentState.PROMOTED, actor=SYSTEM_ACTOR, reason=reason
+        )
+
+    async def _still_rolling(self) -> None:
+        """Raise :class:`WalkStopped` (with all traffic on the baseline) once it is not rolling."""
+        deployment = await self.store.get(self.deployment_id)
+        if deployment.state is not DeploymentState.ROLLING:
+            self.router.split(0)
+            raise WalkStopped
+
+    async def _roll_back(self, reason: str) -> NoReturn:
+        self.router.split(0)
+        # An operator may have ended it first; the traffic is back on the baseline either way.
+        with contextlib.suppress(IllegalTransition):
+            await self.store.move(
+                self.deployment_id, DeploymentState.ROLLED_BACK, actor=SYSTEM_ACTOR, reason=reason
+            )
+        raise WalkStopped
+
+
+class CanaryRollout(RolloutWalk):
+    strategy = Strategy.CANARY
+
     def __init__(
         self,
         store: DeploymentStore,
@@ -127,9 +185,7 @@ class CanaryRollout:
         clock: Clock = SYSTEM_CLOCK,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        self.store = store
-        self.deployment_id = deployment_id
-        self.router = router
+        super().__init__(store, deployment_id, router)
         self.canary = canary
         self.baseline = baseline
         self.plan = plan
@@ -139,34 +195,17 @@ class CanaryRollout:
 
     async def run(self) -> Deployment:
         """Walk the steps; returns the deployment, promoted or rolled back."""
-        deployment = await self.store.get(self.deployment_id)
-        if deployment.state is not DeploymentState.ROLLING:
-            raise IllegalTransition(
-                f"deployment {self.deployment_id} is {deployment.state}, not rolling"
-            )
+        await self._start()
         try:
             for percent in self.plan.steps:
-                await self._still_rolling()
-                self.router.split(percent)
-                try:
-                    await self.store.record_step(self.deployment_id, len(self.steps) + 1, percent)
-                except IllegalTransition:  # rolled back between the check and the split
-                    self.router.split(0)
-                    raise _Stopped from None
+                await self._shift(len(self.steps) + 1, percent)
                 if percent == 100:
                     break
                 self.steps.append(StepRecord(percent, await self._analyse_step(percent)))
-        except _Stopped:
+        except WalkStopped:
             return await self.store.get(self.deployment_id)
-        self.router.drain_baseline()
-        return await self.store.move(
-            self.deployment_id,
-            DeploymentState.PROMOTED,
-            actor=SYSTEM_ACTOR,
-            reason=f"canary passed every analysis up to {self.plan.steps[-2]} %"
-            if len(self.plan.steps) > 1
-            else "promoted",
-        )
+        last_analysed = self.plan.steps[-2] if len(self.plan.steps) > 1 else 100
+        return await self._promote(f"canary passed every analysis up to {last_analysed} %")
 
     async def _analyse_step(self, percent: int) -> tuple[Analysis, ...]:
         started = self.clock.monotonic()
@@ -200,19 +239,3 @@ class CanaryRollout:
         except (httpx.HTTPError, KeelError, ValueError) as error:
             await self._roll_back(f"baseline metrics unreadable at {percent} %: {error}")
         return canary, baseline
-
-    async def _still_rolling(self) -> None:
-        """Raise :class:`_Stopped` (with all traffic on the baseline) once it is not rolling."""
-        deployment = await self.store.get(self.deployment_id)
-        if deployment.state is not DeploymentState.ROLLING:
-            self.router.split(0)
-            raise _Stopped
-
-    async def _roll_back(self, reason: str) -> NoReturn:
-        self.router.split(0)
-        # An operator may have ended it first; the traffic is back on the baseline either way.
-        with contextlib.suppress(IllegalTransition):
-            await self.store.move(
-                self.deployment_id, DeploymentState.ROLLED_BACK, actor=SYSTEM_ACTOR, reason=reason
-            )
-        raise _Stopped

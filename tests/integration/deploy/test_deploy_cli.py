@@ -99,6 +99,18 @@ def test_canary_and_proxy_refuse_bad_arguments_and_a_deployment_that_is_not_roll
     assert "end at 100" in uneven.output
     waiting = _keel(database_url, "deploy", "canary", created["id"], *common, code=1)
     assert "not rolling" in " ".join(waiting.output.split())  # Rich wraps lines
+    other = _keel(
+        database_url, "deploy", "create", "--env", "dev", "--strategy", "blue-green", "--json"
+    )
+    wrong = _keel(database_url, "deploy", "canary", other["id"], *common, code=1)
+    assert "not canary" in " ".join(wrong.output.split())
+    # The new version never answers /ready: rolled back; HAProxy unreachable is said plainly.
+    unready = _keel(
+        database_url, "deploy", "switch", other["id"], "--haproxy-socket", str(tmp_path / "x"),
+        "--ready-url", "http://127.0.0.1:9/ready", "--ready-timeout", "0.2", "--interval", "0.1",
+        code=1,
+    )  # fmt: skip
+    assert "admin socket" in " ".join(unready.output.split())
     bad = _keel(
         database_url, "deploy", "proxy", "--port", "1", "--baseline", "nowhere",
         "--canary", "127.0.0.1:2", "--workdir", str(tmp_path), code=2,

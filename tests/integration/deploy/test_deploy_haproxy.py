@@ -16,7 +16,14 @@ from tests.support.processes import free_port
 from tests.support.services import need_binary
 from tests.support.versions import SteadyClient, VersionServer
 
-from keel.deploy.haproxy import HAProxy, HAProxyCommandFailed, RuntimeApi, Server, render_config
+from keel.deploy.haproxy import (
+    HAProxy,
+    HAProxyCommandFailed,
+    HAProxyUnavailable,
+    RuntimeApi,
+    Server,
+    render_config,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -106,7 +113,7 @@ def test_keel_deploy_proxy_runs_haproxy_in_front_of_the_baseline(
                     with SteadyClient(port) as client:
                         answers = client.wait_for(10)
                     break
-                except OSError:
+                except HAProxyUnavailable:
                     time.sleep(0.1)
             else:
                 pytest.fail("keel deploy proxy did not come up")
