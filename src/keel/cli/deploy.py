@@ -27,7 +27,10 @@ from keel.deploy import (
     Deployment,
     DeploymentState,
     DeploymentStore,
+    MigrationsRehearsed,
+    PreCheck,
     SchemaServable,
+    SmokeTest,
     Strategy,
     Thresholds,
     current_release,
@@ -37,6 +40,7 @@ from keel.deploy import (
 from keel.deploy.bluegreen import BlueGreenSwitch, HttpReadiness, SwitchPlan
 from keel.deploy.haproxy import HAProxy, RuntimeApi, Server, haproxy_binary
 from keel.deploy.rollout import CanaryPlan, CanaryRollout, HAProxyRouter, HttpMetrics
+from keel.migrations.options import RunnerOptions
 from keel.settings import Settings
 
 app = typer.Typer(help="Safe deploys: releases, deployments, approval gates.", no_args_is_help=True)
@@ -83,6 +87,12 @@ def create(
     git_sha: str | None = typer.Option(
         None, "--git-sha", help="The release's commit (default: KEEL_GIT_SHA, else the checkout's)."
     ),
+    smoke_urls: list[str] = typer.Option(
+        [], "--smoke-url", help="A URL of the new version that must answer 200 (repeatable)."
+    ),
+    migration_checks: bool = typer.Option(
+        True, help="Lint and dry-run the revisions the release would apply."
+    ),
     by: str | None = ByOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -103,7 +113,11 @@ def create(
                 created_by=by or _operator(),
                 required_approvals=gate.required,
             )
-            deployment, results = await run_pre_checks(store, created.id, [SchemaServable(db)])
+            checks: list[PreCheck] = [SchemaServable(db)]
+            if migration_checks:
+                checks.append(MigrationsRehearsed(db, RunnerOptions.from_settings(settings)))
+            checks.extend(SmokeTest(url) for url in smoke_urls)
+            deployment, results = await run_pre_checks(store, created.id, checks)
             return deployment, [result.as_dict() for result in results]
 
     deployment, checks = run(go)

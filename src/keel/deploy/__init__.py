@@ -26,7 +26,14 @@ from keel.deploy.errors import (
     InvalidEnvironment,
     InvalidOperator,
 )
-from keel.deploy.prechecks import CheckResult, PreCheck, SchemaServable, run_pre_checks
+from keel.deploy.prechecks import (
+    CheckResult,
+    MigrationsRehearsed,
+    PreCheck,
+    SchemaServable,
+    SmokeTest,
+    run_pre_checks,
+)
 from keel.deploy.release import Release, current_release
 from keel.deploy.states import ACTIVE, TERMINAL, TRANSITIONS, DeploymentState, IllegalTransition
 from keel.deploy.store import SYSTEM_ACTOR, Deployment, DeploymentStore, Strategy, Transition
@@ -48,9 +55,11 @@ __all__ = [
     "IllegalTransition",
     "InvalidEnvironment",
     "InvalidOperator",
+    "MigrationsRehearsed",
     "PreCheck",
     "Release",
     "SchemaServable",
+    "SmokeTest",
     "Strategy",
     "Thresholds",
     "Traffic",

@@ -14,14 +14,20 @@ cannot serve a schema migrated past what it knows.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+import httpx
 
 from keel.db.engine import Database
 from keel.deploy.states import DeploymentState
 from keel.deploy.store import SYSTEM_ACTOR, Deployment, DeploymentStore
 from keel.migrations.errors import UnknownRevision
+from keel.migrations.lint import lint
+from keel.migrations.options import RunnerOptions
+from keel.migrations.runtime.dryrun import dry_run
 from keel.migrations.runtime.schema import current_revision
 from keel.migrations.script.graph import Scripts
 
@@ -69,6 +75,61 @@ class SchemaServable:
             False,
             f"schema at {current} is past or beside the release's head {head}: it cannot serve it",
         )
+
+
+class MigrationsRehearsed:
+    """The revisions the release would apply here pass ``keel migrate lint`` and a dry run.
+
+    Only the pending ones (from the database's revision to the release's head):
+    what already ran was checked when it ran. The dry run is ``keel migrate
+    dry-run``'s (upgrade, downgrade, upgrade, all undone), so a revision that
+    fails or cannot be rolled back is found before anything changes.
+    """
+
+    name = "migrations-rehearsed"
+
+    def __init__(self, database: Database, options: RunnerOptions, *, use_squawk: bool = True):
+        self.database = database
+        self.options = options
+        self.scripts = Scripts(options.script_location)
+        self.use_squawk = use_squawk
+
+    async def run(self, deployment: Deployment) -> CheckResult:
+        head = deployment.release.migration_head
+        current = await current_revision(self.database)
+        pending = [revision.revision for revision in self.scripts.pending(current, head)]
+        if not pending:
+            return CheckResult(self.name, True, "no pending revisions")
+        report = await asyncio.to_thread(
+            lint,
+            timeouts=self.options.timeouts,
+            script_location=self.options.script_location,
+            revisions=pending,
+            use_squawk=self.use_squawk,
+        )
+        if not report.ok:
+            findings = "; ".join(f"{f.revision} {f.rule}" for f in report.findings[:5])
+            return CheckResult(self.name, False, f"lint: {findings}")
+        await dry_run(self.database.url, target=head, options=self.options)
+        return CheckResult(self.name, True, f"{', '.join(pending)} linted and rehearsed (dry run)")
+
+
+class SmokeTest:
+    """``GET url`` on the new version (on its own port, before it takes traffic) answers 200."""
+
+    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.name = f"smoke {url}"
+
+    async def run(self, deployment: Deployment) -> CheckResult:
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout) as client:
+                response = await client.get(self.url)
+        except httpx.HTTPError as error:
+            return CheckResult(self.name, False, f"no answer: {type(error).__name__}")
+        ok = response.status_code == 200
+        return CheckResult(self.name, ok, f"answered {response.status_code}")
 
 
 async def run_pre_checks(

@@ -34,7 +34,10 @@ def test_create_approve_status_show_and_rollback_through_the_cli(database_url: s
     )
     assert created["state"] == "awaiting_approval"
     assert (created["git_sha"], created["migration_head"]) == ("c" * 40, "0014")
-    assert [c["name"] for c in created["checks"]] == ["schema-servable"]
+    assert [(c["name"], c["ok"]) for c in created["checks"]] == [
+        ("schema-servable", True),
+        ("migrations-rehearsed", True),
+    ]
     deployment_id = created["id"]
 
     refused = _keel(database_url, "deploy", "create", "--env", "prod", "--by", "bob", code=1)
@@ -152,3 +155,14 @@ def test_keel_deploy_canary_promotes_a_healthy_canary_behind_real_haproxy(
         assert set(client.wait_for(30)) == {"canary"}
     assert promoted["state"] == "promoted"
     assert client.failures == []
+
+
+def test_a_failing_smoke_test_fails_the_deployment_before_any_traffic(database_url: str) -> None:
+    failed = _keel(
+        database_url, "deploy", "create", "--env", "dev", "--smoke-url", "http://127.0.0.1:9/",
+        code=1,
+    )  # fmt: skip
+    assert "smoke http://127.0.0.1:9/" in failed.output
+    (only,) = _keel(database_url, "deploy", "list", "--json")["items"]
+    assert only["state"] == "failed"
+    assert "pre-check smoke" in only["reason"]
