@@ -54,23 +54,25 @@ class MetricsSource(Protocol):
 
 
 class HAProxyRouter:
-    """Weights of two servers of the HAProxy backend; the rising one is set first, so the
-    two are never both at 0 (which would answer 503 to everyone)."""
+    """Weights of two servers of the HAProxy backend, out of 100.
+
+    Of the two ``set weight`` commands, the one for the server taking the
+    larger share goes first: a weight of 0 is only ever set after the other
+    server has its 100, so the two are never both at 0 (every request would
+    get a 503), whatever the weights were before — also after a restart.
+    """
 
     def __init__(self, api: RuntimeApi, *, baseline: str = "baseline", canary: str = "canary"):
         self.api = api
         self.baseline = baseline
         self.canary = canary
-        self._canary_percent: int | None = None
 
     def split(self, canary_percent: int) -> None:
         if not 0 <= canary_percent <= 100:
             raise ValueError("a percentage is between 0 and 100")
-        rising_canary = self._canary_percent is None or canary_percent >= self._canary_percent
         order = [(self.canary, canary_percent), (self.baseline, 100 - canary_percent)]
-        for server, weight in order if rising_canary else reversed(order):
+        for server, weight in order if canary_percent >= 50 else reversed(order):
             self.api.set_weight(server, weight)
-        self._canary_percent = canary_percent
 
     def drain_baseline(self) -> None:
         self.api.drain(self.baseline)

@@ -15,7 +15,7 @@ from tests.support.deploys import deployment_store, rolling_deployment
 
 from keel.db.engine import Database
 from keel.deploy import DeploymentState, DeploymentStore, Release, Strategy, Thresholds
-from keel.deploy.rollout import CanaryPlan, CanaryRollout
+from keel.deploy.rollout import CanaryPlan, CanaryRollout, HAProxyRouter
 from keel.deploy.states import IllegalTransition
 from keel.observe.metrics import Metrics
 from keel.settings import Settings
@@ -176,3 +176,26 @@ async def test_only_a_rolling_deployment_can_be_walked(
     with pytest.raises(IllegalTransition):
         await _rollout(store, waiting.id, world).run()
     assert world.router.splits == []
+
+
+class RecordingApi:
+    def __init__(self) -> None:
+        self.weights = {"baseline": 100, "canary": 0}
+        self.both_zero = False
+
+    def set_weight(self, server: str, weight: int) -> None:
+        self.weights[server] = weight
+        self.both_zero = self.both_zero or not any(self.weights.values())
+
+    def drain(self, server: str) -> None:
+        return None
+
+
+@pytest.mark.parametrize("path", [[5, 25, 50, 100, 0], [100, 0], [0, 100, 50, 0], [50, 0, 100]])
+def test_the_haproxy_router_never_leaves_both_versions_at_zero(path: list[int]) -> None:
+    api = RecordingApi()
+    router = HAProxyRouter(api)  # type: ignore[arg-type]
+    for percent in path:
+        router.split(percent)
+        assert api.weights == {"canary": percent, "baseline": 100 - percent}
+    assert not api.both_zero
