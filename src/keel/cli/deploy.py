@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import typer
 from rich.console import Group
 from rich.live import Live
@@ -39,7 +40,13 @@ from keel.deploy import (
 )
 from keel.deploy.bluegreen import BlueGreenSwitch, HttpReadiness, SwitchPlan
 from keel.deploy.haproxy import HAProxy, RuntimeApi, Server, haproxy_binary
-from keel.deploy.rollout import CanaryPlan, CanaryRollout, HAProxyRouter, HttpMetrics
+from keel.deploy.rollout import (
+    CanaryPlan,
+    CanaryRollout,
+    HAProxyRouter,
+    HttpMetrics,
+    HttpSyntheticTraffic,
+)
 from keel.migrations.options import RunnerOptions
 from keel.settings import Settings
 
@@ -316,6 +323,11 @@ def canary(
     min_requests: int = typer.Option(100, "--min-requests", min=1, help="Per version and step."),
     max_error_rate: float = typer.Option(0.01, "--max-error-rate", min=0.0, max=1.0),
     max_p99: float | None = typer.Option(None, "--max-p99", help="Seconds; unset: no bound."),
+    synthetic_path: str | None = typer.Option(
+        None,
+        "--synthetic-path",
+        help="While inconclusive, GET this path on each version to reach --min-requests.",
+    ),
     latency_alpha: float = typer.Option(
         0.01, "--latency-alpha", min=0.0, max=1.0, help="Significance of 'the canary is slower'."
     ),
@@ -342,6 +354,12 @@ def canary(
     except ValueError as error:
         fail(str(error))
     router = HAProxyRouter(RuntimeApi(admin_socket), baseline=baseline_server, canary=canary_server)
+    synthetic = None
+    if synthetic_path is not None:
+        synthetic = HttpSyntheticTraffic(
+            str(httpx.URL(canary_metrics).copy_with(path=synthetic_path, query=None)),
+            str(httpx.URL(baseline_metrics).copy_with(path=synthetic_path, query=None)),
+        )
 
     async def go() -> Deployment:
         async with database(settings) as db:
@@ -352,6 +370,7 @@ def canary(
                 canary=HttpMetrics(canary_metrics),
                 baseline=HttpMetrics(baseline_metrics),
                 plan=plan,
+                synthetic=synthetic,
             )
             return await rollout.run()
 

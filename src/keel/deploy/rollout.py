@@ -9,8 +9,9 @@ are scraped and the traffic since the step began is analysed
 * **pass** — on to the next step;
 * **fail** — all traffic back to the baseline and the deployment
   ``rolled_back`` with the analysis' reasons, within one interval;
-* **inconclusive** — wait for more traffic, up to ``step_timeout_seconds``,
-  then roll back: a canary is never promoted on no data.
+* **inconclusive** — wait for more traffic (optionally sending synthetic
+  requests straight to each version to make up the shortfall), up to
+  ``step_timeout_seconds``, then roll back: a canary is never promoted on no data.
 
 At 100 % the baseline has no traffic to compare with, so the last analysis is
 the step before; the baseline is then drained and the deployment
@@ -51,6 +52,35 @@ class TrafficRouter(Protocol):
 class MetricsSource(Protocol):
     async def scrape(self) -> str:
         """One version's ``/metrics`` text."""
+
+
+class SyntheticTraffic(Protocol):
+    async def send(self, *, canary: int, baseline: int) -> None:
+        """Send this many requests straight to each version (their own ports, not the proxy)."""
+
+
+class HttpSyntheticTraffic:
+    """``GET`` a harmless user-facing URL of each version, so a quiet service still reaches
+    the analysis' minimum sample instead of waiting into a rollback. Not a probe: probes
+    (``slo="false"``) are left out of the analysis. For Keel an unauthenticated
+    ``GET /v1/users/me`` does: a cheap 401 through the whole middleware stack."""
+
+    def __init__(
+        self, canary_url: str, baseline_url: str, *, most: int = 500, timeout: float = 5.0
+    ) -> None:
+        self.canary_url = canary_url
+        self.baseline_url = baseline_url
+        self.most = most
+        self.timeout = timeout
+
+    async def send(self, *, canary: int, baseline: int) -> None:
+        async with httpx.AsyncClient(timeout=self.timeout) as client:
+            for url, count in ((self.canary_url, canary), (self.baseline_url, baseline)):
+                for _ in range(min(count, self.most)):
+                    try:
+                        await client.get(url)
+                    except httpx.HTTPError:
+                        return  # the analysis will see what did not get through
 
 
 class HAProxyRouter:
@@ -184,6 +214,7 @@ class CanaryRollout(RolloutWalk):
         canary: MetricsSource,
         baseline: MetricsSource,
         plan: CanaryPlan,
+        synthetic: SyntheticTraffic | None = None,
         clock: Clock = SYSTEM_CLOCK,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -191,6 +222,7 @@ class CanaryRollout(RolloutWalk):
         self.canary = canary
         self.baseline = baseline
         self.plan = plan
+        self.synthetic = synthetic
         self.clock = clock
         self.sleep = sleep
         self.steps: list[StepRecord] = []
@@ -225,6 +257,13 @@ class CanaryRollout(RolloutWalk):
                 return tuple(analyses)
             if result.verdict is Verdict.FAIL:
                 await self._roll_back(f"canary failed at {percent} %: " + "; ".join(result.reasons))
+            if self.synthetic is not None:
+                # Inconclusive: make up the shortfall before the next analysis.
+                wanted = self.plan.thresholds.min_requests
+                await self.synthetic.send(
+                    canary=max(0, wanted - result.canary.requests),
+                    baseline=max(0, wanted - result.baseline.requests),
+                )
             if self.clock.monotonic() - started >= self.plan.step_timeout_seconds:
                 await self._roll_back(
                     f"canary inconclusive at {percent} % for "

@@ -12,10 +12,18 @@ from dataclasses import dataclass, field
 import pytest
 from prometheus_client import generate_latest
 from tests.support.deploys import deployment_store, rolling_deployment
+from tests.support.versions import VersionServer
 
 from keel.db.engine import Database
 from keel.deploy import DeploymentState, DeploymentStore, Release, Strategy, Thresholds
-from keel.deploy.rollout import CanaryPlan, CanaryRollout, HAProxyRouter
+from keel.deploy.canary import read_traffic
+from keel.deploy.rollout import (
+    CanaryPlan,
+    CanaryRollout,
+    HAProxyRouter,
+    HttpMetrics,
+    HttpSyntheticTraffic,
+)
 from keel.deploy.states import IllegalTransition
 from keel.observe.metrics import Metrics
 from keel.settings import Settings
@@ -199,3 +207,46 @@ def test_the_haproxy_router_never_leaves_both_versions_at_zero(path: list[int]) 
         router.split(percent)
         assert api.weights == {"canary": percent, "baseline": 100 - percent}
     assert not api.both_zero
+
+
+async def test_synthetic_traffic_turns_a_quiet_inconclusive_canary_into_a_verdict(
+    database: Database, settings: Settings
+) -> None:
+    store, deployment_id = await rolling_deployment(database, settings)
+    world = World(Version(latency=0.05), per_interval=10)
+    sent: list[tuple[int, int]] = []
+
+    class Synthetic:
+        async def send(self, *, canary: int, baseline: int) -> None:
+            sent.append((canary, baseline))
+            world.canary.serve(canary, world.rng)
+            world.baseline.serve(baseline, world.rng)
+
+    rollout = CanaryRollout(
+        store,
+        deployment_id,
+        world.router,
+        canary=world.canary,
+        baseline=world.baseline,
+        plan=PLAN,
+        synthetic=Synthetic(),
+        clock=world.clock,
+        sleep=world.sleep,
+    )
+    deployment = await rollout.run()
+    assert deployment.state is S.PROMOTED, deployment.reason
+    assert sent  # it was needed: 10 requests an interval never reach the minimum of 50
+    assert all(canary <= PLAN.thresholds.min_requests for canary, _ in sent)
+
+
+async def test_http_synthetic_traffic_reaches_each_version_as_counted_user_traffic() -> None:
+    with VersionServer("canary") as canary, VersionServer("baseline") as baseline:
+        synthetic = HttpSyntheticTraffic(
+            f"http://127.0.0.1:{canary.port}/v1/x", f"http://127.0.0.1:{baseline.port}/v1/x"
+        )
+        await synthetic.send(canary=3, baseline=2)
+        counted = [
+            read_traffic(await HttpMetrics(f"http://127.0.0.1:{v.port}/metrics").scrape()).requests
+            for v in (canary, baseline)
+        ]
+    assert counted == [3, 2]
