@@ -28,6 +28,7 @@ from keel.deploy import (
     Deployment,
     DeploymentState,
     DeploymentStore,
+    ExpandBeforeTraffic,
     MigrationsRehearsed,
     PreCheck,
     SchemaServable,
@@ -122,6 +123,7 @@ def create(
             )
             checks: list[PreCheck] = [SchemaServable(db)]
             if migration_checks:
+                checks.append(ExpandBeforeTraffic(db))
                 checks.append(MigrationsRehearsed(db, RunnerOptions.from_settings(settings)))
             checks.extend(SmokeTest(url) for url in smoke_urls)
             deployment, results = await run_pre_checks(store, created.id, checks)

@@ -28,6 +28,7 @@ from keel.deploy.errors import (
 )
 from keel.deploy.prechecks import (
     CheckResult,
+    ExpandBeforeTraffic,
     MigrationsRehearsed,
     PreCheck,
     SchemaServable,
@@ -52,6 +53,7 @@ __all__ = [
     "DeploymentNotFound",
     "DeploymentState",
     "DeploymentStore",
+    "ExpandBeforeTraffic",
     "IllegalTransition",
     "InvalidEnvironment",
     "InvalidOperator",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import httpx
@@ -28,8 +29,9 @@ from keel.migrations.errors import UnknownRevision
 from keel.migrations.lint import lint
 from keel.migrations.options import RunnerOptions
 from keel.migrations.runtime.dryrun import dry_run
+from keel.migrations.runtime.plan import pending_kinds
 from keel.migrations.runtime.schema import current_revision
-from keel.migrations.script.graph import Scripts
+from keel.migrations.script.graph import Kind, Scripts
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,54 @@ class MigrationsRehearsed:
             return CheckResult(self.name, False, f"lint: {findings}")
         await dry_run(self.database.url, target=head, options=self.options)
         return CheckResult(self.name, True, f"{', '.join(pending)} linted and rehearsed (dry run)")
+
+
+class ExpandBeforeTraffic:
+    """The pending revisions are expand ones, then contract ones — never expand after contract.
+
+    Only expand revisions may run before traffic shifts (the old version keeps
+    serving on the new schema); contract ones run after promotion, when no old
+    code is left. An expand revision that follows a contract one cannot run
+    before traffic without the contract one under it, so such a release is
+    refused: ship the contract change in a later release.
+    """
+
+    name = "expand-before-traffic"
+
+    def __init__(self, database: Database, *, script_location: Path | None = None) -> None:
+        self.database = database
+        self.script_location = script_location
+
+    async def run(self, deployment: Deployment) -> CheckResult:
+        current = await current_revision(self.database)
+        kinds = await asyncio.to_thread(
+            pending_kinds,
+            current,
+            target=deployment.release.migration_head,
+            script_location=self.script_location,
+        )
+        before = [name for name, kind in kinds if kind is Kind.EXPAND]
+        first_contract = next(
+            (i for i, (_, kind) in enumerate(kinds) if kind is Kind.CONTRACT), None
+        )
+        if first_contract is not None:
+            late = [name for name, kind in kinds[first_contract:] if kind is Kind.EXPAND]
+            if late:
+                contract = kinds[first_contract][0]
+                return CheckResult(
+                    self.name,
+                    False,
+                    f"expand revision(s) {', '.join(late)} come after contract revision "
+                    f"{contract}: they cannot run before traffic shifts",
+                )
+            before = [name for name, _ in kinds[:first_contract]]
+        after = [name for name, kind in kinds if kind is Kind.CONTRACT]
+        return CheckResult(
+            self.name,
+            True,
+            f"before traffic: {', '.join(before) or 'nothing'}; "
+            f"after promotion: {', '.join(after) or 'nothing'}",
+        )
 
 
 class SmokeTest:

@@ -36,6 +36,7 @@ def test_create_approve_status_show_and_rollback_through_the_cli(database_url: s
     assert (created["git_sha"], created["migration_head"]) == ("c" * 40, "0014")
     assert [(c["name"], c["ok"]) for c in created["checks"]] == [
         ("schema-servable", True),
+        ("expand-before-traffic", True),
         ("migrations-rehearsed", True),
     ]
     deployment_id = created["id"]

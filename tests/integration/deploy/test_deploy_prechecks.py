@@ -21,6 +21,7 @@ from keel.db.engine import Database
 from keel.deploy import (
     Deployment,
     DeploymentState,
+    ExpandBeforeTraffic,
     MigrationsRehearsed,
     Release,
     SmokeTest,
@@ -84,3 +85,39 @@ async def test_the_smoke_test_wants_a_200_from_the_new_version() -> None:
     assert answered.ok
     unreachable = await SmokeTest("http://127.0.0.1:9/").run(_deployment("0014"))
     assert not unreachable.ok
+
+
+CONTRACT = """# keel-kind: contract
+
+
+def upgrade() -> None:
+    op.drop_column("users", "display_name")
+
+
+def downgrade() -> None:
+    op.add_column("users", sa.Column("display_name", sa.String(200), nullable=True))
+"""
+
+
+async def test_only_expand_revisions_run_before_traffic_and_none_may_follow_a_contract(
+    database: Database, tmp_path: Path
+) -> None:
+    location = migrations_copy(tmp_path)
+    add_revision(location, "s002", SAFE_EXPAND)
+    add_revision(location, "c003", CONTRACT, down="s002")
+    add_revision(location, "s004", SAFE_EXPAND.replace("nickname", "pronouns"), down="c003")
+    check = ExpandBeforeTraffic(database, script_location=location)
+
+    expand_only = await check.run(_deployment("s002"))
+    assert (expand_only.ok, expand_only.detail) == (
+        True,
+        "before traffic: s002; after promotion: nothing",
+    )
+    then_contract = await check.run(_deployment("c003"))
+    assert (then_contract.ok, then_contract.detail) == (
+        True,
+        "before traffic: s002; after promotion: c003",
+    )
+    expand_after_contract = await check.run(_deployment("s004"))
+    assert not expand_after_contract.ok
+    assert "s004 come after contract revision c003" in expand_after_contract.detail
