@@ -1,6 +1,8 @@
-"""Deployments for the safe-deploy tests: a store, and one already in ``rolling``."""
+"""Deployments for the safe-deploy tests: a store, one already in ``rolling``, a fake router."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 from keel.audit import build_auditor
 from keel.db.engine import Database
@@ -29,3 +31,17 @@ async def rolling_deployment(
     await store.move(deployment.id, DeploymentState.PRE_CHECKS, actor="keel")
     await store.move(deployment.id, DeploymentState.ROLLING, actor="keel")
     return store, deployment.id
+
+
+@dataclass
+class RecordingRouter:
+    """A traffic router that only records the splits it was told and whether it drained."""
+
+    splits: list[int] = field(default_factory=list)
+    drained: bool = False
+
+    def split(self, canary_percent: int) -> None:
+        self.splits.append(canary_percent)
+
+    def drain_baseline(self) -> None:
+        self.drained = True

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import typer
@@ -363,23 +363,19 @@ def canary(
             str(httpx.URL(baseline_metrics).copy_with(path=synthetic_path, query=None)),
         )
 
-    async def go() -> Deployment:
-        async with database(settings) as db:
-            rollout = CanaryRollout(
-                _store(db, settings),
-                deployment_id,
-                router,
-                canary=HttpMetrics(canary_metrics),
-                baseline=HttpMetrics(baseline_metrics),
-                plan=plan,
-                synthetic=synthetic,
-            )
-            return await rollout.run()
-
-    deployment = run(go)
-    _report(deployment, as_json)
-    if deployment.state is not DeploymentState.PROMOTED:
-        raise typer.Exit(1)
+    _walk(
+        settings,
+        lambda store: CanaryRollout(
+            store,
+            deployment_id,
+            router,
+            canary=HttpMetrics(canary_metrics),
+            baseline=HttpMetrics(baseline_metrics),
+            plan=plan,
+            synthetic=synthetic,
+        ),
+        as_json,
+    )
 
 
 @app.command("switch")
@@ -403,16 +399,25 @@ def switch(
         interval_seconds=interval, ready_timeout_seconds=ready_timeout, warm_seconds=warm
     )
 
+    _walk(
+        settings,
+        lambda store: BlueGreenSwitch(
+            store, deployment_id, router, probe=HttpReadiness(ready_url), plan=plan
+        ),
+        as_json,
+    )
+
+
+class _Walk(Protocol):
+    async def run(self) -> Deployment: ...
+
+
+def _walk(settings: Settings, make: Callable[[DeploymentStore], _Walk], as_json: bool) -> None:
+    """Run a canary or blue-green walk; exit 1 unless it ended promoted."""
+
     async def go() -> Deployment:
         async with database(settings) as db:
-            walk = BlueGreenSwitch(
-                _store(db, settings),
-                deployment_id,
-                router,
-                probe=HttpReadiness(ready_url),
-                plan=plan,
-            )
-            return await walk.run()
+            return await make(_store(db, settings)).run()
 
     deployment = run(go)
     _report(deployment, as_json)

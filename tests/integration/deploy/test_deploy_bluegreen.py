@@ -4,11 +4,11 @@ behind real HAProxy with a steady client: the switch drops zero requests."""
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tests.support.deploys import rolling_deployment
+from tests.support.deploys import RecordingRouter, rolling_deployment
 from tests.support.processes import free_port
 from tests.support.services import need_binary
 from tests.support.versions import SteadyClient, VersionServer
@@ -27,18 +27,6 @@ PLAN = SwitchPlan(interval_seconds=1, ready_timeout_seconds=5, warm_seconds=30)
 
 
 @dataclass
-class Router:
-    splits: list[int] = field(default_factory=list)
-    drained: bool = False
-
-    def split(self, canary_percent: int) -> None:
-        self.splits.append(canary_percent)
-
-    def drain_baseline(self) -> None:
-        self.drained = True
-
-
-@dataclass
 class Probe:
     ready_after: int  # polls answered "not ready" first
     polls: int = 0
@@ -49,7 +37,11 @@ class Probe:
 
 
 def _switch(
-    store: DeploymentStore, deployment_id: str, probe: Probe, clock: ManualClock, router: Router
+    store: DeploymentStore,
+    deployment_id: str,
+    probe: Probe,
+    clock: ManualClock,
+    router: RecordingRouter,
 ) -> BlueGreenSwitch:
     async def sleep(seconds: float) -> None:
         clock.advance(seconds)
@@ -69,7 +61,7 @@ async def test_a_ready_version_takes_everything_in_one_switch_and_the_old_stays_
     database: Database, settings: Settings
 ) -> None:
     store, deployment_id = await rolling_deployment(database, settings, Strategy.BLUE_GREEN)
-    clock, router = ManualClock(), Router()
+    clock, router = ManualClock(), RecordingRouter()
     deployment = await _switch(store, deployment_id, Probe(ready_after=2), clock, router).run()
     assert deployment.state is S.PROMOTED
     assert router.splits == [100]
@@ -81,7 +73,7 @@ async def test_a_version_that_never_becomes_ready_is_rolled_back_without_traffic
     database: Database, settings: Settings
 ) -> None:
     store, deployment_id = await rolling_deployment(database, settings, Strategy.BLUE_GREEN)
-    router = Router()
+    router = RecordingRouter()
     switch = _switch(store, deployment_id, Probe(ready_after=10**6), ManualClock(), router)
     deployment = await switch.run()
     assert deployment.state is S.ROLLED_BACK
@@ -94,7 +86,7 @@ async def test_a_rollback_while_the_old_version_is_warm_sends_everything_back(
     database: Database, settings: Settings
 ) -> None:
     store, deployment_id = await rolling_deployment(database, settings, Strategy.BLUE_GREEN)
-    clock, router = ManualClock(), Router()
+    clock, router = ManualClock(), RecordingRouter()
     switch = _switch(store, deployment_id, Probe(ready_after=0), clock, router)
 
     async def sleep_then_operator(seconds: float) -> None:
@@ -113,7 +105,7 @@ async def test_each_walk_refuses_a_deployment_of_the_other_strategy(
     database: Database, settings: Settings
 ) -> None:
     store, deployment_id = await rolling_deployment(database, settings, Strategy.BLUE_GREEN)
-    router = Router()
+    router = RecordingRouter()
     canary = CanaryRollout(
         store,
         deployment_id,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from prometheus_client import generate_latest
-from tests.support.deploys import deployment_store, rolling_deployment
+from tests.support.deploys import RecordingRouter, deployment_store, rolling_deployment
 from tests.support.versions import VersionServer
 
 from keel.db.engine import Database
@@ -58,22 +58,10 @@ class Version:
         return generate_latest(self.metrics.registry).decode()
 
 
-@dataclass
-class Router:
-    splits: list[int] = field(default_factory=list)
-    drained: bool = False
-
-    def split(self, canary_percent: int) -> None:
-        self.splits.append(canary_percent)
-
-    def drain_baseline(self) -> None:
-        self.drained = True
-
-
 class World:
     def __init__(self, canary: Version, *, per_interval: int = 400) -> None:
         self.clock = ManualClock()
-        self.router = Router()
+        self.router = RecordingRouter()
         self.baseline = Version(latency=0.05)
         self.canary = canary
         self.per_interval = per_interval
