@@ -10,13 +10,19 @@ analysis reads from a real ``keel serve``.
 from __future__ import annotations
 
 import http.client
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from prometheus_client import generate_latest
 
+from keel.deploy.haproxy import HAProxy, Server
 from keel.observe.metrics import Metrics
+from tests.support.processes import free_port
 
 
 class VersionServer:
@@ -114,3 +120,18 @@ class SteadyClient:
     def __exit__(self, *exc_info: object) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+
+@contextmanager
+def behind_haproxy(baseline: VersionServer, canary: VersionServer) -> Iterator[HAProxy]:
+    """Real HAProxy in front of the two: 100 % ``baseline``, 0 % ``canary`` (the server names
+    the rollouts' router expects), its socket in a short directory (a path holds ~100 bytes)."""
+    servers = [
+        Server("baseline", "127.0.0.1", baseline.port, weight=100),
+        Server("canary", "127.0.0.1", canary.port, weight=0),
+    ]
+    with (
+        tempfile.TemporaryDirectory(prefix="keel-ha-") as workdir,
+        HAProxy(servers, workdir=Path(workdir), bind_port=free_port()) as proxy,
+    ):
+        yield proxy

@@ -3,20 +3,16 @@ behind real HAProxy with a steady client: the switch drops zero requests."""
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from tests.support.deploys import RecordingRouter, rolling_deployment
-from tests.support.processes import free_port
 from tests.support.services import need_binary
-from tests.support.versions import SteadyClient, VersionServer
+from tests.support.versions import SteadyClient, VersionServer, behind_haproxy
 
 from keel.db.engine import Database
 from keel.deploy import DeploymentState, DeploymentStore, Strategy
 from keel.deploy.bluegreen import BlueGreenSwitch, HttpReadiness, SwitchPlan
-from keel.deploy.haproxy import HAProxy, Server
 from keel.deploy.rollout import CanaryPlan, CanaryRollout, HAProxyRouter, HttpMetrics
 from keel.deploy.states import IllegalTransition
 from keel.settings import Settings
@@ -129,15 +125,7 @@ async def test_a_blue_green_switch_behind_real_haproxy_drops_zero_requests(
     with (
         VersionServer("green") as green,
         VersionServer("blue") as blue,
-        tempfile.TemporaryDirectory(prefix="keel-ha-") as workdir,
-        HAProxy(
-            [
-                Server("baseline", "127.0.0.1", blue.port, weight=100),
-                Server("canary", "127.0.0.1", green.port, weight=0),
-            ],
-            workdir=Path(workdir),
-            bind_port=free_port(),
-        ) as proxy,
+        behind_haproxy(baseline=blue, canary=green) as proxy,
         SteadyClient(proxy.bind[1]) as client,
     ):
         assert set(client.wait_for(30)) == {"blue"}

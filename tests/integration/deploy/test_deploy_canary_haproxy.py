@@ -5,18 +5,14 @@ notices."""
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import pytest
 from tests.support.deploys import rolling_deployment
-from tests.support.processes import free_port
 from tests.support.services import need_binary
-from tests.support.versions import SteadyClient, VersionServer
+from tests.support.versions import SteadyClient, VersionServer, behind_haproxy
 
 from keel.db.engine import Database
 from keel.deploy import DeploymentState, Thresholds
-from keel.deploy.haproxy import HAProxy, RuntimeApi, Server
+from keel.deploy.haproxy import RuntimeApi
 from keel.deploy.rollout import CanaryPlan, CanaryRollout, HAProxyRouter, HttpMetrics
 from keel.settings import Settings
 
@@ -42,16 +38,7 @@ async def _walk(
     database: Database, settings: Settings, canary: VersionServer, baseline: VersionServer
 ) -> tuple[S, str | None, SteadyClient, RuntimeApi]:
     store, deployment_id = await rolling_deployment(database, settings)
-    servers = [
-        Server("baseline", "127.0.0.1", baseline.port, weight=100),
-        Server("canary", "127.0.0.1", canary.port, weight=0),
-    ]
-    port = free_port()
-    with (
-        tempfile.TemporaryDirectory(prefix="keel-ha-") as workdir,
-        HAProxy(servers, workdir=Path(workdir), bind_port=port) as proxy,
-        SteadyClient(port) as client,
-    ):
+    with behind_haproxy(baseline, canary) as proxy, SteadyClient(proxy.bind[1]) as client:
         client.wait_for(20)
         rollout = CanaryRollout(
             store,

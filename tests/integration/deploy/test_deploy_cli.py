@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.support.processes import free_port
 from tests.support.services import need_binary
-from tests.support.versions import SteadyClient, VersionServer
+from tests.support.versions import SteadyClient, VersionServer, behind_haproxy
 from typer.testing import CliRunner
 
 from keel.cli import app
-from keel.deploy.haproxy import HAProxy, Server
 
 runner = CliRunner()
 
@@ -132,15 +129,7 @@ def test_keel_deploy_canary_promotes_a_healthy_canary_behind_real_haproxy(
     with (
         VersionServer("canary") as canary,
         VersionServer("baseline") as baseline,
-        tempfile.TemporaryDirectory(prefix="keel-ha-") as workdir,
-        HAProxy(
-            [
-                Server("baseline", "127.0.0.1", baseline.port, weight=100),
-                Server("canary", "127.0.0.1", canary.port, weight=0),
-            ],
-            workdir=Path(workdir),
-            bind_port=free_port(),
-        ) as proxy,
+        behind_haproxy(baseline, canary) as proxy,
         SteadyClient(proxy.bind[1]) as client,
     ):
         client.wait_for(20)
