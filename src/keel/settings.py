@@ -8,6 +8,7 @@ to start on a default secret or, unless told explicitly, on SQLite).
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -92,6 +93,45 @@ class Settings(BaseSettings):
     migration_lock_timeout_seconds: float = Field(default=5.0, gt=0)
     migration_statement_timeout_seconds: float = Field(default=600.0, gt=0)
     migration_lock_wait_seconds: float = Field(default=600.0, gt=0)
+    # --- safe deploys ---
+    # Approvals a deployment needs before it rolls, per environment ("prod=2,staging=1";
+    # an environment not listed needs none).
+    deploy_approvals: Annotated[dict[str, int], NoDecode] = Field(
+        default_factory=lambda: {"prod": 1}
+    )
+    # Environments where whoever created a deployment cannot approve it.
+    deploy_four_eyes_environments: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["prod"]
+    )
+
+    @field_validator("deploy_approvals", mode="before")
+    @classmethod
+    def _parse_approvals(cls, value: object) -> object:
+        """``KEEL_DEPLOY_APPROVALS="prod=2,staging=1"`` (or a JSON object)."""
+        if not isinstance(value, str):
+            return value
+        if value.strip().startswith("{"):
+            return json.loads(value)
+        pairs = [item.split("=", 1) for item in value.split(",") if item.strip()]
+        if any(len(pair) != 2 for pair in pairs):
+            raise ValueError("use environment=count pairs: prod=2,staging=1")
+        return {name.strip(): count.strip() for name, count in pairs}
+
+    @field_validator("deploy_approvals")
+    @classmethod
+    def _non_negative_approvals(cls, value: dict[str, int]) -> dict[str, int]:
+        if any(count < 0 for count in value.values()):
+            raise ValueError("approval counts cannot be negative")
+        return value
+
+    @field_validator("deploy_four_eyes_environments", mode="before")
+    @classmethod
+    def _split_environments(cls, value: object) -> object:
+        """``KEEL_DEPLOY_FOUR_EYES_ENVIRONMENTS="prod,staging"``."""
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
     # --- idempotency keys ---
     idempotency_enabled: bool = True
     idempotency_required_routes: Annotated[list[str], NoDecode] = Field(

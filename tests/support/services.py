@@ -60,3 +60,15 @@ def redis_url(db: int) -> str:
 def postgres_admin_dsn() -> str:
     need("PostgreSQL", PG_HOST, PG_PORT)
     return f"postgresql://postgres@{PG_HOST}:{PG_PORT}/postgres"
+
+
+def need_binary(name: str, *, fallback: str | None = None) -> str:
+    """The path of an external program a test needs (``haproxy``); skip, or in CI fail,
+    when it is not installed. ``.ci/run`` installs what CI needs."""
+    found = shutil.which(name) or (fallback if fallback and os.path.exists(fallback) else None)
+    if found is not None:
+        return found
+    message = f"{name} is not installed"
+    if services_required():
+        pytest.fail(message + " and KEEL_REQUIRE_SERVICES=1")
+    pytest.skip(message)

@@ -34,6 +34,7 @@ def test_registry_documents_at_least_fifteen_codes_with_meaning_and_fields() -> 
         "idempotency.key_mismatch", "org.created", "user.role_changed", "plan.changed",
         "limit.override_set", "breaker.state_changed", "job.dead_lettered",
         "migration.applied", "migration.failed", "deployment.started",
+        "deployment.state_changed", "deployment.approved",
     }  # fmt: skip
     assert required <= {code.value for code in EventCode}
 

@@ -47,6 +47,8 @@ class EventCode(StrEnum):
     DEPLOYMENT_STARTED = "deployment.started"
     DEPLOYMENT_PROMOTED = "deployment.promoted"
     DEPLOYMENT_ROLLED_BACK = "deployment.rolled_back"
+    DEPLOYMENT_STATE_CHANGED = "deployment.state_changed"
+    DEPLOYMENT_APPROVED = "deployment.approved"
 
 
 Identifier = str  # one of IDENTIFIERS
@@ -230,6 +232,19 @@ _SPECS = (
         "A deployment was rolled back (system chain).",
         (),
         ("release_id", "step", "reason"),
+    ),
+    EventSpec(
+        EventCode.DEPLOYMENT_STATE_CHANGED,
+        "A deployment moved between states (created, pre_checks, awaiting_approval, rolling, "
+        "promoted, rolled_back, failed); `by` is the operator or `keel` (system chain).",
+        (),
+        ("deployment_id", "environment", "release_id", "from_state", "to_state", "by", "reason"),
+    ),
+    EventSpec(
+        EventCode.DEPLOYMENT_APPROVED,
+        "An operator approved a deployment waiting at its environment's gate (system chain).",
+        (),
+        ("deployment_id", "environment", "by", "approvals", "required"),
     ),
 )
 

@@ -22,6 +22,7 @@ from keel.cli import (
     admin,
     audit,
     breakers,
+    deploy,
     idempotency,
     jobs,
     limits,
@@ -73,6 +74,7 @@ jobs.register(app)
 app.add_typer(breakers.app, name="breakers")
 app.add_typer(slo.app, name="slo")
 parity.register(app)
+app.add_typer(deploy.app, name="deploy")
 
 
 def main() -> None:

@@ -137,4 +137,10 @@ class Export(Base):
 
 
 # Tables of other concepts register on the same Base; imported last because they import it.
-from keel.db import tables_audit, tables_idempotency, tables_jobs, tables_limits  # noqa: E402, F401
+from keel.db import (  # noqa: E402, F401
+    tables_audit,
+    tables_deploy,
+    tables_idempotency,
+    tables_jobs,
+    tables_limits,
+)

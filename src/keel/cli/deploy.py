@@ -1,0 +1,456 @@
+"""``keel deploy``: create, approve, watch and roll back deployments.
+
+Thin wrappers over :mod:`keel.deploy`. A deployment created here runs its
+pre-checks at once and stops at the environment's approval gate or in
+``rolling``; ``promote`` and ``rollback`` end it. Everything is recorded in the
+database and the audit log, so any operator's ``status`` sees the same truth.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from keel.audit import build_auditor
+from keel.cli._common import JsonOption, database, fail, out, print_items, print_json, run
+from keel.db.engine import Database
+from keel.deploy import (
+    Deployment,
+    DeploymentState,
+    DeploymentStore,
+    ExpandBeforeTraffic,
+    MigrationsRehearsed,
+    PreCheck,
+    SchemaServable,
+    SmokeTest,
+    Strategy,
+    Thresholds,
+    current_release,
+    gate_for,
+    run_pre_checks,
+)
+from keel.deploy.bluegreen import BlueGreenSwitch, HttpReadiness, SwitchPlan
+from keel.deploy.haproxy import HAProxy, RuntimeApi, Server, haproxy_binary
+from keel.deploy.rollout import (
+    CanaryPlan,
+    CanaryRollout,
+    HAProxyRouter,
+    HttpMetrics,
+    HttpSyntheticTraffic,
+)
+from keel.migrations.options import RunnerOptions
+from keel.settings import Settings
+
+app = typer.Typer(help="Safe deploys: releases, deployments, approval gates.", no_args_is_help=True)
+
+EnvOption = typer.Option(None, "--env", help="Only this environment.")
+
+
+def _operator() -> str:
+    return os.environ.get("USER") or "cli"
+
+
+ByOption = typer.Option(None, "--by", help="Who is acting (recorded); default: $USER.")
+
+
+def _store(db: Database, settings: Settings) -> DeploymentStore:
+    return DeploymentStore(db, build_auditor(settings, db))
+
+
+_COLUMNS: dict[str, Any] = {
+    "id": "id",
+    "env": "environment",
+    "state": "state",
+    "version": "version",
+    "git sha": lambda item: str(item["git_sha"])[:12],
+    "approvals": lambda item: f"{len(item['approvals'])}/{item['required_approvals']}",
+    "by": "created_by",
+    "reason": "reason",
+}
+
+
+def _table(deployments: Sequence[Deployment], title: str | None = None) -> Table:
+    table = Table(*_COLUMNS, title=title)
+    for deployment in deployments:
+        item = deployment.as_dict()
+        cells = [column(item) if callable(column) else item[column] for column in _COLUMNS.values()]
+        table.add_row(*("-" if cell in (None, "") else str(cell) for cell in cells))
+    return table
+
+
+@app.command("create")
+def create(
+    environment: str = typer.Option(..., "--env", help="The environment to deploy to."),
+    strategy: Strategy = typer.Option(Strategy.CANARY, "--strategy", help="How traffic moves."),
+    git_sha: str | None = typer.Option(
+        None, "--git-sha", help="The release's commit (default: KEEL_GIT_SHA, else the checkout's)."
+    ),
+    smoke_urls: list[str] = typer.Option(
+        [], "--smoke-url", help="A URL of the new version that must answer 200 (repeatable)."
+    ),
+    migration_checks: bool = typer.Option(
+        True, help="Lint and dry-run the revisions the release would apply."
+    ),
+    by: str | None = ByOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Record this checkout's release, create a deployment and run its pre-checks."""
+    settings = Settings()
+    release = current_release(settings)
+    if git_sha is not None:
+        release = type(release)(release.version, git_sha, release.migration_head)
+    gate = gate_for(settings, environment)
+
+    async def go() -> tuple[Deployment, list[dict[str, object]]]:
+        async with database(settings) as db:
+            store = _store(db, settings)
+            created = await store.create(
+                release,
+                environment=environment,
+                strategy=strategy,
+                created_by=by or _operator(),
+                required_approvals=gate.required,
+            )
+            checks: list[PreCheck] = [SchemaServable(db)]
+            if migration_checks:
+                checks.append(ExpandBeforeTraffic(db))
+                checks.append(MigrationsRehearsed(db, RunnerOptions.from_settings(settings)))
+            checks.extend(SmokeTest(url) for url in smoke_urls)
+            deployment, results = await run_pre_checks(store, created.id, checks)
+            return deployment, [result.as_dict() for result in results]
+
+    deployment, checks = run(go)
+    if as_json:
+        print_json({**deployment.as_dict(), "checks": checks})
+    else:
+        out.print(_table([deployment]))
+        for check in checks:
+            mark = "[green]ok[/green]" if check["ok"] else "[red]failed[/red]"
+            out.print(f"{mark} {check['name']}: {check['detail']}", highlight=False)
+    if deployment.state is DeploymentState.FAILED:
+        raise typer.Exit(1)
+
+
+@app.command("status")
+def status(
+    environment: str | None = EnvOption,
+    watch: bool = typer.Option(False, "--watch", help="Follow until the deployments finish."),
+    timeout: float = typer.Option(
+        600.0, "--timeout", min=0.0, help="With --watch: give up (exit 2) after this many seconds."
+    ),
+    interval: float = typer.Option(1.0, "--interval", min=0.1, help="With --watch: refresh."),
+    as_json: bool = JsonOption,
+) -> None:
+    """The active deployments (of one environment); --watch follows them live."""
+    settings = Settings()
+
+    async def active() -> list[Deployment]:
+        async with database(settings) as db:
+            return await _store(db, settings).active(environment)
+
+    async def reload(ids: Sequence[str]) -> list[Deployment]:
+        async with database(settings) as db:
+            store = _store(db, settings)
+            return [await store.get(deployment_id) for deployment_id in ids]
+
+    found = run(active)
+    if not watch:
+        if as_json:
+            print_json({"items": [deployment.as_dict() for deployment in found]})
+        elif not found:
+            out.print("no active deployment")
+        else:
+            out.print(_table(found))
+        return
+    if not found:
+        out.print("no active deployment")
+        return
+    ids = [deployment.id for deployment in found]
+    deadline = time.monotonic() + timeout
+    current = found
+    with Live(_watch_view(current, deadline), console=out, auto_refresh=False) as live:
+        while any(deployment.active for deployment in current):
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+            current = run(lambda: reload(ids))
+            live.update(_watch_view(current, deadline), refresh=True)
+    if as_json:
+        print_json({"items": [deployment.as_dict() for deployment in current]})
+    if any(deployment.active for deployment in current):
+        fail(f"still active after {timeout:g} s", code=2)
+
+
+def _watch_view(deployments: Sequence[Deployment], deadline: float) -> Group:
+    left = max(0.0, deadline - time.monotonic())
+    return Group(_table(deployments), Text(f"watching; giving up in {left:.0f} s", style="dim"))
+
+
+@app.command("list")
+def list_deployments(
+    environment: str | None = EnvOption,
+    limit: int = typer.Option(20, "--limit", min=1, max=1000, help="At most this many."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Recent deployments, newest first."""
+    settings = Settings()
+
+    async def go() -> list[Deployment]:
+        async with database(settings) as db:
+            return await _store(db, settings).recent(environment=environment, limit=limit)
+
+    found = run(go)
+    if as_json:
+        print_json({"items": [deployment.as_dict() for deployment in found]})
+    elif not found:
+        out.print("no deployment yet")
+    else:
+        out.print(_table(found))
+
+
+@app.command("show")
+def show(deployment_id: str, as_json: bool = JsonOption) -> None:
+    """One deployment with its release, approvals and every transition."""
+    settings = Settings()
+
+    async def go() -> dict[str, Any]:
+        async with database(settings) as db:
+            store = _store(db, settings)
+            deployment = await store.get(deployment_id)
+            history = await store.history(deployment_id)
+        return {**deployment.as_dict(), "history": [item.as_dict() for item in history]}
+
+    shown = run(go)
+    if as_json:
+        print_json(shown)
+        return
+    for name in ("id", "environment", "state", "strategy", "version", "git_sha"):
+        out.print(f"{name}: {shown[name]}", highlight=False)
+    out.print(f"migration_head: {shown['migration_head']}", highlight=False)
+    out.print(f"approvals: {shown['approvals']} of {shown['required_approvals']}", highlight=False)
+    print_items(
+        shown["history"],
+        {"#": "seq", "from": "from_state", "to": "to_state", "by": "actor", "at": "occurred_at",
+         "reason": "reason"},
+        as_json=False,
+    )  # fmt: skip
+
+
+@app.command("approve")
+def approve(deployment_id: str, by: str | None = ByOption, as_json: bool = JsonOption) -> None:
+    """Approve a deployment waiting at its gate; enough approvals start the rollout."""
+    settings = Settings()
+
+    async def go() -> Deployment:
+        async with database(settings) as db:
+            store = _store(db, settings)
+            waiting = await store.get(deployment_id)
+            gate = gate_for(settings, waiting.environment)
+            return await store.approve(deployment_id, gate, approver=by or _operator())
+
+    _report(run(go), as_json)
+
+
+@app.command("promote")
+def promote(deployment_id: str, by: str | None = ByOption, as_json: bool = JsonOption) -> None:
+    """Mark a rolling deployment as promoted (it serves all traffic)."""
+    _move(deployment_id, DeploymentState.PROMOTED, by, None, as_json)
+
+
+@app.command("rollback")
+def rollback(
+    deployment_id: str,
+    reason: str = typer.Option("rolled back by an operator", "--reason", help="Why (recorded)."),
+    by: str | None = ByOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Roll an active deployment back, at any step."""
+    _move(deployment_id, DeploymentState.ROLLED_BACK, by, reason, as_json)
+
+
+def _move(
+    deployment_id: str,
+    target: DeploymentState,
+    by: str | None,
+    reason: str | None,
+    as_json: bool,
+) -> None:
+    settings = Settings()
+
+    async def go() -> Deployment:
+        async with database(settings) as db:
+            return await _store(db, settings).move(
+                deployment_id, target, actor=by or _operator(), reason=reason
+            )
+
+    _report(run(go), as_json)
+
+
+def _report(deployment: Deployment, as_json: bool) -> None:
+    print_json(deployment.as_dict()) if as_json else out.print(_table([deployment]))
+
+
+def _percentages(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(item) for item in text.split(",") if item.strip())
+    except ValueError as error:
+        raise typer.BadParameter("comma-separated percentages: 5,25,50,100") from error
+
+
+@app.command("canary")
+def canary(
+    deployment_id: str,
+    admin_socket: Path = typer.Option(..., "--haproxy-socket", help="HAProxy's admin socket."),
+    canary_metrics: str = typer.Option(..., "--canary-metrics", help="The canary's /metrics URL."),
+    baseline_metrics: str = typer.Option(
+        ..., "--baseline-metrics", help="The baseline's /metrics URL."
+    ),
+    canary_server: str = typer.Option("canary", help="The canary's HAProxy server name."),
+    baseline_server: str = typer.Option("baseline", help="The baseline's HAProxy server name."),
+    steps: str = typer.Option("5,25,50,100", "--steps", help="Canary shares, in %."),
+    interval: float = typer.Option(30.0, "--interval", min=0.1, help="Seconds per analysis."),
+    step_timeout: float = typer.Option(
+        300.0, "--step-timeout", min=0.1, help="Inconclusive this long at a step: roll back."
+    ),
+    min_requests: int = typer.Option(100, "--min-requests", min=1, help="Per version and step."),
+    max_error_rate: float = typer.Option(0.01, "--max-error-rate", min=0.0, max=1.0),
+    max_p99: float | None = typer.Option(None, "--max-p99", help="Seconds; unset: no bound."),
+    synthetic_path: str | None = typer.Option(
+        None,
+        "--synthetic-path",
+        help="While inconclusive, GET this path on each version to reach --min-requests.",
+    ),
+    latency_alpha: float = typer.Option(
+        0.01, "--latency-alpha", min=0.0, max=1.0, help="Significance of 'the canary is slower'."
+    ),
+    min_effect: float = typer.Option(
+        0.05, "--min-effect", min=0.0, max=0.5, help="P(canary slower) must exceed 0.5 + this."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Walk a rolling deployment's canary steps behind HAProxy; roll back on a failed analysis."""
+    settings = Settings()
+    try:
+        plan = CanaryPlan(
+            steps=_percentages(steps),
+            interval_seconds=interval,
+            step_timeout_seconds=step_timeout,
+            thresholds=Thresholds(
+                min_requests=min_requests,
+                max_error_rate=max_error_rate,
+                max_p99_seconds=max_p99,
+                latency_alpha=latency_alpha,
+                min_effect=min_effect,
+            ),
+        )
+    except ValueError as error:
+        fail(str(error))
+    router = HAProxyRouter(RuntimeApi(admin_socket), baseline=baseline_server, canary=canary_server)
+    synthetic = None
+    if synthetic_path is not None:
+        synthetic = HttpSyntheticTraffic(
+            str(httpx.URL(canary_metrics).copy_with(path=synthetic_path, query=None)),
+            str(httpx.URL(baseline_metrics).copy_with(path=synthetic_path, query=None)),
+        )
+
+    _walk(
+        settings,
+        lambda store: CanaryRollout(
+            store,
+            deployment_id,
+            router,
+            canary=HttpMetrics(canary_metrics),
+            baseline=HttpMetrics(baseline_metrics),
+            plan=plan,
+            synthetic=synthetic,
+        ),
+        as_json,
+    )
+
+
+@app.command("switch")
+def switch(
+    deployment_id: str,
+    admin_socket: Path = typer.Option(..., "--haproxy-socket", help="HAProxy's admin socket."),
+    ready_url: str = typer.Option(..., "--ready-url", help="The new version's /ready URL."),
+    canary_server: str = typer.Option("canary", help="The new version's HAProxy server name."),
+    baseline_server: str = typer.Option("baseline", help="The old version's HAProxy server name."),
+    ready_timeout: float = typer.Option(60.0, "--ready-timeout", min=0.1, help="Seconds."),
+    warm: float = typer.Option(
+        300.0, "--warm", min=0.0, help="Seconds the old version stays warm for a rollback."
+    ),
+    interval: float = typer.Option(1.0, "--interval", min=0.1, help="Seconds between polls."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Blue-green: once the new version is ready, give it all traffic in one switch."""
+    settings = Settings()
+    router = HAProxyRouter(RuntimeApi(admin_socket), baseline=baseline_server, canary=canary_server)
+    plan = SwitchPlan(
+        interval_seconds=interval, ready_timeout_seconds=ready_timeout, warm_seconds=warm
+    )
+
+    _walk(
+        settings,
+        lambda store: BlueGreenSwitch(
+            store, deployment_id, router, probe=HttpReadiness(ready_url), plan=plan
+        ),
+        as_json,
+    )
+
+
+class _Walk(Protocol):
+    async def run(self) -> Deployment: ...
+
+
+def _walk(settings: Settings, make: Callable[[DeploymentStore], _Walk], as_json: bool) -> None:
+    """Run a canary or blue-green walk; exit 1 unless it ended promoted."""
+
+    async def go() -> Deployment:
+        async with database(settings) as db:
+            return await make(_store(db, settings)).run()
+
+    deployment = run(go)
+    _report(deployment, as_json)
+    if deployment.state is not DeploymentState.PROMOTED:
+        raise typer.Exit(1)
+
+
+@app.command("proxy")
+def proxy(
+    port: int = typer.Option(..., "--port", help="Where clients connect."),
+    baseline: str = typer.Option(..., "--baseline", help="HOST:PORT of the running version."),
+    canary_address: str = typer.Option(..., "--canary", help="HOST:PORT of the new version."),
+    workdir: Path = typer.Option(..., "--workdir", help="Configuration and admin socket here."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    health_path: str | None = typer.Option("/ready", "--health-path", help="Empty: no checks."),
+) -> None:
+    """Run HAProxy in the foreground: 100 % baseline, 0 % canary, admin socket in --workdir."""
+    servers = [
+        Server("baseline", *_address(baseline), weight=100),
+        Server("canary", *_address(canary_address), weight=0),
+    ]
+    workdir.mkdir(parents=True, exist_ok=True)
+    frontend = HAProxy(
+        servers, workdir=workdir, bind_port=port, bind_host=host, health_path=health_path or None
+    )
+    frontend.config_path.write_text(frontend.config, encoding="utf-8")
+    out.print(f"admin socket: {frontend.admin_socket}", highlight=False)
+    binary = haproxy_binary()
+    os.execv(binary, [binary, "-db", "-f", str(frontend.config_path)])  # noqa: S606 - our binary
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise typer.BadParameter(f"{text!r} is not HOST:PORT")
+    return host, int(port)

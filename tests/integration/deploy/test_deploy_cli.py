@@ -1,0 +1,158 @@
+"""``keel deploy …`` end to end on a real database, through the CLI's JSON output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.support.services import need_binary
+from tests.support.versions import SteadyClient, VersionServer, behind_haproxy
+from typer.testing import CliRunner
+
+from keel.cli import app
+
+runner = CliRunner()
+
+
+def _keel(database_url: str, *args: str, code: int = 0, **env: str) -> Any:
+    result = runner.invoke(
+        app, list(args), env={"KEEL_DATABASE_URL": database_url, "KEEL_GIT_SHA": "c" * 40, **env}
+    )
+    assert result.exit_code == code, result.output
+    return json.loads(result.stdout) if "--json" in args and code == 0 else result
+
+
+def test_create_approve_status_show_and_rollback_through_the_cli(database_url: str) -> None:
+    gates = {"KEEL_DEPLOY_APPROVALS": "prod=1"}
+    created = _keel(
+        database_url, "deploy", "create", "--env", "prod", "--by", "alice", "--json", **gates
+    )
+    assert created["state"] == "awaiting_approval"
+    assert (created["git_sha"], created["migration_head"]) == ("c" * 40, "0014")
+    assert [(c["name"], c["ok"]) for c in created["checks"]] == [
+        ("schema-servable", True),
+        ("expand-before-traffic", True),
+        ("migrations-rehearsed", True),
+    ]
+    deployment_id = created["id"]
+
+    refused = _keel(database_url, "deploy", "create", "--env", "prod", "--by", "bob", code=1)
+    assert "already has deployment" in refused.output
+    self_approval = _keel(database_url, "deploy", "approve", deployment_id, "--by", "alice", code=1)
+    assert "cannot approve" in self_approval.output
+
+    approved = _keel(
+        database_url, "deploy", "approve", deployment_id, "--by", "bob", "--json", **gates
+    )
+    assert (approved["state"], approved["approvals"]) == ("rolling", ["bob"])
+    status = _keel(database_url, "deploy", "status", "--env", "prod", "--json")
+    assert [item["id"] for item in status["items"]] == [deployment_id]
+
+    # --watch gives up after its timeout with exit status 2 while the rollout is still active.
+    watched = _keel(database_url, "deploy", "status", "--watch", "--timeout", "0", code=2)
+    assert "still active" in watched.output
+
+    rolled = _keel(
+        database_url,
+        "deploy",
+        "rollback",
+        deployment_id,
+        "--by",
+        "carol",
+        "--reason",
+        "p99",
+        "--json",
+    )
+    assert (rolled["state"], rolled["reason"]) == ("rolled_back", "p99")
+    shown = _keel(database_url, "deploy", "show", deployment_id, "--json")
+    assert [step["to_state"] for step in shown["history"]] == [
+        "created", "pre_checks", "awaiting_approval", "rolling", "rolled_back",
+    ]  # fmt: skip
+    listed = _keel(database_url, "deploy", "list", "--json")
+    assert [item["state"] for item in listed["items"]] == ["rolled_back"]
+    # Nothing active: --watch returns at once.
+    assert "no active deployment" in _keel(database_url, "deploy", "status", "--watch").output
+
+
+def test_an_environment_without_a_gate_rolls_and_is_promoted(database_url: str) -> None:
+    created = _keel(database_url, "deploy", "create", "--env", "dev", "--by", "alice", "--json")
+    assert created["state"] == "rolling"
+    promoted = _keel(database_url, "deploy", "promote", created["id"], "--by", "alice", "--json")
+    assert promoted["state"] == "promoted"
+    again = _keel(database_url, "deploy", "rollback", created["id"], code=1)
+    assert "cannot move" in again.output
+
+
+def test_canary_and_proxy_refuse_bad_arguments_and_a_deployment_that_is_not_rolling(
+    database_url: str, tmp_path: Path
+) -> None:
+    created = _keel(database_url, "deploy", "create", "--env", "prod", "--by", "alice", "--json")
+    common = [
+        "--haproxy-socket", str(tmp_path / "none.sock"),
+        "--canary-metrics", "http://127.0.0.1:9/metrics",
+        "--baseline-metrics", "http://127.0.0.1:9/metrics",
+    ]  # fmt: skip
+    uneven = _keel(
+        database_url, "deploy", "canary", created["id"], *common, "--steps", "5,50", code=1
+    )
+    assert "end at 100" in uneven.output
+    waiting = _keel(database_url, "deploy", "canary", created["id"], *common, code=1)
+    assert "not rolling" in " ".join(waiting.output.split())  # Rich wraps lines
+    other = _keel(
+        database_url, "deploy", "create", "--env", "dev", "--strategy", "blue-green", "--json"
+    )
+    wrong = _keel(database_url, "deploy", "canary", other["id"], *common, code=1)
+    assert "not canary" in " ".join(wrong.output.split())
+    # The new version never answers /ready: rolled back; HAProxy unreachable is said plainly.
+    unready = _keel(
+        database_url, "deploy", "switch", other["id"], "--haproxy-socket", str(tmp_path / "x"),
+        "--ready-url", "http://127.0.0.1:9/ready", "--ready-timeout", "0.2", "--interval", "0.1",
+        code=1,
+    )  # fmt: skip
+    assert "admin socket" in " ".join(unready.output.split())
+    bad = _keel(
+        database_url, "deploy", "proxy", "--port", "1", "--baseline", "nowhere",
+        "--canary", "127.0.0.1:2", "--workdir", str(tmp_path), code=2,
+    )  # fmt: skip
+    assert "HOST:PORT" in bad.output
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("backend", ["sqlite"])  # the store's backend does not matter here
+def test_keel_deploy_canary_promotes_a_healthy_canary_behind_real_haproxy(
+    database_url: str,
+) -> None:
+    need_binary("haproxy", fallback="/usr/sbin/haproxy")
+    created = _keel(database_url, "deploy", "create", "--env", "dev", "--by", "alice", "--json")
+    with (
+        VersionServer("canary") as canary,
+        VersionServer("baseline") as baseline,
+        behind_haproxy(baseline, canary) as proxy,
+        SteadyClient(proxy.bind[1]) as client,
+    ):
+        client.wait_for(20)
+        promoted = _keel(
+            database_url, "deploy", "canary", created["id"],
+            "--haproxy-socket", str(proxy.admin_socket),
+            "--canary-metrics", f"http://127.0.0.1:{canary.port}/metrics",
+            "--baseline-metrics", f"http://127.0.0.1:{baseline.port}/metrics",
+            "--interval", "0.5", "--min-requests", "20", "--json",
+            # identical versions on a busy machine: ask for overwhelming evidence of slowness
+            "--latency-alpha", "0.0001", "--min-effect", "0.2",
+        )  # fmt: skip
+        assert set(client.wait_for(30)) == {"canary"}
+    assert promoted["state"] == "promoted"
+    assert client.failures == []
+
+
+def test_a_failing_smoke_test_fails_the_deployment_before_any_traffic(database_url: str) -> None:
+    failed = _keel(
+        database_url, "deploy", "create", "--env", "dev", "--smoke-url", "http://127.0.0.1:9/",
+        code=1,
+    )  # fmt: skip
+    assert "smoke http://127.0.0.1:9/" in failed.output
+    (only,) = _keel(database_url, "deploy", "list", "--json")["items"]
+    assert only["state"] == "failed"
+    assert "pre-check smoke" in only["reason"]
