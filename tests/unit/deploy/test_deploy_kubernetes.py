@@ -236,6 +236,9 @@ def test_every_pod_runs_non_root_on_a_read_only_root_with_writable_volumes(overl
         signing_key = config(overlay)["KEEL_AUDIT_SIGNING_KEY_PATH"]
         key_mount = mounts[signing_key.rsplit("/", 1)[0]]
         assert volumes[key_mount]["secret"]["secretName"] == "keel-audit-signing-key"
+        # secret files are root-owned with group fsGroup: the key must be group-readable
+        assert spec["securityContext"]["fsGroup"] == spec["securityContext"]["runAsGroup"]
+        assert volumes[key_mount]["secret"]["defaultMode"] & 0o040
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
