@@ -30,20 +30,6 @@ DEPLOY = ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
 OVERLAYS = ("staging", "prod")
 
-# Settings and options that issue 16's items 1 and 2 add on other branches (object storage,
-# the worker's HTTP port). The deploy files use their agreed names already; once those
-# branches are merged each entry here must go (test_pending_names_are_still_pending says so).
-PENDING_SETTINGS = frozenset(
-    {
-        "KEEL_STORAGE_URL",
-        "KEEL_STORAGE_S3_ENDPOINT_URL",
-        "KEEL_STORAGE_S3_ACCESS_KEY_ID",
-        "KEEL_STORAGE_S3_SECRET_ACCESS_KEY",
-        "KEEL_WORKER_HTTP_PORT",
-    }
-)
-PENDING_OPTIONS = {("worker", "--http-port")}  # each takes one value
-
 _SETTING_NAME = re.compile(r"\bKEEL_[A-Z0-9_]+\b")
 
 
@@ -52,8 +38,8 @@ def setting_names() -> frozenset[str]:
 
 
 def unknown_settings(names: Iterable[str]) -> set[str]:
-    """The ``KEEL_*`` names that are neither settings nor pending ones."""
-    return set(names) - setting_names() - PENDING_SETTINGS
+    """The ``KEEL_*`` names that are not settings."""
+    return set(names) - setting_names()
 
 
 def keel_names_in(text: str) -> set[str]:
@@ -64,13 +50,9 @@ def parse_keel_command(argv: Sequence[str]) -> dict[str, Any]:
     """Parse ``keel ARGV`` with Keel's real command tree; return the leaf command's parameters.
 
     Nothing runs: each level only parses. An unknown command or option raises the CLI's own
-    usage error. Options still pending on other branches are set aside first.
+    usage error.
     """
     args = list(argv)
-    for command, option in PENDING_OPTIONS:
-        if args and args[0] == command and option in args:
-            at = args.index(option)
-            del args[at : at + 2]
     command: Any = typer.main.get_command(app)
     context = command.make_context("keel", args)
     while hasattr(command, "resolve_command"):  # a group: descend to the named command

