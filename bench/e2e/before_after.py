@@ -38,7 +38,7 @@ from pathlib import Path
 import httpx
 from run import BODY_TEMPLATE, HERE, LIFTED, ROOT, wrk
 from sqlalchemy import text
-from tests.support.app import seed_database
+from tests.support.app import seeded_world
 from tests.support.databases import Templates, fresh_database
 from tests.support.policies import shipped_policy_with_ip_limits_lifted
 from tests.support.processes import KEEL, run_keel, server_env, start_server
@@ -82,7 +82,7 @@ def serve(
 ) -> Server:
     """A seeded database, the bench principal's limits lifted, one ``keel serve`` worker."""
     url = stack.enter_context(fresh_database(templates, backend, workdir))
-    world = asyncio.run(seed_database(url))
+    world = seeded_world(url)
     policy = shipped_policy_with_ip_limits_lifted(workdir)
     lifted = {
         "KEEL_RATELIMIT_POLICY": str(policy),

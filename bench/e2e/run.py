@@ -51,7 +51,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src"), str(HERE)]
 
 from openloop import OpenLoopResult, open_loop  # noqa: E402
 from peers import create_peer_schema  # noqa: E402
-from tests.support.app import seed_database  # noqa: E402
+from tests.support.app import seeded_world  # noqa: E402
 from tests.support.databases import Templates, empty_database, fresh_database  # noqa: E402
 from tests.support.policies import shipped_policy_with_ip_limits_lifted  # noqa: E402
 from tests.support.processes import (  # noqa: E402
@@ -175,7 +175,7 @@ def prepare(
     keel_url = stack.enter_context(fresh_database(templates, backend, workdir))
     peer_url = stack.enter_context(empty_database(backend, workdir))
     asyncio.run(create_peer_schema(peer_url))
-    world = asyncio.run(seed_database(keel_url))
+    world = seeded_world(keel_url)
     policy = shipped_policy_with_ip_limits_lifted(workdir)
     env = server_env(
         keel_url,

@@ -11,7 +11,6 @@ same status and problem type on both databases, while a probe thread shows
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import threading
@@ -26,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.app import World, seed_database
+from tests.support.app import World, seeded_world
 from tests.support.databases import Templates, fresh_database
 from tests.support.policies import generous_policy
 from tests.support.processes import keel_server, server_env
@@ -349,7 +348,7 @@ def send(client: httpx.Client, case: Case, token: str) -> Answer:
 
 
 def seed(url: str) -> World:
-    return asyncio.run(seed_database(url))
+    return seeded_world(url)
 
 
 def attack(backend: str, templates: Templates, workdir: Path) -> tuple[Run, list[Case]]:

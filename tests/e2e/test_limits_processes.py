@@ -11,7 +11,7 @@ import httpx
 import pytest
 import redis
 
-from tests.support.app import SECRET, World, seed_database
+from tests.support.app import SECRET, World, seeded_world
 from tests.support.databases import Templates, fresh_database
 from tests.support.policies import generous_policy
 from tests.support.processes import free_port, keel_env, keel_server, run_keel
@@ -56,7 +56,7 @@ def shared_redis() -> Iterator[str]:
 
 
 def seed(url: str) -> World:
-    return asyncio.run(seed_database(url))
+    return seeded_world(url)
 
 
 def test_two_processes_sharing_redis_never_admit_more_than_the_limit_together(

@@ -1,4 +1,5 @@
-"""Two ``keel serve`` processes and a ``keel worker`` on one PostgreSQL and one SeaweedFS:
+"""Two ``keel serve`` processes and a ``keel worker`` on one PostgreSQL, one Redis (the
+replicas' shared limits and breaker state) and one SeaweedFS:
 a file uploaded through one server downloads byte-exact through the other, whole and by
 range; an export the worker writes downloads, the same, from either server. Then SeaweedFS
 is stopped: uploads and downloads answer 503 with ``Retry-After`` on both servers,
@@ -21,13 +22,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from tests.support.app import SECRET, seeded_world
 from tests.support.databases import Templates, fresh_database
 from tests.support.processes import KEEL, keel_env, start_server
 from tests.support.seaweedfs import SeaweedFS, seaweedfs_server
+from tests.support.services import redis_url
 
-pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.fault]
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis, pytest.mark.fault]
 
 SIZE = 6 * 1024 * 1024 + 17  # past one 5 MiB part: a multipart upload
 
@@ -51,10 +54,28 @@ def assert_unavailable(response: httpx.Response) -> None:
     assert int(response.headers["retry-after"]) >= 1
 
 
+@pytest.fixture
+def shared_redis() -> Iterator[str]:
+    """The replicas' shared limiter and breaker state, in a Redis db index of this test's own."""
+    url = redis_url(14)
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    try:
+        yield url
+    finally:
+        client.flushdb()
+        client.close()
+
+
 def worker(env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    """A standalone ``keel worker`` (no probe port: the test reads the exports it writes)."""
     with (cwd / "worker.log").open("wb") as log:
         return subprocess.Popen(
-            [*KEEL, "worker"], env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT
+            [*KEEL, "worker"],
+            env={**env, "KEEL_WORKER_HTTP_PORT": "0"},
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
 
@@ -69,7 +90,7 @@ def finished_export(http: httpx.Client, base: str, headers: dict[str, str], path
 
 
 def test_an_upload_through_one_process_downloads_byte_exact_through_another(
-    postgres_url: str, weed: SeaweedFS, tmp_path: Path
+    postgres_url: str, shared_redis: str, weed: SeaweedFS, tmp_path: Path
 ) -> None:
     world = seeded_world(postgres_url)
     storage = {
@@ -85,6 +106,7 @@ def test_an_upload_through_one_process_downloads_byte_exact_through_another(
             env = keel_env(
                 {
                     "KEEL_DATABASE_URL": postgres_url,
+                    "KEEL_REDIS_URL": shared_redis,
                     "KEEL_SECRET_KEY": SECRET,
                     "KEEL_STORAGE_DIR": str(workdir / "blobs"),
                     **storage,

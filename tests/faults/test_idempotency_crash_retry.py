@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select
-from tests.support.app import World, seed_database
+from tests.support.app import World, seeded_world
 from tests.support.databases import BACKENDS, Templates, fresh_database
 from tests.support.policies import generous_policy
 from tests.support.processes import KeelServer, server_env, start_server
@@ -146,7 +146,7 @@ def shared(
     most of this module's time)."""
     workdir = tmp_path_factory.mktemp(f"crash-{request.param}")
     with fresh_database(templates, str(request.param), workdir) as url:
-        world = asyncio.run(seed_database(url))
+        world = seeded_world(url)
         env = server_env(
             url,
             workdir,

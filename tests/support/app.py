@@ -80,15 +80,7 @@ async def seed_world(database: Database) -> World:
 
 def seeded_world(database_url: str) -> World:
     """``seed_world`` from synchronous code (process tests, benchmarks)."""
-
-    async def go() -> World:
-        database = Database(database_url)
-        try:
-            return await seed_world(database)
-        finally:
-            await database.dispose()
-
-    return asyncio.run(go())
+    return asyncio.run(seed_database(database_url))
 
 
 def make_settings(database_url: str, storage_dir: str, **overrides: object) -> Settings:
