@@ -2,7 +2,7 @@
 (chosen by :func:`from_settings`), and the decorator that puts every call through the
 ``storage`` dependency."""
 
-from keel.storage.base import BlobStore, BlobWriter, StoredBlob
+from keel.storage.base import BlobStore, BlobWriter, StoredBlob, content_etag
 from keel.storage.configured import from_settings
 from keel.storage.local import LocalDirectoryStore
 from keel.storage.resilient import ResilientBlobStore
@@ -13,5 +13,6 @@ __all__ = [
     "LocalDirectoryStore",
     "ResilientBlobStore",
     "StoredBlob",
+    "content_etag",
     "from_settings",
 ]

@@ -40,6 +40,13 @@ def content_key(namespace: str, sha256: str) -> str:
     return f"{namespace}/{sha256[:2]}/{sha256}"
 
 
+def content_etag(key: str) -> str:
+    """The strong ETag of a blob stored under :func:`content_key`: its quoted SHA-256.
+
+    The bytes under a content key never change, so the digest is a validator."""
+    return f'"{key.rsplit("/", 1)[-1]}"'
+
+
 def check_namespace(namespace: str) -> None:
     if not NAMESPACE.match(namespace):
         raise ValueError(f"invalid storage namespace {namespace!r}")

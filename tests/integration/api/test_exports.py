@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import hashlib
 import io
 from pathlib import Path
 
@@ -132,3 +133,34 @@ async def test_csv_export_neutralises_formulas_and_json_export_keeps_the_exact_t
             assert line.startswith('"')  # every cell quoted
     items = contents["json"].json()
     assert sorted((i["message"], i["category"]) for i in items) == sorted(stored)
+
+
+async def test_an_export_download_honours_range_and_if_none_match(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    body = {"recipient_id": world.bob.id, "message": "ranged"}
+    for _ in range(3):
+        created = await client.post("/v1/recognitions", json=body, headers=world.alice.headers)
+        assert created.status_code == 201, created.text
+    export = await client.post("/v1/exports", json={"format": "csv"}, headers=world.alice.headers)
+    assert (await wait_finished(client, world, export.json()["id"]))["status"] == "succeeded"
+    path = f"/v1/exports/{export.json()['id']}/content"
+    whole = await client.get(path, headers=world.alice.headers)
+    assert whole.status_code == 200
+    data, etag = whole.content, whole.headers["etag"]
+    assert etag == f'"{hashlib.sha256(data).hexdigest()}"'
+    assert whole.headers["accept-ranges"] == "bytes"
+
+    part = await client.get(path, headers={**world.alice.headers, "Range": "bytes=5-24"})
+    assert part.status_code == 206, part.text
+    assert part.content == data[5:25]
+    assert part.headers["content-range"] == f"bytes 5-24/{len(data)}"
+
+    same = await client.get(path, headers={**world.alice.headers, "If-None-Match": etag})
+    assert same.status_code == 304
+    assert same.content == b""
+
+    past = await client.get(path, headers={**world.alice.headers, "Range": f"bytes={len(data)}-"})
+    assert past.status_code == 416
+    assert past.headers["content-type"] == "application/problem+json"
+    assert past.headers["content-range"] == f"bytes */{len(data)}"

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from starlette.responses import StreamingResponse
 
 from keel.api.auditing import ClientIp, by_principal
-from keel.api.conditional import not_modified, requested_range
 from keel.api.dependencies import AppServices, CurrentPrincipal
-from keel.api.disposition import attachment
+from keel.api.downloads import open_download
 from keel.api.multipart import FileFieldReader
 from keel.api.schemas import EvidenceOut
 from keel.api.text import Line
@@ -130,19 +128,6 @@ async def get_evidence(
     return EvidenceOut.model_validate(row)
 
 
-async def primed(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Read the first chunk before answering, so a missing blob is a 404, not a cut stream."""
-    first = await anext(chunks, b"")
-
-    async def rest() -> AsyncIterator[bytes]:
-        if first:
-            yield first
-        async for chunk in chunks:
-            yield chunk
-
-    return rest()
-
-
 _DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The exact bytes, with the content type they were uploaded with",
@@ -173,34 +158,14 @@ async def download_evidence(
 ) -> Response:
     async with services.database.read() as session:
         row = await evidence.get(session, principal, evidence_id)
-    etag = f'"{row.sha256}"'
-    headers = {"ETag": etag, "Accept-Ranges": "bytes", "X-Content-Type-Options": "nosniff"}
-    if not_modified(request.headers.get("if-none-match"), etag):
-        return Response(status_code=304, headers=headers)
-    wanted = requested_range(
-        request.headers.get("range"), request.headers.get("if-range"), etag, row.size
+    download = await open_download(
+        request.headers, services.store, row.storage_key, etag=f'"{row.sha256}"', size=row.size
     )
-    if wanted is None:
-        body = await primed(services.store.read(row.storage_key))
-        status, length = 200, row.size
-    else:
-        chunks = services.store.read(row.storage_key, offset=wanted.start, length=wanted.length)
-        body = await primed(chunks)
-        status, length = 206, wanted.length
-        headers["Content-Range"] = wanted.content_range(row.size)
-    await services.audit.record_now(
-        by_principal(EventCode.EVIDENCE_DOWNLOADED, principal, ip, evidence_id=row.id)
-    )
-    return StreamingResponse(
-        body,
-        status_code=status,
-        media_type=row.content_type,
-        headers={
-            **headers,
-            "Content-Length": str(length),
-            "Content-Disposition": attachment(row.filename),
-        },
-    )
+    if download.body is not None:
+        await services.audit.record_now(
+            by_principal(EventCode.EVIDENCE_DOWNLOADED, principal, ip, evidence_id=row.id)
+        )
+    return download.respond(row.content_type, row.filename)
 
 
 @route(

@@ -7,8 +7,7 @@ from starlette.responses import StreamingResponse
 
 from keel.api.auditing import ClientIp, by_principal
 from keel.api.dependencies import AppServices, CurrentPrincipal
-from keel.api.disposition import attachment
-from keel.api.routes.evidence import primed
+from keel.api.downloads import open_download
 from keel.api.schemas import ExportCreate, ExportOut
 from keel.api.text import Line
 from keel.audit import EventCode
@@ -18,6 +17,7 @@ from keel.http.facts import Keys, RouteFacts, route
 from keel.http.problems import problem_responses
 from keel.http.recorded import recorded
 from keel.jobs.exports import enqueue_export
+from keel.storage import content_etag
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"])
 
@@ -72,25 +72,30 @@ async def get_export(
     response_class=StreamingResponse,
     responses={
         200: {"content": {"text/csv": {}, "application/json": {}}},
-        **problem_responses(401, 404, 409, 422, 429, 503),
+        206: {
+            "description": "The one byte range asked for, described by `Content-Range`",
+            "content": {"text/csv": {}, "application/json": {}},
+        },
+        304: {"description": "Not modified: `If-None-Match` names the current ETag"},
+        **problem_responses(401, 404, 409, 416, 422, 429, 503),
     },
 )
 async def download_export(
-    export_id: Line, principal: CurrentPrincipal, services: AppServices, ip: ClientIp
-) -> StreamingResponse:
+    request: Request,
+    export_id: Line,
+    principal: CurrentPrincipal,
+    services: AppServices,
+    ip: ClientIp,
+) -> Response:
     async with services.database.read() as session:
         row = await exports.get(session, principal, export_id)
     key = exports.ready_key(row)
-    body = await primed(services.store.read(key))
-    await services.audit.record_now(
-        by_principal(EventCode.EXPORT_DOWNLOADED, principal, ip, export_id=row.id)
+    download = await open_download(
+        request.headers, services.store, key, etag=content_etag(key), size=row.size or 0
     )
+    if download.body is not None:
+        await services.audit.record_now(
+            by_principal(EventCode.EXPORT_DOWNLOADED, principal, ip, export_id=row.id)
+        )
     fmt = exports.ExportFormat(row.format)
-    return StreamingResponse(
-        body,
-        media_type=exports.MEDIA_TYPES[fmt],
-        headers={
-            "Content-Length": str(row.size or 0),
-            "Content-Disposition": attachment(f"recognitions-{row.id}.{fmt.value}"),
-        },
-    )
+    return download.respond(exports.MEDIA_TYPES[fmt], f"recognitions-{row.id}.{fmt.value}")
