@@ -39,7 +39,7 @@ import httpx
 from run import BODY_TEMPLATE, HERE, LIFTED, ROOT, wrk
 from sqlalchemy import text
 from tests.support.app import seeded_world
-from tests.support.databases import Templates, fresh_database
+from tests.support.databases import empty_database
 from tests.support.policies import shipped_policy_with_ip_limits_lifted
 from tests.support.processes import KEEL, run_keel, server_env, start_server
 
@@ -77,11 +77,11 @@ class Server:
     body: str
 
 
-def serve(
-    stack: ExitStack, templates: Templates, backend: str, tree: Path, workdir: Path
-) -> Server:
-    """A seeded database, the bench principal's limits lifted, one ``keel serve`` worker."""
-    url = stack.enter_context(fresh_database(templates, backend, workdir))
+def serve(stack: ExitStack, backend: str, tree: Path, workdir: Path) -> Server:
+    """A database migrated by ``tree``'s own migrations (the trees' heads may differ),
+    seeded, the bench principal's limits lifted, one ``keel serve`` worker."""
+    url = stack.enter_context(empty_database(backend, workdir))
+    run_keel(["migrate", "apply"], tree_env(server_env(url, workdir), tree), workdir)
     world = seeded_world(url)
     policy = shipped_policy_with_ip_limits_lifted(workdir)
     lifted = {
@@ -106,17 +106,14 @@ def serve(
 
 
 def requests(
-    templates: Templates, trees: dict[str, Path], rounds: int, seconds: float, workdir: Path
+    trees: dict[str, Path], rounds: int, seconds: float, workdir: Path
 ) -> dict[str, dict[str, list[float]]]:
     """wrk throughput per (backend, request) and tree, interleaved."""
     figures: dict[str, dict[str, list[float]]] = {}
     get, post = HERE / "get.lua", HERE / "post.lua"
     for backend in ("sqlite", "postgres"):
         with ExitStack() as stack:
-            servers = {
-                name: serve(stack, templates, backend, tree, workdir)
-                for name, tree in trees.items()
-            }
+            servers = {name: serve(stack, backend, tree, workdir) for name, tree in trees.items()}
             for index in range(rounds):
                 order = TREES if index % 2 == 0 else TREES[::-1]
                 for what, path, script, extra in (
@@ -171,11 +168,17 @@ async def _finished(url: str) -> tuple[int, float]:
     return int(done), span
 
 
-def worker_rate(templates: Templates, tree: Path, count: int, workdir: Path) -> float:
+def worker_rate(tree: Path, count: int, workdir: Path) -> float:
     """Jobs per second of one ``keel worker`` over ``count`` no-op jobs on PostgreSQL."""
-    with fresh_database(templates, "postgres", workdir) as url:
+    with empty_database("postgres", workdir) as url:
+        run_keel(["migrate", "apply"], tree_env(server_env(url, workdir), tree), workdir)
         asyncio.run(_enqueue(url, count))
-        env = tree_env(server_env(url, workdir, {"KEEL_JOBS_MODULES": "noop_jobs"}), tree)
+        env = tree_env(
+            server_env(
+                url, workdir, {"KEEL_JOBS_MODULES": "noop_jobs", "KEEL_WORKER_HTTP_PORT": "0"}
+            ),
+            tree,
+        )
         log = (workdir / f"worker-{tree.name}.log").open("wb")
         process = subprocess.Popen(
             [*KEEL, "worker"],
@@ -216,20 +219,16 @@ def main() -> None:
     print(f"# keel before/after, {started:%Y-%m-%d %H:%M} UTC, load {load:.2f}")
     print(f"# before {args.before}, after {ROOT}; {args.rounds} rounds × {args.seconds:g} s")
     workdir = Path(tempfile.mkdtemp(prefix="keel-before-after-"))
-    templates = Templates(workdir)
     try:
         with checkout(args.before, workdir) as before:
             trees = {"before": before, "after": ROOT}
-            figures = requests(templates, trees, args.rounds, args.seconds, workdir)
+            figures = requests(trees, args.rounds, args.seconds, workdir)
             jobs: dict[str, list[float]] = {}
             for index in range(args.rounds):
                 for name in TREES if index % 2 == 0 else TREES[::-1]:
-                    jobs.setdefault(name, []).append(
-                        worker_rate(templates, trees[name], args.jobs, workdir)
-                    )
+                    jobs.setdefault(name, []).append(worker_rate(trees[name], args.jobs, workdir))
             figures["worker jobs/s postgres"] = jobs
     finally:
-        templates.cleanup()
         shutil.rmtree(workdir, ignore_errors=True)
     for what, sides in figures.items():
         before_median = statistics.median(sides["before"])
