@@ -110,10 +110,10 @@ async def measure(
     }
 
 
-async def burst(server: KeelServer, who: Member, size: int) -> tuple[int, int]:
+async def burst(server: KeelServer, who: Member) -> tuple[int, int]:
     before = memory_kib(server.process.pid, "VmRSS")
     async with httpx.AsyncClient(timeout=300) as http:
-        await asyncio.gather(*(upload(http, server, who, size) for _ in range(CONCURRENT)))
+        await asyncio.gather(*(upload(http, server, who, 25 * MB) for _ in range(CONCURRENT)))
     return before, memory_kib(server.process.pid, "VmHWM")
 
 
@@ -121,15 +121,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--part-mib", type=int, default=8, help="KEEL_STORAGE_S3_PART_SIZE_BYTES")
-    parser.add_argument(
-        "--burst-mb",
-        type=int,
-        action="append",
-        help="file size of a memory burst (repeat, growing: the peak is the process's high-water"
-        " mark, so a flat server shows the same peak after a burst of bigger files); default 25",
-    )
     args = parser.parse_args()
-    bursts = sorted(args.burst_mb or [25])
     part = {"KEEL_STORAGE_S3_PART_SIZE_BYTES": str(args.part_mib * 1024 * 1024)}
     with tempfile.TemporaryDirectory() as scratch, ExitStack() as stack:
         root = Path(scratch)
@@ -150,16 +142,12 @@ def main() -> None:
                 f"ratio {s3[0] / local[0]:.2f} / {s3[1] / local[1]:.2f}"
             )
         print(
-            f"server memory, {CONCURRENT} concurrent uploads (RSS before -> peak so far), "
+            f"server memory, {CONCURRENT} concurrent 25 MB uploads (RSS before -> peak), "
             f"S3 part size {args.part_mib} MiB"
         )
-        for size in bursts:
-            for store, (server, who) in servers.items():
-                before, peak = asyncio.run(burst(server, who, size * MB))
-                print(
-                    f"  {size:4d} MB files, {store:>9}: "
-                    f"{before / 1024:6.1f} MiB -> {peak / 1024:6.1f} MiB"
-                )
+        for store, (server, who) in servers.items():
+            before, peak = asyncio.run(burst(server, who))
+            print(f"  {store:>9}: {before / 1024:6.1f} MiB -> {peak / 1024:6.1f} MiB")
 
 
 if __name__ == "__main__":
