@@ -9,13 +9,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from tests.support.app import SECRET, World, seeded_world
 from tests.support.databases import Templates, fresh_database
 from tests.support.policies import generous_policy
 from tests.support.processes import free_port, keel_env, keel_server, run_keel
-from tests.support.services import redis_url
+from tests.support.services import flushed_redis
 
 pytestmark = pytest.mark.e2e
 
@@ -45,14 +44,8 @@ def postgres_url(templates: Templates, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def shared_redis() -> Iterator[str]:
-    url = redis_url(13)
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    try:
+    with flushed_redis(13) as url:
         yield url
-    finally:
-        client.flushdb()
-        client.close()
 
 
 def seed(url: str) -> World:

@@ -15,13 +15,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from keel.db.engine import Database
 from tests.support.app import SECRET, Member, add_member, seed_world
 from tests.support.databases import Templates, fresh_database
 from tests.support.processes import keel_env, keel_server
-from tests.support.services import redis_url
+from tests.support.services import flushed_redis
 
 pytestmark = pytest.mark.e2e
 
@@ -60,14 +59,8 @@ def postgres_url(templates: Templates, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def shared_redis() -> Iterator[str]:
-    url = redis_url(11)
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    try:
+    with flushed_redis(11) as url:
         yield url
-    finally:
-        client.flushdb()
-        client.close()
 
 
 def people(url: str) -> tuple[Member, Member, Member]:

@@ -22,13 +22,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from tests.support.app import SECRET, seeded_world
 from tests.support.databases import Templates, fresh_database
 from tests.support.processes import KEEL, keel_env, start_server
 from tests.support.seaweedfs import SeaweedFS, seaweedfs_server
-from tests.support.services import redis_url
+from tests.support.services import flushed_redis
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis, pytest.mark.fault]
 
@@ -56,15 +55,8 @@ def assert_unavailable(response: httpx.Response) -> None:
 
 @pytest.fixture
 def shared_redis() -> Iterator[str]:
-    """The replicas' shared limiter and breaker state, in a Redis db index of this test's own."""
-    url = redis_url(14)
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    try:
+    with flushed_redis(14) as url:
         yield url
-    finally:
-        client.flushdb()
-        client.close()
 
 
 def worker(env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:

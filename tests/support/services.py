@@ -9,8 +9,11 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
+import redis
 
 PG_HOST = "127.0.0.1"
 PG_PORT = 5432
@@ -55,6 +58,19 @@ def redis_url(db: int) -> str:
     """A Redis URL on its own db index; each test area owns distinct indexes."""
     need("Redis", REDIS_HOST, REDIS_PORT)
     return f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
+
+
+@contextmanager
+def flushed_redis(db: int) -> Iterator[str]:
+    """``redis_url(db)``, emptied before and after: state shared by the processes of one test."""
+    url = redis_url(db)
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    try:
+        yield url
+    finally:
+        client.flushdb()
+        client.close()
 
 
 def postgres_admin_dsn() -> str:
