@@ -82,6 +82,13 @@ _SLOT_ACQUIRE = _Script(_lua.SLOT_ACQUIRE)
 _SCRIPTS = (_ADMIT, _GCRA, _QUOTA_CONSUME, _QUOTA_REFUND, _SLOT_ACQUIRE)
 
 
+def _closed_transport(exc: RuntimeError) -> bool:
+    """uvloop's word for a write on a socket that closed as it was used (Redis cut
+    mid-connect): ``unable to perform operation on <TCPTransport closed=True …>``.
+    redis-py lets it through unwrapped; it is an outage like any other."""
+    return str(exc).startswith("unable to perform operation on") and "closed" in str(exc)
+
+
 class RedisBackend:
     """A :class:`~keel.guard.ratelimit.backend.LimiterBackend` on ``redis.asyncio``.
 
@@ -170,6 +177,10 @@ class RedisBackend:
                 return await awaitable
         except (RedisError, OSError, TimeoutError) as exc:
             raise LimiterUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+        except RuntimeError as exc:
+            if not _closed_transport(exc):
+                raise
+            raise LimiterUnavailable(f"redis: connection closed under us: {exc}") from exc
 
     def _new_slot_id(self) -> str:
         return f"{self._slot_prefix}{next(self._slot_ids)}"
