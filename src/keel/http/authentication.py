@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from keel.domain.tokens import Authenticator
 from keel.errors import KeelError, Unauthenticated
 from keel.http.problems import from_error
-from keel.http.state import state_of
+from keel.http.state import client_ip, state_of
 
 PROTECTED_PREFIX = "/v1/"
 
@@ -48,8 +48,7 @@ class AuthenticationMiddleware:
         if scope["type"] != "http" or not scope["path"].startswith(PROTECTED_PREFIX):
             await self.app(scope, receive, send)
             return
-        client = scope.get("client")
-        ip = str(client[0]) if client else None
+        ip = client_ip(scope)
         token: str | None = None
         try:
             token = bearer_token(scope)

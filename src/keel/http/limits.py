@@ -38,12 +38,7 @@ from keel.guard.limits import (
 from keel.guard.ratelimit import ratelimit_headers
 from keel.http.problems import from_error
 from keel.http.routing import RouteTable
-from keel.http.state import state_of
-
-
-def client_ip(scope: Scope) -> str | None:
-    client = scope.get("client")
-    return str(client[0]) if client else None
+from keel.http.state import client_ip, state_of
 
 
 class LimitsMiddleware:

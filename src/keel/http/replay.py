@@ -44,7 +44,7 @@ from keel.guard.idempotency.keys import KeyRef, key_from_headers
 from keel.guard.idempotency.store import Claim, ClaimResult, IdempotencyStore, StoredResponse
 from keel.http.problems import from_error
 from keel.http.routing import Route, RouteTable
-from keel.http.state import state_of
+from keel.http.state import client_ip, state_of
 
 UNSAFE_METHODS = frozenset({"POST", "PATCH"})
 
@@ -130,9 +130,7 @@ async def refuse_another_request(
     metrics.count(metrics.MISMATCHES, operation)
     principal = state_of(scope).principal
     if on_mismatch is not None and principal is not None:
-        client = scope.get("client")
-        ip = str(client[0]) if client else None
-        await on_mismatch(principal, ip, scope["method"], operation)
+        await on_mismatch(principal, client_ip(scope), scope["method"], operation)
     raise IdempotencyKeyReused(
         "this Idempotency-Key was already used with a different request; "
         "use a new key for a new request",

@@ -58,3 +58,9 @@ def peek(scope: Scope) -> RequestState | None:
     """This request's state if a step made one (never creates it)."""
     found = scope.get("state", {}).get(_KEY)
     return found if isinstance(found, RequestState) else None
+
+
+def client_ip(scope: Scope) -> str | None:
+    """The peer's address as the server saw it (the limits and the audit key on it)."""
+    client = scope.get("client")
+    return str(client[0]) if client else None
