@@ -41,6 +41,7 @@ from keel.deploy import (
 )
 from keel.deploy.bluegreen import BlueGreenSwitch, HttpReadiness, SwitchPlan
 from keel.deploy.haproxy import HAProxy, RuntimeApi, Server, haproxy_binary
+from keel.deploy.migration_cycle import MigrationCycle, Phase
 from keel.deploy.rollout import (
     CanaryPlan,
     CanaryRollout,
@@ -274,8 +275,43 @@ def rollback(
     by: str | None = ByOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Roll an active deployment back, at any step."""
+    """Roll an active deployment back, at any step, unless the schema left its baseline behind."""
+    settings = Settings()
+
+    async def guard() -> None:
+        async with database(settings) as db:
+            cycle = MigrationCycle(_store(db, settings), RunnerOptions.from_settings(settings))
+            await cycle.check_rollback(deployment_id)
+
+    run(guard)
     _move(deployment_id, DeploymentState.ROLLED_BACK, by, reason, as_json)
+
+
+@app.command("migrate")
+def migrate(
+    deployment_id: str,
+    phase: Phase = typer.Option(
+        ..., "--phase", help="expand: before traffic shifts; contract: after promotion."
+    ),
+    by: str | None = ByOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Run a deployment's expand or contract migrations (audited as a step of it)."""
+    settings = Settings()
+
+    async def go() -> tuple[str, ...]:
+        async with database(settings) as db:
+            options = RunnerOptions.from_settings(settings, actor=by or _operator())
+            cycle = MigrationCycle(_store(db, settings), options)
+            if phase is Phase.EXPAND:
+                return await cycle.expand(deployment_id)
+            return await cycle.contract(deployment_id)
+
+    applied = run(go)
+    if as_json:
+        print_json({"deployment_id": deployment_id, "phase": phase.value, "applied": applied})
+    else:
+        out.print(f"{phase.value}: {', '.join(applied) or 'nothing to apply'}", highlight=False)
 
 
 def _move(

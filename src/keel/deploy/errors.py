@@ -29,3 +29,15 @@ class InvalidOperator(InvalidInput):
     """An operator name that cannot be recorded (the audit log takes no email addresses)."""
 
     title = "Invalid operator name"
+
+
+class RollbackRefused(Conflict):
+    """The release traffic would go back to cannot serve the schema (a contract revision ran)."""
+
+    title = "Rollback refused"
+
+
+class MigrationPhaseRefused(Conflict):
+    """A migration phase asked for at the wrong moment (contract before promotion, …)."""
+
+    title = "Migration phase refused"

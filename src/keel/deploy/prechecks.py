@@ -23,6 +23,7 @@ from typing import Protocol
 import httpx
 
 from keel.db.engine import Database
+from keel.deploy.migration_cycle import split_pending
 from keel.deploy.states import DeploymentState
 from keel.deploy.store import SYSTEM_ACTOR, Deployment, DeploymentStore
 from keel.migrations.errors import UnknownRevision
@@ -31,7 +32,7 @@ from keel.migrations.options import RunnerOptions
 from keel.migrations.runtime.dryrun import dry_run
 from keel.migrations.runtime.plan import pending_kinds
 from keel.migrations.runtime.schema import current_revision
-from keel.migrations.script.graph import Kind, Scripts
+from keel.migrations.script.graph import Scripts
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,27 +141,14 @@ class ExpandBeforeTraffic:
             target=deployment.release.migration_head,
             script_location=self.script_location,
         )
-        before = [name for name, kind in kinds if kind is Kind.EXPAND]
-        first_contract = next(
-            (i for i, (_, kind) in enumerate(kinds) if kind is Kind.CONTRACT), None
-        )
-        if first_contract is not None:
-            late = [name for name, kind in kinds[first_contract:] if kind is Kind.EXPAND]
-            if late:
-                contract = kinds[first_contract][0]
-                return CheckResult(
-                    self.name,
-                    False,
-                    f"expand revision(s) {', '.join(late)} come after contract revision "
-                    f"{contract}: they cannot run before traffic shifts",
-                )
-            before = [name for name, _ in kinds[:first_contract]]
-        after = [name for name, kind in kinds if kind is Kind.CONTRACT]
+        plan = split_pending(kinds)
+        if plan.refusal is not None:
+            return CheckResult(self.name, False, plan.refusal)
         return CheckResult(
             self.name,
             True,
-            f"before traffic: {', '.join(before) or 'nothing'}; "
-            f"after promotion: {', '.join(after) or 'nothing'}",
+            f"before traffic: {', '.join(plan.before_traffic) or 'nothing'}; "
+            f"after promotion: {', '.join(plan.after_promotion) or 'nothing'}",
         )
 
 

@@ -1,0 +1,143 @@
+"""The migration cycle of a rollout on SQLite and PostgreSQL, with sample revisions on top of
+the real head: expand before traffic, contract only after promotion (both audited as steps of
+the deployment), and no rollback to a release a contract revision has left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from tests.support.deploys import deployment_store
+from tests.support.migration_samples import HEAD, SAFE_EXPAND, add_revision, migrations_copy
+from tests.support.migration_samples import options as runner_options
+from typer.testing import CliRunner
+
+from keel.cli import app
+from keel.db.engine import Database
+from keel.db.tables_audit import AuditEvent as AuditRow
+from keel.deploy import DeploymentState, DeploymentStore, Release, Strategy
+from keel.deploy.errors import MigrationPhaseRefused, RollbackRefused
+from keel.deploy.migration_cycle import MigrationCycle
+from keel.migrations.runtime.runner import apply
+from keel.migrations.runtime.schema import current_revision
+from keel.migrations.script import graph
+from keel.settings import Settings
+
+CONTRACT = """# keel-kind: contract
+
+
+def upgrade() -> None:
+    op.drop_column("users", "display_name")
+
+
+def downgrade() -> None:
+    op.add_column("users", sa.Column("display_name", sa.String(200), nullable=True))
+"""
+
+S = DeploymentState
+
+
+def _samples(tmp_path: Path) -> Path:
+    location = migrations_copy(tmp_path)
+    add_revision(location, "s002", SAFE_EXPAND)
+    add_revision(location, "c003", CONTRACT, down="s002")
+    return location
+
+
+async def _deployment(store: DeploymentStore, head: str, target: S, sha: str) -> str:
+    created = await store.create(
+        Release("2.0.0" if head != HEAD else "1.0.0", sha * 40, head),
+        environment="prod",
+        strategy=Strategy.CANARY,
+        created_by="alice",
+        required_approvals=0,
+    )
+    for state in (S.PRE_CHECKS, S.ROLLING, S.PROMOTED):
+        await store.move(created.id, state, actor="keel")
+        if state is target:
+            break
+    return created.id
+
+
+async def _migration_audit(database: Database) -> list[dict[str, object]]:
+    async with database.read() as session:
+        rows = await session.scalars(
+            select(AuditRow.fields)
+            .where(AuditRow.code == "migration.applied")
+            .order_by(AuditRow.seq)
+        )
+        return [fields if isinstance(fields, dict) else json.loads(fields) for fields in rows]
+
+
+async def test_expand_runs_before_traffic_and_contract_only_after_promotion(
+    database: Database, settings: Settings, tmp_path: Path
+) -> None:
+    store = deployment_store(database, settings)
+    cycle = MigrationCycle(store, runner_options(_samples(tmp_path), tmp_path))
+    await _deployment(store, HEAD, S.PROMOTED, "a")
+    new = await _deployment(store, "c003", S.ROLLING, "b")
+
+    with pytest.raises(MigrationPhaseRefused, match="only after promotion"):
+        await cycle.contract(new)
+    assert await current_revision(database) == HEAD
+
+    assert await cycle.expand(new) == ("s002",)
+    assert await current_revision(database) == "s002"
+    await cycle.check_rollback(new)  # an expand revision leaves the baseline servable
+
+    await store.move(new, S.PROMOTED, actor="keel")
+    with pytest.raises(MigrationPhaseRefused, match="is promoted"):
+        await cycle.expand(new)
+    assert await cycle.contract(new) == ("c003",)
+    assert await current_revision(database) == "c003"
+    assert await _migration_audit(database) == [
+        {"from_revision": HEAD, "to_revision": "s002", "phase": "expand", "via": f"deploy:{new}"},
+        {
+            "from_revision": "s002",
+            "to_revision": "c003",
+            "phase": "contract",
+            "via": f"deploy:{new}",
+        },
+    ]
+
+
+async def _contract_ran_early(
+    database_url: str, settings: Settings, location: Path, tmp_path: Path
+) -> str:
+    """A promoted baseline, a rolling deployment, and its contract revision applied already."""
+    database = Database(database_url)
+    try:
+        store = deployment_store(database, settings)
+        options = runner_options(location, tmp_path)
+        await _deployment(store, HEAD, S.PROMOTED, "a")
+        new = await _deployment(store, "c003", S.ROLLING, "b")
+        await apply(database.url, target="c003", options=options)
+        with pytest.raises(RollbackRefused, match=f"contract revision c003 ran after .*{HEAD}"):
+            await MigrationCycle(store, options).check_rollback(new)
+        return new
+    finally:
+        await database.dispose()
+
+
+async def _state(database_url: str, settings: Settings, deployment_id: str) -> S:
+    database = Database(database_url)
+    try:
+        return (await deployment_store(database, settings).get(deployment_id)).state
+    finally:
+        await database.dispose()
+
+
+def test_a_rollback_past_a_contract_revision_is_refused_with_the_reason(
+    database_url: str, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    location = _samples(tmp_path)
+    new = asyncio.run(_contract_ran_early(database_url, settings, location, tmp_path))
+    monkeypatch.setattr(graph, "SCRIPT_LOCATION", location)
+    env = {"KEEL_DATABASE_URL": database_url, "KEEL_MIGRATION_BACKUP_DIR": str(tmp_path)}
+    refused = CliRunner().invoke(app, ["deploy", "rollback", new], env=env)
+    assert refused.exit_code == 1, refused.output
+    assert "contract revision c003" in refused.output
+    assert asyncio.run(_state(database_url, settings, new)) is S.ROLLING  # nothing moved
