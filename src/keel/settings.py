@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     deploy_four_eyes_environments: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["prod"]
     )
+    # Where the canary analysis reads both versions' request counters (Prometheus' HTTP API,
+    # e.g. "http://127.0.0.1:9090"); unset: from each version's own /metrics.
+    deploy_prometheus_url: str | None = None
 
     @field_validator("deploy_approvals", mode="before")
     @classmethod

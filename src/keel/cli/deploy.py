@@ -42,11 +42,11 @@ from keel.deploy import (
 from keel.deploy.bluegreen import BlueGreenSwitch, HttpReadiness, SwitchPlan
 from keel.deploy.haproxy import HAProxy, RuntimeApi, Server, haproxy_binary
 from keel.deploy.migration_cycle import MigrationCycle, Phase
+from keel.deploy.prometheus_source import version_metrics
 from keel.deploy.rollout import (
     CanaryPlan,
     CanaryRollout,
     HAProxyRouter,
-    HttpMetrics,
     HttpSyntheticTraffic,
 )
 from keel.migrations.options import RunnerOptions
@@ -405,8 +405,8 @@ def canary(
             store,
             deployment_id,
             router,
-            canary=HttpMetrics(canary_metrics),
-            baseline=HttpMetrics(baseline_metrics),
+            canary=version_metrics(settings.deploy_prometheus_url, canary_metrics),
+            baseline=version_metrics(settings.deploy_prometheus_url, baseline_metrics),
             plan=plan,
             synthetic=synthetic,
         ),
