@@ -13,14 +13,19 @@ from cloudcoil.models.keda.v1alpha1 import ScaledObject
 from cloudcoil.models.prometheus_operator.v1 import PodMonitor, ServiceMonitor
 from pydantic import BaseModel, ValidationError
 
+from tests.support.argo_rollouts import AnalysisTemplate, Rollout
+
 KUBERNETES_VERSION = "1.32.0"  # the oldest minor the upstream project still patches
 
 # Custom resources, validated by the cloudcoil models generated from each project's CRD
-# (KEDA's keda.sh_scaledobjects.yaml, the Prometheus Operator's monitoring.coreos.com CRDs).
+# (KEDA's keda.sh_scaledobjects.yaml, the Prometheus Operator's monitoring.coreos.com CRDs),
+# and Argo Rollouts' by closed models of its API reference (tests.support.argo_rollouts).
 CUSTOM_RESOURCES: dict[tuple[str, str], type[BaseModel]] = {
     ("keda.sh/v1alpha1", "ScaledObject"): ScaledObject,
     ("monitoring.coreos.com/v1", "ServiceMonitor"): ServiceMonitor,
     ("monitoring.coreos.com/v1", "PodMonitor"): PodMonitor,
+    ("argoproj.io/v1alpha1", "Rollout"): Rollout,
+    ("argoproj.io/v1alpha1", "AnalysisTemplate"): AnalysisTemplate,
 }
 
 # The parity contract: the only paths where two overlays' renderings may differ. Everything

@@ -41,6 +41,9 @@ from keel.deploy import (
 )
 from keel.deploy.bluegreen import BlueGreenSwitch, HttpReadiness, SwitchPlan
 from keel.deploy.haproxy import HAProxy, RuntimeApi, Server, haproxy_binary
+from keel.deploy.manifests import BASE, DEFAULT_PROMETHEUS, ManifestOptions
+from keel.deploy.manifests import render as render_manifests
+from keel.deploy.manifests import write as write_manifests
 from keel.deploy.migration_cycle import MigrationCycle, Phase
 from keel.deploy.prometheus_source import version_metrics
 from keel.deploy.rollout import (
@@ -49,7 +52,9 @@ from keel.deploy.rollout import (
     HAProxyRouter,
     HttpSyntheticTraffic,
 )
+from keel.errors import KeelError
 from keel.migrations.options import RunnerOptions
+from keel.observe.metrics import duration_buckets
 from keel.settings import Settings
 
 app = typer.Typer(help="Safe deploys: releases, deployments, approval gates.", no_args_is_help=True)
@@ -412,6 +417,60 @@ def canary(
         ),
         as_json,
     )
+
+
+@app.command("manifests")
+def manifests(
+    output: Path = typer.Option(..., "--output", help="Directory to write the manifests into."),
+    image: str = typer.Option(..., "--image", help="The release's image, e.g. REGISTRY/keel:TAG."),
+    environment: str = typer.Option(..., "--env", help="The environment (namespace keel-ENV)."),
+    replicas: int = typer.Option(2, "--replicas", min=1, help="The autoscaler's minimum."),
+    max_replicas: int | None = typer.Option(
+        None, "--max-replicas", min=1, help="The autoscaler's maximum (default 3 x --replicas)."
+    ),
+    steps: str = typer.Option("5,25,50,100", "--steps", help="Canary shares, in %."),
+    interval: float = typer.Option(30.0, "--interval", min=1.0, help="Seconds per analysis."),
+    step_timeout: float = typer.Option(
+        300.0, "--step-timeout", min=1.0, help="Short of samples this long at a step: abort."
+    ),
+    min_requests: int = typer.Option(100, "--min-requests", min=1, help="Per version and step."),
+    max_error_rate: float = typer.Option(0.01, "--max-error-rate", min=0.0, max=1.0),
+    max_p99: float | None = typer.Option(None, "--max-p99", help="Seconds; unset: no bound."),
+    prometheus_url: str | None = typer.Option(
+        None,
+        "--prometheus-url",
+        help="Prometheus for the analysis (default: KEEL_DEPLOY_PROMETHEUS_URL, else in-cluster).",
+    ),
+    base: Path | None = typer.Option(
+        None, "--base", help="The kustomize base to generate from (default: the checkout's)."
+    ),
+) -> None:
+    """Write Kubernetes manifests for this release: workload, autoscaler, Argo canary."""
+    settings = Settings()
+    try:
+        plan = CanaryPlan(
+            steps=_percentages(steps),
+            interval_seconds=interval,
+            step_timeout_seconds=step_timeout,
+            thresholds=Thresholds(
+                min_requests=min_requests, max_error_rate=max_error_rate, max_p99_seconds=max_p99
+            ),
+        )
+        options = ManifestOptions(
+            image=image,
+            environment=environment,
+            version=current_release(settings).version,
+            buckets=duration_buckets(settings.slo_latency_seconds),
+            replicas=replicas,
+            max_replicas=max_replicas,
+            plan=plan,
+            prometheus_url=prometheus_url or settings.deploy_prometheus_url or DEFAULT_PROMETHEUS,
+        )
+        written = write_manifests(render_manifests(options, base or BASE), output)
+    except (ValueError, OSError, KeelError) as error:
+        fail(str(error))
+    for path in written:
+        out.print(str(path), highlight=False)
 
 
 @app.command("switch")
