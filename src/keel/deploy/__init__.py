@@ -15,6 +15,13 @@ Framework-free (no web imports): the ``keel deploy`` CLI drives it on its own.
 ``canary``
     Canary analysis: error rate and latency of canary against baseline from
     each version's ``/metrics`` (thresholds and a Mann-Whitney U test).
+``migration_cycle``
+    Expand revisions before traffic, contract after promotion, and no rollback
+    to a release the schema has left behind.
+``prometheus_source``
+    The analysis' inputs from Prometheus, and the analysis as PromQL.
+``manifests``
+    Kubernetes manifests for a release, with an Argo Rollouts canary.
 """
 
 from keel.deploy.approvals import ApprovalGate, check_environment, gate_for
@@ -25,7 +32,10 @@ from keel.deploy.errors import (
     DeploymentNotFound,
     InvalidEnvironment,
     InvalidOperator,
+    MigrationPhaseRefused,
+    RollbackRefused,
 )
+from keel.deploy.migration_cycle import MigrationCycle
 from keel.deploy.prechecks import (
     CheckResult,
     ExpandBeforeTraffic,
@@ -57,9 +67,12 @@ __all__ = [
     "IllegalTransition",
     "InvalidEnvironment",
     "InvalidOperator",
+    "MigrationCycle",
+    "MigrationPhaseRefused",
     "MigrationsRehearsed",
     "PreCheck",
     "Release",
+    "RollbackRefused",
     "SchemaServable",
     "SmokeTest",
     "Strategy",
