@@ -80,7 +80,7 @@ def wait_until(url: str, expression: str, value: float, *, timeout: float) -> No
     while time.monotonic() < deadline:
         try:
             result = query(url, expression)
-        except httpx.HTTPError as error:
+        except (httpx.HTTPError, ValueError) as error:  # not up, or not ready (plain-text 503)
             seen = error
         else:
             seen = result

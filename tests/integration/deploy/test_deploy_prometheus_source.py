@@ -84,9 +84,9 @@ def _direct(server: VersionServer) -> Traffic:
 def test_the_prometheus_source_reads_what_a_direct_scrape_reads(
     versions: dict[str, VersionServer], prometheus: str
 ) -> None:
-    for name, server in versions.items():
-        source = PrometheusMetrics(prometheus, _instance(server))
-        assert read_traffic(asyncio.run(source.scrape())) == _direct(server), name
+    for name in ("healthy-canary", "bad-canary", "quiet-canary"):  # errors, probes, few
+        source = PrometheusMetrics(prometheus, _instance(versions[name]))
+        assert read_traffic(asyncio.run(source.scrape())) == _direct(versions[name]), name
 
 
 def test_the_setting_picks_prometheus_by_the_versions_instance(prometheus: str) -> None:
