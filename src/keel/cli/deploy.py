@@ -348,6 +348,41 @@ def _percentages(text: str) -> tuple[int, ...]:
         raise typer.BadParameter("comma-separated percentages: 5,25,50,100") from error
 
 
+# The canary plan's options, shared by the walk (canary) and the Argo analysis (manifests): one
+# set of numbers, one meaning.
+StepsOption = typer.Option("5,25,50,100", "--steps", help="Canary shares, in %.")
+IntervalOption = typer.Option(30.0, "--interval", min=0.1, help="Seconds per analysis.")
+StepTimeoutOption = typer.Option(
+    300.0, "--step-timeout", min=0.1, help="Inconclusive this long at a step: roll back."
+)
+MinRequestsOption = typer.Option(100, "--min-requests", min=1, help="Per version and step.")
+MaxErrorRateOption = typer.Option(0.01, "--max-error-rate", min=0.0, max=1.0)
+MaxP99Option = typer.Option(None, "--max-p99", help="Seconds; unset: no bound.")
+LatencyAlphaOption = typer.Option(
+    0.01, "--latency-alpha", min=0.0, max=1.0, help="Significance of 'the canary is slower'."
+)
+MinEffectOption = typer.Option(
+    0.05, "--min-effect", min=0.0, max=0.5, help="P(canary slower) must exceed 0.5 + this."
+)
+
+
+def _plan(
+    steps: str,
+    interval: float,
+    step_timeout: float,
+    thresholds: Thresholds,
+) -> CanaryPlan:
+    try:
+        return CanaryPlan(
+            steps=_percentages(steps),
+            interval_seconds=interval,
+            step_timeout_seconds=step_timeout,
+            thresholds=thresholds,
+        )
+    except ValueError as error:
+        fail(str(error))
+
+
 @app.command("canary")
 def canary(
     deployment_id: str,
@@ -358,44 +393,35 @@ def canary(
     ),
     canary_server: str = typer.Option("canary", help="The canary's HAProxy server name."),
     baseline_server: str = typer.Option("baseline", help="The baseline's HAProxy server name."),
-    steps: str = typer.Option("5,25,50,100", "--steps", help="Canary shares, in %."),
-    interval: float = typer.Option(30.0, "--interval", min=0.1, help="Seconds per analysis."),
-    step_timeout: float = typer.Option(
-        300.0, "--step-timeout", min=0.1, help="Inconclusive this long at a step: roll back."
-    ),
-    min_requests: int = typer.Option(100, "--min-requests", min=1, help="Per version and step."),
-    max_error_rate: float = typer.Option(0.01, "--max-error-rate", min=0.0, max=1.0),
-    max_p99: float | None = typer.Option(None, "--max-p99", help="Seconds; unset: no bound."),
+    steps: str = StepsOption,
+    interval: float = IntervalOption,
+    step_timeout: float = StepTimeoutOption,
+    min_requests: int = MinRequestsOption,
+    max_error_rate: float = MaxErrorRateOption,
+    max_p99: float | None = MaxP99Option,
     synthetic_path: str | None = typer.Option(
         None,
         "--synthetic-path",
         help="While inconclusive, GET this path on each version to reach --min-requests.",
     ),
-    latency_alpha: float = typer.Option(
-        0.01, "--latency-alpha", min=0.0, max=1.0, help="Significance of 'the canary is slower'."
-    ),
-    min_effect: float = typer.Option(
-        0.05, "--min-effect", min=0.0, max=0.5, help="P(canary slower) must exceed 0.5 + this."
-    ),
+    latency_alpha: float = LatencyAlphaOption,
+    min_effect: float = MinEffectOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Walk a rolling deployment's canary steps behind HAProxy; roll back on a failed analysis."""
     settings = Settings()
-    try:
-        plan = CanaryPlan(
-            steps=_percentages(steps),
-            interval_seconds=interval,
-            step_timeout_seconds=step_timeout,
-            thresholds=Thresholds(
-                min_requests=min_requests,
-                max_error_rate=max_error_rate,
-                max_p99_seconds=max_p99,
-                latency_alpha=latency_alpha,
-                min_effect=min_effect,
-            ),
-        )
-    except ValueError as error:
-        fail(str(error))
+    plan = _plan(
+        steps,
+        interval,
+        step_timeout,
+        Thresholds(
+            min_requests=min_requests,
+            max_error_rate=max_error_rate,
+            max_p99_seconds=max_p99,
+            latency_alpha=latency_alpha,
+            min_effect=min_effect,
+        ),
+    )
     router = HAProxyRouter(RuntimeApi(admin_socket), baseline=baseline_server, canary=canary_server)
     synthetic = None
     if synthetic_path is not None:
@@ -428,14 +454,14 @@ def manifests(
     max_replicas: int | None = typer.Option(
         None, "--max-replicas", min=1, help="The autoscaler's maximum (default 3 x --replicas)."
     ),
-    steps: str = typer.Option("5,25,50,100", "--steps", help="Canary shares, in %."),
-    interval: float = typer.Option(30.0, "--interval", min=1.0, help="Seconds per analysis."),
-    step_timeout: float = typer.Option(
-        300.0, "--step-timeout", min=1.0, help="Short of samples this long at a step: abort."
-    ),
-    min_requests: int = typer.Option(100, "--min-requests", min=1, help="Per version and step."),
-    max_error_rate: float = typer.Option(0.01, "--max-error-rate", min=0.0, max=1.0),
-    max_p99: float | None = typer.Option(None, "--max-p99", help="Seconds; unset: no bound."),
+    steps: str = StepsOption,
+    interval: float = IntervalOption,
+    step_timeout: float = StepTimeoutOption,
+    min_requests: int = MinRequestsOption,
+    max_error_rate: float = MaxErrorRateOption,
+    max_p99: float | None = MaxP99Option,
+    latency_alpha: float = LatencyAlphaOption,
+    min_effect: float = MinEffectOption,
     prometheus_url: str | None = typer.Option(
         None,
         "--prometheus-url",
@@ -447,15 +473,19 @@ def manifests(
 ) -> None:
     """Write Kubernetes manifests for this release: workload, autoscaler, Argo canary."""
     settings = Settings()
+    plan = _plan(
+        steps,
+        interval,
+        step_timeout,
+        Thresholds(
+            min_requests=min_requests,
+            max_error_rate=max_error_rate,
+            max_p99_seconds=max_p99,
+            latency_alpha=latency_alpha,
+            min_effect=min_effect,
+        ),
+    )
     try:
-        plan = CanaryPlan(
-            steps=_percentages(steps),
-            interval_seconds=interval,
-            step_timeout_seconds=step_timeout,
-            thresholds=Thresholds(
-                min_requests=min_requests, max_error_rate=max_error_rate, max_p99_seconds=max_p99
-            ),
-        )
         options = ManifestOptions(
             image=image,
             environment=environment,
