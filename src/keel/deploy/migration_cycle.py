@@ -41,8 +41,8 @@ class Phase(StrEnum):
     CONTRACT = "contract"
 
 
-# Expand revisions run after the gate and before the first traffic step.
-EXPAND_STATES = frozenset({DeploymentState.AWAITING_APPROVAL, DeploymentState.ROLLING})
+# Expand revisions run once the gate has opened (``rolling``), before the walk moves traffic.
+EXPAND_STATES = frozenset({DeploymentState.ROLLING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +104,8 @@ class MigrationCycle:
         deployment = await self.store.get(deployment_id)
         if deployment.state not in EXPAND_STATES:
             raise MigrationPhaseRefused(
-                f"deployment {deployment_id} is {deployment.state}: expand revisions run after "
-                "the pre-checks and before traffic shifts"
+                f"deployment {deployment_id} is {deployment.state}: expand revisions run once "
+                "it is rolling (pre-checks passed, gate open), before traffic shifts"
             )
         plan = await self.plan(deployment)
         if plan.refusal is not None:
