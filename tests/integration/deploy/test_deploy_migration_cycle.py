@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -44,6 +46,7 @@ def _samples(tmp_path: Path) -> Path:
     location = migrations_copy(tmp_path)
     add_revision(location, "s002", SAFE_EXPAND)
     add_revision(location, "c003", CONTRACT, down="s002")
+    add_revision(location, "c004", CONTRACT.replace("display_name", "role"), down="c003")
     return location
 
 
@@ -72,72 +75,66 @@ async def _migration_audit(database: Database) -> list[dict[str, object]]:
         return [fields if isinstance(fields, dict) else json.loads(fields) for fields in rows]
 
 
-async def test_expand_runs_before_traffic_and_contract_only_after_promotion(
-    database: Database, settings: Settings, tmp_path: Path
-) -> None:
-    store = deployment_store(database, settings)
-    cycle = MigrationCycle(store, runner_options(_samples(tmp_path), tmp_path))
-    await _deployment(store, HEAD, S.PROMOTED, "a")
-    new = await _deployment(store, "c003", S.ROLLING, "b")
-
-    with pytest.raises(MigrationPhaseRefused, match="only after promotion"):
-        await cycle.contract(new)
-    assert await current_revision(database) == HEAD
-
-    assert await cycle.expand(new) == ("s002",)
-    assert await current_revision(database) == "s002"
-    await cycle.check_rollback(new)  # an expand revision leaves the baseline servable
-
-    await store.move(new, S.PROMOTED, actor="keel")
-    with pytest.raises(MigrationPhaseRefused, match="is promoted"):
-        await cycle.expand(new)
-    assert await cycle.contract(new) == ("c003",)
-    assert await current_revision(database) == "c003"
-    assert await _migration_audit(database) == [
-        {"from_revision": HEAD, "to_revision": "s002", "phase": "expand", "via": f"deploy:{new}"},
-        {
-            "from_revision": "s002",
-            "to_revision": "c003",
-            "phase": "contract",
-            "via": f"deploy:{new}",
-        },
-    ]
-
-
-async def _contract_ran_early(
+@asynccontextmanager
+async def _cycle(
     database_url: str, settings: Settings, location: Path, tmp_path: Path
-) -> str:
-    """A promoted baseline, a rolling deployment, and its contract revision applied already."""
+) -> AsyncIterator[tuple[Database, DeploymentStore, MigrationCycle]]:
+    """Its own connections for each ``asyncio.run`` (the CLI runs its own loop in between)."""
     database = Database(database_url)
     try:
         store = deployment_store(database, settings)
-        options = runner_options(location, tmp_path)
+        yield database, store, MigrationCycle(store, runner_options(location, tmp_path))
+    finally:
+        await database.dispose()
+
+
+async def _expand_then_contract_too_early(
+    database_url: str, settings: Settings, location: Path, tmp_path: Path
+) -> str:
+    async with _cycle(database_url, settings, location, tmp_path) as (database, store, cycle):
         await _deployment(store, HEAD, S.PROMOTED, "a")
-        new = await _deployment(store, "c003", S.ROLLING, "b")
-        await apply(database.url, target="c003", options=options)
+        new = await _deployment(store, "c004", S.ROLLING, "b")
+        with pytest.raises(MigrationPhaseRefused, match="only after promotion"):
+            await cycle.contract(new)
+        assert await current_revision(database) == HEAD
+
+        assert await cycle.expand(new) == ("s002",)
+        assert await current_revision(database) == "s002"
+        await cycle.check_rollback(new)  # an expand revision leaves the baseline servable
+
+        await apply(database_url, target="c003", options=cycle.options)  # by hand, too early
         with pytest.raises(RollbackRefused, match=f"contract revision c003 ran after .*{HEAD}"):
-            await MigrationCycle(store, options).check_rollback(new)
+            await cycle.check_rollback(new)
         return new
-    finally:
-        await database.dispose()
 
 
-async def _state(database_url: str, settings: Settings, deployment_id: str) -> S:
-    database = Database(database_url)
-    try:
-        return (await deployment_store(database, settings).get(deployment_id)).state
-    finally:
-        await database.dispose()
+async def _promote_then_contract(
+    database_url: str, settings: Settings, location: Path, tmp_path: Path, new: str
+) -> None:
+    async with _cycle(database_url, settings, location, tmp_path) as (database, store, cycle):
+        assert (await store.get(new)).state is S.ROLLING  # the refused rollback moved nothing
+        await store.move(new, S.PROMOTED, actor="keel")
+        with pytest.raises(MigrationPhaseRefused, match="is promoted"):
+            await cycle.expand(new)
+        assert await cycle.contract(new) == ("c004",)
+        assert await current_revision(database) == "c004"
+        via = f"deploy:{new}"
+        assert await _migration_audit(database) == [
+            {"from_revision": HEAD, "to_revision": "s002", "phase": "expand", "via": via},
+            {"from_revision": "c003", "to_revision": "c004", "phase": "contract", "via": via},
+        ]
 
 
-def test_a_rollback_past_a_contract_revision_is_refused_with_the_reason(
+def test_expand_before_traffic_contract_after_promotion_and_no_rollback_past_a_contract(
     database_url: str, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     location = _samples(tmp_path)
-    new = asyncio.run(_contract_ran_early(database_url, settings, location, tmp_path))
+    new = asyncio.run(_expand_then_contract_too_early(database_url, settings, location, tmp_path))
+
     monkeypatch.setattr(graph, "SCRIPT_LOCATION", location)
     env = {"KEEL_DATABASE_URL": database_url, "KEEL_MIGRATION_BACKUP_DIR": str(tmp_path)}
     refused = CliRunner().invoke(app, ["deploy", "rollback", new], env=env)
     assert refused.exit_code == 1, refused.output
     assert "contract revision c003" in refused.output
-    assert asyncio.run(_state(database_url, settings, new)) is S.ROLLING  # nothing moved
+
+    asyncio.run(_promote_then_contract(database_url, settings, location, tmp_path, new))
