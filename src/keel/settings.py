@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     service_id: str = "keel"
     release_id: str = "dev"
     git_sha: str = "unknown"
+    # The operator console (/ops) answers to one token, configured only as its SHA-256
+    # (`keel admin ops-token`); unset, the console's data is closed to everyone.
+    ops_token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
 
     # --- limits, quotas and load shedding ---
     ratelimit_policy: Path | None = None  # None: the documented policy shipped in the package

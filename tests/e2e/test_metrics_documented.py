@@ -12,7 +12,6 @@ up on the API's ``/metrics`` although no worker runs beside a PostgreSQL API.
 from __future__ import annotations
 
 import asyncio
-import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,31 +22,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from keel.db.engine import Database
 from keel.jobs import enqueue
 from tests.support.databases import Templates, fresh_database
+from tests.support.metric_contract import documented_metrics
 from tests.support.processes import keel_server, server_env
 
 pytestmark = pytest.mark.e2e
 
-README = Path(__file__).resolve().parents[2] / "README.md"
 OWN_PREFIXES = ("keel_", "http_", "db_")
 # Families whose series are created by an event that cannot be known in advance.
 SERIES_APPEAR_WITH_FIRST_EVENT = frozenset({"keel_breaker_transitions_total"})
-_ROW = re.compile(r"^\| `(?P<name>[a-z_]+)` \| (?P<type>[a-z]+)")
-
-
-def documented_metrics() -> dict[str, str]:
-    """``{name: type}`` from every README table headed ``| metric | type | labels |``."""
-    found: dict[str, str] = {}
-    in_table = False
-    for line in README.read_text().splitlines():
-        if line.startswith("| metric | type | labels |"):
-            in_table = True
-            continue
-        if in_table and not line.startswith("|"):
-            in_table = False
-        match = _ROW.match(line) if in_table else None
-        if match:
-            found[match["name"]] = match["type"]
-    return found
 
 
 def served_metrics(text: str) -> dict[str, tuple[str, int]]:

@@ -1,4 +1,4 @@
-"""``keel admin``: organisations, users and tokens."""
+"""``keel admin``: organisations, users and tokens, and the operator console's token."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import typer
 
 from keel.audit import AuditEvent, EventCode, build_auditor
 from keel.cli._common import JsonOption, database, out, print_items, print_json, run
+from keel.console.access import new_token
 from keel.db.tables import ApiToken
 from keel.domain import demo, orgs
 from keel.domain.tokens import issue_token, revoke_token
@@ -102,6 +103,21 @@ def create_token(
         print_json({"id": token_id, "token": token})
     else:
         out.print(f"token id {token_id}\n{token}\n(shown once: store it now)")
+
+
+@app.command("ops-token")
+def ops_token(as_json: bool = JsonOption) -> None:
+    """Make a new operator token for the console (/ops) and the hash to configure.
+
+    Keel keeps only the hash: set KEEL_OPS_TOKEN_SHA256 to it on every process and
+    give the token to the operators. A new token replaces the old one when the
+    setting changes.
+    """
+    token, digest = new_token()
+    if as_json:
+        print_json({"token": token, "sha256": digest})
+        return
+    out.print(f"{token}\n(shown once: store it now)\nKEEL_OPS_TOKEN_SHA256={digest}")
 
 
 @app.command("revoke-token")

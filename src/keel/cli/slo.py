@@ -1,4 +1,4 @@
-"""``keel slo``: Prometheus rules for the SLOs, and the promtool tests that prove them."""
+"""``keel slo``: Prometheus rules for the SLOs, the promtool tests that prove them, a dashboard."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from rich.table import Table
 
 from keel.cli._common import JsonOption, fail, out, print_json
 from keel.errors import KeelError
+from keel.observe.metrics import request_histogram
 from keel.observe.version import slo_rule_files
 from keel.settings import Settings
 from keel.slo import objectives_json, write_rules
+from keel.slo.dashboard import render_dashboard, write_dashboard
+from keel.slo.spec import load_objectives
 
 app = typer.Typer(
     help="Service level objectives: Prometheus rules and alerts.", no_args_is_help=True
@@ -64,3 +67,32 @@ def rules_command(
         )
     out.print(table)
     out.print(f"wrote {rules_path} and {tests_path} (rules sha256 {files.rules_hash})")
+
+
+@app.command("dashboard")
+def dashboard_command(
+    file: Path | None = typer.Option(
+        None, "--file", help="The SLO file (default: KEEL_SLO_FILE, else the one Keel ships)."
+    ),
+    output_dir: Path = typer.Option(
+        Path("deploy/grafana"), "--output-dir", help="Where to write keel-dashboard.json."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Write the Grafana dashboard: error budget and burn rates per SLO, then operations.
+
+    The SLO panels use the recording rules `keel slo rules` writes (load both into the
+    same Prometheus); the rest reads the metric families the README documents.
+    """
+    settings = Settings()
+    slo_file = file if file is not None else settings.slo_file
+    histogram = request_histogram(settings.slo_latency_seconds)
+    try:
+        objectives = load_objectives(slo_file, histogram)
+    except KeelError as error:
+        fail(error.detail)
+    path = write_dashboard(render_dashboard(objectives, histogram), output_dir)
+    if as_json:
+        print_json({"dashboard": str(path), "slos": [o.name for o in objectives]})
+        return
+    out.print(f"wrote {path} ({len(objectives)} SLOs)")

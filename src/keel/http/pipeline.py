@@ -32,7 +32,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.middleware import Middleware
 
-from keel.api.routes import operations
+from keel.api.routes import console, operations
 from keel.api.services import Services
 from keel.errors import ConfigurationError
 from keel.guard.notify import audit_key_mismatch
@@ -63,6 +63,7 @@ def install(app: FastAPI, services: Services) -> None:
     for router in ROUTERS:
         app.include_router(router)
     app.include_router(operations.router)
+    app.include_router(console.router)
     observability.metrics.watch_pool(services.database.engine)
     for step in reversed(steps(services)):  # Starlette wraps each added one around the last
         app.add_middleware(step.cls, *step.args, **step.kwargs)
