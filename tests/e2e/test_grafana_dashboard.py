@@ -18,7 +18,7 @@ from keel.observe.metrics import request_histogram
 from keel.slo import build_rules, load_objectives, write_rules
 from keel.slo.dashboard import RATE, queries, rows
 from tests.support.processes import keel_server, server_env
-from tests.support.prometheus_server import prometheus
+from tests.support.prometheus import prometheus_server, query, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -32,17 +32,17 @@ def test_every_dashboard_query_runs_and_the_api_panels_have_data(tmp_path: Path)
     env = server_env(f"sqlite+aiosqlite:///{tmp_path / 'keel.db'}", tmp_path)
     with keel_server(env, tmp_path, ready_path="/ready") as server:
         host = server.url.removeprefix("http://")
-        with prometheus(tmp_path, [host], [rules_path]) as prom:
+        with prometheus_server(tmp_path, [host], [rules_path]) as prom:
             for _ in range(5):  # core API traffic for the SLIs (401s are not server errors)
                 assert httpx.get(f"{server.url}/v1/users/me", timeout=10).status_code == 401
-            prom.wait_for('keel_slo:sli_error:ratio_rate5m{slo_name="api-availability"}')
+            wait_for(prom, 'keel_slo:sli_error:ratio_rate5m{slo_name="api-availability"}')
             board = rows(load_objectives(None, HISTOGRAM), HISTOGRAM)
             asked = [
                 (panel, query) for row in board for panel in row.panels for query in panel.queries
             ]
             with ThreadPoolExecutor(8) as pool:
                 results = list(
-                    pool.map(lambda pq: prom.query(pq[1].expr.replace(RATE, "30s")), asked)
+                    pool.map(lambda pq: query(prom, pq[1].expr.replace(RATE, "30s")), asked)
                 )
     empty = [
         panel.title

@@ -1,11 +1,11 @@
 """A real Prometheus (the Debian package's ``prometheus``) on 127.0.0.1 for the tests:
-a temporary configuration scraping the given targets every second, its own data directory,
-stopped by pid."""
+a temporary configuration scraping the given targets and evaluating the given rule files
+every second, its own data directory, stopped by pid. Missing, it skips the test, or fails
+it under ``KEEL_REQUIRE_SERVICES=1`` (CI)."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -15,36 +15,32 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
+import yaml
 
 from tests.support.processes import free_port
+from tests.support.services import need_program
 
 SCRAPE_INTERVAL = "1s"
 
 
-def prometheus_binary() -> str:
-    found = shutil.which("prometheus")
-    if found is None:
-        pytest.skip("prometheus is not installed (apt-get install prometheus)")
-    return found
-
-
 @contextmanager
-def prometheus_server(workdir: Path, targets: Sequence[str]) -> Iterator[str]:
-    """Prometheus scraping ``targets`` (``host:port``); yields its base URL."""
+def prometheus_server(
+    workdir: Path, targets: Sequence[str], rule_files: Sequence[Path] = ()
+) -> Iterator[str]:
+    """Prometheus scraping ``targets`` (``host:port``); yields its base URL once all are up."""
+    binary = need_program("prometheus", "prometheus")
     port = free_port()
     config = workdir / "prometheus.yml"
-    quoted = ", ".join(f'"{target}"' for target in targets)
-    config.write_text(
-        f"global:\n  scrape_interval: {SCRAPE_INTERVAL}\n  evaluation_interval: 1m\n"
-        f"scrape_configs:\n  - job_name: versions\n    static_configs:\n"
-        f"      - targets: [{quoted}]\n",
-        encoding="utf-8",
-    )
+    settings = {
+        "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
+        "rule_files": [str(path) for path in rule_files],
+        "scrape_configs": [{"job_name": "keel", "static_configs": [{"targets": list(targets)}]}],
+    }
+    config.write_text(yaml.safe_dump(settings), encoding="utf-8")
     log = (workdir / "prometheus.log").open("wb")
     process = subprocess.Popen(
         [
-            prometheus_binary(),
+            binary,
             f"--config.file={config}",
             f"--storage.tsdb.path={workdir / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
@@ -88,3 +84,19 @@ def wait_until(url: str, expression: str, value: float, *, timeout: float) -> No
                 return
         time.sleep(0.2)
     raise AssertionError(f"{expression} never became {value} in {timeout} s: {seen}")
+
+
+def wait_for(url: str, expression: str, *, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Until ``expression`` has a result (bounded in time); that result."""
+    deadline = time.monotonic() + timeout
+    seen: object = None
+    while time.monotonic() < deadline:
+        try:
+            result = query(url, expression)
+        except (httpx.HTTPError, ValueError) as error:
+            seen = error
+        else:
+            if result:
+                return result
+        time.sleep(0.2)
+    raise AssertionError(f"no result for {expression} in {timeout} s: {seen}")
