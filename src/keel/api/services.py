@@ -20,6 +20,7 @@ from keel.settings import Settings
 from keel.storage import BlobStore
 
 if TYPE_CHECKING:
+    from keel.metric_series import AppMetrics
     from keel.observe import Observability
     from keel.observe.health import HealthRegistry
 
@@ -40,6 +41,8 @@ class Services:
     """Storage and Redis behind timeouts, bulkheads, breakers and retries."""
     webhooks: DependencyPool
     """The same per webhook host, in ``dependencies.registry`` (``keel breakers``)."""
+    metrics: AppMetrics
+    """Every part's metrics, on the app's one registry (``/metrics`` renders it)."""
     observe: Observability  # health registry, lifecycle, metrics, tracer
 
     @property

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import multiprocess as prometheus_multiprocess
 
-from keel import __version__
 from keel.clock import Clock
 from keel.db.engine import Database
 from keel.observe import checks
@@ -49,8 +48,10 @@ def build(
     store: BlobStore,
     clock: Clock,
     watchdog: LoopWatchdog,
+    metrics: Metrics,
 ) -> Observability:
-    """``watchdog`` is shared with load shedding: one loop-lag measurement per process."""
+    """``watchdog`` is shared with load shedding: one loop-lag measurement per process;
+    ``metrics``: the app's registry and its exposition, built first by the composition root."""
     health = HealthRegistry(
         clock=clock,
         cache_seconds=settings.health_cache_seconds,
@@ -65,12 +66,7 @@ def build(
         health=health,
         lifecycle=Lifecycle(clock),
         watchdog=watchdog,
-        metrics=Metrics(
-            slo_threshold=settings.slo_latency_seconds,
-            version=__version__,
-            release_id=settings.release_id,
-            git_sha=settings.git_sha,
-        ),
+        metrics=metrics,
         tracer_provider=build_tracer_provider(settings),
         identity_key=identity_key(settings.secret_key.get_secret_value().encode()),
     )
