@@ -1,7 +1,8 @@
 """Prometheus metrics of the job queue.
 
 Durations and retries are counted where they happen, in the worker, and dead jobs
-in dead-lettering (``keel.jobs.dead_letter``).
+in dead-lettering (``keel.jobs.dead_letter``), on the :class:`JobMetrics` that the
+composition root (the API's or ``keel worker``'s) builds on its registry.
 Queue depth and the age of the oldest ready job are facts of the database, so a
 worker samples them periodically, and the API reads them when ``/metrics`` is
 scraped (:class:`QueueDepthCollector`): the API is what a deploy orchestrator

@@ -1,10 +1,13 @@
 """Observability: health probes, graceful shutdown, logs, traces and metrics.
 
-``build(settings, database, store, clock)`` makes the parts that live on
-:class:`~keel.api.services.Services`; ``running(services)`` is the lifespan
-part (loop watchdog, SIGTERM drain, flushing spans). Nothing here is HTTP: the
-trace and metrics steps of the request path are :mod:`keel.http.trace` and
-:mod:`keel.http.metrics`, the probes :mod:`keel.api.routes.operations`.
+``build(settings, database, store, clock, watchdog, metrics)`` makes the parts
+that live on :class:`~keel.api.services.Services` (the health registry with its
+checks, the lifecycle, the tracer), around the loop watchdog and the metrics
+the composition root built first; ``running(observability, settings,
+handle_signals=...)`` is the lifespan part (loop watchdog, SIGTERM drain,
+flushing spans). Nothing here is HTTP: the trace and metrics steps of the
+request path are :mod:`keel.http.trace` and :mod:`keel.http.metrics`, the
+probes :mod:`keel.api.routes.operations`.
 """
 
 from __future__ import annotations
