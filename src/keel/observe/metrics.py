@@ -39,7 +39,10 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Gauge,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
@@ -96,12 +99,18 @@ def multiprocess_dir() -> str | None:
 
 
 def open_registry() -> CollectorRegistry:
-    """A registry for one app or worker process; the multiprocess directory, when one is
-    named, made first (a multiprocess metric opens its file when it is created)."""
+    """A registry for one app or worker process, with prometheus_client's own ``process_*``
+    and ``python_*`` families (served in a single process; the multiprocess files hold
+    none); the multiprocess directory, when one is named, made first (a multiprocess
+    metric opens its file when it is created)."""
     directory = multiprocess_dir()
     if directory is not None:
         Path(directory).mkdir(parents=True, exist_ok=True)
-    return CollectorRegistry(auto_describe=True)
+    registry = CollectorRegistry(auto_describe=True)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
 
 
 class ScrapedCollector(Collector, Protocol):

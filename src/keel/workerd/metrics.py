@@ -31,6 +31,7 @@ from keel.clock import Clock
 from keel.db.engine import Database
 from keel.jobs.metrics import JobMetrics, QueueDepthCollector
 from keel.jobs.queue import connector_for
+from keel.observe.log_writer import dropped_lines_counter
 from keel.observe.metrics import Exposition, multiprocess_dir, open_registry
 from keel.observe.watchdog import loop_lag_gauge
 from keel.resilience import ResilienceMetrics
@@ -48,13 +49,15 @@ def writes_to_files() -> bool:
 
 
 class WorkerMetrics:
-    """A standalone worker's families, on a registry of its own."""
+    """A standalone worker's families, on a registry of its own: those it sets (the API's
+    guard and HTTP families are not among them)."""
 
     def __init__(self) -> None:
         self.registry = open_registry()
         self.jobs = JobMetrics(self.registry)
         self.resilience = ResilienceMetrics(self.registry)
         self.loop_lag = loop_lag_gauge(self.registry)
+        self.log_lines_dropped = dropped_lines_counter(self.registry)
 
 
 class WorkerExposition:

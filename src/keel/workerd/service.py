@@ -26,6 +26,7 @@ from keel.jobs.runtime import resources, worker_config
 from keel.observe import checks
 from keel.observe.health import HealthRegistry
 from keel.observe.lifecycle import Lifecycle
+from keel.observe.logs import configure_logging
 from keel.observe.watchdog import LoopWatchdog
 from keel.settings import Settings
 from keel.storage import from_settings
@@ -111,6 +112,8 @@ async def run_worker(
     """
     registry = build_registry(settings)
     metrics = WorkerMetrics()
+    # Logging again, now with a counter for the lines a slow sink makes it drop.
+    configure_logging(settings, dropped_lines=metrics.log_lines_dropped)
     metrics.jobs.declare_job_series(job_type.name for job_type in registry.job_types)
     config = worker_config(settings, queues)
     database = Database(
