@@ -29,12 +29,17 @@ from keel.http import openapi, pipeline
 from keel.http.routes import route_table
 from keel.http.tracing import native_telemetry_off
 from keel.jobs.runtime import InProcessWorker, inprocess_enabled
-from keel.metric_series import expose_documented_series
+from keel.metric_series import build_metrics, expose_documented_series
 from keel.observe.watchdog import LoopWatchdog
 from keel.readiness import register_readiness_checks
-from keel.resilience import BreakerGate, BreakerListener
+from keel.resilience import BreakerGate, BreakerListener, BreakerRegistry
 from keel.resilience.auditing import audit_breaker_transitions
-from keel.resilience.wiring import build_database_breaker, build_dependencies, build_webhooks
+from keel.resilience.wiring import (
+    breaker_store,
+    build_database_breaker,
+    build_dependencies,
+    build_webhooks,
+)
 from keel.settings import Settings
 from keel.storage import ResilientBlobStore, from_settings
 
@@ -59,27 +64,36 @@ def build_services(
 ) -> Services:
     """Every service of the app, each built after what it needs and handed it.
 
-    Database (behind its breaker, so the breaker registry comes first) → audit →
-    resilience (the audit log hears every breaker transition) → limits →
+    Metrics (one registry for every part) → database (behind its breaker, built
+    first) → audit → resilience (the breaker registry, with the audit log among
+    its listeners; the database's breaker joins it as a member) → limits →
     idempotency → observability. Breaker transitions also go to
-    ``breaker_listeners``.
+    ``breaker_listeners``. Nothing is assigned into a part once it is built.
     """
-    dependencies = build_dependencies(settings, clock=clock, listeners=breaker_listeners)
-    database_breaker = build_database_breaker(dependencies.registry, settings)
-    for listener in breaker_listeners:
-        database_breaker.breaker.add_listener(listener)
+    metrics = build_metrics(settings)
+    breakers = breaker_store(settings)
+    database_breaker = build_database_breaker(
+        settings, clock=clock, store=breakers, metrics=metrics.resilience
+    )
     database = Database(
         settings.database_url,
         pool_size=settings.database_pool_size,
         timeout=settings.database_timeout_seconds,
-        breaker=database_breaker,
+        breaker=BreakerGate(database_breaker),
     )
     audit = build_auditor(settings, database, clock=clock)
-    dependencies.registry.add_listener(audit_breaker_transitions(audit))
-    webhooks = build_webhooks(settings, clock=clock, registry=dependencies.registry)
+    registry = BreakerRegistry(
+        store=breakers,
+        clock=clock,
+        metrics=metrics.resilience,
+        listeners=(*breaker_listeners, audit_breaker_transitions(audit)),
+        members=(database_breaker,),
+    )
+    dependencies = build_dependencies(settings, registry, clock=clock, metrics=metrics.resilience)
+    webhooks = build_webhooks(settings, clock=clock, registry=registry, metrics=metrics.resilience)
     store = ResilientBlobStore(from_settings(settings), dependencies.storage)
     # One loop-lag measurement for the process: /live reports it, load shedding reads it.
-    watchdog = LoopWatchdog()
+    watchdog = LoopWatchdog(gauge=metrics.loop_lag)
     limits = build_limits(
         settings,
         database,
@@ -88,6 +102,7 @@ def build_services(
         redis_breaker=BreakerGate(dependencies.redis.breaker),
         audit=audit,
         threshold_hooks=(quota_warning_hook(database, audit, clock),),
+        metrics=metrics.guard,
     )
     idempotency = store_for(
         database,
@@ -116,7 +131,8 @@ def build_services(
         ),
         clock=clock,
         audit=audit,
-        observe=observe.build(settings, database, store, clock, watchdog),
+        metrics=metrics,
+        observe=observe.build(settings, database, store, clock, watchdog, metrics.exposition),
     )
 
 
@@ -126,7 +142,8 @@ async def run_parts(stack: AsyncExitStack, services: Services, *, handle_signals
     The stack leaves them in reverse: the in-process worker first, the database last.
     """
     settings = services.settings
-    stack.push_async_callback(services.database.dispose)
+    await services.database.start()
+    stack.push_async_callback(services.database.stop)
     stack.push_async_callback(services.store.aclose)
     await migrations.require_head(services.database)
     parts: tuple[Part, ...] = (services.audit, services.dependencies, services.limits)
@@ -143,6 +160,7 @@ async def run_parts(stack: AsyncExitStack, services: Services, *, handle_signals
             services.store,
             services.clock,
             webhooks=services.webhooks,
+            metrics=services.metrics.jobs,
         )
         await worker.start()
         stack.push_async_callback(worker.stop)
@@ -164,7 +182,14 @@ def create_app(
         services.limits,
         shared=bool(settings.redis_url),
     )
-    expose_documented_series(services, services.routes.keyed())
+    expose_documented_series(
+        services.metrics,
+        settings,
+        services.limits.guard.policy,
+        services.routes.keyed(),
+        services.database,
+        services.clock,
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -1,4 +1,9 @@
-"""Every documented metric family has series from the first scrape.
+"""Every documented metric family of the API, on one registry, with series from the
+first scrape.
+
+:class:`AppMetrics` is every part's metrics object, built on the app's own
+registry before any part (:func:`build_metrics`) and handed to each part by the
+composition root; nothing is registered at import.
 
 prometheus_client exposes a labelled metric only once a child exists, and in
 multiprocess mode (``keel serve --workers N``) a family without a child is not
@@ -18,20 +23,29 @@ breakers and bulkheads of the answering process.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
-from keel.api.services import Services
-from keel.guard import breaches, limits, noisy_watch, shed
-from keel.guard.idempotency import metrics as idempotency
-from keel.guard.ratelimit.fallback import default_fallback_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from keel import __version__
+from keel.clock import Clock
+from keel.db.engine import Database
+from keel.guard.idempotency.metrics import IdempotencyMetrics
 from keel.guard.ratelimit.headers import WARNING_THRESHOLDS
-from keel.guard.ratelimit.policy import QuotaRule
-from keel.jobs import metrics as jobs
+from keel.guard.ratelimit.policy import Policy, QuotaRule
+from keel.guard.shed import Priority
+from keel.guard.wiring import GuardMetrics
 from keel.jobs.catalog import build_registry
+from keel.jobs.metrics import JobMetrics, QueueDepthCollector
 from keel.jobs.queue import connector_for
 from keel.jobs.runtime import DEFAULT_CONCURRENCY
 from keel.jobs.worker import parse_queues
-from keel.resilience import default_metrics
+from keel.observe.log_writer import dropped_lines_counter
+from keel.observe.metrics import Metrics, open_registry
+from keel.observe.watchdog import loop_lag_gauge
+from keel.resilience import ResilienceMetrics
 from keel.resilience.wiring import WEBHOOKS
+from keel.settings import Settings
 
 # The labels that code paths use (kept next to them would scatter them over modules
 # owned by other concepts; a test holds this list to the README's table).
@@ -50,23 +64,58 @@ DEPENDENCY_OUTCOMES = ("success", "failure", "timeout", "rejected", "client_erro
 DEPENDENCY_REJECTIONS = ("breaker_open", "bulkhead_full", "retry_budget")
 
 
-def expose_documented_series(services: Services, idempotent_operations: Iterable[str]) -> None:
+@dataclass(frozen=True)
+class AppMetrics:
+    """The metrics object of every part of one app, all on ``exposition.registry``."""
+
+    exposition: Metrics
+    """The HTTP server's families and the ``/metrics`` rendering of the whole registry."""
+    resilience: ResilienceMetrics
+    guard: GuardMetrics
+    idempotency: IdempotencyMetrics
+    jobs: JobMetrics
+    loop_lag: Gauge
+    log_lines_dropped: Counter
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        return self.exposition.registry
+
+
+def build_metrics(settings: Settings) -> AppMetrics:
+    """Every family of the app on one fresh registry (``observe.metrics.open_registry``)."""
+    registry = open_registry()
+    return AppMetrics(
+        exposition=Metrics(
+            registry,
+            slo_threshold=settings.slo_latency_seconds,
+            version=__version__,
+            release_id=settings.release_id,
+            git_sha=settings.git_sha,
+        ),
+        resilience=ResilienceMetrics(registry),
+        guard=GuardMetrics.on(registry),
+        idempotency=IdempotencyMetrics(registry),
+        jobs=JobMetrics(registry),
+        loop_lag=loop_lag_gauge(registry),
+        log_lines_dropped=dropped_lines_counter(registry),
+    )
+
+
+def expose_documented_series(
+    metrics: AppMetrics,
+    settings: Settings,
+    policy: Policy,
+    idempotent_operations: Iterable[str],
+    database: Database,
+    clock: Clock,
+) -> None:
     """Create the known children of every documented family; add the scraped collectors."""
-    settings = services.settings
-    _guard_series(services)
-    for operation in idempotent_operations:
-        method, _, route = operation.partition(" ")
-        for counter in (
-            idempotency.REPLAYS,
-            idempotency.CONFLICTS,
-            idempotency.MISMATCHES,
-            idempotency.TAKEOVERS,
-            idempotency.RELEASES,
-        ):
-            counter.labels(method=method, route=route)
+    _guard_series(metrics.guard, policy)
+    metrics.idempotency.declare(idempotent_operations)
     registry = build_registry(settings)
-    jobs.declare_job_series(job_type.name for job_type in registry.job_types)
-    resilience = default_metrics()
+    metrics.jobs.declare_job_series(job_type.name for job_type in registry.job_types)
+    resilience = metrics.resilience
     for outcome in DEPENDENCY_OUTCOMES:
         resilience.dependency_calls.labels(WEBHOOKS, outcome)
     for reason in DEPENDENCY_REJECTIONS:
@@ -75,40 +124,38 @@ def expose_documented_series(services: Services, idempotent_operations: Iterable
     resilience.dependency_retries.labels(WEBHOOKS)
     resilience.dependency_fallbacks.labels(WEBHOOKS)
 
-    metrics = services.observe.metrics
-    metrics.add_live(resilience.live_collector)
+    exposition = metrics.exposition
+    exposition.add_live(resilience.live_collector)
     queues = {
         *parse_queues(settings.jobs_queues, DEFAULT_CONCURRENCY),
         *(job_type.queue for job_type in registry.job_types),
     }
-    depth = jobs.QueueDepthCollector(
-        connector_for(services.database),
+    depth = QueueDepthCollector(
+        connector_for(database),
         queues,
-        clock=services.clock,
+        clock=clock,
         timeout_seconds=settings.health_check_timeout_seconds,
     )
-    metrics.add_scraped(depth, refresh=depth.refresh)
+    exposition.add_scraped(depth, refresh=depth.refresh)
 
 
-def _guard_series(services: Services) -> None:
-    policy = services.limits.guard.policy
-    for priority in shed.Priority:
-        if priority is not shed.Priority.PROBE:
+def _guard_series(metrics: GuardMetrics, policy: Policy) -> None:
+    for priority in Priority:
+        if priority is not Priority.PROBE:
             for reason in SHED_REASONS:
-                shed.SHED.labels(priority.name.lower(), reason)
+                metrics.shed.refused.labels(priority.name.lower(), reason)
     for scope in CONCURRENCY_SCOPES:
-        limits.CONCURRENCY_REFUSED.labels(scope)
-        breaches.BREACHES.labels(f"concurrency-{scope}")
+        metrics.limits.concurrency_refused.labels(scope)
+        metrics.breaches.breaches.labels(f"concurrency-{scope}")
     for rule in policy.limits:
-        breaches.BREACHES.labels(rule.name)
+        metrics.breaches.breaches.labels(rule.name)
         if isinstance(rule, QuotaRule):
             for threshold in WARNING_THRESHOLDS:
-                limits.QUOTA_WARNINGS.labels(rule.name, str(threshold))
+                metrics.limits.quota_warnings.labels(rule.name, str(threshold))
     for reason in NOISY_REASONS:
-        noisy_watch.FLAGS.labels(reason)
-    fallback = default_fallback_metrics()
+        metrics.noisy.flags.labels(reason)
     for operation in FALLBACK_OPERATIONS:
-        fallback.decisions.labels(operation=operation)
+        metrics.fallback.decisions.labels(operation=operation)
 
 
-__all__ = ["expose_documented_series"]
+__all__ = ["AppMetrics", "build_metrics", "expose_documented_series"]

@@ -13,6 +13,7 @@ from keel.audit import build_auditor
 from keel.db.engine import Database
 from keel.jobs.catalog import JOB_TYPES, PERIODIC
 from keel.jobs.connector import JobConnector
+from keel.jobs.metrics import JobMetrics
 from keel.jobs.registry import JobContext, JobResources, JobType, Periodic, Registry
 from keel.jobs.retry import RetryPolicy
 from keel.jobs.worker import Worker, WorkerConfig
@@ -60,8 +61,10 @@ async def worker_for(
     settings: Settings | None = None,
     webhooks: DependencyPool | None = None,
     connector: JobConnector | None = None,
+    metrics: JobMetrics | None = None,
     **config: Any,
 ) -> AsyncIterator[Worker]:
+    """``metrics``: where the worker counts (by default registered nowhere)."""
     settings = settings or make_settings(database.url, str(tmp_path / "blobs"))
     client = http or httpx.AsyncClient()
     if webhooks is None:
@@ -86,6 +89,7 @@ async def worker_for(
             registry,
             WorkerConfig(queues=queues or {"default": 4, "critical": 2, "exports": 2}, **config),
             connector=connector,
+            metrics=metrics,
         )
         try:
             yield worker

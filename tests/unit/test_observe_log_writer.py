@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
-from prometheus_client import REGISTRY
+from prometheus_client import CollectorRegistry
 
-from keel.observe.log_writer import LineWriter
+from keel.observe.log_writer import LineWriter, dropped_lines_counter
 from keel.observe.logs import configure_logging, flush_logs
 from keel.settings import Settings
 
@@ -34,8 +34,8 @@ class SlowSink(io.StringIO):
         return super().write(text)
 
 
-def _dropped_total() -> float:
-    return REGISTRY.get_sample_value("keel_log_lines_dropped_total") or 0.0
+def _dropped_total(registry: CollectorRegistry) -> float:
+    return registry.get_sample_value("keel_log_lines_dropped_total") or 0.0
 
 
 @pytest.fixture
@@ -108,14 +108,19 @@ def test_a_full_buffer_drops_and_counts_instead_of_blocking() -> None:
         notices.append(count)
         return f"dropped {count}"
 
-    writer = LineWriter(sink, max_pending_chars=1000, dropped_notice=notice)
-    before = _dropped_total()
+    counted = CollectorRegistry()
+    writer = LineWriter(
+        sink,
+        max_pending_chars=1000,
+        dropped_notice=notice,
+        dropped_counter=dropped_lines_counter(counted),
+    )
     started = time.perf_counter()
     for i in range(200):
         writer.write(f"line {i:04d} " + "x" * 90)
     assert time.perf_counter() - started < 0.2  # never waited for the 0.5 s sink
     assert writer.dropped > 0
-    assert _dropped_total() - before == writer.dropped
+    assert _dropped_total(counted) == writer.dropped
     assert writer.flush(timeout=10)
     written = sink.getvalue().splitlines()
     kept = [line for line in written if line.startswith("line ")]

@@ -12,7 +12,16 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from keel.api.services import Services, services_of
+from keel.api.services import (
+    Auditing,
+    Exporting,
+    Quotas,
+    Reading,
+    Recording,
+    Services,
+    Uploading,
+    services_of,
+)
 from keel.domain.principal import Principal
 from keel.errors import Unauthenticated
 from keel.http.state import peek
@@ -37,4 +46,10 @@ async def get_services(request: Request) -> Services:
 
 
 CurrentPrincipal = Annotated[Principal, Depends(require_principal)]
-AppServices = Annotated[Services, Depends(get_services)]
+# What each /v1 router's handlers may use: the app's services, seen through a narrow protocol.
+ReadParts = Annotated[Reading, Depends(get_services)]
+AuditParts = Annotated[Auditing, Depends(get_services)]
+RecordingParts = Annotated[Recording, Depends(get_services)]
+ExportParts = Annotated[Exporting, Depends(get_services)]
+UploadParts = Annotated[Uploading, Depends(get_services)]
+QuotaParts = Annotated[Quotas, Depends(get_services)]

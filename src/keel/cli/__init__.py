@@ -6,17 +6,9 @@ only assembles them. Every command that prints data accepts ``--json``.
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 
 import typer
-
-# prometheus_client opens a multiprocess metric's file when the metric is created,
-# and Keel's modules create theirs on import: a directory named in the environment
-# must exist before the imports below, or the first import fails.
-if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
 from keel.cli import (
     admin,

@@ -290,6 +290,14 @@ class Database:
         async with self.engine.connect() as connection:
             await connection.exec_driver_sql("SELECT 1")
 
+    async def start(self) -> None:
+        """Nothing to open: the pool connects on first use, so a database that is down at
+        start makes the app unready, not unstartable. Here for the lifespan's one order."""
+
+    async def stop(self) -> None:
+        """Close every pooled connection (the lifespan's last step)."""
+        await self.dispose()
+
     async def dispose(self) -> None:
         await self.engine.dispose()
 

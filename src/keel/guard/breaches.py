@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import func, insert, select, type_coerce
 
 from keel.audit import AuditEvent, Auditor, EventCode
@@ -32,8 +32,23 @@ from keel.keyed_hash import keyed_hash
 
 log = structlog.get_logger(__name__)
 
-BREACHES = Counter("keel_ratelimit_breaches_total", "Requests refused by a limit.", ["limit"])
-DROPPED = Counter("keel_ratelimit_breaches_dropped_total", "Breach rows dropped by a full buffer.")
+
+class BreachMetrics:
+    """Breaches counted, and breach rows a full buffer dropped, on ``registry``
+    (``None``: registered nowhere)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.breaches = Counter(
+            "keel_ratelimit_breaches_total",
+            "Requests refused by a limit.",
+            ["limit"],
+            registry=registry,
+        )
+        self.dropped = Counter(
+            "keel_ratelimit_breaches_dropped_total",
+            "Breach rows dropped by a full buffer.",
+            registry=registry,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +72,7 @@ class BreachRecorder:
         flush_seconds: float = 2.0,
         max_buffer: int = 20_000,
         audit: Auditor | None = None,
+        metrics: BreachMetrics | None = None,
     ) -> None:
         """``audit``: breaches also reach the audit log."""
         self._database = database
@@ -67,11 +83,12 @@ class BreachRecorder:
         self._wake = asyncio.Event()
         self._flusher = BackgroundTask("breach-flush", self._run)
         self.audit = audit
+        self._metrics = metrics if metrics is not None else BreachMetrics()
 
     def record(self, breach: Breach) -> None:
-        BREACHES.labels(breach.limit_name).inc()
+        self._metrics.breaches.labels(breach.limit_name).inc()
         if len(self._buffer) == self._buffer.maxlen:
-            DROPPED.inc()
+            self._metrics.dropped.inc()
         self._buffer.append(breach)
         if len(self._buffer) >= self._batch_size:
             self._wake.set()

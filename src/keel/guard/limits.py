@@ -22,7 +22,7 @@ from datetime import datetime
 
 import structlog
 from anyio import CancelScope
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter
 
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.domain.principal import Principal
@@ -48,12 +48,25 @@ from keel.guard.shed import LoadShedder
 
 log = structlog.get_logger(__name__)
 
-CONCURRENCY_REFUSED = Counter(
-    "keel_concurrency_refused_total", "Requests refused for lack of an in-flight slot.", ["scope"]
-)
-QUOTA_WARNINGS = Counter(
-    "keel_quota_warnings_total", "Quota warning thresholds crossed.", ["limit", "threshold"]
-)
+
+class LimitMetrics:
+    """The guard's refusal and warning counters on ``registry`` (``None``: registered
+    nowhere)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.concurrency_refused = Counter(
+            "keel_concurrency_refused_total",
+            "Requests refused for lack of an in-flight slot.",
+            ["scope"],
+            registry=registry,
+        )
+        self.quota_warnings = Counter(
+            "keel_quota_warnings_total",
+            "Quota warning thresholds crossed.",
+            ["limit", "threshold"],
+            registry=registry,
+        )
+
 
 AUTH_FAILED = "auth.failed"
 
@@ -81,6 +94,7 @@ class LimitGuard:
     pressure_threshold: float = 0.5
     clock: Clock = SYSTEM_CLOCK
     threshold_hooks: tuple[ThresholdHook, ...] = ()
+    metrics: LimitMetrics = field(default_factory=LimitMetrics)
 
     @property
     def _auth_rules(self) -> list[RateRule | QuotaRule]:
@@ -145,7 +159,7 @@ class LimitGuard:
         commits = reservation.keep()
         for commit in commits:
             if commit.crossed is not None:
-                QUOTA_WARNINGS.labels(commit.name, str(commit.crossed)).inc()
+                self.metrics.quota_warnings.labels(commit.name, str(commit.crossed)).inc()
                 log.info(
                     "quota_threshold_crossed",
                     limit=commit.name,
@@ -203,12 +217,12 @@ def exceeded(decision: Decision) -> LimitExceeded:
 
 
 def concurrency_exceeded(
-    decision: Decision, claims: list[SlotClaim], scopes: list[str]
+    decision: Decision, claims: list[SlotClaim], scopes: list[str], metrics: LimitMetrics
 ) -> LimitExceeded:
     index = decision.refused_slot
     assert index is not None  # refused, and by no rule: a slot was full
     scope_name, limit = scopes[index], claims[index].limit
-    CONCURRENCY_REFUSED.labels(scope_name).inc()
+    metrics.concurrency_refused.labels(scope_name).inc()
     return LimitExceeded(
         f"too many requests in flight for this {scope_name} (at most {limit})",
         limit_name=f"concurrency-{scope_name}",

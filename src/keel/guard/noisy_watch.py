@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import structlog
-from prometheus_client import Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import select, update
 
 from keel.background import BackgroundTask, every
@@ -21,10 +21,25 @@ from keel.guard.noisy import Flag, NoisyNeighbourDetector
 
 log = structlog.get_logger(__name__)
 
-FLAGGED = Gauge("keel_noisy_orgs", "Organisations flagged as noisy neighbours in this process.")
-FLAGS = Counter("keel_noisy_flags_total", "Noisy-neighbour flags raised.", ["reason"])
-
 FlagListener = Callable[[Flag | None, str], Awaitable[None]]
+
+
+class NoisyMetrics:
+    """Flagged organisations and flags raised, on ``registry`` (``None``: registered
+    nowhere)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.flagged = Gauge(
+            "keel_noisy_orgs",
+            "Organisations flagged as noisy neighbours in this process.",
+            registry=registry,
+        )
+        self.flags = Counter(
+            "keel_noisy_flags_total",
+            "Noisy-neighbour flags raised.",
+            ["reason"],
+            registry=registry,
+        )
 
 
 class NoisyWatch:
@@ -35,8 +50,10 @@ class NoisyWatch:
         *,
         interval: float = 5.0,
         clock: Clock = SYSTEM_CLOCK,
+        metrics: NoisyMetrics | None = None,
     ) -> None:
         self.detector = detector
+        self._metrics = metrics if metrics is not None else NoisyMetrics()
         self._database = database
         self._interval = interval
         self._clock = clock
@@ -48,12 +65,12 @@ class NoisyWatch:
     async def judge(self) -> tuple[list[Flag], list[str]]:
         now = self._clock.now()
         newly, cleared = self.detector.evaluate(self._clock.monotonic())
-        FLAGGED.set(len(self.detector.flagged))
+        self._metrics.flagged.set(len(self.detector.flagged))
         if not newly and not cleared:
             return newly, cleared
         async with self._database.write() as session:
             for flag in newly:
-                FLAGS.labels(flag.reason).inc()
+                self._metrics.flags.labels(flag.reason).inc()
                 log.warning(
                     "noisy_neighbour_flagged",
                     org_id=flag.org_id,

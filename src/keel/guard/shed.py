@@ -16,14 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter
 
 from keel.errors import DependencyUnavailable
 from keel.observe.watchdog import LoopWatchdog
-
-SHED = Counter(
-    "keel_shed_requests_total", "Requests refused by load shedding.", ["priority", "reason"]
-)
 
 PROBE_PATHS = frozenset({"/live", "/ready", "/health", "/metrics", "/version"})
 """Operational endpoints: never shed, never limited, kept out of SLO metrics and traces."""
@@ -78,12 +74,30 @@ def shed_reason(
     return None
 
 
+class ShedMetrics:
+    """``keel_shed_requests_total`` on ``registry`` (``None``: registered nowhere)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.refused = Counter(
+            "keel_shed_requests_total",
+            "Requests refused by load shedding.",
+            ["priority", "reason"],
+            registry=registry,
+        )
+
+
 class LoadShedder:
     """Holds the in-flight count and the thresholds; shared by the middleware and /ready."""
 
-    def __init__(self, thresholds: ShedThresholds, watchdog: LoopWatchdog) -> None:
+    def __init__(
+        self,
+        thresholds: ShedThresholds,
+        watchdog: LoopWatchdog,
+        metrics: ShedMetrics | None = None,
+    ) -> None:
         self.thresholds = thresholds
         self.watchdog = watchdog
+        self.metrics = metrics if metrics is not None else ShedMetrics()
         self.in_flight = 0
 
     @property

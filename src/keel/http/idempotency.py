@@ -52,11 +52,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keel.clock import Clock
 from keel.errors import KeelError
-from keel.guard.idempotency import metrics
 from keel.guard.idempotency.errors import IdempotencyConflict, IdempotencyKeyRequired
 from keel.guard.idempotency.fingerprints import fingerprint, is_json, streaming_hasher
 from keel.guard.idempotency.heartbeat import heartbeat
 from keel.guard.idempotency.keys import KeyRef, key_from_headers
+from keel.guard.idempotency.metrics import IdempotencyMetrics, count
 from keel.guard.idempotency.store import Claim, ClaimResult, IdempotencyStore, StoredResponse
 from keel.guard.idempotency.unit import IdempotencyScope, replayable
 from keel.http.problems import from_error
@@ -96,9 +96,11 @@ class IdempotencyMiddleware:
         clock: Clock,
         max_body_bytes: int,
         lease_seconds: float,
+        metrics: IdempotencyMetrics,
         on_mismatch: OnMismatch | None = None,
     ) -> None:
         self.app = app
+        self.metrics = metrics
         self.on_mismatch = on_mismatch
         self.store = store
         self.routes = routes
@@ -163,7 +165,7 @@ class IdempotencyMiddleware:
             await _respond(scope, receive, send, error)
             return
         if claim.result is ClaimResult.TAKEN_OVER:
-            metrics.count(metrics.TAKEOVERS, ref.operation)
+            count(self.metrics.takeovers, ref.operation)
         state_of(scope).idempotency = keyed
         settling = _Settling(self, keyed, send)
         try:
@@ -197,10 +199,14 @@ class IdempotencyMiddleware:
                 keyed.fingerprint = await read_fingerprint(
                     scope, receive, route, self.max_body_bytes
                 )
-            await replay_or_refuse(claim, scope, send, route, keyed.fingerprint, self.on_mismatch)
+            await replay_or_refuse(
+                claim, scope, send, route, keyed.fingerprint, self.on_mismatch, self.metrics
+            )
             return
-        await refuse_another_request(claim, scope, route, keyed.fingerprint, self.on_mismatch)
-        metrics.count(metrics.CONFLICTS, route)
+        await refuse_another_request(
+            claim, scope, route, keyed.fingerprint, self.on_mismatch, self.metrics
+        )
+        count(self.metrics.conflicts, route)
         retry_after = claim.retry_after(self.clock.now())
         raise IdempotencyConflict(
             "a request with this Idempotency-Key is still being processed; "
@@ -297,7 +303,7 @@ class _Settling:
         keyed = self.keyed
         try:
             if await keyed.store.release(keyed.ref, owner=keyed.owner):
-                metrics.count(metrics.RELEASES, keyed.ref.operation)
+                count(self.guard.metrics.releases, keyed.ref.operation)
         except KeelError:
             # The claim stays until its lease expires; then a retry runs.
             log.warning("idempotency_release_failed", operation=keyed.ref.operation)

@@ -71,7 +71,7 @@ class LimitsMiddleware:
                 guard.record_breach(context, decision, now)
                 refusal = exceeded(decision)
             else:
-                refusal = concurrency_exceeded(decision, claims, scopes)
+                refusal = concurrency_exceeded(decision, claims, scopes, guard.metrics)
             await from_error(refusal, scope["path"])(scope, receive, send)
             return
         headers = ratelimit_headers(decision)

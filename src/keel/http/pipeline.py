@@ -58,7 +58,7 @@ def install(app: FastAPI, services: Services) -> None:
     """Mount the routes and the error handlers, and put the pipeline in front of them."""
     settings = services.settings
     observability = services.observe
-    configure_logging(settings)
+    configure_logging(settings, dropped_lines=services.metrics.log_lines_dropped)
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router)
@@ -129,6 +129,7 @@ def idempotency_options(services: Services) -> dict[str, Any]:
         )
     return {
         "store": services.idempotency,
+        "metrics": services.metrics.idempotency,
         "routes": services.routes,
         "clock": services.clock,
         "max_body_bytes": settings.max_upload_bytes + 1024 * 1024,

@@ -37,10 +37,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from keel.clock import Clock
 from keel.domain.principal import Principal
 from keel.errors import KeelError, PayloadTooLarge
-from keel.guard.idempotency import metrics
 from keel.guard.idempotency.errors import IdempotencyConflict, IdempotencyKeyReused
 from keel.guard.idempotency.fingerprints import fingerprint, is_json, streaming_hasher
 from keel.guard.idempotency.keys import KeyRef, key_from_headers
+from keel.guard.idempotency.metrics import IdempotencyMetrics, count
 from keel.guard.idempotency.store import Claim, ClaimResult, IdempotencyStore, StoredResponse
 from keel.http.problems import from_error
 from keel.http.routing import Route, RouteTable
@@ -118,6 +118,7 @@ async def refuse_another_request(
     operation: str,
     request_fingerprint: str | None,
     on_mismatch: OnMismatch | None,
+    metrics: IdempotencyMetrics,
 ) -> None:
     """Raise the 422 if the key is held for a request with another fingerprint (when both
     fingerprints are known: an upload's is only known once its body was read)."""
@@ -127,7 +128,7 @@ async def refuse_another_request(
         or request_fingerprint == claim.fingerprint
     ):
         return
-    metrics.count(metrics.MISMATCHES, operation)
+    count(metrics.mismatches, operation)
     principal = state_of(scope).principal
     if on_mismatch is not None and principal is not None:
         await on_mismatch(principal, client_ip(scope), scope["method"], operation)
@@ -144,11 +145,12 @@ async def replay_or_refuse(
     operation: str,
     request_fingerprint: str | None,
     on_mismatch: OnMismatch | None,
+    metrics: IdempotencyMetrics,
 ) -> None:
     """Answer a request that found a stored outcome: replay it, or 422 for another request."""
-    await refuse_another_request(claim, scope, operation, request_fingerprint, on_mismatch)
+    await refuse_another_request(claim, scope, operation, request_fingerprint, on_mismatch, metrics)
     assert claim.response is not None  # a COMPLETED claim carries its response
-    metrics.count(metrics.REPLAYS, operation)
+    count(metrics.replays, operation)
     state_of(scope).replayed = True
     await send_stored(claim.response, send)
 
@@ -176,10 +178,12 @@ class ReplayMiddleware:
         routes: RouteTable,
         clock: Clock,
         max_body_bytes: int,
+        metrics: IdempotencyMetrics,
         on_mismatch: OnMismatch | None = None,
     ) -> None:
         self.app = app
         self.store = store
+        self.metrics = metrics
         self.routes = routes
         self.clock = clock
         self.max_body_bytes = max_body_bytes
@@ -211,6 +215,8 @@ class ReplayMiddleware:
             return
         try:
             request = await read_fingerprint(scope, receive, operation, self.max_body_bytes)
-            await replay_or_refuse(held, scope, send, operation, request, self.on_mismatch)
+            await replay_or_refuse(
+                held, scope, send, operation, request, self.on_mismatch, self.metrics
+            )
         except KeelError as error:
             await from_error(error, scope["path"])(scope, receive, send)

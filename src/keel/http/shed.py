@@ -14,7 +14,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from keel.guard.shed import (
     PROBE_PATHS,
-    SHED,
     LoadShedder,
     Overloaded,
     Priority,
@@ -45,7 +44,7 @@ class LoadSheddingMiddleware:
         lag = shedder.watchdog.smoothed_lag_seconds
         reason = shed_reason(priority, shedder.in_flight, lag, shedder.thresholds)
         if reason is not None:
-            SHED.labels(priority.name.lower(), reason).inc()
+            shedder.metrics.refused.labels(priority.name.lower(), reason).inc()
             self._note_route(scope)
             error = Overloaded("the server is overloaded; retry shortly", retry_after=2)
             await from_error(error, scope["path"])(scope, receive, send)

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 import structlog
 
 from keel.audit import AuditEvent, EventCode
-from keel.jobs import metrics
 from keel.jobs.connector import LEASE_EXPIRED, ReclaimedJob, TransactionHook
+from keel.jobs.metrics import JobMetrics
 from keel.jobs.registry import DeadHook, DeadLetter, JobContext, JobResources, Registry
 
 if TYPE_CHECKING:
@@ -50,8 +50,9 @@ def lease_expired(row: ReclaimedJob, resources: JobResources) -> DeadLetter:
 class DeadLetters:
     """Runs the ``on_dead`` hooks of a worker's job types and reports each dead job."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, metrics: JobMetrics) -> None:
         self.registry = registry
+        self._metrics = metrics
 
     def _hook(self, job_type: str) -> DeadHook | None:
         return self.registry.get(job_type).on_dead if job_type in self.registry else None
@@ -86,7 +87,7 @@ class DeadLetters:
         The audit goes on the system chain and never fails the worker.
         """
         job = letter.job
-        metrics.JOBS_DEAD.labels(job.job_type).inc()
+        self._metrics.jobs_dead.labels(job.job_type).inc()
         event = AuditEvent(
             EventCode.JOB_DEAD_LETTERED,
             fields={

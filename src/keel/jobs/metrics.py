@@ -1,7 +1,8 @@
 """Prometheus metrics of the job queue.
 
 Durations and retries are counted where they happen, in the worker, and dead jobs
-in dead-lettering (``keel.jobs.dead_letter``).
+in dead-lettering (``keel.jobs.dead_letter``), on the :class:`JobMetrics` that the
+composition root (the API's or ``keel worker``'s) builds on its registry.
 Queue depth and the age of the oldest ready job are facts of the database, so a
 worker samples them periodically, and the API reads them when ``/metrics`` is
 scraped (:class:`QueueDepthCollector`): the API is what a deploy orchestrator
@@ -16,7 +17,7 @@ import math
 from collections.abc import Iterable, Iterator
 
 import structlog
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -32,30 +33,6 @@ QUEUE_DEPTH_HELP = "Jobs in the queue store, by queue and state."
 OLDEST_READY_AGE_NAME = "keel_jobs_oldest_ready_age_seconds"
 OLDEST_READY_AGE_HELP = "How long the longest-waiting claimable job of a queue has been due."
 
-QUEUE_DEPTH = Gauge(QUEUE_DEPTH_NAME, QUEUE_DEPTH_HELP, ["queue", "state"])
-OLDEST_READY_AGE = Gauge(OLDEST_READY_AGE_NAME, OLDEST_READY_AGE_HELP, ["queue"])
-JOB_DURATION = Histogram(
-    "keel_job_duration_seconds",
-    "Handler run time per attempt, by job type and outcome.",
-    ["job_type", "outcome"],
-    buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
-)
-JOB_RETRIES = Counter(
-    "keel_job_retries_total", "Failed attempts that were scheduled for a retry.", ["job_type"]
-)
-JOBS_DEFERRED = Counter(
-    "keel_jobs_deferred_total",
-    "Attempts a handler could not make (an open breaker) and rescheduled unspent.",
-    ["job_type"],
-)
-JOBS_DEAD = Counter(
-    "keel_jobs_dead_total", "Jobs that ran out of attempts and were dead-lettered.", ["job_type"]
-)
-LEASES_RECLAIMED = Counter(
-    "keel_jobs_leases_reclaimed_total", "Running jobs taken back after their lease expired."
-)
-
-
 # Every outcome a job's duration is recorded with (the worker's ``execute``).
 JOB_OUTCOMES = (
     JobState.SUCCEEDED.value,
@@ -65,22 +42,63 @@ JOB_OUTCOMES = (
 )
 
 
-def declare_job_series(job_types: Iterable[str]) -> None:
-    """Create each job type's series at zero, so a scrape finds them before the first run
-    (an absent series reads as "no data", not "0")."""
-    for name in job_types:
-        for outcome in JOB_OUTCOMES:
-            JOB_DURATION.labels(name, outcome)
-        JOB_RETRIES.labels(name)
-        JOBS_DEFERRED.labels(name)
-        JOBS_DEAD.labels(name)
+class JobMetrics:
+    """The queue's families on ``registry`` (``None``: registered nowhere), built by the
+    composition root of the API or of ``keel worker`` and handed to the worker."""
 
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.queue_depth = Gauge(
+            QUEUE_DEPTH_NAME, QUEUE_DEPTH_HELP, ["queue", "state"], registry=registry
+        )
+        self.oldest_ready_age = Gauge(
+            OLDEST_READY_AGE_NAME, OLDEST_READY_AGE_HELP, ["queue"], registry=registry
+        )
+        self.job_duration = Histogram(
+            "keel_job_duration_seconds",
+            "Handler run time per attempt, by job type and outcome.",
+            ["job_type", "outcome"],
+            buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=registry,
+        )
+        self.job_retries = Counter(
+            "keel_job_retries_total",
+            "Failed attempts that were scheduled for a retry.",
+            ["job_type"],
+            registry=registry,
+        )
+        self.jobs_deferred = Counter(
+            "keel_jobs_deferred_total",
+            "Attempts a handler could not make (an open breaker) and rescheduled unspent.",
+            ["job_type"],
+            registry=registry,
+        )
+        self.jobs_dead = Counter(
+            "keel_jobs_dead_total",
+            "Jobs that ran out of attempts and were dead-lettered.",
+            ["job_type"],
+            registry=registry,
+        )
+        self.leases_reclaimed = Counter(
+            "keel_jobs_leases_reclaimed_total",
+            "Running jobs taken back after their lease expired.",
+            registry=registry,
+        )
 
-def record_stats(stats: list[QueueStats]) -> None:
-    for item in stats:
-        for state in JobState:
-            QUEUE_DEPTH.labels(item.queue, state.value).set(item.depth.get(state, 0))
-        OLDEST_READY_AGE.labels(item.queue).set(item.oldest_ready_age_seconds)
+    def declare_job_series(self, job_types: Iterable[str]) -> None:
+        """Create each job type's series at zero, so a scrape finds them before the first
+        run (an absent series reads as "no data", not "0")."""
+        for name in job_types:
+            for outcome in JOB_OUTCOMES:
+                self.job_duration.labels(name, outcome)
+            self.job_retries.labels(name)
+            self.jobs_deferred.labels(name)
+            self.jobs_dead.labels(name)
+
+    def record_stats(self, stats: list[QueueStats]) -> None:
+        for item in stats:
+            for state in JobState:
+                self.queue_depth.labels(item.queue, state.value).set(item.depth.get(state, 0))
+            self.oldest_ready_age.labels(item.queue).set(item.oldest_ready_age_seconds)
 
 
 class QueueDepthCollector:

@@ -19,9 +19,10 @@ from keel.audit import build_auditor
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.db.engine import Database
 from keel.jobs.catalog import build_registry
+from keel.jobs.metrics import JobMetrics
 from keel.jobs.registry import JobResources, Registry
 from keel.jobs.worker import Worker, WorkerConfig, parse_queues
-from keel.resilience import BreakerRegistry, DependencyPool
+from keel.resilience import BreakerRegistry, DependencyPool, ResilienceMetrics
 from keel.resilience.auditing import audit_breaker_transitions
 from keel.resilience.wiring import breaker_store, build_webhooks
 from keel.settings import Settings
@@ -58,17 +59,23 @@ async def resources(
     store: BlobStore,
     clock: Clock = SYSTEM_CLOCK,
     webhooks: DependencyPool | None = None,
+    metrics: ResilienceMetrics | None = None,
 ) -> AsyncIterator[JobResources]:
     """Handlers' resources, one set per worker (one auditor among them). ``webhooks``
     is the app's pool inside ``keel serve`` (its breakers in the app's registry,
     metrics and audit); otherwise the worker's own, sharing breaker state through the
-    configured store, its transitions audited as the app's are."""
+    configured store, its transitions audited as the app's are and its breakers
+    counted in ``metrics`` (the worker's registry)."""
     audit = build_auditor(settings, database, clock=clock)
     registry: BreakerRegistry | None = None
     if webhooks is None:
-        registry = BreakerRegistry(store=breaker_store(settings), clock=clock)
-        registry.add_listener(audit_breaker_transitions(audit))
-        webhooks = build_webhooks(settings, clock=clock, registry=registry)
+        registry = BreakerRegistry(
+            store=breaker_store(settings),
+            clock=clock,
+            metrics=metrics,
+            listeners=(audit_breaker_transitions(audit),),
+        )
+        webhooks = build_webhooks(settings, clock=clock, registry=registry, metrics=metrics)
     try:
         async with httpx.AsyncClient(timeout=settings.webhook_timeout_seconds) as http:
             yield JobResources(
@@ -96,8 +103,10 @@ class InProcessWorker:
         clock: Clock = SYSTEM_CLOCK,
         registry: Registry | None = None,
         webhooks: DependencyPool | None = None,
+        metrics: JobMetrics | None = None,
     ) -> None:
         self._settings = settings
+        self._metrics = metrics
         self._database = database
         self._store = store
         self._clock = clock
@@ -119,7 +128,9 @@ class InProcessWorker:
         async with resources(
             self._settings, self._database, self._store, self._clock, self._webhooks
         ) as res:
-            self.worker = Worker(res, self._registry, worker_config(self._settings))
+            self.worker = Worker(
+                res, self._registry, worker_config(self._settings), metrics=self._metrics
+            )
             self._started.set()
             await self.worker.run()
 

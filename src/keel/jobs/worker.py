@@ -31,11 +31,12 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from keel.errors import DatabaseUnavailable
-from keel.jobs import metrics, schedule
+from keel.jobs import schedule
 from keel.jobs.connector import ClaimedJob, JobConnector, ReclaimedJob
 from keel.jobs.dead_letter import DeadLetters, lease_expired
 from keel.jobs.errors import JobDeferred, PermanentJobError
 from keel.jobs.listener import Listener
+from keel.jobs.metrics import JobMetrics
 from keel.jobs.registry import (
     DeadLetter,
     JobContext,
@@ -112,12 +113,16 @@ class Worker:
         *,
         worker_id: str | None = None,
         connector: JobConnector | None = None,
+        metrics: JobMetrics | None = None,
     ) -> None:
         """``connector`` is the queue store (its owner closes it); by default the SQL
-        store of ``resources.database``, with a small pool of the worker's own."""
+        store of ``resources.database``, with a small pool of the worker's own.
+        ``metrics``: where durations, retries and depth are counted (the composition
+        root's registry; by default registered nowhere)."""
         self.resources = resources
         self.registry = registry
-        self._dead_letters = DeadLetters(registry)
+        self.metrics = metrics if metrics is not None else JobMetrics()
+        self._dead_letters = DeadLetters(registry, self.metrics)
         self.config = config
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._stopping = asyncio.Event()
@@ -210,7 +215,7 @@ class Worker:
                 span.set_status(Status(StatusCode.ERROR, type(error).__name__))
                 return await self._failed(job, policy, error, clock.monotonic() - started)
         elapsed = clock.monotonic() - started
-        metrics.JOB_DURATION.labels(job.job_type, "succeeded").observe(elapsed)
+        self.metrics.job_duration.labels(job.job_type, "succeeded").observe(elapsed)
         if self._defer_success:
             # Recorded by the queue loop's next claim (see CLAIM_POSTGRESQL), at once.
             self._succeeded.append((job.id, job.attempt))
@@ -232,10 +237,10 @@ class Worker:
             ),
             job,
         )
-        metrics.JOB_DURATION.labels(job.job_type, "deferred").observe(elapsed)
+        self.metrics.job_duration.labels(job.job_type, "deferred").observe(elapsed)
         if not recorded:
             return None
-        metrics.JOBS_DEFERRED.labels(job.job_type).inc()
+        self.metrics.jobs_deferred.labels(job.job_type).inc()
         log.info(
             "job_deferred",
             job_id=job.id,
@@ -276,7 +281,7 @@ class Worker:
             ),
             job,
         )
-        metrics.JOB_DURATION.labels(job.job_type, outcome.state.value).observe(elapsed)
+        self.metrics.job_duration.labels(job.job_type, outcome.state.value).observe(elapsed)
         if not recorded:
             return None
         if letter is not None:
@@ -289,7 +294,7 @@ class Worker:
             )
             await self._dead_letters.dead_lettered(letter)
         else:
-            metrics.JOB_RETRIES.labels(job.job_type).inc()
+            self.metrics.job_retries.labels(job.job_type).inc()
             log.warning(
                 "job_retrying",
                 job_id=job.id,
@@ -348,7 +353,7 @@ class Worker:
             if row.state == JobState.DEAD.value and row.id not in dead:
                 dead[row.id] = lease_expired(row, self.resources)
         for row in rows:
-            metrics.LEASES_RECLAIMED.inc()
+            self.metrics.leases_reclaimed.inc()
             if row.id in dead:
                 await self._dead_letters.dead_lettered(dead[row.id])
             log.warning("job_lease_expired", job_id=row.id, job_type=row.job_type, state=row.state)
@@ -363,7 +368,7 @@ class Worker:
         )
 
     async def sample(self) -> None:
-        metrics.record_stats(await self._connector.stats(self.resources.clock.now()))
+        self.metrics.record_stats(await self._connector.stats(self.resources.clock.now()))
 
     async def run_until_idle(self, queue: str, *, limit: int = 1000) -> int:
         """Claim and run due jobs of ``queue`` one batch at a time until none is due.

@@ -1,10 +1,13 @@
 """Observability: health probes, graceful shutdown, logs, traces and metrics.
 
-``build(settings, database, store, clock)`` makes the parts that live on
-:class:`~keel.api.services.Services`; ``running(services)`` is the lifespan
-part (loop watchdog, SIGTERM drain, flushing spans). Nothing here is HTTP: the
-trace and metrics steps of the request path are :mod:`keel.http.trace` and
-:mod:`keel.http.metrics`, the probes :mod:`keel.api.routes.operations`.
+``build(settings, database, store, clock, watchdog, metrics)`` makes the parts
+that live on :class:`~keel.api.services.Services` (the health registry with its
+checks, the lifecycle, the tracer), around the loop watchdog and the metrics
+the composition root built first; ``running(observability, settings,
+handle_signals=...)`` is the lifespan part (loop watchdog, SIGTERM drain,
+flushing spans). Nothing here is HTTP: the trace and metrics steps of the
+request path are :mod:`keel.http.trace` and :mod:`keel.http.metrics`, the
+probes :mod:`keel.api.routes.operations`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from dataclasses import dataclass
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import multiprocess as prometheus_multiprocess
 
-from keel import __version__
 from keel.clock import Clock
 from keel.db.engine import Database
 from keel.observe import checks
@@ -49,8 +51,10 @@ def build(
     store: BlobStore,
     clock: Clock,
     watchdog: LoopWatchdog,
+    metrics: Metrics,
 ) -> Observability:
-    """``watchdog`` is shared with load shedding: one loop-lag measurement per process."""
+    """``watchdog`` is shared with load shedding: one loop-lag measurement per process;
+    ``metrics``: the app's registry and its exposition, built first by the composition root."""
     health = HealthRegistry(
         clock=clock,
         cache_seconds=settings.health_cache_seconds,
@@ -65,12 +69,7 @@ def build(
         health=health,
         lifecycle=Lifecycle(clock),
         watchdog=watchdog,
-        metrics=Metrics(
-            slo_threshold=settings.slo_latency_seconds,
-            version=__version__,
-            release_id=settings.release_id,
-            git_sha=settings.git_sha,
-        ),
+        metrics=metrics,
         tracer_provider=build_tracer_provider(settings),
         identity_key=identity_key(settings.secret_key.get_secret_value().encode()),
     )

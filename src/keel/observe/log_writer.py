@@ -31,7 +31,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter
 
 MAX_PENDING_CHARS = 4 * 1024 * 1024
 """Characters waiting to be written before new lines are dropped (about 4 MB)."""
@@ -39,10 +39,15 @@ MAX_PENDING_CHARS = 4 * 1024 * 1024
 BATCH_SECONDS = 0.005
 """How long the writer lets lines gather once woken, before writing them at once."""
 
-DROPPED = Counter(
-    "keel_log_lines_dropped",
-    "Log lines dropped because the log sink was slower than the service writing them.",
-)
+
+def dropped_lines_counter(registry: CollectorRegistry | None = None) -> Counter:
+    """``keel_log_lines_dropped_total`` on ``registry`` (``None``: registered nowhere)."""
+    return Counter(
+        "keel_log_lines_dropped",
+        "Log lines dropped because the log sink was slower than the service writing them.",
+        registry=registry,
+    )
+
 
 _open_writers: weakref.WeakSet[LineWriter] = weakref.WeakSet()
 
@@ -56,8 +61,11 @@ class LineWriter:
         *,
         max_pending_chars: int = MAX_PENDING_CHARS,
         dropped_notice: Callable[[int], str] | None = None,
+        dropped_counter: Counter | None = None,
     ) -> None:
+        """``dropped_counter``: where dropped lines are exported (the app's registry)."""
         self.stream = stream
+        self.dropped_counter = dropped_counter
         self.max_pending_chars = max_pending_chars
         self.dropped_notice = dropped_notice
         self.dropped = 0
@@ -86,7 +94,8 @@ class LineWriter:
                 if self._pending and self._pending_chars + size > self.max_pending_chars:
                     self.dropped += 1
                     self._unreported += 1
-                    DROPPED.inc()
+                    if self.dropped_counter is not None:
+                        self.dropped_counter.inc()
                     return
                 self._pending.append(line + "\n")
                 self._pending_chars += size

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import structlog
+from prometheus_client import Counter
 from structlog.types import Processor
 
 from keel.observe.log_lines import BoundedRenderer, SafeFields, render_exception
@@ -45,8 +46,13 @@ def log_format(settings: Settings) -> str:
     return "console" if settings.env is Profile.DEV else "json"
 
 
-def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> None:
+def configure_logging(
+    settings: Settings, *, stream: TextIO | None = None, dropped_lines: Counter | None = None
+) -> None:
     """Configure structlog and the root stdlib logger; safe to call more than once.
+
+    ``dropped_lines``: the counter of lines a slow sink made the writer drop (the
+    app's registry; the CLI's logging before an app exists counts them nowhere).
 
     Calling it again flushes and replaces the previous writer, so a line logged
     before the call is never lost and never written twice.
@@ -68,7 +74,9 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
     ]
     safety: list[Processor] = [render_exception, SafeFields(Redactor.from_settings(settings))]
     bounded = BoundedRenderer(renderer, json_lines=json_lines)
-    writer = LineWriter(output, dropped_notice=_dropped_notice(json_lines))
+    writer = LineWriter(
+        output, dropped_notice=_dropped_notice(json_lines), dropped_counter=dropped_lines
+    )
     structlog.configure(
         processors=[*shared, *safety, bounded],
         wrapper_class=structlog.make_filtering_bound_logger(level),

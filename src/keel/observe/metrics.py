@@ -13,16 +13,16 @@ The histogram's buckets always contain the SLO latency threshold exactly, so
 "the share of requests faster than the threshold" is one bucket, not an
 interpolation.
 
-Each app gets its own ``CollectorRegistry`` (tests build many apps in one
-process). Under ``keel serve --workers N`` prometheus_client's multiprocess
-mode is on (``PROMETHEUS_MULTIPROC_DIR``): every worker writes its samples to
-files there and ``/metrics`` aggregates them, whichever worker answers.
+Each app gets its own ``CollectorRegistry`` (:func:`open_registry`), made
+first by the composition root: every part's metrics are built on it and handed
+to the part, so nothing is registered at import and two apps in one process
+never share (or collide on) a family. Under ``keel serve --workers N``
+prometheus_client's multiprocess mode is on (``PROMETHEUS_MULTIPROC_DIR``):
+every worker writes its samples to files there and ``/metrics`` aggregates
+them, whichever worker answers.
 
-``/metrics`` serves every family Keel documents, not only this registry's: the
-guard, idempotency, job and resilience metrics live on prometheus_client's
-process-wide registry (one set per process, whatever the number of apps), and a
-few families are read at scrape time from live objects (breakers, bulkheads) or
-from the database (queue depth). Those *scraped* collectors are not in the
+A few families are read at scrape time from live objects (breakers, bulkheads)
+or from the database (queue depth). Those *scraped* collectors are not in the
 multiprocess files, so they are added to the exposition explicitly; a family a
 scraped collector provides replaces any sampled family of the same name (a job
 worker inside the server samples queue depth too: one family, never two).
@@ -32,14 +32,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
-    REGISTRY,
     CollectorRegistry,
     Gauge,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
@@ -95,6 +98,21 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
+def open_registry() -> CollectorRegistry:
+    """A registry for one app or worker process, with prometheus_client's own ``process_*``
+    and ``python_*`` families (served in a single process; the multiprocess files hold
+    none); the multiprocess directory, when one is named, made first (a multiprocess
+    metric opens its file when it is created)."""
+    directory = multiprocess_dir()
+    if directory is not None:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    registry = CollectorRegistry(auto_describe=True)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
 class ScrapedCollector(Collector, Protocol):
     """A collector that reads its samples when scraped; ``names`` are its families."""
 
@@ -121,10 +139,19 @@ class Exposition:
 
 
 class Metrics:
+    """The HTTP server's own families on ``registry``, and the ``/metrics`` exposition of
+    everything on it."""
+
     def __init__(
-        self, *, slo_threshold: float, version: str, release_id: str, git_sha: str
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        slo_threshold: float,
+        version: str,
+        release_id: str,
+        git_sha: str,
     ) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.request_duration = Histogram(
             REQUEST_DURATION,
             "Duration of HTTP server requests.",
@@ -178,8 +205,8 @@ class Metrics:
             self._refreshers.append(refresh)
 
     def add_live(self, collector: Collector) -> None:
-        """A collector already on the process-wide registry that reads live objects: in
-        multiprocess mode it is not in the shared files, so it is served explicitly."""
+        """A collector already on this registry that reads live objects: in multiprocess
+        mode it is not in the shared files, so it is served explicitly."""
         self._live.append(collector)
 
     async def refresh(self) -> None:
@@ -208,12 +235,12 @@ class Metrics:
             event.listen(pool, name_of_event, refresh)
 
     def render(self) -> tuple[bytes, str]:
-        """The text exposition: this app's registry, the process-wide one and the scraped
-        collectors; across every worker's files in multiprocess mode."""
+        """The text exposition: this app's registry and the scraped collectors; across
+        every worker's files in multiprocess mode."""
         directory = multiprocess_dir()
         sampled: list[Collector]
         if directory is None:
-            sampled = [self.registry, REGISTRY]
+            sampled = [self.registry]
         else:
             files = CollectorRegistry()
             prometheus_multiprocess.MultiProcessCollector(files, path=directory)  # type: ignore[no-untyped-call]

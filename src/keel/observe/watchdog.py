@@ -14,18 +14,25 @@ from __future__ import annotations
 import asyncio
 import time
 
-from prometheus_client import Gauge
+from prometheus_client import CollectorRegistry, Gauge
 
 from keel.background import BackgroundTask
 
-LOOP_LAG = Gauge("keel_event_loop_lag_seconds", "Event-loop lag, smoothed.")
+
+def loop_lag_gauge(registry: CollectorRegistry | None = None) -> Gauge:
+    """``keel_event_loop_lag_seconds`` on ``registry`` (``None``: registered nowhere)."""
+    return Gauge("keel_event_loop_lag_seconds", "Event-loop lag, smoothed.", registry=registry)
 
 
 class LoopWatchdog:
-    """``interval``: how often the sleeper wakes; short, so shedding reacts within ~50 ms."""
+    """``interval``: how often the sleeper wakes; short, so shedding reacts within ~50 ms.
+    ``gauge``: where the smoothed lag is exported (the composition root's registry)."""
 
-    def __init__(self, interval: float = 0.05, *, smoothing: float = 0.3) -> None:
+    def __init__(
+        self, interval: float = 0.05, *, smoothing: float = 0.3, gauge: Gauge | None = None
+    ) -> None:
         self.interval = interval
+        self._gauge = gauge if gauge is not None else loop_lag_gauge()
         self.lag_seconds = 0.0
         self.smoothed_lag_seconds = 0.0
         self._alpha = smoothing
@@ -37,7 +44,7 @@ class LoopWatchdog:
         self.lag_seconds = lag
         smoothed = (1 - self._alpha) * self.smoothed_lag_seconds + self._alpha * lag
         self.smoothed_lag_seconds = smoothed
-        LOOP_LAG.set(smoothed)
+        self._gauge.set(smoothed)
 
     def start(self) -> None:
         self._sleeper.start()

@@ -7,7 +7,9 @@ The dependency layer, which already spends that much on timing a call, uses ordi
 prometheus_client metrics.
 
 Metrics live on a :class:`ResilienceMetrics` bound to one ``CollectorRegistry``: the
-process-wide default for the app (:func:`default_metrics`), a fresh registry per test.
+app's or the worker's own, built by its composition root and handed to every breaker,
+bulkhead and dependency; a fresh one per test. A part built without any counts on
+:func:`default_metrics`, which nothing exposes.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -174,5 +176,6 @@ class ResilienceMetrics:
 
 @functools.cache
 def default_metrics() -> ResilienceMetrics:
-    """The metrics on prometheus_client's global registry, created on first use."""
-    return ResilienceMetrics(REGISTRY)
+    """The metrics of parts built without any (tools, tests), on a registry of their own
+    that no ``/metrics`` serves; created on first use, never registered globally."""
+    return ResilienceMetrics()

@@ -60,12 +60,18 @@ class BreakerRegistry:
         clock: Clock = SYSTEM_CLOCK,
         metrics: ResilienceMetrics | None = None,
         listeners: tuple[BreakerListener, ...] = (),
+        members: tuple[CircuitBreaker, ...] = (),
     ) -> None:
+        """``members``: breakers built before the registry (the ``database`` breaker,
+        which the audit log's database needs before the audit listener exists); they
+        join it now and hear ``listeners`` like every other."""
         self.store = store
         self._clock = clock
         self._metrics = metrics
         self._listeners = list(listeners)
         self._breakers: dict[str, CircuitBreaker] = {}
+        for member in members:
+            self.add(member)
 
     def add(self, breaker: CircuitBreaker) -> CircuitBreaker:
         """Register a breaker built elsewhere (a ``Dependency``'s); names are unique."""

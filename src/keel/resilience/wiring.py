@@ -37,10 +37,9 @@ from __future__ import annotations
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.errors import StorageUnavailable
 from keel.guard.ratelimit.errors import LimiterUnavailable
-from keel.resilience._breaker import BreakerListener
+from keel.resilience._breaker import CircuitBreaker
 from keel.resilience._config import BreakerConfig, BulkheadConfig, DependencyConfig, RetryConfig
 from keel.resilience._dependency import Dependencies
-from keel.resilience._gate import BreakerGate
 from keel.resilience._metrics import ResilienceMetrics
 from keel.resilience._pool import DependencyPool
 from keel.resilience._registry import BreakerRegistry
@@ -139,9 +138,18 @@ def database_breaker_config(settings: Settings) -> BreakerConfig:
 _NEVER_SLOW = 24 * 3600.0
 
 
-def build_database_breaker(registry: BreakerRegistry, settings: Settings) -> BreakerGate:
-    """The ``database`` breaker, in ``registry`` (metrics, store, listeners, the CLI)."""
-    return BreakerGate(registry.breaker(DATABASE, database_breaker_config(settings)))
+def build_database_breaker(
+    settings: Settings,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    store: BreakerStateStore | None = None,
+    metrics: ResilienceMetrics | None = None,
+) -> CircuitBreaker:
+    """The ``database`` breaker, built before the database it guards; it joins the breaker
+    registry (its listeners, the CLI's levers) as a member when that is built."""
+    return CircuitBreaker(
+        DATABASE, database_breaker_config(settings), clock=clock, store=store, metrics=metrics
+    )
 
 
 def webhook_template(settings: Settings) -> DependencyConfig:
@@ -198,15 +206,17 @@ def build_webhooks(
 
 def build_dependencies(
     settings: Settings,
+    registry: BreakerRegistry,
     *,
     clock: Clock = SYSTEM_CLOCK,
-    store: BreakerStateStore | None = None,
-    listeners: tuple[BreakerListener, ...] = (),
+    metrics: ResilienceMetrics | None = None,
 ) -> Dependencies:
-    """The app's :class:`Dependencies`; ``store`` defaults to :func:`breaker_store`."""
+    """The app's :class:`Dependencies`; their breakers join ``registry`` (its store and
+    listeners)."""
     return Dependencies(
         dependency_configs(settings),
         clock=clock,
-        store=store if store is not None else breaker_store(settings),
-        listeners=listeners,
+        store=registry.store,
+        metrics=metrics,
+        registry=registry,
     )

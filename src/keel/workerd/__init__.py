@@ -10,8 +10,9 @@ needs one, and it never imports ``keel.api``.
 - ``service``: one worker process with ``/live``, ``/ready`` and ``/metrics``.
 - ``checks``: what makes a worker ready (database, schema, job store, lease loop).
 - ``http``: the probe port, in the API's ``application/health+json``.
-- ``metrics``: the port's exposition (queue depth read when scraped) and the
-  supervisor's own families.
+- ``metrics``: the worker's own registry (job, breaker and loop-lag families,
+  built by ``service``), the port's exposition (queue depth read when scraped)
+  and the supervisor's own families.
 - ``scaling``: the pure decision of how many processes to run.
 - ``supervisor``: ``--autoscale MIN..MAX``.
 """

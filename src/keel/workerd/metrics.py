@@ -1,16 +1,14 @@
 """What the worker's ``/metrics`` serves, and the supervisor's own families.
 
-A standalone worker serves the process-wide registry (its job durations,
-retries, dead jobs, breakers, loop lag) with queue depth and oldest-ready age
+A standalone worker serves its own registry (:class:`WorkerMetrics`: its job
+durations, retries, dead jobs, breakers, loop lag) with queue depth and oldest-ready age
 read from the database when scraped (``keel.jobs.metrics.QueueDepthCollector``,
 the API's collector), so every deployment shape can alert on and scale by them.
 
 Under ``keel worker --autoscale`` the children write their samples to a
 prometheus_client multiprocess directory that the supervisor prepares, and the
 supervisor's port serves their sum beside its own families: scale events and
-the process count. Those live on a registry of the supervisor's own, never on
-the process-wide one: the API imports this module too (through the CLI), and its
-``/metrics`` must not grow families it never sets.
+the process count, on a registry of the supervisor's own.
 """
 
 from __future__ import annotations
@@ -20,25 +18,46 @@ from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
-    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
     generate_latest,
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
+from prometheus_client import values as prometheus_values
 from prometheus_client.registry import Collector
 
 from keel.clock import Clock
 from keel.db.engine import Database
-from keel.jobs.metrics import QueueDepthCollector
+from keel.jobs.metrics import JobMetrics, QueueDepthCollector
 from keel.jobs.queue import connector_for
-from keel.observe.metrics import Exposition, multiprocess_dir
+from keel.observe.log_writer import dropped_lines_counter
+from keel.observe.metrics import Exposition, multiprocess_dir, open_registry
+from keel.observe.watchdog import loop_lag_gauge
+from keel.resilience import ResilienceMetrics
 from keel.workerd.scaling import Direction
 
-# prometheus_client chooses where values live once, when it is first imported: in
-# files when the variable was set by then (``keel.cli`` imports it first thing).
-_IMPORTED_IN_MULTIPROCESS_MODE = multiprocess_dir() is not None
+
+def writes_to_files() -> bool:
+    """Whether this process's metrics keep their values in multiprocess files.
+
+    prometheus_client chooses once, when it is first imported: in files when
+    ``PROMETHEUS_MULTIPROC_DIR`` was set by then (a supervised child, spawned with
+    it), in memory otherwise (the supervisor, which sets it only later).
+    """
+    return prometheus_values.ValueClass is not prometheus_values.MutexValue
+
+
+class WorkerMetrics:
+    """A standalone worker's families, on a registry of its own: those it sets (the API's
+    guard and HTTP families are not among them)."""
+
+    def __init__(self) -> None:
+        self.registry = open_registry()
+        self.jobs = JobMetrics(self.registry)
+        self.resilience = ResilienceMetrics(self.registry)
+        self.loop_lag = loop_lag_gauge(self.registry)
+        self.log_lines_dropped = dropped_lines_counter(self.registry)
 
 
 class WorkerExposition:
@@ -55,7 +74,7 @@ class WorkerExposition:
         self,
         depth: QueueDepthCollector,
         *,
-        own: Iterable[Collector] = (REGISTRY,),
+        own: Iterable[Collector],
         directory: str | None = None,
     ) -> None:
         self.depth = depth
@@ -64,7 +83,7 @@ class WorkerExposition:
 
     async def render(self) -> tuple[bytes, str]:
         await self.depth.refresh()  # bounded and cached by the collector
-        sampled: list[Collector] = [] if _IMPORTED_IN_MULTIPROCESS_MODE else list(self._own)
+        sampled: list[Collector] = [] if writes_to_files() else list(self._own)
         directory = self._directory or multiprocess_dir()
         if directory is not None:
             files = CollectorRegistry()

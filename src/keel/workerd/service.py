@@ -22,17 +22,17 @@ import structlog
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.db.engine import Database
 from keel.jobs.catalog import build_registry
-from keel.jobs.metrics import declare_job_series
 from keel.jobs.runtime import resources, worker_config
 from keel.observe import checks
 from keel.observe.health import HealthRegistry
 from keel.observe.lifecycle import Lifecycle
+from keel.observe.logs import configure_logging
 from keel.observe.watchdog import LoopWatchdog
 from keel.settings import Settings
 from keel.storage import from_settings
 from keel.workerd.checks import ObservedWorker, job_store_check, lease_loop_check
 from keel.workerd.http import Probes, ProbeServer, probe_app
-from keel.workerd.metrics import WorkerExposition, queue_depth
+from keel.workerd.metrics import WorkerExposition, WorkerMetrics, queue_depth
 
 log = structlog.get_logger(__name__)
 
@@ -111,7 +111,10 @@ async def run_worker(
     ``supervised``: a child of ``--autoscale``, which also drains when its parent is gone.
     """
     registry = build_registry(settings)
-    declare_job_series(job_type.name for job_type in registry.job_types)
+    metrics = WorkerMetrics()
+    # Logging again, now with a counter for the lines a slow sink makes it drop.
+    configure_logging(settings, dropped_lines=metrics.log_lines_dropped)
+    metrics.jobs.declare_job_series(job_type.name for job_type in registry.job_types)
     config = worker_config(settings, queues)
     database = Database(
         settings.database_url,
@@ -124,8 +127,8 @@ async def run_worker(
     probes = Probes(
         health=health,
         lifecycle=lifecycle,
-        watchdog=LoopWatchdog(),
-        metrics=WorkerExposition(depth).render,
+        watchdog=LoopWatchdog(gauge=metrics.loop_lag),
+        metrics=WorkerExposition(depth, own=[metrics.registry]).render,
         release_id=settings.release_id,
         service_id=settings.service_id,
         description="worker",
@@ -133,8 +136,8 @@ async def run_worker(
     )
     store = from_settings(settings)
     try:
-        async with resources(settings, database, store, clock) as res:
-            worker = ObservedWorker(res, registry, config)
+        async with resources(settings, database, store, clock, metrics=metrics.resilience) as res:
+            worker = ObservedWorker(res, registry, config, metrics=metrics.jobs)
             health.register(checks.database_check(database))
             health.register(checks.schema_check(database))
             health.register(job_store_check(database, config.queues))

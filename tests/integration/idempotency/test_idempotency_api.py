@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
-from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 from starlette.types import ASGIApp, Receive, Scope, Send
 from tests.support.app import World, app_for, make_settings, running, seed_world
@@ -523,14 +522,15 @@ async def test_keys_expire_after_the_retention_period(harness: Harness) -> None:
     assert await harness.count(IdempotencyKey) == 0
 
 
-def _sample(name: str, operation: str) -> float:
+def _sample(harness: Harness, name: str, operation: str) -> float:
     method, _, route = operation.partition(" ")
-    return REGISTRY.get_sample_value(name, {"method": method, "route": route}) or 0.0
+    registry = harness.app.state.services.metrics.registry
+    return registry.get_sample_value(name, {"method": method, "route": route}) or 0.0
 
 
 async def test_replays_conflicts_and_mismatches_are_counted_by_route(harness: Harness) -> None:
     names = ("replays", "conflicts", "mismatches")
-    before = {n: _sample(f"keel_idempotency_{n}_total", RECOGNITIONS) for n in names}
+    before = {n: _sample(harness, f"keel_idempotency_{n}_total", RECOGNITIONS) for n in names}
     await harness.recognise("m")
     await harness.recognise("m")
     await harness.recognise("m", body={"recipient_id": harness.world.bob.id, "message": "other"})
@@ -538,7 +538,7 @@ async def test_replays_conflicts_and_mismatches_are_counted_by_route(harness: Ha
     ref = KeyRef(world.alice.id, world.alice.org_id, RECOGNITIONS, "m-busy")
     await harness.store().claim(ref, owner="x", fingerprint=None, now=harness.clock.now())
     await harness.recognise("m-busy")
-    after = {n: _sample(f"keel_idempotency_{n}_total", RECOGNITIONS) for n in names}
+    after = {n: _sample(harness, f"keel_idempotency_{n}_total", RECOGNITIONS) for n in names}
     assert {n: after[n] - before[n] for n in names} == {
         "replays": 1,
         "conflicts": 1,

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from prometheus_client import REGISTRY
+from prometheus_client import CollectorRegistry
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tests.support.app import World, make_settings
@@ -26,6 +26,7 @@ from keel.db.tables_audit import AuditEvent as AuditEventRow
 from keel.db.tables_jobs import Job
 from keel.domain import orgs
 from keel.jobs import queries, queue
+from keel.jobs.metrics import JobMetrics
 from keel.jobs.notifications import enqueue_quota_warning
 from keel.jobs.registry import DeadLetter
 from keel.jobs.states import JobState
@@ -79,6 +80,8 @@ class RequestedExport:
     """``worker_for`` on this export's database, registry and clock."""
     shown: Callable[[], Awaitable[dict[str, Any]]]
     """The export as the API shows it to Alice."""
+    counted: CollectorRegistry
+    """Where those workers count (``keel_jobs_dead_total``, …)."""
 
 
 RequestExport = Callable[[str], Awaitable[RequestedExport]]
@@ -102,8 +105,17 @@ def request_export(
 
         clock = ManualClock()
         registry = make_registry(Recorder())
-        worker = partial(worker_for, database, registry, clock, tmp_path, settings=settings)
-        return RequestedExport(export_id, job, database, clock, worker, shown)
+        counted = CollectorRegistry()
+        worker = partial(
+            worker_for,
+            database,
+            registry,
+            clock,
+            tmp_path,
+            settings=settings,
+            metrics=JobMetrics(counted),
+        )
+        return RequestedExport(export_id, job, database, clock, worker, shown, counted)
 
     return request
 
@@ -339,10 +351,10 @@ async def dead_letters(database: Database) -> list[dict[str, Any]]:
         return [json.loads(fields) for fields in await session.scalars(query)]
 
 
-def dead_exports_counted() -> float:
-    """``keel_jobs_dead_total`` for the export job (process-wide: compare before and after)."""
-    sample = REGISTRY.get_sample_value("keel_jobs_dead_total", {"job_type": "exports.run"})
-    return sample or 0.0
+def dead_exports_counted(export: RequestedExport) -> float:
+    """``keel_jobs_dead_total`` for the export job, by the export's workers."""
+    labels = {"job_type": "exports.run"}
+    return export.counted.get_sample_value("keel_jobs_dead_total", labels) or 0.0
 
 
 async def test_export_whose_job_fails_its_last_attempt_becomes_failed(
@@ -351,7 +363,6 @@ async def test_export_whose_job_fails_its_last_attempt_becomes_failed(
     """The export run cannot even open its blob, five times: the job dies, the export fails."""
     export = await request_export("csv")
     job = export.job
-    counted = dead_exports_counted()
     async with export.worker() as worker:
         worker.resources = replace(worker.resources, store=RefusingStore(tmp_path / "refusing"))
         for attempt in range(1, job.max_attempts + 1):
@@ -366,7 +377,7 @@ async def test_export_whose_job_fails_its_last_attempt_becomes_failed(
     assert shown["error"] == "the export job failed on its last attempt (5): OSError"
     assert shown["finished_at"] is not None
     assert [letter["job_id"] for letter in await dead_letters(export.database)] == [job.id]
-    assert dead_exports_counted() == counted + 1
+    assert dead_exports_counted(export) == 1
 
 
 async def test_export_whose_worker_dies_on_the_last_attempt_becomes_failed(
@@ -375,7 +386,6 @@ async def test_export_whose_worker_dies_on_the_last_attempt_becomes_failed(
     """Every attempt's worker dies mid-export (its lease expires): the export fails, not hangs."""
     export = await request_export("json")
     job, database, clock = export.job, export.database, export.clock
-    counted = dead_exports_counted()
     async with export.worker() as dying, export.worker() as rescuer:
         for attempt in range(1, job.max_attempts + 1):
             [claimed] = await dying.claim("exports", 1)
@@ -396,7 +406,7 @@ async def test_export_whose_worker_dies_on_the_last_attempt_becomes_failed(
     assert shown["error"] == "the export job failed on its last attempt (5): lease expired"
     [letter] = await dead_letters(database)
     assert (letter["job_id"], letter["attempts"]) == (job.id, job.max_attempts)
-    assert dead_exports_counted() == counted + 1
+    assert dead_exports_counted(export) == 1
 
 
 async def test_a_failing_dead_hook_still_dead_letters_the_job(

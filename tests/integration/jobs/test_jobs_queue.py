@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
-from prometheus_client import REGISTRY
+from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
 from tests.support.jobs import Recorder, make_registry, worker_for
 
@@ -24,6 +24,7 @@ from keel.errors import InvalidInput, NotFound
 from keel.jobs import enqueue, queries, queue
 from keel.jobs.health import check_job_store
 from keel.jobs.listener import CHANNEL, asyncpg_dsn
+from keel.jobs.metrics import JobMetrics
 from keel.jobs.registry import JobContext, JobType, Periodic
 from keel.jobs.states import IllegalTransition, JobState
 from keel.jobs.worker import Worker
@@ -447,8 +448,10 @@ async def test_job_store_check(database: Database, tmp_path: Path) -> None:
 
 
 async def test_metrics_count_outcomes_and_sample_depth(database: Database, tmp_path: Path) -> None:
+    counted = CollectorRegistry()
+
     def value(name: str, labels: dict[str, str]) -> float:
-        return REGISTRY.get_sample_value(name, labels) or 0.0
+        return counted.get_sample_value(name, labels) or 0.0
 
     clock, recorder = ManualClock(), Recorder()
     succeeded = {"job_type": "test.record", "outcome": "succeeded"}
@@ -459,7 +462,10 @@ async def test_metrics_count_outcomes_and_sample_depth(database: Database, tmp_p
         failing = await queue.enqueue(session, recorder.record, clock=clock)
         await queue.enqueue(session, recorder.record, run_at=clock.now(), clock=clock)
     recorder.fail_times[failing] = 1
-    async with worker_for(database, make_registry(recorder), clock, tmp_path) as worker:
+    jobs = JobMetrics(counted)
+    async with worker_for(
+        database, make_registry(recorder), clock, tmp_path, metrics=jobs
+    ) as worker:
         await worker.run_until_idle("default")
         async with database.write() as session:
             await queue.enqueue(session, recorder.record, clock=clock)

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from keel.api.dependencies import AppServices, CurrentPrincipal
+from keel.api.dependencies import AuditParts, CurrentPrincipal
 from keel.api.query import Timestamp
 from keel.api.text import Line
 from keel.audit import AuditQuery, EventCode
@@ -55,7 +55,7 @@ class AuditPage(BaseModel):
 )
 async def list_audit_events(
     principal: CurrentPrincipal,
-    services: AppServices,
+    services: AuditParts,
     code: Annotated[list[EventCode] | None, Query()] = None,
     user_id: Annotated[Line | None, Query(max_length=64)] = None,
     since: Timestamp = None,

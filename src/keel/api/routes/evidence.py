@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.responses import StreamingResponse
 
 from keel.api.auditing import ClientIp, by_principal
-from keel.api.dependencies import AppServices, CurrentPrincipal
+from keel.api.dependencies import CurrentPrincipal, UploadParts
 from keel.api.downloads import open_download
 from keel.api.multipart import FileFieldReader
 from keel.api.schemas import EvidenceOut
@@ -55,7 +55,7 @@ def _declared_length(request: Request) -> int | None:
     responses=problem_responses(400, 401, 409, 413, 415, 422, 429, 503),
 )
 async def upload_evidence(
-    request: Request, principal: CurrentPrincipal, services: AppServices, ip: ClientIp
+    request: Request, principal: CurrentPrincipal, services: UploadParts, ip: ClientIp
 ) -> Response:
     rules = services.upload_rules
     declared = _declared_length(request)
@@ -121,7 +121,7 @@ async def upload_evidence(
     "/{evidence_id}", response_model=EvidenceOut, responses=problem_responses(401, 404, 422, 503)
 )
 async def get_evidence(
-    evidence_id: Line, principal: CurrentPrincipal, services: AppServices
+    evidence_id: Line, principal: CurrentPrincipal, services: UploadParts
 ) -> EvidenceOut:
     async with services.database.query() as session:
         row = await evidence.get(session, principal, evidence_id)
@@ -153,7 +153,7 @@ async def download_evidence(
     request: Request,
     evidence_id: Line,
     principal: CurrentPrincipal,
-    services: AppServices,
+    services: UploadParts,
     ip: ClientIp,
 ) -> Response:
     async with services.database.read() as session:
@@ -176,7 +176,7 @@ async def download_evidence(
     responses=problem_responses(401, 403, 404, 422, 503),
 )
 async def delete_evidence(
-    evidence_id: Line, principal: CurrentPrincipal, services: AppServices, ip: ClientIp
+    evidence_id: Line, principal: CurrentPrincipal, services: UploadParts, ip: ClientIp
 ) -> Response:
     async with services.database.write() as session:
         uploader_id = (await evidence.get(session, principal, evidence_id)).uploader_id

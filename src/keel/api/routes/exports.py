@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.responses import StreamingResponse
 
 from keel.api.auditing import ClientIp, by_principal
-from keel.api.dependencies import AppServices, CurrentPrincipal
+from keel.api.dependencies import CurrentPrincipal, ExportParts
 from keel.api.downloads import open_download
 from keel.api.schemas import ExportCreate, ExportOut
 from keel.api.text import Line
@@ -34,7 +34,7 @@ async def request_export(
     request: Request,
     body: ExportCreate,
     principal: CurrentPrincipal,
-    services: AppServices,
+    services: ExportParts,
     ip: ClientIp,
 ) -> Response:
     # The Idempotency-Key's outcome commits in this same transaction: a
@@ -58,7 +58,7 @@ async def request_export(
     "/{export_id}", response_model=ExportOut, responses=problem_responses(401, 404, 422, 503)
 )
 async def get_export(
-    export_id: Line, principal: CurrentPrincipal, services: AppServices
+    export_id: Line, principal: CurrentPrincipal, services: ExportParts
 ) -> ExportOut:
     async with services.database.read() as session:
         row = await exports.get(session, principal, export_id)
@@ -84,7 +84,7 @@ async def download_export(
     request: Request,
     export_id: Line,
     principal: CurrentPrincipal,
-    services: AppServices,
+    services: ExportParts,
     ip: ClientIp,
 ) -> Response:
     async with services.database.read() as session:

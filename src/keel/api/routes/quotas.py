@@ -19,7 +19,7 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from keel.api.dependencies import AppServices, CurrentPrincipal
+from keel.api.dependencies import CurrentPrincipal, QuotaParts
 from keel.domain import evidence
 from keel.guard.ratelimit import QuotaRule, RateLimiter, RateRule, RequestContext
 from keel.http.problems import problem_responses
@@ -93,7 +93,7 @@ async def usage(
 
 
 @router.get("", response_model=QuotaReport, responses=problem_responses(401, 429, 503))
-async def my_quotas(principal: CurrentPrincipal, services: AppServices) -> QuotaReport:
+async def my_quotas(principal: CurrentPrincipal, services: QuotaParts) -> QuotaReport:
     guard = services.limits.guard
     context = guard.context(principal, None, None, None)
     readings = await usage(

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from keel.api.auditing import ClientIp, by_principal
-from keel.api.dependencies import AppServices, CurrentPrincipal
+from keel.api.dependencies import CurrentPrincipal, RecordingParts
 from keel.api.query import Timestamp
 from keel.api.schemas import RecognitionCreate, RecognitionOut, RecognitionPage
 from keel.api.text import Line
@@ -33,7 +33,7 @@ async def create_recognition(
     request: Request,
     body: RecognitionCreate,
     principal: CurrentPrincipal,
-    services: AppServices,
+    services: RecordingParts,
     ip: ClientIp,
 ) -> Response:
     new = recognitions.NewRecognition(
@@ -61,7 +61,7 @@ async def create_recognition(
 @router.get("", response_model=RecognitionPage, responses=problem_responses(400, 401, 422, 503))
 async def list_recognitions(
     principal: CurrentPrincipal,
-    services: AppServices,
+    services: RecordingParts,
     recipient_id: Annotated[Line | None, Query(max_length=64)] = None,
     giver_id: Annotated[Line | None, Query(max_length=64)] = None,
     created_before: Timestamp = None,
@@ -89,7 +89,7 @@ async def list_recognitions(
     responses=problem_responses(401, 404, 422, 503),
 )
 async def get_recognition(
-    recognition_id: Line, principal: CurrentPrincipal, services: AppServices
+    recognition_id: Line, principal: CurrentPrincipal, services: RecordingParts
 ) -> RecognitionOut:
     async with services.database.query() as session:
         record = await recognitions.get(session, principal, recognition_id)
@@ -104,7 +104,7 @@ async def get_recognition(
     responses=problem_responses(401, 403, 404, 422, 503),
 )
 async def delete_recognition(
-    recognition_id: Line, principal: CurrentPrincipal, services: AppServices, ip: ClientIp
+    recognition_id: Line, principal: CurrentPrincipal, services: RecordingParts, ip: ClientIp
 ) -> Response:
     async with services.database.write() as session:
         deleted = await recognitions.delete(

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from keel.api.dependencies import AppServices, CurrentPrincipal
+from keel.api.dependencies import CurrentPrincipal, ReadParts
 from keel.api.schemas import UserOut, UserPage
 from keel.api.text import Line
 from keel.domain import orgs
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1/users", tags=["users"])
 
 
 @router.get("/me", response_model=UserOut, responses=problem_responses(401, 503))
-async def me(principal: CurrentPrincipal, services: AppServices) -> UserOut:
+async def me(principal: CurrentPrincipal, services: ReadParts) -> UserOut:
     user = await orgs.user_in_org(services.database, principal.org_id, principal.user_id)
     return UserOut.model_validate(user)
 
@@ -25,7 +25,7 @@ async def me(principal: CurrentPrincipal, services: AppServices) -> UserOut:
 @router.get("", response_model=UserPage, responses=problem_responses(400, 401, 422, 503))
 async def list_users(
     principal: CurrentPrincipal,
-    services: AppServices,
+    services: ReadParts,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[Line | None, Query(max_length=200)] = None,
 ) -> UserPage:

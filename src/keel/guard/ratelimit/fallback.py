@@ -23,11 +23,10 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from functools import cache
 from typing import Protocol, TypeVar
 
 import structlog
-from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter
 
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.guard.ratelimit.backend import (
@@ -100,26 +99,15 @@ class Cooldown:
 
 
 class FallbackMetrics:
-    """The fallback's Prometheus counter, registered once per registry."""
+    """The fallback's Prometheus counter on ``registry`` (``None``: registered nowhere)."""
 
-    def __init__(self, registry: CollectorRegistry | None = REGISTRY) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.decisions = Counter(
             "keel_ratelimit_fallback_decisions",
             "Limiter decisions made locally because the shared store was unavailable.",
             ["operation"],
             registry=registry,
         )
-
-
-@cache
-def _default_metrics() -> FallbackMetrics:
-    # Created on first use, not at import: no hidden registration side effects.
-    return FallbackMetrics()
-
-
-def default_fallback_metrics() -> FallbackMetrics:
-    """The process-wide fallback counter (``/metrics`` exposes it even without Redis)."""
-    return _default_metrics()
 
 
 class FallbackBackend:
@@ -150,7 +138,7 @@ class FallbackBackend:
         self.instances = instances
         self.breaker: Breaker = breaker or Cooldown(cooldown, clock=clock)
         self._clock = clock
-        self._metrics = metrics or _default_metrics()
+        self._metrics = metrics if metrics is not None else FallbackMetrics()
         self._degraded_since: float | None = None
 
     @property
