@@ -41,6 +41,7 @@ from keel.deploy import (
 )
 from keel.deploy.bluegreen import BlueGreenSwitch, HttpReadiness, SwitchPlan
 from keel.deploy.haproxy import HAProxy, RuntimeApi, Server, haproxy_binary
+from keel.deploy.local import DeploymentRecord, read_record, roll_back_traffic
 from keel.deploy.rollout import (
     CanaryPlan,
     CanaryRollout,
@@ -48,6 +49,7 @@ from keel.deploy.rollout import (
     HttpMetrics,
     HttpSyntheticTraffic,
 )
+from keel.errors import KeelError
 from keel.migrations.options import RunnerOptions
 from keel.settings import Settings
 
@@ -61,6 +63,12 @@ def _operator() -> str:
 
 
 ByOption = typer.Option(None, "--by", help="Who is acting (recorded); default: $USER.")
+
+WorkdirOption = typer.Option(
+    None,
+    "--workdir",
+    help="Where local deployments keep their records (version groups' pids and ports, step).",
+)
 
 
 def _store(db: Database, settings: Settings) -> DeploymentStore:
@@ -149,9 +157,11 @@ def status(
         600.0, "--timeout", min=0.0, help="With --watch: give up (exit 2) after this many seconds."
     ),
     interval: float = typer.Option(1.0, "--interval", min=0.1, help="With --watch: refresh."),
+    workdir: Path | None = WorkdirOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """The active deployments (of one environment); --watch follows them live."""
+    """The active deployments (of one environment); --watch follows them live, with the
+    current step (share, analysis verdict, samples) of those running on this machine."""
     settings = Settings()
 
     async def active() -> list[Deployment]:
@@ -178,22 +188,55 @@ def status(
     ids = [deployment.id for deployment in found]
     deadline = time.monotonic() + timeout
     current = found
-    with Live(_watch_view(current, deadline), console=out, auto_refresh=False) as live:
+    view = _watch_view(current, deadline, workdir)
+    with Live(view, console=out, auto_refresh=False) as live:
         while any(deployment.active for deployment in current):
             if time.monotonic() >= deadline:
                 break
             time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
             current = run(lambda: reload(ids))
-            live.update(_watch_view(current, deadline), refresh=True)
+            live.update(_watch_view(current, deadline, workdir), refresh=True)
     if as_json:
         print_json({"items": [deployment.as_dict() for deployment in current]})
     if any(deployment.active for deployment in current):
         fail(f"still active after {timeout:g} s", code=2)
 
 
-def _watch_view(deployments: Sequence[Deployment], deadline: float) -> Group:
+def _watch_view(deployments: Sequence[Deployment], deadline: float, workdir: Path | None) -> Group:
     left = max(0.0, deadline - time.monotonic())
-    return Group(_table(deployments), Text(f"watching; giving up in {left:.0f} s", style="dim"))
+    records = [read_record(workdir, item.id) for item in deployments] if workdir else []
+    steps = _steps_table([record for record in records if record is not None])
+    return Group(
+        _table(deployments),
+        *([steps] if steps is not None else []),
+        Text(f"watching; giving up in {left:.0f} s", style="dim"),
+    )
+
+
+def _steps_table(records: Sequence[DeploymentRecord]) -> Table | None:
+    """Each local deployment's current step: the new version's share and the last analysis."""
+    rows = [record for record in records if record.step is not None]
+    if not rows:
+        return None
+    table = Table("id", "weight", "verdict", "samples (canary/baseline)", "analyses", "reasons",
+                  title="current step")  # fmt: skip
+    for record in rows:
+        step = record.step
+        assert step is not None
+        samples = (
+            f"{step.canary_requests}/{step.baseline_requests}"
+            if step.canary_requests is not None
+            else "-"
+        )
+        table.add_row(
+            record.deployment_id,
+            f"{step.percent} %",
+            step.verdict or "-",
+            samples,
+            str(step.analyses),
+            "; ".join(step.reasons) or "-",
+        )
+    return table
 
 
 @app.command("list")
@@ -272,10 +315,21 @@ def rollback(
     deployment_id: str,
     reason: str = typer.Option("rolled back by an operator", "--reason", help="Why (recorded)."),
     by: str | None = ByOption,
+    workdir: Path | None = WorkdirOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Roll an active deployment back, at any step."""
+    """Roll an active deployment back, at any step.
+
+    With --workdir, a deployment running version groups on this machine has all its
+    traffic sent back to the baseline at once, and its new group drained and stopped.
+    """
     _move(deployment_id, DeploymentState.ROLLED_BACK, by, reason, as_json)
+    record = read_record(workdir, deployment_id) if workdir is not None else None
+    if record is not None:
+        try:
+            roll_back_traffic(record)
+        except KeelError as error:
+            fail(f"rolled back in the database, but the traffic could not be moved: {error}")
 
 
 def _move(

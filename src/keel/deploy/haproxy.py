@@ -75,6 +75,7 @@ def render_config(
     bind_port: int,
     admin_socket: Path,
     health_path: str | None = None,
+    served_by_header: str | None = None,
     connect_timeout_ms: int = 2000,
     request_timeout_ms: int = 30000,
 ) -> str:
@@ -83,7 +84,8 @@ def render_config(
     ``retry-on conn-failure`` with ``option redispatch`` sends a request whose
     connection failed to another server, so a version that stops accepting
     between two health checks costs a retry, not an error. With
-    ``health_path`` HAProxy also checks each server (``/ready`` for Keel).
+    ``health_path`` HAProxy also checks each server (``/ready`` for Keel); with
+    ``served_by_header`` every response names the server that answered it.
     """
     if not servers:
         raise HAProxyError("HAProxy needs at least one server")
@@ -114,6 +116,8 @@ def render_config(
     ]
     if health_path:
         lines.append(f"    option httpchk GET {health_path}")
+    if served_by_header:
+        lines.append(f"    http-response set-header {served_by_header} %s")
     lines.extend(
         f"    server {server.name} {server.host}:{server.port} weight {server.weight}{check}"
         for server in servers
@@ -204,6 +208,7 @@ class HAProxy:
         bind_port: int,
         bind_host: str = "127.0.0.1",
         health_path: str | None = None,
+        served_by_header: str | None = None,
     ) -> None:
         self.workdir = workdir
         self.admin_socket = workdir / "admin.sock"
@@ -217,6 +222,7 @@ class HAProxy:
             bind_port=bind_port,
             admin_socket=self.admin_socket,
             health_path=health_path,
+            served_by_header=served_by_header,
         )
         self.bind = (bind_host, bind_port)
         self.api = RuntimeApi(self.admin_socket)
