@@ -203,7 +203,8 @@ async def test_a_rollback_command_during_a_canary_restores_all_traffic_to_the_ba
         running_deploy = asyncio.create_task(deploy.run())
         await _until_step(live, deployment_id, 20)
         record = read_record(live.workdir, deployment_id)
-        assert record is not None and record.candidate is not None
+        assert record is not None
+        assert record.candidate is not None
         during = {answer.server for answer in client.wait_for(60)}
         assert set(record.candidate.server_names()) & during  # the canary has its share
         # Another operator: the CLI, which knows the deployment only by its id and record.
