@@ -40,8 +40,18 @@ from keel.deploy import (
     run_pre_checks,
 )
 from keel.deploy.bluegreen import BlueGreenSwitch, HttpReadiness, SwitchPlan
+from keel.deploy.groups import start_group, stop_group, wait_ready
 from keel.deploy.haproxy import HAProxy, RuntimeApi, Server, haproxy_binary
-from keel.deploy.local import DeploymentRecord, read_record, roll_back_traffic
+from keel.deploy.local import (
+    DeploymentRecord,
+    LocalDeployment,
+    LocalPlan,
+    open_front,
+    read_live,
+    read_record,
+    roll_back_traffic,
+)
+from keel.deploy.processes import Source, SourceKind
 from keel.deploy.rollout import (
     CanaryPlan,
     CanaryRollout,
@@ -181,6 +191,9 @@ def status(
             out.print("no active deployment")
         else:
             out.print(_table(found))
+            steps = _steps_table(_records(found, workdir))
+            if steps is not None:
+                out.print(steps)
         return
     if not found:
         out.print("no active deployment")
@@ -204,13 +217,19 @@ def status(
 
 def _watch_view(deployments: Sequence[Deployment], deadline: float, workdir: Path | None) -> Group:
     left = max(0.0, deadline - time.monotonic())
-    records = [read_record(workdir, item.id) for item in deployments] if workdir else []
-    steps = _steps_table([record for record in records if record is not None])
+    steps = _steps_table(_records(deployments, workdir))
     return Group(
         _table(deployments),
         *([steps] if steps is not None else []),
         Text(f"watching; giving up in {left:.0f} s", style="dim"),
     )
+
+
+def _records(deployments: Sequence[Deployment], workdir: Path | None) -> list[DeploymentRecord]:
+    if workdir is None:
+        return []
+    found = [read_record(workdir, deployment.id) for deployment in deployments]
+    return [record for record in found if record is not None]
 
 
 def _steps_table(records: Sequence[DeploymentRecord]) -> Table | None:
@@ -508,3 +527,125 @@ def _address(text: str) -> tuple[str, int]:
     if not host or not port.isdigit():
         raise typer.BadParameter(f"{text!r} is not HOST:PORT")
     return host, int(port)
+
+
+SourceOption = typer.Option(
+    SourceKind.CHECKOUT,
+    "--from",
+    help="Where the version's code is: this checkout, a virtualenv, or a release directory.",
+)
+SourcePathOption = typer.Option(
+    None,
+    "--path",
+    help="The virtualenv or release directory (with --from); default: this checkout.",
+)
+ServerPortOption = typer.Option(
+    ..., "--server-port", help="A port for one keel serve of the group (repeatable)."
+)
+
+
+def _source(kind: SourceKind, path: Path | None) -> Source:
+    if kind is SourceKind.CHECKOUT and path is None:
+        return Source.current_checkout()
+    if path is None:
+        fail(f"--from {kind.value} needs --path")
+    return Source(kind, path.resolve())
+
+
+@app.command("front")
+def front(
+    port: int = typer.Option(..., "--port", help="Where clients connect (HAProxy)."),
+    server_ports: list[int] = ServerPortOption,
+    workdir: Path = typer.Option(..., "--workdir", help="Records, logs, HAProxy's files."),
+    source_kind: SourceKind = SourceOption,
+    source_path: Path | None = SourcePathOption,
+    workers: int = typer.Option(1, "--workers", min=1, help="uvicorn workers per keel serve."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Start the first version group and HAProxy in front of it, both detached, on this machine."""
+    workdir = workdir.resolve()
+    if read_live(workdir) is not None:
+        fail(f"{workdir} already has a live group: deploy onto it with `keel deploy run`")
+    source = _source(source_kind, source_path)
+    group = start_group(
+        "g0", source, server_ports, env=os.environ, workdir=workdir, workers=workers
+    )
+    try:
+        run(lambda: wait_ready(group))
+        live = open_front(group, workdir=workdir, bind_port=port)
+    except KeelError as error:
+        stop_group(group)
+        fail(error.detail)
+    if as_json:
+        print_json(live.as_dict())
+    else:
+        out.print(f"serving on :{port} through {live.admin_socket}", highlight=False)
+
+
+@app.command("run")
+def run_local(
+    deployment_id: str,
+    workdir: Path = typer.Option(..., "--workdir", help="The directory `keel deploy front` made."),
+    server_ports: list[int] = ServerPortOption,
+    source_kind: SourceKind = SourceOption,
+    source_path: Path | None = SourcePathOption,
+    workers: int = typer.Option(1, "--workers", min=1, help="uvicorn workers per keel serve."),
+    steps: str = typer.Option("5,25,50,100", "--steps", help="Canary shares, in %."),
+    interval: float = typer.Option(30.0, "--interval", min=0.1, help="Seconds per analysis."),
+    step_timeout: float = typer.Option(
+        300.0, "--step-timeout", min=0.1, help="Inconclusive this long at a step: roll back."
+    ),
+    min_requests: int = typer.Option(100, "--min-requests", min=1, help="Per version and step."),
+    max_error_rate: float = typer.Option(0.01, "--max-error-rate", min=0.0, max=1.0),
+    max_p99: float | None = typer.Option(None, "--max-p99", help="Seconds; unset: no bound."),
+    warm: float = typer.Option(
+        300.0, "--warm", min=0.0, help="Blue-green: seconds the old group stays warm."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Deploy a created deployment onto this machine: its release as a new group of keel serve
+    processes, pre-checks, the approval gate, the canary or blue-green walk; the group that
+    loses is drained and stopped."""
+    settings = Settings()
+    workdir = workdir.resolve()
+    live = read_live(workdir)
+    if live is None:
+        fail(f"nothing is live in {workdir}: start it with `keel deploy front`")
+    try:
+        canary_plan = CanaryPlan(
+            steps=_percentages(steps),
+            interval_seconds=interval,
+            step_timeout_seconds=step_timeout,
+            thresholds=Thresholds(
+                min_requests=min_requests, max_error_rate=max_error_rate, max_p99_seconds=max_p99
+            ),
+        )
+    except ValueError as error:
+        fail(str(error))
+    plan = LocalPlan(
+        ports=server_ports,
+        env=dict(os.environ),
+        workers=workers,
+        canary=canary_plan,
+        switch=SwitchPlan(warm_seconds=warm),
+    )
+    source = _source(source_kind, source_path)
+
+    async def go() -> Deployment:
+        async with database(settings) as db:
+            store = _store(db, settings)
+            api = RuntimeApi(live.admin_socket)
+            return await LocalDeployment(
+                store,
+                deployment_id,
+                api=api,
+                baseline=live.group,
+                source=source,
+                plan=plan,
+                workdir=workdir,
+            ).run()
+
+    deployment = run(go)
+    _report(deployment, as_json)
+    if deployment.state is not DeploymentState.PROMOTED:
+        raise typer.Exit(1)

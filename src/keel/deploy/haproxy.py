@@ -259,13 +259,14 @@ class HAProxy:
             if self._process.poll() is not None:
                 self.stop()
                 raise HAProxyUnavailable(f"haproxy exited at start: {self._log_tail()}")
-            if self._answers():
+            if self.answers():
                 return
             time.sleep(0.05)
         self.stop()
         raise HAProxyUnavailable(f"haproxy did not come up in {wait_seconds:g} s")
 
-    def _answers(self) -> bool:
+    def answers(self) -> bool:
+        """Whether the admin socket and the frontend's port both take connections."""
         try:
             self.api.command("show info")
             with socket.create_connection(self.bind, timeout=1.0):

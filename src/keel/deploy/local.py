@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,14 +51,23 @@ from keel.deploy.groups import (
     stop_group,
     wait_ready,
 )
-from keel.deploy.haproxy import RuntimeApi
+from keel.deploy.haproxy import (
+    MAX_WEIGHT,
+    HAProxy,
+    HAProxyUnavailable,
+    RuntimeApi,
+    Server,
+    haproxy_binary,
+)
 from keel.deploy.prechecks import PreCheck, SmokeTest, run_pre_checks
-from keel.deploy.processes import ProcessError, Source
+from keel.deploy.processes import ProcessError, Source, launch
 from keel.deploy.rollout import CanaryPlan, CanaryRollout, RolloutWalk, Sleep
 from keel.deploy.states import DeploymentState, IllegalTransition
 from keel.deploy.store import SYSTEM_ACTOR, Deployment, DeploymentStore, Strategy
 
 _RECORDS = "deployments"
+SERVED_BY_HEADER = "X-Keel-Server"
+"""HAProxy names the server that answered in this response header."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,17 +136,52 @@ class DeploymentRecord:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class LiveRecord:
+    """What serves now on this machine: HAProxy's admin socket and the live group."""
+
+    admin_socket: Path
+    group: VersionGroup
+    haproxy_pid: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "admin_socket": str(self.admin_socket),
+            "group": self.group.as_dict(),
+            "haproxy_pid": self.haproxy_pid,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LiveRecord:
+        pid = data.get("haproxy_pid")
+        return cls(Path(data["admin_socket"]), VersionGroup.from_dict(data["group"]), pid)
+
+
+def _replace_file(path: Path, data: Mapping[str, Any]) -> None:
+    """Write ``data`` as JSON in one rename, so a reader never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    temporary.replace(path)
+
+
+def write_live(workdir: Path, live: LiveRecord) -> None:
+    _replace_file(workdir / "live.json", live.as_dict())
+
+
+def read_live(workdir: Path) -> LiveRecord | None:
+    try:
+        return LiveRecord.from_dict(json.loads((workdir / "live.json").read_text("utf-8")))
+    except FileNotFoundError:
+        return None
+
+
 def record_path(workdir: Path, deployment_id: str) -> Path:
     return workdir / _RECORDS / f"{deployment_id}.json"
 
 
 def write_record(workdir: Path, record: DeploymentRecord) -> None:
-    """Replace the record in one rename, so a reader never sees half of it."""
-    path = record_path(workdir, record.deployment_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(record.as_dict(), indent=2), encoding="utf-8")
-    temporary.replace(path)
+    _replace_file(record_path(workdir, record.deployment_id), record.as_dict())
 
 
 def read_record(workdir: Path, deployment_id: str) -> DeploymentRecord | None:
@@ -213,6 +258,8 @@ class LocalDeployment:
     async def run(self) -> Deployment:
         """From ``created`` to ``promoted``, ``rolled_back`` or ``failed``; the loser retired."""
         deployment = await self.store.get(self.deployment_id)
+        if not deployment.active:
+            raise IllegalTransition(f"deployment {deployment.id} has ended: {deployment.state}")
         name = f"g{deployment.id[-8:].lower()}"
         candidate = start_group(
             name,
@@ -228,18 +275,41 @@ class LocalDeployment:
                 candidate, deployment.release, timeout_seconds=self.plan.ready_timeout_seconds
             )
         except (GroupNotReady, ProcessError, httpx.HTTPError) as error:
-            stop_group(candidate, wait_seconds=self.plan.stop_wait_seconds)
+            await asyncio.to_thread(stop_group, candidate, wait_seconds=self.plan.stop_wait_seconds)
             self._save(retired=(candidate.name,))
             return await self._fail(f"the new version did not start: {error}")
-        smoke = [SmokeTest(process.url + "/version") for process in candidate.processes]
-        deployment, _ = await run_pre_checks(
-            self.store, self.deployment_id, [*self.plan.pre_checks, *smoke]
-        )
-        deployment = await self._wait_for_gate(deployment)
-        if deployment.state is DeploymentState.ROLLING:
-            register(self.api, candidate)
-            deployment = await self._walk(deployment, candidate).run()
+        try:
+            deployment = await self._checked(deployment, candidate)
+            deployment = await self._wait_for_gate(deployment)
+            if deployment.state is DeploymentState.ROLLING:
+                register(self.api, candidate)
+                deployment = await self._walk(deployment, candidate).run()
+        except BaseException:
+            # Whatever broke (or cancelled) the walk, the new group is not left serving.
+            await asyncio.to_thread(self._abandon, candidate)
+            raise
         await asyncio.to_thread(self._retire, deployment, candidate)
+        return deployment
+
+    async def _checked(self, deployment: Deployment, candidate: VersionGroup) -> Deployment:
+        """Pre-checks with a smoke test of each new process; when ``keel deploy create``
+        already ran the pre-checks, the smoke tests alone (a failure rolls it back)."""
+        smoke = [SmokeTest(process.url + "/version") for process in candidate.processes]
+        if deployment.state is DeploymentState.CREATED:
+            checks = [*self.plan.pre_checks, *smoke]
+            deployment, _ = await run_pre_checks(self.store, self.deployment_id, checks)
+            return deployment
+        for check in smoke:
+            result = await check.run(deployment)
+            if not result.ok:
+                with contextlib.suppress(IllegalTransition):
+                    await self.store.move(
+                        self.deployment_id,
+                        DeploymentState.ROLLED_BACK,
+                        actor=SYSTEM_ACTOR,
+                        reason=f"smoke test {result.name} failed: {result.detail}",
+                    )
+                return await self.store.get(self.deployment_id)
         return deployment
 
     async def _wait_for_gate(self, deployment: Deployment) -> Deployment:
@@ -317,8 +387,21 @@ class LocalDeployment:
         )
         if deployment.state is DeploymentState.PROMOTED:
             self._save(baseline=new, candidate=None, retired=(*self.record.retired, old.name))
+            known = read_live(self.workdir)
+            pid = known.haproxy_pid if known is not None else None
+            write_live(self.workdir, LiveRecord(self.api.path, new, pid))
         else:
             self._save(retired=(*self.record.retired, new.name))
+
+    def _abandon(self, candidate: VersionGroup) -> None:
+        """All traffic to the baseline (if the new group had any) and the new group retired."""
+        try:
+            if set(candidate.server_names()) & set(self.api.sessions()):
+                GroupRouter(self.api, self.record.baseline, candidate).split(0)
+            retire(self.api, candidate, stop_wait_seconds=self.plan.stop_wait_seconds)
+        finally:
+            stop_group(candidate, wait_seconds=self.plan.stop_wait_seconds)
+            self._save(retired=(*self.record.retired, candidate.name))
 
     async def _fail(self, reason: str) -> Deployment:
         with contextlib.suppress(IllegalTransition):  # an operator ended it first
@@ -347,3 +430,47 @@ class _GroupReadiness:
         except httpx.HTTPError:
             return False
         return True
+
+
+def open_front(
+    group: VersionGroup,
+    *,
+    workdir: Path,
+    bind_port: int,
+    bind_host: str = "127.0.0.1",
+    wait_seconds: float = 10.0,
+) -> LiveRecord:
+    """Start HAProxy detached in front of ``group`` (all its weight) and record it as live.
+
+    Detached like the groups, so it keeps serving after the command that started it
+    has exited; deployments then change its servers through the admin socket only.
+    """
+    servers = [
+        Server(name, process.host, process.port, weight=MAX_WEIGHT)
+        for name, process in zip(group.server_names(), group.processes, strict=True)
+    ]
+    front = HAProxy(
+        servers,
+        workdir=workdir,
+        bind_port=bind_port,
+        bind_host=bind_host,
+        health_path="/ready",
+        served_by_header=SERVED_BY_HEADER,
+    )
+    front.config_path.parent.mkdir(parents=True, exist_ok=True)
+    front.config_path.write_text(front.config, encoding="utf-8")
+    binary = haproxy_binary()
+    pid = launch(
+        [binary, "-db", "-f", str(front.config_path)],
+        env=os.environ,
+        cwd=workdir,
+        log_path=front.log_path,
+    )
+    deadline = time.monotonic() + wait_seconds
+    while not front.answers():
+        if time.monotonic() >= deadline:
+            raise HAProxyUnavailable(f"haproxy did not come up in {wait_seconds:g} s")
+        time.sleep(0.05)
+    live = LiveRecord(front.admin_socket, group, pid)
+    write_live(workdir, live)
+    return live

@@ -129,10 +129,16 @@ def start_serve(
         environment["PYTHONPATH"] = f"{extra['PYTHONPATH']}:{env['PYTHONPATH']}"
     command = [str(source.python()), "-m", "keel.cli", "serve"]
     command += ["--host", host, "--port", str(port), "--workers", str(workers)]
+    pid = launch(command, env=environment, cwd=cwd, log_path=log_path)
+    return ServeProcess(pid=pid, port=port, host=host)
+
+
+def launch(command: list[str], *, env: Mapping[str, str], cwd: Path, log_path: Path) -> int:
+    """Start ``command`` detached (its own session, nobody's child), output to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     launched = subprocess.run(  # noqa: S603 - our own interpreter and arguments
         [sys.executable, "-c", _LAUNCHER, str(log_path), *command],
-        env=environment,
+        env=dict(env),
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -141,8 +147,8 @@ def start_serve(
     )
     pid = launched.stdout.strip()
     if launched.returncode != 0 or not pid.isdigit():
-        raise ProcessError(f"keel serve did not start: {launched.stderr.strip()[-500:]}")
-    return ServeProcess(pid=int(pid), port=port, host=host)
+        raise ProcessError(f"{command[0]} did not start: {launched.stderr.strip()[-500:]}")
+    return int(pid)
 
 
 def is_ours(process: ServeProcess) -> bool:
