@@ -380,6 +380,16 @@ def _percentages(text: str) -> tuple[int, ...]:
         raise typer.BadParameter("comma-separated percentages: 5,25,50,100") from error
 
 
+StepsOption = typer.Option("5,25,50,100", "--steps", help="Canary shares, in %.")
+IntervalOption = typer.Option(30.0, "--interval", min=0.1, help="Seconds per analysis.")
+StepTimeoutOption = typer.Option(
+    300.0, "--step-timeout", min=0.1, help="Inconclusive this long at a step: roll back."
+)
+MinRequestsOption = typer.Option(100, "--min-requests", min=1, help="Per version and step.")
+MaxErrorRateOption = typer.Option(0.01, "--max-error-rate", min=0.0, max=1.0)
+MaxP99Option = typer.Option(None, "--max-p99", help="Seconds; unset: no bound.")
+
+
 @app.command("canary")
 def canary(
     deployment_id: str,
@@ -390,14 +400,12 @@ def canary(
     ),
     canary_server: str = typer.Option("canary", help="The canary's HAProxy server name."),
     baseline_server: str = typer.Option("baseline", help="The baseline's HAProxy server name."),
-    steps: str = typer.Option("5,25,50,100", "--steps", help="Canary shares, in %."),
-    interval: float = typer.Option(30.0, "--interval", min=0.1, help="Seconds per analysis."),
-    step_timeout: float = typer.Option(
-        300.0, "--step-timeout", min=0.1, help="Inconclusive this long at a step: roll back."
-    ),
-    min_requests: int = typer.Option(100, "--min-requests", min=1, help="Per version and step."),
-    max_error_rate: float = typer.Option(0.01, "--max-error-rate", min=0.0, max=1.0),
-    max_p99: float | None = typer.Option(None, "--max-p99", help="Seconds; unset: no bound."),
+    steps: str = StepsOption,
+    interval: float = IntervalOption,
+    step_timeout: float = StepTimeoutOption,
+    min_requests: int = MinRequestsOption,
+    max_error_rate: float = MaxErrorRateOption,
+    max_p99: float | None = MaxP99Option,
     synthetic_path: str | None = typer.Option(
         None,
         "--synthetic-path",
@@ -590,14 +598,12 @@ def run_local(
     source_kind: SourceKind = SourceOption,
     source_path: Path | None = SourcePathOption,
     workers: int = typer.Option(1, "--workers", min=1, help="uvicorn workers per keel serve."),
-    steps: str = typer.Option("5,25,50,100", "--steps", help="Canary shares, in %."),
-    interval: float = typer.Option(30.0, "--interval", min=0.1, help="Seconds per analysis."),
-    step_timeout: float = typer.Option(
-        300.0, "--step-timeout", min=0.1, help="Inconclusive this long at a step: roll back."
-    ),
-    min_requests: int = typer.Option(100, "--min-requests", min=1, help="Per version and step."),
-    max_error_rate: float = typer.Option(0.01, "--max-error-rate", min=0.0, max=1.0),
-    max_p99: float | None = typer.Option(None, "--max-p99", help="Seconds; unset: no bound."),
+    steps: str = StepsOption,
+    interval: float = IntervalOption,
+    step_timeout: float = StepTimeoutOption,
+    min_requests: int = MinRequestsOption,
+    max_error_rate: float = MaxErrorRateOption,
+    max_p99: float | None = MaxP99Option,
     warm: float = typer.Option(
         300.0, "--warm", min=0.0, help="Blue-green: seconds the old group stays warm."
     ),

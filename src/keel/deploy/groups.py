@@ -33,7 +33,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from keel.deploy.canary import REQUEST_HISTOGRAM
-from keel.deploy.haproxy import BACKEND, MAX_WEIGHT, HAProxyCommandFailed, RuntimeApi
+from keel.deploy.haproxy import BACKEND, MAX_WEIGHT, SERVER_CHECK, HAProxyCommandFailed, RuntimeApi
 from keel.deploy.processes import (
     ProcessError,
     ServeProcess,
@@ -156,8 +156,7 @@ def register(api: RuntimeApi, group: VersionGroup) -> None:
     backend says (``option httpchk GET /ready``)."""
     for server, process in zip(group.server_names(), group.processes, strict=True):
         added = api.command(
-            f"add server {BACKEND}/{server} {process.host}:{process.port} weight 0 "
-            "check inter 500ms fall 2 rise 1"
+            f"add server {BACKEND}/{server} {process.host}:{process.port} weight 0 {SERVER_CHECK}"
         )
         if "registered" not in added.lower():
             raise HAProxyCommandFailed(f"add server {server}: {added}")
@@ -165,6 +164,24 @@ def register(api: RuntimeApi, group: VersionGroup) -> None:
             answer = api.command(command)
             if answer:
                 raise HAProxyCommandFailed(f"{command}: {answer}")
+
+
+def wait_up(
+    api: RuntimeApi, group: VersionGroup, *, timeout_seconds: float = 30.0, poll: float = 0.05
+) -> None:
+    """Wait until HAProxy's own health checks find every server of the group up.
+
+    A server added at runtime is down until its first check passes; giving it all
+    the traffic before then (a blue-green switch) would answer 503s.
+    """
+    names = set(group.server_names())
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        statuses = api.statuses()
+        if all(statuses.get(name, "").startswith("UP") for name in names):
+            return
+        time.sleep(poll)
+    raise GroupNotReady(f"{group.name}: HAProxy's checks did not find it up: {api.statuses()}")
 
 
 def wait_idle(

@@ -33,6 +33,8 @@ BACKEND = "versions"
 FRONTEND = "keel"
 MAX_WEIGHT = 256
 MAX_SOCKET_PATH = 100  # sockaddr_un holds 108 bytes, NUL included
+SERVER_CHECK = "check inter 1s fall 3 rise 1"
+"""A server is down after three failed checks a second apart, up again after one."""
 _SERVER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 
 
@@ -91,7 +93,7 @@ def render_config(
         raise HAProxyError("HAProxy needs at least one server")
     if len({server.name for server in servers}) != len(servers):
         raise HAProxyError("server names must be distinct")
-    check = " check inter 1s fall 2 rise 1" if health_path else ""
+    check = f" {SERVER_CHECK}" if health_path else ""
     lines = [
         "global",
         f"    stats socket {admin_socket} mode 600 level admin",
@@ -103,6 +105,9 @@ def render_config(
         f"    timeout client {request_timeout_ms}ms",
         f"    timeout server {request_timeout_ms}ms",
         "    timeout http-keep-alive 1s",
+        # A check waits this long for /ready: a busy server answers late, and marking the
+        # only version up down for it would refuse every request.
+        "    timeout check 5s",
         "    option redispatch",
         "    retries 3",
         "    retry-on conn-failure empty-response",
@@ -172,18 +177,26 @@ class RuntimeApi:
 
     def sessions(self) -> dict[str, int]:
         """Each server's current sessions (``show stat``'s ``scur``), to know a drain is done."""
+        return {name: int(value or 0) for name, value in self.server_column("scur").items()}
+
+    def statuses(self) -> dict[str, str]:
+        """Each server's status by HAProxy's checks (``UP``, ``DOWN``, ``MAINT``, ``NOLB``…)."""
+        return self.server_column("status")
+
+    def server_column(self, column: str) -> dict[str, str]:
+        """One column of ``show stat`` for each server of the backend."""
         rows = self.command("show stat").splitlines()
         if not rows or not rows[0].startswith("# "):
             raise HAProxyCommandFailed(f"show stat: {rows[:1]}")
         header = rows[0][2:].split(",")
-        found: dict[str, int] = {}
+        found: dict[str, str] = {}
         for row in rows[1:]:
             cells = dict(zip(header, row.split(","), strict=False))
             if cells.get("pxname") == BACKEND and cells.get("svname") not in (
                 "BACKEND",
                 "FRONTEND",
             ):
-                found[cells["svname"]] = int(cells.get("scur") or 0)
+                found[cells["svname"]] = cells.get(column, "")
         return found
 
 

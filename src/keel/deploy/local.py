@@ -50,6 +50,7 @@ from keel.deploy.groups import (
     start_group,
     stop_group,
     wait_ready,
+    wait_up,
 )
 from keel.deploy.haproxy import (
     MAX_WEIGHT,
@@ -277,12 +278,17 @@ class LocalDeployment:
         except (GroupNotReady, ProcessError, httpx.HTTPError) as error:
             await asyncio.to_thread(stop_group, candidate, wait_seconds=self.plan.stop_wait_seconds)
             self._save(retired=(candidate.name,))
-            return await self._fail(f"the new version did not start: {error}")
+            return await self._end(
+                DeploymentState.FAILED, f"the new version did not start: {error}"
+            )
         try:
             deployment = await self._checked(deployment, candidate)
             deployment = await self._wait_for_gate(deployment)
             if deployment.state is DeploymentState.ROLLING:
                 register(self.api, candidate)
+                await asyncio.to_thread(
+                    wait_up, self.api, candidate, timeout_seconds=self.plan.ready_timeout_seconds
+                )
                 deployment = await self._walk(deployment, candidate).run()
         except BaseException:
             # Whatever broke (or cancelled) the walk, the new group is not left serving.
@@ -302,14 +308,8 @@ class LocalDeployment:
         for check in smoke:
             result = await check.run(deployment)
             if not result.ok:
-                with contextlib.suppress(IllegalTransition):
-                    await self.store.move(
-                        self.deployment_id,
-                        DeploymentState.ROLLED_BACK,
-                        actor=SYSTEM_ACTOR,
-                        reason=f"smoke test {result.name} failed: {result.detail}",
-                    )
-                return await self.store.get(self.deployment_id)
+                reason = f"smoke test {result.name} failed: {result.detail}"
+                return await self._end(DeploymentState.ROLLED_BACK, reason)
         return deployment
 
     async def _wait_for_gate(self, deployment: Deployment) -> Deployment:
@@ -317,15 +317,8 @@ class LocalDeployment:
         started = self.clock.monotonic()
         while deployment.state is DeploymentState.AWAITING_APPROVAL:
             if self.clock.monotonic() - started >= self.plan.approval_timeout_seconds:
-                # An operator may have ended it first: then it stays as they left it.
-                with contextlib.suppress(IllegalTransition):
-                    await self.store.move(
-                        self.deployment_id,
-                        DeploymentState.ROLLED_BACK,
-                        actor=SYSTEM_ACTOR,
-                        reason=f"not approved within {self.plan.approval_timeout_seconds:g} s",
-                    )
-                return await self.store.get(self.deployment_id)
+                reason = f"not approved within {self.plan.approval_timeout_seconds:g} s"
+                return await self._end(DeploymentState.ROLLED_BACK, reason)
             await self.sleep(self.plan.approval_poll_seconds)
             deployment = await self.store.get(self.deployment_id)
         return deployment
@@ -403,11 +396,10 @@ class LocalDeployment:
             stop_group(candidate, wait_seconds=self.plan.stop_wait_seconds)
             self._save(retired=(*self.record.retired, candidate.name))
 
-    async def _fail(self, reason: str) -> Deployment:
-        with contextlib.suppress(IllegalTransition):  # an operator ended it first
-            await self.store.move(
-                self.deployment_id, DeploymentState.FAILED, actor=SYSTEM_ACTOR, reason=reason
-            )
+    async def _end(self, target: DeploymentState, reason: str) -> Deployment:
+        """End the deployment; an operator who ended it first has the last word."""
+        with contextlib.suppress(IllegalTransition):
+            await self.store.move(self.deployment_id, target, actor=SYSTEM_ACTOR, reason=reason)
         return await self.store.get(self.deployment_id)
 
     def _save(self, **changes: Any) -> None:
