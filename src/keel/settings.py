@@ -109,6 +109,11 @@ class Settings(BaseSettings):
     # Where the canary analysis reads both versions' request counters (Prometheus' HTTP API,
     # e.g. "http://127.0.0.1:9090"); unset: from each version's own /metrics.
     deploy_prometheus_url: str | None = None
+    # Fault injection (keel.http.faults), for rehearsing a bad release: this share of
+    # non-probe requests answers 500, and every non-probe request waits this long first.
+    # Off by default; the prod profile refuses either.
+    fault_error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    fault_latency_ms: int = Field(default=0, ge=0, le=60_000)
 
     @field_validator("deploy_approvals", mode="before")
     @classmethod
@@ -279,7 +284,16 @@ class Settings(BaseSettings):
                 "KEEL_ENV=prod refuses SQLite: set KEEL_DATABASE_URL to PostgreSQL, "
                 "or KEEL_ALLOW_SQLITE_IN_PROD=true to run embedded on purpose"
             )
+        if self.env is Profile.PROD and self.faults_enabled:
+            raise ConfigurationError(
+                "KEEL_ENV=prod refuses fault injection: unset KEEL_FAULT_ERROR_RATE "
+                "and KEEL_FAULT_LATENCY_MS"
+            )
         self.check_audit_startable()
+
+    @property
+    def faults_enabled(self) -> bool:
+        return self.fault_error_rate > 0 or self.fault_latency_ms > 0
 
     # --- audit log ---
     audit_keys: SecretStr | None = None  # "id:secret,id:secret"; dev derives one from secret_key

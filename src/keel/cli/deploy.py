@@ -40,11 +40,22 @@ from keel.deploy import (
     run_pre_checks,
 )
 from keel.deploy.bluegreen import BlueGreenSwitch, HttpReadiness, SwitchPlan
+from keel.deploy.groups import start_group, stop_group, wait_ready
 from keel.deploy.haproxy import HAProxy, RuntimeApi, Server, haproxy_binary
+from keel.deploy.local import (
+    DeploymentRecord,
+    LocalDeployment,
+    LocalPlan,
+    open_front,
+    read_live,
+    read_record,
+    roll_back_traffic,
+)
 from keel.deploy.manifests import BASE, DEFAULT_PROMETHEUS, ManifestOptions
 from keel.deploy.manifests import render as render_manifests
 from keel.deploy.manifests import write as write_manifests
 from keel.deploy.migration_cycle import MigrationCycle, Phase
+from keel.deploy.processes import Source, SourceKind
 from keel.deploy.prometheus_source import version_metrics
 from keel.deploy.rollout import (
     CanaryPlan,
@@ -67,6 +78,12 @@ def _operator() -> str:
 
 
 ByOption = typer.Option(None, "--by", help="Who is acting (recorded); default: $USER.")
+
+WorkdirOption = typer.Option(
+    None,
+    "--workdir",
+    help="Where local deployments keep their records (version groups' pids and ports, step).",
+)
 
 
 def _store(db: Database, settings: Settings) -> DeploymentStore:
@@ -155,9 +172,11 @@ def status(
         600.0, "--timeout", min=0.0, help="With --watch: give up (exit 2) after this many seconds."
     ),
     interval: float = typer.Option(1.0, "--interval", min=0.1, help="With --watch: refresh."),
+    workdir: Path | None = WorkdirOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """The active deployments (of one environment); --watch follows them live."""
+    """The active deployments (of one environment); --watch follows them live, with the
+    current step (share, analysis verdict, samples) of those running on this machine."""
     settings = Settings()
 
     async def active() -> list[Deployment]:
@@ -177,6 +196,9 @@ def status(
             out.print("no active deployment")
         else:
             out.print(_table(found))
+            steps = _steps_table(_records(found, workdir))
+            if steps is not None:
+                out.print(steps)
         return
     if not found:
         out.print("no active deployment")
@@ -184,22 +206,61 @@ def status(
     ids = [deployment.id for deployment in found]
     deadline = time.monotonic() + timeout
     current = found
-    with Live(_watch_view(current, deadline), console=out, auto_refresh=False) as live:
+    view = _watch_view(current, deadline, workdir)
+    with Live(view, console=out, auto_refresh=False) as live:
         while any(deployment.active for deployment in current):
             if time.monotonic() >= deadline:
                 break
             time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
             current = run(lambda: reload(ids))
-            live.update(_watch_view(current, deadline), refresh=True)
+            live.update(_watch_view(current, deadline, workdir), refresh=True)
     if as_json:
         print_json({"items": [deployment.as_dict() for deployment in current]})
     if any(deployment.active for deployment in current):
         fail(f"still active after {timeout:g} s", code=2)
 
 
-def _watch_view(deployments: Sequence[Deployment], deadline: float) -> Group:
+def _watch_view(deployments: Sequence[Deployment], deadline: float, workdir: Path | None) -> Group:
     left = max(0.0, deadline - time.monotonic())
-    return Group(_table(deployments), Text(f"watching; giving up in {left:.0f} s", style="dim"))
+    steps = _steps_table(_records(deployments, workdir))
+    return Group(
+        _table(deployments),
+        *([steps] if steps is not None else []),
+        Text(f"watching; giving up in {left:.0f} s", style="dim"),
+    )
+
+
+def _records(deployments: Sequence[Deployment], workdir: Path | None) -> list[DeploymentRecord]:
+    if workdir is None:
+        return []
+    found = [read_record(workdir, deployment.id) for deployment in deployments]
+    return [record for record in found if record is not None]
+
+
+def _steps_table(records: Sequence[DeploymentRecord]) -> Table | None:
+    """Each local deployment's current step: the new version's share and the last analysis."""
+    rows = [record for record in records if record.step is not None]
+    if not rows:
+        return None
+    table = Table("id", "weight", "verdict", "samples (canary/baseline)", "analyses", "reasons",
+                  title="current step")  # fmt: skip
+    for record in rows:
+        step = record.step
+        assert step is not None
+        samples = (
+            f"{step.canary_requests}/{step.baseline_requests}"
+            if step.canary_requests is not None
+            else "-"
+        )
+        table.add_row(
+            record.deployment_id,
+            f"{step.percent} %",
+            step.verdict or "-",
+            samples,
+            str(step.analyses),
+            "; ".join(step.reasons) or "-",
+        )
+    return table
 
 
 @app.command("list")
@@ -278,9 +339,14 @@ def rollback(
     deployment_id: str,
     reason: str = typer.Option("rolled back by an operator", "--reason", help="Why (recorded)."),
     by: str | None = ByOption,
+    workdir: Path | None = WorkdirOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Roll an active deployment back, at any step, unless the schema left its baseline behind."""
+    """Roll an active deployment back, at any step, unless the schema left its baseline behind.
+
+    With --workdir, a deployment running version groups on this machine has all its
+    traffic sent back to the baseline at once, and its new group drained and stopped.
+    """
     settings = Settings()
 
     async def guard() -> None:
@@ -290,6 +356,12 @@ def rollback(
 
     run(guard)
     _move(deployment_id, DeploymentState.ROLLED_BACK, by, reason, as_json)
+    record = read_record(workdir, deployment_id) if workdir is not None else None
+    if record is not None:
+        try:
+            roll_back_traffic(record)
+        except KeelError as error:
+            fail(f"rolled back in the database, but the traffic could not be moved: {error}")
 
 
 @app.command("migrate")
@@ -579,3 +651,123 @@ def _address(text: str) -> tuple[str, int]:
     if not host or not port.isdigit():
         raise typer.BadParameter(f"{text!r} is not HOST:PORT")
     return host, int(port)
+
+
+SourceOption = typer.Option(
+    SourceKind.CHECKOUT,
+    "--from",
+    help="Where the version's code is: this checkout, a virtualenv, or a release directory.",
+)
+SourcePathOption = typer.Option(
+    None,
+    "--path",
+    help="The virtualenv or release directory (with --from); default: this checkout.",
+)
+ServerPortOption = typer.Option(
+    ..., "--server-port", help="A port for one keel serve of the group (repeatable)."
+)
+
+
+def _source(kind: SourceKind, path: Path | None) -> Source:
+    if kind is SourceKind.CHECKOUT and path is None:
+        return Source.current_checkout()
+    if path is None:
+        fail(f"--from {kind.value} needs --path")
+    return Source(kind, path.resolve())
+
+
+@app.command("front")
+def front(
+    port: int = typer.Option(..., "--port", help="Where clients connect (HAProxy)."),
+    server_ports: list[int] = ServerPortOption,
+    workdir: Path = typer.Option(..., "--workdir", help="Records, logs, HAProxy's files."),
+    source_kind: SourceKind = SourceOption,
+    source_path: Path | None = SourcePathOption,
+    workers: int = typer.Option(1, "--workers", min=1, help="uvicorn workers per keel serve."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Start the first version group and HAProxy in front of it, both detached, on this machine."""
+    workdir = workdir.resolve()
+    if read_live(workdir) is not None:
+        fail(f"{workdir} already has a live group: deploy onto it with `keel deploy run`")
+    source = _source(source_kind, source_path)
+    group = start_group(
+        "g0", source, server_ports, env=os.environ, workdir=workdir, workers=workers
+    )
+    try:
+        run(lambda: wait_ready(group))
+        live = open_front(group, workdir=workdir, bind_port=port)
+    except KeelError as error:
+        stop_group(group)
+        fail(error.detail)
+    if as_json:
+        print_json(live.as_dict())
+    else:
+        out.print(f"serving on :{port} through {live.admin_socket}", highlight=False)
+
+
+@app.command("run")
+def run_local(
+    deployment_id: str,
+    workdir: Path = typer.Option(..., "--workdir", help="The directory `keel deploy front` made."),
+    server_ports: list[int] = ServerPortOption,
+    source_kind: SourceKind = SourceOption,
+    source_path: Path | None = SourcePathOption,
+    workers: int = typer.Option(1, "--workers", min=1, help="uvicorn workers per keel serve."),
+    steps: str = StepsOption,
+    interval: float = IntervalOption,
+    step_timeout: float = StepTimeoutOption,
+    min_requests: int = MinRequestsOption,
+    max_error_rate: float = MaxErrorRateOption,
+    max_p99: float | None = MaxP99Option,
+    warm: float = typer.Option(
+        300.0, "--warm", min=0.0, help="Blue-green: seconds the old group stays warm."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Deploy a created deployment onto this machine: its release as a new group of keel serve
+    processes, pre-checks, the approval gate, the canary or blue-green walk; the group that
+    loses is drained and stopped."""
+    settings = Settings()
+    workdir = workdir.resolve()
+    live = read_live(workdir)
+    if live is None:
+        fail(f"nothing is live in {workdir}: start it with `keel deploy front`")
+    try:
+        canary_plan = CanaryPlan(
+            steps=_percentages(steps),
+            interval_seconds=interval,
+            step_timeout_seconds=step_timeout,
+            thresholds=Thresholds(
+                min_requests=min_requests, max_error_rate=max_error_rate, max_p99_seconds=max_p99
+            ),
+        )
+    except ValueError as error:
+        fail(str(error))
+    plan = LocalPlan(
+        ports=server_ports,
+        env=dict(os.environ),
+        workers=workers,
+        canary=canary_plan,
+        switch=SwitchPlan(warm_seconds=warm),
+    )
+    source = _source(source_kind, source_path)
+
+    async def go() -> Deployment:
+        async with database(settings) as db:
+            store = _store(db, settings)
+            api = RuntimeApi(live.admin_socket)
+            return await LocalDeployment(
+                store,
+                deployment_id,
+                api=api,
+                baseline=live.group,
+                source=source,
+                plan=plan,
+                workdir=workdir,
+            ).run()
+
+    deployment = run(go)
+    _report(deployment, as_json)
+    if deployment.state is not DeploymentState.PROMOTED:
+        raise typer.Exit(1)

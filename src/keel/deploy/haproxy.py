@@ -33,6 +33,8 @@ BACKEND = "versions"
 FRONTEND = "keel"
 MAX_WEIGHT = 256
 MAX_SOCKET_PATH = 100  # sockaddr_un holds 108 bytes, NUL included
+SERVER_CHECK = "check inter 1s fall 3 rise 1"
+"""A server is down after three failed checks a second apart, up again after one."""
 _SERVER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 
 
@@ -75,6 +77,7 @@ def render_config(
     bind_port: int,
     admin_socket: Path,
     health_path: str | None = None,
+    served_by_header: str | None = None,
     connect_timeout_ms: int = 2000,
     request_timeout_ms: int = 30000,
 ) -> str:
@@ -83,13 +86,14 @@ def render_config(
     ``retry-on conn-failure`` with ``option redispatch`` sends a request whose
     connection failed to another server, so a version that stops accepting
     between two health checks costs a retry, not an error. With
-    ``health_path`` HAProxy also checks each server (``/ready`` for Keel).
+    ``health_path`` HAProxy also checks each server (``/ready`` for Keel); with
+    ``served_by_header`` every response names the server that answered it.
     """
     if not servers:
         raise HAProxyError("HAProxy needs at least one server")
     if len({server.name for server in servers}) != len(servers):
         raise HAProxyError("server names must be distinct")
-    check = " check inter 1s fall 2 rise 1" if health_path else ""
+    check = f" {SERVER_CHECK}" if health_path else ""
     lines = [
         "global",
         f"    stats socket {admin_socket} mode 600 level admin",
@@ -101,6 +105,9 @@ def render_config(
         f"    timeout client {request_timeout_ms}ms",
         f"    timeout server {request_timeout_ms}ms",
         "    timeout http-keep-alive 1s",
+        # A check waits this long for /ready: a busy server answers late, and marking the
+        # only version up down for it would refuse every request.
+        "    timeout check 5s",
         "    option redispatch",
         "    retries 3",
         "    retry-on conn-failure empty-response",
@@ -114,6 +121,8 @@ def render_config(
     ]
     if health_path:
         lines.append(f"    option httpchk GET {health_path}")
+    if served_by_header:
+        lines.append(f"    http-response set-header {served_by_header} %s")
     lines.extend(
         f"    server {server.name} {server.host}:{server.port} weight {server.weight}{check}"
         for server in servers
@@ -168,18 +177,26 @@ class RuntimeApi:
 
     def sessions(self) -> dict[str, int]:
         """Each server's current sessions (``show stat``'s ``scur``), to know a drain is done."""
+        return {name: int(value or 0) for name, value in self.server_column("scur").items()}
+
+    def statuses(self) -> dict[str, str]:
+        """Each server's status by HAProxy's checks (``UP``, ``DOWN``, ``MAINT``, ``NOLB``…)."""
+        return self.server_column("status")
+
+    def server_column(self, column: str) -> dict[str, str]:
+        """One column of ``show stat`` for each server of the backend."""
         rows = self.command("show stat").splitlines()
         if not rows or not rows[0].startswith("# "):
             raise HAProxyCommandFailed(f"show stat: {rows[:1]}")
         header = rows[0][2:].split(",")
-        found: dict[str, int] = {}
+        found: dict[str, str] = {}
         for row in rows[1:]:
             cells = dict(zip(header, row.split(","), strict=False))
             if cells.get("pxname") == BACKEND and cells.get("svname") not in (
                 "BACKEND",
                 "FRONTEND",
             ):
-                found[cells["svname"]] = int(cells.get("scur") or 0)
+                found[cells["svname"]] = cells.get(column, "")
         return found
 
 
@@ -204,6 +221,7 @@ class HAProxy:
         bind_port: int,
         bind_host: str = "127.0.0.1",
         health_path: str | None = None,
+        served_by_header: str | None = None,
     ) -> None:
         self.workdir = workdir
         self.admin_socket = workdir / "admin.sock"
@@ -217,6 +235,7 @@ class HAProxy:
             bind_port=bind_port,
             admin_socket=self.admin_socket,
             health_path=health_path,
+            served_by_header=served_by_header,
         )
         self.bind = (bind_host, bind_port)
         self.api = RuntimeApi(self.admin_socket)
@@ -253,13 +272,14 @@ class HAProxy:
             if self._process.poll() is not None:
                 self.stop()
                 raise HAProxyUnavailable(f"haproxy exited at start: {self._log_tail()}")
-            if self._answers():
+            if self.answers():
                 return
             time.sleep(0.05)
         self.stop()
         raise HAProxyUnavailable(f"haproxy did not come up in {wait_seconds:g} s")
 
-    def _answers(self) -> bool:
+    def answers(self) -> bool:
+        """Whether the admin socket and the frontend's port both take connections."""
         try:
             self.api.command("show info")
             with socket.create_connection(self.bind, timeout=1.0):

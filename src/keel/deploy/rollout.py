@@ -39,6 +39,8 @@ from keel.deploy.store import SYSTEM_ACTOR, Deployment, DeploymentStore, Strateg
 from keel.errors import KeelError
 
 Sleep = Callable[[float], Awaitable[None]]
+Progress = Callable[[int, "Analysis | None"], None]
+"""Told each new share (analysis ``None``) and each analysis at it, for a live view."""
 
 
 class TrafficRouter(Protocol):
@@ -151,6 +153,7 @@ class RolloutWalk:
     notice an operator's rollback, and roll back by sending all traffic to the baseline."""
 
     strategy: Strategy
+    progress: Progress | None = None
 
     def __init__(self, store: DeploymentStore, deployment_id: str, router: TrafficRouter) -> None:
         self.store = store
@@ -178,6 +181,8 @@ class RolloutWalk:
         except IllegalTransition:  # rolled back between the check and the split
             self.router.split(0)
             raise WalkStopped from None
+        if self.progress is not None:
+            self.progress(percent, None)
 
     async def _promote(self, reason: str) -> Deployment:
         self.router.drain_baseline()
@@ -253,6 +258,8 @@ class CanaryRollout(RolloutWalk):
                 after[0].since(before[0]), after[1].since(before[1]), self.plan.thresholds
             )
             analyses.append(result)
+            if self.progress is not None:
+                self.progress(percent, result)
             if result.verdict is Verdict.PASS:
                 return tuple(analyses)
             if result.verdict is Verdict.FAIL:

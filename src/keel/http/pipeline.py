@@ -3,7 +3,7 @@
 Outermost first::
 
     server spans (OpenTelemetry) → trace → metrics → draining → error boundary
-    → shedding → authentication → JSON body limits → replay → limits
+    → shedding → [fault injection] → authentication → JSON body limits → replay → limits
     → idempotency → header check → the route
 
 - **trace** binds request and trace ids to every log line and writes the access line;
@@ -14,6 +14,8 @@ Outermost first::
   unavailable database, never a dropped connection).
 - **shedding** refuses by priority before any database work; it looks the route up
   once, for every later step (:class:`~keel.http.state.RequestState`).
+- **fault injection** (only when ``KEEL_FAULT_*`` asks for it) fails or delays a share
+  of non-probe requests, to rehearse a bad release.
 - **authentication** turns the bearer token into the principal the later steps key on.
 - **JSON body limits** bound a body before anything parses it (the fingerprint, the route).
 - **replay** answers a retry of a finished keyed request before the limits, so it
@@ -40,6 +42,7 @@ from keel.http import problems
 from keel.http.authentication import AuthenticationMiddleware
 from keel.http.boundary import ErrorBoundaryMiddleware
 from keel.http.draining import CloseWhenDraining
+from keel.http.faults import FaultInjection
 from keel.http.idempotency import IdempotencyMiddleware
 from keel.http.json_body import JsonBodyLimits
 from keel.http.limits import LimitsMiddleware
@@ -87,11 +90,23 @@ def steps(services: Services) -> list[Middleware]:
         else []
     )
     keyed = idempotency_options(services) if settings.idempotency_enabled else None
+    faults = (
+        [
+            Middleware(
+                FaultInjection,
+                error_rate=settings.fault_error_rate,
+                latency_seconds=settings.fault_latency_ms / 1000,
+            )
+        ]
+        if settings.faults_enabled
+        else []
+    )
     return [
         *observed,
         Middleware(CloseWhenDraining, lifecycle=observability.lifecycle),
         Middleware(ErrorBoundaryMiddleware),
         Middleware(LoadSheddingMiddleware, shedder=limits.shedder, routes=services.routes),
+        *faults,
         Middleware(
             AuthenticationMiddleware,
             authenticator=services.authenticator,

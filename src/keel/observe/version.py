@@ -110,11 +110,21 @@ class SettingsFingerprint(BaseModel):
     key_id: str
 
 
+class ReleaseInfo(BaseModel):
+    """The release this process is, as ``keel deploy`` records it: a deployment's
+    orchestrator reads it to know that a version group runs the release it deploys."""
+
+    version: str
+    git_sha: str
+    migration_head: str | None
+
+
 class VersionInfo(BaseModel):
     """The body of ``/version``: what ``keel parity`` compares."""
 
     version: str
     git_sha: str
+    release: ReleaseInfo
     release_id: str
     service_id: str
     schema_revision: str | None

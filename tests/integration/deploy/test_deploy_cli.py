@@ -12,6 +12,9 @@ from tests.support.versions import SteadyClient, VersionServer, behind_haproxy
 from typer.testing import CliRunner
 
 from keel.cli import app
+from keel.deploy.groups import VersionGroup
+from keel.deploy.local import DeploymentRecord, Step, write_record
+from keel.deploy.processes import ServeProcess, Source, SourceKind
 
 runner = CliRunner()
 
@@ -156,3 +159,32 @@ def test_a_failing_smoke_test_fails_the_deployment_before_any_traffic(database_u
     (only,) = _keel(database_url, "deploy", "list", "--json")["items"]
     assert only["state"] == "failed"
     assert "pre-check smoke" in only["reason"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # only the CLI's view is new
+def test_status_and_its_watch_show_a_local_deployments_current_step(
+    database_url: str, tmp_path: Path
+) -> None:
+    created = _keel(
+        database_url, "deploy", "create", "--env", "staging", "--by", "alice", "--json",
+        "--no-migration-checks",
+    )  # fmt: skip
+    assert created["state"] == "rolling"
+    group = VersionGroup("blue", Source(SourceKind.CHECKOUT, tmp_path), (ServeProcess(1, 1),))
+    step = Step(25, "inconclusive", 12, 40, ("canary served 12 requests, fewer than 20",), 3)
+    write_record(
+        tmp_path, DeploymentRecord(created["id"], tmp_path / "admin.sock", group, group, step)
+    )
+    env = {"COLUMNS": "200"}
+    status = _keel(database_url, "deploy", "status", "--workdir", str(tmp_path), **env)
+    watched = _keel(
+        database_url, "deploy", "status", "--watch", "--timeout", "0", "--workdir", str(tmp_path),
+        code=2, **env,
+    )  # fmt: skip
+    for output in (status.output, watched.output):
+        assert "25 %" in output
+        assert "inconclusive" in output
+        assert "12/40" in output
+        assert "fewer than 20" in output
+    plain = _keel(database_url, "deploy", "status", **env)
+    assert "inconclusive" not in plain.output

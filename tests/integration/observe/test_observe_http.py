@@ -19,6 +19,7 @@ from tests.support.app import World, app_for, make_settings, running, seed_world
 from tests.support.services import redis_url
 
 from keel.db.engine import Database
+from keel.deploy.release import current_release
 from keel.observe import checks
 from keel.observe.health import HealthRegistry, Status
 from keel.observe.logs import configure_logging, flush_logs
@@ -256,6 +257,13 @@ async def test_version_says_what_runs_without_revealing_secrets(
     body = response.json()
     assert body["schema_revision"] == body["schema_head"]
     assert {"version", "git_sha", "release_id", "settings_fingerprint"} <= set(body)
+    # The release as ``keel deploy`` records it: the identity a deployment checks.
+    release = current_release(settings)
+    assert body["release"] == {
+        "version": release.version,
+        "git_sha": settings.git_sha,
+        "migration_head": release.migration_head,
+    }
     fingerprint = body["settings_fingerprint"]
     assert "secret_key" not in fingerprint["names"]
     assert "database_url" in fingerprint["names"]

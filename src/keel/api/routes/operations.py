@@ -192,14 +192,20 @@ async def version(request: Request) -> JSONResponse:
         schema: str | None = await migrations.current_revision(services_of(request).database)
     except Exception:  # the version must answer even with the database down
         schema = None
+    head = migrations.head_revision(settings.database_url)
     return JSONResponse(
         {
             "version": __version__,
             "git_sha": settings.git_sha,
+            "release": {
+                "version": __version__,
+                "git_sha": settings.git_sha,
+                "migration_head": head,
+            },
             "release_id": settings.release_id,
             "service_id": settings.service_id,
             "schema_revision": schema,
-            "schema_head": migrations.head_revision(settings.database_url),
+            "schema_head": head,
             "settings_fingerprint": settings_fingerprint(settings),
             "dependencies": dependency_types(settings),
             "limit_policy_hash": limit_policy_hash(settings),

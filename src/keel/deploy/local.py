@@ -1,0 +1,468 @@
+"""A deployment on one machine: version groups of ``keel serve`` behind a running HAProxy.
+
+:class:`LocalDeployment` carries one deployment from ``created`` to its end:
+
+1. start the new release as its own :class:`~keel.deploy.groups.VersionGroup`
+   on its own ports, wait for every process' ``/ready`` and for ``/version`` to
+   name the release (a group that cannot start fails the deployment, having
+   served no one);
+2. run the pre-checks, with a smoke test of each new process added;
+3. wait at the approval gate (polling the database, so an approval from any
+   shell opens it; a rollback there ends it);
+4. register the group in HAProxy and walk it (canary steps with analysis, or
+   the blue-green switch);
+5. retire the group that lost: promoted — the old one is drained (weight 0, no
+   current session left in HAProxy) and stopped by SIGTERM, which ``keel
+   serve`` answers by draining; rolled back — the new one, the same way.
+
+Everything another shell needs in order to act is in the deployment's record
+(:class:`DeploymentRecord`, a JSON file per deployment under the working
+directory): the admin socket, both groups' pids and ports, and the walk's
+progress. ``keel deploy rollback`` reads it to send all traffic back to the
+baseline and retire the new group at once, without waiting for the
+orchestrator's next poll — or when the orchestrator is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from keel.clock import SYSTEM_CLOCK, Clock
+from keel.deploy.bluegreen import BlueGreenSwitch, SwitchPlan
+from keel.deploy.canary import Analysis
+from keel.deploy.groups import (
+    GroupMetrics,
+    GroupNotReady,
+    GroupRouter,
+    VersionGroup,
+    register,
+    retire,
+    start_group,
+    stop_group,
+    wait_ready,
+    wait_up,
+)
+from keel.deploy.haproxy import (
+    MAX_WEIGHT,
+    HAProxy,
+    HAProxyUnavailable,
+    RuntimeApi,
+    Server,
+    haproxy_binary,
+)
+from keel.deploy.prechecks import PreCheck, SmokeTest, run_pre_checks
+from keel.deploy.processes import ProcessError, Source, launch
+from keel.deploy.rollout import CanaryPlan, CanaryRollout, RolloutWalk, Sleep
+from keel.deploy.states import DeploymentState, IllegalTransition
+from keel.deploy.store import SYSTEM_ACTOR, Deployment, DeploymentStore, Strategy
+
+_RECORDS = "deployments"
+SERVED_BY_HEADER = "X-Keel-Server"
+"""HAProxy names the server that answered in this response header."""
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """Where a walk is: the new version's share and the last analysis at it."""
+
+    percent: int
+    verdict: str | None = None
+    canary_requests: int | None = None
+    baseline_requests: int | None = None
+    reasons: tuple[str, ...] = ()
+    analyses: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "percent": self.percent,
+            "verdict": self.verdict,
+            "canary_requests": self.canary_requests,
+            "baseline_requests": self.baseline_requests,
+            "reasons": list(self.reasons),
+            "analyses": self.analyses,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Step:
+        return cls(
+            percent=int(data["percent"]),
+            verdict=data.get("verdict"),
+            canary_requests=data.get("canary_requests"),
+            baseline_requests=data.get("baseline_requests"),
+            reasons=tuple(data.get("reasons") or ()),
+            analyses=int(data.get("analyses") or 0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentRecord:
+    """What one deployment started and where it stands, for any shell to read."""
+
+    deployment_id: str
+    admin_socket: Path
+    baseline: VersionGroup
+    candidate: VersionGroup | None = None
+    step: Step | None = None
+    retired: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "deployment_id": self.deployment_id,
+            "admin_socket": str(self.admin_socket),
+            "baseline": self.baseline.as_dict(),
+            "candidate": self.candidate.as_dict() if self.candidate else None,
+            "step": self.step.as_dict() if self.step else None,
+            "retired": list(self.retired),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DeploymentRecord:
+        return cls(
+            deployment_id=str(data["deployment_id"]),
+            admin_socket=Path(data["admin_socket"]),
+            baseline=VersionGroup.from_dict(data["baseline"]),
+            candidate=VersionGroup.from_dict(data["candidate"]) if data["candidate"] else None,
+            step=Step.from_dict(data["step"]) if data.get("step") else None,
+            retired=tuple(data.get("retired") or ()),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LiveRecord:
+    """What serves now on this machine: HAProxy's admin socket and the live group."""
+
+    admin_socket: Path
+    group: VersionGroup
+    haproxy_pid: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "admin_socket": str(self.admin_socket),
+            "group": self.group.as_dict(),
+            "haproxy_pid": self.haproxy_pid,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LiveRecord:
+        pid = data.get("haproxy_pid")
+        return cls(Path(data["admin_socket"]), VersionGroup.from_dict(data["group"]), pid)
+
+
+def _replace_file(path: Path, data: Mapping[str, Any]) -> None:
+    """Write ``data`` as JSON in one rename, so a reader never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    temporary.replace(path)
+
+
+def write_live(workdir: Path, live: LiveRecord) -> None:
+    _replace_file(workdir / "live.json", live.as_dict())
+
+
+def read_live(workdir: Path) -> LiveRecord | None:
+    try:
+        return LiveRecord.from_dict(json.loads((workdir / "live.json").read_text("utf-8")))
+    except FileNotFoundError:
+        return None
+
+
+def record_path(workdir: Path, deployment_id: str) -> Path:
+    return workdir / _RECORDS / f"{deployment_id}.json"
+
+
+def write_record(workdir: Path, record: DeploymentRecord) -> None:
+    _replace_file(record_path(workdir, record.deployment_id), record.as_dict())
+
+
+def read_record(workdir: Path, deployment_id: str) -> DeploymentRecord | None:
+    path = record_path(workdir, deployment_id)
+    try:
+        return DeploymentRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return None
+
+
+def roll_back_traffic(record: DeploymentRecord, *, stop_wait_seconds: float = 30.0) -> None:
+    """All traffic to the baseline now, then the new group drained and stopped (by pid)."""
+    if record.candidate is None:
+        return
+    api = RuntimeApi(record.admin_socket)
+    present = set(api.sessions())
+    if set(record.candidate.server_names()) & present:
+        GroupRouter(api, record.baseline, record.candidate).split(0)
+    retire(api, record.candidate, stop_wait_seconds=stop_wait_seconds)
+
+
+class _Walk(Protocol):
+    progress: Callable[[int, Analysis | None], None] | None
+
+    async def run(self) -> Deployment: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LocalPlan:
+    """How the new group is run and how long each wait may take."""
+
+    ports: Sequence[int]
+    env: Mapping[str, str]
+    workers: int = 1
+    ready_timeout_seconds: float = 60.0
+    approval_poll_seconds: float = 0.5
+    approval_timeout_seconds: float = 3600.0
+    idle_timeout_seconds: float = 30.0
+    stop_wait_seconds: float = 30.0
+    canary: CanaryPlan = field(default_factory=CanaryPlan)
+    switch: SwitchPlan = field(default_factory=SwitchPlan)
+    pre_checks: Sequence[PreCheck] = ()
+
+
+class LocalDeployment:
+    def __init__(
+        self,
+        store: DeploymentStore,
+        deployment_id: str,
+        *,
+        api: RuntimeApi,
+        baseline: VersionGroup,
+        source: Source,
+        plan: LocalPlan,
+        workdir: Path,
+        clock: Clock = SYSTEM_CLOCK,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.store = store
+        self.deployment_id = deployment_id
+        self.api = api
+        self.source = source
+        self.plan = plan
+        self.workdir = workdir
+        self.clock = clock
+        self.sleep = sleep
+        self.record = DeploymentRecord(deployment_id, api.path, baseline)
+
+    @property
+    def live(self) -> VersionGroup:
+        """The group that serves once the deployment has ended (the winner)."""
+        return self.record.baseline
+
+    async def run(self) -> Deployment:
+        """From ``created`` to ``promoted``, ``rolled_back`` or ``failed``; the loser retired."""
+        deployment = await self.store.get(self.deployment_id)
+        if not deployment.active:
+            raise IllegalTransition(f"deployment {deployment.id} has ended: {deployment.state}")
+        name = f"g{deployment.id[-8:].lower()}"
+        candidate = start_group(
+            name,
+            self.source,
+            self.plan.ports,
+            env=self.plan.env,
+            workdir=self.workdir,
+            workers=self.plan.workers,
+        )
+        self._save(candidate=candidate)
+        try:
+            await wait_ready(
+                candidate, deployment.release, timeout_seconds=self.plan.ready_timeout_seconds
+            )
+        except (GroupNotReady, ProcessError, httpx.HTTPError) as error:
+            await asyncio.to_thread(stop_group, candidate, wait_seconds=self.plan.stop_wait_seconds)
+            self._save(retired=(candidate.name,))
+            return await self._end(
+                DeploymentState.FAILED, f"the new version did not start: {error}"
+            )
+        try:
+            deployment = await self._checked(deployment, candidate)
+            deployment = await self._wait_for_gate(deployment)
+            if deployment.state is DeploymentState.ROLLING:
+                register(self.api, candidate)
+                await asyncio.to_thread(
+                    wait_up, self.api, candidate, timeout_seconds=self.plan.ready_timeout_seconds
+                )
+                deployment = await self._walk(deployment, candidate).run()
+        except BaseException:
+            # Whatever broke (or cancelled) the walk, the new group is not left serving.
+            await asyncio.to_thread(self._abandon, candidate)
+            raise
+        await asyncio.to_thread(self._retire, deployment, candidate)
+        return deployment
+
+    async def _checked(self, deployment: Deployment, candidate: VersionGroup) -> Deployment:
+        """Pre-checks with a smoke test of each new process; when ``keel deploy create``
+        already ran the pre-checks, the smoke tests alone (a failure rolls it back)."""
+        smoke = [SmokeTest(process.url + "/version") for process in candidate.processes]
+        if deployment.state is DeploymentState.CREATED:
+            checks = [*self.plan.pre_checks, *smoke]
+            deployment, _ = await run_pre_checks(self.store, self.deployment_id, checks)
+            return deployment
+        for check in smoke:
+            result = await check.run(deployment)
+            if not result.ok:
+                reason = f"smoke test {result.name} failed: {result.detail}"
+                return await self._end(DeploymentState.ROLLED_BACK, reason)
+        return deployment
+
+    async def _wait_for_gate(self, deployment: Deployment) -> Deployment:
+        """Poll until the approvals open the gate (``rolling``), a rollback ends it, or timeout."""
+        started = self.clock.monotonic()
+        while deployment.state is DeploymentState.AWAITING_APPROVAL:
+            if self.clock.monotonic() - started >= self.plan.approval_timeout_seconds:
+                reason = f"not approved within {self.plan.approval_timeout_seconds:g} s"
+                return await self._end(DeploymentState.ROLLED_BACK, reason)
+            await self.sleep(self.plan.approval_poll_seconds)
+            deployment = await self.store.get(self.deployment_id)
+        return deployment
+
+    def _walk(self, deployment: Deployment, candidate: VersionGroup) -> _Walk:
+        router = GroupRouter(self.api, self.record.baseline, candidate)
+        walk: RolloutWalk
+        if deployment.strategy is Strategy.CANARY:
+            walk = CanaryRollout(
+                self.store,
+                self.deployment_id,
+                router,
+                canary=GroupMetrics(candidate),
+                baseline=GroupMetrics(self.record.baseline),
+                plan=self.plan.canary,
+                clock=self.clock,
+                sleep=self.sleep,
+            )
+        else:
+            walk = BlueGreenSwitch(
+                self.store,
+                self.deployment_id,
+                router,
+                probe=_GroupReadiness(candidate),
+                plan=self.plan.switch,
+                clock=self.clock,
+                sleep=self.sleep,
+            )
+        walk.progress = self._progress
+        return walk
+
+    def _progress(self, percent: int, analysis: Analysis | None) -> None:
+        before = self.record.step
+        if analysis is None:
+            step = Step(percent)
+        else:
+            step = Step(
+                percent,
+                verdict=analysis.verdict.value,
+                canary_requests=analysis.canary.requests,
+                baseline_requests=analysis.baseline.requests,
+                reasons=analysis.reasons,
+                analyses=(before.analyses if before and before.percent == percent else 0) + 1,
+            )
+        self._save(step=step)
+
+    def _retire(self, deployment: Deployment, candidate: VersionGroup) -> None:
+        old, new = self.record.baseline, candidate
+        loser = old if deployment.state is DeploymentState.PROMOTED else new
+        if deployment.state is not DeploymentState.PROMOTED:
+            present = set(self.api.sessions())
+            if set(new.server_names()) & present:
+                GroupRouter(self.api, old, new).split(0)
+        retire(
+            self.api,
+            loser,
+            idle_timeout_seconds=self.plan.idle_timeout_seconds,
+            stop_wait_seconds=self.plan.stop_wait_seconds,
+        )
+        if deployment.state is DeploymentState.PROMOTED:
+            self._save(baseline=new, candidate=None, retired=(*self.record.retired, old.name))
+            known = read_live(self.workdir)
+            pid = known.haproxy_pid if known is not None else None
+            write_live(self.workdir, LiveRecord(self.api.path, new, pid))
+        else:
+            self._save(retired=(*self.record.retired, new.name))
+
+    def _abandon(self, candidate: VersionGroup) -> None:
+        """All traffic to the baseline (if the new group had any) and the new group retired."""
+        try:
+            if set(candidate.server_names()) & set(self.api.sessions()):
+                GroupRouter(self.api, self.record.baseline, candidate).split(0)
+            retire(self.api, candidate, stop_wait_seconds=self.plan.stop_wait_seconds)
+        finally:
+            stop_group(candidate, wait_seconds=self.plan.stop_wait_seconds)
+            self._save(retired=(*self.record.retired, candidate.name))
+
+    async def _end(self, target: DeploymentState, reason: str) -> Deployment:
+        """End the deployment; an operator who ended it first has the last word."""
+        with contextlib.suppress(IllegalTransition):
+            await self.store.move(self.deployment_id, target, actor=SYSTEM_ACTOR, reason=reason)
+        return await self.store.get(self.deployment_id)
+
+    def _save(self, **changes: Any) -> None:
+        self.record = replace(self.record, **changes)
+        write_record(self.workdir, self.record)
+
+
+class _GroupReadiness:
+    """Every process of the group answers ``/ready`` 200."""
+
+    def __init__(self, group: VersionGroup) -> None:
+        self.urls = [process.url + "/ready" for process in group.processes]
+
+    async def ready(self) -> bool:
+        try:
+            async with httpx.AsyncClient(timeout=2.0) as client:
+                for url in self.urls:
+                    if (await client.get(url)).status_code != 200:
+                        return False
+        except httpx.HTTPError:
+            return False
+        return True
+
+
+def open_front(
+    group: VersionGroup,
+    *,
+    workdir: Path,
+    bind_port: int,
+    bind_host: str = "127.0.0.1",
+    wait_seconds: float = 10.0,
+) -> LiveRecord:
+    """Start HAProxy detached in front of ``group`` (all its weight) and record it as live.
+
+    Detached like the groups, so it keeps serving after the command that started it
+    has exited; deployments then change its servers through the admin socket only.
+    """
+    servers = [
+        Server(name, process.host, process.port, weight=MAX_WEIGHT)
+        for name, process in zip(group.server_names(), group.processes, strict=True)
+    ]
+    front = HAProxy(
+        servers,
+        workdir=workdir,
+        bind_port=bind_port,
+        bind_host=bind_host,
+        health_path="/ready",
+        served_by_header=SERVED_BY_HEADER,
+    )
+    front.config_path.parent.mkdir(parents=True, exist_ok=True)
+    front.config_path.write_text(front.config, encoding="utf-8")
+    binary = haproxy_binary()
+    pid = launch(
+        [binary, "-db", "-f", str(front.config_path)],
+        env=os.environ,
+        cwd=workdir,
+        log_path=front.log_path,
+    )
+    deadline = time.monotonic() + wait_seconds
+    while not front.answers():
+        if time.monotonic() >= deadline:
+            raise HAProxyUnavailable(f"haproxy did not come up in {wait_seconds:g} s")
+        time.sleep(0.05)
+    live = LiveRecord(front.admin_socket, group, pid)
+    write_live(workdir, live)
+    return live

@@ -1,0 +1,278 @@
+"""Deployments on one machine with real ``keel serve`` processes behind a real HAProxy, under a
+steady load from a local client.
+
+Each test deploys a new version group of this checkout (one process, its own port) onto the
+module's stage, made bad where the test needs it with the fault-injection settings, and checks
+what the client saw, where HAProxy sends traffic afterwards, and which processes still run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Iterator, Mapping
+
+import pytest
+from typer.testing import CliRunner
+
+from keel.cli import app as cli
+from keel.db.engine import Database
+from keel.deploy import (
+    Deployment,
+    DeploymentState,
+    DeploymentStore,
+    Strategy,
+    Thresholds,
+    current_release,
+)
+from keel.deploy.approvals import ApprovalGate
+from keel.deploy.bluegreen import SwitchPlan
+from keel.deploy.groups import VersionGroup
+from keel.deploy.local import LocalDeployment, LocalPlan, read_record
+from keel.deploy.processes import Source
+from keel.deploy.rollout import CanaryPlan
+from keel.settings import Settings
+from tests.support.deploys import deployment_store
+from tests.support.processes import free_port
+from tests.support.services import need_binary
+from tests.support.version_groups import Answer, LoadClient, Stage, running, stage
+
+pytestmark = pytest.mark.e2e
+
+S = DeploymentState
+# Two healthy versions on a busy machine differ by more than scheduling noise: the new one has
+# just started (cold caches, its first run of every code path). The latency test asks for
+# overwhelming evidence — P(canary slower) above 0.9 — which a canary 200 ms slower, slower
+# on nearly every request, is still far beyond.
+THRESHOLDS = Thresholds(min_requests=20, max_error_rate=0.02, latency_alpha=1e-6, min_effect=0.4)
+CANARY = CanaryPlan(
+    steps=(20, 50, 100), interval_seconds=0.4, step_timeout_seconds=20, thresholds=THRESHOLDS
+)
+
+SWITCH = SwitchPlan(interval_seconds=0.2, ready_timeout_seconds=20, warm_seconds=0.5)
+
+
+@pytest.fixture
+def backend() -> str:
+    """The deployments' store; the servers have their own SQLite. One backend keeps it short."""
+    return "sqlite"
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[Stage]:
+    need_binary("haproxy", fallback="/usr/sbin/haproxy")
+    with stage() as started:
+        yield started
+
+
+async def _deployment(
+    store: DeploymentStore,
+    settings: Settings,
+    strategy: Strategy = Strategy.CANARY,
+    *,
+    approvals: int = 0,
+) -> str:
+    created = await store.create(
+        current_release(settings),
+        environment="prod",
+        strategy=strategy,
+        created_by="alice",
+        required_approvals=approvals,
+    )
+    return created.id
+
+
+def _deploy(
+    live: Stage,
+    store: DeploymentStore,
+    deployment_id: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    canary: CanaryPlan = CANARY,
+    switch: SwitchPlan | None = None,
+) -> LocalDeployment:
+    plan = LocalPlan(
+        ports=[free_port()],
+        env=live.env if env is None else env,
+        approval_poll_seconds=0.1,
+        idle_timeout_seconds=10,
+        canary=canary,
+        switch=switch
+        or SwitchPlan(interval_seconds=0.2, ready_timeout_seconds=20, warm_seconds=0.5),
+    )
+    return LocalDeployment(
+        store,
+        deployment_id,
+        api=live.api,
+        baseline=live.live,
+        source=Source.current_checkout(),
+        plan=plan,
+        workdir=live.workdir,
+    )
+
+
+async def _canary_under_load(
+    live: Stage, database: Database, settings: Settings, **faults: str
+) -> tuple[Deployment, LoadClient]:
+    """A canary deployment of a new group (with these fault settings) under a steady load,
+    checked for its winner afterwards; its end and what the client saw."""
+    store = deployment_store(database, settings)
+    deploy = _deploy(live, store, await _deployment(store, settings), env=live.env_with(**faults))
+    old = live.live
+    with live.client() as client:
+        client.wait_for(20)
+        finished = await _finish(live, deploy, deploy.run())
+        after = client.wait_for(40)
+    served = {answer.server for answer in client.answers}
+    assert set(old.server_names()) <= served
+    _check_winner(live, deploy, finished.state, old, after)
+    return finished, client
+
+
+async def test_a_healthy_canary_is_promoted_with_zero_failed_requests(
+    live: Stage, database: Database, settings: Settings
+) -> None:
+    finished, client = await _canary_under_load(live, database, settings)
+    assert finished.state is S.PROMOTED, finished.reason
+    assert client.failures == [], live.proxy_log()
+    assert set(live.live.server_names()) <= {answer.server for answer in client.answers}
+
+
+async def test_a_canary_answering_five_percent_errors_is_rolled_back_automatically(
+    live: Stage, database: Database, settings: Settings
+) -> None:
+    finished, client = await _canary_under_load(
+        live, database, settings, KEEL_FAULT_ERROR_RATE="0.05"
+    )
+    assert finished.state is S.ROLLED_BACK
+    assert "error rate" in (finished.reason or "")
+    assert client.failures, "the canary did answer errors"
+    assert all(failure.startswith("500 g") for failure in client.failures)
+    assert client.error_rate() < 0.01  # a small share, for one analysis interval
+
+
+async def test_a_canary_200_ms_slower_is_rolled_back(
+    live: Stage, database: Database, settings: Settings
+) -> None:
+    finished, client = await _canary_under_load(
+        live, database, settings, KEEL_FAULT_LATENCY_MS="200"
+    )
+    assert finished.state is S.ROLLED_BACK
+    assert "slower than the baseline" in (finished.reason or "")
+    assert client.failures == [], live.proxy_log()
+
+
+async def test_a_blue_green_switch_waits_for_approval_and_drops_zero_requests(
+    live: Stage, database: Database, settings: Settings
+) -> None:
+    store = deployment_store(database, settings)
+    deployment_id = await _deployment(store, settings, Strategy.BLUE_GREEN, approvals=1)
+    deploy = _deploy(live, store, deployment_id)
+    old = live.live
+    with live.client() as client:
+        client.wait_for(20)
+        running_deploy = asyncio.create_task(deploy.run())
+        await _until(store, deployment_id, S.AWAITING_APPROVAL)
+        # The gate holds: the new group is up, but HAProxy does not know it.
+        gated = client.wait_for(30)
+        assert {answer.server for answer in gated} == set(old.server_names())
+        assert set(live.weights()) == set(old.server_names())
+        assert not running_deploy.done()
+        gate = ApprovalGate("prod", required=1, creator_may_approve=False)
+        await store.approve(deployment_id, gate, approver="bob")
+        finished = await _finish(live, deploy, asyncio.wait_for(running_deploy, timeout=30))
+        after = client.wait_for(40)
+    assert finished.state is S.PROMOTED, finished.reason
+    assert client.failures == [], live.proxy_log()
+    _check_winner(live, deploy, finished.state, old, after)
+
+
+async def test_a_rollback_command_during_a_canary_restores_all_traffic_to_the_baseline(
+    live: Stage,
+    database: Database,
+    database_url: str,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = deployment_store(database, settings)
+    deployment_id = await _deployment(store, settings)
+    # Never enough traffic to judge: the canary sits at its first step until rolled back.
+    waiting = CanaryPlan(
+        steps=(20, 100),
+        interval_seconds=0.5,
+        step_timeout_seconds=60,
+        thresholds=Thresholds(min_requests=10**9),
+    )
+    deploy = _deploy(live, store, deployment_id, canary=waiting)
+    old = live.live
+    with live.client() as client:
+        running_deploy = asyncio.create_task(deploy.run())
+        await _until_step(live, deployment_id, 20)
+        record = read_record(live.workdir, deployment_id)
+        assert record is not None
+        assert record.candidate is not None
+        during = {answer.server for answer in client.wait_for(60)}
+        assert set(record.candidate.server_names()) & during  # the canary has its share
+        # Another operator: the CLI, which knows the deployment only by its id and record.
+        monkeypatch.setenv("KEEL_DATABASE_URL", database_url)
+        rollback = await asyncio.to_thread(
+            CliRunner().invoke,
+            cli,
+            ["deploy", "rollback", deployment_id, "--by", "carol", "--workdir", str(live.workdir)],
+        )
+        assert rollback.exit_code == 0, rollback.output
+        # The command itself sent everything back and retired the canary.
+        assert set(live.weights()) == set(old.server_names())
+        after = client.wait_for(40)
+        finished = await _finish(live, deploy, asyncio.wait_for(running_deploy, timeout=20))
+    assert finished.state is S.ROLLED_BACK
+    assert "carol" in [item.actor for item in await store.history(deployment_id)]
+    assert client.failures == [], live.proxy_log()
+    _check_winner(live, deploy, finished.state, old, after)
+
+
+async def _finish(
+    live: Stage, deploy: LocalDeployment, running: Awaitable[Deployment]
+) -> Deployment:
+    """The deployment's end; whatever it was, the group that won stays live for the next test
+    (so one failing test does not leave the next deploying onto a retired group)."""
+    try:
+        return await running
+    finally:
+        live.live = deploy.live
+
+
+def _check_winner(
+    live: Stage, deploy: LocalDeployment, state: S, old: VersionGroup, after: list[Answer]
+) -> None:
+    """Afterwards only the winner serves, is registered in HAProxy and runs; the loser's
+    processes are stopped. The winner stays live for the next test."""
+    record = read_record(live.workdir, deploy.deployment_id)
+    assert record is not None
+    if state is S.PROMOTED:
+        winner, loser = record.baseline, old
+        assert record.candidate is None
+    else:
+        winner, loser = old, record.candidate
+        assert loser is not None
+    assert deploy.live == winner
+    assert {answer.server for answer in after[-20:]} == set(winner.server_names())
+    assert set(live.weights()) == set(winner.server_names())
+    assert running(loser) == []
+    assert len(running(winner)) == len(winner.processes)
+
+
+async def _until(store: DeploymentStore, deployment_id: str, state: S) -> None:
+    for _ in range(300):
+        if (await store.get(deployment_id)).state is state:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"deployment never reached {state}")
+
+
+async def _until_step(live: Stage, deployment_id: str, percent: int) -> None:
+    for _ in range(300):
+        record = read_record(live.workdir, deployment_id)
+        if record is not None and record.step is not None and record.step.percent == percent:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the canary never reached {percent} %")
