@@ -147,9 +147,9 @@ class RollupCounter:
         return len(self._counts)
 
 
-def _upsert(dialect: str, rows: list[dict[str, Any]]) -> Any:
+def _upsert(dialect: str) -> Any:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(rollups).values(rows)
+    statement = insert(rollups)
     return statement.on_conflict_do_update(
         index_elements=[rollups.c.slo_name, rollups.c.minute],
         set_={
@@ -160,18 +160,19 @@ def _upsert(dialect: str, rows: list[dict[str, Any]]) -> Any:
 
 
 async def add_counts(database: Database, counts: Mapping[Key, Sequence[int]]) -> int:
-    """Add ``counts`` to their rows (created at zero when missing); returns the rows touched."""
+    """Add ``counts`` to their rows (created at zero when missing); returns the rows touched.
+
+    One statement for every row (SQLAlchemy sends it as multi-row batches); rows in
+    key order, so two processes flushing at once lock shared rows in the same order.
+    """
     rows = [
         {"slo_name": name, "minute": minute_start(minute), "total": total, "good": good}
         for (name, minute), (total, good) in sorted(counts.items())
         if total
     ]
-    if not rows:
-        return 0
-    async with database.write() as session:
-        # Batches keep a statement's parameters well under SQLite's limit.
-        for start in range(0, len(rows), 500):
-            await session.execute(_upsert(database.dialect, rows[start : start + 500]))
+    if rows:
+        async with database.write() as session:
+            await session.execute(_upsert(database.dialect), rows)
     return len(rows)
 
 
