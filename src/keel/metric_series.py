@@ -32,6 +32,9 @@ from keel.jobs.runtime import DEFAULT_CONCURRENCY
 from keel.jobs.worker import parse_queues
 from keel.resilience import default_metrics
 from keel.resilience.wiring import WEBHOOKS
+from keel.slo import rollup
+from keel.synthetic import checks as synthetic
+from keel.synthetic import metrics as synthetic_metrics
 
 # The labels that code paths use (kept next to them would scatter them over modules
 # owned by other concepts; a test holds this list to the README's table).
@@ -76,6 +79,11 @@ def expose_documented_series(services: Services, idempotent_operations: Iterable
     resilience.dependency_fallbacks.labels(WEBHOOKS)
 
     metrics = services.observe.metrics
+    for method, route in synthetic.ROUTES:
+        metrics.synthetic_requests.labels(method, route)
+    synthetic_metrics.declare(synthetic.STEPS)
+    for outcome in rollup.FLUSH_OUTCOMES:
+        rollup.FLUSHES.labels(outcome)
     metrics.add_live(resilience.live_collector)
     queues = {
         *parse_queues(settings.jobs_queues, DEFAULT_CONCURRENCY),

@@ -70,7 +70,7 @@ class MetricsMiddleware:
             seconds = time.perf_counter() - started
             route = route_template(scope)
             if is_synthetic(scope):
-                self.metrics.synthetic_requests.labels(method, route, str(status)).inc()
+                self.metrics.synthetic_requests.labels(method, route).inc()
             else:
                 self._duration(method, route, status, scope["path"]).observe(seconds)
                 if self.rollups is not None:

@@ -160,7 +160,7 @@ class Metrics:
         self.synthetic_requests = Counter(
             "keel_synthetic_requests_total",
             "HTTP requests of synthetic checks, kept off the request histogram and the SLOs.",
-            ["http_request_method", "http_route", "http_response_status_code"],
+            ["http_request_method", "http_route"],
             registry=self.registry,
         )
         self.build_info = Gauge(

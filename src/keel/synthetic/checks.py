@@ -33,6 +33,15 @@ from keel.synthetic import metrics
 from keel.synthetic.marker import SYNTHETIC_HEADER
 
 STEPS = ("health", "create", "replay", "read", "export", "cleanup")
+# The operations the steps call (method, route template), marked synthetic.
+ROUTES = (
+    ("GET", "/v1/users/me"),
+    ("GET", "/v1/users"),
+    ("POST", "/v1/recognitions"),
+    ("GET", "/v1/recognitions/{recognition_id}"),
+    ("DELETE", "/v1/recognitions/{recognition_id}"),
+    ("POST", "/v1/exports"),
+)
 HEALTH_TYPE = "application/health+json"
 MESSAGE = "Synthetic check: this recognition is created and deleted again by Keel."
 

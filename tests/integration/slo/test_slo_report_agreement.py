@@ -140,9 +140,7 @@ async def test_the_report_from_rollups_agrees_with_the_prometheus_rules(
     counts = _counts()
     # Two processes' halves of every minute, added into one row each.
     for half in (lambda t: t // 2, lambda t: t - t // 2):
-        await add_counts(
-            database, {key: (half(t), half(g)) for key, (t, g) in counts.items()}
-        )
+        await add_counts(database, {key: (half(t), half(g)) for key, (t, g) in counts.items()})
 
     ratio_checks: list[dict[str, Any]] = []
     alert_checks: list[dict[str, Any]] = []
