@@ -5,14 +5,19 @@ Every test runs on SQLite and PostgreSQL (the ``database_url`` fixture).
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 from tests.support.app import make_settings, running, seed_world
+from typer.testing import CliRunner
 
 from keel.app import create_app
+from keel.cli import app as cli
 from keel.db.engine import Database
 from keel.db.tables_slo import SLORollup
 from keel.observe.metrics import request_histogram
@@ -122,3 +127,41 @@ async def test_rollups_older_than_the_longest_period_and_a_day_are_pruned(
     async with database.read() as session:
         left = (await session.execute(select(SLORollup.total))).scalars().all()
     assert left == [7]
+
+
+async def _add(url: str, counts: dict[tuple[str, int], tuple[int, int]]) -> None:
+    database = Database(url)
+    try:
+        await add_counts(database, counts)
+    finally:
+        await database.dispose()
+
+
+def test_keel_slo_report_prints_budgets_burn_rates_and_alerts(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    minute = minute_of(datetime.now(UTC).timestamp()) - 2
+    counts = {("api-availability", minute): (1000, 980), ("api-latency", minute): (1000, 1000)}
+    asyncio.run(_add(database_url, counts))
+    monkeypatch.setenv("KEEL_DATABASE_URL", database_url)
+    monkeypatch.setenv("COLUMNS", "200")
+    printed = CliRunner().invoke(cli, ["slo", "report", "--json"])
+    assert printed.exit_code == 0, printed.output
+    reports = {r["slo"]: r for r in json.loads(printed.stdout)["slos"]}
+    availability = reports["api-availability"]
+    assert [w["window"] for w in availability["windows"]] == ["5m", "30m", "1h", "6h", "3d", "30d"]
+    five = availability["windows"][0]
+    assert (five["total"], five["good"], five["error_ratio"]) == (1000, 980, 0.02)
+    assert round(five["burn_rate"], 6) == 40.0
+    assert round(availability["budget_remaining"], 6) == -39.0  # 20 bad of 0.5 allowed
+    assert {a["alert"]: a["firing"] for a in availability["alerts"]} == {
+        "KeelApiAvailabilityFastBurn": True,
+        "KeelApiAvailabilitySlowBurn": True,
+        "KeelApiAvailabilityBudgetBurn": True,
+    }
+    assert reports["api-latency"]["budget_remaining"] == 1.0
+    table = CliRunner().invoke(cli, ["slo", "report"])
+    assert table.exit_code == 0, table.output
+    assert "api-availability" in table.output
+    assert "FIRING" in table.output
+    assert "40.00x" in table.output
