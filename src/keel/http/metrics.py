@@ -3,7 +3,7 @@
 The families are built by :class:`keel.observe.metrics.Metrics`; this step
 records every HTTP request into them (step 2 of the path, inside trace), and
 into the SLO rollups' per-minute counts when the app keeps them. A synthetic
-check's request (:mod:`keel.synthetic.marker`) goes to its own counter instead
+check's request (:mod:`keel.http.synthetic`) goes to its own counter instead
 of both.
 """
 
@@ -16,9 +16,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.http.routes_info import is_operational, route_template
+from keel.http.synthetic import is_synthetic
 from keel.observe.metrics import KNOWN_METHODS, Metrics
 from keel.slo.rollup import RollupCounter
-from keel.synthetic.marker import is_synthetic
 
 
 class MetricsMiddleware:

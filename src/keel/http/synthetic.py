@@ -1,4 +1,4 @@
-"""How a synthetic check's request says what it is, and who may say it.
+"""Which requests are a synthetic check's: the header, and who may send it.
 
 A request carrying ``Keel-Synthetic: 1`` is a synthetic check's, but only when
 its token is an organisation admin's: anyone could send the header, and a
@@ -12,8 +12,8 @@ from __future__ import annotations
 from starlette.types import Scope
 
 from keel.http.state import peek
+from keel.synthetic.checks import SYNTHETIC_HEADER
 
-SYNTHETIC_HEADER = "Keel-Synthetic"
 _HEADER = SYNTHETIC_HEADER.lower().encode("latin-1")
 
 
