@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from keel.cli._common import JsonOption, out, print_json, run
+from keel.cli._common import JsonOption, fail, out, print_json, run
 from keel.settings import Settings
 from keel.synthetic import SyntheticRun, run_checks
 
@@ -42,8 +42,7 @@ def run_command(
     settings = Settings()
     url = target or settings.synthetic_target_url
     if not url:
-        out.print("[red]error:[/red] give --target URL (or set KEEL_SYNTHETIC_TARGET_URL)")
-        raise typer.Exit(2)
+        fail("give --target URL (or set KEEL_SYNTHETIC_TARGET_URL)", 2)
     seconds = timeout or settings.synthetic_timeout_seconds
     result = run(lambda: run_checks(url, token, timeout_seconds=seconds))
     if as_json:

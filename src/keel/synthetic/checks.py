@@ -155,13 +155,17 @@ async def _replay(journey: _Journey) -> None:
         raise StepFailed("the replay answered a different body")
 
 
-async def _read(journey: _Journey) -> None:
+async def _on_created(journey: _Journey, method: str) -> httpx.Response:
+    """``method`` on the recognition the create step made."""
     recognition_id = _needs(journey.recognition_id, "create")
-    response = await journey.client.get(
-        f"/v1/recognitions/{recognition_id}", headers=journey.headers()
-    )
+    path = f"/v1/recognitions/{recognition_id}"
+    return await journey.client.request(method, path, headers=journey.headers())
+
+
+async def _read(journey: _Journey) -> None:
+    response = await _on_created(journey, "GET")
     _expect(response, 200)
-    if response.json().get("id") != recognition_id:
+    if response.json().get("id") != journey.recognition_id:
         raise StepFailed("the read answered another recognition")
 
 
@@ -177,11 +181,7 @@ async def _export(journey: _Journey) -> None:
 
 
 async def _cleanup(journey: _Journey) -> None:
-    recognition_id = _needs(journey.recognition_id, "create")
-    response = await journey.client.delete(
-        f"/v1/recognitions/{recognition_id}", headers=journey.headers()
-    )
-    _expect(response, 204)
+    _expect(await _on_created(journey, "DELETE"), 204)
 
 
 def _needs(value: Any, step: str) -> Any:
