@@ -45,6 +45,7 @@ def served(
                 "KEEL_SYNTHETIC_TOKEN": world.admin.token,
                 "KEEL_JOBS_POLL_SECONDS": "0.1",
                 "KEEL_SHUTDOWN_DRAIN_SECONDS": "0",
+                "KEEL_JOBS_GRACE_SECONDS": "1",
             },
         )
         server = start_server(env, workdir, port=port, ready_path="/ready")
