@@ -132,7 +132,9 @@ def build_services(
         clock=clock,
         audit=audit,
         metrics=metrics,
-        observe=observe.build(settings, database, store, clock, watchdog, metrics.exposition),
+        observe=observe.build(
+            settings, database, store, clock, watchdog, metrics.exposition, metrics.rollups
+        ),
     )
 
 

@@ -46,6 +46,8 @@ from keel.observe.watchdog import loop_lag_gauge
 from keel.resilience import ResilienceMetrics
 from keel.resilience.wiring import WEBHOOKS
 from keel.settings import Settings
+from keel.slo.rollup import RollupMetrics
+from keel.synthetic import checks as synthetic
 
 # The labels that code paths use (kept next to them would scatter them over modules
 # owned by other concepts; a test holds this list to the README's table).
@@ -76,6 +78,7 @@ class AppMetrics:
     jobs: JobMetrics
     loop_lag: Gauge
     log_lines_dropped: Counter
+    rollups: RollupMetrics
 
     @property
     def registry(self) -> CollectorRegistry:
@@ -99,6 +102,7 @@ def build_metrics(settings: Settings) -> AppMetrics:
         jobs=JobMetrics(registry),
         loop_lag=loop_lag_gauge(registry),
         log_lines_dropped=dropped_lines_counter(registry),
+        rollups=RollupMetrics(registry),
     )
 
 
@@ -125,6 +129,8 @@ def expose_documented_series(
     resilience.dependency_fallbacks.labels(WEBHOOKS)
 
     exposition = metrics.exposition
+    for method, route in synthetic.ROUTES:
+        exposition.synthetic_requests.labels(method, route)
     exposition.add_live(resilience.live_collector)
     queues = {
         *parse_queues(settings.jobs_queues, DEFAULT_CONCURRENCY),

@@ -209,6 +209,13 @@ class Settings(BaseSettings):
     slo_latency_seconds: float = Field(default=0.3, gt=0)
     # The SLO file (keel slo rules, /version's slo_rules_hash); None: the one shipped in keel.slo.
     slo_file: Path | None = None
+    # How often each process adds its per-minute SLO counts to the database (and at shutdown).
+    slo_rollup_flush_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # Synthetic checks: the service's own URL the periodic check calls (None: the periodic
+    # check is off) and the admin token it calls with.
+    synthetic_target_url: str | None = None
+    synthetic_token: SecretStr | None = None
+    synthetic_timeout_seconds: float = Field(default=10.0, gt=0)
     health_cache_seconds: float = Field(default=2.0, ge=0)
     health_check_timeout_seconds: float = Field(default=1.0, gt=0)
     live_loop_lag_warn_seconds: float = Field(default=1.0, gt=0)

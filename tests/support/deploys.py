@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from keel.audit import build_auditor
 from keel.db.engine import Database
 from keel.deploy import DeploymentState, DeploymentStore, Release, Strategy
+from keel.migrations import head_revision
 from keel.settings import Settings
 
-RELEASE = Release(version="2.0.0", git_sha="d" * 40, migration_head="0014")
+RELEASE = Release(version="2.0.0", git_sha="d" * 40, migration_head=head_revision() or "")
 
 
 def deployment_store(database: Database, settings: Settings) -> DeploymentStore:

@@ -22,6 +22,7 @@ from keel.cli import (
     parity,
     server,
     slo,
+    synthetic,
 )
 from keel.observe.logs import configure_logging, flush_logs
 from keel.settings import Settings
@@ -65,6 +66,7 @@ app.add_typer(audit.app, name="audit")
 jobs.register(app)
 app.add_typer(breakers.app, name="breakers")
 app.add_typer(slo.app, name="slo")
+app.add_typer(synthetic.app, name="synthetic")
 parity.register(app)
 app.add_typer(deploy.app, name="deploy")
 

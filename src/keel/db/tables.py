@@ -143,4 +143,5 @@ from keel.db import (  # noqa: E402, F401
     tables_idempotency,
     tables_jobs,
     tables_limits,
+    tables_slo,
 )

@@ -1,7 +1,10 @@
 """The metrics step of the request path: duration by route template, requests in flight.
 
 The families are built by :class:`keel.observe.metrics.Metrics`; this step
-records every HTTP request into them (step 2 of the path, inside trace).
+records every HTTP request into them (step 2 of the path, inside trace), and
+into the SLO rollups' per-minute counts when the app keeps them. A synthetic
+check's request (:mod:`keel.http.synthetic`) goes to its own counter instead
+of both.
 """
 
 from __future__ import annotations
@@ -11,8 +14,11 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from keel.clock import SYSTEM_CLOCK, Clock
 from keel.http.routes_info import is_operational, route_template
+from keel.http.synthetic import is_synthetic
 from keel.observe.metrics import KNOWN_METHODS, Metrics
+from keel.slo.rollup import RollupCounter
 
 
 class MetricsMiddleware:
@@ -24,9 +30,18 @@ class MetricsMiddleware:
     bounded by the routes.
     """
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        rollups: RollupCounter | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.rollups = rollups
+        self.clock = clock
         self._durations: dict[tuple[str, str, int, bool], Any] = {}
         self._active: dict[str, Any] = {}
 
@@ -52,9 +67,16 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_and_note)
         finally:
             active.dec()
-            self._duration(method, route_template(scope), status, scope["path"]).observe(
-                time.perf_counter() - started
-            )
+            seconds = time.perf_counter() - started
+            route = route_template(scope)
+            if is_synthetic(scope):
+                self.metrics.synthetic_requests.labels(method, route).inc()
+            else:
+                self._duration(method, route, status, scope["path"]).observe(seconds)
+                if self.rollups is not None:
+                    operational = is_operational(scope["path"])
+                    now = self.clock.now().timestamp()
+                    self.rollups.record(method, route, status, operational, seconds, now)
 
     def _duration(self, method: str, route: str, status: int, path: str) -> Any:
         key = (method, route, status, is_operational(path))

@@ -84,7 +84,12 @@ def steps(services: Services) -> list[Middleware]:
     observed = (
         [
             Middleware(RequestContextMiddleware, identity_key=observability.identity_key),
-            Middleware(MetricsMiddleware, metrics=observability.metrics),
+            Middleware(
+                MetricsMiddleware,
+                metrics=observability.metrics,
+                rollups=observability.rollups.counter if observability.rollups else None,
+                clock=services.clock,
+            ),
         ]
         if settings.observe_enabled
         else []

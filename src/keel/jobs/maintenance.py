@@ -5,7 +5,9 @@
 - seal the audit log's open tails with signed digests, so tampering
   with recent events is caught without waiting for the next automatic digest;
 - collect abandoned blob writes: temporary files and unfinished multipart uploads
-  that a crash or an outage kept an upload's own abort from removing.
+  that a crash or an outage kept an upload's own abort from removing;
+- prune SLO rollups older than the longest SLO period plus a day (what
+  ``keel slo report`` reads never needs more).
 """
 
 from __future__ import annotations
@@ -14,8 +16,12 @@ from datetime import timedelta
 
 import structlog
 
+from keel.errors import KeelError
 from keel.guard.idempotency import purge_expired
 from keel.jobs.registry import JobContext, JobType, Periodic
+from keel.observe.metrics import request_histogram
+from keel.slo import load_objectives
+from keel.slo.rollup import prune, retention
 
 log = structlog.get_logger(__name__)
 
@@ -51,3 +57,21 @@ COLLECT_ABANDONED = JobType("storage.collect", collect_abandoned_writes, queue="
 COLLECT_ABANDONED_SCHEDULE = Periodic(
     "collect-abandoned-writes", "17 * * * *", COLLECT_ABANDONED.name
 )
+
+
+async def prune_slo_rollups(context: JobContext) -> None:
+    resources = context.resources
+    settings = resources.settings
+    try:
+        objectives = load_objectives(
+            settings.slo_file, request_histogram(settings.slo_latency_seconds)
+        )
+    except KeelError:
+        objectives = ()  # a refused file: keep the default period's worth
+    kept = retention(objectives)
+    removed = await prune(resources.database, resources.clock.now() - kept)
+    log.info("slo_rollups_pruned", removed=removed, kept_days=kept.total_seconds() / 86400)
+
+
+PRUNE_SLO_ROLLUPS = JobType("slo.prune_rollups", prune_slo_rollups, queue="default")
+PRUNE_SLO_ROLLUPS_SCHEDULE = Periodic("prune-slo-rollups", "23 * * * *", PRUNE_SLO_ROLLUPS.name)

@@ -25,6 +25,8 @@ from keel.clock import SYSTEM_CLOCK, Clock
 from keel.errors import KeelError
 from keel.jobs.connector import JobConnector, QueueStats
 from keel.jobs.states import JobState
+from keel.synthetic.checks import STEPS
+from keel.synthetic.metrics import SyntheticMetrics
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +49,8 @@ class JobMetrics:
     composition root of the API or of ``keel worker`` and handed to the worker."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.synthetic = SyntheticMetrics(STEPS, registry)
+        """The periodic synthetic check's families: it runs as one of this worker's jobs."""
         self.queue_depth = Gauge(
             QUEUE_DEPTH_NAME, QUEUE_DEPTH_HELP, ["queue", "state"], registry=registry
         )

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from keel.resilience import DependencyPool
     from keel.settings import Settings
     from keel.storage import BlobStore
+    from keel.synthetic.metrics import SyntheticMetrics
 
 DEFAULT_QUEUE = "default"
 QUEUES = ("critical", "default", "exports")
@@ -59,6 +60,8 @@ class JobResources:
     """One dependency (timeout, bulkhead, breaker, retry) per webhook host."""
     audit: Auditor
     """The audit log's write side: handlers, breaker transitions and dead-lettering share it."""
+    synthetic: SyntheticMetrics | None = None
+    """Where the periodic synthetic check counts its steps (the worker's registry)."""
 
 
 @dataclass(frozen=True)

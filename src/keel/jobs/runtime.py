@@ -27,6 +27,7 @@ from keel.resilience.auditing import audit_breaker_transitions
 from keel.resilience.wiring import breaker_store, build_webhooks
 from keel.settings import Settings
 from keel.storage import BlobStore
+from keel.synthetic.metrics import SyntheticMetrics
 
 log = structlog.get_logger(__name__)
 
@@ -60,6 +61,7 @@ async def resources(
     clock: Clock = SYSTEM_CLOCK,
     webhooks: DependencyPool | None = None,
     metrics: ResilienceMetrics | None = None,
+    synthetic: SyntheticMetrics | None = None,
 ) -> AsyncIterator[JobResources]:
     """Handlers' resources, one set per worker (one auditor among them). ``webhooks``
     is the app's pool inside ``keel serve`` (its breakers in the app's registry,
@@ -86,6 +88,7 @@ async def resources(
                 http=http,
                 webhooks=webhooks,
                 audit=audit,
+                synthetic=synthetic,
             )
     finally:
         if registry is not None and registry.store is not None:
@@ -125,8 +128,14 @@ class InProcessWorker:
             await self._task  # raises the worker's error
 
     async def _main(self) -> None:
+        synthetic = self._metrics.synthetic if self._metrics is not None else None
         async with resources(
-            self._settings, self._database, self._store, self._clock, self._webhooks
+            self._settings,
+            self._database,
+            self._store,
+            self._clock,
+            self._webhooks,
+            synthetic=synthetic,
         ) as res:
             self.worker = Worker(
                 res, self._registry, worker_config(self._settings), metrics=self._metrics

@@ -7,7 +7,10 @@ in seconds → ``http_server_request_duration_seconds``; attributes
 ``http_request_method``, ``http_route``, ``http_response_status_code``), so
 dashboards and SLO rules written for any OpenTelemetry-instrumented service
 read Keel unchanged. The ``slo`` label is Keel's own: ``"false"`` on probes and
-``/metrics``, which must never count towards (or dilute) the SLO.
+``/metrics``, which must never count towards (or dilute) the SLO. Requests of
+synthetic checks are not on the histogram at all: they are counted in
+``keel_synthetic_requests_total``, so no SLI (nor a dashboard of real traffic)
+sees them and the histogram keeps its labels.
 
 The histogram's buckets always contain the SLO latency threshold exactly, so
 "the share of requests faster than the threshold" is one bucket, not an
@@ -38,6 +41,7 @@ from typing import Any, Protocol
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
+    Counter,
     Gauge,
     GCCollector,
     Histogram,
@@ -179,6 +183,12 @@ class Metrics:
             ["db_client_connection_pool_name"],
             registry=self.registry,
             multiprocess_mode="livesum",
+        )
+        self.synthetic_requests = Counter(
+            "keel_synthetic_requests_total",
+            "HTTP requests of synthetic checks, kept off the request histogram and the SLOs.",
+            ["http_request_method", "http_route"],
+            registry=self.registry,
         )
         self.build_info = Gauge(
             "keel_build_info",

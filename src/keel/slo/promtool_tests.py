@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from keel.slo import synthetic_alert
 from keel.slo.rules import (
     NAME_LABEL,
     RULES_FILE,
@@ -271,6 +272,7 @@ def unit_tests(
         groups.append(exclusion_group(objective, histogram))
         for alert in alerts:
             groups.extend(alert_groups(objective, histogram, alert))
+    groups.extend(synthetic_alert.unit_tests())
     evaluation = render_duration(EVALUATION_INTERVAL)
     return {"rule_files": [RULES_FILE], "evaluation_interval": evaluation, "tests": groups}
 

@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 import yaml
 
+from keel.slo import synthetic_alert
 from keel.slo.spec import STATUS_LABEL, Matcher, Objective, RequestHistogram, render_duration
 
 RECORD_PREFIX = "keel_slo:sli_error:ratio_rate"
@@ -154,7 +155,8 @@ def rule_groups(
     histogram: RequestHistogram,
     alerts: Sequence[BurnRateAlert] = WORKBOOK_ALERTS,
 ) -> dict[str, Any]:
-    """One group per SLO: its error-ratio recording rules, then its alerts (which read them)."""
+    """One group per SLO: its error-ratio recording rules, then its alerts (which read them);
+    then the synthetic checks' alert."""
     groups = []
     for objective in objectives:
         records = [
@@ -167,6 +169,7 @@ def rule_groups(
         ]
         rules = records + [_alert_rule(objective, alert) for alert in alerts]
         groups.append({"name": f"keel-slo-{objective.name}", "rules": rules})
+    groups.append(synthetic_alert.rule_group())
     return {"groups": groups}
 
 

@@ -17,8 +17,8 @@ so this module knows nothing of Prometheus' client.
 
 ``indicator.selector`` is a list of PromQL label matchers choosing the requests
 that count. Probes and ``/metrics`` carry ``slo="false"``, so ``slo="true"``
-leaves them out; traffic that must not count later (synthetic checks) is left
-out the same way, by a matcher on the label that marks it. ``indicator.sample``
+leaves them out; synthetic checks are never on the histogram at all, and the
+rollups (:mod:`keel.slo.rollup`) apply the same selector. ``indicator.sample``
 is one label set the selector matches, used to build the promtool tests.
 """
 

@@ -136,7 +136,14 @@ async def run_worker(
     )
     store = from_settings(settings)
     try:
-        async with resources(settings, database, store, clock, metrics=metrics.resilience) as res:
+        async with resources(
+            settings,
+            database,
+            store,
+            clock,
+            metrics=metrics.resilience,
+            synthetic=metrics.jobs.synthetic,
+        ) as res:
             worker = ObservedWorker(res, registry, config, metrics=metrics.jobs)
             health.register(checks.database_check(database))
             health.register(checks.schema_check(database))

@@ -26,10 +26,11 @@ from keel.deploy import (
     Strategy,
     run_pre_checks,
 )
+from keel.migrations import head_revision
 from keel.settings import Settings
 
 S = DeploymentState
-RELEASE = Release(version="1.2.3", git_sha="a" * 40, migration_head="0014")
+RELEASE = Release(version="1.2.3", git_sha="a" * 40, migration_head=head_revision() or "")
 PROD = ApprovalGate("prod", 2, creator_may_approve=False)
 
 

@@ -79,7 +79,8 @@ def test_each_alert_needs_both_its_long_and_short_window_over_the_threshold(
 
 def test_the_ratios_count_5xx_for_availability_and_the_threshold_bucket_for_latency() -> None:
     groups = rule_groups(load_objectives(None, HISTOGRAM), HISTOGRAM)["groups"]
-    availability, latency = (group["rules"][0] for group in groups)
+    availability, latency, synthetic = (group["rules"][0] for group in groups)
+    assert synthetic["alert"] == "KeelSyntheticCheckFailing"
     assert availability["record"] == "keel_slo:sli_error:ratio_rate5m"
     assert 'http_response_status_code=~"5.."}[5m]' in availability["expr"]
     assert '_bucket{slo="true",http_route=~"/v1/.*",le="0.3"}[5m]' in latency["expr"]
