@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from sqlalchemy import text
 from keel.console.access import new_token
 from keel.db.engine import Database
 from keel.jobs import enqueue
+from keel.slo.rollup import add_counts, minute_of
 from tests.support.processes import keel_server, server_env
 from tests.support.services import need_binary
 
@@ -101,6 +103,8 @@ async def _one_dead_job(database_url: str) -> None:
     try:
         job_id = await enqueue(database, "jobs.purge_finished", {}, queue="default")
         await enqueue(database, "jobs.purge_finished", {}, queue="default")
+        last_minute = minute_of(time.time()) - 1  # a 0.2 % error ratio: burn rate 4
+        await add_counts(database, {("api-availability", last_minute): [1000, 998]})
         async with database.write() as session:
             await session.execute(
                 text("UPDATE jobs SET state = 'dead' WHERE id = :id"), {"id": job_id}
@@ -133,6 +137,12 @@ def test_the_page_shows_the_apis_numbers_and_refuses_a_wrong_token(tmp_path: Pat
         breakers = {row[0]: row[1] for row in page.rows["breakers"]}
         assert breakers == {b["name"]: b["state"] for b in api["breakers"]}
         assert page.text["readiness-status"] == api["readiness"]["status"]
+        for slo in api["slos"]:
+            shown = page.attrs[f"budget-{slo['slo']}"]["data-value"]
+            assert shown is not None
+            assert float(shown) == pytest.approx(slo["budget_remaining"])
+        availability = next(s for s in api["slos"] if s["slo"] == "api-availability")
+        assert availability["windows"][0]["burn_rate"] == pytest.approx(4.0)
 
         refused = _render(f"{server.url}/ops#token=not-the-token", tmp_path / "profile-b")
         assert "hidden" not in refused.attrs["login"]

@@ -1,6 +1,7 @@
 """What ``/ops/state`` answers: one snapshot of the service for the console.
 
-Each section is read from its owner, concurrently, under the health-check timeout.
+Each section is read from its owner, concurrently (the error budgets from the
+per-minute SLO rollups, as ``keel slo report`` reads them), under the health-check timeout.
 A section that fails or times out is reported in ``errors`` under its name and the
 others still answer: the console is most needed exactly when a dependency is down,
 so it must never fail as a whole because one part of it cannot be read.
@@ -9,9 +10,11 @@ so it must never fail as a whole because one part of it cannot be read.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from keel import __version__
@@ -25,7 +28,10 @@ from keel.jobs import queue
 from keel.jobs.states import JobState
 from keel.observe.health import HealthRegistry
 from keel.resilience import BreakerRegistry
+from keel.observe.metrics import request_histogram
 from keel.settings import Settings
+from keel.slo import Objective, load_objectives
+from keel.slo.report import read_reports
 
 BREACH_WINDOW = timedelta(hours=1)
 TOP_BREACHES = 10
@@ -41,6 +47,20 @@ class ConsoleSources:
     breakers: BreakerRegistry
     auditor: Auditor
     clock: Clock
+
+
+@functools.lru_cache(maxsize=8)
+def _objectives(slo_file: Path | None, latency_seconds: float) -> tuple[Objective, ...]:
+    # The SLO file is read once per (file, bucket edge), not on every refresh.
+    return load_objectives(slo_file, request_histogram(latency_seconds))
+
+
+async def _slos(sources: ConsoleSources) -> list[dict[str, Any]]:
+    """Each SLO's budget and burn rates from the per-minute rollups (``keel slo report``)."""
+    settings = sources.settings
+    objectives = _objectives(settings.slo_file, settings.slo_latency_seconds)
+    reports = await read_reports(sources.database, objectives, sources.clock.now())
+    return [report.as_json() for report in reports]
 
 
 async def _readiness(sources: ConsoleSources) -> dict[str, Any]:
@@ -122,6 +142,7 @@ async def _deployments(sources: ConsoleSources) -> list[dict[str, Any]]:
 Section = Callable[[ConsoleSources], Awaitable[Any]]
 
 SECTIONS: dict[str, Section] = {
+    "slos": _slos,
     "readiness": _readiness,
     "jobs": _queues,
     "breakers": _breakers,

@@ -23,7 +23,11 @@ from keel.db.tables_limits import NoisyFlag, RateLimitBreach
 from keel.deploy.release import Release
 from keel.deploy.store import DeploymentStore, Strategy
 from keel.jobs import enqueue
+from keel.observe.metrics import request_histogram
 from keel.settings import Settings
+from keel.slo import load_objectives
+from keel.slo.report import read_reports
+from keel.slo.rollup import add_counts, minute_of
 
 TOKEN, TOKEN_SHA256 = new_token()
 OPERATOR = {"Authorization": f"Bearer {TOKEN}"}
@@ -109,10 +113,18 @@ async def test_each_section_reports_what_its_owner_recorded(
         required_approvals=1,
     )
     await services.dependencies.registry.force_open("storage")
+    last_minute = minute_of(now.timestamp()) - 1
+    await add_counts(database, {("api-availability", last_minute): [1000, 998]})
 
     state = (await client.get("/ops/state", headers=OPERATOR)).json()
+    objectives = load_objectives(None, request_histogram(0.3))
+    report = await read_reports(database, objectives, services.clock.now())
 
     assert state["errors"] == {}
+    slos = {slo["slo"]: slo for slo in state["slos"]}
+    assert slos["api-availability"] == report[0].as_json()
+    assert slos["api-availability"]["windows"][0]["total"] == 1000
+    assert slos["api-availability"]["windows"][0]["burn_rate"] == pytest.approx(4.0)
     assert state["readiness"]["status"] in {"pass", "warn", "fail"}
     assert {c["name"] for c in state["readiness"]["checks"]} >= {"database"}
     default = next(q for q in state["jobs"]["queues"] if q["queue"] == "default")
