@@ -25,14 +25,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, Text, bindparam, func, insert, select, update
+from sqlalchemy import cast as cast_to
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.audit.authentication import AuthenticationAudit
 from keel.audit.chain import (
     GENESIS,
-    ChainedEvent,
     DigestBody,
     UnchainedEvent,
     digest_hash,
@@ -89,22 +89,53 @@ appended AS (
 SELECT chain_id, seq, head_hash, digested_seq FROM moved
 """
 # SQLite serialises write transactions (``BEGIN IMMEDIATE``), so nothing is
-# locked here: read the head, insert the event, move the head — Core statements
-# built once (building one costs more than running it, and the ORM's flush more still).
+# locked here; it has no data-modifying CTEs either. Two statements: the event,
+# inserted from the head row with its hash computed in SQL (``keel_sha256``, which
+# ``keel.db.engine`` registers on every SQLite connection), then the head's move.
+# Core, built once: building a statement costs more than running it.
 _EVENTS = cast(Table, AuditRow.__table__)
 _CHAINS = cast(Table, AuditChain.__table__)
-_CANDIDATES = bindparam("candidates", expanding=True)
-READ_HEAD = (
-    select(_CHAINS.c.chain_id, _CHAINS.c.seq, _CHAINS.c.head_hash, _CHAINS.c.digested_seq)
-    .where(_CHAINS.c.chain_id.in_(_CANDIDATES))
-    .order_by(_CHAINS.c.created_at)
-    .limit(1)
+_HEAD = _CHAINS.c
+_NEXT_SEQ = _HEAD.seq + 1
+_PARTS = [bindparam(f"part{index}", type_=Text()) for index in range(4)]
+_HASH_SQLITE = func.keel_sha256(
+    _PARTS[0]
+    .concat(func.json_quote(_HEAD.chain_id))
+    .concat(_PARTS[1])
+    .concat(func.json_quote(_HEAD.head_hash))
+    .concat(_PARTS[2])
+    .concat(cast_to(_NEXT_SEQ, Text()))
+    .concat(_PARTS[3]),
+    type_=Text(),
 )
-INSERT_EVENT = insert(_EVENTS)
+APPEND_SQLITE = (
+    insert(_EVENTS)
+    .from_select(
+        [column.name for column in _EVENTS.c],
+        select(
+            *(
+                {
+                    "chain_id": _HEAD.chain_id,
+                    "seq": _NEXT_SEQ,
+                    "prev_hash": _HEAD.head_hash,
+                    "hash": _HASH_SQLITE,
+                }.get(column.name)
+                if column.name in ("chain_id", "seq", "prev_hash", "hash")
+                else bindparam(f"e_{column.name}", type_=column.type)
+                for column in _EVENTS.c
+            )
+        )
+        .where(_HEAD.chain_id.in_(bindparam("candidates", expanding=True)))
+        .order_by(_HEAD.created_at)
+        .limit(1),
+    )
+    .returning(_EVENTS.c.chain_id, _EVENTS.c.seq, _EVENTS.c.hash)
+)
 MOVE_HEAD = (
     update(_CHAINS)
-    .where(_CHAINS.c.chain_id == bindparam("h_chain"))
+    .where(_HEAD.chain_id == bindparam("h_chain"))
     .values(seq=bindparam("h_seq"), head_hash=bindparam("h_hash"))
+    .returning(_HEAD.digested_seq)
 )
 
 
@@ -257,21 +288,28 @@ class Auditor:
     async def _append_sqlite(
         self, session: AsyncSession, unchained: UnchainedEvent, candidates: list[str]
     ) -> tuple[Recorded | None, int]:
-        head = (await session.execute(READ_HEAD, {"candidates": candidates})).first()
-        if head is None:
+        params: dict[str, object] = {
+            "candidates": candidates,
+            **{f"part{index}": part for index, part in enumerate(unchained.around_head())},
+            "e_id": unchained.id,
+            "e_occurred_at": unchained.occurred_at,
+            "e_code": unchained.code,
+            "e_key_id": unchained.key_id,
+            "e_actor": unchained.actor,
+            "e_subject": unchained.subject,
+            "e_token": unchained.token,
+            "e_ip": unchained.ip,
+            "e_fields": unchained.fields,
+        }
+        appended = (await session.execute(APPEND_SQLITE, params)).first()
+        if appended is None:
             return None, 0
-        chained = unchained.chained(
-            chain_id=head.chain_id, seq=head.seq + 1, prev_hash=head.head_hash
+        chain_id, seq, event_hash = appended
+        moved = await session.execute(
+            MOVE_HEAD, {"h_chain": chain_id, "h_seq": seq, "h_hash": event_hash}
         )
-        event_hash = chained.hash()
-        await session.execute(INSERT_EVENT, _row(chained, event_hash))
-        await session.execute(
-            MOVE_HEAD, {"h_chain": head.chain_id, "h_seq": chained.seq, "h_hash": event_hash}
-        )
-        recorded = Recorded(
-            id=chained.id, chain_id=chained.chain_id, seq=chained.seq, hash=event_hash
-        )
-        return recorded, head.digested_seq
+        digested_seq = moved.scalar_one()
+        return Recorded(id=unchained.id, chain_id=chain_id, seq=seq, hash=event_hash), digested_seq
 
     async def record_now(self, event: AuditEvent) -> Recorded:
         """Append in a short transaction of its own, for code that holds no session."""
@@ -337,22 +375,3 @@ class Auditor:
             if digest is not None:
                 sealed.append(digest)
         return sealed
-
-
-def _row(chained: ChainedEvent, event_hash: str) -> dict[str, object]:
-    """The ``audit_events`` row of ``chained``, by column name."""
-    return {
-        "id": chained.id,
-        "chain_id": chained.chain_id,
-        "seq": chained.seq,
-        "occurred_at": chained.occurred_at,
-        "code": chained.code,
-        "key_id": chained.key_id,
-        "actor": chained.actor,
-        "subject": chained.subject,
-        "token": chained.token,
-        "ip": chained.ip,
-        "fields": chained.fields,
-        "prev_hash": chained.prev_hash,
-        "hash": event_hash,
-    }
