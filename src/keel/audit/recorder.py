@@ -23,12 +23,13 @@ still locked (the head row carries the hash at the last sealed point).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, Text, bindparam, func, insert, select, update
 from sqlalchemy import cast as cast_to
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from keel.audit.authentication import AuthenticationAudit
 from keel.audit.chain import (
@@ -108,20 +109,19 @@ _HASH_SQLITE = func.keel_sha256(
     .concat(_PARTS[3]),
     type_=Text(),
 )
+_FROM_HEAD: dict[str, ColumnElement[Any]] = {
+    "chain_id": _HEAD.chain_id,
+    "seq": _NEXT_SEQ,
+    "prev_hash": _HEAD.head_hash,
+    "hash": _HASH_SQLITE,
+}
 APPEND_SQLITE = (
     insert(_EVENTS)
     .from_select(
         [column.name for column in _EVENTS.c],
         select(
             *(
-                {
-                    "chain_id": _HEAD.chain_id,
-                    "seq": _NEXT_SEQ,
-                    "prev_hash": _HEAD.head_hash,
-                    "hash": _HASH_SQLITE,
-                }.get(column.name)
-                if column.name in ("chain_id", "seq", "prev_hash", "hash")
-                else bindparam(f"e_{column.name}", type_=column.type)
+                _FROM_HEAD.get(column.name, bindparam(f"e_{column.name}", type_=column.type))
                 for column in _EVENTS.c
             )
         )
@@ -279,11 +279,11 @@ class Auditor:
                 unchained.fields,
             ),
         )
-        row = result.first()
+        row: Any = result.first()  # (chain_id, seq, head_hash, digested_seq)
         if row is None:
             return None, 0
-        chain_id, seq, event_hash, digested_seq = row
-        return Recorded(id=unchained.id, chain_id=chain_id, seq=seq, hash=event_hash), digested_seq
+        recorded = Recorded(id=unchained.id, chain_id=row[0], seq=row[1], hash=row[2])
+        return recorded, int(row[3])
 
     async def _append_sqlite(
         self, session: AsyncSession, unchained: UnchainedEvent, candidates: list[str]

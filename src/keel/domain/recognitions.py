@@ -9,6 +9,7 @@ from typing import Any, cast
 
 from sqlalchemy import Row, Table, bindparam, insert, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import ReturningInsert
 
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.db.tables import Evidence, Recognition, RecognitionEvidence, User
@@ -26,7 +27,7 @@ MAX_EVIDENCE = 20
 # (unit of work, identity map, instance state) cost more Python than its SQL.
 _RECOGNITIONS = cast(Table, Recognition.__table__)
 _USERS = cast(Table, User.__table__)
-INSERT_FOR_RECIPIENT = (
+INSERT_FOR_RECIPIENT: ReturningInsert[tuple[int]] = (
     insert(_RECOGNITIONS)
     .from_select(
         ["id", "org_id", "giver_id", "recipient_id", "message", "category", "created_at"],
