@@ -25,13 +25,10 @@ from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
-from before_after import checkout, tree_env
+from before_after import checkout, serve
 from peers import create_peer_schema
-from run import BODY_TEMPLATE, CONFIGS, HERE, LIFTED, start_peer, wrk
-from tests.support.app import seeded_world
+from run import CONFIGS, HERE, start_peer, wrk
 from tests.support.databases import empty_database
-from tests.support.policies import shipped_policy_with_ip_limits_lifted
-from tests.support.processes import run_keel, server_env, start_server
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -50,29 +47,6 @@ def session_cpu_seconds(session_id: int) -> float:
         if int(fields[3]) == session_id:  # the session id, after state, ppid, pgrp
             total += int(fields[11]) + int(fields[12])
     return total / TICKS
-
-
-def keel_server(
-    stack: ExitStack, backend: str, workers: int, tree: Path, workdir: Path
-) -> tuple[str, int, dict[str, str]]:
-    """A migrated, seeded ``keel serve`` of ``tree``: its POST URL, pid and wrk environment."""
-    url = stack.enter_context(empty_database(backend, workdir))
-    run_keel(["migrate", "apply"], tree_env(server_env(url, workdir), tree), workdir)
-    world = seeded_world(url)
-    lifted = {
-        "KEEL_RATELIMIT_POLICY": str(shipped_policy_with_ip_limits_lifted(workdir)),
-        "KEEL_CONCURRENCY_PER_USER": "100000",
-        "KEEL_CONCURRENCY_PER_ORG": "100000",
-        "KEEL_SHED_MAX_IN_FLIGHT": "100000",
-    }
-    env = tree_env(server_env(url, workdir, lifted), tree)
-    for name in LIFTED:
-        run_keel(["limits", "set-override", world.alice.org_id, name, "0"], env, workdir)
-    server = start_server(env, workdir, workers=workers, name=f"keel-{backend}-{tree.name}")
-    stack.callback(server.stop)
-    token = {"BENCH_TOKEN": world.alice.token, "BENCH_KEYED": "1"}
-    body = BODY_TEMPLATE.format(recipient=world.bob.id)
-    return f"{server.url}/v1/recognitions", server.process.pid, {**token, "BENCH_BODY": body}
 
 
 def main() -> None:
@@ -96,7 +70,7 @@ def main() -> None:
             for backend, workers in CONFIGS:
                 with ExitStack() as stack:
                     keels = {
-                        name: keel_server(stack, backend, workers, tree, workdir)
+                        name: serve(stack, backend, tree, workdir, workers=workers)
                         for name, tree in trees.items()
                     }
                     peer_url = stack.enter_context(empty_database(backend, workdir))
@@ -111,25 +85,26 @@ def main() -> None:
                             env = {"BENCH_NONCE": uuid.uuid4().hex}
                             if side == "peer":
                                 url = f"{peer.url}/recognitions"
-                                env["BENCH_BODY"] = keels["after"][2]["BENCH_BODY"]
+                                env["BENCH_BODY"] = keels["after"].body
                                 result = wrk(url, args.seconds, post, env, args.connections)
                             else:
-                                url, pid, extra = keels[side]
-                                spent = session_cpu_seconds(pid)
-                                result = wrk(
-                                    url, args.seconds, post, {**env, **extra}, args.connections
-                                )
-                                spent = session_cpu_seconds(pid) - spent
+                                keel = keels[side]
+                                env |= {"BENCH_BODY": keel.body, "BENCH_TOKEN": keel.token}
+                                env["BENCH_KEYED"] = "1"
+                                spent = session_cpu_seconds(keel.pid)
+                                url = f"{keel.url}/v1/recognitions"
+                                result = wrk(url, args.seconds, post, env, args.connections)
+                                spent = session_cpu_seconds(keel.pid) - spent
                                 cpu[side].append(spent / (result.rps * args.seconds) * 1e6)
                             if result.failures:
                                 raise RuntimeError(f"{side} {backend}: {result.failures} failed")
                             rps[side].append(result.rps)
                     peer_rps = statistics.median(rps["peer"])
                     for side in ("before", "after"):
-                        keel = statistics.median(rps[side])
+                        median = statistics.median(rps[side])
                         print(
-                            f"{backend} {workers}w {side:6} {keel:7.1f} req/s  "
-                            f"peer {peer_rps:7.1f}  ratio {keel / peer_rps:5.2f}  "
+                            f"{backend} {workers}w {side:6} {median:7.1f} req/s  "
+                            f"peer {peer_rps:7.1f}  ratio {median / peer_rps:5.2f}  "
                             f"server CPU {statistics.median(cpu[side]):7.0f} µs/request  "
                             f"(rounds {', '.join(f'{value:.0f}' for value in rps[side])})"
                         )

@@ -53,26 +53,32 @@ class ChainedEvent:
     prev_hash: str
 
     def canonical(self) -> bytes:
-        return canonical_json(
-            {
-                "v": 1,
-                "id": self.id,
-                "chain_id": self.chain_id,
-                "seq": self.seq,
-                "occurred_at": timestamp(self.occurred_at),
-                "code": self.code,
-                "key_id": self.key_id,
-                "actor": self.actor,
-                "subject": self.subject,
-                "token": self.token,
-                "ip": self.ip,
-                "fields": self.fields,
-                "prev_hash": self.prev_hash,
-            }
-        ).encode()
+        members = {
+            **_unchained_members(self),
+            "chain_id": self.chain_id,
+            "seq": self.seq,
+            "prev_hash": self.prev_hash,
+        }
+        return canonical_json(members).encode()
 
     def hash(self) -> str:
         return hashlib.sha256(self.canonical()).hexdigest()
+
+
+def _unchained_members(event: ChainedEvent | UnchainedEvent) -> dict[str, object]:
+    """The hashed members an event has before its chain's head is read (format ``v`` 1)."""
+    return {
+        "v": 1,
+        "id": event.id,
+        "occurred_at": timestamp(event.occurred_at),
+        "code": event.code,
+        "key_id": event.key_id,
+        "actor": event.actor,
+        "subject": event.subject,
+        "token": event.token,
+        "ip": event.ip,
+        "fields": event.fields,
+    }
 
 
 HEAD_VALUES = ("chain_id", "prev_hash", "seq")
@@ -119,18 +125,7 @@ class UnchainedEvent:
     def around_head(self) -> tuple[str, str, str, str]:
         """The canonical text split where ``HEAD_VALUES`` go (sorted-key JSON of flat
         scalars is its members joined in key order, which this builds piecewise)."""
-        known: dict[str, object] = {
-            "v": 1,
-            "id": self.id,
-            "occurred_at": timestamp(self.occurred_at),
-            "code": self.code,
-            "key_id": self.key_id,
-            "actor": self.actor,
-            "subject": self.subject,
-            "token": self.token,
-            "ip": self.ip,
-            "fields": self.fields,
-        }
+        known = _unchained_members(self)
         parts: list[str] = []
         text = "{"
         for index, name in enumerate(sorted([*known, *HEAD_VALUES])):
