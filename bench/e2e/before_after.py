@@ -75,11 +75,12 @@ class Server:
     url: str
     token: str
     body: str
+    pid: int  # leads the server's process session (supervisor and workers)
 
 
-def serve(stack: ExitStack, backend: str, tree: Path, workdir: Path) -> Server:
+def serve(stack: ExitStack, backend: str, tree: Path, workdir: Path, *, workers: int = 1) -> Server:
     """A database migrated by ``tree``'s own migrations (the trees' heads may differ),
-    seeded, the bench principal's limits lifted, one ``keel serve`` worker."""
+    seeded, the bench principal's limits lifted, ``keel serve`` with ``workers`` workers."""
     url = stack.enter_context(empty_database(backend, workdir))
     run_keel(["migrate", "apply"], tree_env(server_env(url, workdir), tree), workdir)
     world = seeded_world(url)
@@ -93,7 +94,7 @@ def serve(stack: ExitStack, backend: str, tree: Path, workdir: Path) -> Server:
     env = tree_env(server_env(url, workdir, lifted), tree)
     for name in LIFTED:
         run_keel(["limits", "set-override", world.alice.org_id, name, "0"], env, workdir)
-    server = start_server(env, workdir, name=f"keel-{backend}-{tree.name}")
+    server = start_server(env, workdir, workers=workers, name=f"keel-{backend}-{tree.name}")
     stack.callback(server.stop)
     body = BODY_TEMPLATE.format(recipient=world.bob.id)
     headers = {"Authorization": f"Bearer {world.alice.token}", "Content-Type": "application/json"}
@@ -102,7 +103,7 @@ def serve(stack: ExitStack, backend: str, tree: Path, workdir: Path) -> Server:
         answer = httpx.post(f"{server.url}/v1/recognitions", content=body, headers=keyed)
         if answer.status_code != 201:
             raise RuntimeError(f"seeding {server.url}: {answer.status_code} {answer.text}")
-    return Server(server.url, world.alice.token, body)
+    return Server(server.url, world.alice.token, body, server.process.pid)
 
 
 def requests(

@@ -10,7 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keel.audit import AuditEvent, AuditEventInvalid, EventCode, KeyRing, describe
-from keel.audit.chain import GENESIS, ChainedEvent, DigestBody, digest_hash, timestamp
+from keel.audit.chain import (
+    GENESIS,
+    ChainedEvent,
+    DigestBody,
+    UnchainedEvent,
+    canonical_json,
+    digest_hash,
+    timestamp,
+)
 from keel.audit.registry import REGISTRY
 from keel.audit.signing import PublicKeys, Signer
 from keel.errors import ConfigurationError
@@ -137,6 +145,45 @@ def test_changing_any_field_changes_the_hash(field: str, salt: str) -> None:
     value = getattr(original, field)
     changed = value + 1 if isinstance(value, int) else (value or "") + salt
     assert replace(original, **{field: changed}).hash() != original.hash()
+
+
+_OPTIONAL = st.none() | st.text(max_size=12)
+
+
+@given(
+    texts=st.tuples(st.text(max_size=12), st.text(max_size=12), st.text(max_size=12)),
+    optional=st.tuples(_OPTIONAL, _OPTIONAL, _OPTIONAL, _OPTIONAL),
+    fields=st.dictionaries(st.text(max_size=6), st.text(max_size=6) | st.integers(), max_size=3),
+    seq=st.integers(min_value=1, max_value=2**62),
+    chain_id=st.text(alphabet="abcdefk0123456789:", min_size=1, max_size=20),
+    prev_hash=st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+)
+def test_the_text_around_the_head_rebuilds_the_chained_events_canonical_bytes(
+    texts: tuple[str, str, str],
+    optional: tuple[str | None, str | None, str | None, str | None],
+    fields: dict[str, str | int],
+    seq: int,
+    chain_id: str,
+    prev_hash: str,
+) -> None:
+    # What the database's append statement hashes must be exactly what verify hashes.
+    unchained = UnchainedEvent(
+        id=texts[0],
+        occurred_at=datetime(2026, 11, 29, 3, 0, 0, 123456, tzinfo=UTC),
+        code=texts[1],
+        key_id=texts[2],
+        actor=optional[0],
+        subject=optional[1],
+        token=optional[2],
+        ip=optional[3],
+        fields=canonical_json(fields),
+    )
+    first, second, third, last = unchained.around_head()
+    text = (
+        first + canonical_json(chain_id) + second + canonical_json(prev_hash) + third + str(seq)
+    ) + last
+    chained = unchained.chained(chain_id=chain_id, seq=seq, prev_hash=prev_hash)
+    assert text.encode() == chained.canonical()
 
 
 def test_a_timestamp_moved_by_one_microsecond_changes_the_hash() -> None:

@@ -53,26 +53,90 @@ class ChainedEvent:
     prev_hash: str
 
     def canonical(self) -> bytes:
-        return canonical_json(
-            {
-                "v": 1,
-                "id": self.id,
-                "chain_id": self.chain_id,
-                "seq": self.seq,
-                "occurred_at": timestamp(self.occurred_at),
-                "code": self.code,
-                "key_id": self.key_id,
-                "actor": self.actor,
-                "subject": self.subject,
-                "token": self.token,
-                "ip": self.ip,
-                "fields": self.fields,
-                "prev_hash": self.prev_hash,
-            }
-        ).encode()
+        members = {
+            **_unchained_members(self),
+            "chain_id": self.chain_id,
+            "seq": self.seq,
+            "prev_hash": self.prev_hash,
+        }
+        return canonical_json(members).encode()
 
     def hash(self) -> str:
         return hashlib.sha256(self.canonical()).hexdigest()
+
+
+def _unchained_members(event: ChainedEvent | UnchainedEvent) -> dict[str, object]:
+    """The hashed members an event has before its chain's head is read (format ``v`` 1)."""
+    return {
+        "v": 1,
+        "id": event.id,
+        "occurred_at": timestamp(event.occurred_at),
+        "code": event.code,
+        "key_id": event.key_id,
+        "actor": event.actor,
+        "subject": event.subject,
+        "token": event.token,
+        "ip": event.ip,
+        "fields": event.fields,
+    }
+
+
+HEAD_VALUES = ("chain_id", "prev_hash", "seq")
+"""The values an event takes from its chain's head, in the canonical text's (sorted) order."""
+
+
+@dataclass(frozen=True, slots=True)
+class UnchainedEvent:
+    """An event before its chain's head is read: every hashed field but ``HEAD_VALUES``.
+
+    The database can then chain it in the statement that locks the head: the
+    canonical text is ``parts[0] + chain_id + parts[1] + prev_hash + parts[2]
+    + seq + parts[3]``, with chain id and previous hash as JSON strings and
+    ``seq`` as a JSON number (:meth:`around_head`), so the hash is SHA-256 of
+    that text — the same bytes :meth:`ChainedEvent.canonical` gives.
+    """
+
+    id: str
+    occurred_at: datetime
+    code: str
+    key_id: str
+    actor: str | None
+    subject: str | None
+    token: str | None
+    ip: str | None
+    fields: str
+
+    def chained(self, *, chain_id: str, seq: int, prev_hash: str) -> ChainedEvent:
+        return ChainedEvent(
+            id=self.id,
+            chain_id=chain_id,
+            seq=seq,
+            occurred_at=self.occurred_at,
+            code=self.code,
+            key_id=self.key_id,
+            actor=self.actor,
+            subject=self.subject,
+            token=self.token,
+            ip=self.ip,
+            fields=self.fields,
+            prev_hash=prev_hash,
+        )
+
+    def around_head(self) -> tuple[str, str, str, str]:
+        """The canonical text split where ``HEAD_VALUES`` go (sorted-key JSON of flat
+        scalars is its members joined in key order, which this builds piecewise)."""
+        known = _unchained_members(self)
+        parts: list[str] = []
+        text = "{"
+        for index, name in enumerate(sorted([*known, *HEAD_VALUES])):
+            text += ("," if index else "") + canonical_json(name) + ":"
+            if name in HEAD_VALUES:
+                parts.append(text)
+                text = ""
+            else:
+                text += canonical_json(known[name])
+        first, second, third = parts
+        return first, second, third, text + "}"
 
 
 def encode_fields(fields: Mapping[str, FieldValue]) -> str:

@@ -11,7 +11,8 @@ under WAL.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
     from keel.resilience import BreakerGate
 
 _IMMEDIATE = "keel_sqlite_begin_immediate"
+# A connection on which SQLite runs each statement as its own transaction (no BEGIN):
+# for a lone statement, which its implicit transaction makes atomic and consistent.
+_ALONE = "keel_sqlite_statement_alone"
 
 T = TypeVar("T")
 
@@ -109,11 +113,19 @@ def _configure_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
+        # SQLite has no SHA-256; the audit append computes its chain hash in SQL with this.
+        dbapi_connection.create_function("keel_sha256", 1, _sha256_hex, deterministic=True)
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        immediate = connection.get_execution_options().get(_IMMEDIATE, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        options = connection.get_execution_options()
+        if options.get(_ALONE, False):
+            return
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if options.get(_IMMEDIATE, False) else "BEGIN")
+
+
+def _sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 async def on_pooled_driver(engine: AsyncEngine, work: Callable[[Any], Awaitable[T]]) -> T:
@@ -192,8 +204,12 @@ class Database:
             if self.asyncpg
             else self.engine
         )
-        self._lookup_bind = lookup_bind
         self._lookup = async_sessionmaker(lookup_bind, expire_on_commit=False)
+        # One statement, its own transaction: PostgreSQL's autocommit; on SQLite no BEGIN
+        # (its implicit per-statement transaction), which saves the BEGIN and the COMMIT.
+        self._alone_bind = (
+            lookup_bind if self.asyncpg else self.engine.execution_options(**{_ALONE: True})
+        )
         self._writer = async_sessionmaker(write_bind, expire_on_commit=False)
 
     @asynccontextmanager
@@ -212,16 +228,33 @@ class Database:
         async with self._guard(), self._lookup() as session, session.begin():
             yield session
 
-    async def rows(self, statement: Executable) -> Sequence[Row[Any]]:
+    async def rows(
+        self, statement: Executable, params: Mapping[str, Any] | None = None
+    ) -> Sequence[Row[Any]]:
         """The rows of one read-only Core statement, on a bare connection.
 
-        For the hottest lookups (the token check of a cache miss, ``/v1/users/me``):
-        no ORM session, identity map or session transaction around one SELECT,
-        about a third of the Python work of the same read through :meth:`query`.
-        Same round trips as :meth:`query` (one on PostgreSQL).
+        For the hottest lookups (the token check of a cache miss, ``/v1/users/me``,
+        the idempotency key's replay lookup): no ORM session, identity map or
+        session transaction around one SELECT, about a third of the Python work of
+        the same read through :meth:`query`. One round trip: the statement runs
+        alone (:meth:`alone`).
         """
-        async with self._guard(), self._lookup_bind.connect() as connection:
-            result = await connection.execute(statement)
+        return await self.alone(statement, params)
+
+    async def alone(
+        self, statement: Executable, params: Mapping[str, Any] | None = None
+    ) -> Sequence[Row[Any]]:
+        """Run ONE Core statement as its own transaction and return its rows.
+
+        A lone statement is atomic and sees one snapshot by itself; a BEGIN and a
+        COMMIT around it would cost two more round trips (PostgreSQL autocommit;
+        SQLite's implicit transaction, which a write takes as ``BEGIN IMMEDIATE``
+        would: straight for the write lock, waiting ``busy_timeout`` for it).
+        For writes whose every guarantee is in the statement itself (the
+        idempotency claim's conditional insert).
+        """
+        async with self._guard(), self._alone_bind.connect() as connection:
+            result = await connection.execute(statement, params)
             return result.all()
 
     @asynccontextmanager

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, Table, bindparam, insert, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import ReturningInsert
 
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.db.tables import Evidence, Recognition, RecognitionEvidence, User
@@ -19,6 +20,30 @@ from keel.ids import is_valid_id, new_id
 
 MAX_MESSAGE = 2000
 MAX_EVIDENCE = 20
+
+# The recognition's INSERT reads its recipient in the same statement: a recipient
+# outside the caller's organisation (or none) inserts nothing, and one round trip
+# does what a lookup and an insert did. Core, built once: a write's ORM flush
+# (unit of work, identity map, instance state) cost more Python than its SQL.
+_RECOGNITIONS = cast(Table, Recognition.__table__)
+_USERS = cast(Table, User.__table__)
+INSERT_FOR_RECIPIENT: ReturningInsert[tuple[int]] = (
+    insert(_RECOGNITIONS)
+    .from_select(
+        ["id", "org_id", "giver_id", "recipient_id", "message", "category", "created_at"],
+        select(
+            bindparam("id", type_=_RECOGNITIONS.c.id.type),
+            _USERS.c.org_id,
+            bindparam("giver_id", type_=_RECOGNITIONS.c.giver_id.type),
+            _USERS.c.id,
+            bindparam("message", type_=_RECOGNITIONS.c.message.type),
+            bindparam("category", type_=_RECOGNITIONS.c.category.type),
+            bindparam("created_at", type_=_RECOGNITIONS.c.created_at.type),
+        ).where(_USERS.c.id == bindparam("recipient_id"), _USERS.c.org_id == bindparam("org_id")),
+    )
+    .returning(literal_column("1"))
+)
+LINK_EVIDENCE = insert(cast(Table, RecognitionEvidence.__table__))
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,14 +105,37 @@ async def create(
         raise InvalidInput(f"message must be 1-{MAX_MESSAGE} characters", field="message")
     if new.recipient_id == principal.user_id:
         raise InvalidInput("you cannot recognise yourself", field="recipient_id")
-    recipient = await session.get(User, new.recipient_id) if is_valid_id(new.recipient_id) else None
-    if recipient is None or recipient.org_id != principal.org_id:
-        # Same answer for "no such user" and "another organisation's user".
-        raise InvalidInput("recipient not found in your organisation", field="recipient_id")
     evidence_ids = list(dict.fromkeys(new.evidence_ids))
     if len(evidence_ids) > MAX_EVIDENCE:
         raise InvalidInput(f"at most {MAX_EVIDENCE} evidence files", field="evidence_ids")
+    record = RecognitionRecord(
+        id=new_id(),
+        org_id=principal.org_id,
+        giver_id=principal.user_id,
+        recipient_id=new.recipient_id,
+        message=message,
+        category=new.category,
+        evidence_ids=evidence_ids,
+        created_at=clock.now(),
+    )
+    inserted = None
+    if is_valid_id(new.recipient_id):
+        params = {
+            "id": record.id,
+            "org_id": record.org_id,
+            "giver_id": record.giver_id,
+            "recipient_id": record.recipient_id,
+            "message": record.message,
+            "category": record.category,
+            "created_at": record.created_at,
+        }
+        inserted = (await session.execute(INSERT_FOR_RECIPIENT, params)).first()
+    if inserted is None:
+        # Same answer for "no such user" and "another organisation's user".
+        raise InvalidInput("recipient not found in your organisation", field="recipient_id")
     if evidence_ids:
+        # After the insert, so a bad recipient is still the refusal reported first;
+        # refusing here rolls the recognition back with the transaction.
         found = set(
             await session.scalars(
                 select(Evidence.id).where(
@@ -102,23 +150,14 @@ async def create(
             raise InvalidInput(
                 "evidence not found in your organisation", field="evidence_ids", missing=missing
             )
-    row = Recognition(
-        id=new_id(),
-        org_id=principal.org_id,
-        giver_id=principal.user_id,
-        recipient_id=recipient.id,
-        message=message,
-        category=new.category,
-        created_at=clock.now(),
-    )
-    session.add(row)
-    await session.flush()
-    for position, evidence_id in enumerate(evidence_ids):
-        session.add(
-            RecognitionEvidence(recognition_id=row.id, evidence_id=evidence_id, position=position)
+        await session.execute(
+            LINK_EVIDENCE,
+            [
+                {"recognition_id": record.id, "evidence_id": evidence_id, "position": position}
+                for position, evidence_id in enumerate(evidence_ids)
+            ],
         )
-    await session.flush()
-    return _record(row, evidence_ids)
+    return record
 
 
 async def _live(session: AsyncSession, principal: Principal, recognition_id: str) -> Recognition:

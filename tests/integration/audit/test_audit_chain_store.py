@@ -73,6 +73,24 @@ async def test_a_clean_log_verifies_with_digests_every_n_events(database: Databa
     assert (await verify(database, KEYS)).digests == 3
 
 
+async def test_hashes_the_database_computes_verify_for_any_field_text(database: Database) -> None:
+    # The append hashes in SQL (text around the head's values); verify hashes in Python.
+    audit = auditor(database, every=100)
+    for number, odd in enumerate(['é "quoted" \\ back', "tab\there", "日本語 ✓", "\u2028"]):
+        event = AuditEvent(
+            EventCode.RECOGNITION_CREATED,
+            org_id=ORG,
+            actor_id=USER,
+            fields={"recognition_id": odd, "evidence_count": number},
+        )
+        async with database.write() as session:
+            recorded = await audit.record(session, event)
+        assert recorded.seq == number + 1
+    report = await verify(database, KEYS)
+    assert report.ok, report.broken
+    assert report.events == 4
+
+
 async def test_an_event_commits_or_rolls_back_with_its_transaction(database: Database) -> None:
     audit = auditor(database)
 

@@ -20,7 +20,7 @@ from keel.api.routes import recognitions as recognition_routes
 from keel.db.tables import Evidence, Export, Recognition
 from keel.db.tables_idempotency import IdempotencyKey
 from keel.domain import recognitions
-from keel.errors import ConfigurationError
+from keel.errors import ConfigurationError, InvalidInput
 from keel.guard.idempotency import KeyRef, purge_expired, store_for
 from keel.guard.idempotency.sql import SqlStore
 from keel.http import problems
@@ -466,32 +466,73 @@ async def test_a_validation_failure_releases_the_key(harness: Harness) -> None:
     assert "idempotent-replayed" not in fixed.headers
 
 
-async def test_a_rolled_back_failure_releases_the_key(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@asynccontextmanager
+async def raising_app(
+    database_url: str, tmp_path: Path
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient, World]]:
+    """A keyed app whose unhandled errors are answered (500), not raised into the test."""
     app = app_for(keyed_settings(database_url, tmp_path))
     async with app.router.lifespan_context(app):
         world = await seed_world(app.state.services.database)
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://keel.test") as client:
-            original = recognitions.create
+            yield app, client, world
 
-            async def broken(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
-                await original(*args, **kwargs)  # type: ignore[arg-type]
-                raise RuntimeError("boom after the insert")
 
-            monkeypatch.setattr(recognitions, "create", broken)
-            # The traceback the 500 handler logs is not what this test is about (and slow).
-            monkeypatch.setattr(problems, "log", Quiet())
-            headers = {**world.alice.headers, "Idempotency-Key": "retry-me"}
-            body = {"recipient_id": world.bob.id, "message": "hi"}
-            failed = await client.post("/v1/recognitions", json=body, headers=headers)
-            assert failed.status_code == 500
-            monkeypatch.setattr(recognitions, "create", original)
-            retried = await client.post("/v1/recognitions", json=body, headers=headers)
-            assert retried.status_code == 201
-            async with app.state.services.database.read() as session:
-                assert await session.scalar(select(func.count()).select_from(Recognition)) == 1
+async def test_a_rolled_back_failure_releases_the_key(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with raising_app(database_url, tmp_path) as (app, client, world):
+        original = recognitions.create
+
+        async def broken(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+            await original(*args, **kwargs)  # type: ignore[arg-type]
+            raise RuntimeError("boom after the insert")
+
+        monkeypatch.setattr(recognitions, "create", broken)
+        # The traceback the 500 handler logs is not what this test is about (and slow).
+        monkeypatch.setattr(problems, "log", Quiet())
+        headers = {**world.alice.headers, "Idempotency-Key": "retry-me"}
+        body = {"recipient_id": world.bob.id, "message": "hi"}
+        failed = await client.post("/v1/recognitions", json=body, headers=headers)
+        assert failed.status_code == 500
+        monkeypatch.setattr(recognitions, "create", original)
+        retried = await client.post("/v1/recognitions", json=body, headers=headers)
+        assert retried.status_code == 201
+        async with app.state.services.database.read() as session:
+            assert await session.scalar(select(func.count()).select_from(Recognition)) == 1
+
+
+@pytest.mark.parametrize("status", [500, 422])
+async def test_a_failure_after_the_completion_rolls_it_back(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, status: int
+) -> None:
+    # The completion is written before the audit append (the transaction's last statement):
+    # an append that fails takes the completion down with the recognition, and the key is
+    # released as after any failure of the route: the retry runs, never a 409 or a replay.
+    async with raising_app(database_url, tmp_path) as (app, client, world):
+        audit = app.state.services.audit
+
+        async def broken(*_args: object, **_kwargs: object) -> None:
+            if status == 422:
+                raise InvalidInput("refused in the audit append")
+            raise RuntimeError("boom in the audit append")
+
+        monkeypatch.setattr(audit, "record", broken)
+        monkeypatch.setattr(problems, "log", Quiet())
+        headers = {**world.alice.headers, "Idempotency-Key": "audit-fails"}
+        body = {"recipient_id": world.bob.id, "message": "hi"}
+        failed = await client.post("/v1/recognitions", json=body, headers=headers)
+        assert failed.status_code == status
+        monkeypatch.undo()
+        retried = await client.post("/v1/recognitions", json=body, headers=headers)
+        async with app.state.services.database.read() as session:
+            count = await session.scalar(select(func.count()).select_from(Recognition))
+            stored = await session.scalar(select(IdempotencyKey.response_body))
+        assert retried.status_code == 201, retried.text
+        assert "idempotent-replayed" not in retried.headers
+        assert count == 1
+        assert json.loads(stored or b"{}")["id"] == retried.json()["id"]
 
 
 # --- concurrency, retention, metrics, state --------------------------------------------

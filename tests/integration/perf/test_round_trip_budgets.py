@@ -25,32 +25,32 @@ from tests.support.roundtrips import RoundTrips, counting_round_trips
 BUDGETS: dict[str, dict[str, int]] = {
     # Liveness answers from the process alone: no database at all.
     "GET /live": {"postgres": 0, "sqlite": 0},
-    # The caller's user row (current role and organisation): one autocommit statement on
-    # PostgreSQL (READ COMMITTED gives a lone statement its own snapshot; a transaction
-    # around it bought nothing), BEGIN, SELECT, COMMIT on SQLite. The token lookup itself is
+    # The caller's user row (current role and organisation): one statement on its own
+    # (PostgreSQL autocommit: READ COMMITTED gives a lone statement its own snapshot; SQLite
+    # its implicit transaction), no BEGIN and COMMIT around it. The token lookup itself is
     # served from the auth cache (revocation seen within auth_cache_seconds).
-    "GET /v1/users/me": {"postgres": 1, "sqlite": 3},
-    # The page of recognitions scoped to the caller's organisation, likewise.
+    "GET /v1/users/me": {"postgres": 1, "sqlite": 1},
+    # The page of recognitions scoped to the caller's organisation (BEGIN, SELECT, COMMIT on
+    # SQLite: the page and its evidence ids read in one snapshot).
     "GET /v1/recognitions": {"postgres": 1, "sqlite": 3},
-    # PostgreSQL: read the key (autocommit: a replay is answered here); the claim as one
-    # autocommit statement (insert the claim, or return the row in its way, with relaxed
-    # durability) so a concurrent duplicate waits instead of running twice; then ONE
-    # transaction (BEGIN, recipient in the caller's organisation, INSERT recognition, audit
-    # chain head FOR UPDATE, the audit event and the head's move in one statement, the
-    # claim's completion with the stored response, COMMIT): the record, its audit event and
-    # the replayable answer commit together or not at all.
-    # SQLite: the replay step's key read (BEGIN, SELECT, COMMIT); the claim, told the key was
-    # absent, goes straight to its insert (BEGIN IMMEDIATE, INSERT, COMMIT); then the business
-    # transaction (the audit append as an INSERT and an UPDATE of the head).
-    "POST /v1/recognitions (keyed)": {"postgres": 9, "sqlite": 14},
-    # The stored response found by the key read: no new write (PostgreSQL autocommit read;
-    # SQLite BEGIN, SELECT, COMMIT).
-    "POST /v1/recognitions (replay)": {"postgres": 1, "sqlite": 3},
+    # Read the key (one statement: a replay is answered here); the claim as one statement
+    # on its own (PostgreSQL: insert the claim, or return the row in its way, with relaxed
+    # durability; SQLite: the insert alone, told the key was absent) so a concurrent
+    # duplicate waits instead of running twice; then ONE transaction: BEGIN (IMMEDIATE on
+    # SQLite), INSERT the recognition from its recipient's row in the caller's organisation,
+    # the claim's completion with the stored response, then the audit append last (the chain
+    # head is locked from it to the commit): on PostgreSQL one statement (head locked, hash
+    # computed, event inserted, head moved), on SQLite the event inserted from the head and
+    # the head's move; COMMIT. The record, its audit event and the replayable answer commit
+    # together or not at all.
+    "POST /v1/recognitions (keyed)": {"postgres": 7, "sqlite": 8},
+    # The stored response found by the key read: no new write (one statement).
+    "POST /v1/recognitions (replay)": {"postgres": 1, "sqlite": 1},
     # The storage quota read before streaming (BEGIN, SUM, COMMIT: refuse early), then one
     # transaction (BEGIN, SUM again: the quota against what is stored once the upload has
-    # streamed, INSERT evidence, audit chain head, the audit event and the head's move —
-    # one statement on PostgreSQL, two on SQLite — COMMIT).
-    "POST /v1/evidence": {"postgres": 9, "sqlite": 10},
+    # streamed, INSERT evidence, the audit append — one statement on PostgreSQL, two on
+    # SQLite — COMMIT).
+    "POST /v1/evidence": {"postgres": 8, "sqlite": 9},
 }
 
 WARM_UP = 3

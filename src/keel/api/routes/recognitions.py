@@ -44,8 +44,12 @@ async def create_recognition(
     )
     # The Idempotency-Key's outcome commits in this same transaction: a
     # key is never marked done for a recognition that was not stored, nor the reverse.
+    # The audit append goes last: the organisation's chain head stays locked from it to
+    # the commit, so nothing else may run under that lock.
     async with services.database.write() as session, recorded(request, session) as outcome:
         record = await recognitions.create(session, principal, new, clock=services.clock)
+        response = outcome.respond(RecognitionOut.model_validate(record), status_code=201)
+        await outcome.store()
         event = by_principal(
             EventCode.RECOGNITION_CREATED,
             principal,
@@ -55,7 +59,7 @@ async def create_recognition(
             evidence_count=len(record.evidence_ids),
         )
         await services.audit.record(session, event)
-        return outcome.respond(RecognitionOut.model_validate(record), status_code=201)
+        return response
 
 
 @router.get("", response_model=RecognitionPage, responses=problem_responses(400, 401, 422, 503))

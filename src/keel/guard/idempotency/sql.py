@@ -231,8 +231,8 @@ class SqlStore(ABC):
 
     async def lookup(self, ref: KeyRef, *, now: datetime) -> Claim | None:
         """What holds the key now (a live outcome or claim, or ``ABSENT``), without taking it."""
-        async with self.database.read() as session:
-            row = (await session.execute(READ, key_params(ref))).one_or_none()
+        rows = await self.database.rows(READ, key_params(ref))
+        row = rows[0] if rows else None
         if row is None:
             return Claim(ClaimResult.ABSENT)
         return held(row, now)

@@ -1,17 +1,17 @@
 """The idempotency store on SQLite: read first, so replays never queue for the write lock.
 
 SQLite has one writer at a time for the whole database (``BEGIN IMMEDIATE``).
-A claim therefore reads the key in a read transaction first: a replay or a
+A claim therefore reads the key first (one statement on its own): a replay or a
 conflict is answered from that read without ever waiting for the write lock.
 Only a key with no row is inserted (``INSERT … ON CONFLICT DO NOTHING
-RETURNING``: the primary key decides between racing processes and exactly one
-insert returns a row); an expired row is taken over with the shared
-compare-and-set (``sql.py``).
+RETURNING``, one statement in its own implicit transaction: the primary key
+decides between racing processes and exactly one insert returns a row); an
+expired row is taken over with the shared compare-and-set (``sql.py``).
 
 The replay step in front of the limits (``replay.py``) has usually just read
 the key and found nothing; it says so with ``seen_absent``, and the claim
-then goes straight to its insert — reading again would cost a read
-transaction (BEGIN, SELECT, COMMIT) for the same answer. The insert's
+then goes straight to its insert — reading again would cost a statement for
+the same answer. The insert's
 ``ON CONFLICT`` still decides a race; an insert that did nothing met a row
 inserted since the lookup, and the claim reads it as usual.
 """
@@ -60,8 +60,8 @@ class SqliteIdempotencyStore(SqlStore):
         return await self._claim(ref, params, now)
 
     async def _claim_or_find(self, ref: KeyRef, params: dict[str, Any], now: datetime) -> Any:
-        async with self.database.read() as session:
-            row = (await session.execute(READ, params)).one_or_none()
+        rows = await self.database.rows(READ, params)
+        row = rows[0] if rows else None
         if row is None:
             # None: inserted by another request since our read; read again
             return Claim(ClaimResult.CLAIMED) if await self._insert(params) else None
@@ -69,9 +69,8 @@ class SqliteIdempotencyStore(SqlStore):
         return found if found is not None else row
 
     async def _insert(self, params: dict[str, Any]) -> bool:
-        async with self.database.write() as session:
-            inserted = await session.execute(CLAIM, params)
-            return inserted.first() is not None
+        # Alone, in its own implicit transaction: the conditional insert is the whole claim.
+        return bool(await self.database.alone(CLAIM, params))
 
     async def _relax_durability(self, session: AsyncSession) -> None:
         """Nothing to relax: SQLite runs WAL with synchronous=NORMAL, no flush per commit."""
