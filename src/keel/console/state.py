@@ -27,8 +27,8 @@ from keel.guard.noisy_watch import active_flags
 from keel.jobs import queue
 from keel.jobs.states import JobState
 from keel.observe.health import HealthRegistry
-from keel.resilience import BreakerRegistry
 from keel.observe.metrics import request_histogram
+from keel.resilience import BreakerRegistry
 from keel.settings import Settings
 from keel.slo import Objective, load_objectives
 from keel.slo.report import read_reports
