@@ -9,12 +9,12 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
+from tests.support.app import SECRET, World, add_member, make_settings, wait_for_export
 
 from keel.audit import PublicKeys, verify
 from keel.domain.principal import Role
 from keel.settings import Settings
 from keel.testing import capture_logs
-from tests.support.app import SECRET, World, add_member, make_settings, wait_for_export
 
 PROBLEM = "application/problem+json"
 

@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
+from tests.support.proxy import TcpProxy
+from tests.support.services import REDIS_HOST, REDIS_PORT, redis_url
 
 from keel.guard.ratelimit.fallback import FallbackBackend, FallbackMetrics
 from keel.guard.ratelimit.gcra import Rate
@@ -19,8 +21,6 @@ from keel.guard.ratelimit.limiter import RateLimiter, RequestContext
 from keel.guard.ratelimit.policy import parse_policy
 from keel.guard.ratelimit.redis_backend import RedisBackend
 from keel.testing import ManualClock, capture_logs
-from tests.support.proxy import TcpProxy
-from tests.support.services import REDIS_HOST, REDIS_PORT, redis_url
 
 pytestmark = pytest.mark.redis
 

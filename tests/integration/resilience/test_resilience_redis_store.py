@@ -14,6 +14,8 @@ from datetime import timedelta
 import pytest
 import redis.asyncio as redis_asyncio
 from prometheus_client import CollectorRegistry
+from tests.support.proxy import TcpProxy
+from tests.support.services import REDIS_HOST, REDIS_PORT, redis_url
 
 from keel.resilience import (
     BreakerConfig,
@@ -30,8 +32,6 @@ from keel.resilience import (
 )
 from keel.resilience._store import BreakerRecord
 from keel.testing import ManualClock, capture_logs
-from tests.support.proxy import TcpProxy
-from tests.support.services import REDIS_HOST, REDIS_PORT, redis_url
 
 pytestmark = pytest.mark.redis
 
