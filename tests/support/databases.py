@@ -14,6 +14,7 @@ need and drops used ones on a thread of its own, while the tests run.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import queue
 import shutil
@@ -62,8 +63,9 @@ async def _migrate(url: str) -> None:
 class PostgresClones:
     """Copies of one template database, made ahead of need; used ones dropped later.
 
-    One thread with one admin connection does both, in order; ``AHEAD`` copies wait
-    ready so a test never waits for ``CREATE DATABASE``, and never for ``DROP``.
+    One thread with one admin connection does both, copies first (a test may be
+    waiting for one); ``AHEAD`` copies wait ready so a test seldom waits for
+    ``CREATE DATABASE``, and never for ``DROP``.
     """
 
     AHEAD = 2
@@ -71,12 +73,18 @@ class PostgresClones:
     def __init__(self, template: str) -> None:
         self._template = template
         self._ready: queue.Queue[str | BaseException] = queue.Queue()
-        self._work: queue.Queue[tuple[str, str] | None] = queue.Queue()
+        # (priority, order, kind, name): a waiting test's copy goes before any drop.
+        self._work: queue.PriorityQueue[tuple[int, int, str, str]] = queue.PriorityQueue()
+        self._order = itertools.count()
         self._failed_drops: list[str] = []
         self._thread = threading.Thread(target=self._run, name="keel-test-clones", daemon=True)
         self._thread.start()
         for _ in range(self.AHEAD):
-            self._work.put(("create", self._new_name()))
+            self._put("create", self._new_name())
+
+    def _put(self, kind: str, name: str) -> None:
+        priority = {"create": 0, "drop": 1, "stop": 2}[kind]
+        self._work.put((priority, next(self._order), kind, name))
 
     @staticmethod
     def _new_name() -> str:
@@ -84,7 +92,7 @@ class PostgresClones:
 
     def take(self) -> str:
         """A fresh copy of the template that no one else has; ordered a replacement."""
-        self._work.put(("create", self._new_name()))
+        self._put("create", self._new_name())
         try:
             found = self._ready.get(timeout=120)
         except queue.Empty:
@@ -95,11 +103,11 @@ class PostgresClones:
 
     def release(self, name: str) -> None:
         """Drop ``name`` (with FORCE: a server the test started may still hold it) soon."""
-        self._work.put(("drop", name))
+        self._put("drop", name)
 
     def close(self) -> None:
         """Drop every copy made and used; returns when the thread has done so."""
-        self._work.put(None)
+        self._put("stop", "")
         self._thread.join(timeout=300)
         while not self._ready.empty():
             left = self._ready.get_nowait()
@@ -116,8 +124,10 @@ class PostgresClones:
             host=PG_HOST, port=PG_PORT, user="postgres", database="postgres"
         )
         try:
-            while (item := await asyncio.to_thread(self._work.get)) is not None:
-                kind, name = item
+            while True:
+                _, _, kind, name = await asyncio.to_thread(self._work.get)
+                if kind == "stop":
+                    break
                 try:
                     if kind == "create":
                         await connection.execute(
