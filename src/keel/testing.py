@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 from structlog.testing import LogCapture
+from structlog.typing import Processor
 
 from keel.guard.idempotency.memory import MemoryIdempotencyStore
 from keel.jobs.memory import MemoryJobConnector
@@ -59,7 +60,7 @@ def capture_logs(settings: Settings | None = None) -> Iterator[list[MutableMappi
     previous configuration is restored on leaving.
     """
     capture = LogCapture()
-    chain = [
+    chain: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         *safety_processors(settings or Settings()),
         capture,
