@@ -10,11 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.app import SECRET, seeded_world
+from tests.support.app import SECRET, seeded_world, seeded_world_at
 from tests.support.databases import Templates, fresh_database
 from tests.support.load import all_at_once
 from tests.support.policies import generous_policy
-from tests.support.processes import free_port, keel_env, keel_server, run_keel
+from tests.support.processes import free_port, keel_env, keel_server
 from tests.support.services import flushed_redis
 
 pytestmark = pytest.mark.e2e
@@ -103,11 +103,9 @@ def test_overload_sheds_bulk_first_then_writes_never_reads_or_probes_too_early(
             "KEEL_STORAGE_DIR": str(tmp_path / "blobs"),
         }
     )
-    run_keel(["migrate", "upgrade"], env, tmp_path)
-    seeded = json.loads(run_keel(["admin", "seed-demo", "--json"], env, tmp_path))
-    token = seeded["users"][0]["token"]
-    recipient = seeded["users"][1]["id"]
-    auth = {"Authorization": f"Bearer {token}"}
+    world = asyncio.run(seeded_world_at(env["KEEL_DATABASE_URL"]))
+    recipient = world.bob.id
+    auth = world.alice.headers
     port = free_port()
 
     async def scenario(base: str) -> dict[str, list[int]]:

@@ -144,7 +144,7 @@ def start_server(
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(server.url + ready_path, timeout=2.0).status_code == 200:
                 return server
-        time.sleep(0.2)
+        time.sleep(0.05)
     server.kill()
     raise AssertionError(f"keel serve did not start in {timeout} s:\n{server.log()[-3000:]}")
 
