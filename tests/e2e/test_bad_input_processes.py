@@ -347,14 +347,10 @@ def send(client: httpx.Client, case: Case, token: str) -> Answer:
     return Answer(response.status_code, content_type, problem)
 
 
-def seed(url: str) -> World:
-    return seeded_world(url)
-
-
 def attack(backend: str, templates: Templates, workdir: Path) -> tuple[Run, list[Case]]:
     workdir.mkdir(parents=True, exist_ok=True)
     with fresh_database(templates, backend, workdir) as url:
-        world = seed(url)
+        world = seeded_world(url)
         env = server_env(
             url,
             workdir,

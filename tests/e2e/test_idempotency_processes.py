@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from keel.db.engine import Database
 from keel.db.tables import Recognition
 from tests.support.app import seed_world
 from tests.support.databases import Templates, fresh_database
+from tests.support.load import all_at_once
 from tests.support.policies import generous_policy
 from tests.support.processes import server_env, servers
 
@@ -50,15 +50,14 @@ async def test_two_hundred_identical_requests_on_two_processes_create_one_recogn
             limits = httpx.Limits(max_connections=REQUESTS, max_keepalive_connections=0)
             timeout = httpx.Timeout(120.0)
             async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
-                responses = await asyncio.gather(
-                    *(
-                        client.post(
-                            f"{(first, second)[index % 2].url}/v1/recognitions",
-                            json=body,
-                            headers=headers,
-                        )
-                        for index in range(REQUESTS)
-                    )
+                responses = await all_at_once(
+                    client,
+                    [first.url, second.url],
+                    REQUESTS,
+                    "POST",
+                    "/v1/recognitions",
+                    json=body,
+                    headers=headers,
                 )
                 statuses = {r.status_code for r in responses}
                 assert statuses <= {201, 409}, [

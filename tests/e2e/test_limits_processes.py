@@ -10,10 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.app import SECRET, World, seeded_world
+from tests.support.app import SECRET, seeded_world, seeded_world_at
 from tests.support.databases import Templates, fresh_database
+from tests.support.load import all_at_once
 from tests.support.policies import generous_policy
-from tests.support.processes import free_port, keel_env, keel_server, run_keel
+from tests.support.processes import free_port, keel_env, keel_server
 from tests.support.services import flushed_redis
 
 pytestmark = pytest.mark.e2e
@@ -48,10 +49,6 @@ def shared_redis() -> Iterator[str]:
         yield url
 
 
-def seed(url: str) -> World:
-    return seeded_world(url)
-
-
 def test_two_processes_sharing_redis_never_admit_more_than_the_limit_together(
     postgres_url: str, shared_redis: str, tmp_path: Path
 ) -> None:
@@ -69,17 +66,16 @@ def test_two_processes_sharing_redis_never_admit_more_than_the_limit_together(
             "KEEL_STORAGE_DIR": str(tmp_path / "blobs"),
         }
     )
-    world = seed(postgres_url)
+    world = seeded_world(postgres_url)
     with keel_server(env, tmp_path) as one, keel_server(env, tmp_path) as two:
         first, second = one.url, two.url
 
         async def hammer() -> list[int]:
             async with httpx.AsyncClient(timeout=30) as client:
-                calls = [
-                    client.get(f"{base}/v1/users/me", headers=world.alice.headers)
-                    for base in [first, second] * 15
-                ]
-                return [r.status_code for r in await asyncio.gather(*calls)]
+                responses = await all_at_once(
+                    client, [first, second], 30, "GET", "/v1/users/me", headers=world.alice.headers
+                )
+                return [r.status_code for r in responses]
 
         statuses = asyncio.run(hammer())
     assert statuses.count(200) == 5
@@ -107,11 +103,9 @@ def test_overload_sheds_bulk_first_then_writes_never_reads_or_probes_too_early(
             "KEEL_STORAGE_DIR": str(tmp_path / "blobs"),
         }
     )
-    run_keel(["migrate", "upgrade"], env, tmp_path)
-    seeded = json.loads(run_keel(["admin", "seed-demo", "--json"], env, tmp_path))
-    token = seeded["users"][0]["token"]
-    recipient = seeded["users"][1]["id"]
-    auth = {"Authorization": f"Bearer {token}"}
+    world = asyncio.run(seeded_world_at(env["KEEL_DATABASE_URL"]))
+    recipient = world.bob.id
+    auth = world.alice.headers
     port = free_port()
 
     async def scenario(base: str) -> dict[str, list[int]]:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from keel.settings import Settings
 from tests.support.app import World, seed_database
 from tests.support.policies import generous_policy
 from tests.support.processes import KeelServer, keel_server, server_env
@@ -63,6 +64,8 @@ async def test_sigterm_under_load_drains_and_no_in_flight_request_fails(
         tmp_path,
         KEEL_SHUTDOWN_DRAIN_SECONDS="1.5",
         KEEL_SHUTDOWN_GRACE_SECONDS="15",
+        # the shipped settle, which keel_env shortens for tests not about stopping
+        KEEL_SERVE_LISTENER_SETTLE_SECONDS=str(Settings().serve_listener_settle_seconds),
         KEEL_HEALTH_CACHE_SECONDS="0",
     ) as server:
         recognition_id = await _recognition(server.url, world)

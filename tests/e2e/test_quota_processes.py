@@ -19,6 +19,7 @@ import pytest
 from keel.db.engine import Database
 from tests.support.app import SECRET, Member, add_member, seed_world
 from tests.support.databases import Templates, fresh_database
+from tests.support.load import all_at_once
 from tests.support.processes import keel_env, keel_server
 from tests.support.services import flushed_redis
 
@@ -102,11 +103,15 @@ def test_a_quota_shared_by_two_processes_is_never_overdrawn(
     async def scenario(bases: list[str]) -> dict[str, object]:
         seen: dict[str, object] = {}
         async with httpx.AsyncClient(timeout=60) as client:
-            calls = [
-                client.post(f"{base}/v1/recognitions", json=body, headers=fresh.headers)
-                for base in bases * QUOTA
-            ]
-            responses = await asyncio.gather(*calls)
+            responses = await all_at_once(
+                client,
+                bases,
+                2 * QUOTA,
+                "POST",
+                "/v1/recognitions",
+                json=body,
+                headers=fresh.headers,
+            )
             seen["statuses"] = sorted(r.status_code for r in responses)
             seen["refused_by"] = {r.json()["limit"] for r in responses if r.status_code == 429}
             listed = await client.get(

@@ -11,7 +11,15 @@ from tests.support.app import app_for
 from tests.support.databases import scratch_postgres_database
 
 from keel.settings import Settings
-from keel.testing import ManualClock
+from keel.testing import ManualClock, no_retry_delays
+
+
+@pytest.fixture(autouse=True)
+def _no_retry_delays() -> Iterator[None]:
+    """The app under test retries a failing dependency at once: the manual clock already
+    bounds the retries, and only the real sleeps between them would remain."""
+    with no_retry_delays():
+        yield
 
 
 @pytest.fixture

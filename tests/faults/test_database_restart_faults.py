@@ -25,10 +25,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.support.app import SECRET, seed_database
+from tests.support.app import SECRET, seeded_world_at
 from tests.support.pg_restart import ThreadedPgRestartProxy, pg_restart_proxy
 from tests.support.policies import generous_policy
-from tests.support.processes import keel_env, keel_server, run_keel
+from tests.support.processes import keel_env, keel_server
 from tests.support.services import PG_HOST, PG_PORT
 
 pytestmark = [pytest.mark.postgres, pytest.mark.fault]
@@ -103,8 +103,7 @@ async def test_a_database_restart_answers_503_with_retry_after_never_500_and_rec
         "KEEL_CONCURRENCY_PER_USER": "1000",
         "KEEL_CONCURRENCY_PER_ORG": "1000",
     }
-    run_keel(["migrate", "upgrade"], keel_env({**base, "KEEL_DATABASE_URL": direct}), tmp_path)
-    world = await seed_database(direct)
+    world = await seeded_world_at(direct)
     headers = world.alice.headers
     body = {"recipient_id": world.bob.id, "message": "thanks for staying up"}
 

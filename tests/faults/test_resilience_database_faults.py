@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.support.app import SECRET, seed_database
-from tests.support.processes import keel_env, keel_server, run_keel
+from tests.support.app import SECRET, seeded_world_at
+from tests.support.processes import keel_env, keel_server
 from tests.support.proxy_thread import ThreadedProxy, threaded_proxy
 from tests.support.services import PG_HOST, PG_PORT
 
@@ -51,8 +51,7 @@ async def test_database_outage_is_503_everywhere_it_is_needed_then_recovers(
         "KEEL_AUTH_CACHE_SECONDS": "120",
         "KEEL_DATABASE_TIMEOUT_SECONDS": "1",
     }
-    run_keel(["migrate", "upgrade"], keel_env({**base, "KEEL_DATABASE_URL": direct}), tmp_path)
-    world = await seed_database(direct)
+    world = await seeded_world_at(direct)
     headers = world.alice.headers
     body = {"recipient_id": world.bob.id, "message": "thanks"}
 

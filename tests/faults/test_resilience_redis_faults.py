@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from redis import Redis
-from tests.support.app import SECRET, World, seed_database
+from tests.support.app import SECRET, seeded_world_at
 from tests.support.processes import keel_env, keel_server, run_keel
 from tests.support.proxy_thread import ThreadedProxy, threaded_proxy
 from tests.support.services import REDIS_HOST, REDIS_PORT, redis_url
@@ -61,11 +61,6 @@ def server_env(tmp_path: Path, redis: str) -> dict[str, str]:
     )
 
 
-async def seeded(tmp_path: Path, env: dict[str, str]) -> World:
-    run_keel(["migrate", "upgrade"], env, tmp_path)
-    return await seed_database(env["KEEL_DATABASE_URL"])
-
-
 async def until(check: object, what: str) -> None:
     """Poll ``check`` (an async callable) until it is true; bounded in time and count."""
     deadline = time.monotonic() + DEADLINE
@@ -87,7 +82,7 @@ async def test_requests_are_served_through_a_redis_outage_and_limits_come_back(
     tmp_path: Path, proxy: ThreadedProxy
 ) -> None:
     env = server_env(tmp_path, f"redis://127.0.0.1:{proxy.port}/{DB}")
-    world = await seeded(tmp_path, env)
+    world = await seeded_world_at(env["KEEL_DATABASE_URL"])
     headers = world.alice.headers
     body = {"recipient_id": world.bob.id, "message": "thanks"}
     with keel_server(env, tmp_path) as server:
@@ -130,7 +125,7 @@ async def test_an_operator_forcing_the_storage_breaker_open_is_obeyed_by_the_ser
     tmp_path: Path, proxy: ThreadedProxy, direct_redis: Redis
 ) -> None:
     env = server_env(tmp_path, f"redis://127.0.0.1:{proxy.port}/{DB}")
-    world = await seeded(tmp_path, env)
+    world = await seeded_world_at(env["KEEL_DATABASE_URL"])
     headers = world.alice.headers
     files = {"file": ("a.txt", b"hello", "text/plain")}
     cli_env = {**env, "KEEL_REDIS_URL": redis_url(DB)}  # the operator reaches Redis directly

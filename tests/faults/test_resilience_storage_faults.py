@@ -23,9 +23,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
-from tests.support.app import World, make_settings, seed_database
+from tests.support.app import World, make_settings, seeded_world_at
 from tests.support.policies import generous_policy
-from tests.support.processes import keel_server, run_keel, server_env
+from tests.support.processes import keel_server, server_env
 
 from keel.db.tables_audit import AuditEvent as AuditEventRow
 from keel.resilience import BreakerState, BreakerTransition
@@ -177,8 +177,7 @@ async def test_storage_failing_keeps_the_instance_ready_and_uploads_return_withi
             "KEEL_INPROCESS_WORKER": "off",
         },
     )
-    run_keel(["migrate", "upgrade"], env, tmp_path)
-    world = await seed_database(url)
+    world = await seeded_world_at(url)
     headers = world.alice.headers
     blobs, parked = tmp_path / "blobs", tmp_path / "blobs-parked"
 

@@ -28,16 +28,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.support.app import World, seed_world
+from tests.support.app import World, seed_database
 from tests.support.policies import generous_policy
 from tests.support.processes import KeelServer, keel_server, server_env
 
-from keel.db.engine import Database
+from keel.settings import Settings
 
 pytestmark = [pytest.mark.fault, pytest.mark.e2e]
 
 DRAIN_SECONDS = 2.0
 GRACE_SECONDS = 10.0
+SETTLE_SECONDS = Settings().serve_listener_settle_seconds
 CLIENTS_KEPT_ALIVE = 2
 CLIENTS_NEW_CONNECTION = 4
 LOAD_BOUND_SECONDS = 45.0  # every loop below ends by this, whatever happens
@@ -104,14 +105,6 @@ def _load(
                 tally.add_answer(sent, response.status_code)
 
 
-async def _seed(database_url: str) -> World:
-    database = Database(database_url)
-    try:
-        return await seed_world(database)
-    finally:
-        await database.dispose()
-
-
 @contextmanager
 def _serve(database_url: str, workdir: Path, workers: int) -> Iterator[KeelServer]:
     env = server_env(
@@ -122,6 +115,8 @@ def _serve(database_url: str, workdir: Path, workers: int) -> Iterator[KeelServe
             "KEEL_RATELIMIT_POLICY": str(generous_policy(workdir)),
             "KEEL_SHUTDOWN_DRAIN_SECONDS": str(DRAIN_SECONDS),
             "KEEL_SHUTDOWN_GRACE_SECONDS": str(GRACE_SECONDS),
+            # the shipped settle, which keel_env shortens for tests not about stopping
+            "KEEL_SERVE_LISTENER_SETTLE_SECONDS": str(SETTLE_SECONDS),
             "KEEL_HEALTH_CACHE_SECONDS": "0",
             "KEEL_AUTH_CACHE_SECONDS": "5",
         },
@@ -229,7 +224,7 @@ def _recognition(base_url: str, world: World) -> str:
 async def test_sigterm_under_load_accepts_no_connection_it_does_not_serve(
     database_url: str, tmp_path: Path, workers: int, to: str
 ) -> None:
-    world = await _seed(database_url)
+    world = await seed_database(database_url)
     with _serve(database_url, tmp_path, workers) as server:
         recognition_id = _recognition(server.url, world)
         inode = _listening_inode(server.port)

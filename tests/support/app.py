@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import httpx
 from fastapi import FastAPI
 
+from keel import migrations
 from keel.app import create_app
 from keel.clock import Clock
 from keel.db.engine import Database
@@ -61,6 +62,21 @@ async def seed_database(url: str) -> World:
     """
     database = Database(url)
     try:
+        return await seed_world(database)
+    finally:
+        await database.dispose()
+
+
+async def seeded_world_at(url: str) -> World:
+    """Migrate the empty database at ``url`` to head, seed the world, close the pool.
+
+    For process and fault tests whose server reaches a database of its own (often
+    through a proxy): ``url`` is the direct one. The same Alembic upgrade as
+    ``keel migrate upgrade``, run here rather than in a process of its own.
+    """
+    database = Database(url)
+    try:
+        await migrations.upgrade(database)
         return await seed_world(database)
     finally:
         await database.dispose()

@@ -39,6 +39,11 @@ def keel_env(extra: Mapping[str, str]) -> dict[str, str]:
     env["KEEL_SHED_MAX_LOOP_LAG_SECONDS"] = "60"
     # Keys are required by default; tests about idempotency send them or ask for it.
     env["KEEL_IDEMPOTENCY_REQUIRED_ROUTES"] = ""
+    # SIGTERM keeps a server serving for the drain (5 s by default, for a load balancer
+    # to notice), then lets its accept queue settle: every test stops its servers, and
+    # only tests about stopping need either. Those set their own.
+    env["KEEL_SHUTDOWN_DRAIN_SECONDS"] = "0"
+    env["KEEL_SERVE_LISTENER_SETTLE_SECONDS"] = "0.05"
     env.update(extra)
     return env
 
@@ -139,7 +144,7 @@ def start_server(
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(server.url + ready_path, timeout=2.0).status_code == 200:
                 return server
-        time.sleep(0.2)
+        time.sleep(0.05)
     server.kill()
     raise AssertionError(f"keel serve did not start in {timeout} s:\n{server.log()[-3000:]}")
 

@@ -67,12 +67,8 @@ def configure_logging(
             colors=False, exception_formatter=structlog.dev.plain_traceback
         )
     )
-    shared: list[Processor] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
-    safety: list[Processor] = [render_exception, SafeFields(Redactor.from_settings(settings))]
+    shared = shared_processors()
+    safety = safety_processors(settings)
     bounded = BoundedRenderer(renderer, json_lines=json_lines)
     writer = LineWriter(
         output, dropped_notice=_dropped_notice(json_lines), dropped_counter=dropped_lines
@@ -108,6 +104,23 @@ def configure_logging(
     access.handlers.clear()
     access.propagate = False
     access.disabled = True
+
+
+def shared_processors() -> list[Processor]:
+    """What every line gains first: the request's context, its level and a timestamp."""
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+
+
+def safety_processors(settings: Settings) -> list[Processor]:
+    """What makes a line safe to write: a traceback without locals, redacted bounded fields.
+
+    Also the chain ``keel.testing.capture_logs`` runs, so a test sees what would be written.
+    """
+    return [render_exception, SafeFields(Redactor.from_settings(settings))]
 
 
 def flush_logs(timeout: float = 5.0) -> bool:

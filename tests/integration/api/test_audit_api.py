@@ -7,7 +7,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import structlog
 from fastapi import FastAPI
 from sqlalchemy import text
 from tests.support.app import SECRET, World, add_member, make_settings, wait_for_export
@@ -15,6 +14,7 @@ from tests.support.app import SECRET, World, add_member, make_settings, wait_for
 from keel.audit import PublicKeys, verify
 from keel.domain.principal import Role
 from keel.settings import Settings
+from keel.testing import capture_logs
 
 PROBLEM = "application/problem+json"
 
@@ -144,7 +144,7 @@ async def test_filters_by_code_user_and_time(
 async def test_no_raw_emails_tokens_ids_or_ips_are_stored(
     app: FastAPI, client: httpx.AsyncClient, world: World
 ) -> None:
-    with structlog.testing.capture_logs() as logs:
+    with capture_logs() as logs:
         await act(app, client, world)
         await client.get("/v1/users/me", headers={"Authorization": "Bearer keel_wrong-token-value"})
         await app.state.services.audit.authentication.flush()

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
-from structlog.testing import capture_logs
 from tests.support.proxy import TcpProxy
 from tests.support.services import REDIS_HOST, REDIS_PORT, redis_url
 
@@ -21,7 +20,7 @@ from keel.guard.ratelimit.gcra import Rate
 from keel.guard.ratelimit.limiter import RateLimiter, RequestContext
 from keel.guard.ratelimit.policy import parse_policy
 from keel.guard.ratelimit.redis_backend import RedisBackend
-from keel.testing import ManualClock
+from keel.testing import ManualClock, capture_logs
 
 pytestmark = pytest.mark.redis
 

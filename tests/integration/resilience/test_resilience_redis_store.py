@@ -14,7 +14,6 @@ from datetime import timedelta
 import pytest
 import redis.asyncio as redis_asyncio
 from prometheus_client import CollectorRegistry
-from structlog.testing import capture_logs
 from tests.support.proxy import TcpProxy
 from tests.support.services import REDIS_HOST, REDIS_PORT, redis_url
 
@@ -32,7 +31,7 @@ from keel.resilience import (
     reset_breaker,
 )
 from keel.resilience._store import BreakerRecord
-from keel.testing import ManualClock
+from keel.testing import ManualClock, capture_logs
 
 pytestmark = pytest.mark.redis
 

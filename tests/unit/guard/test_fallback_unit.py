@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 from prometheus_client import CollectorRegistry
-from structlog.testing import capture_logs
 
 from keel.guard.ratelimit.backend import QuotaCheck, RateCheck, SlotClaim
 from keel.guard.ratelimit.errors import LimiterUnavailable
@@ -13,7 +12,7 @@ from keel.guard.ratelimit.fallback import Cooldown, CooldownState, FallbackBacke
 from keel.guard.ratelimit.gcra import Rate
 from keel.guard.ratelimit.memory import MemoryBackend
 from keel.guard.ratelimit.quota import QuotaWindow
-from keel.testing import ManualClock
+from keel.testing import ManualClock, capture_logs
 
 NOW = 1_800_000_000.0
 RATE = Rate(limit=60, period=60, burst=10)

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
-from structlog.testing import capture_logs
 
 from keel.resilience import (
     BreakerConfig,
@@ -25,7 +24,7 @@ from keel.resilience import (
     TransitionReason,
     WindowType,
 )
-from keel.testing import ManualClock
+from keel.testing import ManualClock, capture_logs
 
 S = BreakerState
 
