@@ -149,7 +149,8 @@ async def streamed_upload(
         "Content-Length": str(len(head) + size + len(tail)),
     }
     created = await http.post(f"{server.url}/v1/evidence", content=body(), headers=headers)
-    created.raise_for_status()
+    if created.status_code != 201:
+        raise RuntimeError(f"upload of {size} bytes: {created.status_code} {created.text}")
 
 
 def reset_peak(pid: int) -> None:
@@ -158,15 +159,17 @@ def reset_peak(pid: int) -> None:
         Path(f"/proc/{member}/clear_refs").write_text("5")
 
 
-async def flat_burst(server: KeelServer, who: Member, size: int) -> tuple[int, int]:
+async def flat_burst(
+    server: KeelServer, who: Member, size: int, concurrent: int
+) -> tuple[int, int]:
     reset_peak(server.process.pid)
     before = memory_kib(server.process.pid, "VmRSS")
     async with httpx.AsyncClient(timeout=600) as http:
-        await asyncio.gather(*(streamed_upload(http, server, who, size) for _ in range(CONCURRENT)))
+        await asyncio.gather(*(streamed_upload(http, server, who, size) for _ in range(concurrent)))
     return before, memory_kib(server.process.pid, "VmHWM")
 
 
-def memory_only(sizes_mb: list[int], parts_mib: list[int], rounds: int) -> None:
+def memory_only(sizes_mb: list[int], parts_mib: list[int], rounds: int, concurrent: int) -> None:
     biggest = max(sizes_mb) * MB
     with tempfile.TemporaryDirectory() as scratch, ExitStack() as stack:
         root = Path(scratch)
@@ -191,16 +194,16 @@ def memory_only(sizes_mb: list[int], parts_mib: list[int], rounds: int) -> None:
         for server, _ in servers.values():
             stack.callback(server.stop)
         print(
-            f"server peak RSS growth, {CONCURRENT} concurrent uploads "
+            f"server peak RSS growth, {concurrent} concurrent uploads "
             f"(median of {rounds}; MiB over the RSS before the burst)"
         )
         for name, (server, who) in servers.items():
-            asyncio.run(flat_burst(server, who, 1 * MB))  # warm: imports, pools, client
+            asyncio.run(flat_burst(server, who, 1 * MB, concurrent))  # warm: pools, client
             cells = []
             for size in sizes_mb:
                 growth = []
                 for _ in range(rounds):
-                    before, peak = asyncio.run(flat_burst(server, who, size * MB))
+                    before, peak = asyncio.run(flat_burst(server, who, size * MB, concurrent))
                     growth.append((peak - before) / 1024)
                 cells.append(f"{size} MB: +{statistics.median(growth):6.1f}")
             print(f"  {name:>18}: " + "   ".join(cells))
@@ -213,12 +216,19 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true", help="measure only the memory")
     parser.add_argument("--sizes-mb", default="25,100", help="file sizes for --memory")
     parser.add_argument("--parts-mib", default="5,8", help="part sizes for --memory")
+    parser.add_argument(
+        "--concurrent",
+        type=int,
+        default=CONCURRENT,
+        help="uploads at once for --memory (the test SeaweedFS holds about 1 GiB in all)",
+    )
     args = parser.parse_args()
     if args.memory:
         memory_only(
             [int(n) for n in args.sizes_mb.split(",")],
             [int(n) for n in args.parts_mib.split(",")],
             args.rounds,
+            args.concurrent,
         )
         return
     part = {"KEEL_STORAGE_S3_PART_SIZE_BYTES": str(args.part_mib * 1024 * 1024)}
