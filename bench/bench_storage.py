@@ -206,7 +206,7 @@ def memory_only(sizes_mb: list[int], parts_mib: list[int], rounds: int, concurre
                     before, peak = asyncio.run(flat_burst(server, who, size * MB, concurrent))
                     growth.append((peak - before) / 1024)
                 cells.append(f"{size} MB: +{statistics.median(growth):6.1f}")
-            print(f"  {name:>18}: " + "   ".join(cells))
+                print(f"  {name:>18}: " + "   ".join(cells), flush=True)
 
 
 def main() -> None:
