@@ -9,6 +9,12 @@ tree's VmRSS before the burst and VmHWM (peak) after it, from ``/proc``: with on
 (S3) or one 64 KiB chunk (local) in memory per upload it stays far below 8 × 25 MB.
 
     PYTHONPATH=$PWD/src .venv/bin/python bench/bench_storage.py [--rounds 5] [--part-mib 8]
+
+``--memory`` measures only the memory, for each file size of ``--sizes-mb`` (default
+25 and 100) and each part size of ``--parts-mib`` (default 5 and 8): a server per
+part size, its peak reset (``/proc/PID/clear_refs``) before each burst, the uploads
+streamed by the client from one random MiB each so the client stays small. Memory
+that is flat in the file size grows with concurrency × part size only.
 """
 
 from __future__ import annotations
@@ -16,11 +22,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -117,11 +124,113 @@ async def burst(server: KeelServer, who: Member) -> tuple[int, int]:
     return before, memory_kib(server.process.pid, "VmHWM")
 
 
+async def streamed_upload(
+    http: httpx.AsyncClient, server: KeelServer, who: Member, size: int
+) -> None:
+    """A multipart upload of ``size`` bytes the client never holds: one random MiB,
+    repeated (its randomness makes each file's SHA-256 new)."""
+    boundary = secrets.token_hex(16)
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="b.bin"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    block = os.urandom(1024 * 1024)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield head
+        for start in range(0, size, len(block)):
+            yield block[: min(len(block), size - start)]
+        yield tail
+
+    headers = {
+        **who.headers,
+        "Content-Type": f"multipart/form-data; boundary={boundary}",
+        "Content-Length": str(len(head) + size + len(tail)),
+    }
+    created = await http.post(f"{server.url}/v1/evidence", content=body(), headers=headers)
+    if created.status_code != 201:
+        raise RuntimeError(f"upload of {size} bytes: {created.status_code} {created.text}")
+
+
+def reset_peak(pid: int) -> None:
+    """Set VmHWM back to the current RSS for the server's process tree."""
+    for member in tree(pid):
+        Path(f"/proc/{member}/clear_refs").write_text("5")
+
+
+async def flat_burst(
+    server: KeelServer, who: Member, size: int, concurrent: int
+) -> tuple[int, int]:
+    reset_peak(server.process.pid)
+    before = memory_kib(server.process.pid, "VmRSS")
+    async with httpx.AsyncClient(timeout=600) as http:
+        await asyncio.gather(*(streamed_upload(http, server, who, size) for _ in range(concurrent)))
+    return before, memory_kib(server.process.pid, "VmHWM")
+
+
+def memory_only(sizes_mb: list[int], parts_mib: list[int], rounds: int, concurrent: int) -> None:
+    biggest = max(sizes_mb) * MB
+    with tempfile.TemporaryDirectory() as scratch, ExitStack() as stack:
+        root = Path(scratch)
+        weed = stack.enter_context(seaweedfs_server(root / "seaweedfs"))
+        # Memory, not speed, is measured: a loaded machine's slow parts must not time out.
+        limit = {
+            "KEEL_MAX_UPLOAD_BYTES": str(biggest),
+            "KEEL_STORAGE_TIMEOUT_SECONDS": "300",
+            "KEEL_STORAGE_SLOW_CALL_SECONDS": "300",
+        }
+        servers = {"local": start("local", root / "local", limit)}
+        for part in parts_mib:
+            servers[f"s3, {part} MiB parts"] = start(
+                f"s3-{part}",
+                root / f"s3-{part}",
+                {
+                    **weed.environment(f"bench-{part}"),
+                    **limit,
+                    "KEEL_STORAGE_S3_PART_SIZE_BYTES": str(part * 1024 * 1024),
+                },
+            )
+        for server, _ in servers.values():
+            stack.callback(server.stop)
+        print(
+            f"server peak RSS growth, {concurrent} concurrent uploads "
+            f"(median of {rounds}; MiB over the RSS before the burst)"
+        )
+        for name, (server, who) in servers.items():
+            asyncio.run(flat_burst(server, who, 1 * MB, concurrent))  # warm: pools, client
+            cells = []
+            for size in sizes_mb:
+                growth = []
+                for _ in range(rounds):
+                    before, peak = asyncio.run(flat_burst(server, who, size * MB, concurrent))
+                    growth.append((peak - before) / 1024)
+                cells.append(f"{size} MB: +{statistics.median(growth):6.1f}")
+                print(f"  {name:>18}: " + "   ".join(cells), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--part-mib", type=int, default=8, help="KEEL_STORAGE_S3_PART_SIZE_BYTES")
+    parser.add_argument("--memory", action="store_true", help="measure only the memory")
+    parser.add_argument("--sizes-mb", default="25,100", help="file sizes for --memory")
+    parser.add_argument("--parts-mib", default="5,8", help="part sizes for --memory")
+    parser.add_argument(
+        "--concurrent",
+        type=int,
+        default=CONCURRENT,
+        help="uploads at once for --memory (the test SeaweedFS holds about 1 GiB in all)",
+    )
     args = parser.parse_args()
+    if args.memory:
+        memory_only(
+            [int(n) for n in args.sizes_mb.split(",")],
+            [int(n) for n in args.parts_mib.split(",")],
+            args.rounds,
+            args.concurrent,
+        )
+        return
     part = {"KEEL_STORAGE_S3_PART_SIZE_BYTES": str(args.part_mib * 1024 * 1024)}
     with tempfile.TemporaryDirectory() as scratch, ExitStack() as stack:
         root = Path(scratch)

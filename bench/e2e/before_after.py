@@ -169,8 +169,16 @@ async def _finished(url: str) -> tuple[int, float]:
     return int(done), span
 
 
-def worker_rate(tree: Path, count: int, workdir: Path) -> float:
-    """Jobs per second of one ``keel worker`` over ``count`` no-op jobs on PostgreSQL."""
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far, from ``/proc``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def worker_rate(tree: Path, count: int, workdir: Path) -> tuple[float, float]:
+    """Jobs per second of one ``keel worker`` over ``count`` no-op jobs on PostgreSQL,
+    and its CPU milliseconds per job (from its first finished job to its last, so
+    the start-up's imports are not counted; the polls count against both trees)."""
     with empty_database("postgres", workdir) as url:
         run_keel(["migrate", "apply"], tree_env(server_env(url, workdir), tree), workdir)
         asyncio.run(_enqueue(url, count))
@@ -191,13 +199,20 @@ def worker_rate(tree: Path, count: int, workdir: Path) -> float:
         )
         try:
             deadline = time.monotonic() + 300
+            first: tuple[int, float] | None = None
             while time.monotonic() < deadline:
                 if process.poll() is not None:
                     raise RuntimeError(f"keel worker exited; see {log.name}")
+                cpu = _cpu_seconds(process.pid)
                 done, span = asyncio.run(_finished(url))
+                if done == count and first is not None and first[0] < count:
+                    cpu_per_job = (_cpu_seconds(process.pid) - first[1]) / (count - first[0])
+                    return count / span, cpu_per_job * 1000
                 if done == count:
-                    return count / span
-                time.sleep(0.5)
+                    raise RuntimeError("the worker finished before a first sample: raise --jobs")
+                if done and first is None:
+                    first = (done, cpu)
+                time.sleep(0.2 if first is None else 0.5)
             raise RuntimeError(f"{count} jobs not finished in 300 s; see {log.name}")
         finally:
             if process.poll() is None:
@@ -212,6 +227,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5, help="per wrk run")
     parser.add_argument("--jobs", type=int, default=3000, help="no-op jobs per worker round")
+    parser.add_argument(
+        "--only", choices=("requests", "worker"), help="measure only the requests or the worker"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian: apt-get install wrk; `make bench` does it)")
@@ -223,12 +241,20 @@ def main() -> None:
     try:
         with checkout(args.before, workdir) as before:
             trees = {"before": before, "after": ROOT}
-            figures = requests(trees, args.rounds, args.seconds, workdir)
-            jobs: dict[str, list[float]] = {}
-            for index in range(args.rounds):
-                for name in TREES if index % 2 == 0 else TREES[::-1]:
-                    jobs.setdefault(name, []).append(worker_rate(trees[name], args.jobs, workdir))
-            figures["worker jobs/s postgres"] = jobs
+            figures: dict[str, dict[str, list[float]]] = {}
+            if args.only != "worker":
+                figures = requests(trees, args.rounds, args.seconds, workdir)
+            if args.only != "requests":
+                jobs: dict[str, list[float]] = {}
+                cpu: dict[str, list[float]] = {}
+                for index in range(args.rounds):
+                    for name in TREES if index % 2 == 0 else TREES[::-1]:
+                        rate, cpu_ms = worker_rate(trees[name], args.jobs, workdir)
+                        jobs.setdefault(name, []).append(rate)
+                        # Inverted, so that higher is better like every other line.
+                        cpu.setdefault(name, []).append(1000 / cpu_ms)
+                figures["worker jobs/s postgres"] = jobs
+                figures["worker jobs/CPU-s"] = cpu
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     for what, sides in figures.items():
@@ -240,6 +266,10 @@ def main() -> None:
             f"{what:24} before {before_median:8.1f}  after {after_median:8.1f}  "
             f"ratio {ratio:5.2f} (target ≥ {TARGET}) {verdict}"
         )
+        rounds = "  ".join(
+            f"{name} " + " ".join(f"{value:.0f}" for value in sides[name]) for name in TREES
+        )
+        print(f"{'':24} rounds: {rounds}")
     print(f"# load average after {os.getloadavg()[0]:.2f}")
 
 

@@ -1,10 +1,12 @@
 """Two ``keel serve`` processes and a ``keel worker`` on one PostgreSQL, one Redis (the
 replicas' shared limits and breaker state) and one SeaweedFS:
 a file uploaded through one server downloads byte-exact through the other, whole and by
-range; an export the worker writes downloads, the same, from either server. Then SeaweedFS
-is stopped: uploads and downloads answer 503 with ``Retry-After`` on both servers,
-recognitions keep working, and once it is back uploads succeed again within seconds (real
-clock, default breaker settings).
+range; an export the worker writes downloads, the same, from either server. Then the
+worker stops and SeaweedFS is stopped too — nothing runs that could tidy up after the
+outage: uploads (one part or several) and downloads answer 503 with ``Retry-After`` on
+both servers, recognitions keep working, no evidence row is written for a refused
+upload, and once SeaweedFS is back uploads succeed again within seconds (real clock,
+default breaker settings) and every evidence row's bytes are in the bucket.
 
 Each process has a storage directory of its own, so only the shared object storage
 can make the bytes appear on the other side.
@@ -22,11 +24,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from keel.db.engine import Database
+from keel.db.tables import Evidence
 from tests.support.app import SECRET, seeded_world
 from tests.support.databases import Templates, fresh_database
 from tests.support.processes import KEEL, keel_env, start_server
-from tests.support.seaweedfs import SeaweedFS, seaweedfs_server
+from tests.support.seaweedfs import SeaweedFS, object_keys, seaweedfs_server
 from tests.support.services import flushed_redis
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis, pytest.mark.fault]
@@ -71,6 +76,16 @@ def worker(env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
         )
 
 
+async def evidence_keys(url: str) -> list[str]:
+    """The storage key of every evidence row, read behind the servers' backs."""
+    database = Database(url)
+    try:
+        async with database.read() as session:
+            return list(await session.scalars(select(Evidence.storage_key)))
+    finally:
+        await database.dispose()
+
+
 def finished_export(http: httpx.Client, base: str, headers: dict[str, str], path: str) -> None:
     for _ in range(300):  # bounded: 300 × 0.1 s
         status = http.get(f"{base}{path}", headers=headers).json()["status"]
@@ -85,8 +100,9 @@ def test_an_upload_through_one_process_downloads_byte_exact_through_another(
     postgres_url: str, shared_redis: str, weed: SeaweedFS, tmp_path: Path
 ) -> None:
     world = seeded_world(postgres_url)
+    prefix = f"scale-out-{secrets.token_hex(6)}"
     storage = {
-        **weed.environment(f"scale-out-{secrets.token_hex(6)}"),
+        **weed.environment(prefix),
         "KEEL_STORAGE_S3_PART_SIZE_BYTES": str(5 * 1024 * 1024),
     }
     started = []
@@ -138,12 +154,20 @@ def test_an_upload_through_one_process_downloads_byte_exact_through_another(
             assert contents[0].content == contents[1].content
             assert b"exported through S3" in contents[0].content
 
+            jobs.terminate()
+            assert jobs.wait(timeout=60) == 0
+            jobs = None
+            rows = asyncio.run(evidence_keys(postgres_url))
             weed.stop()
             small = {"file": ("small.txt", b"while storage is down", "text/plain")}
-            assert_unavailable(http.post(f"{first.url}/v1/evidence", files=small, headers=headers))
-            assert_unavailable(http.get(f"{second.url}{path}", headers=headers))
+            big = {"file": ("big.bin", secrets.token_bytes(SIZE), "application/octet-stream")}
+            for base, files in ((first.url, small), (second.url, big)):
+                assert_unavailable(http.post(f"{base}/v1/evidence", files=files, headers=headers))
+            for base in (first.url, second.url):
+                assert_unavailable(http.get(f"{base}{path}", headers=headers))
             during = http.post(f"{second.url}/v1/recognitions", json=thanks, headers=headers)
             assert during.status_code == 201, during.text
+            assert asyncio.run(evidence_keys(postgres_url)) == rows  # nothing half-written
             asyncio.run(weed.restart())
             for _ in range(100):  # bounded: 100 × 0.2 s; the breaker waits at most 4 s
                 back = http.post(f"{first.url}/v1/evidence", files=small, headers=headers)
@@ -154,6 +178,10 @@ def test_an_upload_through_one_process_downloads_byte_exact_through_another(
             assert back.status_code == 201, back.text
             again = http.get(f"{second.url}{path}", headers=headers)
             assert (again.status_code, again.content) == (200, data)
+        stored = set(asyncio.run(object_keys(weed, prefix)))
+        keys = asyncio.run(evidence_keys(postgres_url))
+        assert len(keys) == len(rows) + 1
+        assert {f"{prefix}/{key}" for key in keys} <= stored  # no row without its bytes
         for index in range(2):
             assert not (tmp_path / f"replica-{index}" / "blobs").exists()  # all went to S3
     finally:

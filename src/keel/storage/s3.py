@@ -7,7 +7,12 @@ uploads — to promise that an aborted upload leaves nothing behind and that a
 crash's leftovers are found and removed; a higher-level "put this stream" API
 hides them. Retries are off in the client: the ``storage`` dependency retries.
 
-A write keeps about one part (``part_size`` plus the last chunk) in memory:
+A write keeps one part (``part_size`` plus the last chunk) in memory, never a
+copy of it: the buffer that filled is the part, and it goes to the HTTP client as
+a view sent one read chunk at a time (:class:`_PartBody`), so neither botocore nor
+aiohttp joins the headers and the whole part into a second buffer.
+:meth:`S3Store.parts_in_memory` counts the part buffers alive, for tests to hold
+that bound:
 
 - a blob that fits in one part is put at commit, straight under its content key,
   with its SHA-256 as ``x-amz-checksum-sha256``: the server refuses bytes that differ;
@@ -28,7 +33,9 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import os
 import secrets
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -103,12 +110,56 @@ def _sha256_b64(data: bytes | bytearray) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
+class _Part(bytearray):
+    """One part's bytes as they arrive; weakly referenceable, so the store can count
+    the part buffers still alive (:meth:`S3Store.parts_in_memory`)."""
+
+    __slots__ = ("__weakref__",)
+
+
+class _PartBody:
+    """A part as a request body, without a copy of it.
+
+    Given ``bytes``, aiohttp (on Python before 3.12.9) joins the request's headers
+    and the whole body into one new buffer before it writes — a second part in
+    memory for as long as the send takes. Given an async iterable, it writes each
+    chunk as it comes: here, views of ``READ_CHUNK`` bytes of the part. botocore
+    sees a seekable file (``read``/``seek``/``tell``, ``len``) for the payload
+    signature, which it reads in chunks too.
+    """
+
+    def __init__(self, part: bytearray) -> None:
+        self._view = memoryview(part)
+        self._position = 0
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._view) if size < 0 else min(len(self._view), self._position + size)
+        chunk = self._view[self._position : end].tobytes()
+        self._position = end
+        return chunk
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: len(self._view)}
+        self._position = max(0, min(len(self._view), base[whence] + offset))
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    async def __aiter__(self) -> AsyncIterator[memoryview]:
+        for start in range(0, len(self._view), READ_CHUNK):
+            yield self._view[start : start + READ_CHUNK]
+
+
 class _S3Writer:
     def __init__(self, store: S3Store, namespace: str) -> None:
         self._store = store
         self._namespace = namespace
         self._hash = hashlib.sha256()
-        self._buffer = bytearray()
+        self._buffer: bytearray | None = None  # made at the first chunk of each part
         self._size = 0
         self._temp_key = store.object_key(f"{TEMP}/{secrets.token_hex(16)}")
         self._upload_id: str | None = None
@@ -125,14 +176,17 @@ class _S3Writer:
             raise RuntimeError("write after commit or abort")
         self._hash.update(chunk)
         self._size += len(chunk)
+        if self._buffer is None:
+            self._buffer = self._store.new_part()
         self._buffer += chunk
         if len(self._buffer) >= self._store.options.part_size:
-            # The whole buffer is the part (parts need not be equal, only >= 5 MiB): the
-            # buffer is released before the network wait, so one part is held, not two.
-            part, self._buffer = bytes(self._buffer), bytearray()
+            # The whole buffer is the part (parts need not be equal, only >= 5 MiB), sent
+            # as it is; the next part's buffer is made at the next chunk, once this one
+            # is gone.
+            part, self._buffer = self._buffer, None
             await self._send_part(part)
 
-    async def _send_part(self, part: bytes) -> None:
+    async def _send_part(self, part: bytearray) -> None:
         client = await self._store.client()
         bucket = self._store.location.bucket
         with _translated():
@@ -148,7 +202,7 @@ class _S3Writer:
                 Key=self._temp_key,
                 UploadId=self._upload_id,
                 PartNumber=number,
-                Body=part,
+                Body=_PartBody(part),  # type: ignore[arg-type]
                 ChecksumSHA256=checksum,
             )
         self._parts.append({"PartNumber": number, "ETag": sent["ETag"], "ChecksumSHA256": checksum})
@@ -167,7 +221,7 @@ class _S3Writer:
             await self.abort()
             raise
         self._closed = True
-        self._buffer = bytearray()
+        self._buffer = None
         return StoredBlob(key=key, size=self._size, sha256=digest)
 
     async def _put_whole(self, key: str) -> None:
@@ -176,14 +230,14 @@ class _S3Writer:
             await client.put_object(
                 Bucket=self._store.location.bucket,
                 Key=self._store.object_key(key),
-                Body=bytes(self._buffer),
+                Body=_PartBody(self._buffer) if self._buffer else b"",  # type: ignore[arg-type]
                 ChecksumSHA256=base64.b64encode(self._hash.digest()).decode(),
             )
 
     async def _finish_multipart(self, key: str, upload_id: str) -> None:
         if self._buffer:
-            await self._send_part(bytes(self._buffer))
-            self._buffer = bytearray()
+            part, self._buffer = self._buffer, None
+            await self._send_part(part)
         client = await self._store.client()
         bucket = self._store.location.bucket
         with _translated():
@@ -207,7 +261,7 @@ class _S3Writer:
         if self._closed:
             return
         self._closed = True
-        self._buffer = bytearray()
+        self._buffer = None
         if self._upload_id is None and not self._completed:
             return
         bucket = self._store.location.bucket
@@ -231,6 +285,23 @@ class S3Store:
         self._client: S3Client | None = None
         self._context: Any = None
         self._opening = asyncio.Lock()
+        self._parts_alive = 0
+
+    def new_part(self) -> bytearray:
+        """An empty buffer for a writer's next part, counted until it is freed."""
+        part = _Part()
+        self._parts_alive += 1
+        weakref.finalize(part, self._part_freed)
+        return part
+
+    def _part_freed(self) -> None:
+        self._parts_alive -= 1
+
+    def parts_in_memory(self) -> int:
+        """How many part buffers of this store's writers are alive now: at most one
+        per upload in progress (what the client and the HTTP stack hold included,
+        as they hold the part itself, not a copy)."""
+        return self._parts_alive
 
     def object_key(self, key: str) -> str:
         return f"{self.location.prefix}{key}"

@@ -70,8 +70,12 @@ def health_registry(settings: Settings, clock: Clock) -> HealthRegistry:
 async def serving(
     port: HttpPort, probes: Probes, lifecycle: Lifecycle
 ) -> AsyncIterator[ProbeServer | None]:
-    """The port from before the work starts until after it has stopped (or no port)."""
-    probes.watchdog.start()
+    """The port from before the work starts until after it has stopped (or no port).
+
+    The loop watchdog runs only with a port: ``/live`` is its one reader, and without
+    one its twenty wake-ups a second would be the worker's only idle work."""
+    if port.enabled:
+        probes.watchdog.start()
     server = ProbeServer(probe_app(probes), host=port.host, port=port.port)
     try:
         if port.enabled:

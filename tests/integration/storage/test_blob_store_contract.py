@@ -22,6 +22,7 @@ from keel.errors import NotFound
 from keel.settings import Settings
 from keel.storage import BlobStore, from_settings
 from keel.storage.base import content_key
+from keel.storage.s3 import S3Store
 
 PART = 5 * 1024 * 1024
 BIG = 12 * 1024 * 1024 + 123  # three parts, the last one short
@@ -159,3 +160,32 @@ async def test_the_probe_leaves_nothing_behind(harness: Harness) -> None:
     await harness.store.probe()
     assert await harness.stored() == []
     assert await harness.leftovers() == []
+
+
+async def test_an_s3_upload_holds_at_most_one_part_in_memory(seaweedfs: SeaweedFS) -> None:
+    """Two uploads of two and a half parts each, fed a chunk at a time: after every
+    chunk each holds at most the part it is filling — the part it sent was released
+    by the store, botocore and aiohttp alike — and nothing once committed."""
+    prefix = f"parts-{secrets.token_hex(6)}"
+    settings = Settings.model_validate(
+        {**seaweedfs.settings(prefix), "storage_s3_part_size_bytes": PART}
+    )
+    store = from_settings(settings)
+    assert isinstance(store, S3Store)
+    data = [secrets.token_bytes(2 * PART + PART // 2) for _ in range(2)]
+    chunk = 512 * 1024
+    try:
+        writers = [await store.begin_write("evidence/org1") for _ in data]
+        seen = set()
+        for start in range(0, len(data[0]), chunk):
+            for writer, blob in zip(writers, data, strict=True):
+                await writer.write(blob[start : start + chunk])
+            seen.add(store.parts_in_memory())
+            assert store.parts_in_memory() <= len(writers)
+        assert max(seen) == len(writers)  # the instrument counts what is held
+        keys = [(await writer.commit()).key for writer in writers]
+        assert store.parts_in_memory() == 0
+        for key, blob in zip(keys, data, strict=True):
+            assert await read_all(store, key) == blob
+    finally:
+        await store.aclose()

@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Row, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -49,7 +49,27 @@ from keel.jobs.sql.session import (
 from keel.jobs.states import JobState
 
 
+class Claim(NamedTuple):
+    """One claim's arguments, in the order of :func:`~keel.jobs.queries.claim_sqlite`
+    and :func:`~keel.jobs.queries.claim_postgresql_parameters`."""
+
+    queue: str
+    limit: int
+    worker: str
+    now: datetime
+    lease_until: datetime
+    succeeded: Sequence[tuple[str, int]]
+
+
+def _claim_order(row: Mapping[Any, Any]) -> tuple[int, datetime, str]:
+    return (-row["priority"], row["run_at"], row["id"])
+
+
 def claimed_jobs(rows: Sequence[Mapping[Any, Any]]) -> list[ClaimedJob]:
+    """The claimed rows as jobs, highest priority first, then oldest (``UPDATE …
+    RETURNING`` hands them back in no particular order)."""
+    if len(rows) > 1:
+        rows = sorted(rows, key=_claim_order)
     return [
         ClaimedJob(
             id=row["id"],
@@ -60,7 +80,7 @@ def claimed_jobs(rows: Sequence[Mapping[Any, Any]]) -> list[ClaimedJob]:
             payload=dict(row["payload"] or {}),
             trace_context=dict(row["trace_context"] or {}),
         )
-        for row in sorted(rows, key=lambda r: (-r["priority"], r["run_at"], r["id"]))
+        for row in rows
     ]
 
 
@@ -98,7 +118,6 @@ class SqlJobConnector(ABC):
     def inserter(self) -> JobInserter:
         """An inserter for a run of enqueues."""
 
-    @abstractmethod
     async def claim(
         self,
         queue: str,
@@ -108,7 +127,15 @@ class SqlJobConnector(ABC):
         lease_until: datetime,
         succeeded: Sequence[tuple[str, int]] = (),
     ) -> list[ClaimedJob]:
-        """Lease due jobs and record ``succeeded``, in one atomic step."""
+        """Lease due jobs and record ``succeeded``, in one atomic step: the dialect's
+        statements (:meth:`_claimed_rows`), the rows handed over in claim order."""
+        claim = Claim(queue, limit, worker, now, lease_until, succeeded)
+        return claimed_jobs(await self._claimed_rows(claim))
+
+    @abstractmethod
+    async def _claimed_rows(self, claim: Claim) -> Sequence[Mapping[Any, Any]]:
+        """The rows ``claim`` leased, in any order, its successes recorded in the same
+        commit."""
 
     async def _execute(self, statement: Any) -> Any:
         async with self._write() as connection:
@@ -256,16 +283,25 @@ class SqlJobConnector(ABC):
         return
 
 
+def store_unavailable(error: Exception) -> DatabaseUnavailable | None:
+    """What ``error`` is to the worker: a store that does not answer is a
+    ``DatabaseUnavailable`` (503-shaped, with a ``Retry-After``) that its loops retry,
+    never a bare driver error; ``None``: not an outage, let it through as it is."""
+    if isinstance(error, DatabaseUnavailable) or not is_unavailable(error):
+        return None
+    return DatabaseUnavailable("the job store is not answering", retry_after=2)
+
+
 @contextmanager
 def unavailable_as_503() -> Iterator[None]:
-    """A store that does not answer is a ``DatabaseUnavailable`` (503-shaped, with a
-    ``Retry-After``) that the worker's loops retry, never a bare driver error."""
+    """:func:`store_unavailable` around a block (the hot claim path inlines it)."""
     try:
         yield
     except Exception as error:
-        if isinstance(error, DatabaseUnavailable) or not is_unavailable(error):
+        unavailable = store_unavailable(error)
+        if unavailable is None:
             raise
-        raise DatabaseUnavailable("the job store is not answering", retry_after=2) from error
+        raise unavailable from error
 
 
-__all__ = ["SqlJobConnector", "claimed_jobs", "unavailable_as_503"]
+__all__ = ["Claim", "SqlJobConnector", "claimed_jobs", "store_unavailable", "unavailable_as_503"]

@@ -23,8 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from keel.db.engine import Database, on_pooled_driver
 from keel.jobs import queries
-from keel.jobs.connector import ClaimedJob, JobColumns, JobInserter
-from keel.jobs.sql.base import SqlJobConnector, claimed_jobs, unavailable_as_503
+from keel.jobs.connector import JobColumns, JobInserter
+from keel.jobs.sql.base import Claim, SqlJobConnector, store_unavailable, unavailable_as_503
 from keel.jobs.sql.enqueue import HeldInserter, TransactionInserter, driver_insertion
 
 T = TypeVar("T")
@@ -78,28 +78,28 @@ class PostgresJobConnector(SqlJobConnector):
             return HeldInserter(self.database)
         return TransactionInserter(self.database)
 
-    async def claim(
-        self,
-        queue: str,
-        limit: int,
-        worker: str,
-        now: datetime,
-        lease_until: datetime,
-        succeeded: Sequence[tuple[str, int]] = (),
-    ) -> list[ClaimedJob]:
+    async def _claimed_rows(self, claim: Claim) -> Sequence[Mapping[Any, Any]]:
         """One statement (``CLAIM_POSTGRESQL``) claims and records the successes."""
-        parameters = queries.claim_postgresql_parameters(
-            queue, limit, worker, now, lease_until, succeeded
-        )
-        if self.asyncpg:
-            return claimed_jobs(
-                await self._on_driver(
-                    lambda driver: driver.fetch(queries.CLAIM_POSTGRESQL, *parameters)
-                )
-            )
-        async with self._write() as connection:
-            result = await connection.exec_driver_sql(queries.CLAIM_POSTGRESQL, parameters)
-            return claimed_jobs(result.mappings().all())
+        parameters = queries.claim_postgresql_parameters(*claim)
+        if not self.asyncpg:
+            async with self._write() as connection:
+                result = await connection.exec_driver_sql(queries.CLAIM_POSTGRESQL, parameters)
+                return result.mappings().all()
+
+        # The worker's hot path, between a NOTIFY and a handler's start: on the driver
+        # connection, the error translation inlined rather than a context manager.
+        def fetch(driver: Any) -> Awaitable[Sequence[Mapping[Any, Any]]]:
+            return driver.fetch(queries.CLAIM_POSTGRESQL, *parameters)  # type: ignore[no-any-return]
+
+        try:
+            if self._own is not None:
+                return await on_pooled_driver(self._own, fetch)
+            return await self.database.on_autocommit_driver(fetch)
+        except Exception as error:
+            unavailable = store_unavailable(error)
+            if unavailable is None:
+                raise
+            raise unavailable from error
 
     async def _on_driver(self, work: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``work`` on the asyncpg connection of one of the connector's autocommit

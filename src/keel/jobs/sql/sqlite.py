@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keel.db.engine import _IMMEDIATE, Database
 from keel.jobs import queries
-from keel.jobs.connector import ClaimedJob, JobColumns, JobInserter
-from keel.jobs.sql.base import SqlJobConnector, claimed_jobs, unavailable_as_503
+from keel.jobs.connector import JobColumns, JobInserter
+from keel.jobs.sql.base import Claim, SqlJobConnector, unavailable_as_503
 from keel.jobs.sql.enqueue import TransactionInserter
 
 
@@ -41,22 +42,15 @@ class SqliteJobConnector(SqlJobConnector):
     def inserter(self) -> JobInserter:
         return TransactionInserter(self.database)
 
-    async def claim(
-        self,
-        queue: str,
-        limit: int,
-        worker: str,
-        now: datetime,
-        lease_until: datetime,
-        succeeded: Sequence[tuple[str, int]] = (),
-    ) -> list[ClaimedJob]:
+    async def _claimed_rows(self, claim: Claim) -> Sequence[Mapping[Any, Any]]:
+        """The successes and the claim: two statements in one ``BEGIN IMMEDIATE``."""
         async with self._write() as connection:
-            if succeeded:
-                await connection.execute(queries.mark_succeeded_many(succeeded, worker, now))
-            result = await connection.execute(
-                queries.claim_sqlite(queue, limit, worker, now, lease_until)
-            )
-            return claimed_jobs(result.mappings().all())
+            if claim.succeeded:
+                await connection.execute(
+                    queries.mark_succeeded_many(claim.succeeded, claim.worker, claim.now)
+                )
+            result = await connection.execute(queries.claim_sqlite(*claim[:5]))
+            return result.mappings().all()
 
 
 __all__ = ["SqliteJobConnector"]
