@@ -3,7 +3,7 @@
 Outermost first::
 
     server spans (OpenTelemetry) → trace → metrics → draining → error boundary
-    → shedding → authentication → JSON body limits → replay → limits
+    → probes → shedding → authentication → JSON body limits → replay → limits
     → idempotency → header check → the route
 
 - **trace** binds request and trace ids to every log line and writes the access line;
@@ -12,6 +12,8 @@ Outermost first::
 - **draining** says ``Connection: close`` while the process shuts down.
 - the **error boundary** answers whatever the steps inside raise (503 for an
   unavailable database, never a dropped connection).
+- **probes**: a plain ``GET`` of a probe or ``/metrics`` is answered here, past the
+  steps below and the router (:mod:`keel.http.probes`).
 - **shedding** refuses by priority before any database work; it looks the route up
   once, for every later step (:class:`~keel.http.state.RequestState`).
 - **authentication** turns the bearer token into the principal the later steps key on.
@@ -21,8 +23,8 @@ Outermost first::
   **idempotency** claims the key and settles it when the response starts.
 - the **header check** never starts a response the server cannot send.
 
-Probes and ``/metrics`` pass shedding, authentication and the limits untouched
-(those act on ``/v1`` only, or classify probes as never shed).
+Probes and ``/metrics`` with a query string pass shedding, authentication and the
+limits untouched (those act on ``/v1`` only, or classify probes as never shed).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from fastapi import FastAPI
 from starlette.middleware import Middleware
 
 from keel.api.routes import operations
+from keel.api.routes.operations import plain_answers
 from keel.api.services import Services
 from keel.errors import ConfigurationError
 from keel.guard.notify import audit_key_mismatch
@@ -44,6 +47,7 @@ from keel.http.idempotency import IdempotencyMiddleware
 from keel.http.json_body import JsonBodyLimits
 from keel.http.limits import LimitsMiddleware
 from keel.http.metrics import MetricsMiddleware
+from keel.http.probes import OperationalShortcut
 from keel.http.replay import ReplayMiddleware
 from keel.http.response_headers import ResponseHeaderCheck
 from keel.http.routes import ROUTERS
@@ -90,6 +94,9 @@ def steps(services: Services) -> list[Middleware]:
         *observed,
         Middleware(CloseWhenDraining, lifecycle=observability.lifecycle),
         Middleware(ErrorBoundaryMiddleware),
+        Middleware(
+            OperationalShortcut, answers=plain_answers(observability, settings)
+        ),
         Middleware(LoadSheddingMiddleware, shedder=limits.shedder, routes=services.routes),
         Middleware(
             AuthenticationMiddleware,
