@@ -94,9 +94,7 @@ def steps(services: Services) -> list[Middleware]:
         *observed,
         Middleware(CloseWhenDraining, lifecycle=observability.lifecycle),
         Middleware(ErrorBoundaryMiddleware),
-        Middleware(
-            OperationalShortcut, answers=plain_answers(observability, settings)
-        ),
+        Middleware(OperationalShortcut, answers=plain_answers(observability, settings)),
         Middleware(LoadSheddingMiddleware, shedder=limits.shedder, routes=services.routes),
         Middleware(
             AuthenticationMiddleware,

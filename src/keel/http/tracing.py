@@ -27,6 +27,7 @@ from opentelemetry.instrumentation.propagators import get_global_response_propag
 from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
 from opentelemetry.propagate import extract
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
 from opentelemetry.sdk.trace.sampling import Decision, Sampler
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -85,15 +86,22 @@ class ServerSpans(OpenTelemetryMiddleware):
     The decision is the one the SDK would take: the same sampler, the same
     parent (the incoming ``traceparent``, extracted by the global propagator)
     and the same trace id (the parent's, or a new one that the span then takes,
-    see :class:`~keel.observe.tracing.PresetTraceIds`). Keel's samplers decide
-    from those alone, never from attributes. Without an SDK tracer, or with a
-    response propagator installed, every request takes the stock path.
+    see :class:`~keel.observe.tracing.PresetTraceIds`), and an unsampled span
+    gets the context the SDK would give it (flags included). Keel's samplers
+    decide from those alone, never from attributes. Without an SDK tracer, with
+    the SDK's own span metrics on, or with a response propagator installed,
+    every request takes the stock path.
     """
 
     def __init__(self, app: ASGIApp, **options: Any) -> None:
         super().__init__(app, **options)
-        self._sampler: Sampler | None = getattr(self.tracer, "sampler", None)
-        ids = getattr(self.tracer, "id_generator", None)
+        tracer = self.tracer
+        ids = getattr(tracer, "id_generator", None)
+        plain = (  # enabled, and no SDK-internal span metrics that count dropped spans too
+            getattr(tracer, "_is_enabled", lambda: False)()
+            and type(getattr(tracer, "_tracer_metrics", None)) is NoOpTracerMetrics
+        )
+        self._sampler: Sampler | None = getattr(tracer, "sampler", None) if plain else None
         self._ids = ids if isinstance(ids, PresetTraceIds) else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -122,12 +130,16 @@ class ServerSpans(OpenTelemetryMiddleware):
             finally:
                 reset_trace_id(token)
             return
+        random_id = (
+            self._ids.is_trace_id_random() if new_trace else remote.trace_flags.random_trace_id
+        )
+        flags = TraceFlags.RANDOM_TRACE_ID if random_id else TraceFlags.DEFAULT
         span = NonRecordingSpan(
             SpanContext(
                 trace_id,
                 self._ids.generate_span_id(),
                 is_remote=False,
-                trace_flags=TraceFlags(TraceFlags.DEFAULT),
+                trace_flags=TraceFlags(flags),
                 trace_state=sampling.trace_state,
             )
         )

@@ -131,9 +131,7 @@ async def health_answer(
             (registry.reading(_UPTIME, status, uptime.value, "s", f"not passing: {reason}"),),
             cached.taken_at,
         )
-    return _answer(
-        settings, summary, "health", verbose=verbose, max_age=_max_age(observe, cached)
-    )
+    return _answer(settings, summary, "health", verbose=verbose, max_age=_max_age(observe, cached))
 
 
 async def metrics_answer(observe: Observability) -> Response:
