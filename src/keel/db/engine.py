@@ -63,8 +63,13 @@ def create_engine(url: str, *, pool_size: int = 10, timeout: float = 5.0) -> Asy
         connect_args = {"timeout": timeout, "command_timeout": 30}
     engine = create_async_engine(
         url,
-        pool_size=pool_size,
-        max_overflow=pool_size,
+        # Up to twice ``pool_size`` connections, as a pool of ``pool_size`` with as much
+        # overflow allows, but each kept once opened: SQLAlchemy closes an overflow
+        # connection at checkin, so a steady load above ``pool_size`` concurrent
+        # requests opened and closed a connection (connect, authentication, the
+        # driver's type set-up) for every few requests.
+        pool_size=2 * pool_size,
+        max_overflow=0,
         # asyncpg gets a local check instead of the ping's three round trips
         # (BEGIN, ``;``, ROLLBACK on every checkout); other drivers keep the ping.
         pool_pre_ping=not asyncpg_driver,

@@ -4,11 +4,14 @@ The hash is HMAC-SHA256 under the service secret, so a leaked table is useless
 without the secret, and lookups stay a single indexed equality. Authenticated
 principals are cached in-process for ``auth_cache_seconds`` to keep the
 database off the hot path; a revocation made by this process evicts at once,
-one made elsewhere takes effect within that interval.
+one made elsewhere takes effect within that interval. When an entry expires
+under load, the requests that miss it together share one lookup (and one
+audit event) instead of each running its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -103,6 +106,7 @@ class Authenticator:
         self._clock = clock
         self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
         self._observer = observer
+        self._loading: dict[str, asyncio.Future[Principal]] = {}
 
     def failed(self, reason: str, ip: str | None = None) -> None:
         """Count a refused credential (cheap: no I/O on the request path)."""
@@ -118,14 +122,40 @@ class Authenticator:
         if cached is not None and cached[1] > now:
             self._cache.move_to_end(token_hash)
             return cached[0]
-        principal = await self._load(token_hash)
-        if self._observer is not None:  # a database check, not a cache hit: audit it
-            await self._observer.succeeded(principal, ip)
+        loading = self._loading.get(token_hash)
+        if loading is not None:
+            try:
+                return await asyncio.shield(loading)
+            except asyncio.CancelledError:
+                if not loading.cancelled():
+                    raise  # this request was cancelled, not the lookup it waited on
+        return await self._check(token_hash, ip, now)
+
+    async def _check(self, token_hash: str, ip: str | None, now: float) -> Principal:
+        """The database check, its audit event and the cache entry; others missing the
+        same token meanwhile wait for this one's outcome."""
+        loading: asyncio.Future[Principal] = asyncio.get_running_loop().create_future()
+        self._loading[token_hash] = loading
+        try:
+            principal = await self._load(token_hash)
+            if self._observer is not None:  # a database check, not a cache hit: audit it
+                await self._observer.succeeded(principal, ip)
+        except Exception as error:  # the waiters get the same refusal or outage
+            loading.set_exception(error)
+            loading.exception()  # retrieved: no "never retrieved" warning without waiters
+            raise
+        except BaseException:  # cancelled: each waiter then checks for itself
+            loading.cancel()
+            raise
+        finally:
+            if self._loading.get(token_hash) is loading:
+                del self._loading[token_hash]
         if self._ttl > 0:
             self._cache[token_hash] = (principal, now + self._ttl)
             self._cache.move_to_end(token_hash)
             while len(self._cache) > self._max:
                 self._cache.popitem(last=False)
+        loading.set_result(principal)
         return principal
 
     def evict(self, token_hash: str) -> None:

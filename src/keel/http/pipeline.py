@@ -3,7 +3,7 @@
 Outermost first::
 
     server spans (OpenTelemetry) → trace → metrics → draining → error boundary
-    → shedding → [fault injection] → authentication → JSON body limits → replay → limits
+    → probes → shedding → [fault injection] → authentication → JSON body limits → replay → limits
     → idempotency → header check → the route
 
 - **trace** binds request and trace ids to every log line and writes the access line;
@@ -12,6 +12,8 @@ Outermost first::
 - **draining** says ``Connection: close`` while the process shuts down.
 - the **error boundary** answers whatever the steps inside raise (503 for an
   unavailable database, never a dropped connection).
+- **probes**: a plain ``GET`` of a probe or ``/metrics`` is answered here, past the
+  steps below and the router (:mod:`keel.http.probes`).
 - **shedding** refuses by priority before any database work; it looks the route up
   once, for every later step (:class:`~keel.http.state.RequestState`).
 - **fault injection** (only when ``KEEL_FAULT_*`` asks for it) fails or delays a share
@@ -23,8 +25,8 @@ Outermost first::
   **idempotency** claims the key and settles it when the response starts.
 - the **header check** never starts a response the server cannot send.
 
-Probes and ``/metrics`` pass shedding, authentication and the limits untouched
-(those act on ``/v1`` only, or classify probes as never shed).
+Probes and ``/metrics`` with a query string pass shedding, authentication and the
+limits untouched (those act on ``/v1`` only, or classify probes as never shed).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from fastapi import FastAPI
 from starlette.middleware import Middleware
 
 from keel.api.routes import console, operations
+from keel.api.routes.operations import plain_answers
 from keel.api.services import Services
 from keel.errors import ConfigurationError
 from keel.guard.notify import audit_key_mismatch
@@ -47,6 +50,7 @@ from keel.http.idempotency import IdempotencyMiddleware
 from keel.http.json_body import JsonBodyLimits
 from keel.http.limits import LimitsMiddleware
 from keel.http.metrics import MetricsMiddleware
+from keel.http.probes import OperationalShortcut
 from keel.http.replay import ReplayMiddleware
 from keel.http.response_headers import ResponseHeaderCheck
 from keel.http.routes import ROUTERS
@@ -110,6 +114,7 @@ def steps(services: Services) -> list[Middleware]:
         *observed,
         Middleware(CloseWhenDraining, lifecycle=observability.lifecycle),
         Middleware(ErrorBoundaryMiddleware),
+        Middleware(OperationalShortcut, answers=plain_answers(observability, settings)),
         Middleware(LoadSheddingMiddleware, shedder=limits.shedder, routes=services.routes),
         *faults,
         Middleware(

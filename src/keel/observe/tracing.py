@@ -16,6 +16,7 @@ exporter is added, it sees spans redacted (:mod:`keel.observe.span_redaction`).
 
 from __future__ import annotations
 
+from contextvars import ContextVar, Token
 from typing import Any
 
 import httpx
@@ -28,6 +29,7 @@ from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -35,6 +37,37 @@ from keel import __version__
 from keel.observe.span_redaction import RedactingTracerProvider
 from keel.redaction import Redactor
 from keel.settings import Settings
+
+_PRESET_TRACE_ID: ContextVar[int | None] = ContextVar("keel_preset_trace_id", default=None)
+
+
+class PresetTraceIds(RandomIdGenerator):
+    """Random ids, except a trace id drawn beforehand to take the sampling decision with.
+
+    The server-span step decides whether a new trace is sampled before it pays
+    for the span's attributes (:class:`keel.http.tracing.ServerSpans`); that
+    decision is made on a trace id, and a sampled request's span must then carry
+    that same id, or the ratio sampler would decide a second time on another.
+    """
+
+    def generate_trace_id(self) -> int:
+        preset = _PRESET_TRACE_ID.get()
+        if preset is None:
+            return super().generate_trace_id()
+        _PRESET_TRACE_ID.set(None)  # one span only: the request's server span
+        return preset
+
+    def draw_trace_id(self) -> int:
+        return super().generate_trace_id()
+
+
+def preset_trace_id(trace_id: int | None) -> Token[int | None]:
+    """The trace id the next root span in this context takes (``reset`` the token after)."""
+    return _PRESET_TRACE_ID.set(trace_id)
+
+
+def reset_trace_id(token: Token[int | None]) -> None:
+    _PRESET_TRACE_ID.reset(token)
 
 
 def build_tracer_provider(settings: Settings) -> TracerProvider:
@@ -49,6 +82,7 @@ def build_tracer_provider(settings: Settings) -> TracerProvider:
         redactor=Redactor.from_settings(settings),
         resource=resource,
         sampler=ParentBased(TraceIdRatioBased(settings.otel_sampling_ratio)),
+        id_generator=PresetTraceIds(),
     )
     if settings.otel_endpoint:
         provider.add_span_processor(

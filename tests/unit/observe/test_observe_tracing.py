@@ -8,6 +8,7 @@ in-process app wired the same way as ``keel.http.pipeline.install`` does.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import httpx
 import pytest
@@ -17,12 +18,20 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+)
 from opentelemetry.trace import StatusCode
 
 from keel.http.trace import RequestContextMiddleware
 from keel.http.tracing import EXCLUDED_URLS, add_server_spans, native_telemetry_off
-from keel.observe.tracing import build_tracer_provider
+from keel.observe.tracing import PresetTraceIds, build_tracer_provider
 from keel.settings import Settings
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -98,11 +107,21 @@ def _app(provider: TracerProvider) -> FastAPI:
 
 
 async def _serve(
-    path: str, *, traceparent: str | None = None
+    path: str,
+    *,
+    traceparent: str | None = None,
+    sampler: Sampler | None = None,
+    ids: IdGenerator | None = None,
 ) -> tuple[list[ReadableSpan], list[trace.SpanContext], httpx.Response]:
-    """One request through the app; (finished spans, span contexts the route saw, response)."""
+    """One request through the app; (finished spans, span contexts the route saw, response).
+
+    With ``ids`` a :class:`PresetTraceIds` (as Keel's provider has), the server-span
+    step asks the sampler first; with plain random ids it takes the stock path.
+    """
     exporter = InMemorySpanExporter()
-    provider = TracerProvider(sampler=ParentBased(ALWAYS_ON))
+    provider = TracerProvider(
+        sampler=sampler or ParentBased(ALWAYS_ON), id_generator=ids or RandomIdGenerator()
+    )
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     app = _app(provider)
     headers = {"user-agent": "probe/1"}
@@ -117,16 +136,24 @@ async def _serve(
     return list(exporter.get_finished_spans()), app.state.seen, response
 
 
+@pytest.fixture(params=["stock", "sampler-first"])
+def ids(request: pytest.FixtureRequest) -> IdGenerator:
+    """Every server-span behaviour holds on both paths of :class:`ServerSpans`."""
+    return PresetTraceIds() if request.param == "sampler-first" else RandomIdGenerator()
+
+
 @pytest.mark.parametrize("path", ["/live", "/metrics", "/health"])
-async def test_probes_get_no_server_span(path: str) -> None:
-    spans, seen, _ = await _serve(path, traceparent=f"00-{TRACE_ID}-b7ad6b7169203331-01")
+async def test_probes_get_no_server_span(path: str, ids: IdGenerator) -> None:
+    spans, seen, _ = await _serve(path, traceparent=f"00-{TRACE_ID}-b7ad6b7169203331-01", ids=ids)
     assert spans == []
     assert all(not context.is_valid for context in seen)
 
 
-async def test_the_server_span_joins_the_incoming_trace_named_by_its_route() -> None:
+async def test_the_server_span_joins_the_incoming_trace_named_by_its_route(
+    ids: IdGenerator,
+) -> None:
     spans, [inner], response = await _serve(
-        "/v1/recognitions/abc", traceparent=f"00-{TRACE_ID}-b7ad6b7169203331-01"
+        "/v1/recognitions/abc", traceparent=f"00-{TRACE_ID}-b7ad6b7169203331-01", ids=ids
     )
     [span] = spans  # no per-message send/receive spans
     assert span.kind is trace.SpanKind.SERVER
@@ -141,18 +168,18 @@ async def test_the_server_span_joins_the_incoming_trace_named_by_its_route() -> 
     assert response.headers["traceparent"] == f"00-{TRACE_ID}-{span_id}-01"
 
 
-async def test_an_invalid_traceparent_starts_a_new_trace() -> None:
+async def test_an_invalid_traceparent_starts_a_new_trace(ids: IdGenerator) -> None:
     [span], _, response = await _serve(
-        "/v1/recognitions/abc", traceparent=f"00-{TRACE_ID}-0000000000000000-01"
+        "/v1/recognitions/abc", traceparent=f"00-{TRACE_ID}-0000000000000000-01", ids=ids
     )
     assert span.parent is None
     assert format(span.context.trace_id, "032x") != TRACE_ID
     assert response.headers["traceparent"].split("-")[1] == format(span.context.trace_id, "032x")
 
 
-async def test_an_unsampled_parent_yields_ids_but_no_recorded_span() -> None:
+async def test_an_unsampled_parent_yields_ids_but_no_recorded_span(ids: IdGenerator) -> None:
     spans, [inner], response = await _serve(
-        "/v1/recognitions/abc", traceparent=f"00-{TRACE_ID}-b7ad6b7169203331-00"
+        "/v1/recognitions/abc", traceparent=f"00-{TRACE_ID}-b7ad6b7169203331-00", ids=ids
     )
     assert spans == []
     assert inner.is_valid
@@ -161,11 +188,55 @@ async def test_an_unsampled_parent_yields_ids_but_no_recorded_span() -> None:
     assert response.headers["traceparent"].endswith("-00")
 
 
-async def test_a_5xx_and_an_unhandled_exception_mark_the_span_as_an_error() -> None:
-    [answered], _, response = await _serve("/v1/recognitions/down")
+async def test_a_5xx_and_an_unhandled_exception_mark_the_span_as_an_error(
+    ids: IdGenerator,
+) -> None:
+    [answered], _, response = await _serve("/v1/recognitions/down", ids=ids)
     assert response.status_code == 503
     assert answered.status.status_code is StatusCode.ERROR
-    [failed], _, response = await _serve("/v1/boom")
+    [failed], _, response = await _serve("/v1/boom", ids=ids)
     assert response.status_code == 500
     assert failed.status.status_code is StatusCode.ERROR
     assert [event.name for event in failed.events] == ["exception"]
+
+
+async def test_an_unsampled_new_trace_still_gets_ids_for_the_logs_and_the_answer(
+    ids: IdGenerator,
+) -> None:
+    spans, [inner], response = await _serve("/v1/recognitions/abc", sampler=ALWAYS_OFF, ids=ids)
+    assert spans == []
+    assert inner.is_valid
+    assert not inner.trace_flags.sampled
+    trace_id, span_id = format(inner.trace_id, "032x"), format(inner.span_id, "016x")
+    flags = f"{int(inner.trace_flags):02x}"
+    assert response.headers["traceparent"] == f"00-{trace_id}-{span_id}-{flags}"
+
+
+class EvenTraceIds(Sampler):
+    """Samples a trace iff its id is even, and remembers every id it was asked about."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    def should_sample(self, parent_context: Any, trace_id: int, *args: Any, **kw: Any) -> Any:
+        self.asked.append(trace_id)
+        decision = Decision.RECORD_AND_SAMPLE if trace_id % 2 == 0 else Decision.DROP
+        return SamplingResult(decision)
+
+    def get_description(self) -> str:
+        return "EvenTraceIds"
+
+
+async def test_a_new_trace_sampled_first_is_recorded_under_the_id_it_was_sampled_on() -> None:
+    sampler = EvenTraceIds()
+    recorded: list[int] = []
+    for _ in range(16):  # about half of them sampled
+        spans, [inner], response = await _serve(
+            "/v1/recognitions/abc", sampler=sampler, ids=PresetTraceIds()
+        )
+        recorded += [span.context.trace_id for span in spans]
+        flags = int(response.headers["traceparent"].rsplit("-", 1)[1], 16)
+        assert flags & 1 == (inner.trace_id % 2 == 0)
+    # Each id the step drew and the sampler accepted became a span (no second draw).
+    assert sorted(recorded) == sorted({i for i in sampler.asked if i % 2 == 0})
+    assert recorded, "no trace sampled in 16 tries of a fair coin"

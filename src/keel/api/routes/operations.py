@@ -8,6 +8,7 @@ None of them needs a token (the authentication middleware guards ``/v1/`` only).
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -52,9 +53,8 @@ def _observe(request: Request) -> Observability:
 
 
 def _answer(
-    request: Request, report: Report, kind: str, *, verbose: bool, max_age: int
+    settings: Settings, report: Report, kind: str, *, verbose: bool, max_age: int
 ) -> Response:
-    settings = _settings(request)
     code = status_code(report)
     headers = {"Cache-Control": f"max-age={max_age}"}
     if verbose:
@@ -69,9 +69,101 @@ def _answer(
     return JSONResponse(body, status_code=code, headers=headers, media_type=MEDIA_TYPE)
 
 
-def _max_age(request: Request, report: Report) -> int:
-    registry = _observe(request).health
+def _max_age(observe: Observability, report: Report) -> int:
+    registry = observe.health
     return max(0, math.floor(registry.cache_seconds - registry.age(report)))
+
+
+def live_answer(observe: Observability, settings: Settings, *, verbose: bool = False) -> Response:
+    """``/live``: the event loop's lag against its warning threshold, nothing else."""
+    registry = observe.health
+    lag = observe.watchdog.lag_seconds
+    status = Status.PASS if lag < settings.live_loop_lag_warn_seconds else Status.WARN
+    reading = registry.reading(
+        _LOOP, status, round(lag, 6), "s", None if status is Status.PASS else "event loop lagging"
+    )
+    report = Report((reading,), taken_at=0.0)
+    return _answer(settings, report, "livez", verbose=verbose, max_age=0)
+
+
+async def ready_answer(
+    observe: Observability,
+    settings: Settings,
+    *,
+    verbose: bool = False,
+    exclude: Sequence[str] = (),
+) -> Response:
+    """``/ready``: the registered checks (cached), failing while the process drains."""
+    known = {check.name for check in observe.health.checks}
+    unknown = sorted(set(exclude) - known)
+    if unknown:  # a typo would silently keep the check: refuse it
+        raise InvalidInput(
+            f"no readiness check named {', '.join(unknown)}", field="exclude", allowed=sorted(known)
+        )
+    report = await observe.health.readiness()
+    max_age = _max_age(observe, report)
+    report = report.without(exclude)
+    if observe.lifecycle.draining:
+        report = report.with_extra(
+            observe.health.reading(_LIFECYCLE, Status.FAIL, True, None, "draining: shutting down")
+        )
+        max_age = 0
+    return _answer(settings, report, "readyz", verbose=verbose, max_age=max_age)
+
+
+async def health_answer(
+    observe: Observability, settings: Settings, *, verbose: bool = False
+) -> Response:
+    """``/health``: status, version, release and uptime from the cached readiness."""
+    registry = observe.health
+    cached = registry.cached() or await registry.readiness()
+    status = cached.status
+    if observe.lifecycle.draining:
+        status = Status.FAIL
+    uptime = registry.reading(
+        _UPTIME, status, round(observe.lifecycle.uptime_seconds(), 3), "s", None
+    )
+    summary = Report((uptime,), cached.taken_at)
+    if status is not Status.PASS:
+        failing = [r.check.name for r in cached.all if r.status is not Status.PASS]
+        reason = "draining" if observe.lifecycle.draining else ", ".join(failing)
+        summary = Report(
+            (registry.reading(_UPTIME, status, uptime.value, "s", f"not passing: {reason}"),),
+            cached.taken_at,
+        )
+    return _answer(settings, summary, "health", verbose=verbose, max_age=_max_age(observe, cached))
+
+
+async def metrics_answer(observe: Observability) -> Response:
+    """``/metrics``: the Prometheus text, the database-read families refreshed first."""
+    metrics = observe.metrics
+    await metrics.refresh()  # the families read from the database (bounded, cached)
+    payload, content_type = metrics.render()
+    return Response(payload, media_type=content_type)
+
+
+def plain_answers(
+    observe: Observability, settings: Settings
+) -> dict[str, Callable[[], Awaitable[Response]]]:
+    """Each probe's and ``/metrics``' answer to a ``GET`` without a query string, by path.
+
+    What :class:`~keel.http.probes.OperationalShortcut` serves without the router;
+    the same functions as the routes below, with every parameter at its default.
+    """
+
+    async def live() -> Response:
+        return live_answer(observe, settings)
+
+    async def ready() -> Response:
+        return await ready_answer(observe, settings)
+
+    async def health() -> Response:
+        return await health_answer(observe, settings)
+
+    async def metrics() -> Response:
+        return await metrics_answer(observe)
+
+    return {"/live": live, "/ready": ready, "/health": health, "/metrics": metrics}
 
 
 _HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -102,16 +194,7 @@ Exclude = Annotated[
     summary="Liveness: the event loop answers (no dependency touched)",
 )
 async def live(request: Request, verbose: Verbose = None) -> Response:
-    observe = _observe(request)
-    registry = observe.health
-    lag = observe.watchdog.lag_seconds
-    warn_after = _settings(request).live_loop_lag_warn_seconds
-    status = Status.PASS if lag < warn_after else Status.WARN
-    reading = registry.reading(
-        _LOOP, status, round(lag, 6), "s", None if status is Status.PASS else "event loop lagging"
-    )
-    report = Report((reading,), taken_at=0.0)
-    return _answer(request, report, "livez", verbose=verbose is not None, max_age=0)
+    return live_answer(_observe(request), _settings(request), verbose=verbose is not None)
 
 
 @router.get(
@@ -121,22 +204,9 @@ async def live(request: Request, verbose: Verbose = None) -> Response:
     summary="Readiness: dependency checks, cached",
 )
 async def ready(request: Request, verbose: Verbose = None, exclude: Exclude = None) -> Response:
-    observe = _observe(request)
-    known = {check.name for check in observe.health.checks}
-    unknown = sorted(set(exclude or ()) - known)
-    if unknown:  # a typo would silently keep the check: refuse it
-        raise InvalidInput(
-            f"no readiness check named {', '.join(unknown)}", field="exclude", allowed=sorted(known)
-        )
-    report = await observe.health.readiness()
-    max_age = _max_age(request, report)
-    report = report.without(exclude or ())
-    if observe.lifecycle.draining:
-        report = report.with_extra(
-            observe.health.reading(_LIFECYCLE, Status.FAIL, True, None, "draining: shutting down")
-        )
-        max_age = 0
-    return _answer(request, report, "readyz", verbose=verbose is not None, max_age=max_age)
+    return await ready_answer(
+        _observe(request), _settings(request), verbose=verbose is not None, exclude=exclude or ()
+    )
 
 
 @router.get(
@@ -146,26 +216,7 @@ async def ready(request: Request, verbose: Verbose = None, exclude: Exclude = No
     summary="Summary: status, version, release, uptime",
 )
 async def health(request: Request, verbose: Verbose = None) -> Response:
-    observe = _observe(request)
-    registry = observe.health
-    cached = registry.cached() or await registry.readiness()
-    status = cached.status
-    if observe.lifecycle.draining:
-        status = Status.FAIL
-    uptime = registry.reading(
-        _UPTIME, status, round(observe.lifecycle.uptime_seconds(), 3), "s", None
-    )
-    summary = Report((uptime,), cached.taken_at)
-    if status is not Status.PASS:
-        failing = [r.check.name for r in cached.all if r.status is not Status.PASS]
-        reason = "draining" if observe.lifecycle.draining else ", ".join(failing)
-        summary = Report(
-            (registry.reading(_UPTIME, status, uptime.value, "s", f"not passing: {reason}"),),
-            cached.taken_at,
-        )
-    return _answer(
-        request, summary, "health", verbose=verbose is not None, max_age=_max_age(request, cached)
-    )
+    return await health_answer(_observe(request), _settings(request), verbose=verbose is not None)
 
 
 @router.get(
@@ -175,10 +226,7 @@ async def health(request: Request, verbose: Verbose = None) -> Response:
     summary="Prometheus metrics (text format)",
 )
 async def metrics(request: Request) -> Response:
-    metrics = _observe(request).metrics
-    await metrics.refresh()  # the families read from the database (bounded, cached)
-    payload, content_type = metrics.render()
-    return Response(payload, media_type=content_type)
+    return await metrics_answer(_observe(request))
 
 
 @router.get(

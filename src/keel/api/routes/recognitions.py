@@ -79,8 +79,9 @@ async def list_recognitions(
         created_before=created_before,
         created_after=created_after,
     )
-    async with services.database.query() as session:
-        page = await recognitions.list_page(session, principal, filters, limit=limit, cursor=cursor)
+    page = await recognitions.list_page(
+        services.database, principal, filters, limit=limit, cursor=cursor
+    )
     return RecognitionPage(
         items=[RecognitionOut.model_validate(item) for item in page.items],
         next_cursor=page.next_cursor,
