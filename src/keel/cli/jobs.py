@@ -148,16 +148,7 @@ async def _stats() -> list[queue.QueueStats]:
 
 
 def stats_dict(stats: list[queue.QueueStats]) -> dict[str, Any]:
-    return {
-        "queues": [
-            {
-                "queue": item.queue,
-                "depth": {state.value: count for state, count in item.depth.items()},
-                "oldest_ready_age_seconds": item.oldest_ready_age_seconds,
-            }
-            for item in stats
-        ]
-    }
+    return {"queues": [item.as_dict() for item in stats]}
 
 
 @app.command("stats")

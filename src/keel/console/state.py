@@ -82,14 +82,7 @@ async def _readiness(sources: ConsoleSources) -> dict[str, Any]:
 async def _queues(sources: ConsoleSources) -> dict[str, Any]:
     stats = await queue.stats(sources.database, sources.clock.now())
     return {
-        "queues": [
-            {
-                "queue": item.queue,
-                "depth": {state.value: count for state, count in item.depth.items()},
-                "oldest_ready_age_seconds": round(item.oldest_ready_age_seconds, 3),
-            }
-            for item in stats
-        ],
+        "queues": [item.as_dict() for item in stats],
         "dead": sum(item.depth.get(JobState.DEAD, 0) for item in stats),
     }
 

@@ -120,6 +120,14 @@ class QueueStats:
     depth: dict[JobState, int]
     oldest_ready_age_seconds: float
 
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form ``keel jobs stats --json`` and the operator console answer."""
+        return {
+            "queue": self.queue,
+            "depth": {state.value: count for state, count in self.depth.items()},
+            "oldest_ready_age_seconds": self.oldest_ready_age_seconds,
+        }
+
 
 TransactionHook = Callable[["AsyncSession"], Awaitable[None]]
 """Work that must commit with a job's death (a job type's ``on_dead``): the SQL
