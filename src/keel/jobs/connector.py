@@ -66,6 +66,17 @@ class JobColumns:
 
 
 @dataclass(frozen=True, slots=True)
+class Lease:
+    """The fence an attempt's outcome is written under: the job is still running, on
+    this attempt, leased to this worker. A worker whose lease expired (and whose job
+    another worker reclaimed) writes nothing."""
+
+    job_id: str
+    worker: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimedJob:
     """One attempt a worker now holds the lease of."""
 
@@ -76,6 +87,10 @@ class ClaimedJob:
     max_attempts: int
     payload: dict[str, Any]
     trace_context: dict[str, str]
+
+    def leased_to(self, worker: str) -> Lease:
+        """The fence this attempt's outcome is written under."""
+        return Lease(self.id, worker, self.attempt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,9 +204,7 @@ class JobConnector(Protocol):
 
     async def fail(
         self,
-        job_id: str,
-        worker: str,
-        attempt: int,
+        lease: Lease,
         *,
         state: JobState,
         run_at: datetime | None,
@@ -203,9 +216,7 @@ class JobConnector(Protocol):
         commits with it. ``False`` when the lease is gone (nothing written)."""
         ...
 
-    async def defer(
-        self, job_id: str, worker: str, attempt: int, *, run_at: datetime, reason: str
-    ) -> bool:
+    async def defer(self, lease: Lease, *, run_at: datetime, reason: str) -> bool:
         """An attempt that could not try: ``retrying`` at ``run_at``, the attempt handed back."""
         ...
 
@@ -297,6 +308,7 @@ __all__ = [
     "JobConnector",
     "JobInserter",
     "JobRecord",
+    "Lease",
     "QueueStats",
     "ReclaimHook",
     "ReclaimedJob",

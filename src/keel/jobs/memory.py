@@ -29,6 +29,7 @@ from keel.jobs.connector import (
     ClaimedJob,
     JobColumns,
     JobRecord,
+    Lease,
     QueueStats,
     ReclaimedJob,
     ReclaimHook,
@@ -108,14 +109,14 @@ class MemoryJobConnector:
 
     # --- the worker -------------------------------------------------------------
 
-    def _held(self, job_id: str, worker: str, attempt: int) -> JobRecord | None:
-        """The job if ``worker`` still holds this attempt's lease (the fence)."""
-        job = self._jobs.get(job_id)
+    def _held(self, lease: Lease) -> JobRecord | None:
+        """The job if the lease still holds (the fence)."""
+        job = self._jobs.get(lease.job_id)
         if (
             job is None
             or job.state != S.RUNNING.value
-            or job.lease_owner != worker
-            or job.attempt != attempt
+            or job.lease_owner != lease.worker
+            or job.attempt != lease.attempt
         ):
             return None
         return job
@@ -166,7 +167,7 @@ class MemoryJobConnector:
     def _succeed_now(self, succeeded: Sequence[tuple[str, int]], worker: str, now: datetime) -> int:
         recorded = 0
         for job_id, attempt in succeeded:
-            job = self._held(job_id, worker, attempt)
+            job = self._held(Lease(job_id, worker, attempt))
             if job is None:
                 continue
             check(S.RUNNING, S.SUCCEEDED)
@@ -188,9 +189,7 @@ class MemoryJobConnector:
 
     async def fail(
         self,
-        job_id: str,
-        worker: str,
-        attempt: int,
+        lease: Lease,
         *,
         state: JobState,
         run_at: datetime | None,
@@ -198,17 +197,17 @@ class MemoryJobConnector:
         now: datetime,
         on_dead: TransactionHook | None = None,
     ) -> bool:
-        if self._held(job_id, worker, attempt) is None:
+        if self._held(lease) is None:
             return False
         check(S.RUNNING, state)
         if on_dead is not None and state is S.DEAD:
             async with self._transaction() as session:
                 if session is not None:
                     await on_dead(session)
-        job = self._held(job_id, worker, attempt)
+        job = self._held(lease)
         if job is None:  # lost while the hook ran
             return False
-        self._jobs[job_id] = replace(
+        self._jobs[lease.job_id] = replace(
             job,
             state=state.value,
             run_at=run_at if run_at is not None else job.run_at,
@@ -219,14 +218,12 @@ class MemoryJobConnector:
         )
         return True
 
-    async def defer(
-        self, job_id: str, worker: str, attempt: int, *, run_at: datetime, reason: str
-    ) -> bool:
-        job = self._held(job_id, worker, attempt)
+    async def defer(self, lease: Lease, *, run_at: datetime, reason: str) -> bool:
+        job = self._held(lease)
         if job is None:
             return False
         check(S.RUNNING, S.RETRYING)
-        self._jobs[job_id] = replace(
+        self._jobs[lease.job_id] = replace(
             job,
             state=S.RETRYING.value,
             attempt=job.attempt - 1,

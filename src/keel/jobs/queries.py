@@ -34,7 +34,7 @@ from sqlalchemy.sql.dml import Insert
 
 from keel.db.tables_jobs import Job, JobSchedule
 from keel.db.types import UTCDateTime
-from keel.jobs.connector import LEASE_EXPIRED
+from keel.jobs.connector import LEASE_EXPIRED, Lease
 from keel.jobs.states import QUEUED, JobState, source_states
 
 jobs: Table = Job.__table__  # type: ignore[assignment]
@@ -228,13 +228,13 @@ def claim_sqlite(
     )
 
 
-def _held(job_id: str, worker: str, attempt: int) -> Any:
+def _held(lease: Lease) -> Any:
     """The fencing condition: this worker still holds this attempt's lease."""
     return and_(
-        jobs.c.id == job_id,
+        jobs.c.id == lease.job_id,
         jobs.c.state == S.RUNNING.value,
-        jobs.c.lease_owner == worker,
-        jobs.c.attempt == attempt,
+        jobs.c.lease_owner == lease.worker,
+        jobs.c.attempt == lease.attempt,
     )
 
 
@@ -275,9 +275,7 @@ def mark_succeeded_many(succeeded: Sequence[tuple[str, int]], worker: str, now: 
 
 
 def mark_failed(
-    job_id: str,
-    worker: str,
-    attempt: int,
+    lease: Lease,
     *,
     state: JobState,
     run_at: datetime | None,
@@ -296,12 +294,10 @@ def mark_failed(
         values["run_at"] = run_at
     if state is S.DEAD:
         values["finished_at"] = now
-    return update(jobs).where(_held(job_id, worker, attempt)).values(values)
+    return update(jobs).where(_held(lease)).values(values)
 
 
-def mark_deferred(
-    job_id: str, worker: str, attempt: int, *, run_at: datetime, reason: str
-) -> Update:
+def mark_deferred(lease: Lease, *, run_at: datetime, reason: str) -> Update:
     """``mark_deferred``: to ``retrying`` at ``run_at`` with the attempt handed back.
 
     The handler could not try (see ``JobDeferred``), so, as in :func:`release`, the
@@ -310,7 +306,7 @@ def mark_deferred(
     source_states(S.RETRYING, frozenset({S.RUNNING}))
     return (
         update(jobs)
-        .where(_held(job_id, worker, attempt))
+        .where(_held(lease))
         .values(
             state=S.RETRYING.value,
             attempt=jobs.c.attempt - 1,

@@ -233,7 +233,7 @@ class Worker:
         run_at = deferral(deferred.retry_after, now=self.resources.clock.now())
         recorded = await self._record(
             lambda: self._connector.defer(
-                job.id, self.id, job.attempt, run_at=run_at, reason=_error_text(deferred)
+                job.leased_to(self.id), run_at=run_at, reason=_error_text(deferred)
             ),
             job,
         )
@@ -270,9 +270,7 @@ class Worker:
             letter = DeadLetter(self._context(job), type(error).__name__, _error_text(error))
         recorded = await self._record(
             lambda: self._connector.fail(
-                job.id,
-                self.id,
-                job.attempt,
+                job.leased_to(self.id),
                 state=outcome.state,
                 run_at=outcome.run_at,
                 error=_error_text(error),

@@ -22,7 +22,7 @@ from tests.support.jobs import Recorder, make_registry, worker_for
 from keel.db.engine import Database
 from keel.errors import NotFound
 from keel.jobs import Enqueuer, NewJob, enqueue, queue, schedule
-from keel.jobs.connector import LEASE_EXPIRED, JobConnector, ReclaimedJob
+from keel.jobs.connector import LEASE_EXPIRED, JobConnector, Lease, ReclaimedJob
 from keel.jobs.memory import MemoryJobConnector
 from keel.jobs.registry import Periodic
 from keel.jobs.sql import sql_connector
@@ -146,7 +146,7 @@ async def test_a_purged_job_frees_its_unique_key(store: JobConnector) -> None:
     first = await put(store, unique_key="k1", max_attempts=1)
     [claimed] = await store.claim("default", 1, "w", at(1), at(31))
     assert await store.fail(
-        first, "w", claimed.attempt, state=JobState.DEAD, run_at=None, error="x", now=at(2)
+        Lease(first, "w", claimed.attempt), state=JobState.DEAD, run_at=None, error="x", now=at(2)
     )
     assert await store.purge([JobState.DEAD], job_ids=[first]) == 1
     with pytest.raises(NotFound):
@@ -165,7 +165,7 @@ async def test_only_the_lease_holder_of_this_attempt_records_an_outcome(
     assert await store.succeed([(job_id, claimed.attempt)], "w2", at(2)) == 0
     assert await store.succeed([(job_id, claimed.attempt + 1)], "w1", at(2)) == 0
     assert not await store.fail(
-        job_id, "w2", claimed.attempt, state=JobState.DEAD, run_at=None, error="x", now=at(2)
+        Lease(job_id, "w2", claimed.attempt), state=JobState.DEAD, run_at=None, error="x", now=at(2)
     )
     assert await store.succeed([(job_id, claimed.attempt)], "w1", at(3)) == 1
     record = await store.get(job_id)
@@ -251,7 +251,7 @@ async def test_a_failed_attempt_retries_at_its_backoff_time_then_dies(
     job_id = await put(store, max_attempts=2)
     [first] = await store.claim("default", 1, "w", at(1), at(31))
     assert await store.fail(
-        job_id, "w", 1, state=JobState.RETRYING, run_at=at(20), error="E: one", now=at(2)
+        Lease(job_id, "w", 1), state=JobState.RETRYING, run_at=at(20), error="E: one", now=at(2)
     )
     record = await store.get(job_id)
     assert (record.state, record.run_at, record.last_error) == ("retrying", at(20), "E: one")
@@ -264,9 +264,7 @@ async def test_a_failed_attempt_retries_at_its_backoff_time_then_dies(
         hooked.append(session.in_transaction())
 
     assert await store.fail(
-        job_id,
-        "w",
-        2,
+        Lease(job_id, "w", 2),
         state=JobState.DEAD,
         run_at=None,
         error="E: two",
@@ -281,7 +279,7 @@ async def test_a_failed_attempt_retries_at_its_backoff_time_then_dies(
 async def test_a_deferred_attempt_is_not_spent(store: JobConnector) -> None:
     job_id = await put(store)
     await store.claim("default", 1, "w", at(1), at(31))
-    assert await store.defer(job_id, "w", 1, run_at=at(10), reason="breaker open")
+    assert await store.defer(Lease(job_id, "w", 1), run_at=at(10), reason="breaker open")
     record = await store.get(job_id)
     assert (record.state, record.attempt, record.run_at) == ("retrying", 0, at(10))
     [again] = await store.claim("default", 1, "w", at(10), at(40))
@@ -292,14 +290,16 @@ async def test_dead_jobs_are_requeued_with_fresh_attempts_or_purged(store: JobCo
     dead, alive = await put(store, max_attempts=1), await put(store, queue="critical")
     [claimed] = await store.claim("default", 1, "w", at(1), at(31))
     assert claimed.id == dead
-    await store.fail(dead, "w", 1, state=JobState.DEAD, run_at=None, error="x", now=at(2))
+    await store.fail(Lease(dead, "w", 1), state=JobState.DEAD, run_at=None, error="x", now=at(2))
     with pytest.raises(IllegalTransition):
         await store.requeue_dead([alive], at(3))
     assert await store.requeue_dead(None, at(3)) == [dead]
     record = await store.get(dead)
     assert (record.state, record.attempt, record.run_at) == ("ready", 0, at(3))
     await store.claim("default", 1, "w", at(4), at(34))
-    assert await store.fail(dead, "w", 1, state=JobState.DEAD, run_at=None, error="x", now=at(5))
+    assert await store.fail(
+        Lease(dead, "w", 1), state=JobState.DEAD, run_at=None, error="x", now=at(5)
+    )
     assert await store.purge([JobState.DEAD], finished_before=at(5)) == 0
     assert await store.purge([JobState.DEAD], finished_before=at(6)) == 1
 

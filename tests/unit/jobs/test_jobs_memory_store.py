@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.jobs import enqueue
+from keel.jobs.connector import Lease
 from keel.jobs.states import JobState
 from keel.testing import ManualClock, MemoryJobConnector
 
@@ -27,9 +28,7 @@ async def test_without_a_database_a_dying_job_is_dead_and_its_hook_is_skipped() 
         ran.append(session)
 
     assert await store.fail(
-        job_id,
-        "w",
-        claimed.attempt,
+        Lease(job_id, "w", claimed.attempt),
         state=JobState.DEAD,
         run_at=None,
         error="boom",

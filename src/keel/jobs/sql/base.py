@@ -31,6 +31,7 @@ from keel.jobs.connector import (
     JobColumns,
     JobInserter,
     JobRecord,
+    Lease,
     QueueStats,
     ReclaimedJob,
     ReclaimHook,
@@ -151,9 +152,7 @@ class SqlJobConnector(ABC):
 
     async def fail(
         self,
-        job_id: str,
-        worker: str,
-        attempt: int,
+        lease: Lease,
         *,
         state: JobState,
         run_at: datetime | None,
@@ -161,9 +160,7 @@ class SqlJobConnector(ABC):
         now: datetime,
         on_dead: TransactionHook | None = None,
     ) -> bool:
-        statement = queries.mark_failed(
-            job_id, worker, attempt, state=state, run_at=run_at, error=error, now=now
-        )
+        statement = queries.mark_failed(lease, state=state, run_at=run_at, error=error, now=now)
         if on_dead is None or state is not JobState.DEAD:
             return bool((await self._execute(statement)).rowcount == 1)
         # In a transaction of the service's database, not on the worker's autocommit
@@ -175,10 +172,8 @@ class SqlJobConnector(ABC):
             await on_dead(session)
         return True
 
-    async def defer(
-        self, job_id: str, worker: str, attempt: int, *, run_at: datetime, reason: str
-    ) -> bool:
-        statement = queries.mark_deferred(job_id, worker, attempt, run_at=run_at, reason=reason)
+    async def defer(self, lease: Lease, *, run_at: datetime, reason: str) -> bool:
+        statement = queries.mark_deferred(lease, run_at=run_at, reason=reason)
         return bool((await self._execute(statement)).rowcount == 1)
 
     async def renew(self, job_ids: Sequence[str], worker: str, lease_until: datetime) -> set[str]:
