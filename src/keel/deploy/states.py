@@ -63,3 +63,35 @@ def can_move(source: DeploymentState, target: DeploymentState) -> bool:
 def check(source: DeploymentState, target: DeploymentState) -> None:
     if not can_move(source, target):
         raise IllegalTransition(f"a deployment in {source} cannot move to {target}")
+
+
+class ContractPhase(StrEnum):
+    """Where a promoted deployment's contract revisions stand."""
+
+    PENDING = "pending"  # not run yet: deferred, or old processes were still running
+    RUNNING = "running"
+    APPLIED = "applied"
+    FAILED = "failed"  # the runner rolled the failing revision back; re-run it
+
+
+C = ContractPhase
+
+# ``None`` is a deployment whose contract phase never started. A phase may start
+# again from every state but ``running`` only by a new run: the migration runner's
+# lock keeps two runs apart, and a run whose process died leaves ``running``, so an
+# operator must be able to start it again from there too.
+CONTRACT_TRANSITIONS: dict[ContractPhase | None, frozenset[ContractPhase]] = {
+    None: frozenset({C.PENDING, C.RUNNING}),
+    C.PENDING: frozenset({C.RUNNING}),
+    C.RUNNING: frozenset({C.RUNNING, C.APPLIED, C.FAILED}),
+    C.APPLIED: frozenset({C.RUNNING}),
+    C.FAILED: frozenset({C.RUNNING}),
+}
+
+OUTSTANDING = frozenset({C.PENDING, C.RUNNING, C.FAILED})
+"""Contract phases that still need an operator (or a run in progress)."""
+
+
+def check_contract(source: ContractPhase | None, target: ContractPhase) -> None:
+    if target not in CONTRACT_TRANSITIONS[source]:
+        raise IllegalTransition(f"a contract phase in {source or 'none'} cannot move to {target}")
