@@ -1,5 +1,6 @@
 """A promoted deployment's contract phase on SQLite and PostgreSQL, with a sample contract
-revision on top of the real head: it waits while an old process still runs, fails (the
+revision on top of the real head: it waits when deferred and while an old process still
+runs, fails (the
 runner rolls the revision back) with the reason kept on the deployment and shown by
 ``keel deploy status`` and ``show``, and an operator's ``keel deploy migrate --phase
 contract`` runs it again to ``applied``; every move of the phase is audited."""
@@ -106,6 +107,9 @@ async def _waits_then_fails(
 ) -> str:
     async with _cycle(database_url, settings, location, tmp_path) as cycle:
         promoted = await _promoted(cycle)
+        deferred = await ContractStep(cycle, deferred=True).run(promoted, retired=[])
+        assert deferred.contract_phase is C.PENDING
+        assert "deferred by the operator" in (deferred.contract_reason or "")
         step = ContractStep(cycle)
         with _old_process() as old:
             waiting = await step.run(promoted, retired=[old])
@@ -171,6 +175,7 @@ def test_a_failed_contract_phase_is_kept_on_the_promoted_deployment_and_can_be_r
 
     assert asyncio.run(_phase_audit(database_url)) == [
         (None, "pending", "keel"),
+        ("pending", "pending", "keel"),
         ("pending", "running", "keel"),
         ("running", "failed", "keel"),
         ("failed", "running", "carol"),

@@ -21,7 +21,7 @@ def test_a_phase_ends_applied_or_failed_only_by_a_run() -> None:
     }
     assert into[C.APPLIED] == {C.RUNNING}
     assert into[C.FAILED] == {C.RUNNING}
-    assert into[C.PENDING] == {None}  # a phase waits once, before any run
+    assert into[C.PENDING] == {None, C.PENDING}  # a phase waits only before any run
 
 
 def test_a_failed_or_interrupted_phase_can_be_run_again() -> None:
