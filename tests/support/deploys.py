@@ -34,6 +34,21 @@ async def rolling_deployment(
     return store, deployment.id
 
 
+async def promoted_deployment(store: DeploymentStore, release: Release) -> str:
+    """A prod canary deployment of ``release`` walked to ``promoted`` (its contract phase not
+    started)."""
+    deployment = await store.create(
+        release,
+        environment="prod",
+        strategy=Strategy.CANARY,
+        created_by="alice",
+        required_approvals=0,
+    )
+    for state in (DeploymentState.PRE_CHECKS, DeploymentState.ROLLING, DeploymentState.PROMOTED):
+        await store.move(deployment.id, state, actor="keel")
+    return deployment.id
+
+
 @dataclass
 class RecordingRouter:
     """A traffic router that only records the splits it was told and whether it drained."""

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from tests.support.deploys import deployment_store
-from tests.support.migration_samples import HEAD, add_revision, migrations_copy
+from tests.support.deploys import deployment_store, promoted_deployment
+from tests.support.migration_samples import CONTRACT, HEAD, add_revision, migrations_copy
 from tests.support.migration_samples import options as runner_options
 from tests.support.processes import free_port
 from typer.testing import CliRunner
@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 from keel.cli import app
 from keel.db.engine import Database
 from keel.db.tables_audit import AuditEvent as AuditRow
-from keel.deploy import ContractPhase, Deployment, DeploymentState, Release, Strategy
+from keel.deploy import ContractPhase, DeploymentState, Release
 from keel.deploy.groups import VersionGroup
 from keel.deploy.migration_cycle import MigrationCycle
 from keel.deploy.post_promotion import ContractStep
@@ -39,19 +39,10 @@ from keel.settings import Settings
 C = ContractPhase
 
 # A contract revision whose first version fails half-way (after changing the schema).
-FAILING_CONTRACT = """# keel-kind: contract
-
-
-def upgrade() -> None:
-    op.drop_column("users", "display_name")
-    op.execute("INSERT INTO no_such_table (id) VALUES (1)")
-
-
-def downgrade() -> None:
-    op.add_column("users", sa.Column("display_name", sa.String(200), nullable=True))
-"""
-FIXED_CONTRACT = FAILING_CONTRACT.replace(
-    '    op.execute("INSERT INTO no_such_table (id) VALUES (1)")\n', ""
+FAILING_CONTRACT = CONTRACT.replace(
+    '    op.drop_column("users", "display_name")\n',
+    '    op.drop_column("users", "display_name")\n'
+    '    op.execute("INSERT INTO no_such_table (id) VALUES (1)")\n',
 )
 
 
@@ -88,25 +79,14 @@ async def _cycle(
         await database.dispose()
 
 
-async def _promoted(cycle: MigrationCycle) -> Deployment:
-    store = cycle.store
-    created = await store.create(
-        Release("2.0.0", "b" * 40, "c101"),
-        environment="prod",
-        strategy=Strategy.CANARY,
-        created_by="alice",
-        required_approvals=0,
-    )
-    for state in (DeploymentState.PRE_CHECKS, DeploymentState.ROLLING, DeploymentState.PROMOTED):
-        await store.move(created.id, state, actor="keel")
-    return await store.get(created.id)
-
-
 async def _waits_then_fails(
     database_url: str, settings: Settings, location: Path, tmp_path: Path
 ) -> str:
     async with _cycle(database_url, settings, location, tmp_path) as cycle:
-        promoted = await _promoted(cycle)
+        store = cycle.store
+        promoted = await store.get(
+            await promoted_deployment(store, Release("2.0.0", "b" * 40, "c101"))
+        )
         deferred = await ContractStep(cycle, deferred=True).run(promoted, retired=[])
         assert deferred.contract_phase is C.PENDING
         assert "deferred by the operator" in (deferred.contract_reason or "")
@@ -161,7 +141,7 @@ def test_a_failed_contract_phase_is_kept_on_the_promoted_deployment_and_can_be_r
     assert "contract phase: failed" in shown.output, shown.output
 
     # The operator fixes the revision and runs the phase again.
-    revision.write_text(revision.read_text().replace(FAILING_CONTRACT, FIXED_CONTRACT))
+    revision.write_text(revision.read_text().replace(FAILING_CONTRACT, CONTRACT))
     rerun = runner.invoke(
         app, ["deploy", "migrate", deployment_id, "--phase", "contract", "--by", "carol"], env=env
     )

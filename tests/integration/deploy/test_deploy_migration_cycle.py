@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 from tests.support.deploys import deployment_store
-from tests.support.migration_samples import HEAD, SAFE_EXPAND, add_revision, migrations_copy
+from tests.support.migration_samples import HEAD, expand_then_contracts, migrations_copy
 from tests.support.migration_samples import options as runner_options
 from typer.testing import CliRunner
 
@@ -28,26 +28,11 @@ from keel.migrations.runtime.schema import current_revision
 from keel.migrations.script import graph
 from keel.settings import Settings
 
-CONTRACT = """# keel-kind: contract
-
-
-def upgrade() -> None:
-    op.drop_column("users", "display_name")
-
-
-def downgrade() -> None:
-    op.add_column("users", sa.Column("display_name", sa.String(200), nullable=True))
-"""
-
 S = DeploymentState
 
 
 def _samples(tmp_path: Path) -> Path:
-    location = migrations_copy(tmp_path)
-    add_revision(location, "s002", SAFE_EXPAND)
-    add_revision(location, "c003", CONTRACT, down="s002")
-    add_revision(location, "c004", CONTRACT.replace("display_name", "role"), down="c003")
-    return location
+    return expand_then_contracts(migrations_copy(tmp_path))
 
 
 async def _deployment(store: DeploymentStore, head: str, target: S, sha: str) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.support.migration_samples import HEAD, SAFE_EXPAND, add_revision, migrations_copy
+from tests.support.migration_samples import HEAD, expand_then_contracts, migrations_copy
 from tests.support.migration_samples import options as runner_options
 
 from keel.db.engine import Database
@@ -18,24 +18,9 @@ from keel.migrations.script.graph import Scripts
 from keel.observe.checks import schema_check
 from keel.observe.health import Status
 
-CONTRACT = """# keel-kind: contract
-
-
-def upgrade() -> None:
-    op.drop_column("users", "display_name")
-
-
-def downgrade() -> None:
-    op.add_column("users", sa.Column("display_name", sa.String(200), nullable=True))
-"""
-
 
 def _samples(tmp_path: Path) -> Path:
-    location = migrations_copy(tmp_path)
-    add_revision(location, "s002", SAFE_EXPAND)
-    add_revision(location, "c003", CONTRACT, down="s002")
-    add_revision(location, "c004", CONTRACT.replace("display_name", "role"), down="c003")
-    return location
+    return expand_then_contracts(migrations_copy(tmp_path))
 
 
 def test_only_pending_contract_revisions_leave_a_schema_servable(tmp_path: Path) -> None:
