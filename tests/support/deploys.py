@@ -34,9 +34,13 @@ async def rolling_deployment(
     return store, deployment.id
 
 
-async def promoted_deployment(store: DeploymentStore, release: Release) -> str:
-    """A prod canary deployment of ``release`` walked to ``promoted`` (its contract phase not
-    started)."""
+async def walked_deployment(
+    store: DeploymentStore,
+    release: Release,
+    target: DeploymentState = DeploymentState.PROMOTED,
+) -> str:
+    """A prod canary deployment of ``release`` moved along the happy path up to ``target``
+    (pre_checks, rolling or promoted; its contract phase not started)."""
     deployment = await store.create(
         release,
         environment="prod",
@@ -46,6 +50,8 @@ async def promoted_deployment(store: DeploymentStore, release: Release) -> str:
     )
     for state in (DeploymentState.PRE_CHECKS, DeploymentState.ROLLING, DeploymentState.PROMOTED):
         await store.move(deployment.id, state, actor="keel")
+        if state is target:
+            break
     return deployment.id
 
 

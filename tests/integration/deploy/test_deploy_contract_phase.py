@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from tests.support.deploys import deployment_store, promoted_deployment
+from tests.support.deploys import deployment_store, walked_deployment
 from tests.support.migration_samples import CONTRACT, HEAD, add_revision, migrations_copy
 from tests.support.migration_samples import options as runner_options
 from tests.support.processes import free_port
@@ -85,7 +85,7 @@ async def _waits_then_fails(
     async with _cycle(database_url, settings, location, tmp_path) as cycle:
         store = cycle.store
         promoted = await store.get(
-            await promoted_deployment(store, Release("2.0.0", "b" * 40, "c101"))
+            await walked_deployment(store, Release("2.0.0", "b" * 40, "c101"))
         )
         deferred = await ContractStep(cycle, deferred=True).run(promoted, retired=[])
         assert deferred.contract_phase is C.PENDING
@@ -121,7 +121,7 @@ async def _phase_audit(database_url: str) -> list[tuple[object, ...]]:
     return [(item["from_phase"], item["to_phase"], item["by"]) for item in found]
 
 
-def test_a_failed_contract_phase_is_kept_on_the_promoted_deployment_and_can_be_run_again(
+def test_a_failed_contract_phase_is_kept_on_the_walked_deployment_and_can_be_run_again(
     database_url: str, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     location = migrations_copy(tmp_path)

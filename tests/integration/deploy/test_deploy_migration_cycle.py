@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from tests.support.deploys import deployment_store
+from tests.support.deploys import deployment_store, walked_deployment
 from tests.support.migration_samples import HEAD, expand_then_contracts, migrations_copy
 from tests.support.migration_samples import options as runner_options
 from typer.testing import CliRunner
@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from keel.cli import app
 from keel.db.engine import Database
 from keel.db.tables_audit import AuditEvent as AuditRow
-from keel.deploy import DeploymentState, DeploymentStore, Release, Strategy
+from keel.deploy import DeploymentState, DeploymentStore, Release
 from keel.deploy.errors import MigrationPhaseRefused, RollbackRefused
 from keel.deploy.migration_cycle import MigrationCycle
 from keel.migrations.runtime.runner import apply
@@ -36,18 +36,8 @@ def _samples(tmp_path: Path) -> Path:
 
 
 async def _deployment(store: DeploymentStore, head: str, target: S, sha: str) -> str:
-    created = await store.create(
-        Release("2.0.0" if head != HEAD else "1.0.0", sha * 40, head),
-        environment="prod",
-        strategy=Strategy.CANARY,
-        created_by="alice",
-        required_approvals=0,
-    )
-    for state in (S.PRE_CHECKS, S.ROLLING, S.PROMOTED):
-        await store.move(created.id, state, actor="keel")
-        if state is target:
-            break
-    return created.id
+    release = Release("2.0.0" if head != HEAD else "1.0.0", sha * 40, head)
+    return await walked_deployment(store, release, target)
 
 
 async def _migration_audit(database: Database) -> list[dict[str, object]]:
