@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -17,24 +19,33 @@ from typer.testing import CliRunner
 from keel.cli import app as cli
 from keel.db.engine import Database
 from keel.deploy import (
+    ContractPhase,
     Deployment,
     DeploymentState,
     DeploymentStore,
+    Release,
     Strategy,
     Thresholds,
     current_release,
 )
 from keel.deploy.approvals import ApprovalGate
 from keel.deploy.bluegreen import SwitchPlan
-from keel.deploy.groups import VersionGroup
+from keel.deploy.canary import read_traffic
+from keel.deploy.groups import GroupMetrics, VersionGroup
 from keel.deploy.local import LocalDeployment, LocalPlan, read_record
+from keel.deploy.migration_cycle import MigrationCycle
+from keel.deploy.post_promotion import ContractStep
 from keel.deploy.processes import Source
 from keel.deploy.rollout import CanaryPlan
+from keel.migrations.runtime.schema import current_revision
+from keel.migrations.script.graph import Scripts
 from keel.settings import Settings
 from tests.support.deploys import deployment_store
+from tests.support.migration_samples import options as runner_options
 from tests.support.processes import free_port
+from tests.support.release_dirs import copy_sqlite, release_with_revision
 from tests.support.services import need_binary
-from tests.support.version_groups import Answer, LoadClient, Stage, running, stage
+from tests.support.version_groups import PATH, Answer, LoadClient, Stage, running, stage
 
 pytestmark = pytest.mark.e2e
 
@@ -70,9 +81,10 @@ async def _deployment(
     strategy: Strategy = Strategy.CANARY,
     *,
     approvals: int = 0,
+    release: Release | None = None,
 ) -> str:
     created = await store.create(
-        current_release(settings),
+        release or current_release(settings),
         environment="prod",
         strategy=strategy,
         created_by="alice",
@@ -89,6 +101,9 @@ def _deploy(
     env: Mapping[str, str] | None = None,
     canary: CanaryPlan = CANARY,
     switch: SwitchPlan | None = None,
+    source: Source | None = None,
+    contract: ContractStep | None = None,
+    synthetic_path: str | None = None,
 ) -> LocalDeployment:
     plan = LocalPlan(
         ports=[free_port()],
@@ -98,25 +113,41 @@ def _deploy(
         canary=canary,
         switch=switch
         or SwitchPlan(interval_seconds=0.2, ready_timeout_seconds=20, warm_seconds=0.5),
+        synthetic_path=synthetic_path,
     )
     return LocalDeployment(
         store,
         deployment_id,
         api=live.api,
         baseline=live.live,
-        source=Source.current_checkout(),
+        source=source or Source.current_checkout(),
         plan=plan,
         workdir=live.workdir,
+        contract=contract,
     )
 
 
 async def _canary_under_load(
-    live: Stage, database: Database, settings: Settings, **faults: str
+    live: Stage,
+    database: Database,
+    settings: Settings,
+    *,
+    new: NewVersion | None = None,
+    **faults: str,
 ) -> tuple[Deployment, LoadClient]:
-    """A canary deployment of a new group (with these fault settings) under a steady load,
-    checked for its winner afterwards; its end and what the client saw."""
+    """A canary deployment of a new group (this checkout with these fault settings, or
+    ``new``) under a steady load, checked for its winner afterwards; its end and what the
+    client saw."""
     store = deployment_store(database, settings)
-    deploy = _deploy(live, store, await _deployment(store, settings), env=live.env_with(**faults))
+    deployment_id = await _deployment(store, settings, release=new.release if new else None)
+    deploy = _deploy(
+        live,
+        store,
+        deployment_id,
+        env={**(new.env if new else live.env), **faults},
+        source=new.source if new else None,
+        contract=new.contract(store) if new else None,
+    )
     old = live.live
     with live.client() as client:
         client.wait_for(20)
@@ -128,13 +159,94 @@ async def _canary_under_load(
     return finished, client
 
 
-async def test_a_healthy_canary_is_promoted_with_zero_failed_requests(
-    live: Stage, database: Database, settings: Settings
+@dataclass(frozen=True, slots=True)
+class NewVersion:
+    """A new version other than this checkout: its code, release, environment and migrations."""
+
+    source: Source
+    release: Release
+    env: Mapping[str, str]
+    script_location: Path
+    backups: Path
+
+    def contract(self, store: DeploymentStore) -> ContractStep:
+        return ContractStep(
+            MigrationCycle(store, runner_options(self.script_location, self.backups))
+        )
+
+
+# A contract revision that notes, when the deploy's contract phase runs it (in the test's own
+# process: the servers lack these variables), which of the old version's ports still answered.
+PROBING_CONTRACT = """# keel-kind: contract
+import os
+import socket
+from pathlib import Path
+
+
+def upgrade() -> None:
+    probe = os.environ.get("KEEL_TEST_CONTRACT_PROBE")
+    if not probe:
+        return
+    answered = []
+    for port in os.environ["KEEL_TEST_RETIRED_PORTS"].split(","):
+        with socket.socket() as connection:
+            connection.settimeout(1.0)
+            if connection.connect_ex(("127.0.0.1", int(port))) == 0:
+                answered.append(port)
+    Path(probe).write_text(",".join(answered) or "none")
+
+
+def downgrade() -> None:
+    pass
+"""
+
+
+async def test_a_healthy_canary_is_promoted_with_zero_failed_requests_then_contracts_the_schema(
+    live: Stage,
+    database: Database,
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    finished, client = await _canary_under_load(live, database, settings)
+    release = release_with_revision(tmp_path, "c900", PROBING_CONTRACT)
+    new = NewVersion(
+        release.source,
+        current_release(settings, scripts=Scripts(release.script_location)),
+        # Its own copy of the servers' database: on SQLite, keel serve migrates to its head
+        # (c900) as it starts, and the old version's /ready refuses a schema past its own.
+        live.env_with(KEEL_DATABASE_URL=copy_sqlite(live.workdir / "keel.db", tmp_path / "new.db")),
+        release.script_location,
+        tmp_path / "backups",
+    )
+    probe = tmp_path / "probe"
+    monkeypatch.setenv("KEEL_TEST_CONTRACT_PROBE", str(probe))
+    old_ports = [str(process.port) for process in live.live.processes]
+    monkeypatch.setenv("KEEL_TEST_RETIRED_PORTS", ",".join(old_ports))
+
+    finished, client = await _canary_under_load(live, database, settings, new=new)
     assert finished.state is S.PROMOTED, finished.reason
     assert client.failures == [], live.proxy_log()
     assert set(live.live.server_names()) <= {answer.server for answer in client.answers}
+    # Then the deploy ran the contract revision itself, once no old process answered.
+    assert finished.contract_phase is ContractPhase.APPLIED, finished.contract_reason
+    assert finished.contract_reason == "applied c900"
+    assert probe.read_text() == "none"
+    assert await current_revision(database) == "c900"
+
+
+async def test_a_quiet_canary_reaches_a_verdict_on_synthetic_traffic(
+    live: Stage, database: Database, settings: Settings
+) -> None:
+    store = deployment_store(database, settings)
+    # No client: without the synthetic requests every step is inconclusive into a rollback.
+    quiet = replace(CANARY, step_timeout_seconds=10)
+    deploy = _deploy(
+        live, store, await _deployment(store, settings), canary=quiet, synthetic_path=PATH
+    )
+    finished = await _finish(live, deploy, deploy.run())
+    assert finished.state is S.PROMOTED, finished.reason
+    counted = read_traffic(await GroupMetrics(live.live).scrape())
+    assert counted.requests >= THRESHOLDS.min_requests  # user traffic, not probes
 
 
 async def test_a_canary_answering_five_percent_errors_is_rolled_back_automatically(

@@ -34,6 +34,27 @@ async def rolling_deployment(
     return store, deployment.id
 
 
+async def walked_deployment(
+    store: DeploymentStore,
+    release: Release,
+    target: DeploymentState = DeploymentState.PROMOTED,
+) -> str:
+    """A prod canary deployment of ``release`` moved along the happy path up to ``target``
+    (pre_checks, rolling or promoted; its contract phase not started)."""
+    deployment = await store.create(
+        release,
+        environment="prod",
+        strategy=Strategy.CANARY,
+        created_by="alice",
+        required_approvals=0,
+    )
+    for state in (DeploymentState.PRE_CHECKS, DeploymentState.ROLLING, DeploymentState.PROMOTED):
+        await store.move(deployment.id, state, actor="keel")
+        if state is target:
+            break
+    return deployment.id
+
+
 @dataclass
 class RecordingRouter:
     """A traffic router that only records the splits it was told and whether it drained."""

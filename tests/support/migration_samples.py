@@ -53,6 +53,18 @@ def downgrade() -> None:
         batch.drop_column("nickname")
 """
 
+# Drops what the release before reads: runs only once that release serves no one.
+CONTRACT = """# keel-kind: contract
+
+
+def upgrade() -> None:
+    op.drop_column("users", "display_name")
+
+
+def downgrade() -> None:
+    op.add_column("users", sa.Column("display_name", sa.String(200), nullable=True))
+"""
+
 # Everything squawk exists to catch, on a table that holds data.
 DANGEROUS = """# keel-kind: expand
 
@@ -150,6 +162,15 @@ def add_revision(
     header = HEADER.format(doc=doc or f"Sample revision {revision}.", revision=revision, down=down)
     path.write_text(header + body, encoding="utf-8")
     return path
+
+
+def expand_then_contracts(location: Path) -> Path:
+    """A release's cycle on the real head: ``s002`` (expand), then ``c003`` and ``c004``
+    (contract)."""
+    add_revision(location, "s002", SAFE_EXPAND)
+    add_revision(location, "c003", CONTRACT, down="s002")
+    add_revision(location, "c004", CONTRACT.replace("display_name", "role"), down="c003")
+    return location
 
 
 def options(location: Path, workdir: Path, **overrides: Any) -> RunnerOptions:

@@ -49,6 +49,7 @@ class EventCode(StrEnum):
     DEPLOYMENT_ROLLED_BACK = "deployment.rolled_back"
     DEPLOYMENT_STATE_CHANGED = "deployment.state_changed"
     DEPLOYMENT_APPROVED = "deployment.approved"
+    DEPLOYMENT_CONTRACT_PHASE_CHANGED = "deployment.contract_phase_changed"
 
 
 Identifier = str  # one of IDENTIFIERS
@@ -245,6 +246,13 @@ _SPECS = (
         "An operator approved a deployment waiting at its environment's gate (system chain).",
         (),
         ("deployment_id", "environment", "by", "approvals", "required"),
+    ),
+    EventSpec(
+        EventCode.DEPLOYMENT_CONTRACT_PHASE_CHANGED,
+        "A promoted deployment's contract migrations moved between pending, running, applied "
+        "and failed; `by` is the operator or `keel` (system chain).",
+        (),
+        ("deployment_id", "environment", "from_phase", "to_phase", "by", "reason"),
     ),
 )
 

@@ -25,6 +25,7 @@ from keel.audit import build_auditor
 from keel.cli._common import JsonOption, database, fail, out, print_items, print_json, run
 from keel.db.engine import Database
 from keel.deploy import (
+    ContractPhase,
     Deployment,
     DeploymentState,
     DeploymentStore,
@@ -55,6 +56,7 @@ from keel.deploy.manifests import BASE, DEFAULT_PROMETHEUS, ManifestOptions
 from keel.deploy.manifests import render as render_manifests
 from keel.deploy.manifests import write as write_manifests
 from keel.deploy.migration_cycle import MigrationCycle, Phase
+from keel.deploy.post_promotion import ContractStep
 from keel.deploy.processes import Source, SourceKind
 from keel.deploy.prometheus_source import version_metrics
 from keel.deploy.rollout import (
@@ -98,6 +100,7 @@ _COLUMNS: dict[str, Any] = {
     "git sha": lambda item: str(item["git_sha"])[:12],
     "approvals": lambda item: f"{len(item['approvals'])}/{item['required_approvals']}",
     "by": "created_by",
+    "contract": "contract_phase",
     "reason": "reason",
 }
 
@@ -183,6 +186,10 @@ def status(
         async with database(settings) as db:
             return await _store(db, settings).active(environment)
 
+    async def outstanding() -> list[Deployment]:
+        async with database(settings) as db:
+            return await _store(db, settings).contracts_outstanding(environment)
+
     async def reload(ids: Sequence[str]) -> list[Deployment]:
         async with database(settings) as db:
             store = _store(db, settings)
@@ -190,15 +197,24 @@ def status(
 
     found = run(active)
     if not watch:
+        contracts = run(outstanding)
         if as_json:
-            print_json({"items": [deployment.as_dict() for deployment in found]})
-        elif not found:
+            print_json(
+                {
+                    "items": [deployment.as_dict() for deployment in found],
+                    "contracts_outstanding": [deployment.as_dict() for deployment in contracts],
+                }
+            )
+            return
+        if not found:
             out.print("no active deployment")
         else:
             out.print(_table(found))
             steps = _steps_table(_records(found, workdir))
             if steps is not None:
                 out.print(steps)
+        if contracts:
+            out.print(_table(contracts, title="promoted, contract phase outstanding"))
         return
     if not found:
         out.print("no active deployment")
@@ -305,6 +321,11 @@ def show(deployment_id: str, as_json: bool = JsonOption) -> None:
         out.print(f"{name}: {shown[name]}", highlight=False)
     out.print(f"migration_head: {shown['migration_head']}", highlight=False)
     out.print(f"approvals: {shown['approvals']} of {shown['required_approvals']}", highlight=False)
+    if shown["contract_phase"] is not None:
+        contract = f"contract phase: {shown['contract_phase']}"
+        if shown["contract_reason"]:
+            contract += f" ({shown['contract_reason']})"
+        out.print(contract, highlight=False)
     print_items(
         shown["history"],
         {"#": "seq", "from": "from_state", "to": "to_state", "by": "actor", "at": "occurred_at",
@@ -382,7 +403,7 @@ def migrate(
             cycle = MigrationCycle(_store(db, settings), options)
             if phase is Phase.EXPAND:
                 return await cycle.expand(deployment_id)
-            return await cycle.contract(deployment_id)
+            return await cycle.contract(deployment_id, actor=by or _operator())
 
     applied = run(go)
     if as_json:
@@ -436,6 +457,11 @@ LatencyAlphaOption = typer.Option(
 MinEffectOption = typer.Option(
     0.05, "--min-effect", min=0.0, max=0.5, help="P(canary slower) must exceed 0.5 + this."
 )
+SyntheticPathOption = typer.Option(
+    None,
+    "--synthetic-path",
+    help="While inconclusive, GET this path on each version to reach --min-requests.",
+)
 
 
 def _plan(
@@ -471,11 +497,7 @@ def canary(
     min_requests: int = MinRequestsOption,
     max_error_rate: float = MaxErrorRateOption,
     max_p99: float | None = MaxP99Option,
-    synthetic_path: str | None = typer.Option(
-        None,
-        "--synthetic-path",
-        help="While inconclusive, GET this path on each version to reach --min-requests.",
-    ),
+    synthetic_path: str | None = SyntheticPathOption,
     latency_alpha: float = LatencyAlphaOption,
     min_effect: float = MinEffectOption,
     as_json: bool = JsonOption,
@@ -723,11 +745,18 @@ def run_local(
     warm: float = typer.Option(
         300.0, "--warm", min=0.0, help="Blue-green: seconds the old group stays warm."
     ),
+    synthetic_path: str | None = SyntheticPathOption,
+    contract: bool = typer.Option(
+        True,
+        "--contract/--no-contract",
+        help="Once promoted and the old group stopped, run the release's contract migrations "
+        "(--no-contract: leave them pending for `keel deploy migrate ID --phase contract`).",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Deploy a created deployment onto this machine: its release as a new group of keel serve
     processes, pre-checks, the approval gate, the canary or blue-green walk; the group that
-    loses is drained and stopped."""
+    loses is drained and stopped; once promoted, the contract migrations."""
     settings = Settings()
     workdir = workdir.resolve()
     live = read_live(workdir)
@@ -750,6 +779,7 @@ def run_local(
         workers=workers,
         canary=canary_plan,
         switch=SwitchPlan(warm_seconds=warm),
+        synthetic_path=synthetic_path,
     )
     source = _source(source_kind, source_path)
 
@@ -757,6 +787,7 @@ def run_local(
         async with database(settings) as db:
             store = _store(db, settings)
             api = RuntimeApi(live.admin_socket)
+            cycle = MigrationCycle(store, RunnerOptions.from_settings(settings))
             return await LocalDeployment(
                 store,
                 deployment_id,
@@ -765,9 +796,15 @@ def run_local(
                 source=source,
                 plan=plan,
                 workdir=workdir,
+                contract=ContractStep(cycle, deferred=not contract),
             ).run()
 
     deployment = run(go)
     _report(deployment, as_json)
     if deployment.state is not DeploymentState.PROMOTED:
         raise typer.Exit(1)
+    if deployment.contract_phase is ContractPhase.FAILED or (
+        contract and deployment.contract_phase is ContractPhase.PENDING
+    ):
+        # Promoted, but the schema has not caught up: the reason says what to run.
+        fail(f"promoted; contract phase {deployment.contract_phase}: {deployment.contract_reason}")

@@ -7,7 +7,8 @@ deployment per environment may be active: the partial unique index on
 whatever the code does. ``finished_at`` is set in the same write as the
 terminal state. Approvals are keyed by (deployment, approver), so one person
 counts once. Transitions are the deployment's own history for ``keel deploy
-show``; the audit log holds the tamper-evident copy.
+show``; the audit log holds the tamper-evident copy. A promoted deployment's
+contract phase (its post-promotion migrations) is two columns of its row.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ class DeploymentRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # Once promoted: where its contract revisions stand (keel.deploy.states.ContractPhase).
+    contract_phase: Mapped[str | None] = mapped_column(String(16), default=None)
+    contract_reason: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class DeploymentApprovalRow(Base):

@@ -18,6 +18,8 @@ Framework-free (no web imports): the ``keel deploy`` CLI drives it on its own.
 ``migration_cycle``
     Expand revisions before traffic, contract after promotion, and no rollback
     to a release the schema has left behind.
+``post_promotion``
+    A promoted deployment's contract phase, run once no old process is left.
 ``prometheus_source``
     The analysis' inputs from Prometheus, and the analysis as PromQL.
 ``manifests``
@@ -46,7 +48,14 @@ from keel.deploy.prechecks import (
     run_pre_checks,
 )
 from keel.deploy.release import Release, current_release
-from keel.deploy.states import ACTIVE, TERMINAL, TRANSITIONS, DeploymentState, IllegalTransition
+from keel.deploy.states import (
+    ACTIVE,
+    TERMINAL,
+    TRANSITIONS,
+    ContractPhase,
+    DeploymentState,
+    IllegalTransition,
+)
 from keel.deploy.store import SYSTEM_ACTOR, Deployment, DeploymentStore, Strategy, Transition
 
 __all__ = [
@@ -58,6 +67,7 @@ __all__ = [
     "ApprovalGate",
     "ApprovalRefused",
     "CheckResult",
+    "ContractPhase",
     "Deployment",
     "DeploymentInProgress",
     "DeploymentNotFound",

@@ -13,7 +13,9 @@
    the blue-green switch);
 5. retire the group that lost: promoted — the old one is drained (weight 0, no
    current session left in HAProxy) and stopped by SIGTERM, which ``keel
-   serve`` answers by draining; rolled back — the new one, the same way.
+   serve`` answers by draining; rolled back — the new one, the same way;
+6. promoted, with a :class:`~keel.deploy.post_promotion.ContractStep`: the
+   release's contract revisions, once every old process has stopped.
 
 Everything another shell needs in order to act is in the deployment's record
 (:class:`DeploymentRecord`, a JSON file per deployment under the working
@@ -60,9 +62,16 @@ from keel.deploy.haproxy import (
     Server,
     haproxy_binary,
 )
+from keel.deploy.post_promotion import ContractStep
 from keel.deploy.prechecks import PreCheck, SmokeTest, run_pre_checks
 from keel.deploy.processes import ProcessError, Source, launch
-from keel.deploy.rollout import CanaryPlan, CanaryRollout, RolloutWalk, Sleep
+from keel.deploy.rollout import (
+    CanaryPlan,
+    CanaryRollout,
+    HttpSyntheticTraffic,
+    RolloutWalk,
+    Sleep,
+)
 from keel.deploy.states import DeploymentState, IllegalTransition
 from keel.deploy.store import SYSTEM_ACTOR, Deployment, DeploymentStore, Strategy
 
@@ -225,6 +234,8 @@ class LocalPlan:
     canary: CanaryPlan = field(default_factory=CanaryPlan)
     switch: SwitchPlan = field(default_factory=SwitchPlan)
     pre_checks: Sequence[PreCheck] = ()
+    synthetic_path: str | None = None
+    """While a canary step is inconclusive, GET this path on each group's first process."""
 
 
 class LocalDeployment:
@@ -240,8 +251,10 @@ class LocalDeployment:
         workdir: Path,
         clock: Clock = SYSTEM_CLOCK,
         sleep: Sleep = asyncio.sleep,
+        contract: ContractStep | None = None,
     ) -> None:
         self.store = store
+        self.contract = contract
         self.deployment_id = deployment_id
         self.api = api
         self.source = source
@@ -294,7 +307,10 @@ class LocalDeployment:
             # Whatever broke (or cancelled) the walk, the new group is not left serving.
             await asyncio.to_thread(self._abandon, candidate)
             raise
+        old = self.record.baseline
         await asyncio.to_thread(self._retire, deployment, candidate)
+        if deployment.state is DeploymentState.PROMOTED and self.contract is not None:
+            deployment = await self.contract.run(deployment, retired=[old])
         return deployment
 
     async def _checked(self, deployment: Deployment, candidate: VersionGroup) -> Deployment:
@@ -336,6 +352,7 @@ class LocalDeployment:
                 plan=self.plan.canary,
                 clock=self.clock,
                 sleep=self.sleep,
+                synthetic=_synthetic(self.plan.synthetic_path, candidate, self.record.baseline),
             )
         else:
             walk = BlueGreenSwitch(
@@ -405,6 +422,16 @@ class LocalDeployment:
     def _save(self, **changes: Any) -> None:
         self.record = replace(self.record, **changes)
         write_record(self.workdir, self.record)
+
+
+def _synthetic(
+    path: str | None, canary: VersionGroup, baseline: VersionGroup
+) -> HttpSyntheticTraffic | None:
+    """Synthetic requests at one process of each group: the analysis merges a group's
+    processes' metrics, so one process taking them all still counts for the group."""
+    if path is None:
+        return None
+    return HttpSyntheticTraffic(canary.processes[0].url + path, baseline.processes[0].url + path)
 
 
 class _GroupReadiness:

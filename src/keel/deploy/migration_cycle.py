@@ -6,7 +6,8 @@ once the pre-checks and the approval gate have passed and before any traffic
 moves; contract revisions (drops, renames, new constraints: the old release
 breaks on them) run only once the deployment is ``promoted``, when no old code
 is left. Each run is a step of the deployment, in the audit log as
-``migration.applied`` with the phase and ``via: deploy:<id>``.
+``migration.applied`` with the phase and ``via: deploy:<id>``; the contract run
+is also the deployment's contract phase (running, applied or failed).
 
 The cycle also bounds rollbacks: traffic may go back to the baseline release
 only while the schema is one that release can serve — its own migration head,
@@ -25,8 +26,9 @@ from enum import StrEnum
 from keel.audit import AuditEvent, EventCode
 from keel.deploy.errors import MigrationPhaseRefused, RollbackRefused
 from keel.deploy.release import Release
-from keel.deploy.states import DeploymentState
-from keel.deploy.store import Deployment, DeploymentStore
+from keel.deploy.states import ContractPhase, DeploymentState
+from keel.deploy.store import SYSTEM_ACTOR, Deployment, DeploymentStore
+from keel.errors import KeelError
 from keel.migrations.errors import UnknownRevision
 from keel.migrations.options import RunnerOptions
 from keel.migrations.runtime.history import Action, Outcome
@@ -57,6 +59,8 @@ class CyclePlan:
     after_promotion: tuple[str, ...]
     blocked: tuple[str, ...] = ()
     first_contract: str | None = None
+    pending: tuple[str, ...] = ()
+    """Every pending revision, oldest first: what a contract run, up to the head, applies."""
 
     @property
     def refusal(self) -> str | None:
@@ -78,6 +82,7 @@ def split_pending(kinds: Sequence[tuple[str, Kind]]) -> CyclePlan:
         after_promotion=tuple(name for name, kind in later if kind is Kind.CONTRACT),
         blocked=tuple(name for name, kind in later if kind is Kind.EXPAND),
         first_contract=later[0][0] if later else None,
+        pending=tuple(name for name, _ in kinds),
     )
 
 
@@ -114,15 +119,35 @@ class MigrationCycle:
             return ()
         return await self._apply(deployment, plan.before_traffic[-1], Phase.EXPAND)
 
-    async def contract(self, deployment_id: str) -> tuple[str, ...]:
-        """Apply the rest up to the release's head, once promoted; returns those applied."""
+    async def contract(self, deployment_id: str, *, actor: str = SYSTEM_ACTOR) -> tuple[str, ...]:
+        """Apply the rest up to the release's head, once promoted; returns those applied.
+
+        The run is the deployment's contract phase: ``running``, then ``applied`` (naming
+        the revisions) or ``failed`` with the reason — the runner has already rolled the
+        failing revision back, so running it again is safe once its cause is fixed.
+        """
         deployment = await self.store.get(deployment_id)
         if deployment.state is not DeploymentState.PROMOTED:
             raise MigrationPhaseRefused(
                 f"deployment {deployment_id} is {deployment.state}: contract revisions run only "
                 "after promotion, when no old release serves traffic"
             )
-        return await self._apply(deployment, deployment.release.migration_head, Phase.CONTRACT)
+        await self.store.move_contract(deployment_id, ContractPhase.RUNNING, actor=actor)
+        try:
+            applied = await self._apply(
+                deployment, deployment.release.migration_head, Phase.CONTRACT
+            )
+        except Exception as error:
+            detail = error.detail if isinstance(error, KeelError) else repr(error)
+            await self.store.move_contract(
+                deployment_id, ContractPhase.FAILED, actor=actor, reason=detail
+            )
+            raise
+        reason = f"applied {', '.join(applied)}" if applied else "nothing to apply"
+        await self.store.move_contract(
+            deployment_id, ContractPhase.APPLIED, actor=actor, reason=reason
+        )
+        return applied
 
     async def _apply(self, deployment: Deployment, target: str, phase: Phase) -> tuple[str, ...]:
         result: RunResult = await apply(

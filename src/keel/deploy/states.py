@@ -15,6 +15,16 @@ reachable from every active state because an operator must be able to stop a
 rollout at any moment; from ``created`` or ``pre_checks`` it means the
 release never took traffic. The store checks every move against
 :data:`TRANSITIONS`, so no code path can skip the approval gate.
+
+A promoted deployment has a second, smaller machine: its **contract phase**
+(:class:`ContractPhase`, the migrations that may run only once no old code
+serves). It is apart from the first because it says nothing about traffic —
+the release serves everything either way — and because it runs after the
+deployment has ended, when the environment is already free for the next one::
+
+    (none) ──> pending ──> running ──> applied
+       │          ⟲           ^  └───> failed
+       └──────────────────────┘   (and again from any phase: a re-run)
 """
 
 from __future__ import annotations
@@ -63,3 +73,35 @@ def can_move(source: DeploymentState, target: DeploymentState) -> bool:
 def check(source: DeploymentState, target: DeploymentState) -> None:
     if not can_move(source, target):
         raise IllegalTransition(f"a deployment in {source} cannot move to {target}")
+
+
+class ContractPhase(StrEnum):
+    """Where a promoted deployment's contract revisions stand."""
+
+    PENDING = "pending"  # not run yet: deferred, or old processes were still running
+    RUNNING = "running"
+    APPLIED = "applied"
+    FAILED = "failed"  # the runner rolled the failing revision back; re-run it
+
+
+C = ContractPhase
+
+# ``None`` is a deployment whose contract phase never started. A phase may start
+# again from every state by a new run: the migration runner's
+# lock keeps two runs apart, and a run whose process died leaves ``running``, so an
+# operator must be able to start it again from there too.
+CONTRACT_TRANSITIONS: dict[ContractPhase | None, frozenset[ContractPhase]] = {
+    None: frozenset({C.PENDING, C.RUNNING}),
+    C.PENDING: frozenset({C.PENDING, C.RUNNING}),  # waiting again, maybe for a new reason
+    C.RUNNING: frozenset({C.RUNNING, C.APPLIED, C.FAILED}),
+    C.APPLIED: frozenset({C.RUNNING}),
+    C.FAILED: frozenset({C.RUNNING}),
+}
+
+OUTSTANDING = frozenset({C.PENDING, C.RUNNING, C.FAILED})
+"""Contract phases that still need an operator (or a run in progress)."""
+
+
+def check_contract(source: ContractPhase | None, target: ContractPhase) -> None:
+    if target not in CONTRACT_TRANSITIONS[source]:
+        raise IllegalTransition(f"a contract phase in {source or 'none'} cannot move to {target}")

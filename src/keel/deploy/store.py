@@ -38,7 +38,15 @@ from keel.deploy.errors import (
     InvalidOperator,
 )
 from keel.deploy.release import Release
-from keel.deploy.states import TERMINAL, DeploymentState, IllegalTransition, check
+from keel.deploy.states import (
+    OUTSTANDING,
+    TERMINAL,
+    ContractPhase,
+    DeploymentState,
+    IllegalTransition,
+    check,
+    check_contract,
+)
 from keel.ids import new_id
 
 SYSTEM_ACTOR = "keel"
@@ -75,6 +83,8 @@ class Deployment:
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    contract_phase: ContractPhase | None = None
+    contract_reason: str | None = None
 
     @property
     def active(self) -> bool:
@@ -97,6 +107,8 @@ class Deployment:
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "contract_phase": self.contract_phase.value if self.contract_phase else None,
+            "contract_reason": self.contract_reason,
         }
 
 
@@ -232,6 +244,45 @@ class DeploymentStore:
                 ),
             )
 
+    async def move_contract(
+        self,
+        deployment_id: str,
+        target: ContractPhase,
+        *,
+        actor: str,
+        reason: str | None = None,
+    ) -> Deployment:
+        """Move a promoted deployment's contract phase (raises :class:`IllegalTransition`),
+        audited in the same transaction."""
+        check_operator(actor)
+        async with self.database.write() as session:
+            row = await self._lock(session, deployment_id)
+            if row.state != DeploymentState.PROMOTED:
+                raise IllegalTransition(
+                    f"deployment {deployment_id} is {row.state}: only a promoted deployment "
+                    "has a contract phase"
+                )
+            source = ContractPhase(row.contract_phase) if row.contract_phase else None
+            check_contract(source, target)
+            row.contract_phase = target.value
+            row.contract_reason = reason
+            row.updated_at = self.clock.now()
+            await self.auditor.record(
+                session,
+                AuditEvent(
+                    EventCode.DEPLOYMENT_CONTRACT_PHASE_CHANGED,
+                    fields={
+                        "deployment_id": row.id,
+                        "environment": row.environment,
+                        "from_phase": source.value if source else None,
+                        "to_phase": target.value,
+                        "by": actor,
+                        "reason": reason[:500] if reason else None,
+                    },
+                ),
+            )
+        return await self.get(deployment_id)
+
     async def _record_release(self, session: AsyncSession, release: Release) -> str:
         """The id of ``release``'s row, inserted the first time it is seen."""
         dialect = session.get_bind().dialect.name
@@ -359,6 +410,18 @@ class DeploymentStore:
             where.append(DeploymentRow.environment == environment)
         return await self._select(*where, limit=100)
 
+    async def contracts_outstanding(self, environment: str | None = None) -> list[Deployment]:
+        """Each environment's latest promoted deployment, when its contract phase is pending,
+        running or failed. An older one's is moot: the next release's contract phase runs
+        every revision up to its own head, the older release's included."""
+        where = [DeploymentRow.state == DeploymentState.PROMOTED.value]
+        if environment is not None:
+            where.append(DeploymentRow.environment == environment)
+        latest: dict[str, Deployment] = {}
+        for deployment in await self._select(*where, limit=200):  # newest first
+            latest.setdefault(deployment.environment, deployment)
+        return [item for item in latest.values() if item.contract_phase in OUTSTANDING]
+
     async def history(self, deployment_id: str) -> list[Transition]:
         async with self.database.read() as session:
             rows = await session.scalars(
@@ -418,4 +481,6 @@ def _deployment(row: DeploymentRow, release: ReleaseRow, approvals: list[str]) -
         created_at=row.created_at,
         updated_at=row.updated_at,
         finished_at=row.finished_at,
+        contract_phase=ContractPhase(row.contract_phase) if row.contract_phase else None,
+        contract_reason=row.contract_reason,
     )

@@ -41,6 +41,7 @@ from keel.migrations.runtime.plan import Plan, pending_kinds, plan
 from keel.migrations.runtime.restore import restore
 from keel.migrations.runtime.runner import RunResult, apply, rollback
 from keel.migrations.runtime.schema import (
+    behind_by_contract_only,
     current_revision,
     downgrade,
     head_revision,
@@ -80,6 +81,7 @@ __all__ = [
     "Timeouts",
     "UnknownRevision",
     "apply",
+    "behind_by_contract_only",
     "current_revision",
     "downgrade",
     "dry_run",

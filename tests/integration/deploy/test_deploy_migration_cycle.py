@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from tests.support.deploys import deployment_store
-from tests.support.migration_samples import HEAD, SAFE_EXPAND, add_revision, migrations_copy
+from tests.support.deploys import deployment_store, walked_deployment
+from tests.support.migration_samples import HEAD, expand_then_contracts, migrations_copy
 from tests.support.migration_samples import options as runner_options
 from typer.testing import CliRunner
 
 from keel.cli import app
 from keel.db.engine import Database
 from keel.db.tables_audit import AuditEvent as AuditRow
-from keel.deploy import DeploymentState, DeploymentStore, Release, Strategy
+from keel.deploy import DeploymentState, DeploymentStore, Release
 from keel.deploy.errors import MigrationPhaseRefused, RollbackRefused
 from keel.deploy.migration_cycle import MigrationCycle
 from keel.migrations.runtime.runner import apply
@@ -28,41 +28,16 @@ from keel.migrations.runtime.schema import current_revision
 from keel.migrations.script import graph
 from keel.settings import Settings
 
-CONTRACT = """# keel-kind: contract
-
-
-def upgrade() -> None:
-    op.drop_column("users", "display_name")
-
-
-def downgrade() -> None:
-    op.add_column("users", sa.Column("display_name", sa.String(200), nullable=True))
-"""
-
 S = DeploymentState
 
 
 def _samples(tmp_path: Path) -> Path:
-    location = migrations_copy(tmp_path)
-    add_revision(location, "s002", SAFE_EXPAND)
-    add_revision(location, "c003", CONTRACT, down="s002")
-    add_revision(location, "c004", CONTRACT.replace("display_name", "role"), down="c003")
-    return location
+    return expand_then_contracts(migrations_copy(tmp_path))
 
 
 async def _deployment(store: DeploymentStore, head: str, target: S, sha: str) -> str:
-    created = await store.create(
-        Release("2.0.0" if head != HEAD else "1.0.0", sha * 40, head),
-        environment="prod",
-        strategy=Strategy.CANARY,
-        created_by="alice",
-        required_approvals=0,
-    )
-    for state in (S.PRE_CHECKS, S.ROLLING, S.PROMOTED):
-        await store.move(created.id, state, actor="keel")
-        if state is target:
-            break
-    return created.id
+    release = Release("2.0.0" if head != HEAD else "1.0.0", sha * 40, head)
+    return await walked_deployment(store, release, target)
 
 
 async def _migration_audit(database: Database) -> list[dict[str, object]]:

@@ -1,7 +1,10 @@
 """Alembic, driven from code: the schema's revision and the plain upgrade/downgrade.
 
 This is the engine under the safe runner (``runtime/runner.py``) and what
-``keel serve`` checks at start (``require_head``). The migration scripts ship
+``keel serve`` checks at start (``require_head``): the schema at the code's
+head, or behind it by contract revisions only — those run after the release
+that ships them is promoted, so its code is written to serve the schema
+before them. The migration scripts ship
 inside the package, so ``keel migrate`` works from an installed wheel with no
 ``alembic.ini`` lying around. Alembic is sync; these
 functions run it on a worker thread over a sync connection borrowed from the
@@ -13,11 +16,14 @@ from __future__ import annotations
 from alembic import command
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError
 from sqlalchemy import Connection
 
 from keel.db.engine import Database
 from keel.errors import SchemaBehind
-from keel.migrations.script.graph import alembic_config
+from keel.migrations.errors import UnknownRevision
+from keel.migrations.script.graph import Kind, Scripts, alembic_config
 
 
 def head_revision(url: str = "sqlite://") -> str | None:
@@ -34,6 +40,24 @@ async def current_revision(database: Database) -> str | None:
     ``DatabaseUnavailable`` with a clear message, never a driver's traceback."""
     async with database.connection() as connection:
         return await connection.run_sync(_current)
+
+
+def behind_by_contract_only(current: str | None, scripts: Scripts | None = None) -> bool:
+    """Whether every revision between ``current`` and the head declares ``contract``.
+
+    A deploy runs a release's contract revisions only once that release is
+    promoted and the old one has stopped (``keel deploy``'s migration cycle), so
+    the release serves traffic on the schema before them. An expand revision
+    still pending is one the code needs; a schema past the head, or off the
+    graph, is not one the code knows.
+    """
+    if current is None:
+        return False
+    try:
+        pending = (scripts or Scripts()).pending(current)
+    except (UnknownRevision, CommandError, RevisionError):
+        return False
+    return bool(pending) and all(item.declared_kind is Kind.CONTRACT for item in pending)
 
 
 async def _run(database: Database, action: str, target: str) -> None:
@@ -65,10 +89,11 @@ async def downgrade(database: Database, target: str) -> None:
 
 
 async def require_head(database: Database) -> None:
-    """Refuse to serve on a schema that is not the one this code was written for."""
+    """Refuse to serve on a schema that is not the one this code was written for (its head,
+    or before its contract revisions)."""
     current = await current_revision(database)
     head = head_revision(database.url)
-    if current != head:
+    if current != head and not behind_by_contract_only(current):
         raise SchemaBehind(
             f"database schema is at {current or 'nothing'}, the code needs {head}: "
             "run `keel migrate apply` (or the raw `keel migrate upgrade`)"
