@@ -281,3 +281,5 @@ async def test_sigterm_under_load_accepts_no_connection_it_does_not_serve(
     )
     assert '"event": "shutdown_draining"' in log
     assert '"event": "listener_quiesced"' in log
+    # Every server process ran its whole shutdown, and its last lines were written.
+    assert log.count('"event": "keel_stopped"') == workers, _stop_report(log, summary)
