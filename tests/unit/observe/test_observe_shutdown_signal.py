@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 
 import pytest
@@ -36,13 +37,22 @@ def server_handler() -> Iterator[ServerHandler]:
     signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def installed(drain_seconds: float) -> Iterator[tuple[Lifecycle, DrainOnSignal]]:
+    """A drain in front of the server's handler, taken out again on leaving."""
+    lifecycle = Lifecycle(ManualClock())
+    drain = DrainOnSignal(lifecycle, drain_seconds=drain_seconds)
+    assert drain.install()
+    try:
+        yield lifecycle, drain
+    finally:
+        drain.uninstall()
+
+
 async def test_a_repeat_within_the_window_keeps_draining_a_later_one_stops_now(
     server_handler: ServerHandler,
 ) -> None:
-    lifecycle = Lifecycle(ManualClock())
-    drain = DrainOnSignal(lifecycle, drain_seconds=30.0)
-    assert drain.install()
-    try:
+    with installed(drain_seconds=30.0) as (lifecycle, drain):
         drain.receive(signal.SIGTERM, None, now=100.0)
         assert lifecycle.draining
         assert server_handler.calls == []  # draining, not stopping
@@ -52,20 +62,14 @@ async def test_a_repeat_within_the_window_keeps_draining_a_later_one_stops_now(
 
         drain.receive(signal.SIGTERM, None, now=100.0 + REPEAT_WINDOW_SECONDS + 0.1)
         assert server_handler.calls == [signal.SIGTERM]  # an operator's second: now
-    finally:
-        drain.uninstall()
 
 
 async def test_without_a_drain_the_first_sigterm_stops_at_once(
     server_handler: ServerHandler,
 ) -> None:
-    drain = DrainOnSignal(Lifecycle(ManualClock()), drain_seconds=0.0)
-    assert drain.install()
-    try:
+    with installed(drain_seconds=0.0) as (_lifecycle, drain):
         drain.receive(signal.SIGTERM, None, now=5.0)
         assert server_handler.calls == [signal.SIGTERM]
-    finally:
-        drain.uninstall()
 
 
 async def test_the_signal_handler_logs_nothing_and_the_loop_drains_in_a_context_of_its_own(
@@ -73,11 +77,8 @@ async def test_the_signal_handler_logs_nothing_and_the_loop_drains_in_a_context_
 ) -> None:
     # A handler runs between two bytecodes of the request it interrupted — maybe inside
     # the log writer's lock: one that logged there hung a worker under load (seen in CI).
-    lifecycle = Lifecycle(ManualClock())
-    drain = DrainOnSignal(lifecycle, drain_seconds=30.0)
-    assert drain.install()
-    try:
-        with capture_logs() as logs:
+    with installed(drain_seconds=30.0) as (lifecycle, _drain), capture_logs() as logs:
+        try:
             structlog.contextvars.bind_contextvars(request_id="the-interrupted-request")
             signal.raise_signal(signal.SIGTERM)  # its handler has run when this returns
             assert logs == []
@@ -88,6 +89,5 @@ async def test_the_signal_handler_logs_nothing_and_the_loop_drains_in_a_context_
             assert [line["event"] for line in logs] == ["shutdown_draining"]
             assert "request_id" not in logs[0]
             assert server_handler.calls == []
-    finally:
-        structlog.contextvars.clear_contextvars()
-        drain.uninstall()
+        finally:
+            structlog.contextvars.clear_contextvars()
