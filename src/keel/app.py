@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from typing import Protocol
 
 import structlog
@@ -30,6 +31,7 @@ from keel.http.routes import route_table
 from keel.http.tracing import native_telemetry_off
 from keel.jobs.runtime import InProcessWorker, inprocess_enabled
 from keel.metric_series import build_metrics, expose_documented_series
+from keel.observe.stop_budget import StopBudget
 from keel.observe.watchdog import LoopWatchdog
 from keel.readiness import register_readiness_checks
 from keel.resilience import BreakerGate, BreakerListener, BreakerRegistry
@@ -141,19 +143,28 @@ def build_services(
 async def run_parts(stack: AsyncExitStack, services: Services, *, handle_signals: bool) -> None:
     """Start every part with a lifecycle, in dependency order, on ``stack``.
 
-    The stack leaves them in reverse: the in-process worker first, the database last.
+    The stack leaves them in reverse: the in-process worker first, the database last,
+    each step within what is left of one :class:`StopBudget` (a worker's kill grace:
+    what the ``--workers`` supervisor allows past drain and grace).
     """
     settings = services.settings
+    budget = StopBudget(settings.serve_worker_kill_grace_seconds)
     await services.database.start()
-    stack.push_async_callback(services.database.stop)
-    stack.push_async_callback(services.store.aclose)
+    stack.push_async_callback(budget.bounded("database", services.database.stop))
+    stack.push_async_callback(budget.bounded("storage", services.store.aclose))
     await migrations.require_head(services.database)
-    parts: tuple[Part, ...] = (services.audit, services.dependencies, services.limits)
-    for part in parts:
+    parts: tuple[tuple[str, Part], ...] = (
+        ("audit", services.audit),
+        ("dependencies", services.dependencies),
+        ("limits", services.limits),
+    )
+    for name, part in parts:
         await part.start()
-        stack.push_async_callback(part.stop)
-    await stack.enter_async_context(
-        observe.running(services.observe, settings, handle_signals=handle_signals)
+        stack.push_async_callback(budget.bounded(name, part.stop))
+    observing = observe.running(services.observe, settings, handle_signals=handle_signals)
+    await observing.__aenter__()
+    stack.push_async_callback(
+        budget.bounded("observability", partial(observing.__aexit__, None, None, None))
     )
     if inprocess_enabled(settings):
         worker = InProcessWorker(
@@ -165,7 +176,7 @@ async def run_parts(stack: AsyncExitStack, services: Services, *, handle_signals
             metrics=services.metrics.jobs,
         )
         await worker.start()
-        stack.push_async_callback(worker.stop)
+        stack.push_async_callback(worker.stop)  # bounded by the jobs' own grace
 
 
 def create_app(

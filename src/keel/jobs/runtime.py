@@ -32,6 +32,7 @@ from keel.synthetic.metrics import SyntheticMetrics
 log = structlog.get_logger(__name__)
 
 DEFAULT_CONCURRENCY = 4
+STOP_CANCEL_SECONDS = 2.0  # a worker past its grace, cancelled: how long its unwinding may take
 
 
 def inprocess_enabled(settings: Settings) -> bool:
@@ -144,7 +145,14 @@ class InProcessWorker:
             await self.worker.run()
 
     async def stop(self) -> None:
+        """Let running jobs finish within their grace; past it, say so and cancel them."""
         if self.worker is not None:
             self.worker.stop()
-        if self._task is not None:
-            await asyncio.wait([self._task], timeout=self._settings.jobs_grace_seconds + 10)
+        if self._task is None:
+            return
+        bound = self._settings.jobs_grace_seconds + 10
+        done, _ = await asyncio.wait([self._task], timeout=bound)
+        if not done:
+            log.error("inprocess_worker_stop_abandoned", after_seconds=bound)
+            self._task.cancel()
+            await asyncio.wait([self._task], timeout=STOP_CANCEL_SECONDS)

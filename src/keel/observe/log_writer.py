@@ -15,6 +15,14 @@ because its logs are slow is worse than a gap in the logs. The writer says so
 in the stream (``log_lines_dropped`` with the count) once it catches up, and
 the count is exported as ``keel_log_lines_dropped_total``.
 
+A signal handler that logs runs on the main thread between two bytecodes of
+whatever it interrupted — possibly :meth:`LineWriter.write` itself, holding the
+hand-over lock. So the lock is reentrant, and a line written by such a handler is
+set aside (appended, nothing else touched) and written with the next batch: it
+never waits for its own thread, and never tears the interrupted hand-over's counts.
+Keel's own handlers log nothing in signal context (``keel.observe.shutdown``);
+this keeps any other from hanging a process.
+
 Lines are flushed by :meth:`LineWriter.close` at interpreter exit (``atexit``)
 and when logging is configured again, so none is lost at a normal exit. After
 a ``fork`` the child starts its own writer thread on first use.
@@ -74,8 +82,10 @@ class LineWriter:
 
     def _start(self) -> None:
         self._pid = os.getpid()
-        self._condition = threading.Condition(threading.Lock())
+        self._condition = threading.Condition(threading.RLock())
         self._pending: list[str] = []
+        self._handing_over: int | None = None  # the thread inside write()'s hand-over
+        self._interrupted: list[str] = []  # lines a signal handler wrote during one
         self._pending_chars = 0
         self._unreported = 0
         self._queued = 0  # lines handed over so far
@@ -88,27 +98,41 @@ class LineWriter:
         """Hand over one line (without its newline); never waits for the stream."""
         if self._pid != os.getpid():
             self._start()  # forked: the parent's thread and lock are not ours
-        size = len(line) + 1
         with self._condition:
-            if not self._stopping:
-                if self._pending and self._pending_chars + size > self.max_pending_chars:
-                    self.dropped += 1
-                    self._unreported += 1
-                    if self.dropped_counter is not None:
-                        self.dropped_counter.inc()
+            me = threading.get_ident()
+            if self._handing_over == me:  # a signal handler, inside this thread's write()
+                if not self._stopping:
+                    self._interrupted.append(line + "\n")
                     return
-                self._pending.append(line + "\n")
-                self._pending_chars += size
-                self._queued += 1
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._run, name="keel-log-writer", daemon=True
-                    )
-                    self._thread.start()
-                elif self._idle:
-                    self._condition.notify()
-                return
+            else:
+                self._handing_over = me
+                try:
+                    if self._hand_over(line):
+                        return
+                finally:
+                    self._handing_over = None
         self._write_now(line + "\n")  # closed (at exit, after the flush): write it in place
+
+    def _hand_over(self, line: str) -> bool:
+        """Queue ``line`` (or drop it when the buffer is full); False once closed."""
+        if self._stopping:
+            return False
+        size = len(line) + 1
+        if self._pending and self._pending_chars + size > self.max_pending_chars:
+            self.dropped += 1
+            self._unreported += 1
+            if self.dropped_counter is not None:
+                self.dropped_counter.inc()
+            return True
+        self._pending.append(line + "\n")
+        self._pending_chars += size
+        self._queued += 1
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="keel-log-writer", daemon=True)
+            self._thread.start()
+        elif self._idle:
+            self._condition.notify()
+        return True
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every line handed over so far is written; False on timeout."""
@@ -141,11 +165,11 @@ class LineWriter:
     def _run(self) -> None:
         while True:
             with self._condition:
-                while not self._pending and not self._stopping:
+                while not self._pending and not self._interrupted and not self._stopping:
                     self._idle = True
                     self._condition.wait()
                 self._idle = False
-                if not self._pending:
+                if not self._pending and not self._interrupted:
                     return  # stopping, and everything is written
             if not self._stopping:
                 # Let a burst gather: one write per batch, and the loop's thread is not
@@ -153,6 +177,8 @@ class LineWriter:
                 time.sleep(BATCH_SECONDS)
             with self._condition:
                 batch, self._pending = self._pending, []
+                batch += self._interrupted
+                self._interrupted = []
                 self._pending_chars = 0
                 upto = self._queued
                 dropped, self._unreported = self._unreported, 0

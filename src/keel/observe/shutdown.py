@@ -16,11 +16,21 @@ This works the same in a single process and in each ``--workers`` worker.
 While draining, responses carry ``Connection: close`` (:mod:`keel.http.draining`);
 how the listener is then closed without losing a queued connection is
 ``keel.serve``'s part.
+
+The signal handler itself does nothing but hand the signal to the event loop.
+Python runs a handler on the main thread between two bytecodes of whatever that
+thread was doing — under load, often writing a log line while holding the log
+writer's lock, or counting a metric under prometheus_client's. A handler that
+logged there waited for a lock its own thread held: the worker hung, neither
+serving nor closing its listener, until the supervisor killed it. So the
+decision, the log lines and the hand-over all run as a loop callback, in a
+context of their own (not the interrupted request's).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import signal
 import threading
 import time
@@ -65,11 +75,27 @@ class DrainOnSignal:
             signal.signal(signal.SIGTERM, self._previous)
         self._previous = None
 
-    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
-        self.receive(signum, frame, now=time.monotonic())
+    def _on_sigterm(self, signum: int, _frame: FrameType | None) -> None:
+        """The handler proper, in signal context: no lock, no log line, nothing but a wake-up."""
+        now = time.monotonic()
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            # Only appends to the loop's queue and writes its wake-up byte: safe here. An
+            # empty context: the interrupted request's ids are not this stop's.
+            loop.call_soon_threadsafe(self._received, signum, now, context=contextvars.Context())
+            return
+        previous = self._previous  # no loop left to drain on: stop as asked
+        if callable(previous):
+            previous(signum, None)
+
+    def _received(self, signum: int, now: float) -> None:
+        self.receive(signum, None, now=now)
 
     def receive(self, signum: int, frame: FrameType | None, *, now: float) -> None:
-        """One SIGTERM at ``now`` (monotonic): start the drain, ignore a repeat, or stop now."""
+        """One SIGTERM at ``now`` (monotonic): start the drain, ignore a repeat, or stop now.
+
+        Runs on the event loop's thread (never in signal context).
+        """
         since = self._draining_since
         if since is not None and now - since < REPEAT_WINDOW_SECONDS:
             log.info("shutdown_sigterm_repeated", seconds_since_first=round(now - since, 3))
@@ -80,11 +106,7 @@ class DrainOnSignal:
         self._draining_since = now
         self.lifecycle.begin_draining()
         log.info("shutdown_draining", drain_seconds=self.drain_seconds)
-        self._loop.call_soon_threadsafe(self._schedule, signum)
-
-    def _schedule(self, signum: int) -> None:
-        if self._loop is not None:
-            self._pending = self._loop.call_later(self.drain_seconds, self._hand_over, signum, None)
+        self._pending = self._loop.call_later(self.drain_seconds, self._hand_over, signum, None)
 
     def _hand_over(self, signum: int, frame: FrameType | None) -> None:
         self.lifecycle.begin_draining()

@@ -6,9 +6,11 @@ import asyncio
 import io
 import itertools
 import logging
+import signal
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import structlog
@@ -162,3 +164,41 @@ def test_a_failing_stream_does_not_stop_the_writer() -> None:
     assert writer.flush(timeout=5)
     assert sink.getvalue() == "written once it works\n"
     writer.close()
+
+
+@pytest.mark.timeout(10)  # the old writer never returned: its handler waited for its own lock
+def test_a_signal_handler_that_logs_inside_a_write_neither_hangs_nor_loses_its_line() -> None:
+    class HeldSink(io.StringIO):
+        """Holds the writer thread in its first write until released."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.entered = threading.Event()
+            self.release = threading.Event()
+
+        def write(self, text: str) -> int:
+            self.entered.set()
+            self.release.wait(5)
+            return super().write(text)
+
+    class SignalOnCount:
+        """Counting a dropped line runs inside the hand-over: a signal arrives right there."""
+
+        def inc(self) -> None:
+            signal.raise_signal(signal.SIGUSR1)  # its handler has run when this returns
+
+    sink = HeldSink()
+    counter: Any = SignalOnCount()
+    writer = LineWriter(sink, max_pending_chars=8, dropped_counter=counter)
+    previous = signal.signal(signal.SIGUSR1, lambda _signum, _frame: writer.write("from handler"))
+    try:
+        writer.write("first")  # the writer thread takes it and is held in the sink
+        assert sink.entered.wait(5)
+        writer.write("second")  # waits in the buffer, which is now full
+        writer.write("dropped")  # dropped and counted: the handler logs mid-hand-over
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        sink.release.set()
+    writer.close(timeout=5)
+    assert sink.getvalue().splitlines() == ["first", "second", "from handler"]
+    assert writer.dropped == 1
