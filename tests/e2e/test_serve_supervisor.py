@@ -110,3 +110,52 @@ def test_the_supervisor_replaces_an_unresponsive_and_a_dead_worker_and_counts_bo
         assert restarts["exited"]["exit_code"] == -signal.SIGKILL
         server.terminate()
         assert server.wait(60.0) == 0
+
+
+def _fresh_connections_answered(server: KeelServer, count: int) -> int:
+    """How many of ``count`` requests, each on a new connection, got an answer.
+
+    The connect timeout is short on purpose: a SYN the listener's filter dropped is
+    retransmitted after 1 s, 3 s, ... and never accepted while the filter stays.
+    """
+    answered = 0
+    for _ in range(count):
+        try:
+            with httpx.Client(timeout=httpx.Timeout(5.0, connect=2.5)) as client:
+                if client.get(server.url + "/live").status_code == 200:
+                    answered += 1
+        except httpx.HTTPError:
+            pass
+    return answered
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_workers_replaced_by_sighup_or_retired_by_sigttou_leave_the_listener_open(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A worker retired while its siblings go on serving must not quiesce the shared
+    listener: the filter it would attach lives on the socket, not on its descriptor,
+    and would drop every new connection of the workers that stay."""
+    env = server_env(
+        database_url,
+        tmp_path,
+        {"KEEL_LOG_FORMAT": "json", "KEEL_SHUTDOWN_DRAIN_SECONDS": "0"},
+    )
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    with keel_server(env, tmp_path, workers=2, ready_path="/ready") as server:
+        _wait_for(lambda: len(_workers(server)) == 2, "two workers")
+        before = _workers(server)
+
+        os.kill(server.process.pid, signal.SIGHUP)
+        _wait_for(
+            lambda: not (_workers(server) & before) and len(_workers(server)) == 2,
+            "both workers replaced",
+        )
+        assert _fresh_connections_answered(server, 10) == 10
+
+        os.kill(server.process.pid, signal.SIGTTOU)
+        _wait_for(lambda: len(_workers(server)) == 1, "one worker retired")
+        assert _fresh_connections_answered(server, 10) == 10
+        assert '"listener_left_to_siblings"' in server.log()
+        server.terminate()
+        assert server.wait(60.0) == 0

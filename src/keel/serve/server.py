@@ -22,6 +22,12 @@ Two more things a stop needs from the server:
   handler is the default one, which ends the process at once, before the log
   writer's thread had written the shutdown's last lines.
 
+- **A worker retired while its siblings go on serving** (SIGHUP replaces each
+  worker, SIGTTOU retires one) must not quiesce: the filter would stay on the
+  socket the siblings keep accepting on, and every new connection to them would
+  be dropped. Its descriptor's close resets nothing, the socket staying open in
+  the others, so it just stops accepting and finishes what it holds.
+
 The same class runs the single process of ``keel serve`` and each worker of
 ``keel serve --workers N``.
 """
@@ -29,10 +35,12 @@ The same class runs the single process of ``keel serve`` and each worker of
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 from collections.abc import Iterator
 from types import FrameType
+from typing import Protocol
 
 import structlog
 import uvicorn
@@ -49,10 +57,20 @@ QUIESCE_EXTRA_SECONDS = 2.0
 LOG_FLUSH_SECONDS = 2.0
 
 
+class Flag(Protocol):
+    """What the server reads of the supervisor's ``multiprocessing.Event``."""
+
+    def is_set(self) -> bool: ...
+
+
 class KeelServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, *, settle_seconds: float) -> None:
+    def __init__(
+        self, config: uvicorn.Config, *, settle_seconds: float, retiring: Flag | None = None
+    ) -> None:
         super().__init__(config)
         self.settle_seconds = settle_seconds
+        self.retiring = retiring
+        """Set by the supervisor when this worker stops alone (see the module's docstring)."""
         self.signals_before_drain: list[int] = []
         """Signals that reached this server before the app's drain had taken SIGTERM over."""
 
@@ -78,7 +96,9 @@ class KeelServer(uvicorn.Server):
         drain(signal.SIGTERM, None)  # it only schedules the drain on this loop
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        if not self.force_exit:  # a second Ctrl-C means now
+        if self.retiring is not None and self.retiring.is_set():
+            log.info("listener_left_to_siblings", pid=os.getpid())
+        elif not self.force_exit:  # a second Ctrl-C means now
             listeners = [listener for server in self.servers for listener in (server.sockets or ())]
             await quiesce(
                 listeners,

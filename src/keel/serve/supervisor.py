@@ -13,6 +13,10 @@ the socket, each drains, quiesces and closes it (``keel.serve.server``), and the
 last close really closes the listener. It also
 
 - runs ``KeelServer`` in every worker it starts (at start, restart, SIGHUP and SIGTTIN),
+- retires a worker whose siblings go on serving (SIGHUP's replacements, SIGTTOU)
+  with its listener left open: the quiesce filter lives on the shared socket, and
+  one worker's quiesce would drop every new connection of the workers that stay
+  (``KeelWorker.retire``),
 - health-pings without blocking: uvicorn's ping waited up to its timeout for each
   worker in turn, so one slow worker delayed every other check and the handling
   of SIGTERM itself; Keel keeps one ping outstanding per worker and reads the
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import multiprocessing
 import os
 import pickle
 import socket
@@ -68,7 +73,10 @@ class KeelWorker(Process):
     """A uvicorn worker process whose server is ``KeelServer``, health-checked without blocking."""
 
     def __init__(self, config: uvicorn.Config, sockets: list[socket.socket], settle: float) -> None:
-        self.settle_seconds = settle  # set before start(): the child gets a pickled copy
+        # Both set before start(): the child gets a pickled copy of this object. The
+        # event is shared with the child (uvicorn spawns its workers).
+        self.settle_seconds = settle
+        self.retiring = multiprocessing.get_context("spawn").Event()
         # The supervisor's view of the health ping (parent side only).
         self.started_at = 0.0
         self.answered = False
@@ -78,8 +86,16 @@ class KeelWorker(Process):
     @property
     def server(self) -> uvicorn.Server:
         if self._server is None:
-            self._server = KeelServer(self.config, settle_seconds=self.settle_seconds)
+            self._server = KeelServer(
+                self.config, settle_seconds=self.settle_seconds, retiring=self.retiring
+            )
         return self._server
+
+    def retire(self) -> None:
+        """Stop this worker while its siblings keep the shared listener: it drains and
+        stops like on SIGTERM, but leaves the listener unfiltered for them."""
+        self.retiring.set()
+        self.terminate()
 
     def start(self) -> None:
         super().start()
@@ -204,9 +220,25 @@ class KeelSupervisor(Multiprocess):
                 if not self.should_exit.is_set():
                     log.error("serve_worker_not_ready", pid=new.pid, keeping=old.pid)
                 return
-            old.terminate()
-            old.join()
+            self._retire(old)
             self.processes[index] = new
+
+    def handle_ttou(self) -> None:
+        """SIGTTOU: one worker fewer, retired with the listener left to the rest."""
+        if self.processes_num <= 1:
+            log.info("serve_workers_at_minimum", workers=self.processes_num)
+            return
+        self.processes_num -= 1
+        log.info("serve_workers_decreased", workers=self.processes_num)
+        self._retire(self.processes.pop())
+
+    @staticmethod
+    def _retire(process: Process) -> None:
+        if isinstance(process, KeelWorker):  # every worker is one; for mypy
+            process.retire()
+        else:
+            process.terminate()
+        process.join()
 
     def handle_ttin(self) -> None:
         self.processes_num += 1
