@@ -49,6 +49,7 @@ class EventCode(StrEnum):
     DEPLOYMENT_ROLLED_BACK = "deployment.rolled_back"
     DEPLOYMENT_STATE_CHANGED = "deployment.state_changed"
     DEPLOYMENT_APPROVED = "deployment.approved"
+    AUDIT_CHAINS_OPENED = "audit.chains_opened"
 
 
 Identifier = str  # one of IDENTIFIERS
@@ -245,6 +246,14 @@ _SPECS = (
         "An operator approved a deployment waiting at its environment's gate (system chain).",
         (),
         ("deployment_id", "environment", "by", "approvals", "required"),
+    ),
+    EventSpec(
+        EventCode.AUDIT_CHAINS_OPENED,
+        "An organisation's audit log now has `chains` chains (KEEL_AUDIT_CHAINS_PER_ORG): "
+        "recorded on its chain 0 in the transaction that opens the new ones, so `keel audit "
+        "verify` can tell a missing chain from one never opened.",
+        (),
+        ("chains",),
     ),
 )
 
