@@ -258,14 +258,6 @@ class Auditor:
             )
         )
 
-    async def find_chain(self, session: AsyncSession, org_id: str | None) -> str | None:
-        return await session.scalar(
-            select(AuditChain.chain_id)
-            .where(AuditChain.chain_id.in_(self.chain_candidates(org_id)))
-            .order_by(AuditChain.created_at)
-            .limit(1)
-        )
-
     async def _create_head(self, session: AsyncSession, org_id: str | None) -> None:
         """The chain's head row, if it has none yet (its first event)."""
         chain_id = SYSTEM_CHAIN if org_id is None else self.keys.pseudonym("org", org_id)
