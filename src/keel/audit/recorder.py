@@ -212,9 +212,7 @@ class Auditor:
         self.digest_every = digest_every
         self.chains_per_org = chains_per_org
         self.clock = clock
-        # Which chain a writer queues on when all are taken: turn by turn, so waiters
-        # spread over the chains instead of all landing on chain 0.
-        self._turns = itertools.count()
+        self._turns = itertools.count()  # which chain number a writer queues on (org_chains)
         self._opening: dict[str, asyncio.Task[None]] = {}  # chain 0's id -> its opener
         self.authentication = AuthenticationAudit(
             self, database, flush_seconds=auth_failure_flush_seconds, clock=clock
@@ -241,11 +239,18 @@ class Auditor:
             return [SYSTEM_CHAIN]
         return self.keys.candidates("org", org_id)
 
-    def org_chains(self, org_id: str | None) -> list[str]:
-        """Every id the chains an append may take may have (``chains_per_org`` of them)."""
+    def org_chains(self, org_id: str | None) -> tuple[list[str], list[str]]:
+        """The chains an append may take (``chains_per_org`` of the organisation's, under
+        every key; the system chain alone), and those it queues on when all are held: one
+        chain number, turn by turn, so waiters spread over the chains."""
+        bases = self.chain_candidates(org_id)
         if org_id is None:
-            return [SYSTEM_CHAIN]
-        return stripes.group(self.chain_candidates(org_id), self.chains_per_org)
+            return bases, bases
+        turn = next(self._turns) % self.chains_per_org
+        return (
+            stripes.group(bases, self.chains_per_org),
+            [stripes.chain_id(base, turn) for base in bases],
+        )
 
     async def find_chains(self, session: AsyncSession, org_id: str | None) -> list[str]:
         """The organisation's chains that have a head row."""
@@ -306,14 +311,14 @@ class Auditor:
         event.check()
         unchained = self._unchained(event)
         if session.get_bind().dialect.name == "postgresql":
-            candidates = self.org_chains(event.org_id)
+            candidates, waits_on = self.org_chains(event.org_id)
             recorded, digested_seq, chains = await self._append_postgresql(
-                session, unchained, candidates
+                session, unchained, candidates, waits_on
             )
             if recorded is None:
                 await self._create_head(session, event.org_id)
                 recorded, digested_seq, chains = await self._append_postgresql(
-                    session, unchained, candidates
+                    session, unchained, candidates, waits_on
                 )
             elif event.org_id is not None and chains < self.chains_per_org:
                 # Only from a head found committed (not one this transaction just
@@ -337,12 +342,9 @@ class Auditor:
         session: AsyncSession,
         unchained: UnchainedEvent,
         candidates: list[str],
-        waits_on: list[str] | None = None,
+        waits_on: list[str],
     ) -> tuple[Recorded | None, int, int]:
         """``(recorded, the chain's digested seq, how many of candidates exist)``."""
-        if waits_on is None:
-            turn = next(self._turns) % self.chains_per_org
-            waits_on = [chain for chain in candidates if stripes.split(chain)[1] == turn]
         connection = await session.connection()
         result = await connection.exec_driver_sql(
             APPEND_POSTGRESQL,
