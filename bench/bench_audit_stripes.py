@@ -21,11 +21,10 @@ import os
 import statistics
 import time
 
-from bench_audit import RING, _pg_admin, _setup
+from bench_audit import RING, _pg_admin, _setup, audited_write
 
-from keel.audit import AuditEvent, Auditor, EventCode, PublicKeys, Signer, verify
+from keel.audit import Auditor, PublicKeys, Signer, verify
 from keel.db.engine import Database
-from keel.domain import recognitions
 from keel.domain.principal import Principal
 
 UNAUDITED = 0
@@ -38,20 +37,9 @@ async def _writer(
     audit: Auditor | None,
     deadline: float,
 ) -> int:
-    new = recognitions.NewRecognition(recipient_id=recipient, message="thanks")
     done = 0
     while time.perf_counter() < deadline:
-        async with database.write() as session:
-            record = await recognitions.create(session, principal, new)
-            if audit is not None:
-                event = AuditEvent(
-                    EventCode.RECOGNITION_CREATED,
-                    org_id=principal.org_id,
-                    actor_id=principal.user_id,
-                    subject_id=recipient,
-                    fields={"recognition_id": record.id, "evidence_count": 0},
-                )
-                await audit.record(session, event)
+        await audited_write(database, principal, recipient, audit)
         done += 1
     return done
 

@@ -319,24 +319,17 @@ def check_groups(ids: list[str], report: Report) -> Break | None:
         groups[base].add(number)
     for base, numbers in sorted(groups.items()):
         expected = set(range(report.announced.get(base, 1)))
-        missing = sorted(expected - numbers)
-        if missing:
-            return Break(
-                stripes.chain_id(base, missing[0]),
-                0,
-                BreakKind.CHAIN_MISSING,
-                f"chain 0 records {len(expected)} chains for this organisation; "
-                f"chain {missing[0]} has no head, digest or event",
-            )
-        unannounced = sorted(numbers - expected)
-        if unannounced:
-            return Break(
-                stripes.chain_id(base, unannounced[0]),
-                0,
-                BreakKind.CHAIN_UNANNOUNCED,
-                f"chain 0 records {len(expected)} chains for this organisation; "
-                f"chain {unannounced[0]} was never opened",
-            )
+        for kind, odd, what in (
+            (BreakKind.CHAIN_MISSING, expected - numbers, "has no head, digest or event"),
+            (BreakKind.CHAIN_UNANNOUNCED, numbers - expected, "was never opened"),
+        ):
+            if odd:
+                number = min(odd)
+                detail = (
+                    f"chain 0 records {len(expected)} chains for this organisation; "
+                    f"chain {number} {what}"
+                )
+                return Break(stripes.chain_id(base, number), 0, kind, detail)
     return None
 
 
