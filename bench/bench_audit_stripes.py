@@ -71,8 +71,9 @@ async def run(url: str, rounds: int, seconds: float, writers: int, chains: list[
         for count in sorted(chains):
             audit = auditors[count]
             assert audit is not None
+            await audit.start()
             await _round(database, principal, recipient, audit, 2, 0.2)
-            await audit.wait_for_openers()
+            await audit.stop()
         rates: dict[int, list[float]] = {count: [] for count in auditors}
         order = list(auditors)
         for index in range(rounds):

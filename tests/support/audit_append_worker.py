@@ -39,9 +39,10 @@ async def main(
             )
             await auditor.record_now(event)
 
+    await auditor.start()  # a started auditor opens the organisation's missing chains
     try:
         await asyncio.gather(*(write(writer) for writer in range(writers)))
-        await auditor.wait_for_openers()
+        await auditor.stop()
     finally:
         await database.dispose()
 

@@ -214,15 +214,21 @@ class Auditor:
         self.clock = clock
         self._turns = itertools.count()  # which chain number a writer queues on (org_chains)
         self._opening: dict[str, asyncio.Task[None]] = {}  # chain 0's id -> its opener
+        # Only a started auditor (a server's, a worker's) opens chains in the background: a
+        # CLI command's would leave its opener behind when it exits.
+        self._opens_chains = False
         self.authentication = AuthenticationAudit(
             self, database, flush_seconds=auth_failure_flush_seconds, clock=clock
         )
 
     async def start(self) -> None:
-        """Start batching failed authentications (flushed off the request path)."""
+        """Start batching failed authentications (flushed off the request path), and opening
+        an organisation's missing chains when an append finds them missing."""
         self.authentication.start()
+        self._opens_chains = True
 
     async def stop(self) -> None:
+        self._opens_chains = False
         await self.authentication.stop()
         await self.wait_for_openers()
 
@@ -320,7 +326,7 @@ class Auditor:
                 recorded, digested_seq, chains = await self._append_postgresql(
                     session, unchained, candidates, waits_on
                 )
-            elif event.org_id is not None and chains < self.chains_per_org:
+            elif self._opens_chains and event.org_id is not None and chains < self.chains_per_org:
                 # Only from a head found committed (not one this transaction just
                 # created): the opener appends to chain 0, which must be visible to it.
                 self._open_later(event.org_id, stripes.split(recorded.chain_id)[0])

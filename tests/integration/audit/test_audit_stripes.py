@@ -65,10 +65,12 @@ def event(number: int) -> AuditEvent:
 
 
 async def opened(audit: Auditor) -> None:
-    """The organisation's chain 0 exists and its other chains are open."""
+    """The organisation's chain 0 exists and its other chains are open (a started auditor
+    opens them after an append finds them missing; stopping waits for the opener)."""
+    await audit.start()
     await audit.record_now(event(0))
     await audit.record_now(event(0))
-    await audit.wait_for_openers()
+    await audit.stop()
 
 
 async def scalar(database: Database, statement: str) -> object:
@@ -147,8 +149,9 @@ async def test_an_organisation_with_one_chain_from_before_gets_the_others_on_its
     for n in range(5):
         await before.record_now(event(n))
     audit = auditor(database)
+    await audit.start()
     await audit.record_now(event(5))
-    await audit.wait_for_openers()
+    await audit.stop()
     async with database.read() as session:
         assert len(await audit.find_chains(session, ORG)) == CHAINS
     report = await verify(database, KEYS)
