@@ -149,14 +149,25 @@ async def test_an_organisation_with_one_chain_from_before_gets_the_others_on_its
     for n in range(5):
         await before.record_now(event(n))
     audit = auditor(database)
+    await audit.record_now(event(5))  # not started (a CLI command's): appends, opens nothing
+    async with database.read() as session:
+        assert len(await audit.find_chains(session, ORG)) == 1
     await audit.start()
-    await audit.record_now(event(5))
+    await audit.record_now(event(6))
     await audit.stop()
     async with database.read() as session:
         assert len(await audit.find_chains(session, ORG)) == CHAINS
     report = await verify(database, KEYS)
     assert report.ok, report.broken
-    assert report.events == 7  # the five, the sixth, and audit.chains_opened
+    assert report.events == 8  # the five, two more, and audit.chains_opened
+
+
+async def test_chains_are_opened_with_their_record_or_not_at_all(database: Database) -> None:
+    audit = auditor(database)
+    nowhere = RING.pseudonym("org", USER)  # no chain 0 to record the new chains on
+    with pytest.raises(RuntimeError):
+        await audit.open_chains(USER, nowhere)
+    assert await scalar(database, "SELECT count(*) FROM audit_chains") == 0
 
 
 async def test_search_export_and_digest_cover_every_chain_of_the_organisation(
