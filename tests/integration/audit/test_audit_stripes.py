@@ -16,10 +16,19 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 from tests.support.databases import Templates, fresh_database
 
-from keel.audit import AuditEvent, Auditor, EventCode, KeyRing, PublicKeys, Signer, stripes, verify
+from keel.audit import (
+    AuditEvent,
+    Auditor,
+    EventCode,
+    KeyRing,
+    PublicKeys,
+    Recorded,
+    Signer,
+    stripes,
+    verify,
+)
 from keel.audit.chain import GENESIS
 from keel.audit.search import AuditQuery, export, page
 from keel.audit.verify import BreakKind
@@ -73,6 +82,17 @@ async def opened(audit: Auditor) -> None:
     await audit.stop()
 
 
+async def hold_every_chain(audit: Auditor, stack: AsyncExitStack) -> list[Recorded]:
+    """``CHAINS`` open transactions, each holding the head its append took until ``stack``
+    closes. With one chain the second append would wait for the first transaction's
+    commit, which comes only then: an append that waits ``BLOCKED`` fails the test."""
+    recorded = []
+    for n in range(CHAINS):
+        session = await stack.enter_async_context(audit.database.write())
+        recorded.append(await asyncio.wait_for(audit.record(session, event(n)), BLOCKED))
+    return recorded
+
+
 async def scalar(database: Database, statement: str) -> object:
     async with database.read() as session:
         return (await session.execute(text(statement))).scalar()
@@ -109,15 +129,7 @@ async def test_concurrent_writers_of_one_organisation_take_different_chains_with
     audit = auditor(database)
     await opened(audit)
     async with AsyncExitStack() as stack:
-        sessions: list[AsyncSession] = [
-            await stack.enter_async_context(database.write()) for _ in range(CHAINS)
-        ]
-        # Each transaction holds its chain head until it ends; with one chain the second
-        # append would wait for the first transaction's commit, which never comes here.
-        recorded = [
-            await asyncio.wait_for(audit.record(session, event(n)), BLOCKED)
-            for n, session in enumerate(sessions, start=1)
-        ]
+        recorded = await hold_every_chain(audit, stack)
     assert len({r.chain_id for r in recorded}) == CHAINS
     report = await verify(database, KEYS)
     assert report.ok, report.broken
@@ -129,9 +141,7 @@ async def test_a_writer_queues_when_every_chain_is_held_and_appends_once_one_is_
     audit = auditor(database)
     await opened(audit)
     async with AsyncExitStack() as stack:
-        holders = [await stack.enter_async_context(database.write()) for _ in range(CHAINS)]
-        for n, session in enumerate(holders, start=1):
-            await audit.record(session, event(n))
+        await hold_every_chain(audit, stack)
         late = asyncio.create_task(audit.record_now(event(99)))
         done, _pending = await asyncio.wait({late}, timeout=0.5)
         assert not done  # every head is held: it waits rather than fail or skip
@@ -176,9 +186,7 @@ async def test_search_export_and_digest_cover_every_chain_of_the_organisation(
     audit = auditor(database, every=100)
     await opened(audit)
     async with AsyncExitStack() as stack:
-        for n in range(1, CHAINS + 1):
-            session = await stack.enter_async_context(database.write())
-            await audit.record(session, event(n))
+        await hold_every_chain(audit, stack)
     rows, _more = await page(database, RING, AuditQuery(org_id=ORG), limit=100)
     assert len(rows) == 3 + CHAINS
     assert len({row.chain_id for row in rows}) == CHAINS
@@ -199,9 +207,7 @@ async def spread(database: Database) -> list[str]:
     await opened(audit)
     for _round in range(3):
         async with AsyncExitStack() as stack:
-            for n in range(CHAINS):
-                session = await stack.enter_async_context(database.write())
-                await audit.record(session, event(n))
+            await hold_every_chain(audit, stack)
     async with database.read() as session:
         return await audit.find_chains(session, ORG)
 
