@@ -311,7 +311,7 @@ def _announce(report: Report, row: AuditRow) -> None:
         report.announced[base] = max(report.announced.get(base, 1), chains)
 
 
-def check_groups(ids: list[str], report: Report) -> Break | None:
+def _check_groups(ids: list[str], report: Report) -> Break | None:
     """Each organisation's chains are exactly ``0 .. n - 1`` for the ``n`` its chain 0 recorded."""
     groups: defaultdict[str, set[int]] = defaultdict(set)
     for chain in ids:
@@ -355,5 +355,5 @@ async def verify(
         await verify_chain(database, chain_id, keys, report)
         if report.broken is not None:
             return report
-    report.broken = check_groups(ids, report)
+    report.broken = _check_groups(ids, report)
     return report
