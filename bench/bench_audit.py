@@ -42,25 +42,32 @@ async def _setup(database: Database) -> tuple[Principal, str]:
     return principal, recipient.id
 
 
+async def audited_write(
+    database: Database, principal: Principal, recipient: str, audit: Auditor | None
+) -> None:
+    """One transaction: create a recognition, then (with ``audit``) its audit event last."""
+    new = recognitions.NewRecognition(recipient_id=recipient, message="thanks")
+    async with database.write() as session:
+        record = await recognitions.create(session, principal, new)
+        if audit is not None:
+            event = AuditEvent(
+                EventCode.RECOGNITION_CREATED,
+                org_id=principal.org_id,
+                actor_id=principal.user_id,
+                subject_id=recipient,
+                token_id=principal.token_id,
+                ip="127.0.0.1",
+                fields={"recognition_id": record.id, "evidence_count": 0},
+            )
+            await audit.record(session, event)
+
+
 async def _ops(
     database: Database, principal: Principal, recipient: str, ops: int, audit: Auditor | None
 ) -> float:
-    new = recognitions.NewRecognition(recipient_id=recipient, message="thanks")
     started = time.perf_counter()
     for _ in range(ops):
-        async with database.write() as session:
-            record = await recognitions.create(session, principal, new)
-            if audit is not None:
-                event = AuditEvent(
-                    EventCode.RECOGNITION_CREATED,
-                    org_id=principal.org_id,
-                    actor_id=principal.user_id,
-                    subject_id=recipient,
-                    token_id=principal.token_id,
-                    ip="127.0.0.1",
-                    fields={"recognition_id": record.id, "evidence_count": 0},
-                )
-                await audit.record(session, event)
+        await audited_write(database, principal, recipient, audit)
     return (time.perf_counter() - started) / ops
 
 

@@ -307,6 +307,9 @@ class Settings(BaseSettings):
     audit_key_id: str | None = None  # the key new events use; defaults to the last listed
     audit_signing_key_path: Path | None = None  # Ed25519 PEM; dev: generated beside storage_dir
     audit_digest_every: int = Field(default=100, gt=0)
+    # Chains per organisation (keel.audit.stripes): writers of one organisation take a free
+    # one instead of all queuing on one head row across their commits. PostgreSQL only.
+    audit_chains_per_org: int = Field(default=8, ge=1, le=64)
     audit_auth_failure_flush_seconds: float = Field(default=10.0, gt=0)
 
     def check_audit_startable(self) -> None:

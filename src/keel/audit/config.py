@@ -44,6 +44,7 @@ def build_auditor(
         key_ring(settings),
         signer(settings),
         digest_every=settings.audit_digest_every,
+        chains_per_org=settings.audit_chains_per_org,
         auth_failure_flush_seconds=settings.audit_auth_failure_flush_seconds,
         clock=clock,
     )

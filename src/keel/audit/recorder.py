@@ -1,36 +1,42 @@
 """Appending to the audit log, inside the caller's transaction.
 
-One chain per organisation (and one ``system`` chain for events that belong
-to no organisation: breakers, migrations, deployments, unknown-token
-failures). Per-organisation chains let writers for different organisations
-append without waiting for each other; writers for one organisation queue on
-that chain's head row, which is the price of a gap-free chain.
+Each organisation has its chains (``KEEL_AUDIT_CHAINS_PER_ORG``, see
+``keel.audit.stripes``), and one ``system`` chain holds events that belong to
+no organisation (breakers, migrations, deployments, unknown-token failures).
+Writers for different organisations never wait for each other; writers for
+one organisation each take a free chain of the organisation's, and wait only
+when every one is taken.
 
-Appending locks the head row (on PostgreSQL; SQLite write transactions are
-already serialised by ``BEGIN IMMEDIATE``), takes ``seq + 1`` and the head
-hash, inserts the event and moves the head — all in the caller's
-transaction, so the event commits or rolls back with the domain write it
-describes. Call it *last* in the transaction, after the domain write and
-anything else: the head lock is held from the append to the commit, and
-every writer of the organisation waits that long.
+Appending locks a head row (on PostgreSQL; SQLite write transactions are
+already serialised by ``BEGIN IMMEDIATE`` and use chain 0 alone), takes
+``seq + 1`` and the head hash, inserts the event and moves the head — all in
+the caller's transaction, so the event commits or rolls back with the domain
+write it describes. Call it *last* in the transaction, after the domain write
+and anything else: the head lock is held from the append to the commit.
 
-Every ``digest_every`` events, the append also seals the range since the last
-digest with an Ed25519 signature, in the same transaction while the head is
-still locked (the head row carries the hash at the last sealed point).
-``seal`` does the same on demand for a chain's open tail (``keel audit digest``).
+Every ``digest_every`` events of a chain, the append also seals the range
+since the chain's last digest with an Ed25519 signature, in the same
+transaction while the head is still locked (the head row carries the hash at
+the last sealed point). ``seal`` does the same on demand for a chain's open
+tail (``keel audit digest``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from dataclasses import dataclass
 from typing import Any, cast
 
+import structlog
 from sqlalchemy import Table, Text, bindparam, func, insert, select, update
 from sqlalchemy import cast as cast_to
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from keel.audit import stripes
 from keel.audit.authentication import AuthenticationAudit
 from keel.audit.chain import (
     GENESIS,
@@ -41,38 +47,58 @@ from keel.audit.chain import (
 )
 from keel.audit.events import AuditEvent
 from keel.audit.pseudonym import KeyRing, Kind
+from keel.audit.registry import EventCode
 from keel.audit.signing import Signer
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.db.engine import Database
 from keel.db.tables_audit import AuditChain, AuditDigest
 from keel.db.tables_audit import AuditEvent as AuditRow
+from keel.errors import KeelError
 from keel.ids import new_id
+
+log = structlog.get_logger(__name__)
 
 SYSTEM_CHAIN = "system"
 DEFAULT_DIGEST_EVERY = 100
 
-# PostgreSQL appends in ONE statement: it locks the head (the oldest of the
-# chain's candidate ids), computes the event's hash from the head's seq and hash
-# (SHA-256 over the canonical text, whose other parts come as parameters: see
-# ``UnchainedEvent.around_head``), moves the head and inserts the event. Every
-# writer of the organisation queues on the head row's lock until its transaction
+# PostgreSQL appends in ONE statement: it locks a head among the organisation's
+# chains ($1), computes the event's hash from that head's seq and hash (SHA-256
+# over the canonical text, whose other parts come as parameters: see
+# ``UnchainedEvent.around_head``), moves the head and inserts the event. The head
+# is the first of the chains no other transaction holds (SKIP LOCKED: no wait);
+# only when every one is held does it queue on one, preferably one of $2 (the
+# caller spreads its waiters over the chains), and READ COMMITTED re-reads that
+# head once its holder commits. A head stays locked until the transaction
 # commits, so a caller makes this its transaction's last statement: the lock is
 # then held for this statement and the COMMIT, not across reads, writes and
-# Python in between. No row: the chain has no head yet (created, then retried).
+# Python in between. It also counts the organisation's chains, so the recorder
+# knows when to open the missing ones. No row: the organisation has no chain yet
+# (its chain 0 is created, then this is retried).
 APPEND_POSTGRESQL = """
-WITH head AS (
+WITH free AS MATERIALIZED (
     SELECT chain_id, seq, head_hash FROM audit_chains
     WHERE chain_id = ANY($1::varchar[])
-    ORDER BY created_at
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+),
+taken AS (
+    SELECT chain_id, seq, head_hash FROM audit_chains
+    WHERE chain_id = ANY($1::varchar[]) AND NOT EXISTS (SELECT FROM free)
+    ORDER BY chain_id = ANY($2::varchar[]) DESC, created_at, chain_id
     LIMIT 1
     FOR UPDATE
+),
+head AS (
+    SELECT chain_id, seq, head_hash FROM free
+    UNION ALL
+    SELECT chain_id, seq, head_hash FROM taken
 ),
 moved AS (
     UPDATE audit_chains AS chain
     SET seq = head.seq + 1,
         head_hash = encode(sha256(convert_to(
-            $2::text || to_json(head.chain_id)::text || $3::text
-            || to_json(head.head_hash)::text || $4::text || (head.seq + 1)::text || $5::text,
+            $3::text || to_json(head.chain_id)::text || $4::text
+            || to_json(head.head_hash)::text || $5::text || (head.seq + 1)::text || $6::text,
             'UTF8')), 'hex')
     FROM head
     WHERE chain.chain_id = head.chain_id
@@ -83,11 +109,28 @@ appended AS (
     INSERT INTO audit_events
         (id, chain_id, seq, occurred_at, code, key_id, actor, subject, token, ip, fields,
          prev_hash, hash)
-    SELECT $6::varchar, chain_id, seq, $7::timestamptz, $8::varchar, $9::varchar,
-           $10::varchar, $11::varchar, $12::varchar, $13::varchar, $14::text, prev_hash, head_hash
+    SELECT $7::varchar, chain_id, seq, $8::timestamptz, $9::varchar, $10::varchar,
+           $11::varchar, $12::varchar, $13::varchar, $14::varchar, $15::text, prev_hash,
+           head_hash
     FROM moved
 )
-SELECT chain_id, seq, head_hash, digested_seq FROM moved
+SELECT chain_id, seq, head_hash, digested_seq,
+       (SELECT count(*) FROM audit_chains WHERE chain_id = ANY($1::varchar[]))
+FROM moved
+"""
+# Opening an organisation's chains 1 .. n - 1 (their ids in $1), in ascending
+# order so two openers meet on the same first row and one waits for the other
+# instead of each holding rows the other needs. Run in a transaction of its own
+# that holds nothing else, which then appends ``audit.chains_opened`` to chain 0
+# (see ``Auditor.open_chains``).
+OPEN_CHAINS_POSTGRESQL = """
+INSERT INTO audit_chains
+    (chain_id, seq, head_hash, digested_seq, digested_hash, last_digest_hash, created_at)
+SELECT opened.chain_id, 0, $2::varchar, 0, $2::varchar, $2::varchar, $3::timestamptz
+FROM unnest($1::varchar[]) WITH ORDINALITY AS opened (chain_id, number)
+ORDER BY opened.number
+ON CONFLICT (chain_id) DO NOTHING
+RETURNING chain_id
 """
 # SQLite serialises write transactions (``BEGIN IMMEDIATE``), so nothing is
 # locked here; it has no data-modifying CTEs either. Two statements: the event,
@@ -157,39 +200,73 @@ class Auditor:
         signer: Signer,
         *,
         digest_every: int = DEFAULT_DIGEST_EVERY,
+        chains_per_org: int = 1,
         auth_failure_flush_seconds: float = 10.0,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        if not 1 <= chains_per_org <= stripes.MAX_CHAINS_PER_ORG:
+            raise ValueError(f"chains_per_org must be 1..{stripes.MAX_CHAINS_PER_ORG}")
         self.database = database
         self.keys = keys
         self.signer = signer
         self.digest_every = digest_every
+        self.chains_per_org = chains_per_org
         self.clock = clock
+        self._turns = itertools.count()  # which chain number a writer queues on (org_chains)
+        self._opening: dict[str, asyncio.Task[None]] = {}  # chain 0's id -> its opener
+        # Only a started auditor (a server's, a worker's) opens chains in the background: a
+        # CLI command's would leave its opener behind when it exits.
+        self._opens_chains = False
         self.authentication = AuthenticationAudit(
             self, database, flush_seconds=auth_failure_flush_seconds, clock=clock
         )
 
     async def start(self) -> None:
-        """Start batching failed authentications (flushed off the request path)."""
+        """Start batching failed authentications (flushed off the request path), and opening
+        an organisation's missing chains when an append finds them missing."""
         self.authentication.start()
+        self._opens_chains = True
 
     async def stop(self) -> None:
+        self._opens_chains = False
         await self.authentication.stop()
+        await self.wait_for_openers()
+
+    async def wait_for_openers(self) -> None:
+        """Wait until every chain opener started so far has finished (tests, shutdown)."""
+        while self._opening:
+            await asyncio.gather(*self._opening.values(), return_exceptions=True)
 
     # --- chains -----------------------------------------------------------------
 
     def chain_candidates(self, org_id: str | None) -> list[str]:
-        """Every id the organisation's chain may have (it is named under the key of its birth)."""
+        """Every id the organisation's chain 0 may have (named under the key of its birth)."""
         if org_id is None:
             return [SYSTEM_CHAIN]
         return self.keys.candidates("org", org_id)
 
-    async def find_chain(self, session: AsyncSession, org_id: str | None) -> str | None:
-        return await session.scalar(
-            select(AuditChain.chain_id)
-            .where(AuditChain.chain_id.in_(self.chain_candidates(org_id)))
-            .order_by(AuditChain.created_at)
-            .limit(1)
+    def org_chains(self, org_id: str | None) -> tuple[list[str], list[str]]:
+        """The chains an append may take (``chains_per_org`` of the organisation's, under
+        every key; the system chain alone), and those it queues on when all are held: one
+        chain number, turn by turn, so waiters spread over the chains."""
+        bases = self.chain_candidates(org_id)
+        if org_id is None:
+            return bases, bases
+        turn = next(self._turns) % self.chains_per_org
+        return (
+            stripes.group(bases, self.chains_per_org),
+            [stripes.chain_id(base, turn) for base in bases],
+        )
+
+    async def find_chains(self, session: AsyncSession, org_id: str | None) -> list[str]:
+        """The organisation's chains that have a head row."""
+        candidates = [SYSTEM_CHAIN] if org_id is None else stripes.every_chain(self.keys, org_id)
+        return list(
+            await session.scalars(
+                select(AuditChain.chain_id)
+                .where(AuditChain.chain_id.in_(candidates))
+                .order_by(AuditChain.chain_id)
+            )
         )
 
     async def _create_head(self, session: AsyncSession, org_id: str | None) -> None:
@@ -239,15 +316,22 @@ class Auditor:
         organisation may be waiting: the chain head stays locked until the commit."""
         event.check()
         unchained = self._unchained(event)
-        candidates = self.chain_candidates(event.org_id)
         if session.get_bind().dialect.name == "postgresql":
-            recorded, digested_seq = await self._append_postgresql(session, unchained, candidates)
+            candidates, waits_on = self.org_chains(event.org_id)
+            recorded, digested_seq, chains = await self._append_postgresql(
+                session, unchained, candidates, waits_on
+            )
             if recorded is None:
                 await self._create_head(session, event.org_id)
-                recorded, digested_seq = await self._append_postgresql(
-                    session, unchained, candidates
+                recorded, digested_seq, chains = await self._append_postgresql(
+                    session, unchained, candidates, waits_on
                 )
+            elif self._opens_chains and event.org_id is not None and chains < self.chains_per_org:
+                # Only from a head found committed (not one this transaction just
+                # created): the opener appends to chain 0, which must be visible to it.
+                self._open_later(event.org_id, stripes.split(recorded.chain_id)[0])
         else:
+            candidates = self.chain_candidates(event.org_id)
             recorded, digested_seq = await self._append_sqlite(session, unchained, candidates)
             if recorded is None:
                 await self._create_head(session, event.org_id)
@@ -260,13 +344,19 @@ class Auditor:
         return recorded
 
     async def _append_postgresql(
-        self, session: AsyncSession, unchained: UnchainedEvent, candidates: list[str]
-    ) -> tuple[Recorded | None, int]:
+        self,
+        session: AsyncSession,
+        unchained: UnchainedEvent,
+        candidates: list[str],
+        waits_on: list[str],
+    ) -> tuple[Recorded | None, int, int]:
+        """``(recorded, the chain's digested seq, how many of candidates exist)``."""
         connection = await session.connection()
         result = await connection.exec_driver_sql(
             APPEND_POSTGRESQL,
             (
                 candidates,
+                waits_on,
                 *unchained.around_head(),
                 unchained.id,
                 unchained.occurred_at,
@@ -279,11 +369,61 @@ class Auditor:
                 unchained.fields,
             ),
         )
-        row: Any = result.first()  # (chain_id, seq, head_hash, digested_seq)
+        row: Any = result.first()  # (chain_id, seq, head_hash, digested_seq, chains)
         if row is None:
-            return None, 0
+            return None, 0, 0
         recorded = Recorded(id=unchained.id, chain_id=row[0], seq=row[1], hash=row[2])
-        return recorded, int(row[3])
+        return recorded, int(row[3]), int(row[4])
+
+    # --- opening an organisation's further chains (PostgreSQL) -------------------
+
+    def _open_later(self, org_id: str, base: str) -> None:
+        """Open the organisation's missing chains off the request path, once at a time."""
+        if base in self._opening:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._open_quietly(org_id, base), name=f"audit-open-chains-{base}"
+        )
+        self._opening[base] = task
+        task.add_done_callback(lambda _task: self._opening.pop(base, None))
+
+    async def _open_quietly(self, org_id: str, base: str) -> None:
+        try:
+            await self.open_chains(org_id, base)
+        except (KeelError, SQLAlchemyError, RuntimeError) as error:
+            # Appends go on on the chains there are; the next append tries again.
+            log.warning("audit_chains_open_failed", chain=base, error=str(error))
+
+    async def open_chains(self, org_id: str, base: str) -> list[str]:
+        """Create the organisation's chains ``1 .. chains_per_org - 1`` that are missing, and
+        record how many it has on its chain 0 in the same transaction; returns those created.
+
+        Its own transaction, holding nothing else while it waits (on another opener's
+        rows, or on chain 0's head): never in a request's transaction."""
+        opened_ids = [stripes.chain_id(base, n) for n in range(1, self.chains_per_org)]
+        async with self.database.write() as session:
+            connection = await session.connection()
+            result = await connection.exec_driver_sql(
+                OPEN_CHAINS_POSTGRESQL, (opened_ids, GENESIS, self.clock.now())
+            )
+            opened = [row[0] for row in result.fetchall()]
+            if not opened:
+                return []
+            event = AuditEvent(
+                EventCode.AUDIT_CHAINS_OPENED,
+                org_id=org_id,
+                fields={"chains": self.chains_per_org},
+            )
+            event.check()
+            recorded, digested_seq, _chains = await self._append_postgresql(
+                session, self._unchained(event), [base], [base]
+            )
+            if recorded is None:
+                raise RuntimeError(f"audit chain {base} has no head to record its new chains on")
+            if recorded.seq - digested_seq >= self.digest_every:
+                await self.seal(session, recorded.chain_id)
+        log.info("audit_chains_opened", chain=base, opened=len(opened))
+        return opened
 
     async def _append_sqlite(
         self, session: AsyncSession, unchained: UnchainedEvent, candidates: list[str]

@@ -50,6 +50,7 @@ class EventCode(StrEnum):
     DEPLOYMENT_STATE_CHANGED = "deployment.state_changed"
     DEPLOYMENT_APPROVED = "deployment.approved"
     DEPLOYMENT_CONTRACT_PHASE_CHANGED = "deployment.contract_phase_changed"
+    AUDIT_CHAINS_OPENED = "audit.chains_opened"
 
 
 Identifier = str  # one of IDENTIFIERS
@@ -253,6 +254,14 @@ _SPECS = (
         "and failed; `by` is the operator or `keel` (system chain).",
         (),
         ("deployment_id", "environment", "from_phase", "to_phase", "by", "reason"),
+    ),
+    EventSpec(
+        EventCode.AUDIT_CHAINS_OPENED,
+        "An organisation's audit log now has `chains` chains (KEEL_AUDIT_CHAINS_PER_ORG): "
+        "recorded on its chain 0 in the transaction that opens the new ones, so `keel audit "
+        "verify` can tell a missing chain from one never opened.",
+        (),
+        ("chains",),
     ),
 )
 

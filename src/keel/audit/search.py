@@ -2,9 +2,11 @@
 
 Raw identifiers given to a search (an organisation, a user) are hashed under
 every key in the ring, so events recorded before a key rotation are found
-too. Pages are newest first on the event id (a UUIDv7), like every other
-list in the API; each item carries its chain ``seq`` and hashes so a reader
-can check links themselves.
+too, and so are events on every one of the organisation's chains
+(``keel.audit.stripes``). Pages are newest first on the event id (a UUIDv7),
+like every other list in the API; each item carries its chain ``seq`` and
+hashes so a reader can check links themselves. An export is in chain order:
+chain by chain, each in ``seq`` order.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Select, or_, select
 
+from keel.audit import stripes
 from keel.audit.chain import timestamp
 from keel.audit.pseudonym import KeyRing
 from keel.audit.recorder import SYSTEM_CHAIN
@@ -53,7 +56,7 @@ def _filtered(keys: KeyRing, query: AuditQuery) -> Select[AuditRow]:
     if query.system:
         statement = statement.where(AuditRow.chain_id == SYSTEM_CHAIN)
     elif query.org_id is not None:
-        statement = statement.where(AuditRow.chain_id.in_(keys.candidates("org", query.org_id)))
+        statement = statement.where(AuditRow.chain_id.in_(stripes.every_chain(keys, query.org_id)))
     if query.codes:
         statement = statement.where(AuditRow.code.in_(list(query.codes)))
     if query.user_id is not None:

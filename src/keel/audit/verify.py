@@ -15,10 +15,20 @@ access to the database who rewrites the tail *and* the head row consistently
 is caught at the next digest only if that digest was made before the rewrite.
 Keep the tail short: ``KEEL_AUDIT_DIGEST_EVERY`` and ``keel audit digest`` on
 a schedule.
+
+An organisation's chains (``keel.audit.stripes``) are checked as a group
+after each has been walked: its chain 0 records in ``audit.chains_opened``
+how many chains it was given, so a group must have exactly chains ``0 .. n -
+1`` (``n`` = 1 where none was recorded). A whole chain deleted (events, head
+and digests) is therefore caught like a deleted event, as is a chain that was
+never opened. Deleting an organisation's every chain is as visible as it was
+with one chain per organisation: not at all from the log itself.
 """
 
 from __future__ import annotations
 
+import json
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -26,7 +36,9 @@ from enum import StrEnum
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from keel.audit import stripes
 from keel.audit.chain import GENESIS, ChainedEvent, DigestBody, digest_hash
+from keel.audit.registry import EventCode
 from keel.audit.signing import PublicKeys
 from keel.db.engine import Database
 from keel.db.tables_audit import AuditChain, AuditDigest
@@ -47,6 +59,8 @@ class BreakKind(StrEnum):
     DIGEST_BEYOND_END = "digest_beyond_end"
     HEAD_MISMATCH = "head_mismatch"
     CHAIN_WITHOUT_HEAD = "chain_without_head"
+    CHAIN_MISSING = "chain_missing"
+    CHAIN_UNANNOUNCED = "chain_unannounced"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +88,8 @@ class Report:
     digests: int = 0
     broken: Break | None = None
     sealed_through: dict[str, int] = field(default_factory=dict)
+    # chain 0's id -> the most chains its ``audit.chains_opened`` events gave the group
+    announced: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -247,6 +263,8 @@ async def verify_chain(  # noqa: PLR0911 - each return names a different broken 
         if broken is not None:
             report.broken = broken
             return
+        if row.code == EventCode.AUDIT_CHAINS_OPENED:
+            _announce(report, row)
         previous = row.hash
         expected += 1
     last_seq = expected - 1
@@ -285,6 +303,36 @@ async def verify_chain(  # noqa: PLR0911 - each return names a different broken 
     report.sealed_through[chain_id] = head.digested_seq
 
 
+def _announce(report: Report, row: AuditRow) -> None:
+    """Note the chain count an ``audit.chains_opened`` event (hash already checked) gives."""
+    base, number = stripes.split(row.chain_id)
+    chains = json.loads(row.fields).get("chains")
+    if number == 0 and isinstance(chains, int):
+        report.announced[base] = max(report.announced.get(base, 1), chains)
+
+
+def _check_groups(ids: list[str], report: Report) -> Break | None:
+    """Each organisation's chains are exactly ``0 .. n - 1`` for the ``n`` its chain 0 recorded."""
+    groups: defaultdict[str, set[int]] = defaultdict(set)
+    for chain in ids:
+        base, number = stripes.split(chain)
+        groups[base].add(number)
+    for base, numbers in sorted(groups.items()):
+        expected = set(range(report.announced.get(base, 1)))
+        for kind, odd, what in (
+            (BreakKind.CHAIN_MISSING, expected - numbers, "has no head, digest or event"),
+            (BreakKind.CHAIN_UNANNOUNCED, numbers - expected, "was never opened"),
+        ):
+            if odd:
+                number = min(odd)
+                detail = (
+                    f"chain 0 records {len(expected)} chains for this organisation; "
+                    f"chain {number} {what}"
+                )
+                return Break(stripes.chain_id(base, number), 0, kind, detail)
+    return None
+
+
 async def chain_ids(session: AsyncSession, candidates: list[str] | None = None) -> list[str]:
     """Every chain named by a head row, a digest or an event (or those among ``candidates``)."""
     found: set[str] = set()
@@ -306,5 +354,6 @@ async def verify(
     for chain_id in ids:
         await verify_chain(database, chain_id, keys, report)
         if report.broken is not None:
-            break
+            return report
+    report.broken = _check_groups(ids, report)
     return report

@@ -11,7 +11,7 @@ import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.table import Table
 
-from keel.audit import AuditQuery, PublicKeys, build_auditor, describe, key_ring, signer
+from keel.audit import AuditQuery, PublicKeys, build_auditor, describe, key_ring, signer, stripes
 from keel.audit import search as audit_search
 from keel.audit.signing import load_public_key, write_private_key
 from keel.audit.verify import Report, verify
@@ -73,7 +73,7 @@ async def verify_log(
     """What ``keel audit verify`` runs; tests call it directly."""
     keys = _public_keys(settings, public_keys)
     async with database(settings) as db:
-        candidates = key_ring(settings).candidates("org", org) if org else None
+        candidates = stripes.every_chain(key_ring(settings), org) if org else None
         return await verify(db, keys, candidates=candidates)
 
 
@@ -202,9 +202,11 @@ def digest_command(org: str | None = OrgOption, as_json: bool = JsonOption) -> N
                 digests = await auditor.seal_all()
             else:
                 digests = []
-                async with db.write() as session:
-                    chain_id = await auditor.find_chain(session, org)
-                    digest = await auditor.seal(session, chain_id) if chain_id else None
+                async with db.read() as session:
+                    chain_ids = await auditor.find_chains(session, org)
+                for chain_id in chain_ids:
+                    async with db.write() as session:
+                        digest = await auditor.seal(session, chain_id)
                     if digest is not None:
                         digests.append(digest)
             return [

@@ -1,4 +1,4 @@
-"""Two real OS processes appending to one organisation's chain on PostgreSQL."""
+"""Two real OS processes appending to one organisation's chain(s) on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 from tests.support.databases import Templates, fresh_database
 
-from keel.audit import PublicKeys, Signer, verify
+from keel.audit import EventCode, PublicKeys, Signer, verify
 from keel.audit.signing import write_private_key
 from keel.db.engine import Database
 
@@ -22,6 +22,7 @@ pytestmark = pytest.mark.postgres
 
 ORG = "0190a000-0000-7000-8000-00000000dddd"
 PER_PROCESS = 60
+OPENED = EventCode.AUDIT_CHAINS_OPENED.value
 ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -31,11 +32,7 @@ def postgres_url(templates: Templates, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-async def test_two_processes_append_to_one_chain_without_gaps(
-    postgres_url: str, tmp_path: Path
-) -> None:
-    key_path = tmp_path / "signing.pem"
-    write_private_key(key_path, Ed25519PrivateKey.generate())
+def run_workers(postgres_url: str, key_path: Path, *extra: str) -> None:
     workers = [
         subprocess.Popen(
             [
@@ -47,6 +44,7 @@ async def test_two_processes_append_to_one_chain_without_gaps(
                 str(PER_PROCESS),
                 str(key_path),
                 label,
+                *extra,
             ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
@@ -62,6 +60,14 @@ async def test_two_processes_append_to_one_chain_without_gaps(
                 other.kill()
             raise
         assert worker.returncode == 0, err.decode()[-2000:]
+
+
+async def test_two_processes_append_to_one_chain_without_gaps(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    key_path = tmp_path / "signing.pem"
+    write_private_key(key_path, Ed25519PrivateKey.generate())
+    run_workers(postgres_url, key_path)
     database = Database(postgres_url)
     try:
         async with database.read() as session:
@@ -86,5 +92,48 @@ async def test_two_processes_append_to_one_chain_without_gaps(
         assert report.ok, report.broken
         assert report.events == 2 * PER_PROCESS
         assert report.digests == (2 * PER_PROCESS) // 7
+    finally:
+        await database.dispose()
+
+
+CHAINS = 4
+WRITERS = 4
+
+
+async def test_two_processes_of_concurrent_writers_keep_every_chain_of_one_org_whole(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    key_path = tmp_path / "signing.pem"
+    write_private_key(key_path, Ed25519PrivateKey.generate())
+    run_workers(postgres_url, key_path, str(CHAINS), str(WRITERS))
+    database = Database(postgres_url)
+    try:
+        async with database.read() as session:
+            rows = (
+                await session.execute(
+                    text(
+                        "SELECT chain_id, seq, code, fields FROM audit_events"
+                        " ORDER BY chain_id, seq"
+                    )
+                )
+            ).all()
+            chains = (await session.execute(text("SELECT count(*) FROM audit_chains"))).scalar()
+        assert chains == CHAINS
+        by_chain: dict[str, list[int]] = {}
+        for chain_id, seq, _code, _fields in rows:
+            by_chain.setdefault(chain_id, []).append(seq)
+        for chain_id, seqs in by_chain.items():  # gap-free, no sequence number twice
+            assert seqs == list(range(1, len(seqs) + 1)), chain_id
+        written = [json.loads(fields)["limit"] for _c, _s, code, fields in rows if code != OPENED]
+        assert sorted(written) == sorted(
+            f"{label}-{number}" for label in "ab" for number in range(PER_PROCESS)
+        )  # every event once
+        assert len(by_chain) > 1  # the writers did spread over the organisation's chains
+        print(f"events per chain: {sorted(len(seqs) for seqs in by_chain.values())}")
+        signer = Signer.from_file(key_path, create=False)
+        report = await verify(database, PublicKeys([signer.public_key]))
+        assert report.ok, report.broken
+        assert report.chains == CHAINS
+        assert report.events == len(rows)
     finally:
         await database.dispose()

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keel.audit import AuditEvent, AuditEventInvalid, EventCode, KeyRing, describe
+from keel.audit import AuditEvent, AuditEventInvalid, EventCode, KeyRing, describe, stripes
 from keel.audit.chain import (
     GENESIS,
     ChainedEvent,
@@ -220,3 +220,29 @@ def test_staging_refuses_the_derived_keys_and_a_generated_signing_key() -> None:
         _staging(audit_keys="k1:short", audit_signing_key_path="/k.pem").check_startable()
     _staging(audit_keys="k1:" + "s" * 32, audit_signing_key_path="/k.pem").check_startable()
     Settings.model_validate({"env": "dev"}).check_startable()
+
+
+@given(number=st.integers(min_value=0, max_value=stripes.MAX_CHAINS_PER_ORG - 1))
+def test_a_chain_id_names_its_organisation_and_number_and_splits_back(number: int) -> None:
+    base = KeyRing.parse("k_1-x:" + "s" * 32, None).pseudonym("org", "some-org")
+    chain = stripes.chain_id(base, number)
+    assert stripes.split(chain) == (base, number)
+    assert chain == base if number == 0 else chain.startswith(base + "/")
+
+
+def test_ids_from_before_stripes_and_the_system_chain_are_chain_0() -> None:
+    assert stripes.split("system") == ("system", 0)
+    assert stripes.split("k1:" + "a" * 64) == ("k1:" + "a" * 64, 0)
+
+
+def test_readers_look_under_every_key_for_every_chain_an_organisation_may_have() -> None:
+    ring = KeyRing.parse("k1:" + "s" * 32 + ",k2:" + "t" * 32, None)
+    chains = stripes.every_chain(ring, "org-1")
+    assert len(chains) == 2 * stripes.MAX_CHAINS_PER_ORG
+    assert {stripes.split(c)[0] for c in chains} == set(ring.candidates("org", "org-1"))
+
+
+def test_the_settings_ceiling_on_chains_per_org_is_the_readers_ceiling() -> None:
+    field = Settings.model_fields["audit_chains_per_org"]
+    ceilings = [m.le for m in field.metadata if getattr(m, "le", None) is not None]
+    assert ceilings == [stripes.MAX_CHAINS_PER_ORG]

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from keel.api.dependencies import AuditParts, CurrentPrincipal
 from keel.api.query import Timestamp
 from keel.api.text import Line
-from keel.audit import AuditQuery, EventCode
+from keel.audit import AuditQuery, EventCode, stripes
 from keel.audit import search as audit_search
 from keel.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from keel.errors import Forbidden
@@ -28,6 +28,7 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 class AuditEventOut(BaseModel):
     id: str
+    chain: int  # which of the organisation's chains (keel.audit.stripes); seq is per chain
     seq: int
     occurred_at: str
     code: EventCode  # the registry's codes: an enum in the OpenAPI document
@@ -75,6 +76,6 @@ async def list_audit_events(
     items = []
     for row in rows:
         item = audit_search.as_dict(row)
-        item.pop("chain_id")
+        item["chain"] = stripes.split(item.pop("chain_id"))[1]
         items.append(AuditEventOut.model_validate(item))
     return AuditPage(items=items, next_cursor=encode_cursor(rows[-1].id) if more else None)
