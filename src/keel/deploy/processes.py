@@ -9,8 +9,9 @@ own port and its own session, so a signal to it reaches no one else.
 Pids are written into the deployment's record, so ``keel deploy rollback`` in
 another shell can stop a version the orchestrator started. A pid can be
 reused by an unrelated process once ours has exited: before signalling, the
-process' command line must still be ``keel … serve … --port PORT`` — a pid
-that no longer looks like ours is treated as already gone.
+process' command line must still be ``keel … serve … --port PORT`` and its
+start time (the kernel's, from ``/proc``) the one recorded when it was
+started — a pid that no longer looks like ours is treated as already gone.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -88,17 +89,31 @@ class ServeProcess:
     pid: int
     port: int
     host: str = "127.0.0.1"
+    started_at: float | None = None
+    """When the kernel started it (seconds since the epoch); None in records written before
+    start times were kept, which are then checked by their command line alone."""
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def as_dict(self) -> dict[str, object]:
-        return {"pid": self.pid, "port": self.port, "host": self.host}
+        return {
+            "pid": self.pid,
+            "port": self.port,
+            "host": self.host,
+            "started_at": self.started_at,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> ServeProcess:
-        return cls(pid=int(str(data["pid"])), port=int(str(data["port"])), host=str(data["host"]))
+        started = data.get("started_at")
+        return cls(
+            pid=int(str(data["pid"])),
+            port=int(str(data["port"])),
+            host=str(data["host"]),
+            started_at=float(str(started)) if started is not None else None,
+        )
 
 
 # Started by a short-lived launcher so the server is nobody's child: it keeps serving
@@ -130,7 +145,7 @@ def start_serve(
     command = [str(source.python()), "-m", "keel.cli", "serve"]
     command += ["--host", host, "--port", str(port), "--workers", str(workers)]
     pid = launch(command, env=environment, cwd=cwd, log_path=log_path)
-    return ServeProcess(pid=pid, port=port, host=host)
+    return ServeProcess(pid=pid, port=port, host=host, started_at=started_at(pid))
 
 
 def launch(command: list[str], *, env: Mapping[str, str], cwd: Path, log_path: Path) -> int:
@@ -151,16 +166,58 @@ def launch(command: list[str], *, env: Mapping[str, str], cwd: Path, log_path: P
     return int(pid)
 
 
-def is_ours(process: ServeProcess) -> bool:
-    """Whether ``process.pid`` is still a running ``keel serve`` on ``process.port``."""
+START_TOLERANCE_SECONDS = 1.0
+"""How far a pid's start time may be from the recorded one: the kernel keeps it in clock
+ticks since boot, and the boot time it is added to moves when the wall clock is stepped."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunningProcess:
+    """A live process as ``/proc`` shows it: its arguments and when it started."""
+
+    arguments: tuple[str, ...]
+    started_at: float
+
+
+def _boot_time() -> float:
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    raise OSError("/proc/stat names no boot time")
+
+
+def running_process(pid: int) -> RunningProcess | None:
+    """The process ``pid`` if it runs (an exited one not yet reaped does not), else None."""
     try:
-        arguments = Path(f"/proc/{process.pid}/cmdline").read_bytes().split(b"\0")
-        state = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        state, ticks = fields[0], int(fields[19])  # fields 3 and 22 of proc(5)
+        started = _boot_time() + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
     if state in ("Z", "X"):  # exited, not yet reaped by its parent
+        return None
+    text = tuple(argument.decode(errors="replace") for argument in arguments if argument)
+    return RunningProcess(text, started)
+
+
+def started_at(pid: int) -> float | None:
+    """When the kernel started ``pid`` (seconds since the epoch), None if it does not run."""
+    found = running_process(pid)
+    return found.started_at if found is not None else None
+
+
+def same_start(recorded: float | None, found: RunningProcess) -> bool:
+    """Whether ``found`` started when the record says (always, for a record without it)."""
+    return recorded is None or abs(found.started_at - recorded) <= START_TOLERANCE_SECONDS
+
+
+def is_ours(process: ServeProcess) -> bool:
+    """Whether ``process.pid`` is still the ``keel serve`` on ``process.port`` we started."""
+    found = running_process(process.pid)
+    if found is None or not same_start(process.started_at, found):
         return False
-    text = [argument.decode(errors="replace") for argument in arguments]
+    text = found.arguments
     return "serve" in text and "--port" in text and str(process.port) in text
 
 
@@ -171,19 +228,35 @@ def stop_process(
 
     Returns whether it had to be killed. A pid that is not ours is left alone.
     """
-    if not is_ours(process):
+    return stop_pid(
+        process.pid, lambda: is_ours(process), wait_seconds=wait_seconds, poll_seconds=poll_seconds
+    )
+
+
+def stop_pid(
+    pid: int,
+    still_ours: Callable[[], bool],
+    *,
+    wait_seconds: float = 30.0,
+    poll_seconds: float = 0.05,
+) -> bool:
+    """SIGTERM ``pid``, SIGKILL after ``wait_seconds``, each signal sent only while
+    ``still_ours()`` holds; returns whether it had to be killed."""
+    if not still_ours():
         return False
     with contextlib.suppress(ProcessLookupError):
-        os.kill(process.pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:
-        if not is_ours(process):
+        if not still_ours():
             return False
         time.sleep(poll_seconds)
+    if not still_ours():
+        return False
     with contextlib.suppress(ProcessLookupError):
-        os.kill(process.pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
     for _ in range(100):
-        if not is_ours(process):
+        if not still_ours():
             break
         time.sleep(poll_seconds)
     return True

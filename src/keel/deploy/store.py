@@ -16,7 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,6 +25,8 @@ from keel.audit import AuditEvent, Auditor, EventCode
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.db.engine import Database
 from keel.db.tables_deploy import (
+    DeployFrontRow,
+    DeployGroupRow,
     DeploymentApprovalRow,
     DeploymentRow,
     DeploymentTransitionRow,
@@ -43,6 +45,11 @@ from keel.ids import new_id
 
 SYSTEM_ACTOR = "keel"
 """The actor of moves Keel makes by itself (pre-check results, an approval gate opening)."""
+
+CANDIDATE_ROLE = "candidate"
+"""The role, in a local deployment's record, of the group it started (keel.deploy.records)."""
+SERVING = "serving"
+"""A recorded version group's state until the record names it retired."""
 
 _OPERATOR = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 
@@ -287,12 +294,31 @@ class DeploymentStore:
         row.reason = reason
         if target in TERMINAL:
             row.finished_at = now
+        if target is DeploymentState.PROMOTED:
+            await self._front_follows(session, row)
         seq = await session.scalar(
             select(func.max(DeploymentTransitionRow.seq)).where(
                 DeploymentTransitionRow.deployment_id == row.id
             )
         )
         await self._transition(session, row, source, actor, reason, seq=(seq or 0) + 1)
+
+    async def _front_follows(self, session: AsyncSession, row: DeploymentRow) -> None:
+        """The environment's registered front serves the promoted deployment's new group from
+        this transaction on (for a deployment run on one machine, whose groups are recorded)."""
+        candidate = await session.scalar(
+            select(DeployGroupRow.id).where(
+                DeployGroupRow.deployment_id == row.id,
+                DeployGroupRow.role == CANDIDATE_ROLE,
+                DeployGroupRow.state == SERVING,
+            )
+        )
+        if candidate is not None:
+            await session.execute(
+                update(DeployFrontRow)
+                .where(DeployFrontRow.environment == row.environment)
+                .values(live_group_id=candidate, updated_at=row.updated_at)
+            )
 
     async def _transition(
         self,
