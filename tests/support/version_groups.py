@@ -3,7 +3,8 @@ checkout behind a real HAProxy, and a client that keeps a steady load through it
 
 One :class:`Stage` per test module: HAProxy and the first group ("blue") start once; each
 test deploys a new group onto it, and whichever group wins stays live for the next test. Every
-process the stage (or a deployment it ran) started is stopped at the end, by pid.
+process the stage (or a deployment it ran: its record names them, in files or, appended by the
+test, in ``started``) started is stopped at the end, by pid.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from keel.deploy.fronts import Front, this_host
 from keel.deploy.groups import VersionGroup, start_group, stop_group, wait_ready
 from keel.deploy.haproxy import HAProxy, RuntimeApi, Server
 from keel.deploy.local import read_record
-from keel.deploy.processes import Source, is_ours
+from keel.deploy.processes import Source, is_ours, started_at
 from tests.support.app import seeded_world
 from tests.support.processes import free_port, server_env
 
@@ -156,6 +158,24 @@ class Stage:
 
     def client(self) -> LoadClient:
         return LoadClient(self.port, self.token)
+
+    def front(self, environment: str) -> Front:
+        """The stage's HAProxy as ``keel deploy front`` would register it."""
+        pid = self.proxy.pid
+        started = started_at(pid) if pid is not None else None
+        if pid is None or started is None:
+            raise AssertionError("the stage's HAProxy is not running")
+        return Front(
+            environment=environment,
+            host_name=this_host(),
+            workdir=self.workdir,
+            admin_socket=self.proxy.admin_socket,
+            config_path=self.proxy.config_path,
+            bind_host=self.proxy.bind[0],
+            bind_port=self.port,
+            pid=pid,
+            started_at=started,
+        )
 
 
 def running(group: VersionGroup) -> list[int]:

@@ -370,9 +370,13 @@ class LocalDeployment:
         self._loop = asyncio.get_running_loop()
         self._writer.bind(self._loop)
         try:
-            return await self._run()
-        finally:
-            await self._writer.flush()
+            deployment = await self._run()
+        except BaseException:
+            with contextlib.suppress(Exception):  # the error that ended it is the one to see
+                await self._writer.flush()
+            raise
+        await self._writer.flush()
+        return deployment
 
     async def _run(self) -> Deployment:
         deployment = await self.store.get(self.deployment_id)
@@ -497,10 +501,12 @@ class LocalDeployment:
         )
         if deployment.state is DeploymentState.PROMOTED:
             self._save(baseline=new, candidate=None, retired=(*self.record.retired, old.name))
-            environment = deployment.environment
-            known = self._blocking(self.records.read_live(environment))
-            live = replace(known, group=new) if known else LiveRecord(self.api.path, new)
-            self._blocking(self.records.write_live(environment, live))
+            # The front recorded for the environment now serves the new group (in the
+            # database it does from the move to promoted on; this is the files' way).
+            known = self._blocking(self.records.read_live(deployment.environment))
+            if known is not None:
+                live = replace(known, group=new)
+                self._blocking(self.records.write_live(deployment.environment, live))
         else:
             self._save(retired=(*self.record.retired, new.name))
 
