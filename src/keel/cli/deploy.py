@@ -825,9 +825,10 @@ def run_local(
     ),
     as_json: bool = JsonOption,
 ) -> None:
-    """Deploy a created deployment onto this machine: its release as a new group of keel serve
-    processes, pre-checks, the approval gate, the canary or blue-green walk; the group that
-    loses is drained and stopped."""
+    """Deploy a created deployment onto this machine, behind its environment's registered
+    front: its release as a new group of keel serve processes, pre-checks, the approval gate,
+    the canary or blue-green walk; the group that loses is drained and stopped. The record
+    (groups, pids, step) goes to the database, where rollback and status find it by id."""
     settings = Settings()
     workdir = workdir.resolve() if workdir is not None else None
     try:

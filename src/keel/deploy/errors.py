@@ -60,3 +60,9 @@ class FrontNotServing(Conflict):
     another host (pids and sockets mean something only there)."""
 
     title = "Front not serving"
+
+
+class FrontAlreadyRegistered(Conflict):
+    """The environment's registered front still runs: a second is not registered over it."""
+
+    title = "Front already registered"

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.clock import SYSTEM_CLOCK, Clock
@@ -40,8 +41,13 @@ from keel.db.tables_deploy import (
     DeployRecordRow,
 )
 from keel.deploy.approvals import check_environment
-from keel.deploy.errors import DeploymentNotFound, FrontNotRegistered, RecordInconsistent
-from keel.deploy.fronts import Front, this_host
+from keel.deploy.errors import (
+    DeploymentNotFound,
+    FrontAlreadyRegistered,
+    FrontNotRegistered,
+    RecordInconsistent,
+)
+from keel.deploy.fronts import Front, FrontState, this_host
 from keel.deploy.groups import VersionGroup
 from keel.deploy.local import DeploymentRecord, LiveRecord, Step
 from keel.deploy.processes import ServeProcess, Source, SourceKind
@@ -80,9 +86,19 @@ class DatabaseRecords:
         return [(_front(row), group) for row, group in zip(rows, groups, strict=True)]
 
     async def write_live(self, environment: str, live: LiveRecord) -> None:
-        """Register ``live.front`` as the environment's front (replacing any before it),
-        or — a live record without one — point the registered front at ``live.group``."""
+        """Register ``live.front`` as the environment's front, or point the registered front
+        at ``live.group`` (a live record without a front, or with the registered one).
+
+        A front replaces the one registered before only once that one's HAProxy is gone
+        (seen from this host); two ``keel deploy front`` at once register one of them.
+        """
         check_environment(environment)
+        try:
+            await self._write_live(environment, live)
+        except IntegrityError as error:  # another registration inserted the row first
+            raise FrontAlreadyRegistered(f"{environment} has just registered a front") from error
+
+    async def _write_live(self, environment: str, live: LiveRecord) -> None:
         now = self.clock.now()
         async with self.database.write() as session:
             row = await session.get(DeployFrontRow, environment, with_for_update=True)
@@ -90,6 +106,12 @@ class DatabaseRecords:
                 raise FrontNotRegistered(
                     f"{environment} has no front: start one with `keel deploy front --env`"
                 )
+            if row is not None and live.front is not None:
+                registered = _front(row)
+                if registered != live.front and registered.state() is FrontState.SERVING:
+                    raise FrontAlreadyRegistered(
+                        f"{environment} already has a front (haproxy pid {registered.pid})"
+                    )
             group_id = await self._serving_group(session, environment, live.group, now)
             if row is None:
                 row = DeployFrontRow(environment=environment)

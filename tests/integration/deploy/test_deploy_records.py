@@ -5,6 +5,11 @@ with 0014, in test_deploy_migration.py.)"""
 
 from __future__ import annotations
 
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,11 +20,16 @@ from tests.support.deploys import rolling_deployment
 from keel.db.engine import Database
 from keel.db.tables_deploy import DeployGroupRow
 from keel.deploy import DeploymentState
-from keel.deploy.errors import DeploymentNotFound, FrontNotRegistered, RecordInconsistent
-from keel.deploy.fronts import Front
+from keel.deploy.errors import (
+    DeploymentNotFound,
+    FrontAlreadyRegistered,
+    FrontNotRegistered,
+    RecordInconsistent,
+)
+from keel.deploy.fronts import Front, FrontState, this_host
 from keel.deploy.groups import VersionGroup
 from keel.deploy.local import DeploymentRecord, LiveRecord, Step
-from keel.deploy.processes import ServeProcess, Source, SourceKind
+from keel.deploy.processes import ServeProcess, Source, SourceKind, started_at
 from keel.deploy.records import DatabaseRecords
 from keel.settings import Settings
 
@@ -80,6 +90,41 @@ async def test_one_front_per_environment_found_by_the_environment(database: Data
         ("prod", 5151, 300),
         ("staging", 4242, 400),
     ]
+
+
+@pytest.fixture
+def running_front(tmp_path: Path) -> Iterator[Front]:
+    """A front whose "HAProxy" runs here: a process named haproxy with ``-f CONFIG``."""
+    config = tmp_path / "haproxy.cfg"
+    sleeper = f"{shlex.quote(sys.executable)} -c 'import time; time.sleep(60)'"
+    process = subprocess.Popen(
+        ["/bin/bash", "-c", f"exec -a haproxy {sleeper} -f {shlex.quote(str(config))}"]
+    )
+    front = replace(_front("prod", pid=process.pid), host_name=this_host(), config_path=config)
+    try:
+        for _ in range(200):  # until bash has exec'd into it
+            found = started_at(process.pid)
+            front = replace(front, started_at=found or 0.0)
+            if front.state() is FrontState.SERVING:
+                break
+            time.sleep(0.02)
+        assert front.state() is FrontState.SERVING
+        yield front
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+
+
+async def test_a_front_whose_haproxy_still_runs_is_not_replaced(
+    database: Database, running_front: Front
+) -> None:
+    records = DatabaseRecords(database)
+    first = _live(running_front, _group("g0", 1))
+    await records.write_live("prod", first)
+    with pytest.raises(FrontAlreadyRegistered, match="already has a front"):
+        await records.write_live("prod", _live(_front("prod", pid=5151), _group("g0", 2)))
+    await records.write_live("prod", replace(first, group=_group("g1", 3)))  # the same front
+    assert await records.read_live("prod") == replace(first, group=_group("g1", 3))
 
 
 async def test_a_live_group_alone_moves_a_registered_front_and_needs_one(
