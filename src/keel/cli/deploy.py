@@ -182,8 +182,9 @@ def status(
     workdir: Path | None = WorkdirOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """The active deployments (of one environment); --watch follows them live, with the
-    current step (share, analysis verdict, samples) of those running on this machine."""
+    """The active deployments (of one environment) with the current step (share, analysis
+    verdict, samples) of those running on one machine, and the registered fronts (serving, or
+    their HAProxy gone); --watch follows them live."""
     settings = Settings()
 
     async def active() -> _Local:
