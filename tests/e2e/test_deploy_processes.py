@@ -229,8 +229,11 @@ async def test_a_rollback_command_during_a_canary_restores_all_traffic_to_the_ba
             CliRunner().invoke, cli, ["deploy", "rollback", deployment_id, "--by", "carol"]
         )
         assert rollback.exit_code == 0, rollback.output
-        # The command itself sent everything back and retired the canary.
+        # The command itself sent everything back, retired the canary and recorded it so.
         assert set(live.weights()) == set(old.server_names())
+        after_rollback = await deploy.records.read_record(deployment_id)
+        assert after_rollback is not None
+        assert record.candidate.name in after_rollback.retired
         after = client.wait_for(40)
         finished = await _finish(live, deploy, asyncio.wait_for(running_deploy, timeout=20))
     assert finished.state is S.ROLLED_BACK

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -55,6 +56,7 @@ from keel.deploy.local import (
     read_live,
     read_record,
     roll_back_traffic,
+    write_record,
 )
 from keel.deploy.manifests import BASE, DEFAULT_PROMETHEUS, ManifestOptions
 from keel.deploy.manifests import render as render_manifests
@@ -420,15 +422,31 @@ def rollback(
         async with database(settings) as db:
             cycle = MigrationCycle(_store(db, settings), RunnerOptions.from_settings(settings))
             await cycle.check_rollback(deployment_id)
-            return await _record(DatabaseRecords(db), deployment_id, workdir)
+            return await DatabaseRecords(db).read_record(deployment_id)
 
     record = run(guard)
+    files = None
+    if record is None and workdir is not None:
+        files, record = workdir, read_record(workdir, deployment_id)
     _move(deployment_id, DeploymentState.ROLLED_BACK, by, reason, as_json)
-    if record is not None:
-        try:
-            roll_back_traffic(record)
-        except KeelError as error:
-            fail(f"rolled back in the database, but the traffic could not be moved: {error}")
+    if record is None or record.candidate is None:
+        return
+    try:
+        roll_back_traffic(record)
+    except KeelError as error:
+        fail(f"rolled back in the database, but the traffic could not be moved: {error}")
+    retired = replace(record, retired=(*record.retired, record.candidate.name))
+    if files is not None:
+        write_record(files, retired)
+        return
+
+    async def mark() -> None:
+        # The runner may be gone: the record says the new group is stopped (a state only
+        # ever moves to retired, so the runner's own writes cannot undo it).
+        async with database(settings) as db:
+            await DatabaseRecords(db).write_record(retired)
+
+    run(mark)
 
 
 @app.command("migrate")
