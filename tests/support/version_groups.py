@@ -17,13 +17,14 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from keel.deploy.fronts import Front, this_host
 from keel.deploy.groups import VersionGroup, start_group, stop_group, wait_ready
 from keel.deploy.haproxy import HAProxy, RuntimeApi, Server
 from keel.deploy.local import read_record
-from keel.deploy.processes import Source, is_ours, started_at
+from keel.deploy.processes import Source, is_ours, start_mark
 from tests.support.app import seeded_world
 from tests.support.processes import free_port, server_env
 
@@ -162,8 +163,8 @@ class Stage:
     def front(self, environment: str) -> Front:
         """The stage's HAProxy as ``keel deploy front`` would register it."""
         pid = self.proxy.pid
-        started = started_at(pid) if pid is not None else None
-        if pid is None or started is None:
+        mark = start_mark(pid) if pid is not None else None
+        if pid is None or mark is None:
             raise AssertionError("the stage's HAProxy is not running")
         return Front(
             environment=environment,
@@ -174,7 +175,8 @@ class Stage:
             bind_host=self.proxy.bind[0],
             bind_port=self.port,
             pid=pid,
-            started_at=started,
+            start_mark=mark,
+            started_at=datetime.now(UTC),
         )
 
 

@@ -13,8 +13,9 @@ Where versions run on one machine is kept beside them (revision 0017): each
 environment's registered front (its HAProxy, one per environment: the primary
 key), the version groups of ``keel serve`` processes (a deployment's, by role;
 or the one a front was started with, belonging to no deployment) with each
-process' pid, port and start time, and each deployment's record (the admin
-socket it commands and its walk's current step).
+process' pid, port and start mark (boot id and start tick: which run of the pid
+is ours), and each deployment's record (the admin socket it commands and its
+walk's current step).
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ class DeployGroupProcessRow(Base):
     pid: Mapped[int] = mapped_column(Integer)
     host: Mapped[str] = mapped_column(String(255))
     port: Mapped[int] = mapped_column(Integer)
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    start_mark: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class DeployFrontRow(Base):
@@ -135,6 +136,7 @@ class DeployFrontRow(Base):
     bind_host: Mapped[str] = mapped_column(String(255))
     bind_port: Mapped[int] = mapped_column(Integer)
     haproxy_pid: Mapped[int] = mapped_column(Integer)
+    haproxy_start_mark: Mapped[str] = mapped_column(String(64))
     haproxy_started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     live_group_id: Mapped[str] = mapped_column(ID, ForeignKey("deploy_groups.id"))
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -4,7 +4,7 @@
 ``keel deploy run``, ``rollback`` and ``status`` find it from any shell by the
 environment alone. What is registered is enough to reach it (admin socket,
 listen address, configuration) and to know it is still the process we started:
-a pid is only trusted while ``/proc`` shows the same start time and an
+a pid is only trusted while ``/proc`` shows the same start mark and an
 ``haproxy … -f CONFIG`` command line, because the kernel reuses pids.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -38,15 +39,16 @@ class Front:
     bind_host: str
     bind_port: int
     pid: int
-    started_at: float
-    """When the kernel started HAProxy (seconds since the epoch)."""
+    start_mark: str
+    """Which run of ``pid`` is ours (:func:`keel.deploy.processes.start_mark`)."""
+    started_at: datetime
 
     def state(self, *, host_name: str | None = None) -> FrontState:
         """Whether this front's HAProxy still runs, seen from ``host_name`` (this machine)."""
         if self.host_name != (host_name or this_host()):
             return FrontState.ELSEWHERE
         found = running_process(self.pid)
-        if found is None or not same_start(self.started_at, found):
+        if found is None or not same_start(self.start_mark, found):
             return FrontState.GONE
         arguments = found.arguments
         ours = (
@@ -66,7 +68,8 @@ class Front:
             "bind_host": self.bind_host,
             "bind_port": self.bind_port,
             "pid": self.pid,
-            "started_at": self.started_at,
+            "start_mark": self.start_mark,
+            "started_at": self.started_at.isoformat(),
         }
 
     @classmethod
@@ -80,7 +83,8 @@ class Front:
             bind_host=str(data["bind_host"]),
             bind_port=int(data["bind_port"]),
             pid=int(data["pid"]),
-            started_at=float(data["started_at"]),
+            start_mark=str(data["start_mark"]),
+            started_at=datetime.fromisoformat(str(data["started_at"])),
         )
 
 

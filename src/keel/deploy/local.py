@@ -66,7 +66,7 @@ from keel.deploy.haproxy import (
     haproxy_binary,
 )
 from keel.deploy.prechecks import PreCheck, SmokeTest, run_pre_checks
-from keel.deploy.processes import ProcessError, Source, launch, started_at
+from keel.deploy.processes import ProcessError, Source, launch, start_mark
 from keel.deploy.rollout import CanaryPlan, CanaryRollout, RolloutWalk, Sleep
 from keel.deploy.states import DeploymentState, IllegalTransition
 from keel.deploy.store import SYSTEM_ACTOR, Deployment, DeploymentStore, Strategy
@@ -563,6 +563,7 @@ def open_front(
     bind_port: int,
     bind_host: str = "127.0.0.1",
     wait_seconds: float = 10.0,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> LiveRecord:
     """Start HAProxy detached in front of ``group`` (all its weight): the environment's
     front and live group, for the caller to register (:meth:`RecordStore.write_live`).
@@ -596,8 +597,8 @@ def open_front(
         if time.monotonic() >= deadline:
             raise HAProxyUnavailable(f"haproxy did not come up in {wait_seconds:g} s")
         time.sleep(0.05)
-    started = started_at(pid)
-    if started is None:
+    mark = start_mark(pid)
+    if mark is None:
         raise HAProxyUnavailable(f"haproxy exited at once: see {front.log_path}")
     registered = Front(
         environment=environment,
@@ -608,6 +609,7 @@ def open_front(
         bind_host=bind_host,
         bind_port=bind_port,
         pid=pid,
-        started_at=started,
+        start_mark=mark,
+        started_at=clock.now(),
     )
     return LiveRecord(front.admin_socket, group, pid, registered)

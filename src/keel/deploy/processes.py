@@ -10,8 +10,10 @@ Pids are written into the deployment's record, so ``keel deploy rollback`` in
 another shell can stop a version the orchestrator started. A pid can be
 reused by an unrelated process once ours has exited: before signalling, the
 process' command line must still be ``keel … serve … --port PORT`` and its
-start time (the kernel's, from ``/proc``) the one recorded when it was
-started — a pid that no longer looks like ours is treated as already gone.
+start mark the one recorded when it was started (the boot's id and the clock
+tick the kernel started it at, from ``/proc``: exact, and blind to the wall
+clock being stepped) — a pid that no longer looks like ours is treated as
+already gone.
 """
 
 from __future__ import annotations
@@ -89,9 +91,9 @@ class ServeProcess:
     pid: int
     port: int
     host: str = "127.0.0.1"
-    started_at: float | None = None
-    """When the kernel started it (seconds since the epoch); None in records written before
-    start times were kept, which are then checked by their command line alone."""
+    start_mark: str | None = None
+    """When the kernel started it (:func:`start_mark`); None in records written before start
+    marks were kept, which are then checked by their command line alone."""
 
     @property
     def url(self) -> str:
@@ -102,17 +104,17 @@ class ServeProcess:
             "pid": self.pid,
             "port": self.port,
             "host": self.host,
-            "started_at": self.started_at,
+            "start_mark": self.start_mark,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> ServeProcess:
-        started = data.get("started_at")
+        mark = data.get("start_mark")
         return cls(
             pid=int(str(data["pid"])),
             port=int(str(data["port"])),
             host=str(data["host"]),
-            started_at=float(str(started)) if started is not None else None,
+            start_mark=str(mark) if mark is not None else None,
         )
 
 
@@ -145,7 +147,7 @@ def start_serve(
     command = [str(source.python()), "-m", "keel.cli", "serve"]
     command += ["--host", host, "--port", str(port), "--workers", str(workers)]
     pid = launch(command, env=environment, cwd=cwd, log_path=log_path)
-    return ServeProcess(pid=pid, port=port, host=host, started_at=started_at(pid))
+    return ServeProcess(pid=pid, port=port, host=host, start_mark=start_mark(pid))
 
 
 def launch(command: list[str], *, env: Mapping[str, str], cwd: Path, log_path: Path) -> int:
@@ -166,26 +168,15 @@ def launch(command: list[str], *, env: Mapping[str, str], cwd: Path, log_path: P
     return int(pid)
 
 
-START_TOLERANCE_SECONDS = 2.0
-"""How far a pid's start time may be from the recorded one: the kernel keeps it in clock
-ticks since boot, and the boot time it is added to (whole seconds) can move by one when the
-wall clock is adjusted. A reused pid that also runs our command line within 2 s of ours is
-not a case worth more precision."""
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
 @dataclass(frozen=True, slots=True)
 class RunningProcess:
-    """A live process as ``/proc`` shows it: its arguments and when it started."""
+    """A live process as ``/proc`` shows it: its arguments and its start mark."""
 
     arguments: tuple[str, ...]
-    started_at: float
-
-
-def _boot_time() -> float:
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("btime "):
-            return float(line.split()[1])
-    raise OSError("/proc/stat names no boot time")
+    start_mark: str
 
 
 def running_process(pid: int) -> RunningProcess | None:
@@ -194,30 +185,35 @@ def running_process(pid: int) -> RunningProcess | None:
         arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         state, ticks = fields[0], int(fields[19])  # fields 3 and 22 of proc(5)
-        started = _boot_time() + ticks / os.sysconf("SC_CLK_TCK")
+        boot = _BOOT_ID.read_text().strip()
     except (OSError, IndexError, ValueError):
         return None
     if state in ("Z", "X"):  # exited, not yet reaped by its parent
         return None
     text = tuple(argument.decode(errors="replace") for argument in arguments if argument)
-    return RunningProcess(text, started)
+    return RunningProcess(text, f"{boot}/{ticks}")
 
 
-def started_at(pid: int) -> float | None:
-    """When the kernel started ``pid`` (seconds since the epoch), None if it does not run."""
+def start_mark(pid: int) -> str | None:
+    """What tells this run of ``pid`` from any later process given the same pid: the boot's id
+    and the clock tick since boot the kernel started it at. None if it does not run.
+
+    Not a wall-clock time: the boot time the kernel adds to turn ticks into one is
+    recomputed from the wall clock, and moves when that clock is stepped.
+    """
     found = running_process(pid)
-    return found.started_at if found is not None else None
+    return found.start_mark if found is not None else None
 
 
-def same_start(recorded: float | None, found: RunningProcess) -> bool:
-    """Whether ``found`` started when the record says (always, for a record without it)."""
-    return recorded is None or abs(found.started_at - recorded) <= START_TOLERANCE_SECONDS
+def same_start(recorded: str | None, found: RunningProcess) -> bool:
+    """Whether ``found`` is the run recorded (always, for a record without a start mark)."""
+    return recorded is None or recorded == found.start_mark
 
 
 def is_ours(process: ServeProcess) -> bool:
     """Whether ``process.pid`` is still the ``keel serve`` on ``process.port`` we started."""
     found = running_process(process.pid)
-    if found is None or not same_start(process.started_at, found):
+    if found is None or not same_start(process.start_mark, found):
         return False
     text = found.arguments
     return "serve" in text and "--port" in text and str(process.port) in text

@@ -12,7 +12,7 @@ HAProxy's files).
   role it has in the record (``baseline``, ``candidate``, … — the record's field
   names) until another group takes that role, and its state (``serving`` until
   the record names it retired). Their processes are rows with pid, port and the
-  kernel's start time, which is what lets a later ``stop`` tell our process from
+  kernel's start mark, which is what lets a later ``stop`` tell our process from
   an unrelated one that reused the pid.
 - Promotion moves the front to the deployment's new group in the transaction
   that moves the deployment to ``promoted`` (:mod:`keel.deploy.store`), so the
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -258,7 +258,8 @@ def _register(row: DeployFrontRow, front: Front, now: datetime) -> None:
     row.bind_host = front.bind_host
     row.bind_port = front.bind_port
     row.haproxy_pid = front.pid
-    row.haproxy_started_at = _moment(front.started_at)
+    row.haproxy_start_mark = front.start_mark
+    row.haproxy_started_at = front.started_at
     row.registered_at = now
 
 
@@ -277,7 +278,8 @@ def _front(row: DeployFrontRow) -> Front:
         bind_host=row.bind_host,
         bind_port=row.bind_port,
         pid=row.haproxy_pid,
-        started_at=row.haproxy_started_at.timestamp(),
+        start_mark=row.haproxy_start_mark,
+        started_at=row.haproxy_started_at,
     )
 
 
@@ -307,7 +309,7 @@ def _add_processes(session: AsyncSession, group_id: str, processes: Iterable[Ser
                 pid=process.pid,
                 host=process.host,
                 port=process.port,
-                started_at=_moment(process.started_at) if process.started_at else None,
+                start_mark=process.start_mark,
             )
         )
 
@@ -350,7 +352,7 @@ async def _groups(session: AsyncSession, ids: Sequence[str]) -> list[VersionGrou
                 pid=process.pid,
                 port=process.port,
                 host=process.host,
-                started_at=process.started_at.timestamp() if process.started_at else None,
+                start_mark=process.start_mark,
             )
         )
     return [
@@ -386,7 +388,3 @@ def _step(row: DeployRecordRow) -> Step | None:
         reasons=tuple(json.loads(row.step_reasons or "[]")),
         analyses=row.step_analyses or 0,
     )
-
-
-def _moment(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -190,7 +191,8 @@ def _gone_front(environment: str, workdir: Path) -> Front:
         bind_host="127.0.0.1",
         bind_port=8000,
         pid=2**22 + 1,
-        started_at=1_764_780_000.0,
+        start_mark="5da2dbb6-fd7c-49c3-99c2-9c83ef518237/1200",
+        started_at=datetime(2026, 12, 3, tzinfo=UTC),
     )
 
 

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -29,17 +30,18 @@ from keel.deploy.errors import (
 from keel.deploy.fronts import Front, FrontState, this_host
 from keel.deploy.groups import VersionGroup
 from keel.deploy.local import DeploymentRecord, LiveRecord, Step
-from keel.deploy.processes import ServeProcess, Source, SourceKind, started_at
+from keel.deploy.processes import ServeProcess, Source, SourceKind, start_mark
 from keel.deploy.records import DatabaseRecords
 from keel.settings import Settings
 
 S = DeploymentState
-STARTED = 1_764_780_000.25  # a process' start time, exact in microseconds
+STARTED = datetime(2026, 12, 3, 17, 0, 0, 250_000, tzinfo=UTC)
+BOOT = "5da2dbb6-fd7c-49c3-99c2-9c83ef518237"
 
 
 def _group(name: str, first_pid: int, size: int = 1) -> VersionGroup:
     processes = tuple(
-        ServeProcess(pid=first_pid + i, port=20_000 + first_pid + i, started_at=STARTED + i)
+        ServeProcess(pid=first_pid + i, port=20_000 + first_pid + i, start_mark=f"{BOOT}/{i}")
         for i in range(size)
     )
     return VersionGroup(name, Source(SourceKind.CHECKOUT, Path("/srv/keel")), processes)
@@ -56,6 +58,7 @@ def _front(environment: str, pid: int = 4242) -> Front:
         bind_host="127.0.0.1",
         bind_port=8000,
         pid=pid,
+        start_mark=f"{BOOT}/{pid}",
         started_at=STARTED,
     )
 
@@ -103,8 +106,7 @@ def running_front(tmp_path: Path) -> Iterator[Front]:
     front = replace(_front("prod", pid=process.pid), host_name=this_host(), config_path=config)
     try:
         for _ in range(200):  # until bash has exec'd into it
-            found = started_at(process.pid)
-            front = replace(front, started_at=found or 0.0)
+            front = replace(front, start_mark=start_mark(process.pid) or "")
             if front.state() is FrontState.SERVING:
                 break
             time.sleep(0.02)

@@ -5,7 +5,7 @@ environment (the primary key); a deployment holds one group per role and name.
 
 Revision ID: 0017
 Revises: 0015
-Create Date: 2026-12-03 17:30:00
+Create Date: 2026-12-03 17:40:00
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def upgrade() -> None:
         sa.Column("pid", sa.Integer(), nullable=False),
         sa.Column("host", sa.String(length=255), nullable=False),
         sa.Column("port", sa.Integer(), nullable=False),
-        sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("start_mark", sa.String(length=64), nullable=True),
         sa.ForeignKeyConstraint(
             ["group_id"],
             ["deploy_groups.id"],
@@ -86,6 +86,7 @@ def upgrade() -> None:
         sa.Column("bind_host", sa.String(length=255), nullable=False),
         sa.Column("bind_port", sa.Integer(), nullable=False),
         sa.Column("haproxy_pid", sa.Integer(), nullable=False),
+        sa.Column("haproxy_start_mark", sa.String(length=64), nullable=False),
         sa.Column("haproxy_started_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("live_group_id", sa.String(length=36), nullable=False),
         sa.Column("registered_at", sa.DateTime(timezone=True), nullable=False),
