@@ -16,10 +16,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, func, inspect, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from keel.audit import AuditEvent, Auditor, EventCode
 from keel.clock import SYSTEM_CLOCK, Clock
@@ -305,7 +306,13 @@ class DeploymentStore:
 
     async def _front_follows(self, session: AsyncSession, row: DeploymentRow) -> None:
         """The environment's registered front serves the promoted deployment's new group from
-        this transaction on (for a deployment run on one machine, whose groups are recorded)."""
+        this transaction on (for a deployment run on one machine, whose groups are recorded).
+
+        A release may be promoted before its expand revisions ran on the database; before
+        revision 0017 there is no front to move, and the promotion must not fail for it.
+        """
+        if not await session.run_sync(_has_fronts):
+            return
         candidate = await session.scalar(
             select(DeployGroupRow.id).where(
                 DeployGroupRow.deployment_id == row.id,
@@ -425,6 +432,10 @@ class DeploymentStore:
                 ):
                     approvals.setdefault(deployment_id, []).append(approver)
         return [_deployment(row, release, approvals.get(row.id, [])) for row, release in rows]
+
+
+def _has_fronts(session: Session) -> bool:
+    return inspect(session.connection()).has_table(DeployFrontRow.__tablename__)
 
 
 def _deployment(row: DeploymentRow, release: ReleaseRow, approvals: list[str]) -> Deployment:

@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import select
 from tests.support.deploys import rolling_deployment
 
+from keel import migrations
 from keel.db.engine import Database
 from keel.db.tables_deploy import DeployGroupRow
 from keel.deploy import DeploymentState
@@ -32,6 +33,7 @@ from keel.deploy.groups import VersionGroup
 from keel.deploy.local import DeploymentRecord, LiveRecord, Step
 from keel.deploy.processes import ServeProcess, Source, SourceKind, start_mark
 from keel.deploy.records import DatabaseRecords
+from keel.migrations.script.graph import Scripts
 from keel.settings import Settings
 
 S = DeploymentState
@@ -179,6 +181,18 @@ async def test_a_deployments_record_reads_back_as_written_and_promotion_moves_th
     }
     await records.write_live("prod", replace(live, group=new))  # what the runner writes next
     assert await records.read_live("prod") == live
+
+
+async def test_a_promotion_on_a_database_without_the_records_tables_still_promotes(
+    database: Database, settings: Settings
+) -> None:
+    """Promoted before the release's expand revisions ran: no front to move, no failure."""
+    (records,) = [item for item in Scripts().all() if item.revision == "0017"]
+    assert records.down_revision is not None
+    await migrations.downgrade(database, records.down_revision)
+    store, deployment_id = await rolling_deployment(database, settings)
+    promoted = await store.move(deployment_id, S.PROMOTED, actor="keel")
+    assert promoted.state is S.PROMOTED
 
 
 async def test_a_rolled_back_deployment_leaves_the_front_on_its_baseline(
