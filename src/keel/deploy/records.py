@@ -51,7 +51,7 @@ from keel.deploy.fronts import Front, FrontState, this_host
 from keel.deploy.groups import VersionGroup
 from keel.deploy.local import DeploymentRecord, LiveRecord, Step
 from keel.deploy.processes import ServeProcess, Source, SourceKind
-from keel.deploy.store import CANDIDATE_ROLE, SERVING
+from keel.deploy.store import CANDIDATE_ROLE, SERVING, has_record_tables
 from keel.ids import new_id
 
 RETIRED = "retired"
@@ -65,11 +65,21 @@ class DatabaseRecords:
     def __init__(self, database: Database, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.database = database
         self.clock = clock
+        self._tables = False
+
+    async def _readable(self, session: AsyncSession) -> bool:
+        """Whether there is anything to read: before revision 0017 there is no front and no
+        record, and ``status`` and ``rollback`` must work before a release's expand revisions
+        have run (writing still needs them)."""
+        self._tables = self._tables or await session.run_sync(has_record_tables)
+        return self._tables
 
     # --- fronts -----------------------------------------------------------------
 
     async def read_live(self, environment: str) -> LiveRecord | None:
         async with self.database.read() as session:
+            if not await self._readable(session):
+                return None
             row = await session.get(DeployFrontRow, environment)
             if row is None:
                 return None
@@ -79,6 +89,8 @@ class DatabaseRecords:
     async def fronts(self) -> list[tuple[Front, VersionGroup]]:
         """Every registered front with its live group, by environment."""
         async with self.database.read() as session:
+            if not await self._readable(session):
+                return []
             rows = list(
                 await session.scalars(select(DeployFrontRow).order_by(DeployFrontRow.environment))
             )
@@ -151,6 +163,8 @@ class DatabaseRecords:
 
     async def read_record(self, deployment_id: str) -> DeploymentRecord | None:
         async with self.database.read() as session:
+            if not await self._readable(session):
+                return None
             row = await session.get(DeployRecordRow, deployment_id)
             if row is None:
                 return None

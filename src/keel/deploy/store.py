@@ -311,7 +311,7 @@ class DeploymentStore:
         A release may be promoted before its expand revisions ran on the database; before
         revision 0017 there is no front to move, and the promotion must not fail for it.
         """
-        if not await session.run_sync(_has_fronts):
+        if not await session.run_sync(has_record_tables):
             return
         candidate = await session.scalar(
             select(DeployGroupRow.id).where(
@@ -434,7 +434,8 @@ class DeploymentStore:
         return [_deployment(row, release, approvals.get(row.id, [])) for row, release in rows]
 
 
-def _has_fronts(session: Session) -> bool:
+def has_record_tables(session: Session) -> bool:
+    """Whether revision 0017 (fronts, groups, records of local deployments) has run."""
     return inspect(session.connection()).has_table(DeployFrontRow.__tablename__)
 
 

@@ -183,14 +183,19 @@ async def test_a_deployments_record_reads_back_as_written_and_promotion_moves_th
     assert await records.read_live("prod") == live
 
 
-async def test_a_promotion_on_a_database_without_the_records_tables_still_promotes(
+async def test_before_the_records_revision_nothing_is_recorded_and_a_promotion_still_works(
     database: Database, settings: Settings
 ) -> None:
-    """Promoted before the release's expand revisions ran: no front to move, no failure."""
-    (records,) = [item for item in Scripts().all() if item.revision == "0017"]
-    assert records.down_revision is not None
-    await migrations.downgrade(database, records.down_revision)
+    """Status, rollback and promotion run before a release's expand revisions have: no front
+    to read or move, no record, no failure."""
+    (revision,) = [item for item in Scripts().all() if item.revision == "0017"]
+    assert revision.down_revision is not None
+    await migrations.downgrade(database, revision.down_revision)
     store, deployment_id = await rolling_deployment(database, settings)
+    records = DatabaseRecords(database)
+    assert await records.read_record(deployment_id) is None
+    assert await records.read_live("prod") is None
+    assert await records.fronts() == []
     promoted = await store.move(deployment_id, S.PROMOTED, actor="keel")
     assert promoted.state is S.PROMOTED
 
