@@ -1,9 +1,10 @@
 """Deployments on one machine with real ``keel serve`` processes behind a real HAProxy, under a
 steady load from a local client.
 
-Each test deploys a new version group of this checkout (one process, its own port) onto the
-module's stage, made bad where the test needs it with the fault-injection settings, and checks
-what the client saw, where HAProxy sends traffic afterwards, and which processes still run.
+Each test registers the stage's HAProxy as the environment's front in its database, deploys a
+new version group of this checkout (one process, its own port) onto it, made bad where the test
+needs it with the fault-injection settings, and checks what the client saw, where HAProxy sends
+traffic afterwards, which processes still run, and what the database records.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ from keel.deploy.approvals import ApprovalGate
 from keel.deploy.bluegreen import SwitchPlan
 from keel.deploy.canary import read_traffic
 from keel.deploy.groups import GroupMetrics, VersionGroup
-from keel.deploy.local import LocalDeployment, LocalPlan, read_record
+from keel.deploy.local import LiveRecord, LocalDeployment, LocalPlan
 from keel.deploy.migration_cycle import MigrationCycle
 from keel.deploy.post_promotion import ContractStep
 from keel.deploy.processes import Source
+from keel.deploy.records import DatabaseRecords
 from keel.deploy.rollout import CanaryPlan
 from keel.migrations.runtime.schema import current_revision
 from keel.migrations.script.graph import Scripts
@@ -93,7 +95,7 @@ async def _deployment(
     return created.id
 
 
-def _deploy(
+async def _deploy(
     live: Stage,
     store: DeploymentStore,
     deployment_id: str,
@@ -105,6 +107,12 @@ def _deploy(
     contract: ContractStep | None = None,
     synthetic_path: str | None = None,
 ) -> LocalDeployment:
+    """The deployment carried onto the stage, its records in the test's database, where the
+    stage's HAProxy is registered as the front of ``prod`` first (what ``keel deploy front``
+    does)."""
+    records = DatabaseRecords(store.database)
+    front = live.front("prod")
+    await records.write_live("prod", LiveRecord(front.admin_socket, live.live, front.pid, front))
     plan = LocalPlan(
         ports=[free_port()],
         env=live.env if env is None else env,
@@ -123,6 +131,7 @@ def _deploy(
         source=source or Source.current_checkout(),
         plan=plan,
         workdir=live.workdir,
+        records=records,
         contract=contract,
     )
 
@@ -140,7 +149,7 @@ async def _canary_under_load(
     client saw."""
     store = deployment_store(database, settings)
     deployment_id = await _deployment(store, settings, release=new.release if new else None)
-    deploy = _deploy(
+    deploy = await _deploy(
         live,
         store,
         deployment_id,
@@ -155,7 +164,7 @@ async def _canary_under_load(
         after = client.wait_for(40)
     served = {answer.server for answer in client.answers}
     assert set(old.server_names()) <= served
-    _check_winner(live, deploy, finished.state, old, after)
+    await _check_winner(live, deploy, finished.state, old, after)
     return finished, client
 
 
@@ -240,7 +249,7 @@ async def test_a_quiet_canary_reaches_a_verdict_on_synthetic_traffic(
     store = deployment_store(database, settings)
     # No client: without the synthetic requests every step is inconclusive into a rollback.
     quiet = replace(CANARY, step_timeout_seconds=10)
-    deploy = _deploy(
+    deploy = await _deploy(
         live, store, await _deployment(store, settings), canary=quiet, synthetic_path=PATH
     )
     finished = await _finish(live, deploy, deploy.run())
@@ -278,7 +287,7 @@ async def test_a_blue_green_switch_waits_for_approval_and_drops_zero_requests(
 ) -> None:
     store = deployment_store(database, settings)
     deployment_id = await _deployment(store, settings, Strategy.BLUE_GREEN, approvals=1)
-    deploy = _deploy(live, store, deployment_id)
+    deploy = await _deploy(live, store, deployment_id)
     old = live.live
     with live.client() as client:
         client.wait_for(20)
@@ -295,7 +304,7 @@ async def test_a_blue_green_switch_waits_for_approval_and_drops_zero_requests(
         after = client.wait_for(40)
     assert finished.state is S.PROMOTED, finished.reason
     assert client.failures == [], live.proxy_log()
-    _check_winner(live, deploy, finished.state, old, after)
+    await _check_winner(live, deploy, finished.state, old, after)
 
 
 async def test_a_rollback_command_during_a_canary_restores_all_traffic_to_the_baseline(
@@ -314,32 +323,34 @@ async def test_a_rollback_command_during_a_canary_restores_all_traffic_to_the_ba
         step_timeout_seconds=60,
         thresholds=Thresholds(min_requests=10**9),
     )
-    deploy = _deploy(live, store, deployment_id, canary=waiting)
+    deploy = await _deploy(live, store, deployment_id, canary=waiting)
     old = live.live
     with live.client() as client:
         running_deploy = asyncio.create_task(deploy.run())
-        await _until_step(live, deployment_id, 20)
-        record = read_record(live.workdir, deployment_id)
+        await _until_step(deploy, 20)
+        record = await deploy.records.read_record(deployment_id)
         assert record is not None
         assert record.candidate is not None
         during = {answer.server for answer in client.wait_for(60)}
         assert set(record.candidate.server_names()) & during  # the canary has its share
-        # Another operator: the CLI, which knows the deployment only by its id and record.
+        # Another operator in another shell: the CLI knows the deployment only by its id, and
+        # finds its record (admin socket, groups, pids) in the database — no working directory.
         monkeypatch.setenv("KEEL_DATABASE_URL", database_url)
         rollback = await asyncio.to_thread(
-            CliRunner().invoke,
-            cli,
-            ["deploy", "rollback", deployment_id, "--by", "carol", "--workdir", str(live.workdir)],
+            CliRunner().invoke, cli, ["deploy", "rollback", deployment_id, "--by", "carol"]
         )
         assert rollback.exit_code == 0, rollback.output
-        # The command itself sent everything back and retired the canary.
+        # The command itself sent everything back, retired the canary and recorded it so.
         assert set(live.weights()) == set(old.server_names())
+        after_rollback = await deploy.records.read_record(deployment_id)
+        assert after_rollback is not None
+        assert record.candidate.name in after_rollback.retired
         after = client.wait_for(40)
         finished = await _finish(live, deploy, asyncio.wait_for(running_deploy, timeout=20))
     assert finished.state is S.ROLLED_BACK
     assert "carol" in [item.actor for item in await store.history(deployment_id)]
     assert client.failures == [], live.proxy_log()
-    _check_winner(live, deploy, finished.state, old, after)
+    await _check_winner(live, deploy, finished.state, old, after)
 
 
 async def _finish(
@@ -351,14 +362,16 @@ async def _finish(
         return await running
     finally:
         live.live = deploy.live
+        live.started.extend(deploy.record.groups().values())  # stopped with the stage
 
 
-def _check_winner(
+async def _check_winner(
     live: Stage, deploy: LocalDeployment, state: S, old: VersionGroup, after: list[Answer]
 ) -> None:
-    """Afterwards only the winner serves, is registered in HAProxy and runs; the loser's
-    processes are stopped. The winner stays live for the next test."""
-    record = read_record(live.workdir, deploy.deployment_id)
+    """Afterwards only the winner serves, is registered in HAProxy and runs, and is the front's
+    live group in the database; the loser's processes are stopped. The winner stays live for
+    the next test."""
+    record = await deploy.records.read_record(deploy.deployment_id)
     assert record is not None
     if state is S.PROMOTED:
         winner, loser = record.baseline, old
@@ -371,6 +384,9 @@ def _check_winner(
     assert set(live.weights()) == set(winner.server_names())
     assert running(loser) == []
     assert len(running(winner)) == len(winner.processes)
+    front = await deploy.records.read_live("prod")
+    assert front is not None
+    assert front.group == winner
 
 
 async def _until(store: DeploymentStore, deployment_id: str, state: S) -> None:
@@ -381,9 +397,9 @@ async def _until(store: DeploymentStore, deployment_id: str, state: S) -> None:
     raise AssertionError(f"deployment never reached {state}")
 
 
-async def _until_step(live: Stage, deployment_id: str, percent: int) -> None:
+async def _until_step(deploy: LocalDeployment, percent: int) -> None:
     for _ in range(300):
-        record = read_record(live.workdir, deployment_id)
+        record = await deploy.records.read_record(deploy.deployment_id)
         if record is not None and record.step is not None and record.step.percent == percent:
             return
         await asyncio.sleep(0.1)

@@ -3,7 +3,8 @@ checkout behind a real HAProxy, and a client that keeps a steady load through it
 
 One :class:`Stage` per test module: HAProxy and the first group ("blue") start once; each
 test deploys a new group onto it, and whichever group wins stays live for the next test. Every
-process the stage (or a deployment it ran) started is stopped at the end, by pid.
+process the stage (or a deployment it ran: its record names them, in files or, appended by the
+test, in ``started``) started is stopped at the end, by pid.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
+from keel.deploy.fronts import Front, this_host
 from keel.deploy.groups import VersionGroup, start_group, stop_group, wait_ready
 from keel.deploy.haproxy import HAProxy, RuntimeApi, Server
 from keel.deploy.local import read_record
-from keel.deploy.processes import Source, is_ours
+from keel.deploy.processes import Source, is_ours, start_mark
 from tests.support.app import seeded_world
 from tests.support.processes import free_port, server_env
 
@@ -156,6 +159,25 @@ class Stage:
 
     def client(self) -> LoadClient:
         return LoadClient(self.port, self.token)
+
+    def front(self, environment: str) -> Front:
+        """The stage's HAProxy as ``keel deploy front`` would register it."""
+        pid = self.proxy.pid
+        mark = start_mark(pid) if pid is not None else None
+        if pid is None or mark is None:
+            raise AssertionError("the stage's HAProxy is not running")
+        return Front(
+            environment=environment,
+            host_name=this_host(),
+            workdir=self.workdir,
+            admin_socket=self.proxy.admin_socket,
+            config_path=self.proxy.config_path,
+            bind_host=self.proxy.bind[0],
+            bind_port=self.port,
+            pid=pid,
+            start_mark=mark,
+            started_at=datetime.now(UTC),
+        )
 
 
 def running(group: VersionGroup) -> list[int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,16 +42,22 @@ from keel.deploy import (
     run_pre_checks,
 )
 from keel.deploy.bluegreen import BlueGreenSwitch, HttpReadiness, SwitchPlan
-from keel.deploy.groups import start_group, stop_group, wait_ready
+from keel.deploy.errors import FrontNotRegistered, FrontNotServing
+from keel.deploy.fronts import Front, FrontState, stop_front
+from keel.deploy.groups import VersionGroup, start_group, stop_group, wait_ready
 from keel.deploy.haproxy import HAProxy, RuntimeApi, Server, haproxy_binary
 from keel.deploy.local import (
     DeploymentRecord,
+    FileRecords,
+    LiveRecord,
     LocalDeployment,
     LocalPlan,
+    RecordStore,
     open_front,
     read_live,
     read_record,
     roll_back_traffic,
+    write_record,
 )
 from keel.deploy.manifests import BASE, DEFAULT_PROMETHEUS, ManifestOptions
 from keel.deploy.manifests import render as render_manifests
@@ -59,6 +66,7 @@ from keel.deploy.migration_cycle import MigrationCycle, Phase
 from keel.deploy.post_promotion import ContractStep
 from keel.deploy.processes import Source, SourceKind
 from keel.deploy.prometheus_source import version_metrics
+from keel.deploy.records import DatabaseRecords
 from keel.deploy.rollout import (
     CanaryPlan,
     CanaryRollout,
@@ -84,7 +92,8 @@ ByOption = typer.Option(None, "--by", help="Who is acting (recorded); default: $
 WorkdirOption = typer.Option(
     None,
     "--workdir",
-    help="Where local deployments keep their records (version groups' pids and ports, step).",
+    help="Also read local deployments' records from this directory's JSON files "
+    "(directories made before the records moved into the database).",
 )
 
 
@@ -178,24 +187,27 @@ def status(
     workdir: Path | None = WorkdirOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """The active deployments (of one environment); --watch follows them live, with the
-    current step (share, analysis verdict, samples) of those running on this machine."""
+    """The active deployments (of one environment) with the current step (share, analysis
+    verdict, samples) of those running on one machine, and the registered fronts (serving, or
+    their HAProxy gone); --watch follows them live."""
     settings = Settings()
 
-    async def active() -> list[Deployment]:
+    async def active() -> _Local:
         async with database(settings) as db:
-            return await _store(db, settings).active(environment)
+            found = await _store(db, settings).active(environment)
+            return await _local(db, found, environment, workdir)
 
     async def outstanding() -> list[Deployment]:
         async with database(settings) as db:
             return await _store(db, settings).contracts_outstanding(environment)
 
-    async def reload(ids: Sequence[str]) -> list[Deployment]:
+    async def reload(ids: Sequence[str]) -> _Local:
         async with database(settings) as db:
             store = _store(db, settings)
-            return [await store.get(deployment_id) for deployment_id in ids]
+            found = [await store.get(deployment_id) for deployment_id in ids]
+            return await _local(db, found, environment, workdir)
 
-    found = run(active)
+    found, records, fronts = run(active)
     if not watch:
         contracts = run(outstanding)
         if as_json:
@@ -203,6 +215,7 @@ def status(
                 {
                     "items": [deployment.as_dict() for deployment in found],
                     "contracts_outstanding": [deployment.as_dict() for deployment in contracts],
+                    "fronts": [_front_item(front, group) for front, group in fronts],
                 }
             )
             return
@@ -210,11 +223,13 @@ def status(
             out.print("no active deployment")
         else:
             out.print(_table(found))
-            steps = _steps_table(_records(found, workdir))
+            steps = _steps_table(records)
             if steps is not None:
                 out.print(steps)
         if contracts:
             out.print(_table(contracts, title="promoted, contract phase outstanding"))
+        if fronts:
+            out.print(_fronts_table(fronts))
         return
     if not found:
         out.print("no active deployment")
@@ -222,35 +237,83 @@ def status(
     ids = [deployment.id for deployment in found]
     deadline = time.monotonic() + timeout
     current = found
-    view = _watch_view(current, deadline, workdir)
+    view = _watch_view(current, records, fronts, deadline)
     with Live(view, console=out, auto_refresh=False) as live:
         while any(deployment.active for deployment in current):
             if time.monotonic() >= deadline:
                 break
             time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
-            current = run(lambda: reload(ids))
-            live.update(_watch_view(current, deadline, workdir), refresh=True)
+            current, records, fronts = run(lambda: reload(ids))
+            live.update(_watch_view(current, records, fronts, deadline), refresh=True)
     if as_json:
         print_json({"items": [deployment.as_dict() for deployment in current]})
     if any(deployment.active for deployment in current):
         fail(f"still active after {timeout:g} s", code=2)
 
 
-def _watch_view(deployments: Sequence[Deployment], deadline: float, workdir: Path | None) -> Group:
+_Fronts = list[tuple[Front, VersionGroup]]
+_Local = tuple[list[Deployment], list[DeploymentRecord], _Fronts]
+"""Deployments, the records of those run on one machine, and the fronts (of their environment)."""
+
+
+async def _local(
+    db: Database, deployments: list[Deployment], environment: str | None, workdir: Path | None
+) -> _Local:
+    records = DatabaseRecords(db)
+    found = [await _record(records, deployment.id, workdir) for deployment in deployments]
+    fronts = [
+        (front, group)
+        for front, group in await records.fronts()
+        if environment is None or front.environment == environment
+    ]
+    return deployments, [record for record in found if record is not None], fronts
+
+
+async def _record(
+    records: DatabaseRecords, deployment_id: str, workdir: Path | None
+) -> DeploymentRecord | None:
+    """A local deployment's record: in the database, else in ``workdir``'s files (made before)."""
+    found = await records.read_record(deployment_id)
+    if found is None and workdir is not None:
+        found = read_record(workdir, deployment_id)
+    return found
+
+
+def _watch_view(
+    deployments: Sequence[Deployment],
+    records: Sequence[DeploymentRecord],
+    fronts: _Fronts,
+    deadline: float,
+) -> Group:
     left = max(0.0, deadline - time.monotonic())
-    steps = _steps_table(_records(deployments, workdir))
+    steps = _steps_table(records)
     return Group(
         _table(deployments),
         *([steps] if steps is not None else []),
+        *([_fronts_table(fronts)] if fronts else []),
         Text(f"watching; giving up in {left:.0f} s", style="dim"),
     )
 
 
-def _records(deployments: Sequence[Deployment], workdir: Path | None) -> list[DeploymentRecord]:
-    if workdir is None:
-        return []
-    found = [read_record(workdir, deployment.id) for deployment in deployments]
-    return [record for record in found if record is not None]
+def _front_item(front: Front, group: VersionGroup) -> dict[str, Any]:
+    return {**front.as_dict(), "state": front.state().value, "live_group": group.name}
+
+
+def _fronts_table(fronts: _Fronts) -> Table:
+    """Each registered front: where it listens, whether its HAProxy still runs, what it serves."""
+    table = Table("env", "listen", "haproxy pid", "state", "live group", "host", title="fronts")
+    for front, group in fronts:
+        item = _front_item(front, group)
+        style = "green" if item["state"] == FrontState.SERVING else "red"
+        table.add_row(
+            item["environment"],
+            f"{item['bind_host']}:{item['bind_port']}",
+            str(item["pid"]),
+            Text(item["state"], style=style),
+            item["live_group"],
+            item["host_name"],
+        )
+    return table
 
 
 def _steps_table(records: Sequence[DeploymentRecord]) -> Table | None:
@@ -365,24 +428,41 @@ def rollback(
 ) -> None:
     """Roll an active deployment back, at any step, unless the schema left its baseline behind.
 
-    With --workdir, a deployment running version groups on this machine has all its
-    traffic sent back to the baseline at once, and its new group drained and stopped.
+    A deployment running version groups on one machine (its record in the database, or in
+    --workdir's files) has all its traffic sent back to the baseline at once, and its new
+    group drained and stopped.
     """
     settings = Settings()
 
-    async def guard() -> None:
+    async def guard() -> DeploymentRecord | None:
         async with database(settings) as db:
             cycle = MigrationCycle(_store(db, settings), RunnerOptions.from_settings(settings))
             await cycle.check_rollback(deployment_id)
+            return await DatabaseRecords(db).read_record(deployment_id)
 
-    run(guard)
+    record = run(guard)
+    files = None
+    if record is None and workdir is not None:
+        files, record = workdir, read_record(workdir, deployment_id)
     _move(deployment_id, DeploymentState.ROLLED_BACK, by, reason, as_json)
-    record = read_record(workdir, deployment_id) if workdir is not None else None
-    if record is not None:
-        try:
-            roll_back_traffic(record)
-        except KeelError as error:
-            fail(f"rolled back in the database, but the traffic could not be moved: {error}")
+    if record is None or record.candidate is None:
+        return
+    try:
+        roll_back_traffic(record)
+    except KeelError as error:
+        fail(f"rolled back in the database, but the traffic could not be moved: {error}")
+    retired = replace(record, retired=(*record.retired, record.candidate.name))
+    if files is not None:
+        write_record(files, retired)
+        return
+
+    async def mark() -> None:
+        # The runner may be gone: the record says the new group is stopped (a state only
+        # ever moves to retired, so the runner's own writes cannot undo it).
+        async with database(settings) as db:
+            await DatabaseRecords(db).write_record(retired)
+
+    run(mark)
 
 
 @app.command("migrate")
@@ -700,16 +780,32 @@ def _source(kind: SourceKind, path: Path | None) -> Source:
 
 @app.command("front")
 def front(
+    environment: str = typer.Option(..., "--env", help="The environment this front serves."),
     port: int = typer.Option(..., "--port", help="Where clients connect (HAProxy)."),
     server_ports: list[int] = ServerPortOption,
-    workdir: Path = typer.Option(..., "--workdir", help="Records, logs, HAProxy's files."),
+    workdir: Path = typer.Option(..., "--workdir", help="Logs and HAProxy's files."),
     source_kind: SourceKind = SourceOption,
     source_path: Path | None = SourcePathOption,
     workers: int = typer.Option(1, "--workers", min=1, help="uvicorn workers per keel serve."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Start the first version group and HAProxy in front of it, both detached, on this machine."""
+    """Start the first version group and HAProxy in front of it, both detached, on this machine,
+    and register them as the environment's front (one per environment; a front whose HAProxy
+    is gone is replaced)."""
+    settings = Settings()
     workdir = workdir.resolve()
+
+    async def registered() -> _Fronts:
+        async with database(settings) as db:
+            return await DatabaseRecords(db).fronts()
+
+    for known, _ in run(registered):
+        if known.state() is not FrontState.SERVING:
+            continue
+        if known.environment == environment:
+            fail(f"{environment} already has a front: deploy onto it with `keel deploy run`")
+        if known.workdir == workdir:
+            fail(f"{workdir} holds the front of {known.environment}: use another directory")
     if read_live(workdir) is not None:
         fail(f"{workdir} already has a live group: deploy onto it with `keel deploy run`")
     source = _source(source_kind, source_path)
@@ -718,10 +814,23 @@ def front(
     )
     try:
         run(lambda: wait_ready(group))
-        live = open_front(group, workdir=workdir, bind_port=port)
+        live = open_front(group, environment=environment, workdir=workdir, bind_port=port)
     except KeelError as error:
         stop_group(group)
         fail(error.detail)
+
+    async def register() -> None:
+        async with database(settings) as db:
+            await DatabaseRecords(db).write_live(environment, live)
+
+    try:
+        run(register)
+    except typer.Exit:
+        # Not registered: nothing could find them again, so they do not stay.
+        if live.front is not None:
+            stop_front(live.front)
+        stop_group(group)
+        raise
     if as_json:
         print_json(live.as_dict())
     else:
@@ -731,7 +840,12 @@ def front(
 @app.command("run")
 def run_local(
     deployment_id: str,
-    workdir: Path = typer.Option(..., "--workdir", help="The directory `keel deploy front` made."),
+    workdir: Path | None = typer.Option(
+        None,
+        "--workdir",
+        help="Logs here (default: the front's directory); a directory `keel deploy front` made "
+        "before fronts were registered is the front itself.",
+    ),
     server_ports: list[int] = ServerPortOption,
     source_kind: SourceKind = SourceOption,
     source_path: Path | None = SourcePathOption,
@@ -754,14 +868,13 @@ def run_local(
     ),
     as_json: bool = JsonOption,
 ) -> None:
-    """Deploy a created deployment onto this machine: its release as a new group of keel serve
-    processes, pre-checks, the approval gate, the canary or blue-green walk; the group that
-    loses is drained and stopped; once promoted, the contract migrations."""
+    """Deploy a created deployment onto this machine, behind its environment's registered
+    front: its release as a new group of keel serve processes, pre-checks, the approval gate,
+    the canary or blue-green walk; the group that loses is drained and stopped; once promoted,
+    the contract migrations. The record (groups, pids, step) goes to the database, where
+    rollback and status find it by id."""
     settings = Settings()
-    workdir = workdir.resolve()
-    live = read_live(workdir)
-    if live is None:
-        fail(f"nothing is live in {workdir}: start it with `keel deploy front`")
+    workdir = workdir.resolve() if workdir is not None else None
     try:
         canary_plan = CanaryPlan(
             steps=_percentages(steps),
@@ -786,16 +899,18 @@ def run_local(
     async def go() -> Deployment:
         async with database(settings) as db:
             store = _store(db, settings)
-            api = RuntimeApi(live.admin_socket)
+            deployment = await store.get(deployment_id)
+            records, live, logs = await _front_of(db, deployment.environment, workdir)
             cycle = MigrationCycle(store, RunnerOptions.from_settings(settings))
             return await LocalDeployment(
                 store,
                 deployment_id,
-                api=api,
+                api=RuntimeApi(live.admin_socket),
                 baseline=live.group,
                 source=source,
                 plan=plan,
-                workdir=workdir,
+                workdir=workdir or logs,
+                records=records,
                 contract=ContractStep(cycle, deferred=not contract),
             ).run()
 
@@ -808,3 +923,29 @@ def run_local(
     ):
         # Promoted, but the schema has not caught up: the reason says what to run.
         fail(f"promoted; contract phase {deployment.contract_phase}: {deployment.contract_reason}")
+
+
+async def _front_of(
+    db: Database, environment: str, workdir: Path | None
+) -> tuple[RecordStore, LiveRecord, Path]:
+    """Where a local deployment keeps its record, the front it deploys behind and the front's
+    directory: the environment's registered front, else (a directory made before fronts were
+    registered) ``workdir``'s ``live.json``."""
+    records = DatabaseRecords(db)
+    live = await records.read_live(environment)
+    if live is not None and live.front is not None:
+        state = live.front.state()
+        if state is not FrontState.SERVING:
+            raise FrontNotServing(
+                f"the front of {environment} is not serving ({state.value}): "
+                f"register a new one with `keel deploy front --env {environment}`"
+            )
+        return records, live, live.front.workdir
+    if workdir is not None:
+        files = FileRecords(workdir)
+        found = await files.read_live(environment)
+        if found is not None:
+            return files, found, workdir
+    raise FrontNotRegistered(
+        f"{environment} has no front: start one with `keel deploy front --env {environment}`"
+    )

@@ -41,3 +41,28 @@ class MigrationPhaseRefused(Conflict):
     """A migration phase asked for at the wrong moment (contract before promotion, …)."""
 
     title = "Migration phase refused"
+
+
+class FrontNotRegistered(NotFound):
+    """The environment has no front (``keel deploy front --env ENV`` registers one)."""
+
+    title = "No front registered"
+
+
+class RecordInconsistent(Conflict):
+    """A deployment's record that cannot be kept as written (a retired group it never held)."""
+
+    title = "Deployment record inconsistent"
+
+
+class FrontNotServing(Conflict):
+    """The environment's registered front cannot be used: its HAProxy is gone, or it runs on
+    another host (pids and sockets mean something only there)."""
+
+    title = "Front not serving"
+
+
+class FrontAlreadyRegistered(Conflict):
+    """The environment's registered front still runs: a second is not registered over it."""
+
+    title = "Front already registered"

@@ -18,9 +18,13 @@
    release's contract revisions, once every old process has stopped.
 
 Everything another shell needs in order to act is in the deployment's record
-(:class:`DeploymentRecord`, a JSON file per deployment under the working
-directory): the admin socket, both groups' pids and ports, and the walk's
-progress. ``keel deploy rollback`` reads it to send all traffic back to the
+(:class:`DeploymentRecord`): the admin socket, both groups' pids and ports, and
+the walk's progress; what serves now is the environment's :class:`LiveRecord`
+(its registered front and live group). Both are kept in a :class:`RecordStore`:
+the database (:class:`keel.deploy.records.DatabaseRecords`, found from any
+shell by environment or deployment id) or, for working directories made
+before, JSON files under the working directory (:class:`FileRecords`).
+``keel deploy rollback`` reads the record to send all traffic back to the
 baseline and retire the new group at once, without waiting for the
 orchestrator's next poll — or when the orchestrator is gone.
 """
@@ -32,16 +36,17 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.deploy.bluegreen import BlueGreenSwitch, SwitchPlan
 from keel.deploy.canary import Analysis
+from keel.deploy.fronts import Front, this_host
 from keel.deploy.groups import (
     GroupMetrics,
     GroupNotReady,
@@ -64,7 +69,7 @@ from keel.deploy.haproxy import (
 )
 from keel.deploy.post_promotion import ContractStep
 from keel.deploy.prechecks import PreCheck, SmokeTest, run_pre_checks
-from keel.deploy.processes import ProcessError, Source, launch
+from keel.deploy.processes import ProcessError, Source, launch, start_mark
 from keel.deploy.rollout import (
     CanaryPlan,
     CanaryRollout,
@@ -78,6 +83,8 @@ from keel.deploy.store import SYSTEM_ACTOR, Deployment, DeploymentStore, Strateg
 _RECORDS = "deployments"
 SERVED_BY_HEADER = "X-Keel-Server"
 """HAProxy names the server that answered in this response header."""
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +131,11 @@ class DeploymentRecord:
     step: Step | None = None
     retired: tuple[str, ...] = ()
 
+    def groups(self) -> dict[str, VersionGroup]:
+        """The groups it holds by role: the name of the field holding each (baseline, …)."""
+        held = {item.name: getattr(self, item.name) for item in fields(self)}
+        return {role: group for role, group in held.items() if isinstance(group, VersionGroup)}
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "deployment_id": self.deployment_id,
@@ -148,23 +160,27 @@ class DeploymentRecord:
 
 @dataclass(frozen=True, slots=True)
 class LiveRecord:
-    """What serves now on this machine: HAProxy's admin socket and the live group."""
+    """What serves now: HAProxy's admin socket, the live group, and the registered front
+    (None in a working directory's ``live.json`` from before fronts were registered)."""
 
     admin_socket: Path
     group: VersionGroup
     haproxy_pid: int | None = None
+    front: Front | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "admin_socket": str(self.admin_socket),
             "group": self.group.as_dict(),
             "haproxy_pid": self.haproxy_pid,
+            "front": self.front.as_dict() if self.front else None,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LiveRecord:
         pid = data.get("haproxy_pid")
-        return cls(Path(data["admin_socket"]), VersionGroup.from_dict(data["group"]), pid)
+        front = Front.from_dict(data["front"]) if data.get("front") else None
+        return cls(Path(data["admin_socket"]), VersionGroup.from_dict(data["group"]), pid, front)
 
 
 def _replace_file(path: Path, data: Mapping[str, Any]) -> None:
@@ -200,6 +216,93 @@ def read_record(workdir: Path, deployment_id: str) -> DeploymentRecord | None:
         return DeploymentRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         return None
+
+
+class RecordStore(Protocol):
+    """Where deployment records and the environment's live record are kept.
+
+    Two stores: the database (:class:`keel.deploy.records.DatabaseRecords`) and a
+    working directory's JSON files (:class:`FileRecords`, which holds one live
+    record whatever the environment).
+    """
+
+    async def read_live(self, environment: str) -> LiveRecord | None: ...
+
+    async def write_live(self, environment: str, live: LiveRecord) -> None: ...
+
+    async def read_record(self, deployment_id: str) -> DeploymentRecord | None: ...
+
+    async def write_record(self, record: DeploymentRecord) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecords:
+    """The records as JSON files under ``workdir`` (``live.json``, ``deployments/ID.json``)."""
+
+    workdir: Path
+
+    async def read_live(self, environment: str) -> LiveRecord | None:
+        return read_live(self.workdir)
+
+    async def write_live(self, environment: str, live: LiveRecord) -> None:
+        write_live(self.workdir, live)
+
+    async def read_record(self, deployment_id: str) -> DeploymentRecord | None:
+        return read_record(self.workdir, deployment_id)
+
+    async def write_record(self, record: DeploymentRecord) -> None:
+        write_record(self.workdir, record)
+
+
+class _RecordWriter:
+    """Writes a deployment's record to its store in the order it changed.
+
+    From the event loop (the walk reports progress through a plain callback) a
+    write is queued behind the previous one without blocking the loop; from a
+    thread (draining and stopping groups) the thread waits until it is written.
+    Each write is the whole record, so one that failed is made good by the next;
+    :meth:`flush` waits for the last and raises its error.
+    """
+
+    def __init__(self, records: RecordStore) -> None:
+        self.records = records
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last: asyncio.Task[None] | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def save(self, record: DeploymentRecord) -> None:
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the record writer is bound to the deployment's loop first")
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._queue(loop, record)
+        else:
+            asyncio.run_coroutine_threadsafe(self._written(record), loop).result()
+
+    def _queue(
+        self, loop: asyncio.AbstractEventLoop, record: DeploymentRecord
+    ) -> asyncio.Task[None]:
+        self._last = loop.create_task(self._write(self._last, record))
+        return self._last
+
+    async def _written(self, record: DeploymentRecord) -> None:
+        await self._queue(asyncio.get_running_loop(), record)
+
+    async def _write(self, previous: asyncio.Task[None] | None, record: DeploymentRecord) -> None:
+        if previous is not None:
+            with contextlib.suppress(Exception):
+                await previous
+        await self.records.write_record(record)
+
+    async def flush(self) -> None:
+        if self._last is not None:
+            await self._last
 
 
 def roll_back_traffic(record: DeploymentRecord, *, stop_wait_seconds: float = 30.0) -> None:
@@ -249,10 +352,13 @@ class LocalDeployment:
         source: Source,
         plan: LocalPlan,
         workdir: Path,
+        records: RecordStore | None = None,
         clock: Clock = SYSTEM_CLOCK,
         sleep: Sleep = asyncio.sleep,
         contract: ContractStep | None = None,
     ) -> None:
+        """``workdir`` holds the new group's logs; ``records`` is where the record is kept
+        (by default the JSON files under ``workdir``)."""
         self.store = store
         self.contract = contract
         self.deployment_id = deployment_id
@@ -262,6 +368,9 @@ class LocalDeployment:
         self.workdir = workdir
         self.clock = clock
         self.sleep = sleep
+        self.records = records if records is not None else FileRecords(workdir)
+        self._writer = _RecordWriter(self.records)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.record = DeploymentRecord(deployment_id, api.path, baseline)
 
     @property
@@ -271,6 +380,18 @@ class LocalDeployment:
 
     async def run(self) -> Deployment:
         """From ``created`` to ``promoted``, ``rolled_back`` or ``failed``; the loser retired."""
+        self._loop = asyncio.get_running_loop()
+        self._writer.bind(self._loop)
+        try:
+            deployment = await self._run()
+        except BaseException:
+            with contextlib.suppress(Exception):  # the error that ended it is the one to see
+                await self._writer.flush()
+            raise
+        await self._writer.flush()
+        return deployment
+
+    async def _run(self) -> Deployment:
         deployment = await self.store.get(self.deployment_id)
         if not deployment.active:
             raise IllegalTransition(f"deployment {deployment.id} has ended: {deployment.state}")
@@ -397,9 +518,12 @@ class LocalDeployment:
         )
         if deployment.state is DeploymentState.PROMOTED:
             self._save(baseline=new, candidate=None, retired=(*self.record.retired, old.name))
-            known = read_live(self.workdir)
-            pid = known.haproxy_pid if known is not None else None
-            write_live(self.workdir, LiveRecord(self.api.path, new, pid))
+            # The front recorded for the environment now serves the new group (in the
+            # database it does from the move to promoted on; this is the files' way).
+            known = self._blocking(self.records.read_live(deployment.environment))
+            if known is not None:
+                live = replace(known, group=new)
+                self._blocking(self.records.write_live(deployment.environment, live))
         else:
             self._save(retired=(*self.record.retired, new.name))
 
@@ -421,7 +545,14 @@ class LocalDeployment:
 
     def _save(self, **changes: Any) -> None:
         self.record = replace(self.record, **changes)
-        write_record(self.workdir, self.record)
+        self._writer.save(self.record)
+
+    def _blocking(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run ``work`` on the deployment's loop from one of its threads, and wait for it."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the deployment is not running")
+        return asyncio.run_coroutine_threadsafe(work, loop).result()
 
 
 def _synthetic(
@@ -454,12 +585,15 @@ class _GroupReadiness:
 def open_front(
     group: VersionGroup,
     *,
+    environment: str,
     workdir: Path,
     bind_port: int,
     bind_host: str = "127.0.0.1",
     wait_seconds: float = 10.0,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> LiveRecord:
-    """Start HAProxy detached in front of ``group`` (all its weight) and record it as live.
+    """Start HAProxy detached in front of ``group`` (all its weight): the environment's
+    front and live group, for the caller to register (:meth:`RecordStore.write_live`).
 
     Detached like the groups, so it keeps serving after the command that started it
     has exited; deployments then change its servers through the admin socket only.
@@ -490,6 +624,19 @@ def open_front(
         if time.monotonic() >= deadline:
             raise HAProxyUnavailable(f"haproxy did not come up in {wait_seconds:g} s")
         time.sleep(0.05)
-    live = LiveRecord(front.admin_socket, group, pid)
-    write_live(workdir, live)
-    return live
+    mark = start_mark(pid)
+    if mark is None:
+        raise HAProxyUnavailable(f"haproxy exited at once: see {front.log_path}")
+    registered = Front(
+        environment=environment,
+        host_name=this_host(),
+        workdir=workdir,
+        admin_socket=front.admin_socket,
+        config_path=front.config_path,
+        bind_host=bind_host,
+        bind_port=bind_port,
+        pid=pid,
+        start_mark=mark,
+        started_at=clock.now(),
+    )
+    return LiveRecord(front.admin_socket, group, pid, registered)

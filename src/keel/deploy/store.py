@@ -16,15 +16,18 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, func, inspect, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from keel.audit import AuditEvent, Auditor, EventCode
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.db.engine import Database
 from keel.db.tables_deploy import (
+    DeployFrontRow,
+    DeployGroupRow,
     DeploymentApprovalRow,
     DeploymentRow,
     DeploymentTransitionRow,
@@ -51,6 +54,11 @@ from keel.ids import new_id
 
 SYSTEM_ACTOR = "keel"
 """The actor of moves Keel makes by itself (pre-check results, an approval gate opening)."""
+
+CANDIDATE_ROLE = "candidate"
+"""The role, in a local deployment's record, of the group it started (keel.deploy.records)."""
+SERVING = "serving"
+"""A recorded version group's state until the record names it retired."""
 
 _OPERATOR = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 
@@ -338,12 +346,37 @@ class DeploymentStore:
         row.reason = reason
         if target in TERMINAL:
             row.finished_at = now
+        if target is DeploymentState.PROMOTED:
+            await self._front_follows(session, row)
         seq = await session.scalar(
             select(func.max(DeploymentTransitionRow.seq)).where(
                 DeploymentTransitionRow.deployment_id == row.id
             )
         )
         await self._transition(session, row, source, actor, reason, seq=(seq or 0) + 1)
+
+    async def _front_follows(self, session: AsyncSession, row: DeploymentRow) -> None:
+        """The environment's registered front serves the promoted deployment's new group from
+        this transaction on (for a deployment run on one machine, whose groups are recorded).
+
+        A release may be promoted before its expand revisions ran on the database; before
+        revision 0017 there is no front to move, and the promotion must not fail for it.
+        """
+        if not await session.run_sync(has_record_tables):
+            return
+        candidate = await session.scalar(
+            select(DeployGroupRow.id).where(
+                DeployGroupRow.deployment_id == row.id,
+                DeployGroupRow.role == CANDIDATE_ROLE,
+                DeployGroupRow.state == SERVING,
+            )
+        )
+        if candidate is not None:
+            await session.execute(
+                update(DeployFrontRow)
+                .where(DeployFrontRow.environment == row.environment)
+                .values(live_group_id=candidate, updated_at=row.updated_at)
+            )
 
     async def _transition(
         self,
@@ -462,6 +495,11 @@ class DeploymentStore:
                 ):
                     approvals.setdefault(deployment_id, []).append(approver)
         return [_deployment(row, release, approvals.get(row.id, [])) for row, release in rows]
+
+
+def has_record_tables(session: Session) -> bool:
+    """Whether revision 0017 (fronts, groups, records of local deployments) has run."""
+    return inspect(session.connection()).has_table(DeployFrontRow.__tablename__)
 
 
 def _deployment(row: DeploymentRow, release: ReleaseRow, approvals: list[str]) -> Deployment:

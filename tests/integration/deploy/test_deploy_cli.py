@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +15,16 @@ from tests.support.versions import SteadyClient, VersionServer, behind_haproxy
 from typer.testing import CliRunner
 
 from keel.cli import app
+from keel.db.engine import Database
+from keel.deploy.fronts import Front, this_host
 from keel.deploy.groups import VersionGroup
-from keel.deploy.local import DeploymentRecord, Step, write_record
+from keel.deploy.local import DeploymentRecord, LiveRecord, Step, write_record
 from keel.deploy.processes import ServeProcess, Source, SourceKind
+from keel.deploy.records import DatabaseRecords
 from keel.migrations import head_revision
 
 runner = CliRunner()
+NO_CHECKS = ("--by", "alice", "--no-migration-checks")
 
 
 def _keel(database_url: str, *args: str, code: int = 0, **env: str) -> Any:
@@ -162,30 +169,97 @@ def test_a_failing_smoke_test_fails_the_deployment_before_any_traffic(database_u
     assert "pre-check smoke" in only["reason"]
 
 
+def _in_database(database_url: str, work: Callable[[DatabaseRecords], Awaitable[None]]) -> None:
+    async def go() -> None:
+        database = Database(database_url)
+        try:
+            await work(DatabaseRecords(database))
+        finally:
+            await database.dispose()
+
+    asyncio.run(go())
+
+
+def _gone_front(environment: str, workdir: Path) -> Front:
+    """A front registered earlier whose HAProxy has exited (no process has this pid)."""
+    return Front(
+        environment=environment,
+        host_name=this_host(),
+        workdir=workdir,
+        admin_socket=workdir / "admin.sock",
+        config_path=workdir / "haproxy.cfg",
+        bind_host="127.0.0.1",
+        bind_port=8000,
+        pid=2**22 + 1,
+        start_mark="5da2dbb6-fd7c-49c3-99c2-9c83ef518237/1200",
+        started_at=datetime(2026, 12, 3, tzinfo=UTC),
+    )
+
+
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # only the CLI's view is new
-def test_status_and_its_watch_show_a_local_deployments_current_step(
+def test_status_and_its_watch_show_each_local_deployments_step_and_the_fronts(
     database_url: str, tmp_path: Path
 ) -> None:
-    created = _keel(
-        database_url, "deploy", "create", "--env", "staging", "--by", "alice", "--json",
-        "--no-migration-checks",
-    )  # fmt: skip
-    assert created["state"] == "rolling"
+    staged, old = (
+        _keel(database_url, "deploy", "create", "--env", environment, "--json", *NO_CHECKS)
+        for environment in ("staging", "dev")
+    )
+    assert (staged["state"], old["state"]) == ("rolling", "rolling")
     group = VersionGroup("blue", Source(SourceKind.CHECKOUT, tmp_path), (ServeProcess(1, 1),))
+    other = VersionGroup("green", Source(SourceKind.CHECKOUT, tmp_path), (ServeProcess(2, 2),))
     step = Step(25, "inconclusive", 12, 40, ("canary served 12 requests, fewer than 20",), 3)
+    front = _gone_front("staging", tmp_path)
+
+    async def record(records: DatabaseRecords) -> None:
+        await records.write_live("staging", LiveRecord(front.admin_socket, group, front.pid, front))
+        await records.write_record(
+            DeploymentRecord(staged["id"], front.admin_socket, group, other, step)
+        )
+
+    _in_database(database_url, record)
+    # A deployment run from a directory made before the records moved into the database.
     write_record(
-        tmp_path, DeploymentRecord(created["id"], tmp_path / "admin.sock", group, group, step)
+        tmp_path,
+        DeploymentRecord(old["id"], tmp_path / "admin.sock", group, other, Step(50, "pass")),
     )
     env = {"COLUMNS": "200"}
-    status = _keel(database_url, "deploy", "status", "--workdir", str(tmp_path), **env)
+    status = _keel(database_url, "deploy", "status", **env)
     watched = _keel(
-        database_url, "deploy", "status", "--watch", "--timeout", "0", "--workdir", str(tmp_path),
-        code=2, **env,
+        database_url, "deploy", "status", "--watch", "--timeout", "0", code=2, **env
     )  # fmt: skip
     for output in (status.output, watched.output):
         assert "25 %" in output
         assert "inconclusive" in output
         assert "12/40" in output
         assert "fewer than 20" in output
-    plain = _keel(database_url, "deploy", "status", **env)
-    assert "inconclusive" not in plain.output
+        assert "50 %" not in output  # only with --workdir
+        assert "haproxy gone" in " ".join(output.split())  # the front, reported not crashed
+    with_files = _keel(database_url, "deploy", "status", "--workdir", str(tmp_path), **env)
+    assert "50 %" in with_files.output
+    assert "25 %" in with_files.output
+    listed = _keel(database_url, "deploy", "status", "--json")
+    (shown,) = listed["fronts"]
+    assert (shown["environment"], shown["state"], shown["live_group"]) == (
+        "staging", "haproxy gone", "blue",
+    )  # fmt: skip
+    assert _keel(database_url, "deploy", "status", "--env", "dev", "--json")["fronts"] == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # only the CLI's decision is new
+def test_run_needs_the_environments_front_serving_on_this_machine(
+    database_url: str, tmp_path: Path
+) -> None:
+    created = _keel(database_url, "deploy", "create", "--env", "staging", "--json", *NO_CHECKS)
+    run = ["deploy", "run", created["id"], "--server-port", "1"]
+    missing = _keel(database_url, *run, code=1)
+    assert "staging has no front" in " ".join(missing.output.split())
+    front = _gone_front("staging", tmp_path)
+    group = VersionGroup("g0", Source(SourceKind.CHECKOUT, tmp_path), (ServeProcess(1, 1),))
+
+    async def register(records: DatabaseRecords) -> None:
+        await records.write_live("staging", LiveRecord(front.admin_socket, group, front.pid, front))
+
+    _in_database(database_url, register)
+    gone = " ".join(_keel(database_url, *run, code=1).output.split())
+    assert "not serving (haproxy gone)" in gone
+    assert "keel deploy front --env staging" in gone

@@ -1,4 +1,5 @@
-"""Revision 0014 builds exactly the deploy tables the models describe, and comes back out."""
+"""Revisions 0014 and 0017 build exactly the deploy tables the models describe, and come back
+out: 0017 (the local runner's records) first, then 0014."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from tests.support.databases import empty_database
 from keel import migrations
 from keel.db.engine import Database
 from keel.db.tables import Base
+from keel.migrations.script.graph import Scripts
 
 DEPLOY_TABLES = {"releases", "deployments", "deployment_approvals", "deployment_transitions"}
+RECORD_TABLES = {"deploy_fronts", "deploy_groups", "deploy_group_processes", "deploy_records"}
 
 
 def _diff(connection: Connection) -> list[object]:
@@ -22,7 +25,7 @@ def _diff(connection: Connection) -> list[object]:
     return [
         change
         for change in compare_metadata(context, Base.metadata)
-        if DEPLOY_TABLES & set(str(change).split("'"))
+        if (DEPLOY_TABLES | RECORD_TABLES) & set(str(change).split("'"))
     ]
 
 
@@ -48,12 +51,19 @@ async def _check(url: str) -> None:
             unique, where = await connection.run_sync(_active_index)
         assert unique
         assert "finished_at IS NULL" in where.replace("(", "").replace(")", "")
+        (records,) = [item for item in Scripts().all() if item.revision == "0017"]
+        assert records.down_revision is not None
+        await migrations.downgrade(database, records.down_revision)
+        async with database.engine.connect() as connection:
+            left = await connection.run_sync(_tables)
+        assert not RECORD_TABLES & left
+        assert left >= DEPLOY_TABLES
         await migrations.downgrade(database, "0013")
         async with database.engine.connect() as connection:
             assert not DEPLOY_TABLES & await connection.run_sync(_tables)
         await migrations.upgrade(database)
         async with database.engine.connect() as connection:
-            assert await connection.run_sync(_tables) >= DEPLOY_TABLES
+            assert await connection.run_sync(_tables) >= DEPLOY_TABLES | RECORD_TABLES
     finally:
         await database.dispose()
 

@@ -1,9 +1,11 @@
 """Version groups without processes: shares spread over a group's servers (never both groups
-at 0), the group's histogram summed over its processes, the record read back as written, and
-a pid that is not a ``keel serve`` on the recorded port left alone."""
+at 0), the group's histogram summed over its processes, the record read back as written (and
+written in the order it changed), and a pid that is not a ``keel serve`` on the recorded port
+left alone."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +18,7 @@ from prometheus_client import generate_latest
 from keel.deploy.canary import read_traffic
 from keel.deploy.groups import GroupRouter, VersionGroup, merge_histograms
 from keel.deploy.haproxy import MAX_WEIGHT
-from keel.deploy.local import DeploymentRecord, Step, read_record, write_record
+from keel.deploy.local import DeploymentRecord, Step, _RecordWriter, read_record, write_record
 from keel.deploy.processes import ServeProcess, Source, SourceKind, is_ours, stop_process
 from keel.observe.metrics import Metrics
 
@@ -139,3 +141,44 @@ def test_each_source_runs_its_own_interpreter(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="no venv"):
         Source(SourceKind.RELEASE, tmp_path).python()
     assert Source.from_dict(built.as_dict()) == built
+
+
+def test_a_records_groups_are_its_fields_holding_one_by_role(tmp_path: Path) -> None:
+    blue, green = _group("blue", 1), _group("green", 1)
+    assert DeploymentRecord("d1", tmp_path, blue).groups() == {"baseline": blue}
+    assert DeploymentRecord("d1", tmp_path, blue, green).groups() == {
+        "baseline": blue,
+        "candidate": green,
+    }
+
+
+@dataclass
+class SlowRecords:
+    """A record store whose writes take a while, the first failing when told to."""
+
+    fail_first: bool = False
+    written: list[DeploymentRecord] = field(default_factory=list)
+
+    async def write_record(self, record: DeploymentRecord) -> None:
+        await asyncio.sleep(0.01 * (3 - len(self.written) % 3))  # earlier writes slower
+        if self.fail_first:
+            self.fail_first = False
+            raise OSError("disk full")
+        self.written.append(record)
+
+
+async def test_the_record_is_written_in_the_order_it_changed_from_the_loop_and_threads(
+    tmp_path: Path,
+) -> None:
+    records = SlowRecords(fail_first=True)
+    writer = _RecordWriter(records)  # type: ignore[arg-type]
+    writer.bind(asyncio.get_running_loop())
+    steps = [DeploymentRecord("d1", tmp_path, _group("blue", 1), step=Step(p)) for p in range(5)]
+    writer.save(steps[0])  # fails: made good by the next write, which holds everything
+    writer.save(steps[1])
+    writer.save(steps[2])
+    await asyncio.to_thread(writer.save, steps[3])  # a thread waits until it is written
+    assert records.written == steps[1:4]
+    writer.save(steps[4])
+    await writer.flush()
+    assert records.written == steps[1:]
