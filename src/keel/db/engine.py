@@ -30,6 +30,7 @@ from sqlalchemy.sql.base import Executable
 from sqlalchemy.util.concurrency import await_, greenlet_spawn
 
 from keel.db.failures import is_unavailable
+from keel.db.prepared import PreparedRead
 from keel.errors import DatabaseUnavailable
 
 if TYPE_CHECKING:
@@ -45,6 +46,8 @@ T = TypeVar("T")
 
 def _is_schema_missing(error: BaseException) -> bool:
     """A table the code expects is not there: the database was never migrated (or is behind)."""
+    if getattr(error, "sqlstate", None) == "42P01":  # asyncpg's own, from a driver hot path
+        return True
     if not isinstance(error, exc.DBAPIError):
         return False
     if getattr(error.orig, "sqlstate", None) == "42P01":  # PostgreSQL undefined_table
@@ -245,6 +248,27 @@ class Database:
         alone (:meth:`alone`).
         """
         return await self.alone(statement, params)
+
+    async def fetch(self, read: PreparedRead, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        """The rows of a :class:`~keel.db.prepared.PreparedRead`, as one statement alone.
+
+        On PostgreSQL with asyncpg the statement SQLAlchemy compiled once runs on
+        the pooled connection's asyncpg connection (no ``Connection``, execution
+        context or result object per call, about a third of :meth:`rows`' Python
+        for the list page); elsewhere :meth:`alone` runs the Core statement.
+        Either way the rows index as SQLAlchemy's do, one round trip, errors
+        translated by :meth:`_guard`.
+        """
+        if not self.asyncpg:
+            return await self.alone(read.statement, params)
+        statement = read.for_driver(self.engine.dialect)
+        arguments = statement.arguments(params)
+
+        async def fetch(driver: Any) -> Sequence[Sequence[Any]]:
+            records: Sequence[Sequence[Any]] = await driver.fetch(statement.sql, *arguments)
+            return records
+
+        return statement.rows(await self.on_autocommit_driver(fetch))
 
     async def alone(
         self, statement: Executable, params: Mapping[str, Any] | None = None
