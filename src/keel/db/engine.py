@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -30,7 +31,7 @@ from sqlalchemy.sql.base import Executable
 from sqlalchemy.util.concurrency import await_, greenlet_spawn
 
 from keel.db.failures import is_unavailable
-from keel.db.prepared import PreparedRead
+from keel.db.prepared import PreparedRead, driver_rows
 from keel.errors import DatabaseUnavailable
 
 if TYPE_CHECKING:
@@ -46,8 +47,11 @@ T = TypeVar("T")
 
 def _is_schema_missing(error: BaseException) -> bool:
     """A table the code expects is not there: the database was never migrated (or is behind)."""
-    if getattr(error, "sqlstate", None) == "42P01":  # asyncpg's own, from a driver hot path
+    # Unwrapped driver errors first, from the hot paths on the driver connection.
+    if getattr(error, "sqlstate", None) == "42P01":  # asyncpg's UndefinedTableError
         return True
+    if isinstance(error, sqlite3.OperationalError):
+        return "no such table" in str(error)
     if not isinstance(error, exc.DBAPIError):
         return False
     if getattr(error.orig, "sqlstate", None) == "42P01":  # PostgreSQL undefined_table
@@ -165,8 +169,10 @@ async def on_pooled_driver(engine: AsyncEngine, work: Callable[[Any], Awaitable[
 def _untrustworthy(driver: Any, error: BaseException) -> bool:
     """Whether a driver connection that ``error`` interrupted must not be reused: it
     is closed, or its statement was cancelled mid-flight (asyncpg may still be
-    cancelling it on the server when the connection would go back to the pool)."""
-    return bool(driver.is_closed()) or isinstance(error, asyncio.CancelledError)
+    cancelling it on the server when the connection would go back to the pool;
+    aiosqlite's thread may still be running it)."""
+    closed = getattr(driver, "is_closed", None)  # asyncpg's; aiosqlite has none
+    return isinstance(error, asyncio.CancelledError) or (closed is not None and bool(closed()))
 
 
 def _checkout_work_checkin(pool: Pool, work: Callable[[Any], Awaitable[T]]) -> T:
@@ -208,6 +214,7 @@ class Database:
         # The driver-level hot paths (``on_autocommit_driver``, held drivers, the
         # worker's claim) exist only on PostgreSQL through asyncpg.
         self.asyncpg = self.dialect == "postgresql" and "+asyncpg" in url
+        self._driver_rows = driver_rows(url)
         self.breaker = breaker
         """The ``database`` breaker's gate (None: nothing counted, nothing refused —
         the CLI and standalone tools)."""
@@ -262,23 +269,22 @@ class Database:
     async def fetch(self, read: PreparedRead, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
         """The rows of a :class:`~keel.db.prepared.PreparedRead`, as one statement alone.
 
-        On PostgreSQL with asyncpg the statement SQLAlchemy compiled once runs on
-        the pooled connection's asyncpg connection (no ``Connection``, execution
-        context or result object per call, about a third of :meth:`rows`' Python
-        for the list page); elsewhere :meth:`alone` runs the Core statement.
-        Either way the rows index as SQLAlchemy's do, one round trip, errors
-        translated by :meth:`_guard`.
+        With asyncpg or aiosqlite the SQL SQLAlchemy compiled once runs on the
+        pooled connection's driver (no ``Connection``, execution context or result
+        object per call: about a third of :meth:`rows`' Python for the list page);
+        with another driver :meth:`alone` runs the Core statement. Either way the
+        rows index as SQLAlchemy's do, one round trip, errors translated by
+        :meth:`_guard`.
         """
-        if not self.asyncpg:
+        run = self._driver_rows
+        if run is None:
             return await self.alone(read.statement, params)
         statement = read.for_driver(self.engine.dialect)
         arguments = statement.arguments(params)
-
-        async def fetch(driver: Any) -> Sequence[Sequence[Any]]:
-            records: Sequence[Sequence[Any]] = await driver.fetch(statement.sql, *arguments)
-            return records
-
-        return statement.rows(await self.on_autocommit_driver(fetch))
+        records = await self.on_autocommit_driver(
+            lambda driver: run(driver, statement.sql, arguments)
+        )
+        return statement.rows(records)
 
     async def alone(
         self, statement: Executable, params: Mapping[str, Any] | None = None
@@ -310,9 +316,9 @@ class Database:
             yield connection
 
     async def on_autocommit_driver(self, work: Callable[[Any], Awaitable[T]]) -> T:
-        """Run ``work`` on the asyncpg connection of a pooled connection, for
-        autocommit statements on a hot path (``keel.jobs.enqueue`` into a database); PostgreSQL with
-        asyncpg only.
+        """Run ``work`` on the driver connection of a pooled connection, for
+        autocommit statements on a hot path (``keel.jobs.enqueue`` into a database, a
+        prepared read): asyncpg's, or aiosqlite's (isolation level None: autocommit).
 
         The connection comes from the main pool (:func:`on_pooled_driver`);
         errors go through :meth:`_guard` like any other.

@@ -1,4 +1,4 @@
-"""Read statements built once, and on PostgreSQL run on the driver underneath SQLAlchemy.
+"""Read statements built once, and run on the driver connection underneath SQLAlchemy.
 
 A hot read rebuilt for every request pays for its Core construction (a
 subquery's column proxies, the coercion of every clause) and for SQLAlchemy's
@@ -10,23 +10,25 @@ than the rest of the request path together (``bench/RESULTS.md``). A
 shape — and :meth:`keel.db.engine.Database.fetch` runs it as one statement on
 its own:
 
-- on PostgreSQL with asyncpg, as the SQL SQLAlchemy compiled for that dialect
-  (once per statement), on the asyncpg connection of a pooled one, which keeps
-  it prepared per connection. Parameters go through the same bind processors
-  and the rows through the same result processors SQLAlchemy would apply
-  (``UTCDateTime`` normalises to UTC both ways), so a row reads the same on
-  either path; ``tests/integration/db/test_prepared_reads.py`` holds them equal;
-- elsewhere (SQLite), as the Core statement through SQLAlchemy, whose compiled
-  cache the one statement object hits every time.
+- with asyncpg or aiosqlite, as the SQL SQLAlchemy compiled for that dialect
+  (once per statement), on the driver connection of a pooled one (asyncpg keeps
+  it prepared per connection; aiosqlite runs it and fetches its rows in one hop
+  to its thread). Parameters go through the same bind processors and the rows
+  through the same result processors SQLAlchemy would apply (``UTCDateTime``
+  normalises to UTC both ways; SQLite's text timestamps are parsed), so a row
+  reads the same on either path; ``tests/integration/db/test_prepared_reads.py``
+  holds them equal;
+- with another driver, as the Core statement through SQLAlchemy, whose
+  compiled cache the one statement object hits every time.
 
-Only for statements whose every value comes from a bind parameter and whose
-result types' processing does not depend on the driver's column type (strings,
-numbers, ``UTCDateTime``): an expanding ``IN`` is refused when compiled.
+Only for statements whose result types' processing does not depend on the
+driver's column type (strings, integers, ``UTCDateTime``), without an
+expanding ``IN`` (refused when compiled: its SQL changes with each list).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +36,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import Select
 
 Processor = Callable[[Any], Any]
+DriverRows = Callable[[Any, str, list[Any]], Awaitable[Sequence[Sequence[Any]]]]
+"""Runs compiled SQL with positional arguments on a driver connection; returns its records."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,3 +109,24 @@ def _compile(statement: Select[Any], dialect: Dialect) -> DriverStatement:
         return compiled.construct_params(dict(params))
 
     return DriverStatement(compiled.string, names, tuple(binds), results, compiled_params)
+
+
+async def _asyncpg_rows(driver: Any, sql: str, arguments: list[Any]) -> Sequence[Sequence[Any]]:
+    records: Sequence[Sequence[Any]] = await driver.fetch(sql, *arguments)
+    return records
+
+
+async def _aiosqlite_rows(driver: Any, sql: str, arguments: list[Any]) -> Sequence[Sequence[Any]]:
+    # One hop to aiosqlite's thread for the statement and its rows, not one for each.
+    records: Sequence[Sequence[Any]] = await driver.execute_fetchall(sql, arguments)
+    return records
+
+
+def driver_rows(url: str) -> DriverRows | None:
+    """How a prepared read runs on the driver of a database at ``url`` (None: through
+    SQLAlchemy, for drivers without a hot path here)."""
+    if url.startswith("postgresql+asyncpg"):
+        return _asyncpg_rows
+    if url.startswith("sqlite+aiosqlite"):
+        return _aiosqlite_rows
+    return None

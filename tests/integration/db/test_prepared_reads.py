@@ -1,7 +1,7 @@
 """``Database.fetch`` of a ``PreparedRead``: the same rows as SQLAlchemy would return (issue 19).
 
-On PostgreSQL the statement runs on the asyncpg connection, as the SQL
-SQLAlchemy compiled for it, with SQLAlchemy's bind and result processors
+The statement runs on the driver connection (asyncpg's, aiosqlite's), as the
+SQL SQLAlchemy compiled for it, with SQLAlchemy's bind and result processors
 applied by hand; these tests hold that path to SQLAlchemy's own (``rows``)
 for the same statement and values, on both databases.
 """
@@ -85,7 +85,6 @@ async def test_fetch_binds_every_parameter_and_finds_nothing_when_nothing_matche
     assert list(await database.fetch(BY_ORG_AND_TIME, other)) == []
 
 
-@pytest.mark.parametrize("backend", ["postgres"])
 async def test_a_naive_datetime_is_refused_on_the_driver_path_too(database: Database) -> None:
     """The bind processors run: ``UTCDateTime`` refuses a time without an offset."""
     naive = {"org_id": "any", "after": datetime(2026, 1, 31, 9, 0), "limit": 1}
