@@ -8,20 +8,16 @@ for the same statement and values, on both databases.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from sqlalchemy import bindparam, select
 from sqlalchemy.dialects import postgresql
-from tests.support.databases import empty_database
 
 from keel.db.engine import Database
 from keel.db.prepared import PreparedRead
 from keel.db.tables import Org, Recognition, User
 from keel.domain import orgs
-from keel.errors import DatabaseUnavailable
 from keel.ids import new_id
 
 pytestmark = pytest.mark.postgres
@@ -90,24 +86,6 @@ async def test_a_naive_datetime_is_refused_on_the_driver_path_too(database: Data
     naive = {"org_id": "any", "after": datetime(2026, 1, 31, 9, 0), "limit": 1}
     with pytest.raises(ValueError, match="naive"):
         await database.fetch(BY_ORG_AND_TIME, naive)
-
-
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_an_unmigrated_database_says_to_migrate_on_either_path(
-    backend: str, tmp_path: Path
-) -> None:
-    async def fetch(url: str) -> None:
-        database = Database(url)
-        try:
-            await database.fetch(BY_ORG_AND_TIME, {"org_id": "x", "after": EARLY, "limit": 1})
-        finally:
-            await database.dispose()
-
-    with (
-        empty_database(backend, tmp_path) as url,
-        pytest.raises(DatabaseUnavailable, match="keel migrate apply"),
-    ):
-        asyncio.run(fetch(url))
 
 
 def test_an_expanding_parameter_is_refused_when_compiled() -> None:
