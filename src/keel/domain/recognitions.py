@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, bindparam, insert, literal_column, select
+from sqlalchemy import Table, bindparam, insert, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningInsert
 
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.db.engine import Database
+from keel.db.prepared import PreparedRead
 from keel.db.tables import Evidence, Recognition, RecognitionEvidence, User
 from keel.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from keel.domain.principal import Principal
@@ -81,7 +83,7 @@ class Page:
     next_cursor: str | None
 
 
-def _record(row: Recognition | Row[Any], evidence_ids: list[str]) -> RecognitionRecord:
+def _record(row: Recognition, evidence_ids: list[str]) -> RecognitionRecord:
     return RecognitionRecord(
         id=row.id,
         org_id=row.org_id,
@@ -201,44 +203,41 @@ async def list_page(
     """One page, newest first, with each recognition's evidence ids.
 
     One statement: the page (``limit + 1`` rows, the extra one says whether
-    another page follows) joined to its evidence links, read as column rows on
-    a bare connection — no second round trip for the evidence, no ORM session.
+    another page follows) joined to its evidence links, built once per filter
+    shape (:func:`_page_read`) and read as column rows on a bare connection —
+    no second round trip for the evidence, no ORM session, no statement built
+    per request.
     """
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput(f"limit must be 1-{MAX_LIMIT}", field="limit")
-    query = select(*_PAGE_COLUMNS).where(
-        Recognition.org_id == principal.org_id, Recognition.deleted_at.is_(None)
-    )
-    if filters.recipient_id is not None:
-        query = query.where(Recognition.recipient_id == filters.recipient_id)
-    if filters.giver_id is not None:
-        query = query.where(Recognition.giver_id == filters.giver_id)
-    if filters.created_before is not None:
-        query = query.where(Recognition.created_at < filters.created_before)
-    if filters.created_after is not None:
-        query = query.where(Recognition.created_at > filters.created_after)
-    if cursor is not None:
-        query = query.where(Recognition.id < decode_cursor(cursor))
-    page = query.order_by(Recognition.id.desc()).limit(limit + 1).subquery("page")
-    links = RecognitionEvidence.__table__
-    rows = await database.rows(
-        select(page, links.c.evidence_id.label("linked_evidence_id"))
-        .outerjoin(links, links.c.recognition_id == page.c.id)
-        .order_by(page.c.id.desc(), links.c.position)
-    )
-    found: list[Row[Any]] = []
-    evidence: dict[str, list[str]] = defaultdict(list)
-    for row in rows:
-        if not found or found[-1].id != row.id:
-            found.append(row)
-        if row.linked_evidence_id is not None:
-            evidence[row.id].append(row.linked_evidence_id)
+    params: dict[str, Any] = {"org_id": principal.org_id, "limit": limit + 1}
+    for name, value in (
+        ("recipient_id", filters.recipient_id),
+        ("giver_id", filters.giver_id),
+        ("created_before", filters.created_before),
+        ("created_after", filters.created_after),
+        ("before_id", None if cursor is None else decode_cursor(cursor)),
+    ):
+        if value is not None:
+            params[name] = value
+    read = _page_read(frozenset(params) - _ALWAYS)
+    found: list[RecognitionRecord] = []
+    for row in await database.fetch(read, params):
+        recognition_id, org_id, giver, recipient, message, category, created_at, linked = row
+        if not found or found[-1].id != recognition_id:
+            found.append(
+                RecognitionRecord(
+                    recognition_id, org_id, giver, recipient, message, category, [], created_at
+                )
+            )
+        if linked is not None:
+            found[-1].evidence_ids.append(linked)
     has_more = len(found) > limit
-    found = found[:limit]
-    items = [_record(row, evidence.get(row.id, [])) for row in found]
-    return Page(items=items, next_cursor=encode_cursor(found[-1].id) if has_more else None)
+    items = found[:limit]
+    return Page(items=items, next_cursor=encode_cursor(items[-1].id) if has_more else None)
 
 
+_ALWAYS = frozenset({"org_id", "limit"})
 _PAGE_COLUMNS = (
     Recognition.id,
     Recognition.org_id,
@@ -248,6 +247,31 @@ _PAGE_COLUMNS = (
     Recognition.category,
     Recognition.created_at,
 )
+# The optional conditions, by the parameter each binds (absent parameter: no condition).
+_PAGE_FILTERS = {
+    "recipient_id": lambda value: Recognition.recipient_id == value,
+    "giver_id": lambda value: Recognition.giver_id == value,
+    "created_before": lambda value: Recognition.created_at < value,
+    "created_after": lambda value: Recognition.created_at > value,
+    "before_id": lambda value: Recognition.id < value,
+}
+
+
+@functools.cache
+def _page_read(filters: frozenset[str]) -> PreparedRead:
+    """The page statement for one set of filters (at most 32, each built once)."""
+    query = select(*_PAGE_COLUMNS).where(
+        Recognition.org_id == bindparam("org_id"),
+        Recognition.deleted_at.is_(None),
+        *(_PAGE_FILTERS[name](bindparam(name)) for name in sorted(filters)),
+    )
+    page = query.order_by(Recognition.id.desc()).limit(bindparam("limit")).subquery("page")
+    links = cast(Table, RecognitionEvidence.__table__)
+    return PreparedRead(
+        select(page, links.c.evidence_id.label("linked_evidence_id"))
+        .outerjoin(links, links.c.recognition_id == page.c.id)
+        .order_by(page.c.id.desc(), links.c.position)
+    )
 
 
 async def delete(

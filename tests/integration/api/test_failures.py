@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from tests.support.app import World, app_for, make_settings, running, seed_world
 from tests.support.databases import Templates, empty_database, fresh_database
 from tests.support.proxy import TcpProxy
 from tests.support.services import PG_HOST, PG_PORT
 
 from keel.db.engine import Database
+from keel.db.prepared import PreparedRead
 from keel.db.tables import Org
 from keel.errors import DatabaseUnavailable
 
@@ -96,15 +97,25 @@ async def test_database_outage_is_503_with_retry_after_then_recovers(
         await proxy.cut()
 
 
+async def _session_read(database: Database) -> None:
+    async with database.read() as session:
+        await session.execute(select(Org))
+
+
+async def _prepared_read(database: Database) -> None:
+    """On the driver connection (asyncpg's, aiosqlite's): the driver's own error, unwrapped."""
+    await database.fetch(PreparedRead(select(Org.id).where(Org.id == bindparam("id"))), {"id": "x"})
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("read", [_session_read, _prepared_read], ids=["session", "prepared"])
 def test_an_unmigrated_database_says_to_migrate_not_that_it_is_down(
-    backend: str, tmp_path: Path
+    backend: str, read: Callable[[Database], Awaitable[None]], tmp_path: Path
 ) -> None:
     async def read_orgs(url: str) -> None:
         database = Database(url)
         try:
-            async with database.read() as session:
-                await session.execute(select(Org))
+            await read(database)
         finally:
             await database.dispose()
 

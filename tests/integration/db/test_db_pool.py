@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 from tests.support.pg_terminate import terminate_and_wait, terminate_behind_the_loops_back
 from tests.support.services import PG_HOST, PG_PORT
 
@@ -117,23 +117,6 @@ def test_the_pool_has_no_pre_ping_on_asyncpg() -> None:
     """The review finding this pool answers: no BEGIN/``;``/ROLLBACK per checkout."""
     database = Database(f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/postgres")
     assert database.engine.sync_engine.pool._pre_ping is False
-
-
-async def test_connections_opened_above_the_pool_size_are_kept_for_the_next_burst() -> None:
-    """Up to twice ``pool_size`` at once, as before; the ones past it are no longer closed
-    at checkin (a connect per few requests under a steady load above the pool size)."""
-    database = Database(f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/postgres", pool_size=2)
-    pool = database.engine.sync_engine.pool
-    try:
-        opened: list[Any] = []
-        event.listen(pool, "connect", lambda *_: opened.append(1))
-        for _ in range(2):  # two bursts of four concurrent statements
-            await asyncio.gather(*(select_one(database) for _ in range(4)))
-        assert len(opened) == 4  # the second burst reused the first one's connections
-        assert pool.checkedin() == 4
-        assert pool.size() + max(pool._max_overflow, 0) == 4  # still at most 2 × pool_size
-    finally:
-        await database.dispose()
 
 
 async def test_the_worker_claim_connection_fails_once_as_unavailable_then_is_replaced(

@@ -30,9 +30,9 @@ BUDGETS: dict[str, dict[str, int]] = {
     # its implicit transaction), no BEGIN and COMMIT around it. The token lookup itself is
     # served from the auth cache (revocation seen within auth_cache_seconds).
     "GET /v1/users/me": {"postgres": 1, "sqlite": 1},
-    # The page of recognitions scoped to the caller's organisation (BEGIN, SELECT, COMMIT on
-    # SQLite: the page and its evidence ids read in one snapshot).
-    "GET /v1/recognitions": {"postgres": 1, "sqlite": 3},
+    # The page of recognitions scoped to the caller's organisation, joined to its evidence
+    # links: one statement on its own on both (a lone statement is its own snapshot).
+    "GET /v1/recognitions": {"postgres": 1, "sqlite": 1},
     # Read the key (one statement: a replay is answered here); the claim as one statement
     # on its own (PostgreSQL: insert the claim, or return the row in its way, with relaxed
     # durability; SQLite: the insert alone, told the key was absent) so a concurrent
