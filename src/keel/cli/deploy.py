@@ -40,6 +40,7 @@ from keel.deploy import (
     run_pre_checks,
 )
 from keel.deploy.bluegreen import BlueGreenSwitch, HttpReadiness, SwitchPlan
+from keel.deploy.fresh_baseline import BaselineKind, FreshBaselinePlan
 from keel.deploy.groups import start_group, stop_group, wait_ready
 from keel.deploy.haproxy import HAProxy, RuntimeApi, Server, haproxy_binary
 from keel.deploy.local import (
@@ -723,16 +724,30 @@ def run_local(
     warm: float = typer.Option(
         300.0, "--warm", min=0.0, help="Blue-green: seconds the old group stays warm."
     ),
+    baseline: BaselineKind = typer.Option(
+        BaselineKind.FRESH,
+        "--baseline",
+        help="Canary: compare with a fresh group of the production release, or with the "
+        "long-running production group (biased against the just-started canary).",
+    ),
+    baseline_ports: list[int] = typer.Option(
+        [],
+        "--baseline-port",
+        help="A port for one keel serve of the fresh baseline (repeatable, as many as "
+        "--server-port); default: free ports.",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Deploy a created deployment onto this machine: its release as a new group of keel serve
-    processes, pre-checks, the approval gate, the canary or blue-green walk; the group that
-    loses is drained and stopped."""
+    processes, pre-checks, the approval gate, the canary (against a fresh baseline) or
+    blue-green walk; the groups that lose are drained and stopped."""
     settings = Settings()
     workdir = workdir.resolve()
     live = read_live(workdir)
     if live is None:
         fail(f"nothing is live in {workdir}: start it with `keel deploy front`")
+    if baseline_ports and len(baseline_ports) != len(server_ports):
+        fail("give as many --baseline-port as --server-port: the baseline matches the canary")
     try:
         canary_plan = CanaryPlan(
             steps=_percentages(steps),
@@ -750,6 +765,9 @@ def run_local(
         workers=workers,
         canary=canary_plan,
         switch=SwitchPlan(warm_seconds=warm),
+        fresh_baseline=FreshBaselinePlan(ports=baseline_ports)
+        if baseline is BaselineKind.FRESH
+        else None,
     )
     source = _source(source_kind, source_path)
 
