@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -219,6 +220,30 @@ def retire(
         answer = api.command(f"del server {BACKEND}/{server}")
         if "deleted" not in answer.lower() and "no such" not in answer.lower():
             raise HAProxyCommandFailed(f"del server {server}: {answer}")
+
+
+def retire_all(
+    api: RuntimeApi,
+    groups: Sequence[VersionGroup],
+    *,
+    idle_timeout_seconds: float = 30.0,
+    stop_wait_seconds: float = 30.0,
+) -> None:
+    """:func:`retire` several groups at once, a thread each: the wait is the longest of their
+    drains, not the sum (a canary's end retires the loser and the fresh baseline)."""
+    with ThreadPoolExecutor(max_workers=max(1, len(groups))) as pool:
+        retiring = [
+            pool.submit(
+                retire,
+                api,
+                group,
+                idle_timeout_seconds=idle_timeout_seconds,
+                stop_wait_seconds=stop_wait_seconds,
+            )
+            for group in groups
+        ]
+    for future in retiring:
+        future.result()  # the first failure, once every group has had its turn
 
 
 def weigh(api: RuntimeApi, group: VersionGroup, percent: int) -> None:

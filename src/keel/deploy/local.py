@@ -54,7 +54,7 @@ from keel.deploy.groups import (
     GroupRouter,
     VersionGroup,
     register,
-    retire,
+    retire_all,
     send_back,
     start_group,
     stop_group,
@@ -215,8 +215,7 @@ def roll_back_traffic(record: DeploymentRecord, *, stop_wait_seconds: float = 30
     api = RuntimeApi(record.admin_socket)
     started = [record.candidate, *([record.fresh_baseline] if record.fresh_baseline else [])]
     send_back(api, record.baseline, *started)
-    for group in started:
-        retire(api, group, stop_wait_seconds=stop_wait_seconds)
+    retire_all(api, started, stop_wait_seconds=stop_wait_seconds)
 
 
 class _Walk(Protocol):
@@ -445,13 +444,12 @@ class LocalDeployment:
         fresh = self._fresh_baselines()
         if deployment.state is not DeploymentState.PROMOTED:
             send_back(self.api, old, new, *fresh)
-        for group in (loser, *fresh):
-            retire(
-                self.api,
-                group,
-                idle_timeout_seconds=self.plan.idle_timeout_seconds,
-                stop_wait_seconds=self.plan.stop_wait_seconds,
-            )
+        retire_all(
+            self.api,
+            [loser, *fresh],
+            idle_timeout_seconds=self.plan.idle_timeout_seconds,
+            stop_wait_seconds=self.plan.stop_wait_seconds,
+        )
         self._save(retired=(*self.record.retired, *(group.name for group in fresh)))
         if deployment.state is DeploymentState.PROMOTED:
             self._save(baseline=new, candidate=None, retired=(*self.record.retired, old.name))
@@ -466,8 +464,7 @@ class LocalDeployment:
         started = [candidate, *self._fresh_baselines()]
         try:
             send_back(self.api, self.record.baseline, *started)
-            for group in started:
-                retire(self.api, group, stop_wait_seconds=self.plan.stop_wait_seconds)
+            retire_all(self.api, started, stop_wait_seconds=self.plan.stop_wait_seconds)
         finally:
             for group in started:
                 stop_group(group, wait_seconds=self.plan.stop_wait_seconds)
