@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
-from tests.support.deploys import RELEASE, rolling_deployment
+from tests.support.deploys import RELEASE, FakeRuntimeApi, rolling_deployment
 
 from keel.db.engine import Database
 from keel.deploy import Deployment, DeploymentState, DeploymentStore, Thresholds
@@ -27,7 +27,7 @@ from keel.deploy import groups as groups_module
 from keel.deploy import local as local_module
 from keel.deploy.fresh_baseline import FreshBaselinePlan, shares
 from keel.deploy.groups import GroupNotReady, VersionGroup
-from keel.deploy.haproxy import MAX_WEIGHT, HAProxyCommandFailed
+from keel.deploy.haproxy import MAX_WEIGHT
 from keel.deploy.local import LocalDeployment, LocalPlan, read_record, roll_back_traffic
 from keel.deploy.prechecks import CheckResult
 from keel.deploy.processes import ServeProcess, Source, SourceKind
@@ -46,61 +46,11 @@ def backend() -> str:
     return "sqlite"
 
 
-@dataclass
-class FakeHAProxy:
-    """The runtime API over one backend: servers, weights, drains; unknown servers refused."""
-
-    path: Path
-    weights: dict[str, int] = field(default_factory=dict)
-    drained: set[str] = field(default_factory=set)
-    deleted: list[str] = field(default_factory=list)
-
-    def command(self, text: str) -> str:
-        words = text.split()
-        server = next(word for word in words if word.startswith("versions/")).split("/", 1)[1]
-        if words[:2] == ["add", "server"]:
-            self.weights[server] = 0
-            return "New server registered."
-        if words[:2] == ["del", "server"]:
-            if self.weights.pop(server, None) is None:
-                return "No such server."
-            self.deleted.append(server)
-            return "Server deleted."
-        return ""  # enable health|server, state maint
-
-    def _known(self, server: str) -> None:
-        if server not in self.weights:
-            raise HAProxyCommandFailed(f"No such server {server}")
-
-    def set_weight(self, server: str, weight: int) -> None:
-        self._known(server)
-        self.weights[server] = weight
-
-    def drain(self, server: str) -> None:
-        self._known(server)
-        self.drained.add(server)
-
-    def ready(self, server: str) -> None:
-        self._known(server)
-        self.drained.discard(server)
-
-    def sessions(self) -> dict[str, int]:
-        return dict.fromkeys(self.weights, 0)
-
-    def statuses(self) -> dict[str, str]:
-        return dict.fromkeys(self.weights, "UP")
-
-    def share(self, group: VersionGroup) -> float:
-        total = sum(self.weights.values())
-        mine = sum(self.weights.get(server, 0) for server in group.server_names())
-        return mine / total if total else 0.0
-
-
 class Machine:
     """Simulated ``keel serve`` groups: pids that run until stopped, and requests served
     through the proxy's weights, each group with its latency and error share."""
 
-    def __init__(self, proxy: FakeHAProxy, *, canary_latency: float, canary_errors: float):
+    def __init__(self, proxy: FakeRuntimeApi, *, canary_latency: float, canary_errors: float):
         self.proxy = proxy
         self.clock = ManualClock()
         self.rng = random.Random(7)
@@ -175,7 +125,7 @@ class _PassingSmokeTest:
 class Stage:
     store: DeploymentStore
     deployment_id: str
-    proxy: FakeHAProxy
+    proxy: FakeRuntimeApi
     machine: Machine
     production: VersionGroup
     workdir: Path
@@ -207,7 +157,7 @@ async def _stage(
     canary_errors: float = 0.0,
 ) -> Stage:
     store, deployment_id = await rolling_deployment(database, settings)
-    proxy = FakeHAProxy(tmp_path / "admin.sock")
+    proxy = FakeRuntimeApi(tmp_path / "admin.sock")
     machine = Machine(proxy, canary_latency=canary_latency, canary_errors=canary_errors)
     production = machine.start_group(
         "blue", Source(SourceKind.CHECKOUT, Path("/srv/old")), [8001, 8002]

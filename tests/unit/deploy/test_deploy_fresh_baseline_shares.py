@@ -5,12 +5,12 @@ shell has already retired a group), and its place in the deployment's record."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.support.deploys import FakeRuntimeApi
 
 from keel.deploy.fresh_baseline import (
     FreshBaselinePlan,
@@ -20,40 +20,9 @@ from keel.deploy.fresh_baseline import (
     shares,
 )
 from keel.deploy.groups import VersionGroup
-from keel.deploy.haproxy import MAX_WEIGHT, HAProxyCommandFailed
+from keel.deploy.haproxy import MAX_WEIGHT
 from keel.deploy.local import DeploymentRecord, read_record, record_path, write_record
 from keel.deploy.processes import ServeProcess, Source, SourceKind
-
-
-@dataclass
-class FakeApi:
-    """``set weight``, ``state drain|ready`` and ``show stat``'s servers, every weight kept;
-    like HAProxy, a command for a server it does not know fails."""
-
-    weights: dict[str, int] = field(default_factory=dict)
-    drained: set[str] = field(default_factory=set)
-    history: list[dict[str, int]] = field(default_factory=list)
-
-    def _known(self, server: str) -> None:
-        if server not in self.weights:
-            raise HAProxyCommandFailed(f"no such server {server}")
-
-    def set_weight(self, server: str, weight: int) -> None:
-        self._known(server)
-        assert 0 <= weight <= MAX_WEIGHT
-        self.weights[server] = weight
-        self.history.append(dict(self.weights))
-
-    def drain(self, server: str) -> None:
-        self._known(server)
-        self.drained.add(server)
-
-    def ready(self, server: str) -> None:
-        self._known(server)
-        self.drained.discard(server)
-
-    def sessions(self) -> dict[str, int]:
-        return dict.fromkeys(self.weights, 0)
 
 
 def _group(name: str, size: int) -> VersionGroup:
@@ -61,8 +30,8 @@ def _group(name: str, size: int) -> VersionGroup:
     return VersionGroup(name, Source(SourceKind.CHECKOUT, Path("/srv/keel")), processes)
 
 
-def _router(size: int = 1, production_size: int = 2) -> tuple[FreshBaselineRouter, FakeApi]:
-    api = FakeApi()
+def _router(size: int = 1, production_size: int = 2) -> tuple[FreshBaselineRouter, FakeRuntimeApi]:
+    api = FakeRuntimeApi()
     production = _group("prod", production_size)
     router = FreshBaselineRouter(
         api,  # type: ignore[arg-type]
@@ -76,7 +45,7 @@ def _router(size: int = 1, production_size: int = 2) -> tuple[FreshBaselineRoute
     return router, api
 
 
-def _share(api: FakeApi, prefix: str) -> int:
+def _share(api: FakeRuntimeApi, prefix: str) -> int:
     return sum(weight for name, weight in api.weights.items() if name.startswith(prefix))
 
 
