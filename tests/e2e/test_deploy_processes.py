@@ -40,10 +40,16 @@ from tests.support.version_groups import Answer, LoadClient, Stage, running, sta
 pytestmark = pytest.mark.e2e
 
 S = DeploymentState
-# The canary is compared with a fresh baseline (started with it, as cold as it is), so the
-# latency test runs at its defaults (alpha 0.01, effect 0.05): against the long-running group
-# a healthy just-started canary looked slower, and these had to be 1e-6 and 0.4.
-THRESHOLDS = Thresholds(min_requests=20, max_error_rate=0.02)
+# The canary is compared with a fresh baseline: as cold as the canary, with the same share of
+# traffic. Against the long-running group both warm-up and load differed (at 20 % production
+# served 4x the canary's requests, and on this small busy machine the more loaded group is the
+# slower: P(canary slower) was 0.12-0.33), and the test needed P(canary slower) > 0.9 at
+# p < 1e-6. What is left is scheduling noise between two identical processes on 2 shared
+# cores, correlated in time, which makes the U test's p-values too small: at the defaults
+# (alpha 0.01, effect 0.05) about one healthy canary in seven failed at load 10-12, with
+# P(canary slower) up to 0.68 (15 runs). P > 0.8 at p < 1e-3 leaves that a margin; a canary
+# 200 ms slower is at P = 1.0.
+THRESHOLDS = Thresholds(min_requests=20, max_error_rate=0.02, latency_alpha=1e-3, min_effect=0.3)
 CANARY = CanaryPlan(
     steps=(20, 50, 100), interval_seconds=0.4, step_timeout_seconds=20, thresholds=THRESHOLDS
 )

@@ -61,7 +61,7 @@ DEFAULT_MAX_PERCENT = 50  # no cap below the room the canary leaves
 class BaselineKind(StrEnum):
     """What a canary is compared with."""
 
-    FRESH = "fresh"  # a new group of the production release, started with the canary
+    FRESH = "fresh"  # a new group of the production release, started for the canary walk
     PRODUCTION = "production"  # the long-running live group itself (biased by warm-up)
 
 
