@@ -4,11 +4,14 @@ A process that has just started is slower than one that has served for hours: co
 caches and connection pools, the first run of every code path. Compared with the
 long-running production group, a healthy canary looks slower, and the analysis either
 rolls it back for nothing or must demand evidence so overwhelming that a real
-regression slips through. Kayenta and Spinnaker's answer, followed here: start a
-**fresh baseline** — the production release (the live group's own source: checkout,
-virtualenv or release directory), as many processes as the canary, on ports of its
-own — and compare the canary with it. Both are equally cold, both get the same share
-of traffic, so the test compares like with like; production serves the rest.
+regression slips through. Load biases the comparison too: at a 5 % step production
+serves nineteen times the canary's requests, and on a busy machine the more loaded
+process is the slower one, which flatters the canary. Kayenta and Spinnaker's answer,
+followed here: start a **fresh baseline** — the production release (the live group's
+own source: checkout, virtualenv or release directory), as many processes as the
+canary, on ports of its own — and compare the canary with it. Both are equally cold,
+both get the same share of traffic, so the test compares like with like; production
+serves the rest.
 
 Shares at each step (:func:`shares`): the baseline gets the canary's percentage as long
 as there is room for it, production the rest. With the default steps:
