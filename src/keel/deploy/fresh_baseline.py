@@ -38,7 +38,9 @@ lower, for a service whose production group must keep a share; it buys that with
 exactly this bias.
 
 The baseline's life is that of any version group (:mod:`keel.deploy.groups`): started
-when the canary walk starts, ready when every process answers ``/ready`` and its
+with the canary when no approval gate stands between them (as Kayenta does: equally old,
+and its start-up overlaps the canary's), else when the gate opens, so that no third group
+idles through a wait for approval; ready when every process answers ``/ready`` and its
 ``/version`` names the release production runs (a group started from a checkout that
 has moved on since is no baseline), registered at weight 0, and at the end — promoted,
 rolled back, failed or cancelled — drained and stopped by its recorded pid.
@@ -64,7 +66,7 @@ DEFAULT_MAX_PERCENT = 50  # no cap below the room the canary leaves
 class BaselineKind(StrEnum):
     """What a canary is compared with."""
 
-    FRESH = "fresh"  # a new group of the production release, started for the canary walk
+    FRESH = "fresh"  # a new group of the production release, started for the canary
     PRODUCTION = "production"  # the long-running live group itself (biased by warm-up)
 
 

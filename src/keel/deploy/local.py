@@ -243,6 +243,11 @@ class LocalPlan:
     """A canary is compared with a fresh group of the production release; ``None``: with
     the production group itself."""
 
+    def __post_init__(self) -> None:
+        fresh = self.fresh_baseline
+        if fresh is not None and fresh.ports and len(fresh.ports) != len(self.ports):
+            raise ValueError("the fresh baseline needs as many ports as the new group")
+
 
 class LocalDeployment:
     def __init__(
@@ -288,13 +293,20 @@ class LocalDeployment:
             workers=self.plan.workers,
         )
         self._save(candidate=candidate)
+        fresh_plan = self._fresh_plan(deployment)
         try:
+            if fresh_plan is not None and not deployment.required_approvals:
+                # No gate to wait at: the walk follows the pre-checks at once, so the fresh
+                # baseline starts with the canary — as old as it, its start-up overlapping.
+                self._launch_fresh_baseline(deployment, fresh_plan)
             await wait_ready(
                 candidate, deployment.release, timeout_seconds=self.plan.ready_timeout_seconds
             )
         except (GroupNotReady, ProcessError, httpx.HTTPError) as error:
-            await asyncio.to_thread(stop_group, candidate, wait_seconds=self.plan.stop_wait_seconds)
-            self._save(retired=(candidate.name,))
+            started = [candidate, *self._fresh_baselines()]
+            for group in started:
+                await asyncio.to_thread(stop_group, group, wait_seconds=self.plan.stop_wait_seconds)
+            self._save(retired=tuple(group.name for group in started))
             return await self._end(
                 DeploymentState.FAILED, f"the new version did not start: {error}"
             )
@@ -349,8 +361,8 @@ class LocalDeployment:
         """
         router: TrafficRouter = GroupRouter(self.api, self.record.baseline, candidate)
         compared = self.record.baseline
-        fresh_plan = self.plan.fresh_baseline
-        if deployment.strategy is Strategy.CANARY and fresh_plan is not None:
+        fresh_plan = self._fresh_plan(deployment)
+        if fresh_plan is not None:
             try:
                 compared = await self._start_fresh_baseline(deployment, fresh_plan)
             except (KeelError, ValueError, httpx.HTTPError) as error:
@@ -365,16 +377,17 @@ class LocalDeployment:
             )
         return await self._walk(deployment, candidate, router, compared).run()
 
-    async def _start_fresh_baseline(
+    def _fresh_plan(self, deployment: Deployment) -> FreshBaselinePlan | None:
+        """How the fresh baseline runs, for a canary that is compared with one."""
+        return self.plan.fresh_baseline if deployment.strategy is Strategy.CANARY else None
+
+    def _launch_fresh_baseline(
         self, deployment: Deployment, plan: FreshBaselinePlan
     ) -> VersionGroup:
-        """The production release as a new group beside the canary, ready, in HAProxy at 0.
-
-        Recorded as soon as it is started, so whatever happens next — it never gets ready,
-        the walk ends, a rollback from another shell — retires it like the canary.
-        """
+        """Start the production release as a new group (not waiting for it) and record it at
+        once, so whatever happens next — it never gets ready, the walk ends, a rollback from
+        another shell — retires it like the canary."""
         production = self.record.baseline
-        release = await production_release(production)
         fresh = start_group(
             f"b{deployment.id[-8:].lower()}",
             production.source,
@@ -384,6 +397,15 @@ class LocalDeployment:
             workers=self.plan.workers,
         )
         self._save(fresh_baseline=fresh)
+        return fresh
+
+    async def _start_fresh_baseline(
+        self, deployment: Deployment, plan: FreshBaselinePlan
+    ) -> VersionGroup:
+        """The fresh baseline ready — its ``/version`` naming the release production runs —
+        and in HAProxy at weight 0; started now unless it started with the canary."""
+        release = await production_release(self.record.baseline)
+        fresh = self.record.fresh_baseline or self._launch_fresh_baseline(deployment, plan)
         await wait_ready(fresh, release, timeout_seconds=self.plan.ready_timeout_seconds)
         register(self.api, fresh)
         await asyncio.to_thread(

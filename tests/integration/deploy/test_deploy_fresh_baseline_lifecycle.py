@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -22,9 +22,10 @@ from prometheus_client import generate_latest
 from tests.support.deploys import RELEASE, FakeRuntimeApi, rolling_deployment
 
 from keel.db.engine import Database
-from keel.deploy import Deployment, DeploymentState, DeploymentStore, Thresholds
+from keel.deploy import Deployment, DeploymentState, DeploymentStore, Strategy, Thresholds
 from keel.deploy import groups as groups_module
 from keel.deploy import local as local_module
+from keel.deploy.approvals import ApprovalGate
 from keel.deploy.fresh_baseline import FreshBaselinePlan, shares
 from keel.deploy.groups import GroupNotReady, VersionGroup
 from keel.deploy.haproxy import MAX_WEIGHT
@@ -317,3 +318,46 @@ async def test_a_rollback_from_another_shell_stops_the_fresh_baseline_by_the_rec
     finished = await asyncio.wait_for(walking, timeout=10)
     assert finished.state is S.ROLLED_BACK
     assert stage.machine.is_running(stage.production)
+
+
+async def test_behind_an_approval_gate_the_fresh_baseline_starts_only_once_it_opens(
+    database: Database, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stage = await _stage(database, settings, tmp_path, monkeypatch)
+    gated = await stage.store.create(
+        RELEASE, environment="staging", strategy=Strategy.CANARY, created_by="alice",
+        required_approvals=1,
+    )  # fmt: skip
+    await stage.store.move(gated.id, S.PRE_CHECKS, actor="keel")
+    await stage.store.move(gated.id, S.AWAITING_APPROVAL, actor="keel")
+    stage.deployment_id = gated.id
+    deploy = stage.deploy(fresh=FreshBaselinePlan())
+    deploy.plan = replace(deploy.plan, approval_poll_seconds=0)
+    walking = asyncio.create_task(deploy.run())
+    for _ in range(50):  # the canary waits at the gate: started, smoke-tested, no baseline
+        await asyncio.sleep(0)
+    waiting = read_record(stage.workdir, gated.id)
+    assert waiting is not None
+    assert waiting.candidate is not None
+    assert waiting.fresh_baseline is None
+    assert set(stage.machine.groups) == {"blue", waiting.candidate.name}
+    assert not walking.done()
+    await stage.store.approve(
+        gated.id, ApprovalGate("staging", 1, creator_may_approve=False), approver="bob"
+    )
+    finished = await asyncio.wait_for(walking, timeout=10)
+    assert finished.state is S.PROMOTED, finished.reason
+    assert not stage.machine.is_running(_fresh(stage))
+
+
+async def test_without_a_gate_it_starts_with_the_canary_and_stops_when_the_canary_cannot(
+    database: Database, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stage = await _stage(database, settings, tmp_path, monkeypatch)
+    stage.machine.never_ready.add("g")
+    finished = await stage.deploy(fresh=FreshBaselinePlan()).run()
+    assert finished.state is S.FAILED
+    assert "the new version did not start" in (finished.reason or "")
+    fresh = _fresh(stage)  # started beside the canary, recorded, retired with it
+    assert not stage.machine.is_running(fresh)
+    assert set(stage.proxy.weights) == set(stage.production.server_names())
