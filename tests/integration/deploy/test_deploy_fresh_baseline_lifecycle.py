@@ -274,14 +274,27 @@ async def test_a_failing_canary_is_rolled_back_and_the_fresh_baseline_retired_wi
     assert stage.proxy.share(stage.production) == 1.0
 
 
-async def test_a_fresh_baseline_that_never_gets_ready_fails_the_deployment_before_any_traffic(
-    database: Database, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("never_ready", "reason"),
+    [
+        ("b", "the fresh baseline did not start"),
+        # No gate: the baseline started beside the canary, and is stopped with it.
+        ("g", "the new version did not start"),
+    ],
+)
+async def test_a_group_that_never_gets_ready_fails_the_deployment_and_stops_the_baseline(
+    database: Database,
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    never_ready: str,
+    reason: str,
 ) -> None:
     stage = await _stage(database, settings, tmp_path, monkeypatch)
-    stage.machine.never_ready.add("b")
+    stage.machine.never_ready.add(never_ready)
     finished = await stage.deploy(fresh=FreshBaselinePlan()).run()
     assert finished.state is S.FAILED
-    assert "the fresh baseline did not start" in (finished.reason or "")
+    assert reason in (finished.reason or "")
     fresh = _fresh(stage)
     assert not stage.machine.is_running(fresh)
     assert not any(stage.machine.is_running(group) for group in stage.machine.groups.values()
@@ -348,16 +361,3 @@ async def test_behind_an_approval_gate_the_fresh_baseline_starts_only_once_it_op
     finished = await asyncio.wait_for(walking, timeout=10)
     assert finished.state is S.PROMOTED, finished.reason
     assert not stage.machine.is_running(_fresh(stage))
-
-
-async def test_without_a_gate_it_starts_with_the_canary_and_stops_when_the_canary_cannot(
-    database: Database, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    stage = await _stage(database, settings, tmp_path, monkeypatch)
-    stage.machine.never_ready.add("g")
-    finished = await stage.deploy(fresh=FreshBaselinePlan()).run()
-    assert finished.state is S.FAILED
-    assert "the new version did not start" in (finished.reason or "")
-    fresh = _fresh(stage)  # started beside the canary, recorded, retired with it
-    assert not stage.machine.is_running(fresh)
-    assert set(stage.proxy.weights) == set(stage.production.server_names())
