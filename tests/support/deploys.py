@@ -1,12 +1,16 @@
-"""Deployments for the safe-deploy tests: a store, one already in ``rolling``, a fake router."""
+"""Deployments for the safe-deploy tests: a store, one already in ``rolling``, a fake router,
+an in-memory HAProxy runtime API."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from keel.audit import build_auditor
 from keel.db.engine import Database
 from keel.deploy import DeploymentState, DeploymentStore, Release, Strategy
+from keel.deploy.groups import VersionGroup
+from keel.deploy.haproxy import MAX_WEIGHT, HAProxyCommandFailed
 from keel.migrations import head_revision
 from keel.settings import Settings
 
@@ -67,3 +71,59 @@ class RecordingRouter:
 
     def drain_baseline(self) -> None:
         self.drained = True
+
+
+@dataclass
+class FakeRuntimeApi:
+    """HAProxy's runtime API over one backend, in memory: servers added and deleted, weights
+    (every change kept in ``history``), drains; like HAProxy, a command naming a server it
+    does not know fails. Every registered server is up, with no current session."""
+
+    path: Path = Path("admin.sock")
+    weights: dict[str, int] = field(default_factory=dict)
+    drained: set[str] = field(default_factory=set)
+    deleted: list[str] = field(default_factory=list)
+    history: list[dict[str, int]] = field(default_factory=list)
+
+    def command(self, text: str) -> str:
+        words = text.split()
+        server = next(word for word in words if word.startswith("versions/")).split("/", 1)[1]
+        if words[:2] == ["add", "server"]:
+            self.weights[server] = 0
+            return "New server registered."
+        if words[:2] == ["del", "server"]:
+            if self.weights.pop(server, None) is None:
+                return "No such server."
+            self.deleted.append(server)
+            return "Server deleted."
+        return ""  # enable health|server, state maint
+
+    def _known(self, server: str) -> None:
+        if server not in self.weights:
+            raise HAProxyCommandFailed(f"No such server {server}")
+
+    def set_weight(self, server: str, weight: int) -> None:
+        self._known(server)
+        assert 0 <= weight <= MAX_WEIGHT
+        self.weights[server] = weight
+        self.history.append(dict(self.weights))
+
+    def drain(self, server: str) -> None:
+        self._known(server)
+        self.drained.add(server)
+
+    def ready(self, server: str) -> None:
+        self._known(server)
+        self.drained.discard(server)
+
+    def sessions(self) -> dict[str, int]:
+        return dict.fromkeys(self.weights, 0)
+
+    def statuses(self) -> dict[str, str]:
+        return dict.fromkeys(self.weights, "UP")
+
+    def share(self, group: VersionGroup) -> float:
+        """The group's share of new requests (its servers' weights over all of them)."""
+        total = sum(self.weights.values())
+        mine = sum(self.weights.get(server, 0) for server in group.server_names())
+        return mine / total if total else 0.0

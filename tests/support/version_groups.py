@@ -235,4 +235,5 @@ def _recorded_groups(workdir: Path) -> list[VersionGroup]:
         record = read_record(workdir, path.stem)
         if record is not None:
             found += [record.baseline, *([record.candidate] if record.candidate else [])]
+            found += [record.fresh_baseline] if record.fresh_baseline else []
     return found

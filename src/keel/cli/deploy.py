@@ -43,6 +43,7 @@ from keel.deploy import (
 )
 from keel.deploy.bluegreen import BlueGreenSwitch, HttpReadiness, SwitchPlan
 from keel.deploy.errors import FrontNotRegistered, FrontNotServing
+from keel.deploy.fresh_baseline import BaselineKind, FreshBaselinePlan
 from keel.deploy.fronts import Front, FrontState, stop_front
 from keel.deploy.groups import VersionGroup, start_group, stop_group, wait_ready
 from keel.deploy.haproxy import HAProxy, RuntimeApi, Server, haproxy_binary
@@ -451,13 +452,17 @@ def rollback(
         roll_back_traffic(record)
     except KeelError as error:
         fail(f"rolled back in the database, but the traffic could not be moved: {error}")
-    retired = replace(record, retired=(*record.retired, record.candidate.name))
+    stopped = [record.candidate, record.fresh_baseline]
+    retired = replace(
+        record,
+        retired=(*record.retired, *(group.name for group in stopped if group is not None)),
+    )
     if files is not None:
         write_record(files, retired)
         return
 
     async def mark() -> None:
-        # The runner may be gone: the record says the new group is stopped (a state only
+        # The runner may be gone: the record says the new groups are stopped (a state only
         # ever moves to retired, so the runner's own writes cannot undo it).
         async with database(settings) as db:
             await DatabaseRecords(db).write_record(retired)
@@ -866,15 +871,29 @@ def run_local(
         help="Once promoted and the old group stopped, run the release's contract migrations "
         "(--no-contract: leave them pending for `keel deploy migrate ID --phase contract`).",
     ),
+    baseline: BaselineKind = typer.Option(
+        BaselineKind.FRESH,
+        "--baseline",
+        help="Canary: compare with a fresh group of the production release, or with the "
+        "long-running production group (biased against the just-started canary).",
+    ),
+    baseline_ports: list[int] = typer.Option(
+        [],
+        "--baseline-port",
+        help="A port for one keel serve of the fresh baseline (repeatable, as many as "
+        "--server-port); default: free ports.",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Deploy a created deployment onto this machine, behind its environment's registered
     front: its release as a new group of keel serve processes, pre-checks, the approval gate,
-    the canary or blue-green walk; the group that loses is drained and stopped; once promoted,
-    the contract migrations. The record (groups, pids, step) goes to the database, where
-    rollback and status find it by id."""
+    the canary (against a fresh baseline) or blue-green walk; the groups that lose are drained
+    and stopped; once promoted, the contract migrations. The record (groups, pids, step) goes
+    to the database, where rollback and status find it by id."""
     settings = Settings()
     workdir = workdir.resolve() if workdir is not None else None
+    if baseline_ports and len(baseline_ports) != len(server_ports):
+        fail("give as many --baseline-port as --server-port: the baseline matches the canary")
     try:
         canary_plan = CanaryPlan(
             steps=_percentages(steps),
@@ -893,6 +912,9 @@ def run_local(
         canary=canary_plan,
         switch=SwitchPlan(warm_seconds=warm),
         synthetic_path=synthetic_path,
+        fresh_baseline=FreshBaselinePlan(ports=baseline_ports)
+        if baseline is BaselineKind.FRESH
+        else None,
     )
     source = _source(source_kind, source_path)
 

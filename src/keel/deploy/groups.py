@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -221,15 +222,68 @@ def retire(
             raise HAProxyCommandFailed(f"del server {server}: {answer}")
 
 
+def retire_all(
+    api: RuntimeApi,
+    groups: Sequence[VersionGroup],
+    *,
+    idle_timeout_seconds: float = 30.0,
+    stop_wait_seconds: float = 30.0,
+) -> None:
+    """:func:`retire` several groups at once, a thread each: the wait is the longest of their
+    drains, not the sum (a canary's end retires the loser and the fresh baseline)."""
+    with ThreadPoolExecutor(max_workers=max(1, len(groups))) as pool:
+        retiring = [
+            pool.submit(
+                retire,
+                api,
+                group,
+                idle_timeout_seconds=idle_timeout_seconds,
+                stop_wait_seconds=stop_wait_seconds,
+            )
+            for group in groups
+        ]
+    for future in retiring:
+        future.result()  # the first failure, once every group has had its turn
+
+
+def weigh(api: RuntimeApi, group: VersionGroup, percent: int) -> None:
+    """Give ``group`` ``percent`` % of new requests, spread over its servers (each gets
+    ``percent × 2.56 / servers``, at least 1 when the share is not 0)."""
+    servers = group.server_names()
+    weight = round(percent * MAX_WEIGHT / 100 / len(servers))
+    weight = max(weight, 1) if percent else 0
+    for server in servers:
+        api.set_weight(server, weight)
+        if weight:
+            api.ready(server)
+
+
+def route(api: RuntimeApi, shares: Sequence[tuple[VersionGroup, int]]) -> None:
+    """Set each group's share, the largest first: the first command gives a group a weight
+    above 0 that it keeps, so the groups are never all at 0 and no request meets an empty
+    backend, whatever the weights were before."""
+    for group, percent in sorted(shares, key=lambda share: -share[1]):
+        weigh(api, group, percent)
+
+
+def send_back(api: RuntimeApi, baseline: VersionGroup, *others: VersionGroup) -> None:
+    """All new requests to ``baseline``, none to the ``others`` still registered in HAProxy.
+
+    Another shell's rollback may have retired some of them already: a group whose
+    servers are gone is skipped rather than failing the way back.
+    """
+    present = set(api.sessions())
+    registered = [group for group in others if set(group.server_names()) & present]
+    route(api, [(baseline, 100), *((group, 0) for group in registered)])
+
+
 @dataclass
 class GroupRouter:
     """Two groups' shares of new requests, set live through HAProxy's runtime API.
 
-    A group's percentage is spread over its servers (each gets
-    ``percent × 2.56 / servers``, at least 1 when the share is not 0). As in
+    A group's percentage is spread over its servers (:func:`weigh`). As in
     :class:`~keel.deploy.rollout.HAProxyRouter`, the group taking the larger share
-    is set first, so the two are never both at 0 and no request meets an empty
-    backend.
+    is set first (:func:`route`), so the two are never both at 0.
     """
 
     api: RuntimeApi
@@ -240,24 +294,18 @@ class GroupRouter:
     def split(self, canary_percent: int) -> None:
         if not 0 <= canary_percent <= 100:
             raise ValueError("a percentage is between 0 and 100")
-        order = [(self.canary, canary_percent), (self.baseline, 100 - canary_percent)]
-        for group, percent in order if canary_percent >= 50 else reversed(order):
-            self._weigh(group, percent)
+        route(self.api, [(self.canary, canary_percent), (self.baseline, 100 - canary_percent)])
         self.splits.append(canary_percent)
 
     def drain_baseline(self) -> None:
-        for server in self.baseline.server_names():
-            self.api.set_weight(server, 0)
-            self.api.drain(server)
+        drain(self.api, self.baseline)
 
-    def _weigh(self, group: VersionGroup, percent: int) -> None:
-        servers = group.server_names()
-        weight = round(percent * MAX_WEIGHT / 100 / len(servers))
-        weight = max(weight, 1) if percent else 0
-        for server in servers:
-            self.api.set_weight(server, weight)
-            if weight:
-                self.api.ready(server)
+
+def drain(api: RuntimeApi, group: VersionGroup) -> None:
+    """No new requests to ``group`` (weight 0 and ``state drain``); its in-flight ones finish."""
+    for server in group.server_names():
+        api.set_weight(server, 0)
+        api.drain(server)
 
 
 class GroupMetrics:

@@ -10,15 +10,19 @@
 3. wait at the approval gate (polling the database, so an approval from any
    shell opens it; a rollback there ends it);
 4. register the group in HAProxy and walk it (canary steps with analysis, or
-   the blue-green switch);
+   the blue-green switch); a canary is compared with a fresh baseline, a new
+   group of the production release started for the walk
+   (:mod:`keel.deploy.fresh_baseline`);
 5. retire the group that lost: promoted — the old one is drained (weight 0, no
    current session left in HAProxy) and stopped by SIGTERM, which ``keel
-   serve`` answers by draining; rolled back — the new one, the same way;
+   serve`` answers by draining; rolled back — the new one, the same way. The
+   fresh baseline is retired either way;
 6. promoted, with a :class:`~keel.deploy.post_promotion.ContractStep`: the
-   release's contract revisions, once every old process has stopped.
+   release's contract revisions, once every old process (the fresh baseline's
+   too) has stopped.
 
 Everything another shell needs in order to act is in the deployment's record
-(:class:`DeploymentRecord`): the admin socket, both groups' pids and ports, and
+(:class:`DeploymentRecord`): the admin socket, every group's pids and ports, and
 the walk's progress; what serves now is the environment's :class:`LiveRecord`
 (its registered front and live group). Both are kept in a :class:`RecordStore`:
 the database (:class:`keel.deploy.records.DatabaseRecords`, found from any
@@ -46,6 +50,11 @@ import httpx
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.deploy.bluegreen import BlueGreenSwitch, SwitchPlan
 from keel.deploy.canary import Analysis
+from keel.deploy.fresh_baseline import (
+    FreshBaselinePlan,
+    FreshBaselineRouter,
+    production_release,
+)
 from keel.deploy.fronts import Front, this_host
 from keel.deploy.groups import (
     GroupMetrics,
@@ -53,7 +62,8 @@ from keel.deploy.groups import (
     GroupRouter,
     VersionGroup,
     register,
-    retire,
+    retire_all,
+    send_back,
     start_group,
     stop_group,
     wait_ready,
@@ -76,9 +86,11 @@ from keel.deploy.rollout import (
     HttpSyntheticTraffic,
     RolloutWalk,
     Sleep,
+    TrafficRouter,
 )
 from keel.deploy.states import DeploymentState, IllegalTransition
 from keel.deploy.store import SYSTEM_ACTOR, Deployment, DeploymentStore, Strategy
+from keel.errors import KeelError
 
 _RECORDS = "deployments"
 SERVED_BY_HEADER = "X-Keel-Server"
@@ -130,6 +142,7 @@ class DeploymentRecord:
     candidate: VersionGroup | None = None
     step: Step | None = None
     retired: tuple[str, ...] = ()
+    fresh_baseline: VersionGroup | None = None
 
     def groups(self) -> dict[str, VersionGroup]:
         """The groups it holds by role: the name of the field holding each (baseline, …)."""
@@ -144,10 +157,12 @@ class DeploymentRecord:
             "candidate": self.candidate.as_dict() if self.candidate else None,
             "step": self.step.as_dict() if self.step else None,
             "retired": list(self.retired),
+            "fresh_baseline": self.fresh_baseline.as_dict() if self.fresh_baseline else None,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DeploymentRecord:
+        fresh = data.get("fresh_baseline")  # absent from records older than fresh baselines
         return cls(
             deployment_id=str(data["deployment_id"]),
             admin_socket=Path(data["admin_socket"]),
@@ -155,6 +170,7 @@ class DeploymentRecord:
             candidate=VersionGroup.from_dict(data["candidate"]) if data["candidate"] else None,
             step=Step.from_dict(data["step"]) if data.get("step") else None,
             retired=tuple(data.get("retired") or ()),
+            fresh_baseline=VersionGroup.from_dict(fresh) if fresh else None,
         )
 
 
@@ -306,14 +322,14 @@ class _RecordWriter:
 
 
 def roll_back_traffic(record: DeploymentRecord, *, stop_wait_seconds: float = 30.0) -> None:
-    """All traffic to the baseline now, then the new group drained and stopped (by pid)."""
+    """All traffic to the baseline now, then the new group and the fresh baseline (if one
+    was started) drained and stopped (by pid)."""
     if record.candidate is None:
         return
     api = RuntimeApi(record.admin_socket)
-    present = set(api.sessions())
-    if set(record.candidate.server_names()) & present:
-        GroupRouter(api, record.baseline, record.candidate).split(0)
-    retire(api, record.candidate, stop_wait_seconds=stop_wait_seconds)
+    started = [record.candidate, *([record.fresh_baseline] if record.fresh_baseline else [])]
+    send_back(api, record.baseline, *started)
+    retire_all(api, started, stop_wait_seconds=stop_wait_seconds)
 
 
 class _Walk(Protocol):
@@ -339,6 +355,14 @@ class LocalPlan:
     pre_checks: Sequence[PreCheck] = ()
     synthetic_path: str | None = None
     """While a canary step is inconclusive, GET this path on each group's first process."""
+    fresh_baseline: FreshBaselinePlan | None = field(default_factory=FreshBaselinePlan)
+    """A canary is compared with a fresh group of the production release; ``None``: with
+    the production group itself."""
+
+    def __post_init__(self) -> None:
+        fresh = self.fresh_baseline
+        if fresh is not None and fresh.ports and len(fresh.ports) != len(self.ports):
+            raise ValueError("the fresh baseline needs as many ports as the new group")
 
 
 class LocalDeployment:
@@ -405,13 +429,20 @@ class LocalDeployment:
             workers=self.plan.workers,
         )
         self._save(candidate=candidate)
+        fresh_plan = self._fresh_plan(deployment)
         try:
+            if fresh_plan is not None and not deployment.required_approvals:
+                # No gate to wait at: the walk follows the pre-checks at once, so the fresh
+                # baseline starts with the canary — as old as it, its start-up overlapping.
+                self._launch_fresh_baseline(deployment, fresh_plan)
             await wait_ready(
                 candidate, deployment.release, timeout_seconds=self.plan.ready_timeout_seconds
             )
         except (GroupNotReady, ProcessError, httpx.HTTPError) as error:
-            await asyncio.to_thread(stop_group, candidate, wait_seconds=self.plan.stop_wait_seconds)
-            self._save(retired=(candidate.name,))
+            started = [candidate, *self._fresh_baselines()]
+            for group in started:
+                await asyncio.to_thread(stop_group, group, wait_seconds=self.plan.stop_wait_seconds)
+            self._save(retired=tuple(group.name for group in started))
             return await self._end(
                 DeploymentState.FAILED, f"the new version did not start: {error}"
             )
@@ -423,15 +454,18 @@ class LocalDeployment:
                 await asyncio.to_thread(
                     wait_up, self.api, candidate, timeout_seconds=self.plan.ready_timeout_seconds
                 )
-                deployment = await self._walk(deployment, candidate).run()
+                deployment = await self._roll(deployment, candidate)
         except BaseException:
-            # Whatever broke (or cancelled) the walk, the new group is not left serving.
+            # Whatever broke (or cancelled) the walk, the new groups are not left serving.
             await asyncio.to_thread(self._abandon, candidate)
             raise
-        old = self.record.baseline
+        # The groups of the old release: none may serve once the contract revisions run.
+        old = [self.record.baseline]
+        if self.record.fresh_baseline is not None:
+            old.append(self.record.fresh_baseline)
         await asyncio.to_thread(self._retire, deployment, candidate)
         if deployment.state is DeploymentState.PROMOTED and self.contract is not None:
-            deployment = await self.contract.run(deployment, retired=[old])
+            deployment = await self.contract.run(deployment, retired=old)
         return deployment
 
     async def _checked(self, deployment: Deployment, candidate: VersionGroup) -> Deployment:
@@ -460,8 +494,74 @@ class LocalDeployment:
             deployment = await self.store.get(self.deployment_id)
         return deployment
 
-    def _walk(self, deployment: Deployment, candidate: VersionGroup) -> _Walk:
-        router = GroupRouter(self.api, self.record.baseline, candidate)
+    async def _roll(self, deployment: Deployment, candidate: VersionGroup) -> Deployment:
+        """The walk; a canary's compared with a fresh baseline, unless the plan says otherwise.
+
+        A fresh baseline that cannot start fails the deployment before any traffic moves:
+        judging the canary against production instead would bring back the warm-up bias
+        the thresholds are set without (``--baseline production`` chooses that knowingly).
+        """
+        router: TrafficRouter = GroupRouter(self.api, self.record.baseline, candidate)
+        compared = self.record.baseline
+        fresh_plan = self._fresh_plan(deployment)
+        if fresh_plan is not None:
+            try:
+                compared = await self._start_fresh_baseline(deployment, fresh_plan)
+            except (KeelError, ValueError, httpx.HTTPError) as error:
+                reason = f"the fresh baseline did not start: {error}"
+                return await self._end(DeploymentState.FAILED, reason)
+            router = FreshBaselineRouter(
+                self.api,
+                production=self.record.baseline,
+                baseline=compared,
+                canary=candidate,
+                max_percent=fresh_plan.max_percent,
+            )
+        return await self._walk(deployment, candidate, router, compared).run()
+
+    def _fresh_plan(self, deployment: Deployment) -> FreshBaselinePlan | None:
+        """How the fresh baseline runs, for a canary that is compared with one."""
+        return self.plan.fresh_baseline if deployment.strategy is Strategy.CANARY else None
+
+    def _launch_fresh_baseline(
+        self, deployment: Deployment, plan: FreshBaselinePlan
+    ) -> VersionGroup:
+        """Start the production release as a new group (not waiting for it) and record it at
+        once, so whatever happens next — it never gets ready, the walk ends, a rollback from
+        another shell — retires it like the canary."""
+        production = self.record.baseline
+        fresh = start_group(
+            f"b{deployment.id[-8:].lower()}",
+            production.source,
+            plan.ports_for(len(self.plan.ports)),
+            env=self.plan.env if plan.env is None else plan.env,
+            workdir=self.workdir,
+            workers=self.plan.workers,
+        )
+        self._save(fresh_baseline=fresh)
+        return fresh
+
+    async def _start_fresh_baseline(
+        self, deployment: Deployment, plan: FreshBaselinePlan
+    ) -> VersionGroup:
+        """The fresh baseline ready — its ``/version`` naming the release production runs —
+        and in HAProxy at weight 0; started now unless it started with the canary."""
+        release = await production_release(self.record.baseline)
+        fresh = self.record.fresh_baseline or self._launch_fresh_baseline(deployment, plan)
+        await wait_ready(fresh, release, timeout_seconds=self.plan.ready_timeout_seconds)
+        register(self.api, fresh)
+        await asyncio.to_thread(
+            wait_up, self.api, fresh, timeout_seconds=self.plan.ready_timeout_seconds
+        )
+        return fresh
+
+    def _walk(
+        self,
+        deployment: Deployment,
+        candidate: VersionGroup,
+        router: TrafficRouter,
+        compared: VersionGroup,
+    ) -> _Walk:
         walk: RolloutWalk
         if deployment.strategy is Strategy.CANARY:
             walk = CanaryRollout(
@@ -469,11 +569,11 @@ class LocalDeployment:
                 self.deployment_id,
                 router,
                 canary=GroupMetrics(candidate),
-                baseline=GroupMetrics(self.record.baseline),
+                baseline=GroupMetrics(compared),
                 plan=self.plan.canary,
                 clock=self.clock,
                 sleep=self.sleep,
-                synthetic=_synthetic(self.plan.synthetic_path, candidate, self.record.baseline),
+                synthetic=_synthetic(self.plan.synthetic_path, candidate, compared),
             )
         else:
             walk = BlueGreenSwitch(
@@ -506,16 +606,16 @@ class LocalDeployment:
     def _retire(self, deployment: Deployment, candidate: VersionGroup) -> None:
         old, new = self.record.baseline, candidate
         loser = old if deployment.state is DeploymentState.PROMOTED else new
+        fresh = self._fresh_baselines()
         if deployment.state is not DeploymentState.PROMOTED:
-            present = set(self.api.sessions())
-            if set(new.server_names()) & present:
-                GroupRouter(self.api, old, new).split(0)
-        retire(
+            send_back(self.api, old, new, *fresh)
+        retire_all(
             self.api,
-            loser,
+            [loser, *fresh],
             idle_timeout_seconds=self.plan.idle_timeout_seconds,
             stop_wait_seconds=self.plan.stop_wait_seconds,
         )
+        self._save(retired=(*self.record.retired, *(group.name for group in fresh)))
         if deployment.state is DeploymentState.PROMOTED:
             self._save(baseline=new, candidate=None, retired=(*self.record.retired, old.name))
             # The front recorded for the environment now serves the new group (in the
@@ -528,14 +628,20 @@ class LocalDeployment:
             self._save(retired=(*self.record.retired, new.name))
 
     def _abandon(self, candidate: VersionGroup) -> None:
-        """All traffic to the baseline (if the new group had any) and the new group retired."""
+        """All traffic to the baseline (if the new groups had any) and the new groups retired."""
+        started = [candidate, *self._fresh_baselines()]
         try:
-            if set(candidate.server_names()) & set(self.api.sessions()):
-                GroupRouter(self.api, self.record.baseline, candidate).split(0)
-            retire(self.api, candidate, stop_wait_seconds=self.plan.stop_wait_seconds)
+            send_back(self.api, self.record.baseline, *started)
+            retire_all(self.api, started, stop_wait_seconds=self.plan.stop_wait_seconds)
         finally:
-            stop_group(candidate, wait_seconds=self.plan.stop_wait_seconds)
-            self._save(retired=(*self.record.retired, candidate.name))
+            for group in started:
+                stop_group(group, wait_seconds=self.plan.stop_wait_seconds)
+            self._save(retired=(*self.record.retired, *(group.name for group in started)))
+
+    def _fresh_baselines(self) -> list[VersionGroup]:
+        """The fresh baseline this deployment started and has not yet retired (none or one)."""
+        fresh = self.record.fresh_baseline
+        return [fresh] if fresh is not None and fresh.name not in self.record.retired else []
 
     async def _end(self, target: DeploymentState, reason: str) -> Deployment:
         """End the deployment; an operator who ended it first has the last word."""
