@@ -32,7 +32,7 @@ from sqlalchemy.sql.base import Executable
 from sqlalchemy.util.concurrency import await_, greenlet_spawn
 
 from keel.db.failures import is_unavailable
-from keel.db.sqlite_driver import OneHopConnection, one_hop_connect
+from keel.db.sqlite_driver import BEGIN_IMMEDIATE, OneHopConnection, one_hop_connect
 from keel.db.writer_turns import WriterTurns
 from keel.errors import DatabaseUnavailable
 
@@ -161,7 +161,7 @@ def _configure_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int, turns: Write
         driver = cast(OneHopConnection, connection.connection.driver_connection)
         await_(driver.take_turn())
         try:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            connection.exec_driver_sql(BEGIN_IMMEDIATE)
         except BaseException:
             driver.end_turn()
             raise

@@ -13,7 +13,8 @@ issue 19).
 :class:`OneHopConnection` is aiosqlite's connection whose cursor runs the whole
 statement — cursor, execute, every row, close — as ONE call on the thread, and
 keeps the rows, the description and the counts for SQLAlchemy to read without
-going back. A statement's rows are fetched in full either way (the adapter's
+going back; a write transaction's ``BEGIN IMMEDIATE`` goes in the same call as
+its first statement. A statement's rows are fetched in full either way (the adapter's
 client-side cursor does the same); Keel opens no server-side cursors.
 
 It leans on ``aiosqlite.Connection._execute`` (queue a call on the connection's
@@ -34,6 +35,9 @@ from keel.db.writer_turns import WriterTurns
 
 T = TypeVar("T")
 
+BEGIN_IMMEDIATE = "BEGIN IMMEDIATE"
+"""The write transaction's BEGIN (``keel.db.engine``): sent with the statement after it."""
+
 _Description = tuple[tuple[str, None, None, None, None, None, None], ...] | None
 
 
@@ -52,6 +56,8 @@ class OneHopConnection(aiosqlite.Connection):
         super().__init__(connector, iter_chunk_size)
         self._turns = turns
         self._held: WriterTurns | None = None
+        # A BEGIN IMMEDIATE not sent yet: it goes with the transaction's first statement.
+        self._begin: str | None = None
 
     async def take_turn(self) -> None:
         """Wait for the process's writer turn; held until :meth:`end_turn` (which the
@@ -68,15 +74,17 @@ class OneHopConnection(aiosqlite.Connection):
 
     async def commit(self) -> None:
         # A failed COMMIT leaves the transaction open: the turn goes with its rollback.
-        if self._in_transaction():
+        if self._begin is None and self._in_transaction():
             await super().commit()
+        self._begin = None  # a transaction that ran no statement: nothing to commit
         self.end_turn()
 
     async def rollback(self) -> None:
         try:
-            if self._in_transaction():
+            if self._begin is None and self._in_transaction():
                 await super().rollback()
         finally:
+            self._begin = None
             self.end_turn()
 
     def _in_transaction(self) -> bool:
@@ -91,12 +99,14 @@ class OneHopConnection(aiosqlite.Connection):
         try:
             await super().close()
         finally:
+            self._begin = None
             self.end_turn()
 
     def stop(self) -> asyncio.Future[None] | None:
         try:
             return super().stop()
         finally:
+            self._begin = None
             self.end_turn()
 
     def cursor(self) -> OneHopCursor:  # type: ignore[override]  # no hop: made on use
@@ -107,6 +117,20 @@ class OneHopConnection(aiosqlite.Connection):
         # aiosqlite's queue onto its thread, the one its own cursor uses (untyped there).
         execute = cast(Callable[..., Awaitable[T]], self._execute)
         return await execute(call, self._conn, *args)
+
+    def begin_with_next_statement(self, begin: str) -> None:
+        """Send ``begin`` in the same call as the next statement: a write transaction's
+        first statement follows its BEGIN IMMEDIATE at once (the writer turn already
+        taken), so a hop of its own would only lengthen the time the lock is held. A
+        BEGIN refused (another process holds the lock past ``busy_timeout``) fails
+        that statement instead, with the same error."""
+        self._begin = begin
+
+    async def statement(self, call: Callable[..., T], sql: str, parameters: Any) -> T:
+        """``call(sqlite3_connection, begin, sql, parameters)`` on the thread, with the
+        BEGIN waiting to be sent (or None)."""
+        begin, self._begin = self._begin, None
+        return await self.run(call, begin, sql, parameters)
 
 
 class OneHopCursor:
@@ -131,12 +155,16 @@ class OneHopCursor:
         await self.close()
 
     async def execute(self, sql: str, parameters: Any = None) -> OneHopCursor:
-        ran = await self._connection.run(_run_statement, sql, parameters)
+        if sql == BEGIN_IMMEDIATE and not parameters:
+            self._connection.begin_with_next_statement(sql)
+            self.description, self.rowcount, self.lastrowid, self._rows = None, -1, None, []
+            return self
+        ran = await self._connection.statement(_run_statement, sql, parameters)
         self.description, self.rowcount, self.lastrowid, self._rows = ran
         return self
 
     async def executemany(self, sql: str, parameters: Iterable[Any]) -> OneHopCursor:
-        ran = await self._connection.run(_run_many, sql, parameters)
+        ran = await self._connection.statement(_run_many, sql, parameters)
         self.description, self.rowcount, self.lastrowid, self._rows = ran
         return self
 
@@ -162,7 +190,11 @@ class OneHopCursor:
 _Ran = tuple[_Description, int, int | None, list[Any]]
 
 
-def _run_statement(connection: sqlite3.Connection, sql: str, parameters: Any) -> _Ran:
+def _run_statement(
+    connection: sqlite3.Connection, begin: str | None, sql: str, parameters: Any
+) -> _Ran:
+    if begin is not None:
+        connection.execute(begin)
     cursor = connection.cursor()
     try:
         cursor.execute(sql, () if parameters is None else parameters)
@@ -172,8 +204,13 @@ def _run_statement(connection: sqlite3.Connection, sql: str, parameters: Any) ->
 
 
 def _run_many(
-    connection: sqlite3.Connection, sql: str, parameters: Iterable[Sequence[Any]]
+    connection: sqlite3.Connection,
+    begin: str | None,
+    sql: str,
+    parameters: Iterable[Sequence[Any]],
 ) -> _Ran:
+    if begin is not None:
+        connection.execute(begin)
     cursor = connection.cursor()
     try:
         cursor.executemany(sql, parameters)
@@ -207,4 +244,4 @@ def one_hop_connect(
     return connection
 
 
-__all__ = ["OneHopConnection", "OneHopCursor", "one_hop_connect"]
+__all__ = ["BEGIN_IMMEDIATE", "OneHopConnection", "OneHopCursor", "one_hop_connect"]

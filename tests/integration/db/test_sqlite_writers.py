@@ -9,6 +9,7 @@ thread, and a transaction's end no more than one (``keel.db.sqlite_driver``).
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -156,7 +157,7 @@ async def test_each_statement_is_one_call_on_the_connection_thread(
     async with database.write() as session:
         added = (await session.execute(ADD, {"label": "b"})).scalar_one()
         renamed = await session.execute(RENAME, {"old": "a", "new": "c"})
-    assert len(calls) == 4  # BEGIN IMMEDIATE, INSERT, UPDATE, COMMIT
+    assert len(calls) == 3  # BEGIN IMMEDIATE with the INSERT, the UPDATE, COMMIT
     assert calls[-1] == "commit"
     assert added == 2
     assert renamed.rowcount == 1  # type: ignore[attr-defined]
@@ -169,3 +170,27 @@ async def test_many_rows_in_one_statement_report_their_count(database: Database)
         renamed = await session.execute(update(ROWS).where(ROWS.c.label != "y").values(label="xz"))
     assert renamed.rowcount == 2  # type: ignore[attr-defined]
     assert await labels(database) == ["xz", "y", "xz"]
+
+
+async def test_a_lock_held_by_another_process_fails_the_first_statement_and_frees_the_turn(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "shared.db"
+    database = Database(f"sqlite+aiosqlite:///{path}", timeout=0.3)
+    async with database.engine.begin() as connection:
+        await connection.run_sync(METADATA.create_all)
+    other = sqlite3.connect(path, isolation_level=None)  # as another process would
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(DatabaseUnavailable):
+            await database.alone(ADD, {"label": "locked out"})
+        with pytest.raises(DatabaseUnavailable):  # its BEGIN IMMEDIATE went with the INSERT
+            async with database.write() as session:
+                await session.execute(ADD, {"label": "locked out"})
+        other.execute("ROLLBACK")
+        async with database.write() as session:
+            await session.execute(ADD, {"label": "after"})
+        assert await labels(database) == ["after"]
+    finally:
+        other.close()
+        await database.dispose()
