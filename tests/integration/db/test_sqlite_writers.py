@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiosqlite
@@ -51,6 +52,26 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen
 
 
+@asynccontextmanager
+async def write_held_open(database: Database, label: str) -> AsyncIterator[None]:
+    """A write transaction that has inserted ``label`` and stays open for the block."""
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def holder() -> None:
+        async with database.write() as session:
+            await session.execute(ADD, {"label": label})
+            held.set()
+            await release.wait()
+
+    holding = asyncio.create_task(holder())
+    try:
+        await held.wait()
+        yield
+    finally:
+        release.set()
+        await holding
+
+
 async def labels(database: Database) -> list[str]:
     return [row.label for row in await database.rows(LABELS)]
 
@@ -63,25 +84,16 @@ async def test_writers_of_one_process_commit_in_the_order_they_asked(database: D
             await asyncio.sleep(0.05)
 
     await asyncio.gather(*(touch() for _ in range(8)))
-    held = asyncio.Event()
-    release = asyncio.Event()
-
-    async def first() -> None:
-        async with database.write() as session:
-            await session.execute(ADD, {"label": "w0"})
-            held.set()
-            await release.wait()
 
     async def writer(index: int) -> None:
         async with database.write() as session:
             await session.execute(ADD, {"label": f"w{index}"})
 
-    tasks = [asyncio.create_task(first())]
-    await held.wait()
-    for index in range(1, 8):
-        tasks.append(asyncio.create_task(writer(index)))
-        await asyncio.sleep(0.02)  # each in line before the next asks
-    release.set()
+    tasks = []
+    async with write_held_open(database, "w0"):
+        for index in range(1, 8):
+            tasks.append(asyncio.create_task(writer(index)))
+            await asyncio.sleep(0.02)  # each in line before the next asks
     await asyncio.gather(*tasks)
     assert await labels(database) == [f"w{index}" for index in range(8)]
 
@@ -101,22 +113,10 @@ async def test_a_transaction_that_fails_gives_its_turn_back(database: Database) 
 
 
 async def test_a_lone_write_waits_for_the_open_transaction(database: Database) -> None:
-    release = asyncio.Event()
-    held = asyncio.Event()
-
-    async def holder() -> None:
-        async with database.write() as session:
-            await session.execute(ADD, {"label": "first"})
-            held.set()
-            await release.wait()
-
-    holding = asyncio.create_task(holder())
-    await held.wait()
-    alone = asyncio.create_task(database.alone(ADD, {"label": "second"}))
-    await asyncio.sleep(0.2)
-    assert not alone.done()
-    release.set()
-    await holding
+    async with write_held_open(database, "first"):
+        alone = asyncio.create_task(database.alone(ADD, {"label": "second"}))
+        await asyncio.sleep(0.2)
+        assert not alone.done()
     assert len(await alone) == 1
     assert await labels(database) == ["first", "second"]
 
@@ -125,24 +125,12 @@ async def test_a_writer_that_waits_past_the_timeout_is_unavailable(tmp_path: Pat
     database = Database(f"sqlite+aiosqlite:///{tmp_path / 'slow.db'}", timeout=0.3)
     async with database.engine.begin() as connection:
         await connection.run_sync(METADATA.create_all)
-    release = asyncio.Event()
-    held = asyncio.Event()
-
-    async def holder() -> None:
-        async with database.write() as session:
-            await session.execute(ADD, {"label": "slow"})
-            held.set()
-            await release.wait()
-
-    holding = asyncio.create_task(holder())
     try:
-        await held.wait()
-        with pytest.raises(DatabaseUnavailable):
-            async with database.write() as session:
-                await session.execute(ADD, {"label": "late"})
+        async with write_held_open(database, "slow"):
+            with pytest.raises(DatabaseUnavailable):
+                async with database.write() as session:
+                    await session.execute(ADD, {"label": "late"})
     finally:
-        release.set()
-        await holding
         await database.dispose()
 
 
