@@ -20,7 +20,8 @@ Closed-loop throughput comes from ``wrk``; the open-loop run is
 :mod:`openloop` (latency from each request's scheduled time, so a slow answer
 cannot hold back the next request: no coordinated omission).
 
-Run: ``make bench`` or ``python bench/e2e/run.py [--quick] [--json PATH]``.
+Run: ``make bench`` or ``python bench/e2e/run.py [--quick] [--json PATH]
+[--backend sqlite|postgres]``.
 """
 
 from __future__ import annotations
@@ -251,6 +252,11 @@ def open_loop_post(setup: Setup, capacity: float, seconds: float) -> OpenLoopRes
     )
 
 
+def configurations(backend: str | None) -> tuple[tuple[str, int], ...]:
+    """``CONFIGS``, or those of one database (``--backend``)."""
+    return tuple(config for config in CONFIGS if backend in (None, config[0]))
+
+
 def verdict(met: bool) -> str:
     return "met" if met else "NOT met"
 
@@ -262,6 +268,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5, help="per wrk run")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument(
+        "--backend", choices=("postgres", "sqlite"), help="only this database's configurations"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian: apt-get install wrk; `make bench` does it)")
@@ -275,7 +284,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="keel-e2e-"))
     templates = Templates(workdir)
     try:
-        for backend, workers in CONFIGS:
+        for backend, workers in configurations(args.backend):
             label = f"{backend}, {workers} worker{'s' if workers > 1 else ''}"
             with ExitStack() as stack:
                 setup = prepare(stack, templates, backend, workers, workdir)

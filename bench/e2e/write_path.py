@@ -8,7 +8,8 @@ and the server CPU time per request of each Keel, read from ``/proc`` (the
 whole process session of ``keel serve``: supervisor and workers), which moves
 less with the machine's load than req/s does.
 
-Run: ``python bench/e2e/write_path.py --before REF [--rounds 3] [--seconds 5]``.
+Run: ``python bench/e2e/write_path.py --before REF [--rounds 3] [--seconds 5]
+[--backend sqlite|postgres]``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from before_after import checkout, serve
 from peers import create_peer_schema
-from run import CONFIGS, HERE, start_peer, wrk
+from run import HERE, configurations, start_peer, wrk
 from tests.support.databases import empty_database
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -55,6 +56,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5, help="per wrk run")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--backend", choices=("postgres", "sqlite"), help="only this database's configurations"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed")
@@ -67,7 +71,7 @@ def main() -> None:
     try:
         with checkout(args.before, workdir) as before:
             trees = {"before": before, "after": HERE.parent.parent}
-            for backend, workers in CONFIGS:
+            for backend, workers in configurations(args.backend):
                 with ExitStack() as stack:
                     keels = {
                         name: serve(stack, backend, tree, workdir, workers=workers)

@@ -2,10 +2,11 @@
 
 ``Database.write()`` is the unit of work: the domain write, its audit events
 and the jobs it enqueues go through one session and commit together.
-On SQLite, write transactions start with ``BEGIN IMMEDIATE`` so two writers
-queue on ``busy_timeout`` instead of failing when a read lock would have to be
-upgraded; reads keep the default deferred ``BEGIN`` and never block writers
-under WAL.
+On SQLite, write transactions start with ``BEGIN IMMEDIATE`` so a writer
+never fails when a read lock would have to be upgraded, and the writers of one
+process first queue for their turn in the process (``writer_turns.py``), so
+only writers of other processes ever wait on ``busy_timeout``; reads keep the
+default deferred ``BEGIN`` and never block writers under WAL.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import hashlib
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection, Row, make_url
@@ -32,6 +34,8 @@ from sqlalchemy.util.concurrency import await_, greenlet_spawn
 
 from keel.db.failures import is_unavailable
 from keel.db.prepared import PreparedRead, driver_rows
+from keel.db.sqlite_driver import BEGIN_IMMEDIATE, OneHopConnection, one_hop_connect
+from keel.db.writer_turns import WriterTurns
 from keel.errors import DatabaseUnavailable
 
 if TYPE_CHECKING:
@@ -64,15 +68,26 @@ def _in_memory(url: str) -> bool:
     return parsed.database in (None, "", ":memory:") or parsed.query.get("mode") == "memory"
 
 
-def create_engine(url: str, *, pool_size: int = 10, timeout: float = 5.0) -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int = 10, timeout: float = 5.0, turns: WriterTurns | None = None
+) -> AsyncEngine:
+    """The engine for ``url``. On SQLite, ``turns`` queues the write transactions
+    of this process (``writer_turns.py``); a fresh one when not given."""
     if url.startswith("sqlite"):
-        # The same kept pool as PostgreSQL's below: SQLAlchemy's default for a SQLite
-        # file (5, with 10 overflow closed at checkin) opened a connection — a thread of
-        # aiosqlite's, the PRAGMAs, the SQL function — for about one request in three
-        # under 32 concurrent list requests. An in-memory database keeps its one connection.
-        kept = {} if _in_memory(url) else {"pool_size": 2 * pool_size, "max_overflow": 0}
-        engine = create_async_engine(url, connect_args={"timeout": timeout}, **kept)
-        _configure_sqlite(engine, busy_timeout_ms=int(timeout * 1000))
+        pool: dict[str, Any] = {}
+        if not _in_memory(url):
+            # Each aiosqlite connection is a thread and a file handle opened with four
+            # PRAGMAs and a function; the default pool's overflow closed every
+            # connection past five at checkin, so 32 concurrent requests opened and
+            # closed one (and its thread) every few requests. Kept, as on PostgreSQL.
+            # (An in-memory database keeps its one connection: no pool to size.)
+            pool = {"pool_size": 2 * pool_size, "max_overflow": 0, "pool_timeout": timeout}
+        engine = create_async_engine(url, connect_args={"timeout": timeout}, **pool)
+        _configure_sqlite(
+            engine,
+            busy_timeout_ms=int(timeout * 1000),
+            turns=turns if turns is not None else WriterTurns(timeout=timeout),
+        )
         return engine
     asyncpg_driver = "+asyncpg" in url
     connect_args: dict[str, Any] = {}
@@ -122,8 +137,15 @@ def _refuse_closed_on_checkout(engine: AsyncEngine) -> None:
             raise exc.DisconnectionError("the pooled connection was closed by the server")
 
 
-def _configure_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
+def _configure_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int, turns: WriterTurns) -> None:
     sync_engine = engine.sync_engine
+    connect = partial(one_hop_connect, turns=turns)
+
+    @event.listens_for(sync_engine, "do_connect")
+    def _one_hop(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        # SQLAlchemy's aiosqlite adapter around a connection that runs each statement
+        # in one call on its thread instead of four (``sqlite_driver.py``).
+        return dialect.loaded_dbapi.connect(*cargs, async_creator_fn=connect, **cparams)
 
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -143,7 +165,18 @@ def _configure_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
         options = connection.get_execution_options()
         if options.get(_ALONE, False):
             return
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if options.get(_IMMEDIATE, False) else "BEGIN")
+        if not options.get(_IMMEDIATE, False):
+            connection.exec_driver_sql("BEGIN")
+            return
+        # The writer turn first (released when the transaction ends), then SQLite's lock,
+        # which no other writer of this process can be holding now.
+        driver = cast(OneHopConnection, connection.connection.driver_connection)
+        await_(driver.take_turn())
+        try:
+            connection.exec_driver_sql(BEGIN_IMMEDIATE)
+        except BaseException:
+            driver.end_turn()
+            raise
 
 
 def _sha256_hex(text: str) -> str:
@@ -209,7 +242,10 @@ class Database:
         breaker: BreakerGate | None = None,
     ) -> None:
         self.url = url
-        self.engine = create_engine(url, pool_size=pool_size, timeout=timeout)
+        # SQLite's writers of this process take turns before its file lock: every
+        # BEGIN IMMEDIATE on the engine, and a lone write here (``alone``).
+        self._turns = WriterTurns(timeout=timeout) if url.startswith("sqlite") else None
+        self.engine = create_engine(url, pool_size=pool_size, timeout=timeout, turns=self._turns)
         self.dialect = self.engine.dialect.name
         # The driver-level hot paths (``on_autocommit_driver``, held drivers, the
         # worker's claim) exist only on PostgreSQL through asyncpg.
@@ -296,11 +332,21 @@ class Database:
         SQLite's implicit transaction, which a write takes as ``BEGIN IMMEDIATE``
         would: straight for the write lock, waiting ``busy_timeout`` for it).
         For writes whose every guarantee is in the statement itself (the
-        idempotency claim's conditional insert).
+        idempotency claim's conditional insert); on SQLite a write (``INSERT``,
+        ``UPDATE``, ``DELETE``) waits for its writer turn as :meth:`write` does.
         """
-        async with self._guard(), self._alone_bind.connect() as connection:
-            result = await connection.execute(statement, params)
-            return result.all()
+        if self._turns is None or not getattr(statement, "is_dml", False):
+            async with self._guard(), self._alone_bind.connect() as connection:
+                return (await connection.execute(statement, params)).all()
+        # The connection first, then the turn — the order a transaction takes them in
+        # (its turn comes at its BEGIN IMMEDIATE), so no writer holds the turn while
+        # waiting for a connection that a writer waiting for the turn holds.
+        async with (
+            self._guard(),
+            self._alone_bind.connect() as connection,
+            self._turns.turn(),
+        ):
+            return (await connection.execute(statement, params)).all()
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:

@@ -211,6 +211,12 @@ def claim_postgresql_parameters(
     )
 
 
+def any_due(queue: str, now: datetime) -> Select[tuple[str]]:
+    """``any_due``: one claimable job of ``queue``, if any — the look a SQLite worker
+    takes, as a read that never waits for the write lock, before it claims."""
+    return select(jobs.c.id).where(_due(queue, now)).limit(1)
+
+
 def claim_sqlite(
     queue: str, limit: int, worker: str, now: datetime, lease_until: datetime
 ) -> Update:
