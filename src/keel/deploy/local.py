@@ -649,6 +649,12 @@ class LocalDeployment:
             await self.store.move(self.deployment_id, target, actor=SYSTEM_ACTOR, reason=reason)
         return await self.store.get(self.deployment_id)
 
+    async def stored(self) -> DeploymentRecord | None:
+        """The record as its store holds it once every change saved so far is written (the
+        walk's saves are queued behind each other, not awaited where they are made)."""
+        await self._writer.flush()
+        return await self.records.read_record(self.deployment_id)
+
     def _save(self, **changes: Any) -> None:
         self.record = replace(self.record, **changes)
         self._writer.save(self.record)

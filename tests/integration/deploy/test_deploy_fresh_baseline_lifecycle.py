@@ -218,7 +218,7 @@ async def test_the_fresh_baseline_takes_the_canarys_share_at_each_step(
     plain = stage.machine.sleep
 
     async def sleep(seconds: float) -> None:
-        record = read_record(stage.workdir, stage.deployment_id)
+        record = await deploy.stored()
         assert record is not None
         assert record.candidate
         assert record.fresh_baseline
@@ -309,13 +309,12 @@ async def test_a_rollback_from_another_shell_stops_the_fresh_baseline_by_the_rec
     stage = await _stage(database, settings, tmp_path, monkeypatch)
     never_enough = CanaryPlan(interval_seconds=10, step_timeout_seconds=10**6,
                               thresholds=Thresholds(min_requests=10**9))  # fmt: skip
-    walking = asyncio.create_task(
-        stage.deploy(fresh=FreshBaselinePlan(), canary=never_enough).run()
-    )
+    deploy = stage.deploy(fresh=FreshBaselinePlan(), canary=never_enough)
+    walking = asyncio.create_task(deploy.run())
     record = None
     for _ in range(1000):
         await asyncio.sleep(0)
-        record = read_record(stage.workdir, stage.deployment_id)
+        record = await deploy.stored()
         if record is not None and record.step is not None and record.step.analyses:
             break
     assert record is not None
@@ -349,7 +348,7 @@ async def test_behind_an_approval_gate_the_fresh_baseline_starts_only_once_it_op
     walking = asyncio.create_task(deploy.run())
     for _ in range(50):  # the canary waits at the gate: started, smoke-tested, no baseline
         await asyncio.sleep(0)
-    waiting = read_record(stage.workdir, gated.id)
+    waiting = await deploy.stored()
     assert waiting is not None
     assert waiting.candidate is not None
     assert waiting.fresh_baseline is None
