@@ -55,6 +55,8 @@ from keel.deploy.store import CANDIDATE_ROLE, SERVING, has_record_tables
 from keel.ids import new_id
 
 RETIRED = "retired"
+FRESH_BASELINE_ROLE = "fresh_baseline"
+"""The role (the record's field) of a canary's fresh baseline: the baseline's release."""
 LIVE_ROLE = "live"
 """The role of the group a front was started with, which belongs to no deployment."""
 
@@ -236,7 +238,9 @@ class DatabaseRecords:
                         group, environment=deployment.environment, role=role, now=now
                     )
                     group_row.deployment_id = record.deployment_id
-                    group_row.release_id = await _release_of(session, deployment, role, group)
+                    # A fresh baseline runs the release its baseline runs (under its own name).
+                    runs = record.baseline if role == FRESH_BASELINE_ROLE else group
+                    group_row.release_id = await _release_of(session, deployment, role, runs)
                     session.add(group_row)
                     await session.flush()
                     _add_processes(session, group_row.id, group.processes)

@@ -247,3 +247,30 @@ async def test_records_survive_another_store_instance(
         assert await DatabaseRecords(other).read_record(deployment_id) == record
     finally:
         await other.dispose()
+
+
+async def test_a_fresh_baseline_reads_back_in_its_role_and_runs_the_baselines_release(
+    database: Database, settings: Settings
+) -> None:
+    store, first = await rolling_deployment(database, settings)
+    records = DatabaseRecords(database)
+    front = _front("prod")
+    old, new = _group("g0", 100), _group("g1", 200)
+    await records.write_live("prod", _live(front, old))
+    await records.write_record(DeploymentRecord(first, front.admin_socket, old, new))
+    await store.move(first, S.PROMOTED, actor="keel")
+    _, second = await rolling_deployment(database, settings)
+
+    fresh = _group("bfresh", 300)
+    record = DeploymentRecord(
+        second, front.admin_socket, new, _group("g2", 400), fresh_baseline=fresh
+    )
+    await records.write_record(record)
+    assert await records.read_record(second) == record
+    async with database.read() as session:
+        releases = dict(
+            (await session.execute(select(DeployGroupRow.name, DeployGroupRow.release_id))).all()
+        )
+    first_release = (await store.get(first)).release_id
+    assert releases["g1"] == releases["bfresh"] == first_release  # the baseline's release
+    assert releases["g2"] == (await store.get(second)).release_id
