@@ -346,9 +346,14 @@ async def test_behind_an_approval_gate_the_fresh_baseline_starts_only_once_it_op
     deploy = stage.deploy(fresh=FreshBaselinePlan())
     deploy.plan = replace(deploy.plan, approval_poll_seconds=0)
     walking = asyncio.create_task(deploy.run())
-    for _ in range(50):  # the canary waits at the gate: started, smoke-tested, no baseline
+    waiting = None
+    for _ in range(1000):  # the canary waits at the gate: started, smoke-tested, no baseline
         await asyncio.sleep(0)
-    waiting = await deploy.stored()
+        waiting = await deploy.stored()
+        if waiting is not None and waiting.candidate is not None:
+            break
+    for _ in range(50):  # and stays there, polling
+        await asyncio.sleep(0)
     assert waiting is not None
     assert waiting.candidate is not None
     assert waiting.fresh_baseline is None
