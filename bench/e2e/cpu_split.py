@@ -44,6 +44,8 @@ SIDES = ("keyed", "unkeyed", "peer")
 
 
 def main() -> None:
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", choices=("postgres", "sqlite"), default="postgres")
     parser.add_argument("--workers", type=int, default=1)
@@ -51,49 +53,47 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5, help="per wrk run")
     parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed")
     print(
         f"# server CPU per POST, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
         f"load {os.getloadavg()[0]:.2f}; {args.backend}, {args.workers} worker(s); "
         f"{args.rounds} rounds × {args.seconds:g} s, -c{args.connections}"
     )
-    workdir = Path(tempfile.mkdtemp(prefix="keel-cpu-split-"))
     post = HERE / "post.lua"
-    try:
-        with ExitStack() as stack:
-            keel = serve(stack, args.backend, HERE.parent.parent, workdir, workers=args.workers)
-            peer_url = stack.enter_context(empty_database(args.backend, workdir))
-            asyncio.run(create_peer_schema(peer_url))
-            peer = start_peer("crud", args.workers, workdir, peer_url)
-            stack.callback(peer.stop)
-            rps: dict[str, list[float]] = {side: [] for side in SIDES}
-            cpu: dict[str, list[float]] = {side: [] for side in SIDES}
-            for index in range(args.rounds):
-                for side in SIDES[index % 3 :] + SIDES[: index % 3]:
-                    env = {"BENCH_NONCE": uuid.uuid4().hex, "BENCH_BODY": keel.body}
-                    if side == "peer":
-                        url, session = f"{peer.url}/recognitions", os.getsid(peer.process.pid)
-                    else:
-                        url, session = f"{keel.url}/v1/recognitions", os.getsid(keel.pid)
-                        env |= {"BENCH_TOKEN": keel.token, "BENCH_KEYED": "1" * (side == "keyed")}
-                    spent = session_cpu_seconds(session)
-                    result = wrk(url, args.seconds, post, env, args.connections)
-                    spent = session_cpu_seconds(session) - spent
-                    if result.failures:
-                        raise RuntimeError(f"{side}: {result.failures} failed ({result.refusals})")
-                    rps[side].append(result.rps)
-                    cpu[side].append(spent / (result.rps * args.seconds) * 1e6)
-            peer_cpu = statistics.median(cpu["peer"])
-            for side in SIDES:
-                median = statistics.median(cpu[side])
-                print(
-                    f"{side:8} {median:7.0f} µs CPU/request  {median / peer_cpu:5.2f}× the peer's  "
-                    f"{statistics.median(rps[side]):7.1f} req/s  "
-                    f"(rounds {', '.join(f'{value:.0f}' for value in cpu[side])} µs)"
-                )
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    rps: dict[str, list[float]] = {side: [] for side in SIDES}
+    cpu: dict[str, list[float]] = {side: [] for side in SIDES}
+    with (
+        tempfile.TemporaryDirectory(prefix="keel-cpu-split-", ignore_cleanup_errors=True) as tmp,
+        ExitStack() as stack,
+    ):
+        workdir = Path(tmp)
+        keel = serve(stack, args.backend, HERE.parent.parent, workdir, workers=args.workers)
+        peer_url = stack.enter_context(empty_database(args.backend, workdir))
+        asyncio.run(create_peer_schema(peer_url))
+        peer = start_peer("crud", args.workers, workdir, peer_url)
+        stack.callback(peer.stop)
+        for index in range(args.rounds):
+            for side in SIDES[index % 3 :] + SIDES[: index % 3]:
+                env = {"BENCH_NONCE": uuid.uuid4().hex, "BENCH_BODY": keel.body}
+                if side == "peer":
+                    url, session = f"{peer.url}/recognitions", os.getsid(peer.process.pid)
+                else:
+                    url, session = f"{keel.url}/v1/recognitions", os.getsid(keel.pid)
+                    env |= {"BENCH_TOKEN": keel.token, "BENCH_KEYED": "1" * (side == "keyed")}
+                spent = session_cpu_seconds(session)
+                result = wrk(url, args.seconds, post, env, args.connections)
+                spent = session_cpu_seconds(session) - spent
+                if result.failures:
+                    raise RuntimeError(f"{side}: {result.failures} failed ({result.refusals})")
+                rps[side].append(result.rps)
+                cpu[side].append(spent / (result.rps * args.seconds) * 1e6)
+    peer_cpu = statistics.median(cpu["peer"])
+    for side in SIDES:
+        median = statistics.median(cpu[side])
+        rounds = ", ".join(f"{value:.0f}" for value in cpu[side])
+        print(
+            f"{side:8} {median:7.0f} µs CPU/request  {median / peer_cpu:5.2f}× the peer's  "
+            f"{statistics.median(rps[side]):7.1f} req/s  (rounds {rounds} µs)"
+        )
     print(f"# load average after {os.getloadavg()[0]:.2f}")
 
 
