@@ -42,6 +42,7 @@ from keel.migrations.runtime.restore import restore
 from keel.migrations.runtime.runner import RunResult, apply, rollback
 from keel.migrations.runtime.schema import (
     behind_by_contract_only,
+    contract_only_revisions,
     current_revision,
     downgrade,
     head_revision,
@@ -82,6 +83,7 @@ __all__ = [
     "UnknownRevision",
     "apply",
     "behind_by_contract_only",
+    "contract_only_revisions",
     "current_revision",
     "downgrade",
     "dry_run",

@@ -10,6 +10,7 @@ import redis.asyncio as redis
 
 from keel import migrations
 from keel.db.engine import Database
+from keel.migrations.script.graph import Scripts
 from keel.observe.health import HealthCheck, Observation, Status
 from keel.storage import BlobStore
 
@@ -24,17 +25,18 @@ def database_check(database: Database) -> HealthCheck:
 
 def schema_check(database: Database) -> HealthCheck:
     """At the code's head, or behind it by contract revisions only (they run once this
-    release is promoted); the answer per revision is kept, the scripts are read once."""
-    head = migrations.head_revision(database.url)
-    contract_only: dict[str | None, bool] = {}
+    release is promoted). The scripts are read here, once: reading them imports every
+    revision file, which on a loaded machine outlasted the probe's timeout (and held the
+    event loop while it did)."""
+    scripts = Scripts()
+    head = scripts.head
+    contract_only = migrations.contract_only_revisions(scripts)
 
     async def probe() -> Observation:
         current = await migrations.current_revision(database)
         if current == head:
             return Observation(value=current, status=Status.PASS)
-        if current not in contract_only:
-            contract_only[current] = migrations.behind_by_contract_only(current)
-        if contract_only[current]:
+        if current in contract_only:
             return Observation(
                 value=current,
                 status=Status.PASS,

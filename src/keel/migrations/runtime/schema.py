@@ -16,13 +16,10 @@ from __future__ import annotations
 from alembic import command
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from alembic.script.revision import RevisionError
-from alembic.util import CommandError
 from sqlalchemy import Connection
 
 from keel.db.engine import Database
 from keel.errors import SchemaBehind
-from keel.migrations.errors import UnknownRevision
 from keel.migrations.script.graph import Kind, Scripts, alembic_config
 
 
@@ -42,22 +39,29 @@ async def current_revision(database: Database) -> str | None:
         return await connection.run_sync(_current)
 
 
-def behind_by_contract_only(current: str | None, scripts: Scripts | None = None) -> bool:
-    """Whether every revision between ``current`` and the head declares ``contract``.
+def contract_only_revisions(scripts: Scripts | None = None) -> frozenset[str]:
+    """The revisions the head is reached from by contract revisions only (the head not
+    among them): the schemas a release serves before its post-promotion migrations.
 
     A deploy runs a release's contract revisions only once that release is
     promoted and the old one has stopped (``keel deploy``'s migration cycle), so
     the release serves traffic on the schema before them. An expand revision
     still pending is one the code needs; a schema past the head, or off the
-    graph, is not one the code knows.
+    graph, is not one the code knows. Computed from one read of the script
+    directory (which imports every revision file: too slow for a readiness probe).
     """
-    if current is None:
-        return False
-    try:
-        pending = (scripts or Scripts()).pending(current)
-    except (UnknownRevision, CommandError, RevisionError):
-        return False
-    return bool(pending) and all(item.declared_kind is Kind.CONTRACT for item in pending)
+    ordered = (scripts or Scripts()).all()  # one head: Scripts.head refuses several
+    found: set[str] = set()
+    for earlier, later in zip(reversed(ordered[:-1]), reversed(ordered[1:]), strict=True):
+        if later.declared_kind is not Kind.CONTRACT:
+            break
+        found.add(earlier.revision)
+    return frozenset(found)
+
+
+def behind_by_contract_only(current: str | None, scripts: Scripts | None = None) -> bool:
+    """Whether every revision between ``current`` and the head declares ``contract``."""
+    return current is not None and current in contract_only_revisions(scripts)
 
 
 async def _run(database: Database, action: str, target: str) -> None:
