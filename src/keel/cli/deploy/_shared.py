@@ -130,14 +130,26 @@ def _plan(
     steps: str,
     interval: float,
     step_timeout: float,
-    thresholds: Thresholds,
+    *,
+    min_requests: int,
+    max_error_rate: float,
+    max_p99: float | None,
+    latency_alpha: float = LatencyAlphaOption.default,
+    min_effect: float = MinEffectOption.default,
 ) -> CanaryPlan:
+    """The canary plan from the options ``canary``, ``manifests`` and ``run`` share."""
     try:
         return CanaryPlan(
             steps=_percentages(steps),
             interval_seconds=interval,
             step_timeout_seconds=step_timeout,
-            thresholds=thresholds,
+            thresholds=Thresholds(
+                min_requests=min_requests,
+                max_error_rate=max_error_rate,
+                max_p99_seconds=max_p99,
+                latency_alpha=latency_alpha,
+                min_effect=min_effect,
+            ),
         )
     except ValueError as error:
         fail(str(error))

@@ -32,7 +32,6 @@ from keel.deploy import (
     ContractPhase,
     Deployment,
     DeploymentState,
-    Thresholds,
 )
 from keel.deploy.bluegreen import SwitchPlan
 from keel.deploy.errors import FrontNotRegistered, FrontNotServing
@@ -173,9 +172,9 @@ def run_local(
         steps,
         interval,
         step_timeout,
-        Thresholds(
-            min_requests=min_requests, max_error_rate=max_error_rate, max_p99_seconds=max_p99
-        ),
+        min_requests=min_requests,
+        max_error_rate=max_error_rate,
+        max_p99=max_p99,
     )
     plan = LocalPlan(
         ports=server_ports,

@@ -32,7 +32,6 @@ from keel.deploy import (
     Deployment,
     DeploymentState,
     DeploymentStore,
-    Thresholds,
     current_release,
 )
 from keel.deploy.bluegreen import BlueGreenSwitch, HttpReadiness, SwitchPlan
@@ -78,13 +77,11 @@ def canary(
         steps,
         interval,
         step_timeout,
-        Thresholds(
-            min_requests=min_requests,
-            max_error_rate=max_error_rate,
-            max_p99_seconds=max_p99,
-            latency_alpha=latency_alpha,
-            min_effect=min_effect,
-        ),
+        min_requests=min_requests,
+        max_error_rate=max_error_rate,
+        max_p99=max_p99,
+        latency_alpha=latency_alpha,
+        min_effect=min_effect,
     )
     router = HAProxyRouter(RuntimeApi(admin_socket), baseline=baseline_server, canary=canary_server)
     synthetic = None
@@ -141,13 +138,11 @@ def manifests(
         steps,
         interval,
         step_timeout,
-        Thresholds(
-            min_requests=min_requests,
-            max_error_rate=max_error_rate,
-            max_p99_seconds=max_p99,
-            latency_alpha=latency_alpha,
-            min_effect=min_effect,
-        ),
+        min_requests=min_requests,
+        max_error_rate=max_error_rate,
+        max_p99=max_p99,
+        latency_alpha=latency_alpha,
+        min_effect=min_effect,
     )
     try:
         options = ManifestOptions(
