@@ -7,23 +7,25 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 
-GENEROUS_POLICY = """
+_GENEROUS = """
 version = 1
 [[limits]]
 name = "api-user"
 key = "user"
 applies_to = ["*"]
 algorithm = "rate"
-limit = 10000
+limit = {limit}
 period_seconds = 60
-burst = 1000
+burst = {burst}
 """
+GENEROUS_POLICY = _GENEROUS.format(limit=10000, burst=1000)
 
 
-def generous_policy(workdir: Path) -> Path:
-    """A policy file under which only the behaviour under test can refuse a request."""
+def generous_policy(workdir: Path, *, limit: int = 10000, burst: int = 1000) -> Path:
+    """A policy file under which only the behaviour under test can refuse a request
+    (a load test raises ``limit`` and ``burst`` to stay under them)."""
     path = workdir / "generous-policy.toml"
-    path.write_text(GENEROUS_POLICY)
+    path.write_text(_GENEROUS.format(limit=limit, burst=burst))
     return path
 
 

@@ -26,22 +26,11 @@ from keel.deploy.haproxy import HAProxy, RuntimeApi, Server
 from keel.deploy.local import read_record
 from keel.deploy.processes import Source, is_ours, start_mark
 from tests.support.app import seeded_world
+from tests.support.policies import generous_policy
 from tests.support.processes import free_port, server_env
 
 SERVED_BY = "X-Keel-Server"
 PATH = "/v1/users/me"
-
-_POLICY = """
-version = 1
-[[limits]]
-name = "api-user"
-key = "user"
-applies_to = ["*"]
-algorithm = "rate"
-limit = 50000
-period_seconds = 60
-burst = 50000
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,8 +179,8 @@ def stage() -> Iterator[Stage]:
     """HAProxy in front of a first group of one ``keel serve`` from this checkout."""
     with tempfile.TemporaryDirectory(prefix="keel-dp-") as directory:
         workdir = Path(directory)
-        policy = workdir / "policy.toml"
-        policy.write_text(_POLICY)
+        # The deploy walks' load stays under these (50 000 a minute, all at once).
+        policy = generous_policy(workdir, limit=50000, burst=50000)
         env = server_env(
             f"sqlite+aiosqlite:///{workdir / 'keel.db'}",
             workdir,
