@@ -11,16 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Group
 from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
 from keel.cli._common import JsonOption, database, fail, out, print_items, print_json, run
 from keel.cli.deploy._shared import (
     ByOption,
     EnvOption,
-    Fronts,
     WorkdirOption,
     _move,
     _operator,
@@ -29,7 +25,14 @@ from keel.cli.deploy._shared import (
     _table,
     app,
 )
-from keel.db.engine import Database
+from keel.cli.deploy.status_view import (
+    Local,
+    front_item,
+    fronts_table,
+    local_view,
+    steps_table,
+    watch_view,
+)
 from keel.deploy import (
     Deployment,
     DeploymentState,
@@ -43,8 +46,6 @@ from keel.deploy import (
     gate_for,
     run_pre_checks,
 )
-from keel.deploy.fronts import Front, FrontState
-from keel.deploy.groups import VersionGroup
 from keel.deploy.local import (
     DeploymentRecord,
     read_record,
@@ -127,20 +128,20 @@ def status(
     their HAProxy gone); --watch follows them live."""
     settings = Settings()
 
-    async def active() -> _Local:
+    async def active() -> Local:
         async with database(settings) as db:
             found = await _store(db, settings).active(environment)
-            return await _local(db, found, environment, workdir)
+            return await local_view(db, found, environment, workdir)
 
     async def outstanding() -> list[Deployment]:
         async with database(settings) as db:
             return await _store(db, settings).contracts_outstanding(environment)
 
-    async def reload(ids: Sequence[str]) -> _Local:
+    async def reload(ids: Sequence[str]) -> Local:
         async with database(settings) as db:
             store = _store(db, settings)
             found = [await store.get(deployment_id) for deployment_id in ids]
-            return await _local(db, found, environment, workdir)
+            return await local_view(db, found, environment, workdir)
 
     found, records, fronts = run(active)
     if not watch:
@@ -150,7 +151,7 @@ def status(
                 {
                     "items": [deployment.as_dict() for deployment in found],
                     "contracts_outstanding": [deployment.as_dict() for deployment in contracts],
-                    "fronts": [_front_item(front, group) for front, group in fronts],
+                    "fronts": [front_item(front, group) for front, group in fronts],
                 }
             )
             return
@@ -158,13 +159,13 @@ def status(
             out.print("no active deployment")
         else:
             out.print(_table(found))
-            steps = _steps_table(records)
+            steps = steps_table(records)
             if steps is not None:
                 out.print(steps)
         if contracts:
             out.print(_table(contracts, title="promoted, contract phase outstanding"))
         if fronts:
-            out.print(_fronts_table(fronts))
+            out.print(fronts_table(fronts))
         return
     if not found:
         out.print("no active deployment")
@@ -172,108 +173,18 @@ def status(
     ids = [deployment.id for deployment in found]
     deadline = time.monotonic() + timeout
     current = found
-    view = _watch_view(current, records, fronts, deadline)
+    view = watch_view(current, records, fronts, deadline)
     with Live(view, console=out, auto_refresh=False) as live:
         while any(deployment.active for deployment in current):
             if time.monotonic() >= deadline:
                 break
             time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
             current, records, fronts = run(lambda: reload(ids))
-            live.update(_watch_view(current, records, fronts, deadline), refresh=True)
+            live.update(watch_view(current, records, fronts, deadline), refresh=True)
     if as_json:
         print_json({"items": [deployment.as_dict() for deployment in current]})
     if any(deployment.active for deployment in current):
         fail(f"still active after {timeout:g} s", code=2)
-
-
-_Local = tuple[list[Deployment], list[DeploymentRecord], Fronts]
-"""Deployments, the records of those run on one machine, and the fronts (of their environment)."""
-
-
-async def _local(
-    db: Database, deployments: list[Deployment], environment: str | None, workdir: Path | None
-) -> _Local:
-    records = DatabaseRecords(db)
-    found = [await _record(records, deployment.id, workdir) for deployment in deployments]
-    fronts = [
-        (front, group)
-        for front, group in await records.fronts()
-        if environment is None or front.environment == environment
-    ]
-    return deployments, [record for record in found if record is not None], fronts
-
-
-async def _record(
-    records: DatabaseRecords, deployment_id: str, workdir: Path | None
-) -> DeploymentRecord | None:
-    """A local deployment's record: in the database, else in ``workdir``'s files (made before)."""
-    found = await records.read_record(deployment_id)
-    if found is None and workdir is not None:
-        found = read_record(workdir, deployment_id)
-    return found
-
-
-def _watch_view(
-    deployments: Sequence[Deployment],
-    records: Sequence[DeploymentRecord],
-    fronts: Fronts,
-    deadline: float,
-) -> Group:
-    left = max(0.0, deadline - time.monotonic())
-    steps = _steps_table(records)
-    return Group(
-        _table(deployments),
-        *([steps] if steps is not None else []),
-        *([_fronts_table(fronts)] if fronts else []),
-        Text(f"watching; giving up in {left:.0f} s", style="dim"),
-    )
-
-
-def _front_item(front: Front, group: VersionGroup) -> dict[str, Any]:
-    return {**front.as_dict(), "state": front.state().value, "live_group": group.name}
-
-
-def _fronts_table(fronts: Fronts) -> Table:
-    """Each registered front: where it listens, whether its HAProxy still runs, what it serves."""
-    table = Table("env", "listen", "haproxy pid", "state", "live group", "host", title="fronts")
-    for front, group in fronts:
-        item = _front_item(front, group)
-        style = "green" if item["state"] == FrontState.SERVING else "red"
-        table.add_row(
-            item["environment"],
-            f"{item['bind_host']}:{item['bind_port']}",
-            str(item["pid"]),
-            Text(item["state"], style=style),
-            item["live_group"],
-            item["host_name"],
-        )
-    return table
-
-
-def _steps_table(records: Sequence[DeploymentRecord]) -> Table | None:
-    """Each local deployment's current step: the new version's share and the last analysis."""
-    rows = [record for record in records if record.step is not None]
-    if not rows:
-        return None
-    table = Table("id", "weight", "verdict", "samples (canary/baseline)", "analyses", "reasons",
-                  title="current step")  # fmt: skip
-    for record in rows:
-        step = record.step
-        assert step is not None
-        samples = (
-            f"{step.canary_requests}/{step.baseline_requests}"
-            if step.canary_requests is not None
-            else "-"
-        )
-        table.add_row(
-            record.deployment_id,
-            f"{step.percent} %",
-            step.verdict or "-",
-            samples,
-            str(step.analyses),
-            "; ".join(step.reasons) or "-",
-        )
-    return table
 
 
 @app.command("list")
