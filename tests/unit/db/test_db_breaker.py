@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import asyncpg
 import httpx
@@ -54,8 +55,17 @@ def duplicate() -> exc.IntegrityError:
     return error
 
 
+@dataclass(frozen=True)
+class Guarded:
+    """A database behind its breaker, and the clock the breaker waits on."""
+
+    database: Database
+    breaker: CircuitBreaker
+    clock: ManualClock
+
+
 @pytest.fixture
-async def guarded() -> AsyncIterator[tuple[Database, ManualClock]]:
+async def guarded() -> AsyncIterator[Guarded]:
     clock = ManualClock()
     breaker = CircuitBreaker(
         "database",
@@ -71,7 +81,7 @@ async def guarded() -> AsyncIterator[tuple[Database, ManualClock]]:
     )
     database = Database("sqlite+aiosqlite:///:memory:", breaker=BreakerGate(breaker))
     try:
-        yield database, clock
+        yield Guarded(database, breaker, clock)
     finally:
         await database.dispose()
 
@@ -84,11 +94,9 @@ async def raising(database: Database, error: BaseException) -> BaseException:
 
 
 async def test_unavailability_opens_the_breaker_which_then_refuses_without_a_call(
-    guarded: tuple[Database, ManualClock],
+    guarded: Guarded,
 ) -> None:
-    database, clock = guarded
-    assert database.breaker is not None
-    breaker = database.breaker.breaker
+    database, breaker, clock = guarded.database, guarded.breaker, guarded.clock
     for _ in range(4):
         raised = await raising(database, starting_up())
         assert isinstance(raised, DatabaseUnavailable)
@@ -111,11 +119,9 @@ async def test_unavailability_opens_the_breaker_which_then_refuses_without_a_cal
 
 
 async def test_what_the_database_answered_counts_as_a_success_and_stays_what_it_is(
-    guarded: tuple[Database, ManualClock],
+    guarded: Guarded,
 ) -> None:
-    database, _ = guarded
-    assert database.breaker is not None
-    breaker = database.breaker.breaker
+    database, breaker = guarded.database, guarded.breaker
     for _ in range(6):
         raised = await raising(database, duplicate())
         assert isinstance(raised, exc.IntegrityError)  # not turned into a 503
@@ -127,11 +133,9 @@ async def test_what_the_database_answered_counts_as_a_success_and_stays_what_it_
 
 
 async def test_a_cancelled_probe_gives_its_permit_back(
-    guarded: tuple[Database, ManualClock],
+    guarded: Guarded,
 ) -> None:
-    database, clock = guarded
-    assert database.breaker is not None
-    breaker = database.breaker.breaker
+    database, breaker, clock = guarded.database, guarded.breaker, guarded.clock
     for _ in range(4):
         await raising(database, starting_up())
     clock.advance(1.0)
