@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from keel.audit import AuditEvent, AuditEventInvalid, EventCode, KeyRing, describe, stripes
@@ -88,6 +89,39 @@ def test_malformed_key_rings_are_refused(spec: str, current: str | None) -> None
 def test_events_refuse_personal_data_and_unregistered_fields(fields: dict[str, str]) -> None:
     with pytest.raises(AuditEventInvalid):
         AuditEvent(EventCode.RECOGNITION_DELETED, org_id="o", fields=fields).check()
+
+
+@given(
+    value=st.one_of(
+        st.ip_addresses().map(str),
+        st.ip_addresses(v=6).map(lambda address: f"{address}%eth0"),
+        st.from_regex(r"[0-9a-fA-F.:%]{0,45}", fullmatch=True),
+        st.text(max_size=60),
+    )
+)
+def test_a_field_is_refused_as_an_ip_address_exactly_when_it_parses_as_one(value: str) -> None:
+    """The cheap check before the parse (no colon, not only digits and dots: no address)
+    lets no address through and refuses nothing else."""
+    assume("@" not in value and "keel_" not in value)
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        parses = False
+    else:
+        parses = True
+    event = AuditEvent(EventCode.RECOGNITION_DELETED, org_id="o", fields={"recognition_id": value})
+    if parses:
+        with pytest.raises(AuditEventInvalid, match="IP address"):
+            event.check()
+    else:
+        event.check()
+
+
+@given(value=st.emails())
+def test_a_field_holding_an_email_address_is_refused(value: str) -> None:
+    event = AuditEvent(EventCode.RECOGNITION_DELETED, org_id="o", fields={"recognition_id": value})
+    with pytest.raises(AuditEventInvalid, match="email"):
+        event.check()
 
 
 def test_events_refuse_identifiers_their_code_does_not_carry() -> None:
