@@ -29,10 +29,19 @@ def canonical_json(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+_STORED_FORM = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
 def timestamp(moment: datetime) -> str:
+    """``moment`` as the hashes cover it: ``2026-12-03T20:02:09.123456Z``."""
     if moment.tzinfo is None:
         raise ValueError("naive datetimes are refused: pass an aware UTC datetime")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = moment.astimezone(UTC)
+    if utc.year < 1000:  # strftime's %Y does not pad these to four digits; isoformat would
+        return utc.strftime(_STORED_FORM)
+    # isoformat renders the same text as the strftime form, 1.5 µs against 2.6 (every
+    # audit append formats one or two); its "+00:00" becomes the "Z".
+    return f"{utc.isoformat(timespec='microseconds')[:-6]}Z"
 
 
 @dataclass(frozen=True, slots=True)

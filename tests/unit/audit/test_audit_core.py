@@ -220,6 +220,14 @@ def test_the_text_around_the_head_rebuilds_the_chained_events_canonical_bytes(
     assert text.encode() == chained.canonical()
 
 
+@given(
+    moment=st.datetimes(datetime(2, 1, 1), datetime(9998, 12, 31), timezones=st.timezones()),
+)
+def test_a_timestamp_is_the_utc_form_the_stored_hashes_cover(moment: datetime) -> None:
+    expected = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert timestamp(moment) == expected
+
+
 def test_a_timestamp_moved_by_one_microsecond_changes_the_hash() -> None:
     moved = _event(occurred_at=datetime(2026, 11, 29, 3, 0, 0, 123457, tzinfo=UTC))
     assert moved.hash() != _event().hash()
