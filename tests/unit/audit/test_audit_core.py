@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -226,6 +227,19 @@ def test_the_text_around_the_head_rebuilds_the_chained_events_canonical_bytes(
 def test_a_timestamp_is_the_utc_form_the_stored_hashes_cover(moment: datetime) -> None:
     expected = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     assert timestamp(moment) == expected
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(value=_JSON)
+def test_canonical_json_is_the_sorted_compact_text_the_stored_hashes_cover(value: object) -> None:
+    expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert canonical_json(value) == expected
 
 
 def test_a_timestamp_moved_by_one_microsecond_changes_the_hash() -> None:
