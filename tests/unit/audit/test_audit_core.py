@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from keel.audit import AuditEvent, AuditEventInvalid, EventCode, KeyRing, describe, stripes
@@ -88,6 +90,39 @@ def test_malformed_key_rings_are_refused(spec: str, current: str | None) -> None
 def test_events_refuse_personal_data_and_unregistered_fields(fields: dict[str, str]) -> None:
     with pytest.raises(AuditEventInvalid):
         AuditEvent(EventCode.RECOGNITION_DELETED, org_id="o", fields=fields).check()
+
+
+@given(
+    value=st.one_of(
+        st.ip_addresses().map(str),
+        st.ip_addresses(v=6).map(lambda address: f"{address}%eth0"),
+        st.from_regex(r"[0-9a-fA-F.:%]{0,45}", fullmatch=True),
+        st.text(max_size=60),
+    )
+)
+def test_a_field_is_refused_as_an_ip_address_exactly_when_it_parses_as_one(value: str) -> None:
+    """The cheap check before the parse (no colon, not only digits and dots: no address)
+    lets no address through and refuses nothing else."""
+    assume("@" not in value and "keel_" not in value)
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        parses = False
+    else:
+        parses = True
+    event = AuditEvent(EventCode.RECOGNITION_DELETED, org_id="o", fields={"recognition_id": value})
+    if parses:
+        with pytest.raises(AuditEventInvalid, match="IP address"):
+            event.check()
+    else:
+        event.check()
+
+
+@given(value=st.emails())
+def test_a_field_holding_an_email_address_is_refused(value: str) -> None:
+    event = AuditEvent(EventCode.RECOGNITION_DELETED, org_id="o", fields={"recognition_id": value})
+    with pytest.raises(AuditEventInvalid, match="email"):
+        event.check()
 
 
 def test_events_refuse_identifiers_their_code_does_not_carry() -> None:
@@ -184,6 +219,27 @@ def test_the_text_around_the_head_rebuilds_the_chained_events_canonical_bytes(
     ) + last
     chained = unchained.chained(chain_id=chain_id, seq=seq, prev_hash=prev_hash)
     assert text.encode() == chained.canonical()
+
+
+@given(
+    moment=st.datetimes(datetime(2, 1, 1), datetime(9998, 12, 31), timezones=st.timezones()),
+)
+def test_a_timestamp_is_the_utc_form_the_stored_hashes_cover(moment: datetime) -> None:
+    expected = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert timestamp(moment) == expected
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(value=_JSON)
+def test_canonical_json_is_the_sorted_compact_text_the_stored_hashes_cover(value: object) -> None:
+    expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert canonical_json(value) == expected
 
 
 def test_a_timestamp_moved_by_one_microsecond_changes_the_hash() -> None:

@@ -40,6 +40,16 @@ def test_items_use_the_drafts_parameter_names() -> None:
     assert policy_item("x", 5, 10, partition_key=b"u1") == '"x";q=5;w=10;pk=:dTE=:'
 
 
+@pytest.mark.parametrize("code", [*range(0x80), 0xE9, 0x2028])
+def test_an_sf_string_holds_exactly_the_printable_ascii_characters(code: int) -> None:
+    value = f"a{chr(code)}b"
+    if 0x20 <= code <= 0x7E:
+        assert sf_string(value).startswith('"a')
+    else:
+        with pytest.raises(ValueError, match="not printable ASCII"):
+            sf_string(value)
+
+
 def test_sf_string_escapes_and_refuses_non_ascii() -> None:
     assert sf_string('a"b\\c') == '"a\\"b\\\\c"'
     with pytest.raises(ValueError, match="ASCII"):

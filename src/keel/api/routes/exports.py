@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.responses import StreamingResponse
 
 from keel.api.auditing import ClientIp, by_principal
-from keel.api.dependencies import CurrentPrincipal, ExportParts
+from keel.api.dependencies import CurrentPrincipal, ExportParts, ExportWriter
 from keel.api.downloads import open_download
 from keel.api.schemas import ExportCreate, ExportOut
 from keel.api.text import Line
@@ -30,19 +30,14 @@ router = APIRouter(prefix="/v1/exports", tags=["exports"])
     response_model=ExportOut,
     responses=problem_responses(400, 401, 409, 413, 422, 429, 503),
 )
-async def request_export(
-    request: Request,
-    body: ExportCreate,
-    principal: CurrentPrincipal,
-    services: ExportParts,
-    ip: ClientIp,
-) -> Response:
+async def request_export(request: Request, body: ExportCreate, caller: ExportWriter) -> Response:
+    principal, services = caller.principal, caller.services
     # The Idempotency-Key's outcome commits in this same transaction: a
     # key is never marked done for an export that was not stored, nor the reverse.
     async with services.database.write() as session, recorded(request, session) as outcome:
         row = await exports.request(session, principal, body.format, clock=services.clock)
         event = by_principal(
-            EventCode.EXPORT_REQUESTED, principal, ip, export_id=row.id, format=row.format
+            EventCode.EXPORT_REQUESTED, principal, caller.ip, export_id=row.id, format=row.format
         )
         await services.audit.record(session, event)
         # In the same transaction: the export and its job commit together or not at all.

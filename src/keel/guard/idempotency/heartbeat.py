@@ -21,6 +21,12 @@ work still runs once.
 
 Beats run on the real event loop's time (``asyncio.sleep``); the lease they
 set is computed from the injected clock, like every other deadline here.
+
+Most keyed requests end long before their first beat is due, so none is paid
+for up front: entering arms one event-loop timer (``call_later``), and only a
+request still running when it fires gets a beat task. A task for every request
+(created, cancelled, waited for) cost about four times the timer (20 µs against 5 µs
+of CPU, entering and leaving, in a loop on the development box).
 """
 
 from __future__ import annotations
@@ -39,41 +45,55 @@ log = structlog.get_logger(__name__)
 BEATS_PER_LEASE = 3
 
 Sleep = Callable[[float], Awaitable[None]]
+# Runs a callback after a delay on the event loop, as ``loop.call_later`` does.
+Later = Callable[[float, Callable[[], None]], asyncio.Handle]
 
 
 async def _beat(keyed: IdempotencyScope, interval: float, sleep: Sleep) -> None:
-    while True:
-        await sleep(interval)
-        if keyed.completed:
-            return
+    """Beat now, then every ``interval``: started once the first beat is due."""
+    while not keyed.completed:
         try:
             held = await keyed.store.extend(keyed.ref, owner=keyed.owner, now=keyed.clock.now())
         except KeelError:
             # The database is unreachable right now: the next beat tries again, and
             # with three beats a lease one failure does not cost the claim.
             log.warning("idempotency_heartbeat_failed", operation=keyed.ref.operation)
-            continue
-        if not held:
-            if not keyed.completed:
-                log.warning("idempotency_heartbeat_lost_claim", operation=keyed.ref.operation)
-            return
+        else:
+            if not held:
+                if not keyed.completed:
+                    log.warning("idempotency_heartbeat_lost_claim", operation=keyed.ref.operation)
+                return
+        await sleep(interval)
 
 
 @contextlib.asynccontextmanager
 async def heartbeat(
-    keyed: IdempotencyScope, *, lease_seconds: float, sleep: Sleep = asyncio.sleep
+    keyed: IdempotencyScope,
+    *,
+    lease_seconds: float,
+    sleep: Sleep = asyncio.sleep,
+    later: Later | None = None,
 ) -> AsyncIterator[None]:
-    """Extend ``keyed``'s claim every ``lease_seconds / 3`` while the block runs."""
-    task = asyncio.create_task(_beat(keyed, lease_seconds / BEATS_PER_LEASE, sleep))
+    """Extend ``keyed``'s claim every ``lease_seconds / 3`` while the block runs;
+    ``later`` (the running loop's ``call_later`` by default) starts the first beat."""
+    interval = lease_seconds / BEATS_PER_LEASE
+    beating: list[asyncio.Task[None]] = []
+
+    def start() -> None:
+        beating.append(asyncio.create_task(_beat(keyed, interval, sleep)))
+
+    timer = (later or asyncio.get_running_loop().call_later)(interval, start)
     try:
         yield
     finally:
-        task.cancel()
-        # wait() rather than await: a cancellation of *this* request still propagates.
-        await asyncio.wait({task})
-        if not task.cancelled() and task.exception() is not None:
-            log.error(
-                "idempotency_heartbeat_crashed",
-                operation=keyed.ref.operation,
-                exc_info=task.exception(),
-            )
+        timer.cancel()
+        for task in beating:  # none unless the request outlived its first beat
+            task.cancel()
+            # wait() rather than await: a cancellation of *this* request still propagates.
+            await asyncio.wait({task})
+            if not task.cancelled() and task.exception() is not None:
+                log.error(
+                    "idempotency_heartbeat_crashed",
+                    operation=keyed.ref.operation,
+                    exc_info=task.exception(),
+                )

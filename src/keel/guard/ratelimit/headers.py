@@ -40,7 +40,9 @@ WARNING_THRESHOLDS: tuple[int, ...] = (80, 90, 100)
 
 def sf_string(value: str) -> str:
     """An RFC 9651 sf-string: quoted, with ``\\`` and ``"`` escaped."""
-    if any(ord(c) < 0x20 or ord(c) > 0x7E for c in value):
+    # Of ASCII, ``isprintable`` admits exactly ``%x20-7E``, checked in C rather than a
+    # loop over characters (each limited response names each limit twice).
+    if not (value.isascii() and value.isprintable()):
         raise ValueError(f"not printable ASCII: {value!r}")
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

@@ -65,6 +65,16 @@ def test_invalid_keys(raw: bytes) -> None:
     assert caught.value.slug == "idempotency-key-invalid"
 
 
+@pytest.mark.parametrize("code", range(128))
+def test_a_key_may_hold_exactly_the_printable_ascii_characters(code: int) -> None:
+    raw = b"a" + bytes([code]) + b"b"
+    if 0x20 <= code <= 0x7E:
+        assert parse_key(raw) == raw.decode()
+    else:
+        with pytest.raises(IdempotencyKeyInvalid):
+            parse_key(raw)
+
+
 def test_header_lookup_is_case_insensitive_and_refuses_duplicates() -> None:
     assert key_from_headers([(b"Idempotency-Key", b"x")]) == "x"
     assert key_from_headers([(b"other", b"x")]) is None

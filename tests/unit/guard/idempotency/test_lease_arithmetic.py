@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -92,7 +93,11 @@ async def run_beats(failures: set[int], beats: int) -> LeaseModel:
         clock.advance(seconds)
         await asyncio.sleep(0)
 
-    async with heartbeat(keyed, lease_seconds=LEASE, sleep=sleep):
+    def later(seconds: float, callback: Callable[[], None]) -> asyncio.Handle:
+        clock.advance(seconds)  # the first beat's wait, on the loop's timer
+        return asyncio.get_running_loop().call_soon(callback)
+
+    async with heartbeat(keyed, lease_seconds=LEASE, sleep=sleep, later=later):
         for _ in range(20 * beats):
             if store.beats >= beats or store.lapsed:
                 break
