@@ -27,6 +27,7 @@ from prometheus_client import Counter
 from structlog.types import Processor
 
 from keel.observe.log_lines import BoundedRenderer, SafeFields, render_exception
+from keel.observe.log_render import PlainConsoleRenderer, UtcTimestamp
 from keel.observe.log_writer import LineWriter, QueuedLoggerFactory
 from keel.redaction import Redactor
 from keel.settings import Profile, Settings
@@ -61,11 +62,7 @@ def configure_logging(
     output = stream or sys.stderr
     json_lines = log_format(settings) == "json"
     renderer: Processor = (
-        structlog.processors.JSONRenderer()
-        if json_lines
-        else structlog.dev.ConsoleRenderer(
-            colors=False, exception_formatter=structlog.dev.plain_traceback
-        )
+        structlog.processors.JSONRenderer() if json_lines else PlainConsoleRenderer()
     )
     shared = shared_processors()
     safety = safety_processors(settings)
@@ -111,7 +108,7 @@ def shared_processors() -> list[Processor]:
     return [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        UtcTimestamp(),
     ]
 
 
