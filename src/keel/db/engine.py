@@ -340,7 +340,7 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
-        async with self._guard(), self._reader() as session, session.begin():
+        async with self._guard(), _transaction(self._reader()) as session:
             yield session
 
     @asynccontextmanager
@@ -351,7 +351,7 @@ class Database:
         statements' READ COMMITTED snapshots make useless); elsewhere it is
         :meth:`read`. Never for writes or ``FOR UPDATE``: nothing is committed.
         """
-        async with self._guard(), self._lookup() as session, session.begin():
+        async with self._guard(), _transaction(self._lookup()) as session:
             yield session
 
     async def rows(
@@ -416,7 +416,7 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """One transaction: committed when the block ends, rolled back on any error."""
-        async with self._guard(), self._writer() as session, session.begin():
+        async with self._guard(), _transaction(self._writer()) as session:
             yield session
 
     @asynccontextmanager
@@ -489,6 +489,34 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+@asynccontextmanager
+async def _transaction(session: AsyncSession) -> AsyncIterator[AsyncSession]:
+    """``session`` in one transaction: committed when the block ends, rolled back on any
+    error, then closed — what ``async with session, session.begin()`` does, for less.
+
+    The transaction begins in memory (its connection and BEGIN come with its first
+    statement), so it needs no greenlet; and a session whose transaction ended holds
+    no connection, so closing it only empties its identity map, in place. The
+    ``AsyncSession`` context manager closed it in a task of its own (created, shielded,
+    awaited: an extra turn of the event loop) and a greenlet, for every session. A
+    transaction that failed to end (a COMMIT or ROLLBACK that raised) still gets that
+    full close, which returns its connection to the pool.
+    """
+    transaction = session.sync_session.begin()
+    try:
+        try:
+            yield session
+        except BaseException as error:
+            await greenlet_spawn(transaction.__exit__, type(error), error, error.__traceback__)
+            raise
+        await greenlet_spawn(transaction.__exit__, None, None, None)
+    finally:
+        if session.sync_session.in_transaction():
+            await session.__aexit__(None, None, None)  # closed to completion, even if cancelled
+        else:
+            session.sync_session.close()
 
 
 BREAKER_OPEN = "breaker-open"
