@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
@@ -100,12 +100,15 @@ async def test_a_failure_after_the_driver_statements_rolls_them_back(
     principal, colleague, _ = await _two_orgs(database)
     auditor: Auditor = app.state.services.audit
     new = recognitions.NewRecognition(colleague, "rolled back")
-    with pytest.raises(RuntimeError, match="after the append"):
+
+    async def create_audit_then_fail() -> None:
         async with database.write() as session:
             record = await recognitions.create(session, principal, new)
-            event = _created(principal, record)
-            await auditor.record(session, event)
+            await auditor.record(session, _created(principal, record))
             raise RuntimeError("after the append")
+
+    with pytest.raises(RuntimeError, match="after the append"):
+        await create_audit_then_fail()
     assert await _count(database, Recognition) == 0
     assert await _audited(database) == 0
 
@@ -145,12 +148,11 @@ async def test_a_keyed_post_failing_at_its_audit_append_leaves_nothing_behind(
     appended = 0
     record = auditor.record
 
-    async def append_then_break(session: Any, event: Any) -> Any:
+    async def append_then_break(session: Any, event: Any) -> NoReturn:
         nonlocal appended
-        recorded = await record(session, event)
+        await record(session, event)
         appended += 1
         raise ConnectionResetError("the connection broke before the commit")
-        return recorded  # pragma: no cover
 
     monkeypatch.setattr(auditor, "record", append_then_break)
     headers = {**world.alice.headers, "Idempotency-Key": "driver-rollback"}
