@@ -500,9 +500,10 @@ async def _transaction(session: AsyncSession) -> AsyncIterator[AsyncSession]:
     statement), so it needs no greenlet; and a session whose transaction ended holds
     no connection, so closing it only empties its identity map, in place. The
     ``AsyncSession`` context manager closed it in a task of its own (created, shielded,
-    awaited: an extra turn of the event loop) and a greenlet, for every session. A
-    transaction that failed to end (a COMMIT or ROLLBACK that raised) still gets that
-    full close, which returns its connection to the pool.
+    awaited: an extra turn of the event loop) and a greenlet, for every session.
+    SQLAlchemy ends the transaction even when its COMMIT or ROLLBACK raises (the
+    connection goes back to the pool, ``tests/integration/db/test_write_sessions.py``);
+    should one ever be left open, the session gets the full close, to completion.
     """
     transaction = session.sync_session.begin()
     try:
