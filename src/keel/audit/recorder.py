@@ -50,7 +50,7 @@ from keel.audit.pseudonym import KeyRing, Kind
 from keel.audit.registry import EventCode
 from keel.audit.signing import Signer
 from keel.clock import SYSTEM_CLOCK, Clock
-from keel.db.engine import Database
+from keel.db.engine import Database, transaction_driver
 from keel.db.tables_audit import AuditChain, AuditDigest
 from keel.db.tables_audit import AuditEvent as AuditRow
 from keel.errors import KeelError
@@ -351,25 +351,29 @@ class Auditor:
         waits_on: list[str],
     ) -> tuple[Recorded | None, int, int]:
         """``(recorded, the chain's digested seq, how many of candidates exist)``."""
-        connection = await session.connection()
-        result = await connection.exec_driver_sql(
-            APPEND_POSTGRESQL,
-            (
-                candidates,
-                waits_on,
-                *unchained.around_head(),
-                unchained.id,
-                unchained.occurred_at,
-                unchained.code,
-                unchained.key_id,
-                unchained.actor,
-                unchained.subject,
-                unchained.token,
-                unchained.ip,
-                unchained.fields,
-            ),
+        arguments = (
+            candidates,
+            waits_on,
+            *unchained.around_head(),
+            unchained.id,
+            unchained.occurred_at,
+            unchained.code,
+            unchained.key_id,
+            unchained.actor,
+            unchained.subject,
+            unchained.token,
+            unchained.ip,
+            unchained.fields,
         )
-        row: Any = result.first()  # (chain_id, seq, head_hash, digested_seq, chains)
+        row: Any  # (chain_id, seq, head_hash, digested_seq, chains)
+        # On the transaction's asyncpg connection when it has one: a third less Python
+        # than through SQLAlchemy's Connection (``transaction_driver``).
+        async with transaction_driver(session) as driver:
+            if driver is None:
+                connection = await session.connection()
+                row = (await connection.exec_driver_sql(APPEND_POSTGRESQL, arguments)).first()
+            else:
+                row = await driver.fetchrow(APPEND_POSTGRESQL, *arguments)
         if row is None:
             return None, 0, 0
         recorded = Recorded(id=unchained.id, chain_id=row[0], seq=row[1], hash=row[2])

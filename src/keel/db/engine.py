@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry, Pool, PoolProxiedConnection
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.util.concurrency import await_, greenlet_spawn
@@ -41,6 +42,8 @@ from keel.errors import DatabaseUnavailable
 if TYPE_CHECKING:
     from keel.resilience import BreakerGate
 
+# Marks the write transactions (``Database.write``): on SQLite they begin IMMEDIATE, with
+# asyncpg their BEGIN is sent when they start (``_begin_writes_at_once``).
 _IMMEDIATE = "keel_sqlite_begin_immediate"
 # A connection on which SQLite runs each statement as its own transaction (no BEGIN):
 # for a lone statement, which its implicit transaction makes atomic and consistent.
@@ -110,7 +113,32 @@ def create_engine(
     )
     if asyncpg_driver:
         _refuse_closed_on_checkout(engine)
+        _begin_writes_at_once(engine)
     return engine
+
+
+def _begin_writes_at_once(engine: AsyncEngine) -> None:
+    """Send a write transaction's BEGIN when the transaction starts, not with its first
+    statement through SQLAlchemy.
+
+    SQLAlchemy's asyncpg adapter begins lazily, in its cursor; a statement sent
+    straight to the asyncpg connection (:func:`transaction_driver`) would run
+    before that BEGIN, in autocommit, outside the transaction. Begun here, the
+    hot statements of a write transaction — even its first — go to the driver,
+    inside it. The same round trips: the BEGIN was sent either way. Read
+    sessions keep the lazy BEGIN (``query()`` sends none at all).
+    """
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        if not connection.get_execution_options().get(_IMMEDIATE, False):
+            return
+        adapted: Any = connection.connection.dbapi_connection
+        # The adapter's own start (its isolation level, its error translation), so it
+        # knows the transaction it commits or rolls back; private, pinned by
+        # tests/integration/db/test_transaction_driver.py.
+        if adapted._transaction is None:
+            await_(adapted._start_transaction())
 
 
 def _refuse_closed_on_checkout(engine: AsyncEngine) -> None:
@@ -208,6 +236,43 @@ def _untrustworthy(driver: Any, error: BaseException) -> bool:
     return isinstance(error, asyncio.CancelledError) or (closed is not None and bool(closed()))
 
 
+@asynccontextmanager
+async def transaction_driver(session: AsyncSession) -> AsyncIterator[Any]:
+    """The asyncpg connection under ``session``'s open write transaction, or ``None``.
+
+    For a transaction's hot statements, as hand-written or precompiled SQL: a
+    statement through the session costs about a third more Python than on the
+    driver (``bench/RESULTS.md``). ``None`` when the session is not on asyncpg
+    or its transaction has not begun on the server (not a :meth:`Database.write`
+    session): the caller then runs the statement through the session, which
+    begins it. A statement that finds the connection closed, or is cancelled
+    mid-flight, invalidates it — the session then neither rolls back on it nor
+    returns it to the pool — as SQLAlchemy does for its own statements; errors
+    are translated by the :meth:`Database._guard` around the session.
+    """
+    if session.get_bind().dialect.driver != "asyncpg":
+        yield None
+        return
+    connection, driver = await greenlet_spawn(_connection_and_driver, session.sync_session)
+    if not driver.is_in_transaction():
+        yield None
+        return
+    try:
+        yield driver
+    except BaseException as error:
+        if _untrustworthy(driver, error):
+            await greenlet_spawn(
+                connection.invalidate, error if isinstance(error, Exception) else None
+            )
+        raise
+
+
+def _connection_and_driver(session: Session) -> tuple[Connection, Any]:
+    # One greenlet for both: the session's connection, then its driver's (no I/O once begun).
+    connection = session.connection()
+    return connection, connection.connection.driver_connection
+
+
 def _checkout_work_checkin(pool: Pool, work: Callable[[Any], Awaitable[T]]) -> T:
     pooled = pool.connect()
     try:
@@ -275,7 +340,7 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
-        async with self._guard(), self._reader() as session, session.begin():
+        async with self._guard(), _transaction(self._reader()) as session:
             yield session
 
     @asynccontextmanager
@@ -286,7 +351,7 @@ class Database:
         statements' READ COMMITTED snapshots make useless); elsewhere it is
         :meth:`read`. Never for writes or ``FOR UPDATE``: nothing is committed.
         """
-        async with self._guard(), self._lookup() as session, session.begin():
+        async with self._guard(), _transaction(self._lookup()) as session:
             yield session
 
     async def rows(
@@ -351,7 +416,7 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """One transaction: committed when the block ends, rolled back on any error."""
-        async with self._guard(), self._writer() as session, session.begin():
+        async with self._guard(), _transaction(self._writer()) as session:
             yield session
 
     @asynccontextmanager
@@ -424,6 +489,35 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+@asynccontextmanager
+async def _transaction(session: AsyncSession) -> AsyncIterator[AsyncSession]:
+    """``session`` in one transaction: committed when the block ends, rolled back on any
+    error, then closed — what ``async with session, session.begin()`` does, for less.
+
+    The transaction begins in memory (its connection and BEGIN come with its first
+    statement), so it needs no greenlet; and a session whose transaction ended holds
+    no connection, so closing it only empties its identity map, in place. The
+    ``AsyncSession`` context manager closed it in a task of its own (created, shielded,
+    awaited: an extra turn of the event loop) and a greenlet, for every session.
+    SQLAlchemy ends the transaction even when its COMMIT or ROLLBACK raises (the
+    connection goes back to the pool, ``tests/integration/db/test_write_sessions.py``);
+    should one ever be left open, the session gets the full close, to completion.
+    """
+    transaction = session.sync_session.begin()
+    try:
+        try:
+            yield session
+        except BaseException as error:
+            await greenlet_spawn(transaction.__exit__, type(error), error, error.__traceback__)
+            raise
+        await greenlet_spawn(transaction.__exit__, None, None, None)
+    finally:
+        if session.sync_session.in_transaction():
+            await session.__aexit__(None, None, None)  # closed to completion, even if cancelled
+        else:
+            session.sync_session.close()
 
 
 BREAKER_OPEN = "breaker-open"

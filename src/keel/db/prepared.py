@@ -34,6 +34,7 @@ from typing import Any
 
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import Select
+from sqlalchemy.sql.dml import ReturningInsert
 
 Processor = Callable[[Any], Any]
 DriverRows = Callable[[Any, str, list[Any]], Awaitable[Sequence[Sequence[Any]]]]
@@ -74,12 +75,12 @@ class DriverStatement:
         ]
 
 
-class PreparedRead:
-    """A read-only Core ``SELECT``, built once, run by :meth:`Database.fetch`."""
+class _Prepared:
+    """A Core statement built once, and its SQL compiled once per driver."""
 
     __slots__ = ("_forms", "statement")
 
-    def __init__(self, statement: Select[Any]) -> None:
+    def __init__(self, statement: Select[Any] | ReturningInsert[Any]) -> None:
         self.statement = statement
         self._forms: dict[str, DriverStatement] = {}
 
@@ -91,18 +92,39 @@ class PreparedRead:
         return form
 
 
-def _compile(statement: Select[Any], dialect: Dialect) -> DriverStatement:
+class PreparedRead(_Prepared):
+    """A read-only Core ``SELECT``, built once, run by :meth:`Database.fetch`."""
+
+    __slots__ = ()
+
+    def __init__(self, statement: Select[Any]) -> None:
+        super().__init__(statement)
+
+
+class PreparedWrite(_Prepared):
+    """A Core ``INSERT … RETURNING``, built once, run on the driver connection of a
+    write transaction (:func:`keel.db.engine.transaction_driver`): the hot write of a
+    request without the session's execution machinery, with the same SQL, bind
+    and result processing as through SQLAlchemy."""
+
+    __slots__ = ()
+
+    def __init__(self, statement: ReturningInsert[Any]) -> None:
+        super().__init__(statement)
+
+
+def _compile(statement: Select[Any] | ReturningInsert[Any], dialect: Dialect) -> DriverStatement:
     compiled = statement.compile(dialect=dialect)
     names = tuple(compiled.positiontup or ())
     binds = []
     for name in names:
         bind = compiled.binds[name]
         if bind.expanding:
-            raise ValueError(f"a prepared read takes no expanding parameter ({name!r})")
+            raise ValueError(f"a prepared statement takes no expanding parameter ({name!r})")
         binds.append(bind.type.dialect_impl(dialect).bind_processor(dialect))
     results = tuple(
         column.type.dialect_impl(dialect).result_processor(dialect, None)
-        for column in statement.selected_columns
+        for column in statement.exported_columns
     )
 
     def compiled_params(params: Mapping[str, Any]) -> Mapping[str, Any]:

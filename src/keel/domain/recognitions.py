@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningInsert
 
 from keel.clock import SYSTEM_CLOCK, Clock
-from keel.db.engine import Database
-from keel.db.prepared import PreparedRead
+from keel.db.engine import Database, transaction_driver
+from keel.db.prepared import PreparedRead, PreparedWrite
 from keel.db.tables import Evidence, Recognition, RecognitionEvidence, User
 from keel.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from keel.domain.principal import Principal
@@ -46,6 +46,8 @@ INSERT_FOR_RECIPIENT: ReturningInsert[tuple[int]] = (
     )
     .returning(literal_column("1"))
 )
+# On asyncpg it runs on the write transaction's driver connection, compiled once.
+_INSERT_ON_DRIVER = PreparedWrite(INSERT_FOR_RECIPIENT)
 LINK_EVIDENCE = insert(cast(Table, RecognitionEvidence.__table__))
 
 
@@ -132,7 +134,7 @@ async def create(
             "category": record.category,
             "created_at": record.created_at,
         }
-        inserted = (await session.execute(INSERT_FOR_RECIPIENT, params)).first()
+        inserted = await _insert_for_recipient(session, params)
     if inserted is None:
         # Same answer for "no such user" and "another organisation's user".
         raise InvalidInput("recipient not found in your organisation", field="recipient_id")
@@ -161,6 +163,16 @@ async def create(
             ],
         )
     return record
+
+
+async def _insert_for_recipient(session: AsyncSession, params: dict[str, Any]) -> Any:
+    """The recognition's INSERT: a row if it was inserted, ``None`` if the recipient is
+    not in the organisation. On asyncpg, on the transaction's driver connection."""
+    async with transaction_driver(session) as driver:
+        if driver is None:
+            return (await session.execute(INSERT_FOR_RECIPIENT, params)).first()
+        form = _INSERT_ON_DRIVER.for_driver(session.get_bind().dialect)
+        return await driver.fetchrow(form.sql, *form.arguments(params))
 
 
 async def _live(session: AsyncSession, principal: Principal, recognition_id: str) -> Recognition:
