@@ -102,6 +102,7 @@ async def get_services(request: Request) -> Services:
 CurrentPrincipal = Annotated[Principal, Depends(require_principal)]
 # The writing routes' one dependency, each seeing the services through its narrow protocol.
 ExportWriter = Annotated[Writer[Exporting], Depends(require_writer)]
+RecordingWriter = Annotated[Writer[Recording], Depends(require_writer)]
 # What each /v1 router's handlers may use: the app's services, seen through a narrow protocol.
 ReadParts = Annotated[Reading, Depends(get_services)]
 AuditParts = Annotated[Auditing, Depends(get_services)]

@@ -47,9 +47,17 @@ def test_the_caller_dependency_is_the_only_security_scheme_and_has_no_dependency
     assert require_principal.model == require_writer.model  # one scheme in the document
 
 
-def test_a_route_taking_a_writer_solves_one_dependency() -> None:
-    [export] = [r for r in _routes() if r.path == "/v1/exports" and "POST" in r.methods]
-    assert [d.call for d in export.dependant.dependencies] == [require_writer]
+@pytest.mark.parametrize(
+    ("path", "method"),
+    [
+        ("/v1/exports", "POST"),
+        ("/v1/recognitions", "POST"),
+        ("/v1/recognitions/{recognition_id}", "DELETE"),
+    ],
+)
+def test_a_route_taking_a_writer_solves_one_dependency(path: str, method: str) -> None:
+    [writing] = [r for r in _routes() if r.path == path and method in r.methods]
+    assert [d.call for d in writing.dependant.dependencies] == [require_writer]
 
 
 def _request(

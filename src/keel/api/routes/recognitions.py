@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from keel.api.auditing import ClientIp, by_principal
-from keel.api.dependencies import CurrentPrincipal, RecordingParts
+from keel.api.auditing import by_principal
+from keel.api.dependencies import CurrentPrincipal, RecordingParts, RecordingWriter
 from keel.api.query import Timestamp
 from keel.api.schemas import RecognitionCreate, RecognitionOut, RecognitionPage
 from keel.api.text import Line
@@ -30,12 +30,9 @@ router = APIRouter(prefix="/v1/recognitions", tags=["recognitions"])
     responses=problem_responses(400, 401, 409, 413, 422, 429, 503),
 )
 async def create_recognition(
-    request: Request,
-    body: RecognitionCreate,
-    principal: CurrentPrincipal,
-    services: RecordingParts,
-    ip: ClientIp,
+    request: Request, body: RecognitionCreate, caller: RecordingWriter
 ) -> Response:
+    principal, services = caller.principal, caller.services
     new = recognitions.NewRecognition(
         recipient_id=body.recipient_id,
         message=body.message,
@@ -53,7 +50,7 @@ async def create_recognition(
         event = by_principal(
             EventCode.RECOGNITION_CREATED,
             principal,
-            ip,
+            caller.ip,
             subject_id=record.recipient_id,
             recognition_id=record.id,
             evidence_count=len(record.evidence_ids),
@@ -108,9 +105,8 @@ async def get_recognition(
     status_code=204,
     responses=problem_responses(401, 403, 404, 422, 503),
 )
-async def delete_recognition(
-    recognition_id: Line, principal: CurrentPrincipal, services: RecordingParts, ip: ClientIp
-) -> Response:
+async def delete_recognition(recognition_id: Line, caller: RecordingWriter) -> Response:
+    principal, services = caller.principal, caller.services
     async with services.database.write() as session:
         deleted = await recognitions.delete(
             session, principal, recognition_id, clock=services.clock
@@ -118,7 +114,7 @@ async def delete_recognition(
         event = by_principal(
             EventCode.RECOGNITION_DELETED,
             principal,
-            ip,
+            caller.ip,
             subject_id=deleted.giver_id,
             recognition_id=deleted.id,
         )
