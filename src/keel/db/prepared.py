@@ -24,16 +24,21 @@ its own:
 Only for statements whose result types' processing does not depend on the
 driver's column type (strings, integers, ``UTCDateTime``), without an
 expanding ``IN`` (refused when compiled: its SQL changes with each list).
+
+A :class:`PreparedWrite` is the same for one ``INSERT … RETURNING`` that its
+store runs on the driver connection itself (the SQLite idempotency claim,
+``keel.guard.idempotency.sqlite``): compiled once, its values bound as
+SQLAlchemy would bind them, its returned rows processed the same way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy.engine import Dialect
-from sqlalchemy.sql import Select
+from sqlalchemy.sql import Insert, Select
 
 Processor = Callable[[Any], Any]
 DriverRows = Callable[[Any, str, list[Any]], Awaitable[Sequence[Sequence[Any]]]]
@@ -74,13 +79,16 @@ class DriverStatement:
         ]
 
 
-class PreparedRead:
-    """A read-only Core ``SELECT``, built once, run by :meth:`Database.fetch`."""
+Statement = TypeVar("Statement", Select[Any], Insert)
+
+
+class _Prepared(Generic[Statement]):
+    """A Core statement built once, compiled once per dialect for its driver."""
 
     __slots__ = ("_forms", "statement")
 
-    def __init__(self, statement: Select[Any]) -> None:
-        self.statement = statement
+    def __init__(self, statement: Statement) -> None:
+        self.statement: Statement = statement
         self._forms: dict[str, DriverStatement] = {}
 
     def for_driver(self, dialect: Dialect) -> DriverStatement:
@@ -91,7 +99,19 @@ class PreparedRead:
         return form
 
 
-def _compile(statement: Select[Any], dialect: Dialect) -> DriverStatement:
+class PreparedRead(_Prepared[Select[Any]]):
+    """A read-only Core ``SELECT``, built once, run by :meth:`Database.fetch`."""
+
+    __slots__ = ()
+
+
+class PreparedWrite(_Prepared[Insert]):
+    """An ``INSERT … RETURNING``, built once, which its caller runs on a driver connection."""
+
+    __slots__ = ()
+
+
+def _compile(statement: Select[Any] | Insert, dialect: Dialect) -> DriverStatement:
     compiled = statement.compile(dialect=dialect)
     names = tuple(compiled.positiontup or ())
     binds = []
@@ -102,7 +122,7 @@ def _compile(statement: Select[Any], dialect: Dialect) -> DriverStatement:
         binds.append(bind.type.dialect_impl(dialect).bind_processor(dialect))
     results = tuple(
         column.type.dialect_impl(dialect).result_processor(dialect, None)
-        for column in statement.selected_columns
+        for column in statement.exported_columns  # a SELECT's columns, or RETURNING's
     )
 
     def compiled_params(params: Mapping[str, Any]) -> Mapping[str, Any]:
