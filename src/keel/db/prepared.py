@@ -25,10 +25,11 @@ Only for statements whose result types' processing does not depend on the
 driver's column type (strings, integers, ``UTCDateTime``), without an
 expanding ``IN`` (refused when compiled: its SQL changes with each list).
 
-A :class:`PreparedWrite` is the same for one ``INSERT … RETURNING`` that its
-store runs on the driver connection itself (the SQLite idempotency claim,
-``keel.guard.idempotency.sqlite``): compiled once, its values bound as
-SQLAlchemy would bind them, its returned rows processed the same way.
+A :class:`PreparedWrite` is the same for one ``INSERT`` or ``UPDATE …
+RETURNING`` that its store runs on the driver connection itself (the SQLite
+idempotency claim and completion, ``keel.guard.idempotency.sqlite``): compiled
+once, its values bound as SQLAlchemy would bind them, its returned rows
+processed the same way.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy.engine import Dialect
-from sqlalchemy.sql import Insert, Select
+from sqlalchemy.sql import Insert, Select, Update
 
 Processor = Callable[[Any], Any]
 DriverRows = Callable[[Any, str, list[Any]], Awaitable[Sequence[Sequence[Any]]]]
@@ -79,7 +80,7 @@ class DriverStatement:
         ]
 
 
-Statement = TypeVar("Statement", Select[Any], Insert)
+Statement = TypeVar("Statement", bound=Select[Any] | Insert | Update)
 
 
 class _Prepared(Generic[Statement]):
@@ -105,13 +106,14 @@ class PreparedRead(_Prepared[Select[Any]]):
     __slots__ = ()
 
 
-class PreparedWrite(_Prepared[Insert]):
-    """An ``INSERT … RETURNING``, built once, which its caller runs on a driver connection."""
+class PreparedWrite(_Prepared[Insert | Update]):
+    """An ``INSERT`` or ``UPDATE … RETURNING``, built once, which its caller runs on a
+    driver connection."""
 
     __slots__ = ()
 
 
-def _compile(statement: Select[Any] | Insert, dialect: Dialect) -> DriverStatement:
+def _compile(statement: Select[Any] | Insert | Update, dialect: Dialect) -> DriverStatement:
     compiled = statement.compile(dialect=dialect)
     names = tuple(compiled.positiontup or ())
     binds = []

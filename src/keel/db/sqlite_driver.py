@@ -189,6 +189,13 @@ class OneHopConnection(aiosqlite.Connection):
         finally:
             self.end_turn()
 
+    async def rows_in_transaction(self, sql: str, parameters: Sequence[Any]) -> list[Any]:
+        """The rows of one statement in the write transaction open on this connection,
+        without SQLAlchemy's cursor and result around it: run as :meth:`statement`
+        runs the session's own (with the BEGIN IMMEDIATE still waiting to be sent,
+        on the thread; once the lock is held, right here)."""
+        return (await self.statement(_run_statement, sql, parameters))[3]
+
     def _reader_connection(self) -> sqlite3.Connection | None:
         """The reader of :meth:`read_now`, opened on first use (None: no reader here)."""
         if self._reader is None and self._open_reader is not None:

@@ -282,7 +282,20 @@ class SqlStore(ABC):
         response: StoredResponse,
         now: datetime,
     ) -> bool:
-        params = {
+        params = self._store_params(ref, owner, fingerprint, response, now)
+        result = await session.execute(COMPLETE, params)
+        return result.first() is not None
+
+    def _store_params(
+        self,
+        ref: KeyRef,
+        owner: str,
+        fingerprint: str | None,
+        response: StoredResponse,
+        now: datetime,
+    ) -> dict[str, Any]:
+        """``COMPLETE``'s parameters: the outcome stored, kept for the retention period."""
+        return {
             **key_params(ref),
             "k_owner": owner,
             "v_fingerprint": fingerprint,
@@ -292,8 +305,6 @@ class SqlStore(ABC):
             "v_headers": headers_json(response),
             "v_body": response.body,
         }
-        result = await session.execute(COMPLETE, params)
-        return result.first() is not None
 
     async def extend(self, ref: KeyRef, *, owner: str, now: datetime) -> bool:
         params = {**key_params(ref), "k_owner": owner, "v_locked_until": now + self.lease}

@@ -23,8 +23,10 @@ thread; the key cost a keyed ``POST`` 2.1 ms of CPU on SQLite against 0.8 ms on
 PostgreSQL (bench/RESULTS.md, issue 19). The read runs on the event loop from a
 reader that never waits for a lock (``OneHopConnection.read_now`` says why that
 cannot block); the insert is one hop to the thread, under this process's writer
-turn as every write (``OneHopConnection.write_alone``). The rarer moves (take
-over, settle, extend, release, purge) stay on SQLAlchemy (``sql.py``).
+turn as every write (``OneHopConnection.write_alone``). The completion, in the
+business transaction, goes to the same transaction's driver connection. The
+rarer moves (take over, settle, extend, release, purge) stay on SQLAlchemy
+(``sql.py``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from keel.db.prepared import PreparedRead, PreparedWrite
 from keel.guard.idempotency.keys import KeyRef
 from keel.guard.idempotency.sql import (
     CLAIM_VALUES,
+    COMPLETE,
     READ,
     TABLE,
     KeyRow,
@@ -47,7 +50,7 @@ from keel.guard.idempotency.sql import (
     held,
     key_params,
 )
-from keel.guard.idempotency.store import Claim, ClaimResult
+from keel.guard.idempotency.store import Claim, ClaimResult, StoredResponse
 
 CLAIM = PreparedWrite(
     sqlite.insert(TABLE)
@@ -61,6 +64,7 @@ CLAIM = PreparedWrite(
     .returning(TABLE.c.owner)
 )
 KEY_READ = PreparedRead(READ)
+STORE = PreparedWrite(COMPLETE)
 
 
 class SqliteIdempotencyStore(SqlStore):
@@ -113,6 +117,25 @@ class SqliteIdempotencyStore(SqlStore):
             lambda driver: driver.write_alone(form.sql, arguments)
         )
         return bool(inserted)
+
+    async def complete(
+        self,
+        session: AsyncSession,
+        ref: KeyRef,
+        *,
+        owner: str,
+        fingerprint: str,
+        response: StoredResponse,
+        now: datetime,
+    ) -> None:
+        """``COMPLETE`` in the session's write transaction, on its driver connection:
+        the same statement and conditions, without the ORM's execution around it."""
+        connection = await session.connection()  # the transaction begun (BEGIN IMMEDIATE)
+        driver: Any = (await connection.get_raw_connection()).driver_connection
+        form = STORE.for_driver(self.database.engine.dialect)
+        arguments = form.arguments(self._store_params(ref, owner, fingerprint, response, now))
+        if not await driver.rows_in_transaction(form.sql, arguments):
+            raise self._lease_lost(ref)
 
     async def _relax_durability(self, session: AsyncSession) -> None:
         """Nothing to relax: SQLite runs WAL with synchronous=NORMAL, no flush per commit."""
