@@ -24,17 +24,22 @@ its own:
 Only for statements whose result types' processing does not depend on the
 driver's column type (strings, integers, ``UTCDateTime``), without an
 expanding ``IN`` (refused when compiled: its SQL changes with each list).
+
+A :class:`PreparedWrite` is the same for one ``INSERT`` or ``UPDATE …
+RETURNING`` that its caller runs on the driver connection itself (the recognition
+``INSERT`` on PostgreSQL, the SQLite idempotency claim and completion): compiled
+once, its values bound as SQLAlchemy would bind them, its returned rows
+processed the same way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy.engine import Dialect
-from sqlalchemy.sql import Select
-from sqlalchemy.sql.dml import ReturningInsert
+from sqlalchemy.sql import Insert, Select, Update
 
 Processor = Callable[[Any], Any]
 DriverRows = Callable[[Any, str, list[Any]], Awaitable[Sequence[Sequence[Any]]]]
@@ -75,13 +80,16 @@ class DriverStatement:
         ]
 
 
-class _Prepared:
-    """A Core statement built once, and its SQL compiled once per driver."""
+Statement = TypeVar("Statement", bound=Select[Any] | Insert | Update)
+
+
+class _Prepared(Generic[Statement]):
+    """A Core statement built once, compiled once per dialect for its driver."""
 
     __slots__ = ("_forms", "statement")
 
-    def __init__(self, statement: Select[Any] | ReturningInsert[Any]) -> None:
-        self.statement = statement
+    def __init__(self, statement: Statement) -> None:
+        self.statement: Statement = statement
         self._forms: dict[str, DriverStatement] = {}
 
     def for_driver(self, dialect: Dialect) -> DriverStatement:
@@ -92,28 +100,23 @@ class _Prepared:
         return form
 
 
-class PreparedRead(_Prepared):
+class PreparedRead(_Prepared[Select[Any]]):
     """A read-only Core ``SELECT``, built once, run by :meth:`Database.fetch`."""
 
     __slots__ = ()
 
-    def __init__(self, statement: Select[Any]) -> None:
-        super().__init__(statement)
 
-
-class PreparedWrite(_Prepared):
-    """A Core ``INSERT … RETURNING``, built once, run on the driver connection of a
-    write transaction (:func:`keel.db.engine.transaction_driver`): the hot write of a
-    request without the session's execution machinery, with the same SQL, bind
-    and result processing as through SQLAlchemy."""
+class PreparedWrite(_Prepared[Insert | Update]):
+    """An ``INSERT`` or ``UPDATE … RETURNING``, built once, which its caller runs on a
+    driver connection: the hot write of a request (the recognition on PostgreSQL, in
+    :func:`keel.db.engine.transaction_driver`'s transaction; the SQLite idempotency
+    claim and completion) without the session's execution machinery, with the same
+    SQL, bind and result processing as through SQLAlchemy."""
 
     __slots__ = ()
 
-    def __init__(self, statement: ReturningInsert[Any]) -> None:
-        super().__init__(statement)
 
-
-def _compile(statement: Select[Any] | ReturningInsert[Any], dialect: Dialect) -> DriverStatement:
+def _compile(statement: Select[Any] | Insert | Update, dialect: Dialect) -> DriverStatement:
     compiled = statement.compile(dialect=dialect)
     names = tuple(compiled.positiontup or ())
     binds = []
@@ -124,7 +127,7 @@ def _compile(statement: Select[Any] | ReturningInsert[Any], dialect: Dialect) ->
         binds.append(bind.type.dialect_impl(dialect).bind_processor(dialect))
     results = tuple(
         column.type.dialect_impl(dialect).result_processor(dialect, None)
-        for column in statement.exported_columns
+        for column in statement.exported_columns  # a SELECT's columns, or RETURNING's
     )
 
     def compiled_params(params: Mapping[str, Any]) -> Mapping[str, Any]:

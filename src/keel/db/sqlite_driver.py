@@ -20,6 +20,11 @@ client-side cursor does the same); Keel opens no server-side cursors.
 It leans on ``aiosqlite.Connection._execute`` (queue a call on the connection's
 thread), the method aiosqlite's own cursor uses; ``tests/integration/db``
 checks the statements' results through it.
+
+Two statements of a keyed request skip SQLAlchemy altogether: the key's read
+(:meth:`OneHopConnection.read_now`, on the event loop, from a reader that never
+waits for a lock) and its claim (:meth:`OneHopConnection.write_alone`, one hop
+under the writer turn); ``keel.guard.idempotency.sqlite`` says why.
 """
 
 from __future__ import annotations
@@ -52,12 +57,18 @@ class OneHopConnection(aiosqlite.Connection):
         iter_chunk_size: int,
         *,
         turns: WriterTurns | None = None,
+        reader: Callable[[], sqlite3.Connection] | None = None,
     ) -> None:
         super().__init__(connector, iter_chunk_size)
         self._turns = turns
         self._held: WriterTurns | None = None
         # A BEGIN IMMEDIATE not sent yet: it goes with the transaction's first statement.
         self._begin: str | None = None
+        # ``read_now``'s own connection to the same file (opened at its first read;
+        # None for an in-memory database, which a second connection would not see).
+        self._open_reader = reader
+        self._reader: sqlite3.Connection | None = None
+        self._trace: Callable[[str], object] | None = None
 
     async def take_turn(self) -> None:
         """Wait for the process's writer turn; held until :meth:`end_turn` (which the
@@ -96,6 +107,9 @@ class OneHopConnection(aiosqlite.Connection):
         return connection is not None and connection.in_transaction
 
     async def close(self) -> None:
+        # The reader first: closed while this connection still keeps the file open,
+        # it is never the last connection, which would checkpoint on the event loop.
+        self._close_reader()
         try:
             await super().close()
         finally:
@@ -103,11 +117,20 @@ class OneHopConnection(aiosqlite.Connection):
             self.end_turn()
 
     def stop(self) -> asyncio.Future[None] | None:
+        self._close_reader()
         try:
             return super().stop()
         finally:
             self._begin = None
             self.end_turn()
+
+    async def set_trace_callback(self, handler: Callable[[str], object] | None) -> None:
+        """sqlite3's trace on this connection and on its reader: every statement either
+        runs is seen (``tests/support/roundtrips.py`` counts them)."""
+        self._trace = handler
+        if self._reader is not None:
+            self._reader.set_trace_callback(handler)
+        await super().set_trace_callback(handler)  # type: ignore[arg-type]  # untyped there
 
     def cursor(self) -> OneHopCursor:  # type: ignore[override]  # no hop: made on use
         return OneHopCursor(self)
@@ -117,6 +140,75 @@ class OneHopConnection(aiosqlite.Connection):
         # aiosqlite's queue onto its thread, the one its own cursor uses (untyped there).
         execute = cast(Callable[..., Awaitable[T]], self._execute)
         return await execute(call, self._conn, *args)
+
+    async def read_now(self, sql: str, parameters: Sequence[Any]) -> list[Any]:
+        """The rows of one read-only statement on its own (its implicit transaction),
+        read right here on the event loop when that cannot wait; else on the thread.
+
+        Under WAL a reader never waits for the writer, nor a writer for it: it reads
+        the last commit from the WAL and the file, with no lock anyone holds for
+        long. It is read from a second connection to the file, opened with a busy
+        timeout of 0, so what would have waited fails at once instead — the few
+        cases where a WAL reader meets SQLite's busy handler (another process
+        recovering the WAL index after a crash mid-commit, or holding the file in
+        exclusive locking mode); the statement then runs on the connection's
+        thread as any other, waiting up to ``busy_timeout`` there, not on the loop.
+        The pooled connection keeps its ``busy_timeout``: turning it down and back
+        around each read would cost two statements more. A reader never
+        checkpoints (the committing writer does, on its thread), and it is closed
+        before this connection, so its close is never the file's last one either.
+
+        What remains on the loop is the read itself: an indexed lookup of a few
+        pages, which SQLite copies from the OS page cache in microseconds; a hop to
+        the thread costs more, and its answer waits behind the loop's other ready
+        callbacks. Only for point reads on a hot path (the idempotency key): a
+        statement that reads much holds the loop as long as it reads.
+        """
+        reader = self._reader_connection()
+        if reader is not None:
+            try:
+                return reader.execute(sql, parameters).fetchall()
+            except sqlite3.OperationalError as error:
+                if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                    raise
+        return (await self.run(_run_statement, None, sql, parameters))[3]
+
+    async def write_alone(self, sql: str, parameters: Sequence[Any]) -> list[Any]:
+        """The rows of one write statement on its own (SQLite's implicit transaction,
+        which takes the write lock as ``BEGIN IMMEDIATE`` would), in one hop to the
+        connection's thread, holding this process's writer turn around it.
+
+        On the thread, not the loop: its commit may run a WAL checkpoint (it
+        writes the database file and syncs it), and a lock held by another
+        process is waited for in ``busy_timeout``. The connection is checked out
+        before the turn is taken, as a transaction takes them (``writer_turns.py``).
+        """
+        await self.take_turn()
+        try:
+            return (await self.run(_run_statement, None, sql, parameters))[3]
+        finally:
+            self.end_turn()
+
+    async def rows_in_transaction(self, sql: str, parameters: Sequence[Any]) -> list[Any]:
+        """The rows of one statement in the write transaction open on this connection,
+        without SQLAlchemy's cursor and result around it: run as :meth:`statement`
+        runs the session's own (with the BEGIN IMMEDIATE still waiting to be sent,
+        on the thread; once the lock is held, right here)."""
+        return (await self.statement(_run_statement, sql, parameters))[3]
+
+    def _reader_connection(self) -> sqlite3.Connection | None:
+        """The reader of :meth:`read_now`, opened on first use (None: no reader here)."""
+        if self._reader is None and self._open_reader is not None:
+            reader = self._open_reader()
+            if self._trace is not None:
+                reader.set_trace_callback(self._trace)
+            self._reader = reader
+        return self._reader
+
+    def _close_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
 
     def begin_with_next_statement(self, begin: str) -> None:
         """Send ``begin`` in the same call as the next statement: a write transaction's
@@ -256,7 +348,17 @@ def one_hop_connect(
         )
         return connection
 
-    connection = OneHopConnection(connector, iter_chunk_size=64, turns=turns)
+    def reader() -> sqlite3.Connection:
+        # ``read_now``'s: used on the loop's thread only, and never waits for a lock
+        # (timeout 0: SQLite's busy timeout); autocommit, as the pooled connections.
+        options = {**kwargs, "timeout": 0.0, "isolation_level": None, "check_same_thread": False}
+        connection: sqlite3.Connection = sqlite3.connect(database, **options)
+        return connection
+
+    in_memory = database in ("", ":memory:") or "mode=memory" in database
+    connection = OneHopConnection(
+        connector, iter_chunk_size=64, turns=turns, reader=None if in_memory else reader
+    )
     # As SQLAlchemy does for aiosqlite's own connections: a pooled connection left
     # open must not keep the interpreter from exiting.
     connection._thread.daemon = True

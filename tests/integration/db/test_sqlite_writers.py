@@ -4,22 +4,28 @@ On a real SQLite file (WAL, as Keel runs it): write transactions of one process
 take the writer turn first come first served and give it back however they
 end (``keel.db.writer_turns``); each statement is one call on the connection's
 thread, a write transaction's statements after its first none (it holds the lock),
-and its end no more than one (``keel.db.sqlite_driver``).
+and its end no more than one (``keel.db.sqlite_driver``). The idempotency key's
+two statements on the driver connection: ``read_now`` reads on the event loop
+from a reader that never waits for a lock (and on the thread when SQLite would
+make it wait), ``write_alone`` writes one statement under the writer turn.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, insert, select, update
 
 from keel.db.engine import Database
+from keel.db.sqlite_driver import one_hop_connect
 from keel.errors import DatabaseUnavailable
 
 METADATA = MetaData()
@@ -27,6 +33,8 @@ ROWS = Table("rows", METADATA, Column("id", Integer, primary_key=True), Column("
 ADD = insert(ROWS).values(label=bindparam("label")).returning(ROWS.c.id)
 RENAME = update(ROWS).where(ROWS.c.label == bindparam("old")).values(label=bindparam("new"))
 LABELS = select(ROWS.c.label).order_by(ROWS.c.id)
+LABELS_SQL = "SELECT label FROM rows ORDER BY id"
+ADD_SQL = "INSERT INTO rows (label) VALUES (?) RETURNING id"
 
 
 @pytest.fixture
@@ -44,9 +52,11 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     queue = aiosqlite.Connection._execute
 
-    async def spy(self: aiosqlite.Connection, fn: object, *args: object) -> object:
+    async def spy(
+        self: aiosqlite.Connection, fn: object, *args: object, **kwargs: object
+    ) -> object:
         seen.append(getattr(fn, "__name__", type(fn).__name__))
-        return await queue(self, fn, *args)  # type: ignore[no-untyped-call]
+        return await queue(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call]
 
     monkeypatch.setattr(aiosqlite.Connection, "_execute", spy)
     return seen
@@ -184,3 +194,100 @@ async def test_a_lock_held_by_another_process_fails_the_first_statement_and_free
     finally:
         other.close()
         await database.dispose()
+
+
+async def read_now(database: Database, sql: str) -> list[Any]:
+    rows: list[Any] = await database.on_autocommit_driver(lambda driver: driver.read_now(sql, []))
+    return rows
+
+
+async def write_alone(database: Database, label: str) -> list[Any]:
+    rows: list[Any] = await database.on_autocommit_driver(
+        lambda driver: driver.write_alone(ADD_SQL, [label])
+    )
+    return rows
+
+
+async def test_a_read_during_another_process_write_answers_at_once_with_the_last_commit(
+    database: Database, tmp_path: Path, calls: list[str]
+) -> None:
+    await write_alone(database, "committed")
+    other = sqlite3.connect(tmp_path / "writers.db", isolation_level=None)  # as another process
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO rows (label) VALUES ('not yet')")
+        calls.clear()
+        started = time.monotonic()
+        seen = await read_now(database, LABELS_SQL)
+        # Far below the 2 s busy timeout: the writer made the reader wait for nothing.
+        assert time.monotonic() - started < 0.5
+        assert seen == [("committed",)]
+        assert calls == []  # read on the loop, no hop to the connection's thread
+        other.execute("COMMIT")
+        assert await read_now(database, LABELS_SQL) == [("committed",), ("not yet",)]
+    finally:
+        other.close()
+
+
+async def test_a_read_sqlite_would_make_wait_waits_on_the_thread_while_the_loop_runs_on(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "held.db"
+    setup = sqlite3.connect(path, isolation_level=None)
+    setup.execute("PRAGMA journal_mode=WAL")
+    setup.execute("CREATE TABLE rows (id INTEGER PRIMARY KEY, label TEXT)")
+    setup.close()
+    # Another process holding the file in exclusive locking mode: under WAL, one of the
+    # few things a reader has to wait for (SQLite's busy handler).
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO rows (label) VALUES ('held')")
+    holder.execute("COMMIT")
+    connection = one_hop_connect(str(path), timeout=2.0, isolation_level=None)
+    await connection  # its thread started, the file opened
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticking = asyncio.create_task(tick())
+    asyncio.get_running_loop().call_later(0.3, holder.close)
+    try:
+        started = time.monotonic()
+        seen = await connection.read_now(LABELS_SQL, [])
+        waited = time.monotonic() - started
+    finally:
+        ticking.cancel()
+        holder.close()
+        await connection.close()
+    assert seen == [("held",)]
+    assert waited >= 0.25  # it did wait for the lock — on the thread, in busy_timeout
+    assert ticks >= 10  # while the event loop went on serving
+
+
+async def test_a_lone_write_on_the_driver_waits_for_the_open_transaction(
+    database: Database, calls: list[str]
+) -> None:
+    # Two connections opened first (their set-up runs on their threads), one per writer.
+    await asyncio.gather(write_alone(database, "warm"), write_alone(database, "up"))
+    async with write_held_open(database, "first"):
+        calls.clear()
+        alone = asyncio.create_task(write_alone(database, "second"))
+        await asyncio.sleep(0.2)
+        assert not alone.done()
+        assert calls == []  # in line for the writer turn, not polling SQLite's lock
+    assert await alone == [(4,)]
+    assert await read_now(database, LABELS_SQL) == [("warm",), ("up",), ("first",), ("second",)]
+
+
+async def test_a_lone_write_gives_its_turn_back_when_it_fails(database: Database) -> None:
+    await write_alone(database, "first")
+    with pytest.raises(sqlite3.IntegrityError):
+        await database.on_autocommit_driver(
+            lambda driver: driver.write_alone("INSERT INTO rows (id, label) VALUES (?, 'x')", [1])
+        )
+    assert await write_alone(database, "after") == [(2,)]  # the turn was free again

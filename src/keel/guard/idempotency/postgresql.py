@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, Final, Literal, NamedTuple
+from typing import Any, Final, Literal
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -41,7 +41,7 @@ from keel.db.engine import Database
 from keel.db.failures import is_unavailable
 from keel.errors import DatabaseUnavailable
 from keel.guard.idempotency.keys import KeyRef
-from keel.guard.idempotency.sql import SqlStore, headers_json, held
+from keel.guard.idempotency.sql import KeyRow, SqlStore, headers_json, held
 from keel.guard.idempotency.store import (
     Claim,
     ClaimResult,
@@ -114,19 +114,6 @@ async def _translated(connection: AsyncConnection) -> AsyncIterator[None]:
         raise DatabaseUnavailable(
             "the database is not answering; retry shortly", retry_after=2
         ) from error
-
-
-class KeyRow(NamedTuple):
-    """The key's row as ``sql.held`` reads it (asyncpg records have no attributes)."""
-
-    state: str
-    owner: str
-    fingerprint: str | None
-    locked_until: datetime
-    expires_at: datetime
-    response_status: int | None
-    response_headers: str | None
-    response_body: bytes | None
 
 
 CLAIMED: Final = "claimed"

@@ -21,7 +21,7 @@ move a row along an edge the table lacks:
   never removes a stored outcome, so releasing after an ambiguous failure is
   always safe.
 - **read** — the row, for ``lookup`` and for the claim's look at the row in
-  its way.
+  its way (``KeyRow``).
 - **purge** — deletes expired rows in primary-key batches so no single
   statement holds many row locks for long.
 
@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import structlog
 from sqlalchemy import Table, and_, bindparam, delete, or_, select, tuple_, update
@@ -142,6 +142,19 @@ RELEASE = (
 )
 
 
+class KeyRow(NamedTuple):
+    """The key's row as :func:`held` reads it, from a driver's record (``READ``'s columns)."""
+
+    state: str
+    owner: str
+    fingerprint: str | None
+    locked_until: datetime
+    expires_at: datetime
+    response_status: int | None
+    response_headers: str | None
+    response_body: bytes | None
+
+
 def key_params(ref: KeyRef) -> dict[str, Any]:
     return {"k_user": ref.user_id, "k_operation": ref.operation, "k_key": ref.key}
 
@@ -229,14 +242,6 @@ class SqlStore(ABC):
         # The row changed hands CLAIM_ATTEMPTS times in a row: report it as busy.
         return Claim(ClaimResult.IN_FLIGHT, locked_until=now)
 
-    async def lookup(self, ref: KeyRef, *, now: datetime) -> Claim | None:
-        """What holds the key now (a live outcome or claim, or ``ABSENT``), without taking it."""
-        rows = await self.database.rows(READ, key_params(ref))
-        row = rows[0] if rows else None
-        if row is None:
-            return Claim(ClaimResult.ABSENT)
-        return held(row, now)
-
     @staticmethod
     def _lease_lost(ref: KeyRef) -> IdempotencyLeaseLost:
         log.warning("idempotency_lease_lost", **log_fields(ref))
@@ -277,7 +282,20 @@ class SqlStore(ABC):
         response: StoredResponse,
         now: datetime,
     ) -> bool:
-        params = {
+        params = self._store_params(ref, owner, fingerprint, response, now)
+        result = await session.execute(COMPLETE, params)
+        return result.first() is not None
+
+    def _store_params(
+        self,
+        ref: KeyRef,
+        owner: str,
+        fingerprint: str | None,
+        response: StoredResponse,
+        now: datetime,
+    ) -> dict[str, Any]:
+        """``COMPLETE``'s parameters: the outcome stored, kept for the retention period."""
+        return {
             **key_params(ref),
             "k_owner": owner,
             "v_fingerprint": fingerprint,
@@ -287,8 +305,6 @@ class SqlStore(ABC):
             "v_headers": headers_json(response),
             "v_body": response.body,
         }
-        result = await session.execute(COMPLETE, params)
-        return result.first() is not None
 
     async def extend(self, ref: KeyRef, *, owner: str, now: datetime) -> bool:
         params = {**key_params(ref), "k_owner": owner, "v_locked_until": now + self.lease}
