@@ -315,7 +315,8 @@ def main() -> None:
             print(
                 f"open  keyed POST at {latency.rate:.0f} req/s (70 % of {capacity:.0f}) for "
                 f"{open_seconds:g} s: p50 {latency.p50_ms:.1f} ms p99 {latency.p99_ms:.1f} ms "
-                f"max {latency.max_ms:.1f} ms, {latency.failures} failed "
+                f"max {latency.max_ms:.1f} ms, {latency.failures} failed; driver late p99 "
+                f"{latency.late_p99_ms:.1f} ms at {latency.driver_cpu_share:.0%} of a core "
                 f"(target p99 ≤ {P99_TARGET_MS:g} ms) {verdict(met)}"
             )
             figures["open_loop"] = latency.as_dict()
